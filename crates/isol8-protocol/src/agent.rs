@@ -1,0 +1,487 @@
+//! The engine ⇄ agent frame protocol (version [`PROTOCOL_VERSION`]).
+//!
+//! The agent (`isol8-agent`) is PID 1 of every sandbox container. The engine attaches to
+//! the container's stdin and stdout and both sides exchange *frames*:
+//!
+//! ```text
+//! +----------------+--------+---------------------------+
+//! | length: u32 BE | kind:u8| payload (length bytes)    |
+//! +----------------+--------+---------------------------+
+//! ```
+//!
+//! `length` counts the payload only and may not exceed [`MAX_PAYLOAD`]; a larger value is a
+//! protocol error and the stream must be abandoned (the container is destroyed). Unknown
+//! kinds are errors too: both sides are built from the same source, and the agent announces
+//! its protocol version in its first frame ([`Kind::Hello`]), which the engine checks before
+//! sending anything.
+//!
+//! Control payloads are JSON ([`Hello`], [`ExecSpec`], [`Exited`], [`ExecFailed`],
+//! [`SignalSpec`]); output payloads are raw bytes behind a two-byte prefix (see
+//! [`encode_output`]) so program output is never re-encoded.
+//!
+//! A session looks like this:
+//!
+//! ```text
+//! agent  -> Hello{protocol, agentVersion}
+//! engine -> Exec{...}                     (files, steps, env, limits)
+//! engine -> Stdin(bytes)* StdinClose?     (interactive stdin, optional)
+//! agent  -> Output(stream, phase, bytes)*
+//! agent  -> Exited{exitCode, timedOut, ...}   or   ExecFailed{message}
+//! ```
+//!
+//! The agent's own diagnostics go to its stderr, never into the frame stream.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this frame protocol. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size of a frame header: 4 length bytes and 1 kind byte.
+pub const HEADER_LEN: usize = 5;
+
+/// Largest payload either side accepts (64 MiB).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Largest output chunk the agent puts in one frame.
+pub const OUTPUT_CHUNK: usize = 64 << 10;
+
+/// Frame kinds. Values below `0x10` travel agent → engine, the rest engine → agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Agent is ready; JSON [`Hello`].
+    Hello = 0x01,
+    /// Program output; see [`encode_output`].
+    Output = 0x02,
+    /// The execution finished; JSON [`Exited`].
+    Exited = 0x03,
+    /// The execution could not be carried out; JSON [`ExecFailed`].
+    ExecFailed = 0x04,
+    /// Run something; JSON [`ExecSpec`].
+    Exec = 0x10,
+    /// Bytes for the running program's stdin.
+    Stdin = 0x11,
+    /// Close the running program's stdin.
+    StdinClose = 0x12,
+    /// Deliver a signal to the running program's process group; JSON [`SignalSpec`].
+    Signal = 0x13,
+}
+
+impl Kind {
+    /// Parses a kind byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0x01 => Kind::Hello,
+            0x02 => Kind::Output,
+            0x03 => Kind::Exited,
+            0x04 => Kind::ExecFailed,
+            0x10 => Kind::Exec,
+            0x11 => Kind::Stdin,
+            0x12 => Kind::StdinClose,
+            0x13 => Kind::Signal,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the payload holds.
+    pub kind: Kind,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame whose payload is `value` as JSON.
+    pub fn json<T: Serialize>(kind: Kind, value: &T) -> Frame {
+        // Serialising these plain structs cannot fail (no maps with non-string keys).
+        let payload = serde_json::to_vec(value).unwrap_or_default();
+        Frame { kind, payload }
+    }
+
+    /// Decodes the payload as JSON.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, FrameError> {
+        serde_json::from_slice(&self.payload).map_err(|e| FrameError::BadPayload {
+            kind: self.kind,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Appends the encoded frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        encode_header(self.kind, self.payload.len(), out);
+        out.extend_from_slice(&self.payload);
+    }
+
+    /// The encoded frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+fn encode_header(kind: Kind, len: usize, out: &mut Vec<u8>) {
+    debug_assert!(len <= MAX_PAYLOAD);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(kind as u8);
+}
+
+/// Why a byte stream is not a valid frame sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The header announced more than [`MAX_PAYLOAD`] bytes.
+    TooLarge(usize),
+    /// The kind byte is not one of [`Kind`].
+    UnknownKind(u8),
+    /// The payload of a control frame is not the JSON expected for its kind.
+    BadPayload {
+        /// Kind of the offending frame.
+        kind: Kind,
+        /// The JSON decoder's message.
+        reason: String,
+    },
+    /// An output payload is shorter than its two-byte prefix or names an unknown stream.
+    BadOutput,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+            }
+            FrameError::UnknownKind(k) => write!(f, "unknown frame kind 0x{k:02x}"),
+            FrameError::BadPayload { kind, reason } => {
+                write!(f, "malformed {kind:?} frame: {reason}")
+            }
+            FrameError::BadOutput => write!(f, "malformed output frame"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Incremental decoder: feed it bytes as they arrive, take complete frames out.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    ///
+    /// After an error the decoder is unusable: the stream is out of sync.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(FrameError::TooLarge(len));
+        }
+        let kind = Kind::from_u8(avail[4]).ok_or(FrameError::UnknownKind(avail[4]))?;
+        if avail.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.start += HEADER_LEN + len;
+        if self.start > 1 << 20 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(Some(Frame { kind, payload }))
+    }
+}
+
+/// Reads one frame from a blocking reader; `Ok(None)` on a clean end of stream.
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            FrameError::TooLarge(len),
+        ));
+    }
+    let kind = Kind::from_u8(header[4]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            FrameError::UnknownKind(header[4]),
+        )
+    })?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some(Frame { kind, payload }))
+}
+
+/// Writes one frame to a blocking writer and flushes it.
+pub fn write_frame<W: Write>(w: &mut W, frame: &Frame) -> io::Result<()> {
+    w.write_all(&frame.encode())?;
+    w.flush()
+}
+
+/// Output stream of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout = 1,
+    /// Standard error.
+    Stderr = 2,
+}
+
+/// Step of an execution (mirrors [`crate::Phase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepPhase {
+    /// The setup script.
+    Setup = 0,
+    /// The user's code.
+    Code = 1,
+}
+
+/// Encodes an output frame: `[stream][phase][bytes]`.
+pub fn encode_output(stream: Stream, phase: StepPhase, data: &[u8], out: &mut Vec<u8>) {
+    encode_header(Kind::Output, data.len() + 2, out);
+    out.push(stream as u8);
+    out.push(phase as u8);
+    out.extend_from_slice(data);
+}
+
+/// Splits an output payload into stream, phase and bytes.
+pub fn decode_output(payload: &[u8]) -> Result<(Stream, StepPhase, &[u8]), FrameError> {
+    let (&s, rest) = payload.split_first().ok_or(FrameError::BadOutput)?;
+    let (&p, data) = rest.split_first().ok_or(FrameError::BadOutput)?;
+    let stream = match s {
+        1 => Stream::Stdout,
+        2 => Stream::Stderr,
+        _ => return Err(FrameError::BadOutput),
+    };
+    let phase = match p {
+        0 => StepPhase::Setup,
+        1 => StepPhase::Code,
+        _ => return Err(FrameError::BadOutput),
+    };
+    Ok((stream, phase, data))
+}
+
+/// First frame sent by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub protocol: u16,
+    /// The agent's crate version.
+    pub agent_version: String,
+}
+
+/// One program to run as part of an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Which phase this step's output belongs to.
+    pub phase: StepPhase,
+    /// Program and arguments (`argv[0]` is looked up in `PATH`).
+    pub argv: Vec<String>,
+}
+
+/// A file the agent writes before running the steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileWrite {
+    /// Absolute path inside `/sandbox`; parent directories are created.
+    pub path: String,
+    /// Content, base64.
+    pub content: String,
+    /// Permission bits (default 0o644).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// Everything the agent needs to carry out one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecSpec {
+    /// [`PROTOCOL_VERSION`] of the engine.
+    pub protocol: u16,
+    /// Programs to run in order; a failing setup step stops the sequence.
+    pub steps: Vec<Step>,
+    /// The complete environment of the programs (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    /// Working directory (created if missing, owned by the sandbox user).
+    pub cwd: String,
+    /// Stdin content, base64; fed to the code step, then closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Keep the code step's stdin open for [`Kind::Stdin`] frames.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Wall-clock limit for all steps together.
+    pub timeout_ms: u64,
+    /// Cap on stdout and on stderr, in bytes; the rest is counted and discarded.
+    pub max_output_bytes: u64,
+    /// Files written (as the sandbox user) before the first step.
+    #[serde(default)]
+    pub files: Vec<FileWrite>,
+    /// Files read back (as the sandbox user) after the last step.
+    #[serde(default)]
+    pub output_paths: Vec<String>,
+    /// Largest output file read back, in bytes.
+    pub max_read_bytes: u64,
+}
+
+/// Byte counts of one output stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStats {
+    /// Bytes the program wrote.
+    pub total_bytes: u64,
+    /// True when some were discarded because of the cap.
+    pub truncated: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exited {
+    /// Exit code of the last step that ran; 128+N when killed by signal N.
+    pub exit_code: i32,
+    /// The timeout fired and the process tree was killed.
+    pub timed_out: bool,
+    /// Phase of the last step that ran.
+    pub phase: Option<StepPhase>,
+    /// Wall time of the code step in milliseconds (all steps when none reached code).
+    pub duration_ms: u64,
+    /// Stdout counts.
+    pub stdout: StreamStats,
+    /// Stderr counts.
+    pub stderr: StreamStats,
+    /// Output paths read back: path → base64 content.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Output paths that could not be read: path → reason.
+    #[serde(default)]
+    pub file_errors: BTreeMap<String, String>,
+}
+
+/// The agent could not carry out an execution (bad file path, spawn failure…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecFailed {
+    /// What went wrong, for the user.
+    pub message: String,
+}
+
+/// A signal for the running program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalSpec {
+    /// Signal number (SIGINT = 2, SIGTERM = 15, SIGKILL = 9).
+    pub signal: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_the_decoder_byte_by_byte() {
+        let hello = Frame::json(
+            Kind::Hello,
+            &Hello {
+                protocol: PROTOCOL_VERSION,
+                agent_version: "x".into(),
+            },
+        );
+        let mut bytes = hello.encode();
+        encode_output(Stream::Stderr, StepPhase::Setup, b"abc", &mut bytes);
+        let mut dec = FrameDecoder::new();
+        let mut frames = Vec::new();
+        for b in &bytes {
+            dec.push(std::slice::from_ref(b));
+            while let Some(f) = dec.next_frame().expect("valid") {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], hello);
+        let h: Hello = frames[0].parse().expect("hello");
+        assert_eq!(h.protocol, PROTOCOL_VERSION);
+        assert_eq!(
+            decode_output(&frames[1].payload).expect("output"),
+            (Stream::Stderr, StepPhase::Setup, &b"abc"[..])
+        );
+        assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn oversized_and_unknown_frames_are_rejected() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&[0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(dec.next_frame(), Err(FrameError::TooLarge(0xffff_ffff)));
+        let mut dec = FrameDecoder::new();
+        dec.push(&[0, 0, 0, 0, 0x7f]);
+        assert_eq!(dec.next_frame(), Err(FrameError::UnknownKind(0x7f)));
+        assert!(read_frame(&mut &[0u8, 0, 0, 1, 0x42, 0][..]).is_err());
+    }
+
+    #[test]
+    fn blocking_reader_handles_eof() {
+        let f = Frame {
+            kind: Kind::StdinClose,
+            payload: vec![],
+        };
+        let bytes = f.encode();
+        let mut r = &bytes[..];
+        assert_eq!(read_frame(&mut r).expect("frame"), Some(f));
+        assert_eq!(read_frame(&mut r).expect("eof"), None);
+        let mut truncated = &bytes[..3];
+        assert!(read_frame(&mut truncated).is_err());
+    }
+
+    #[test]
+    fn output_prefix_is_validated() {
+        assert_eq!(decode_output(&[]), Err(FrameError::BadOutput));
+        assert_eq!(decode_output(&[1]), Err(FrameError::BadOutput));
+        assert_eq!(decode_output(&[3, 0]), Err(FrameError::BadOutput));
+        assert_eq!(decode_output(&[1, 2]), Err(FrameError::BadOutput));
+    }
+}

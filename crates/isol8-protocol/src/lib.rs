@@ -1,0 +1,18 @@
+//! Wire types shared by every isol8 component.
+//!
+//! * [`wire`] — the public JSON contract: [`ExecutionRequest`], [`ExecutionResult`],
+//!   [`StreamEvent`]. Field names are exact: existing isol8 clients depend on them.
+//! * [`options`] — engine options as they appear in the library, CLI and the server's
+//!   `options` object.
+//! * [`agent`] — the versioned frame protocol spoken between the engine and the in-sandbox
+//!   agent (`isol8-agent`) over the container's attached stdio.
+
+pub mod agent;
+pub mod options;
+pub mod wire;
+
+pub use options::{EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode};
+pub use wire::{
+    ExecutionRequest, ExecutionResult, NetworkLog, Phase, ResourceUsage, StreamEvent,
+    StreamEventType,
+};

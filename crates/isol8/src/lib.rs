@@ -1,0 +1,1 @@
+//! isol8 library.
