@@ -1,1 +1,41 @@
-//! isol8 library.
+//! isol8: run untrusted code in hardened Docker sandboxes.
+//!
+//! The [`Engine`] trait is the one interface every front end drives (the CLI, the HTTP
+//! server and the remote client). [`DockerEngine`] implements it on a local Docker daemon
+//! through the Engine API: each sandbox container runs `isol8-agent` as PID 1 and the
+//! engine talks to it over the container's attached stdio (see [`isol8_protocol::agent`]).
+//!
+//! Modules, by boundary:
+//! * [`runtime`] — the runtime registry (python, node, bun, deno, bash, and your own);
+//! * [`limits`] — engine options resolved into validated sandbox settings;
+//! * [`seccomp`] — isol8's default-deny seccomp profile;
+//! * [`docker`] — [`DockerEngine`]: containers, the agent session, output handling;
+//! * [`images`] — building the runtime images (`isol8 setup`);
+//! * [`config`] — the configuration file and its JSON Schema.
+
+pub mod config;
+pub mod docker;
+pub mod engine;
+pub mod error;
+pub mod images;
+pub mod limits;
+pub mod output;
+pub mod runtime;
+pub mod seccomp;
+
+pub use docker::DockerEngine;
+pub use engine::{Engine, EventStream};
+pub use error::{Error, Result};
+pub use isol8_protocol::{
+    EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
+};
+pub use runtime::{Runtime, RuntimeRegistry};
+
+/// Label put on every container and image isol8 creates.
+pub const LABEL_MANAGED: &str = "isol8.managed";
+/// Label naming the engine instance that owns a container.
+pub const LABEL_OWNER: &str = "isol8.owner";
+/// Label carrying an image's content hash.
+pub const LABEL_CONTENT_HASH: &str = "isol8.content-hash";
+/// Label naming the runtime an image or container serves.
+pub const LABEL_RUNTIME: &str = "isol8.runtime";

@@ -1,0 +1,30 @@
+//! The [`Engine`] trait: the one interface the CLI, the server and the remote client drive.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use isol8_protocol::{ExecutionRequest, ExecutionResult, StreamEvent};
+
+use crate::Result;
+
+/// Events of a streamed execution; always ends with exactly one `exit` event.
+pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
+
+/// Something that runs [`ExecutionRequest`]s in sandboxes.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// Prepares the engine (checks the daemon; later: warms the pool).
+    async fn start(&self) -> Result<()>;
+
+    /// Stops the engine: running executions are killed and every container it owns removed.
+    async fn stop(&self) -> Result<()>;
+
+    /// Runs a request to completion and returns its buffered result.
+    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult>;
+
+    /// Runs a request, yielding output as it is produced.
+    ///
+    /// Validation errors are returned before anything runs; failures after the sandbox
+    /// started arrive as an `error` event followed by the `exit` event.
+    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream>;
+}

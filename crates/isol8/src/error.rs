@@ -1,0 +1,95 @@
+//! The library's error type. Every variant says what failed and, where there is one,
+//! what the user can do about it.
+
+/// Result alias for the isol8 library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (unknown runtime, both `code` and `cmd`, bad path…).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An option has a value outside its accepted form.
+    #[error("invalid value for `{field}`: {message}")]
+    InvalidOption {
+        /// Option name as written in JSON (`memoryLimit`, …).
+        field: String,
+        /// What is accepted.
+        message: String,
+    },
+    /// The request asks for something this version does not do yet.
+    #[error("{0} is not supported yet")]
+    NotSupported(String),
+    /// The Docker daemon cannot be reached.
+    #[error("cannot reach the Docker daemon ({detail}); start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &`) and try again")]
+    DockerUnavailable {
+        /// What the connection attempt reported.
+        detail: String,
+    },
+    /// The runtime's image has not been built.
+    #[error("image `{image}` for runtime `{runtime}` is missing; run `isol8 setup` to build it")]
+    ImageMissing {
+        /// Image reference.
+        image: String,
+        /// Runtime that needs it.
+        runtime: String,
+    },
+    /// A Docker Engine API call failed.
+    #[error("docker {op} failed: {source}")]
+    Docker {
+        /// The operation (`create container`, `attach`, …).
+        op: &'static str,
+        /// The API error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The in-sandbox agent misbehaved or the sandbox died.
+    #[error("sandbox failure: {0}")]
+    Sandbox(String),
+    /// The engine was stopped while the request was pending or running.
+    #[error("the engine is stopped")]
+    Stopped,
+    /// Loading or validating the configuration failed.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Building or checking images failed.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+    /// A local I/O operation failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a Docker API error, recognising an unreachable daemon.
+    pub fn docker(op: &'static str, source: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match &source {
+            B::HyperResponseError { .. }
+            | B::IOError { .. }
+            | B::SocketNotFoundError(_)
+            | B::RequestTimeoutError => Error::DockerUnavailable { detail: source.to_string() },
+            _ => Error::Docker { op, source },
+        }
+    }
+
+    /// An invalid-option error.
+    pub fn option(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidOption { field: field.into(), message: message.into() }
+    }
+
+    /// True for mistakes in the caller's input (as opposed to engine or Docker failures).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidRequest(_) | Error::InvalidOption { .. } | Error::NotSupported(_) | Error::Config(_)
+        )
+    }
+}
