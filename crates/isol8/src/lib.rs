@@ -20,6 +20,7 @@ pub mod error;
 pub mod images;
 pub mod limits;
 pub mod output;
+pub mod prepare;
 pub mod runtime;
 pub mod seccomp;
 

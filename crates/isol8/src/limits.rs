@@ -1,1 +1,313 @@
-//! limits
+//! Engine options resolved into validated sandbox settings.
+//!
+//! [`SandboxSettings::resolve`] fills defaults (SPEC section 3) and rejects bad values with
+//! a message naming the field and the accepted form.
+
+use std::collections::BTreeMap;
+
+use isol8_protocol::options::{Mode, SecurityOptions};
+use isol8_protocol::{
+    EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode,
+};
+
+use crate::{Error, Result};
+
+/// Default timeout of an execution.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default cap on stdout and on stderr.
+pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+/// Largest timeout accepted (24 h).
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// Fully resolved settings of a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSettings {
+    /// Ephemeral or persistent.
+    pub mode: Mode,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Host rules for `filtered`.
+    pub network_filter: NetworkFilter,
+    /// Default timeout.
+    pub timeout_ms: u64,
+    /// Memory limit in bytes (swap may not exceed it: memory+swap = memory).
+    pub memory_bytes: i64,
+    /// CPU limit in billionths of a core.
+    pub nano_cpus: i64,
+    /// Process limit.
+    pub pids_limit: i64,
+    /// Read-only root filesystem.
+    pub readonly_root_fs: bool,
+    /// Size of `/sandbox` in bytes.
+    pub sandbox_bytes: u64,
+    /// Size of `/tmp` in bytes.
+    pub tmp_bytes: u64,
+    /// Cap on each output stream.
+    pub max_output: u64,
+    /// Secrets: name → value (masked in output).
+    pub secrets: BTreeMap<String, String>,
+    /// Image override.
+    pub image: Option<String>,
+    /// Fill `networkLogs`.
+    pub log_network: bool,
+    /// Pool strategy.
+    pub pool_strategy: PoolStrategy,
+    /// Pool size.
+    pub pool_size: PoolSize,
+    /// Seccomp mode.
+    pub seccomp: SeccompMode,
+    /// Profile path for `custom`.
+    pub custom_profile_path: Option<String>,
+    /// Keep the container after the run.
+    pub persist: bool,
+}
+
+/// Parses a size such as `512m`, `1g`, `64k` or `1048576` (bytes). Suffixes are
+/// case-insensitive and may be followed by `b` (`512mb`).
+pub fn parse_size(field: &str, value: &str) -> Result<u64> {
+    let bad = || {
+        Error::option(
+            field,
+            format!("`{value}` is not a size; use a number with an optional k, m or g suffix, e.g. 512m"),
+        )
+    };
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (digits, mult) = match v.chars().last() {
+        Some('k') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('m') => (&v[..v.len() - 1], 1 << 20),
+        Some('g') => (&v[..v.len() - 1], 1 << 30),
+        Some(c) if c.is_ascii_digit() => (v, 1),
+        _ => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(Error::option(
+            field,
+            format!("`{value}` must be greater than zero"),
+        ));
+    }
+    Ok(bytes)
+}
+
+impl SandboxSettings {
+    /// Resolves `opts` (missing values take SPEC defaults) and validates every value.
+    pub fn resolve(opts: &EngineOptions) -> Result<SandboxSettings> {
+        let memory = parse_size(
+            "memoryLimit",
+            opts.memory_limit.as_deref().unwrap_or("512m"),
+        )?;
+        if memory < 6 << 20 {
+            return Err(Error::option(
+                "memoryLimit",
+                "must be at least 6m (Docker's minimum)",
+            ));
+        }
+        let cpu = opts.cpu_limit.unwrap_or(1.0);
+        if !cpu.is_finite() || cpu <= 0.0 || cpu > 1024.0 {
+            return Err(Error::option(
+                "cpuLimit",
+                format!("`{cpu}` is not a positive fraction of cores such as 0.5 or 2"),
+            ));
+        }
+        let pids = opts.pids_limit.unwrap_or(64);
+        if pids < 1 {
+            return Err(Error::option(
+                "pidsLimit",
+                format!("`{pids}` must be a positive number of processes"),
+            ));
+        }
+        let timeout_ms = opts.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        check_timeout("timeoutMs", timeout_ms)?;
+        let max_output = opts.max_output_size.unwrap_or(DEFAULT_MAX_OUTPUT);
+        if max_output == 0 {
+            return Err(Error::option(
+                "maxOutputSize",
+                "must be a positive number of bytes",
+            ));
+        }
+        let sandbox_bytes = parse_size(
+            "sandboxSize",
+            opts.sandbox_size.as_deref().unwrap_or("512m"),
+        )?;
+        let tmp_bytes = parse_size("tmpSize", opts.tmp_size.as_deref().unwrap_or("256m"))?;
+        for name in opts.secrets.keys() {
+            check_env_name("secrets", name)?;
+        }
+        let filter = opts.network_filter.clone().unwrap_or_default();
+        for pattern in filter.whitelist.iter().chain(&filter.blacklist) {
+            regex::Regex::new(pattern).map_err(|e| {
+                Error::option(
+                    "networkFilter",
+                    format!("`{pattern}` is not a valid regex: {e}"),
+                )
+            })?;
+        }
+        let SecurityOptions {
+            seccomp,
+            custom_profile_path,
+        } = opts.security.clone().unwrap_or_default();
+        let seccomp = seccomp.unwrap_or_default();
+        if seccomp == SeccompMode::Custom && custom_profile_path.is_none() {
+            return Err(Error::option(
+                "security.customProfilePath",
+                "is required when security.seccomp is `custom`",
+            ));
+        }
+        if let Some(image) = &opts.image {
+            if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(Error::option(
+                    "image",
+                    format!("`{image}` is not an image reference"),
+                ));
+            }
+        }
+        Ok(SandboxSettings {
+            mode: opts.mode.unwrap_or_default(),
+            network: opts.network.unwrap_or_default(),
+            network_filter: filter,
+            timeout_ms,
+            memory_bytes: i64::try_from(memory)
+                .map_err(|_| Error::option("memoryLimit", "is too large"))?,
+            nano_cpus: (cpu * 1e9).round() as i64,
+            pids_limit: pids,
+            readonly_root_fs: opts.readonly_root_fs.unwrap_or(true),
+            sandbox_bytes,
+            tmp_bytes,
+            max_output,
+            secrets: opts.secrets.clone(),
+            image: opts.image.clone(),
+            log_network: opts.log_network.unwrap_or(false),
+            pool_strategy: opts.pool_strategy.unwrap_or_default(),
+            pool_size: opts.pool_size.unwrap_or_default(),
+            seccomp,
+            custom_profile_path,
+            persist: opts.persist.unwrap_or(false),
+        })
+    }
+}
+
+/// Checks a timeout value.
+pub fn check_timeout(field: &str, ms: u64) -> Result<()> {
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(Error::option(
+            field,
+            format!("`{ms}` must be between 1 and {MAX_TIMEOUT_MS} milliseconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn check_env_name(field: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(Error::option(
+            field,
+            format!("`{name}` is not a valid environment variable name"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("m", "512m").expect("ok"), 512 << 20);
+        assert_eq!(parse_size("m", "1G").expect("ok"), 1 << 30);
+        assert_eq!(parse_size("m", "64kb").expect("ok"), 64 << 10);
+        assert_eq!(parse_size("m", "4096").expect("ok"), 4096);
+        for bad in ["12q", "", "m", "-5m", "1.5g", "0", "99999999999999999999g"] {
+            let err = parse_size("memoryLimit", bad).expect_err(bad).to_string();
+            assert!(err.contains("memoryLimit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = SandboxSettings::resolve(&EngineOptions::default()).expect("defaults are valid");
+        assert_eq!(s.memory_bytes, 512 << 20);
+        assert_eq!(s.nano_cpus, 1_000_000_000);
+        assert_eq!(s.pids_limit, 64);
+        assert_eq!(s.timeout_ms, 30_000);
+        assert_eq!(s.max_output, 1 << 20);
+        assert_eq!(s.sandbox_bytes, 512 << 20);
+        assert_eq!(s.tmp_bytes, 256 << 20);
+        assert!(s.readonly_root_fs);
+        assert_eq!(s.network, NetworkMode::None);
+        assert_eq!(s.seccomp, SeccompMode::Strict);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: Vec<(EngineOptions, &str)> = vec![
+            (
+                EngineOptions {
+                    memory_limit: Some("12q".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(-1.0),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    pids_limit: Some(-3),
+                    ..Default::default()
+                },
+                "pidsLimit",
+            ),
+            (
+                EngineOptions {
+                    timeout_ms: Some(0),
+                    ..Default::default()
+                },
+                "timeoutMs",
+            ),
+            (
+                EngineOptions {
+                    tmp_size: Some("big".into()),
+                    ..Default::default()
+                },
+                "tmpSize",
+            ),
+            (
+                EngineOptions {
+                    network_filter: Some(NetworkFilter {
+                        whitelist: vec!["(".into()],
+                        blacklist: vec![],
+                    }),
+                    ..Default::default()
+                },
+                "networkFilter",
+            ),
+        ];
+        for (opts, field) in cases {
+            let err = SandboxSettings::resolve(&opts)
+                .expect_err(field)
+                .to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

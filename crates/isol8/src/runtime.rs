@@ -1,7 +1,219 @@
-//! runtime registry (in progress)
-/// A runtime.
+//! The runtime registry: which image runs a language, how inline code and files are
+//! launched, and which file extensions select it.
+//!
+//! The registry is open: library users [`RuntimeRegistry::register`] their own runtimes.
+//! Detection by extension follows registration order (python, node, bun, bash, deno for
+//! the built-ins), so `.ts` is Bun's and Deno owns `.mts`.
+
+use std::collections::BTreeMap;
+
+use crate::{Error, Result};
+
+/// How a runtime runs code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Name used in requests (`python`).
+    pub name: String,
+    /// Image that runs it (`isol8:python`).
+    pub image: String,
+    /// File extensions (with the dot) that select this runtime; the first is the default.
+    pub extensions: Vec<String>,
+    /// Argv prefix for inline code (the code is appended), if the runtime supports it.
+    pub inline: Option<Vec<String>>,
+    /// Argv prefix for running a file (the path is appended).
+    pub file: Vec<String>,
+    /// Argv prefix for installing packages (names are appended), if supported.
+    pub install: Option<Vec<String>>,
+    /// Environment the runtime needs (set before the request's own variables).
+    pub env: BTreeMap<String, String>,
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+impl Runtime {
+    /// A runtime named `name` running in `image`, launched as `file_cmd FILE`.
+    pub fn new(name: &str, image: &str, extensions: &[&str], file_cmd: &[&str]) -> Self {
+        Runtime {
+            name: name.to_string(),
+            image: image.to_string(),
+            extensions: argv(extensions),
+            inline: None,
+            file: argv(file_cmd),
+            install: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// Adds inline-code support: `inline_cmd CODE`.
+    pub fn with_inline(mut self, inline_cmd: &[&str]) -> Self {
+        self.inline = Some(argv(inline_cmd));
+        self
+    }
+
+    /// Adds a package-install command: `install_cmd PKG...`.
+    pub fn with_install(mut self, install_cmd: &[&str]) -> Self {
+        self.install = Some(argv(install_cmd));
+        self
+    }
+
+    /// Adds an environment variable the runtime needs.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The default file extension (with the dot).
+    pub fn default_extension(&self) -> &str {
+        self.extensions.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// The set of known runtimes, in registration order.
 #[derive(Debug, Clone)]
-pub struct Runtime;
-/// The registry.
-#[derive(Debug, Clone)]
-pub struct RuntimeRegistry;
+pub struct RuntimeRegistry {
+    runtimes: Vec<Runtime>,
+}
+
+impl Default for RuntimeRegistry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl RuntimeRegistry {
+    /// The five built-in runtimes, registered in SPEC order.
+    pub fn builtin() -> Self {
+        let runtimes = vec![
+            Runtime::new("python", "isol8:python", &[".py"], &["python3"])
+                .with_inline(&["python3", "-c"])
+                .with_install(&[
+                    "pip",
+                    "install",
+                    "--no-cache-dir",
+                    "--target",
+                    "/sandbox/.local/pypackages",
+                ])
+                .with_env("PYTHONUNBUFFERED", "1")
+                .with_env("PYTHONDONTWRITEBYTECODE", "1"),
+            Runtime::new("node", "isol8:node", &[".mjs", ".js", ".cjs"], &["node"])
+                .with_inline(&["node", "-e"])
+                .with_install(&["npm", "install", "--no-audit", "--no-fund"]),
+            Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
+                .with_inline(&["bun", "-e"])
+                .with_install(&["bun", "add"])
+                .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
+            Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
+            Runtime::new(
+                "deno",
+                "isol8:deno",
+                &[".mts"],
+                &[
+                    "deno",
+                    "run",
+                    "--allow-read=/sandbox,/tmp",
+                    "--allow-write=/sandbox,/tmp",
+                    "--allow-env",
+                    "--allow-net",
+                ],
+            )
+            .with_install(&["deno", "cache"])
+            .with_env("DENO_DIR", "/tmp/deno")
+            .with_env("DENO_NO_UPDATE_CHECK", "1")
+            .with_env("NO_COLOR", "1"),
+        ];
+        RuntimeRegistry { runtimes }
+    }
+
+    /// Adds a runtime. Its extensions are detected after those registered before it.
+    pub fn register(&mut self, runtime: Runtime) -> Result<()> {
+        if runtime.name.is_empty() || runtime.file.is_empty() || runtime.image.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a runtime needs a name, an image and a file command".into(),
+            ));
+        }
+        if self.runtimes.iter().any(|r| r.name == runtime.name) {
+            return Err(Error::InvalidRequest(format!(
+                "runtime `{}` is already registered",
+                runtime.name
+            )));
+        }
+        self.runtimes.push(runtime);
+        Ok(())
+    }
+
+    /// The runtime called `name`, or an error listing the available ones.
+    pub fn get(&self, name: &str) -> Result<&Runtime> {
+        self.runtimes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "unknown runtime `{name}`; available runtimes: {}",
+                    self.names().join(", ")
+                ))
+            })
+    }
+
+    /// The runtime a file name selects by its extension (registration order wins).
+    pub fn detect(&self, file_name: &str) -> Option<&Runtime> {
+        let lower = file_name.to_ascii_lowercase();
+        self.runtimes.iter().find(|r| {
+            r.extensions
+                .iter()
+                .any(|ext| lower.ends_with(&ext.to_ascii_lowercase()))
+        })
+    }
+
+    /// Names of all runtimes, in registration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.runtimes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// All runtimes, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Runtime> {
+        self.runtimes.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_follows_registration_order() {
+        let reg = RuntimeRegistry::builtin();
+        let detect = |f: &str| reg.detect(f).map(|r| r.name.as_str());
+        assert_eq!(detect("a.py"), Some("python"));
+        assert_eq!(detect("a.mjs"), Some("node"));
+        assert_eq!(detect("a.js"), Some("node"));
+        assert_eq!(detect("a.cjs"), Some("node"));
+        assert_eq!(detect("a.ts"), Some("bun"));
+        assert_eq!(detect("a.mts"), Some("deno"));
+        assert_eq!(detect("a.sh"), Some("bash"));
+        assert_eq!(detect("a.rb"), None);
+    }
+
+    #[test]
+    fn unknown_runtime_lists_available_ones() {
+        let reg = RuntimeRegistry::builtin();
+        let msg = reg.get("cobol").expect_err("unknown").to_string();
+        assert!(
+            msg.contains("cobol") && msg.contains("python, node, bun, bash, deno"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn registered_runtime_is_detected_and_duplicates_refused() {
+        let mut reg = RuntimeRegistry::builtin();
+        reg.register(Runtime::new("lua", "isol8:lua", &[".lua"], &["lua"]))
+            .expect("new runtime");
+        assert_eq!(reg.detect("x.lua").map(|r| r.name.as_str()), Some("lua"));
+        assert!(reg
+            .register(Runtime::new("lua", "x", &[], &["lua"]))
+            .is_err());
+        assert!(reg.get("lua").is_ok());
+    }
+}
