@@ -75,21 +75,29 @@ impl Error {
             B::HyperResponseError { .. }
             | B::IOError { .. }
             | B::SocketNotFoundError(_)
-            | B::RequestTimeoutError => Error::DockerUnavailable { detail: source.to_string() },
+            | B::RequestTimeoutError => Error::DockerUnavailable {
+                detail: source.to_string(),
+            },
             _ => Error::Docker { op, source },
         }
     }
 
     /// An invalid-option error.
     pub fn option(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidOption { field: field.into(), message: message.into() }
+        Error::InvalidOption {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// True for mistakes in the caller's input (as opposed to engine or Docker failures).
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::InvalidRequest(_) | Error::InvalidOption { .. } | Error::NotSupported(_) | Error::Config(_)
+            Error::InvalidRequest(_)
+                | Error::InvalidOption { .. }
+                | Error::NotSupported(_)
+                | Error::Config(_)
         )
     }
 }
