@@ -1,0 +1,85 @@
+//! Shared helpers for integration tests against a real Docker daemon.
+//!
+//! Without a daemon (or without the images) a test skips, saying so on stderr — except in
+//! CI (`CI` set), where Docker is always provisioned and a missing daemon is a failure.
+
+#![allow(dead_code)]
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use isol8::docker::EngineConfig;
+use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
+
+/// True when running under CI, where skipping is not allowed.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// An engine on the local daemon, or `None` (with a message) when Docker is unavailable
+/// outside CI.
+pub async fn engine_with(config: EngineConfig) -> Option<DockerEngine> {
+    match DockerEngine::connect_with(config).await {
+        Ok(e) => {
+            let status = isol8::images::status(e.docker(), "bash", None).await;
+            match status {
+                Ok(s) if s.present => Some(e),
+                other => {
+                    let msg = format!("isol8 images are not built ({other:?}); run `isol8 setup`");
+                    if in_ci() {
+                        panic!("{msg}");
+                    }
+                    eprintln!("SKIPPED: {msg}");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            if in_ci() {
+                panic!("Docker is required in CI: {e}");
+            }
+            eprintln!("SKIPPED: no Docker daemon: {e}");
+            None
+        }
+    }
+}
+
+/// An engine with these options.
+pub async fn engine(options: EngineOptions) -> Option<DockerEngine> {
+    engine_with(EngineConfig { options, ..Default::default() }).await
+}
+
+/// A request running `code` in `runtime`.
+pub fn code(runtime: &str, code: &str) -> ExecutionRequest {
+    ExecutionRequest { runtime: runtime.into(), code: Some(code.into()), ..Default::default() }
+}
+
+/// Runs a request and panics with context when the engine fails.
+pub async fn run(engine: &DockerEngine, req: ExecutionRequest) -> ExecutionResult {
+    use isol8::Engine;
+    match engine.execute(req.clone()).await {
+        Ok(r) => r,
+        Err(e) => panic!("execution of {req:?} failed: {e}"),
+    }
+}
+
+/// Containers on the daemon still labelled as owned by this engine.
+pub async fn leftovers(engine: &DockerEngine) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={}", isol8::LABEL_OWNER, engine.owner())],
+    )]);
+    let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    engine
+        .docker()
+        .list_containers(Some(opts))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Asserts the engine left no container behind.
+pub async fn assert_clean(engine: &DockerEngine) {
+    let left = leftovers(engine).await;
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}

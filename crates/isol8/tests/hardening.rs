@@ -1,0 +1,144 @@
+//! SPEC section 4: every default hardening measure, each shown by really attempting the
+//! forbidden thing inside a sandbox and checking that it failed.
+
+mod common;
+
+use common::{assert_clean, code, engine, run};
+use isol8::EngineOptions;
+
+/// Runs a python snippet calling a raw syscall and returns the errno it printed.
+const SYSCALL_PROBE: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+nr = int(sys.argv[1]) if len(sys.argv) > 1 else NR
+args = [ctypes.c_long(a) for a in ARGS]
+r = libc.syscall(ctypes.c_long(nr), *args)
+print(r, ctypes.get_errno())
+"#;
+
+fn probe(nr: u32, args: &[i64]) -> String {
+    SYSCALL_PROBE.replace("NR", &nr.to_string()).replace("ARGS", &format!("{args:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let r = run(&engine, code("bash", "echo x > /evil 2>&1 || echo root-denied; echo x > /usr/bin/evil 2>/dev/null || echo usr-denied; touch /sandbox/ok && echo sandbox-ok")).await;
+    assert_eq!(r.stdout, "root-denied\nusr-denied\nsandbox-ok\n", "{r:?}");
+
+    let r = run(
+        &engine,
+        code("bash", "printf '#!/bin/sh\\necho ran\\n' > /tmp/x.sh; chmod +x /tmp/x.sh; /tmp/x.sh; echo rc=$?; cp /bin/true /tmp/t; /tmp/t; echo rc2=$?; cp /bin/true /dev/shm/t 2>/dev/null && { /dev/shm/t; echo rc3=$?; }"),
+    )
+    .await;
+    assert!(!r.stdout.contains("ran\n"), "{r:?}");
+    assert!(r.stdout.contains("rc=126"), "{r:?}");
+    assert!(r.stdout.contains("rc2=126"), "{r:?}");
+    assert!(!r.stdout.contains("rc3=0"), "{r:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_is_not_root_and_has_no_capabilities() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let r = run(
+        &engine,
+        code("bash", "id -u; id -g; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"),
+    )
+    .await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "1000", "{r:?}");
+    assert_eq!(lines[1], "1000");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = lines.iter().find(|l| l.starts_with(cap)).expect(cap);
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{r:?}");
+    // The agent (PID 1) is another user's non-dumpable process: its fds are off limits.
+    let r = run(&engine, code("bash", "echo garbage > /proc/1/fd/1 && echo wrote; ls /proc/1/fd >/dev/null 2>&1 || echo no-fds; kill -9 1; echo still-here")).await;
+    assert!(!r.stdout.contains("wrote"), "{r:?}");
+    assert!(r.stdout.contains("no-fds") && r.stdout.contains("still-here"), "{r:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dangerous_syscalls_are_refused() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    // x86_64 syscall numbers.
+    let cases = [
+        ("unshare(CLONE_NEWUSER)", 272, vec![0x1000_0000]),
+        ("mount", 165, vec![0, 0, 0, 0, 0]),
+        ("keyctl", 250, vec![0, 0, 0, 0, 0]),
+        ("io_uring_setup", 425, vec![8, 0]),
+        ("ptrace(PTRACE_ATTACH, 1)", 101, vec![16, 1, 0, 0]),
+        ("bpf", 321, vec![0, 0, 0]),
+        ("userfaultfd", 323, vec![0]),
+        ("perf_event_open", 298, vec![0, 0, -1, -1, 0]),
+    ];
+    for (name, nr, args) in cases {
+        let r = run(&engine, code("python", &probe(nr, &args))).await;
+        let out: Vec<&str> = r.stdout.split_whitespace().collect();
+        assert_eq!(out.first(), Some(&"-1"), "{name} succeeded: {r:?}");
+        let errno: i32 = out.get(1).and_then(|e| e.parse().ok()).unwrap_or(0);
+        assert!(errno == libc_eperm() || errno == 38, "{name}: unexpected errno {errno}: {r:?}");
+    }
+    // The command-line tools fail too.
+    let r = run(&engine, code("bash", "unshare -Ur true && echo unshared; mount -t tmpfs none /sandbox 2>/dev/null && echo mounted; echo end")).await;
+    assert_eq!(r.stdout, "end\n", "{r:?}");
+    assert_clean(&engine).await;
+}
+
+fn libc_eperm() -> i32 {
+    1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_loopback_in_network_none() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let r = run(&engine, code("bash", "ls /sys/class/net")).await;
+    assert_eq!(r.stdout.split_whitespace().collect::<Vec<_>>(), vec!["lo"], "{r:?}");
+    let r = run(
+        &engine,
+        code("python", "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('1.1.1.1', 80)); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"),
+    )
+    .await;
+    assert!(r.stdout.starts_with("refused"), "{r:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_bomb_stops_at_the_pids_limit() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let mut req = code("bash", "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived");
+    req.timeout_ms = Some(8000);
+    let t = std::time::Instant::now();
+    let r = run(&engine, req).await;
+    assert!(t.elapsed().as_secs() < 30);
+    assert!(r.stderr.contains("fork") || r.stderr.contains("retry") || r.stderr.contains("Resource temporarily unavailable"), "{r:?}");
+    // The host and the engine are fine: the next execution works normally.
+    let ok = run(&engine, code("bash", "echo fine")).await;
+    assert_eq!(ok.stdout, "fine\n");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_limit_kills_with_137() {
+    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let r = run(&engine, code("python", "b = bytearray(1 << 30)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')")).await;
+    assert_eq!(r.exit_code, 137, "{r:?}");
+    assert!(!r.stdout.contains("allocated"));
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tmpfs_sizes_are_enforced() {
+    let options = EngineOptions { tmp_size: Some("8m".into()), sandbox_size: Some("16m".into()), ..Default::default() };
+    let Some(engine) = engine(options).await else { return };
+    let r = run(&engine, code("bash", "head -c 20m /dev/zero > /tmp/big 2>/dev/null; echo tmp=$?; head -c 40m /dev/zero > /sandbox/big 2>/dev/null; echo sb=$?; df -k /tmp /sandbox | tail -2 | awk '{print $2}'")).await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "tmp=1", "{r:?}");
+    assert_eq!(lines[1], "sb=1", "{r:?}");
+    assert_eq!(lines[2], "8192");
+    assert_eq!(lines[3], "16384");
+    assert_clean(&engine).await;
+}

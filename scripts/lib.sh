@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Shared steps of the quick start and the test command: make sure Docker is installed
+# and running, build the CLI and the static in-sandbox agent, and build the runtime
+# images (reusing them when their content hash matches; offline when no registry answers).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+AGENT_TARGET="x86_64-unknown-linux-gnu"
+AGENT_BIN="$ROOT/target/$AGENT_TARGET/agent/isol8-agent"
+export ISOL8_AGENT_BIN="$AGENT_BIN"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root for: $* (run as root or install sudo)"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found; install $* with your package manager"
+  if [ -z "${ISOL8_APT_UPDATED:-}" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    export ISOL8_APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+docker_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+ensure_docker() {
+  if docker_up; then return; fi
+  if ! command -v dockerd >/dev/null; then
+    say "installing Docker (Debian/Ubuntu package docker.io)"
+    apt_install docker.io iptables ca-certificates
+  fi
+  command -v docker >/dev/null || die "the docker client is missing after installing docker.io"
+  say "starting the Docker daemon"
+  if [ "$(ps -o comm= -p 1 2>/dev/null)" = "systemd" ] && as_root systemctl start docker 2>/dev/null; then
+    :
+  else
+    as_root bash -c 'setsid dockerd >/var/log/isol8-dockerd.log 2>&1 < /dev/null &'
+  fi
+  for _ in $(seq 1 60); do
+    docker_up && { say "Docker $(docker version --format '{{.Server.Version}}') is running"; return; }
+    sleep 0.5
+  done
+  tail -n 20 /var/log/isol8-dockerd.log >&2 2>/dev/null || true
+  die "the Docker daemon did not start (see /var/log/isol8-dockerd.log)"
+}
+
+ensure_tools() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
+  # debootstrap is only needed for offline image builds.
+  if ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null; then
+    say "installing debootstrap (offline image bootstrap)"
+    apt_install debootstrap
+  fi
+}
+
+build_agent() {
+  say "building the static sandbox agent"
+  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --quiet --profile agent -p isol8-agent --target "$AGENT_TARGET")
+  [ -x "$AGENT_BIN" ] || die "agent build produced no binary at $AGENT_BIN"
+}
+
+# build_cli PROFILE -> prints the path of the isol8 binary
+build_cli() {
+  local profile="$1"
+  say "building the isol8 CLI ($profile)"
+  if [ "$profile" = release ]; then
+    (cd "$ROOT" && cargo build --quiet --release -p isol8-cli)
+    echo "$ROOT/target/release/isol8"
+  else
+    (cd "$ROOT" && cargo build --quiet -p isol8-cli)
+    echo "$ROOT/target/debug/isol8"
+  fi
+}
+
+# ensure_images ISOL8_BIN: builds missing or outdated images; falls back to the offline
+# bootstrap when no container registry is reachable.
+ensure_images() {
+  local isol8="$1" log
+  log="$(mktemp)"
+  say "building runtime images (skipped when up to date)"
+  if "$isol8" setup 2> >(tee "$log" >&2); then rm -f "$log"; return; fi
+  if grep -q -- '--offline' "$log"; then
+    rm -f "$log"
+    say "no container registry reachable: bootstrapping images from the Debian mirror"
+    "$isol8" setup --offline
+  else
+    rm -f "$log"
+    die "isol8 setup failed"
+  fi
+}

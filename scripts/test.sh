@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and integration tests against a real
+# Docker daemon (installed, started and provisioned with images first if needed).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_docker
+ensure_tools
+build_agent
+ISOL8="$(build_cli debug)"
+ensure_images "$ISOL8"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+say "tests (unit + integration against the Docker daemon)"
+# CI=true makes integration tests fail instead of skipping when Docker is missing.
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast --test-threads 4
+else
+  cargo test --workspace --no-fail-fast -- --test-threads 4
+fi
+
+left="$(docker ps -aq --filter label=isol8.managed=true | wc -l)"
+if [ "$left" -ne 0 ]; then
+  docker ps -a --filter label=isol8.managed=true >&2
+  die "$left isol8 container(s) left on the daemon after the test suite"
+fi
+say "no isol8 container left on the daemon"
