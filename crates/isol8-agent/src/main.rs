@@ -1,1 +1,416 @@
-fn main() {}
+//! `isol8-agent`: PID 1 of every isol8 sandbox container.
+//!
+//! The engine attaches to the container's stdin and stdout and speaks the frame protocol
+//! of [`isol8_protocol::agent`]. For each `Exec` the agent writes the request's files,
+//! runs each step as the unprivileged sandbox user in its own session, streams output
+//! frames as the program writes, enforces the timeout and the output cap, kills every
+//! process of the sandbox user when a step ends, reads the output files back, and reports
+//! `Exited`.
+//!
+//! Threads: one reads frames from stdin, one reaps children (it owns `waitpid`, driven
+//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, and one
+//! may feed its stdin. All frames go out through one lock on stdout, so they never
+//! interleave. The main thread runs executions one at a time.
+//!
+//! The agent runs as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. Everything
+//! that touches the sandbox user's processes or files is done *as that user* by a short
+//! lived child (see [`as_sandbox_user`] and the `__files` helper mode), so the agent needs
+//! neither CAP_KILL nor CAP_DAC_OVERRIDE, and the kernel's own permission checks apply.
+
+mod files;
+mod proc;
+
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use isol8_protocol::agent::{
+    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, SignalSpec, StepPhase, Stream,
+    StreamStats, PROTOCOL_VERSION,
+};
+
+use crate::proc::{Identity, Reaper};
+
+/// Messages to the main thread.
+enum Event {
+    /// A frame from the engine.
+    Frame(Frame),
+    /// The engine closed our stdin (or sent garbage): shut down.
+    EngineGone(String),
+    /// A child was reaped: pid and raw wait status.
+    Reaped(libc::pid_t, i32),
+    /// An output pipe reached end of file, with its final counts.
+    PipeClosed(Stream, StreamStats),
+}
+
+/// The single writer of frames to stdout.
+#[derive(Clone)]
+struct Out(Arc<Mutex<io::Stdout>>);
+
+impl Out {
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
+    fn frame(&self, frame: &Frame) {
+        if let Err(e) = self.send(&frame.encode()) {
+            fatal(&format!("cannot write to the engine: {e}"));
+        }
+    }
+}
+
+/// Logs to stderr (never stdout, which carries frames).
+fn log(msg: &str) {
+    let _ = writeln!(io::stderr(), "isol8-agent: {msg}");
+}
+
+/// The engine is gone or the stream is corrupt: nothing sensible is left to do.
+fn fatal(msg: &str) -> ! {
+    log(msg);
+    std::process::exit(2);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(files::HELPER_ARG) {
+        std::process::exit(files::helper_main());
+    }
+    proc::harden_self();
+    let ident = Identity::from_env();
+    // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
+    proc::block_sigchld();
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let reaper = Reaper::start(tx.clone());
+    spawn_stdin_reader(tx.clone());
+    let out = Out(Arc::new(Mutex::new(io::stdout())));
+    out.frame(&Frame::json(
+        Kind::Hello,
+        &Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+    ));
+
+    let mut agent = Agent {
+        ident,
+        out,
+        tx,
+        rx,
+        reaper,
+    };
+    loop {
+        match agent.rx.recv() {
+            Ok(Event::Frame(f)) if f.kind == Kind::Exec => match f.parse::<ExecSpec>() {
+                Ok(spec) => agent.execute(spec),
+                Err(e) => agent.fail(&format!("invalid exec request: {e}")),
+            },
+            Ok(Event::Frame(f)) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
+            Ok(Event::EngineGone(why)) => agent.shutdown(&why),
+            Ok(Event::Reaped(..)) | Ok(Event::PipeClosed(..)) => {}
+            Err(_) => agent.shutdown("event channel closed"),
+        }
+    }
+}
+
+fn spawn_stdin_reader(tx: Sender<Event>) {
+    thread::spawn(move || {
+        let stdin = io::stdin();
+        let mut lock = stdin.lock();
+        loop {
+            match agent::read_frame(&mut lock) {
+                Ok(Some(f)) => {
+                    if tx.send(Event::Frame(f)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Event::EngineGone("stdin closed".into()));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Event::EngineGone(format!("bad frame from the engine: {e}")));
+                    return;
+                }
+            }
+        }
+    });
+}
+
+struct Agent {
+    ident: Identity,
+    out: Out,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    reaper: Reaper,
+}
+
+/// State of the step being run.
+struct Running {
+    pid: libc::pid_t,
+    status: Option<i32>,
+    stdin: Option<std::process::ChildStdin>,
+    open_pipes: usize,
+}
+
+impl Agent {
+    fn shutdown(&mut self, why: &str) -> ! {
+        log(&format!("shutting down: {why}"));
+        proc::kill_all(&self.ident, &self.reaper);
+        std::process::exit(0);
+    }
+
+    fn fail(&self, message: &str) {
+        self.out.frame(&Frame::json(
+            Kind::ExecFailed,
+            &ExecFailed {
+                message: message.to_string(),
+            },
+        ));
+    }
+
+    fn execute(&mut self, spec: ExecSpec) {
+        if spec.protocol != PROTOCOL_VERSION {
+            return self.fail(&format!(
+                "engine speaks protocol {} but this agent speaks {PROTOCOL_VERSION}",
+                spec.protocol
+            ));
+        }
+        if spec.steps.is_empty() {
+            return self.fail("nothing to run");
+        }
+        if let Err(e) = files::write_all(&self.ident, &self.reaper, &spec.cwd, &spec.files) {
+            return self.fail(&e);
+        }
+        let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
+        let mut stats = [StreamStats::default(); 2];
+        let mut exited = Exited::default();
+        for step in &spec.steps {
+            let started = Instant::now();
+            let outcome = self.run_step(&spec, step, deadline, &mut stats);
+            exited.phase = Some(step.phase);
+            match outcome {
+                Ok((code, timed_out)) => {
+                    exited.exit_code = code;
+                    exited.timed_out = timed_out;
+                }
+                Err(e) => {
+                    return self.fail(&e);
+                }
+            }
+            if step.phase == StepPhase::Code || exited.duration_ms == 0 {
+                exited.duration_ms = started.elapsed().as_millis() as u64;
+            }
+            if exited.timed_out || (step.phase == StepPhase::Setup && exited.exit_code != 0) {
+                break;
+            }
+        }
+        exited.stdout = stats[0];
+        exited.stderr = stats[1];
+        if !spec.output_paths.is_empty() {
+            let (files, errors) = files::read_all(
+                &self.ident,
+                &self.reaper,
+                &spec.output_paths,
+                spec.max_read_bytes,
+            );
+            exited.files = files;
+            exited.file_errors = errors;
+        }
+        self.out.frame(&Frame::json(Kind::Exited, &exited));
+    }
+
+    /// Runs one step; returns its exit code and whether the timeout fired.
+    fn run_step(
+        &mut self,
+        spec: &ExecSpec,
+        step: &agent::Step,
+        deadline: Instant,
+        stats: &mut [StreamStats; 2],
+    ) -> Result<(i32, bool), String> {
+        let feeds_stdin =
+            step.phase == StepPhase::Code && (spec.stdin.is_some() || spec.interactive);
+        let stdin_data = match (&spec.stdin, step.phase) {
+            (Some(b64), StepPhase::Code) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("stdin is not valid base64: {e}"))?,
+            ),
+            _ => None,
+        };
+        let mut child = proc::spawn_step(
+            &self.ident,
+            &self.reaper,
+            &step.argv,
+            &spec.env,
+            &spec.cwd,
+            feeds_stdin,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot start `{}`: {e}",
+                step.argv.first().map(String::as_str).unwrap_or("")
+            )
+        })?;
+        let pid = child.id() as libc::pid_t;
+        let mut run = Running {
+            pid,
+            status: None,
+            stdin: child.stdin.take(),
+            open_pipes: 2,
+        };
+        let cap = spec.max_output_bytes;
+        if let Some(pipe) = child.stdout.take() {
+            self.spawn_pipe_reader(pipe, Stream::Stdout, step.phase, cap, stats[0]);
+        }
+        if let Some(pipe) = child.stderr.take() {
+            self.spawn_pipe_reader(pipe, Stream::Stderr, step.phase, cap, stats[1]);
+        }
+        if let Some(data) = stdin_data {
+            if let Some(mut stdin) = run.stdin.take() {
+                let keep_open = spec.interactive;
+                let (tx_back, rx_back) = mpsc::channel();
+                thread::spawn(move || {
+                    let _ = stdin.write_all(&data);
+                    if keep_open {
+                        let _ = tx_back.send(stdin);
+                    }
+                });
+                if keep_open {
+                    run.stdin = rx_back.recv().ok();
+                }
+            }
+        }
+        // `child` is never waited on through std: the reaper owns waitpid.
+        drop(child);
+
+        let mut timed_out = false;
+        while run.status.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                break;
+            }
+            match self.rx.recv_timeout(deadline - now) {
+                Ok(ev) => self.handle(ev, &mut run, stats),
+                Err(RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
+            }
+        }
+        run.stdin = None;
+        // Nothing of this step may outlive it: background processes, double-forked
+        // daemons that called setsid, processes ignoring SIGTERM.
+        proc::kill_all(&self.ident, &self.reaper);
+        while run.status.is_none() || run.open_pipes > 0 {
+            match self.rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(ev) => self.handle(ev, &mut run, stats),
+                Err(RecvTimeoutError::Timeout) => {
+                    // Something holds a pipe open that kill_all could not reach.
+                    log("step did not wind down within 10 s after kill");
+                    proc::kill_all(&self.ident, &self.reaper);
+                }
+                Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
+            }
+        }
+        let code = if timed_out {
+            137
+        } else {
+            proc::exit_code(run.status.unwrap_or(0))
+        };
+        Ok((code, timed_out))
+    }
+
+    fn handle(&mut self, ev: Event, run: &mut Running, stats: &mut [StreamStats; 2]) {
+        match ev {
+            Event::Reaped(pid, status) if pid == run.pid => run.status = Some(status),
+            Event::Reaped(..) => {}
+            Event::PipeClosed(stream, s) => {
+                stats[stream as usize - 1] = s;
+                run.open_pipes = run.open_pipes.saturating_sub(1);
+            }
+            Event::EngineGone(why) => self.shutdown(&why),
+            Event::Frame(f) => match f.kind {
+                Kind::Stdin => {
+                    if let Some(stdin) = run.stdin.as_mut() {
+                        if stdin.write_all(&f.payload).is_err() {
+                            run.stdin = None;
+                        }
+                    }
+                }
+                Kind::StdinClose => run.stdin = None,
+                Kind::Signal => match f.parse::<SignalSpec>() {
+                    Ok(s) => proc::signal_as_sandbox(&self.ident, &self.reaper, -run.pid, s.signal),
+                    Err(e) => log(&format!("bad signal frame: {e}")),
+                },
+                other => log(&format!("ignoring {other:?} frame during an execution")),
+            },
+        }
+    }
+
+    /// Reads one output pipe, forwarding at most `cap` bytes per execution (the counts
+    /// carry over between steps), and reports the totals when the pipe closes.
+    fn spawn_pipe_reader(
+        &self,
+        mut pipe: impl io::Read + Send + 'static,
+        stream: Stream,
+        phase: StepPhase,
+        cap: u64,
+        start: StreamStats,
+    ) {
+        let out = self.out.clone();
+        let tx = self.tx.clone();
+        thread::spawn(move || {
+            let mut stats = start;
+            let mut buf = vec![0u8; agent::OUTPUT_CHUNK];
+            let mut frame = Vec::with_capacity(agent::OUTPUT_CHUNK + agent::HEADER_LEN + 2);
+            loop {
+                let n = match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let (forward, truncated) = cap_chunk(stats.total_bytes, n as u64, cap);
+                stats.total_bytes += n as u64;
+                stats.truncated |= truncated;
+                if forward > 0 {
+                    frame.clear();
+                    agent::encode_output(stream, phase, &buf[..forward as usize], &mut frame);
+                    if let Err(e) = out.send(&frame) {
+                        fatal(&format!("cannot write to the engine: {e}"));
+                    }
+                }
+            }
+            let _ = tx.send(Event::PipeClosed(stream, stats));
+        });
+    }
+}
+
+/// How many of `n` new bytes may be forwarded when `already` bytes were seen before,
+/// and whether some are dropped.
+fn cap_chunk(already: u64, n: u64, cap: u64) -> (u64, bool) {
+    let room = cap.saturating_sub(already);
+    (n.min(room), n > room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_cap_cuts_exactly_at_the_limit() {
+        assert_eq!(cap_chunk(0, 10, 100), (10, false));
+        assert_eq!(cap_chunk(95, 10, 100), (5, true));
+        assert_eq!(cap_chunk(100, 10, 100), (0, true));
+        assert_eq!(cap_chunk(200, 10, 100), (0, true));
+        assert_eq!(cap_chunk(90, 10, 100), (10, false));
+    }
+}

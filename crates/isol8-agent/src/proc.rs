@@ -1,0 +1,343 @@
+//! Processes: the sandbox identity, spawning steps with privileges dropped, reaping, and
+//! signalling the sandbox user's processes as that user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use crate::{log, Event};
+
+/// Who runs the user's code, and where its files live.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Uid of the sandbox user.
+    pub uid: libc::uid_t,
+    /// Gid of the sandbox user.
+    pub gid: libc::gid_t,
+    /// Root of the writable area (`/sandbox`).
+    pub root: String,
+    /// True when the agent runs as root and must drop privileges for children.
+    pub drop_privileges: bool,
+}
+
+impl Identity {
+    /// Reads `ISOL8_AGENT_UID`, `ISOL8_AGENT_GID` and `ISOL8_AGENT_ROOT` (defaults
+    /// 1000, 1000, `/sandbox`); these exist so the agent can be tested outside a container.
+    pub fn from_env() -> Self {
+        let num = |k: &str, d: u32| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        Identity {
+            uid: num("ISOL8_AGENT_UID", 1000),
+            gid: num("ISOL8_AGENT_GID", 1000),
+            root: std::env::var("ISOL8_AGENT_ROOT").unwrap_or_else(|_| "/sandbox".to_string()),
+            // SAFETY: geteuid has no preconditions.
+            drop_privileges: unsafe { libc::geteuid() } == 0,
+        }
+    }
+}
+
+/// Makes the agent non-dumpable (so the sandbox user cannot open `/proc/1/fd/*` or
+/// `/proc/1/mem`) and a child subreaper (so orphans come back to it even when it is not
+/// PID 1, as in tests).
+pub fn harden_self() {
+    // SAFETY: plain prctl calls with integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            log("cannot clear the dumpable flag");
+        }
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+fn sigchld_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
+}
+
+/// Blocks SIGCHLD in the calling thread (and every thread it starts afterwards).
+pub fn block_sigchld() {
+    let set = sigchld_set();
+    // SAFETY: valid set pointer; the old mask is not needed.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Owns `waitpid`. Children exit → SIGCHLD → the reaper thread reaps every zombie and
+/// reports each exit either to a registered waiter or to the main thread.
+///
+/// Spawning happens under the same lock the reaper holds while reaping, so a child can
+/// never be reaped before its waiter is registered, nor behind std's back while std
+/// collects a child whose `exec` failed.
+#[derive(Clone)]
+pub struct Reaper {
+    waiters: Arc<Mutex<HashMap<libc::pid_t, Sender<i32>>>>,
+}
+
+impl Reaper {
+    /// Starts the reaper thread.
+    pub fn start(main: Sender<Event>) -> Reaper {
+        let reaper = Reaper {
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let waiters = reaper.waiters.clone();
+        thread::spawn(move || {
+            let set = sigchld_set();
+            loop {
+                let mut sig = 0;
+                // SAFETY: valid pointers; SIGCHLD is blocked in every thread.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let mut status = 0;
+                    // SAFETY: valid status pointer.
+                    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                    if pid <= 0 {
+                        break;
+                    }
+                    match w.remove(&pid) {
+                        Some(tx) => {
+                            let _ = tx.send(status);
+                        }
+                        None => {
+                            let _ = main.send(Event::Reaped(pid, status));
+                        }
+                    }
+                }
+            }
+        });
+        reaper
+    }
+
+    /// Spawns `cmd` under the reaper lock; its exit is reported to the main thread.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
+        let _w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        cmd.spawn()
+    }
+
+    /// Spawns `cmd` and returns a receiver for its wait status.
+    pub fn spawn_waited(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<i32>)> {
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let child = cmd.spawn()?;
+        let (tx, rx) = mpsc::channel();
+        w.insert(child.id() as libc::pid_t, tx);
+        Ok((child, rx))
+    }
+}
+
+/// Exit code of a wait status: the code, or 128+N when killed by signal N.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Drops to the sandbox user in a freshly forked child: clears the capability bounding
+/// set (needs CAP_SETPCAP, so before the uid change), supplementary groups, gid, uid.
+/// Only async-signal-safe calls.
+pub(crate) fn drop_to(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: raw syscalls with integer arguments, valid in a forked child.
+    unsafe {
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Spawns a step: its own session and process group, SIGCHLD unblocked, core dumps off,
+/// first in line for the OOM killer, and (as root) the sandbox user with no capabilities.
+pub fn spawn_step(
+    ident: &Identity,
+    reaper: &Reaper,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+    piped_stdin: bool,
+) -> io::Result<Child> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::other("empty argv"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (uid, gid, drop) = (ident.uid, ident.gid, ident.drop_privileges);
+    // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"1000".as_ptr().cast(), 4);
+                libc::close(fd);
+            }
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            if drop {
+                drop_to(uid, gid)?;
+            }
+            Ok(())
+        });
+    }
+    reaper.spawn(&mut cmd)
+}
+
+/// Sends `sig` to `target` (a pid, `-pgid`, or -1 for "everything of the sandbox user").
+///
+/// As root without CAP_KILL the agent may not signal the sandbox user's processes, so a
+/// forked child becomes that user, calls kill(2), and exits without ever exec'ing.
+pub fn signal_as_sandbox(ident: &Identity, reaper: &Reaper, target: libc::pid_t, sig: i32) {
+    if !ident.drop_privileges {
+        if target == -1 {
+            kill_descendants(sig);
+        } else {
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(target, sig) };
+        }
+        return;
+    }
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (uid, gid) = (ident.uid, ident.gid);
+    // SAFETY: async-signal-safe calls only; the child leaves through _exit.
+    unsafe {
+        cmd.pre_exec(move || {
+            if drop_to(uid, gid).is_err() {
+                libc::_exit(1);
+            }
+            libc::kill(target, sig);
+            libc::_exit(0);
+        });
+    }
+    match reaper.spawn_waited(&mut cmd) {
+        Ok((_child, done)) => {
+            let _ = done.recv();
+        }
+        Err(e) => log(&format!("cannot signal sandbox processes: {e}")),
+    }
+}
+
+/// Kills every process of the sandbox user (SIGKILL).
+pub fn kill_all(ident: &Identity, reaper: &Reaper) {
+    signal_as_sandbox(ident, reaper, -1, libc::SIGKILL);
+}
+
+/// Without root (tests): kill every descendant of this process, repeatedly until none is
+/// left (a fork bomb may add some while we scan).
+fn kill_descendants(sig: i32) {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for _ in 0..50 {
+        let victims = descendants(me);
+        if victims.is_empty() {
+            return;
+        }
+        for pid in victims {
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut parent_of = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name (which may contain spaces) start after ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
+            if let (Some(ppid), Some(state)) = (ppid, state) {
+                if state != "Z" {
+                    parent_of.insert(pid, ppid);
+                }
+            }
+        }
+    }
+    parent_of
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut p = pid;
+            for _ in 0..4096 {
+                match parent_of.get(&p) {
+                    Some(&pp) if pp == root => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(3 << 8), 3);
+        assert_eq!(exit_code(0), 0);
+        assert_eq!(exit_code(libc::SIGKILL), 137);
+        assert_eq!(exit_code(libc::SIGTERM), 143);
+    }
+}

@@ -1,0 +1,372 @@
+//! Drives the real agent binary over pipes, as the engine does over a container's stdio.
+//!
+//! Run as root (as in CI), the agent drops to a dedicated unused uid for the programs, so
+//! privilege dropping and "kill everything of the sandbox user" are exercised for real.
+//! Run as another user, it runs programs as that user and kills its own descendants.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use isol8_protocol::agent::{
+    self, ExecSpec, Exited, FileWrite, Frame, Hello, Kind, Step, StepPhase, Stream,
+    PROTOCOL_VERSION,
+};
+
+/// Each test gets its own uid: killing "everything of the sandbox user" in one test must
+/// not hit another test's programs.
+const TEST_UID_BASE: u32 = 54_300;
+
+struct Agent {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    root: std::path::PathBuf,
+    uid: u32,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    phases: Vec<(Stream, StepPhase)>,
+    exited: Option<Exited>,
+    failed: Option<String>,
+}
+
+impl Agent {
+    fn start(name: &str, n: u32) -> Agent {
+        let root =
+            std::env::temp_dir().join(format!("isol8-agent-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("root");
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let uid = if is_root {
+            TEST_UID_BASE + n
+        } else {
+            unsafe { libc::geteuid() }
+        };
+        if is_root {
+            std::os::unix::fs::chown(&root, Some(uid), Some(uid)).expect("chown root");
+        }
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_isol8-agent"))
+            .env("ISOL8_AGENT_UID", uid.to_string())
+            .env("ISOL8_AGENT_GID", uid.to_string())
+            .env("ISOL8_AGENT_ROOT", &root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn agent");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let hello = agent::read_frame(&mut stdout)
+            .expect("read")
+            .expect("hello frame");
+        assert_eq!(hello.kind, Kind::Hello);
+        let hello: Hello = hello.parse().expect("hello json");
+        assert_eq!(hello.protocol, PROTOCOL_VERSION);
+        Agent {
+            child,
+            stdin,
+            stdout,
+            root,
+            uid,
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.root.display())
+    }
+
+    fn spec(&self, steps: Vec<Step>) -> ExecSpec {
+        ExecSpec {
+            protocol: PROTOCOL_VERSION,
+            steps,
+            env: BTreeMap::from([(
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            )]),
+            cwd: self.root.display().to_string(),
+            stdin: None,
+            interactive: false,
+            timeout_ms: 10_000,
+            max_output_bytes: 1 << 20,
+            files: vec![],
+            output_paths: vec![],
+            max_read_bytes: 1 << 20,
+        }
+    }
+
+    fn exec(&mut self, spec: &ExecSpec) -> Outcome {
+        agent::write_frame(&mut self.stdin, &Frame::json(Kind::Exec, spec)).expect("send exec");
+        let mut out = Outcome::default();
+        loop {
+            let f = agent::read_frame(&mut self.stdout)
+                .expect("read")
+                .expect("agent closed stdout");
+            match f.kind {
+                Kind::Output => {
+                    let (stream, phase, data) = agent::decode_output(&f.payload).expect("output");
+                    out.phases.push((stream, phase));
+                    match stream {
+                        Stream::Stdout => out.stdout.extend_from_slice(data),
+                        Stream::Stderr => out.stderr.extend_from_slice(data),
+                    }
+                }
+                Kind::Exited => {
+                    out.exited = Some(f.parse().expect("exited"));
+                    return out;
+                }
+                Kind::ExecFailed => {
+                    out.failed = Some(f.parse::<agent::ExecFailed>().expect("failed").message);
+                    return out;
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn bash(phase: StepPhase, script: &str) -> Step {
+    Step {
+        phase,
+        argv: vec!["bash".into(), "-c".into(), script.into()],
+    }
+}
+
+fn processes_of(uid: u32) -> Vec<String> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let owner = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1));
+        let state = status
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("");
+        let cmd = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        if owner == Some(&uid.to_string()) && !state.contains("Z") && cmd.contains("sleep") {
+            found.push(format!("{name}: {cmd}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn runs_a_step_and_reports_output_and_exit_code() {
+    let mut a = Agent::start("basic", 1);
+    let out = a.exec(&a.spec(vec![bash(
+        StepPhase::Code,
+        "echo hi; echo err >&2; id -u; exit 3",
+    )]));
+    let exited = out.exited.expect("exited");
+    assert_eq!(exited.exit_code, 3);
+    assert!(!exited.timed_out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("hi\n{}\n", a.uid)
+    );
+    assert_eq!(out.stderr, b"err\n");
+    // The same agent serves a second execution.
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "echo again")]));
+    assert_eq!(out.stdout, b"again\n");
+    assert_eq!(out.exited.expect("exited").exit_code, 0);
+}
+
+#[test]
+fn failing_setup_stops_before_the_code() {
+    let mut a = Agent::start("setup", 2);
+    let out = a.exec(&a.spec(vec![
+        bash(StepPhase::Setup, "echo preparing; exit 5"),
+        bash(StepPhase::Code, "echo code"),
+    ]));
+    let exited = out.exited.expect("exited");
+    assert_eq!(exited.exit_code, 5);
+    assert_eq!(exited.phase, Some(StepPhase::Setup));
+    assert_eq!(out.stdout, b"preparing\n");
+    assert!(out.phases.iter().all(|(_, p)| *p == StepPhase::Setup));
+}
+
+#[test]
+fn timeout_kills_the_whole_tree_including_escapees() {
+    let mut a = Agent::start("timeout", 3);
+    let mut spec = a.spec(vec![bash(
+        StepPhase::Code,
+        "(trap '' TERM; setsid sleep 1000 &); (sleep 1001 &); trap '' TERM; echo started; sleep 1002",
+    )]);
+    spec.timeout_ms = 1000;
+    let t = Instant::now();
+    let out = a.exec(&spec);
+    let exited = out.exited.expect("exited");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(exited.timed_out);
+    assert_eq!(exited.exit_code, 137);
+    assert_eq!(out.stdout, b"started\n");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        processes_of(a.uid),
+        Vec::<String>::new(),
+        "processes survived the timeout"
+    );
+}
+
+#[test]
+fn background_processes_do_not_outlive_a_normal_exit() {
+    let mut a = Agent::start("background", 4);
+    let t = Instant::now();
+    let out = a.exec(&a.spec(vec![bash(
+        StepPhase::Code,
+        "(setsid sleep 1003 &); sleep 1004 & echo done",
+    )]));
+    assert_eq!(out.exited.expect("exited").exit_code, 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited for background processes"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(processes_of(a.uid), Vec::<String>::new());
+}
+
+#[test]
+fn output_cap_truncates_exactly_and_counts_the_rest() {
+    let mut a = Agent::start("cap", 5);
+    let mut spec = a.spec(vec![bash(
+        StepPhase::Code,
+        "head -c 300000 /dev/zero; echo small >&2",
+    )]);
+    spec.max_output_bytes = 1000;
+    let out = a.exec(&spec);
+    let exited = out.exited.expect("exited");
+    assert_eq!(out.stdout.len(), 1000);
+    assert_eq!(exited.stdout.total_bytes, 300_000);
+    assert!(exited.stdout.truncated);
+    assert!(!exited.stderr.truncated);
+    assert_eq!(out.stderr, b"small\n");
+}
+
+#[test]
+fn stdin_files_and_output_paths() {
+    let mut a = Agent::start("files", 6);
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut spec = a.spec(vec![bash(
+        StepPhase::Code,
+        "read line; cat in/deep/data.txt; echo \"$line\" > out.txt; ln -s /etc/hostname link.txt; mkdir d",
+    )]);
+    spec.cwd = a.path("work");
+    spec.stdin = Some(b64(b"from stdin\n"));
+    spec.files = vec![FileWrite {
+        path: a.path("work/in/deep/data.txt"),
+        content: b64(b"nested\n"),
+        mode: None,
+    }];
+    spec.output_paths = vec![
+        a.path("work/out.txt"),
+        a.path("work/link.txt"),
+        a.path("work/d"),
+        a.path("work/none"),
+    ];
+    let out = a.exec(&spec);
+    let exited = out.exited.expect("exited");
+    assert_eq!(
+        exited.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"nested\n");
+    assert_eq!(
+        exited
+            .files
+            .get(&a.path("work/out.txt"))
+            .map(String::as_str),
+        Some(b64(b"from stdin\n").as_str())
+    );
+    assert_eq!(exited.files.len(), 1);
+    assert!(exited
+        .file_errors
+        .get(&a.path("work/link.txt"))
+        .is_some_and(|e| e.contains("symlink")));
+    assert!(exited.file_errors.contains_key(&a.path("work/d")));
+    assert!(exited.file_errors.contains_key(&a.path("work/none")));
+}
+
+#[test]
+fn file_paths_outside_the_root_or_through_symlinks_fail_the_exec() {
+    let mut a = Agent::start("badpaths", 7);
+    std::os::unix::fs::symlink("/etc", a.root.join("etc-link")).expect("symlink");
+    for path in [
+        "/etc/isol8-test-evil".to_string(),
+        a.path("etc-link/isol8-test-evil"),
+        a.path("a/../../x"),
+    ] {
+        let mut spec = a.spec(vec![bash(StepPhase::Code, "echo should-not-run")]);
+        spec.files = vec![FileWrite {
+            path: path.clone(),
+            content: String::new(),
+            mode: None,
+        }];
+        let out = a.exec(&spec);
+        assert!(out.failed.is_some(), "{path} was accepted");
+        assert!(out.stdout.is_empty());
+    }
+    assert!(!std::path::Path::new("/etc/isol8-test-evil").exists());
+}
+
+#[test]
+fn missing_program_is_reported_not_fatal() {
+    let mut a = Agent::start("missing", 8);
+    let spec = a.spec(vec![Step {
+        phase: StepPhase::Code,
+        argv: vec!["definitely-not-a-program".into()],
+    }]);
+    let out = a.exec(&spec);
+    assert!(out
+        .failed
+        .is_some_and(|m| m.contains("definitely-not-a-program")));
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "echo still alive")]));
+    assert_eq!(out.stdout, b"still alive\n");
+}
+
+#[test]
+fn many_zombies_are_reaped() {
+    let mut a = Agent::start("zombies", 9);
+    let out = a.exec(&a.spec(vec![bash(
+        StepPhase::Code,
+        "for i in $(seq 300); do (true &) ; done; echo ok",
+    )]));
+    assert_eq!(out.stdout, b"ok\n");
+    let pid = a.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert!(
+        children.split_whitespace().count() < 5,
+        "unreaped children: {children}"
+    );
+    let _ = a.stdin.flush();
+}
