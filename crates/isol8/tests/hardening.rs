@@ -17,12 +17,16 @@ print(r, ctypes.get_errno())
 "#;
 
 fn probe(nr: u32, args: &[i64]) -> String {
-    SYSCALL_PROBE.replace("NR", &nr.to_string()).replace("ARGS", &format!("{args:?}"))
+    SYSCALL_PROBE
+        .replace("NR", &nr.to_string())
+        .replace("ARGS", &format!("{args:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
     let r = run(&engine, code("bash", "echo x > /evil 2>&1 || echo root-denied; echo x > /usr/bin/evil 2>/dev/null || echo usr-denied; touch /sandbox/ok && echo sandbox-ok")).await;
     assert_eq!(r.stdout, "root-denied\nusr-denied\nsandbox-ok\n", "{r:?}");
 
@@ -40,7 +44,9 @@ async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_is_not_root_and_has_no_capabilities() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
     let r = run(
         &engine,
         code("bash", "id -u; id -g; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"),
@@ -53,17 +59,27 @@ async fn user_is_not_root_and_has_no_capabilities() {
         let line = lines.iter().find(|l| l.starts_with(cap)).expect(cap);
         assert!(line.ends_with("0000000000000000"), "{line}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{r:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{r:?}"
+    );
     // The agent (PID 1) is another user's non-dumpable process: its fds are off limits.
     let r = run(&engine, code("bash", "echo garbage > /proc/1/fd/1 && echo wrote; ls /proc/1/fd >/dev/null 2>&1 || echo no-fds; kill -9 1; echo still-here")).await;
     assert!(!r.stdout.contains("wrote"), "{r:?}");
-    assert!(r.stdout.contains("no-fds") && r.stdout.contains("still-here"), "{r:?}");
+    assert!(
+        r.stdout.contains("no-fds") && r.stdout.contains("still-here"),
+        "{r:?}"
+    );
     assert_clean(&engine).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dangerous_syscalls_are_refused() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
     // x86_64 syscall numbers.
     let cases = [
         ("unshare(CLONE_NEWUSER)", 272, vec![0x1000_0000]),
@@ -80,7 +96,10 @@ async fn dangerous_syscalls_are_refused() {
         let out: Vec<&str> = r.stdout.split_whitespace().collect();
         assert_eq!(out.first(), Some(&"-1"), "{name} succeeded: {r:?}");
         let errno: i32 = out.get(1).and_then(|e| e.parse().ok()).unwrap_or(0);
-        assert!(errno == libc_eperm() || errno == 38, "{name}: unexpected errno {errno}: {r:?}");
+        assert!(
+            errno == libc_eperm() || errno == 38,
+            "{name}: unexpected errno {errno}: {r:?}"
+        );
     }
     // The command-line tools fail too.
     let r = run(&engine, code("bash", "unshare -Ur true && echo unshared; mount -t tmpfs none /sandbox 2>/dev/null && echo mounted; echo end")).await;
@@ -94,9 +113,15 @@ fn libc_eperm() -> i32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_loopback_in_network_none() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
     let r = run(&engine, code("bash", "ls /sys/class/net")).await;
-    assert_eq!(r.stdout.split_whitespace().collect::<Vec<_>>(), vec!["lo"], "{r:?}");
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<Vec<_>>(),
+        vec!["lo"],
+        "{r:?}"
+    );
     let r = run(
         &engine,
         code("python", "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('1.1.1.1', 80)); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"),
@@ -108,13 +133,23 @@ async fn only_loopback_in_network_none() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fork_bomb_stops_at_the_pids_limit() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
-    let mut req = code("bash", "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived");
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
+    let mut req = code(
+        "bash",
+        "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived",
+    );
     req.timeout_ms = Some(8000);
     let t = std::time::Instant::now();
     let r = run(&engine, req).await;
     assert!(t.elapsed().as_secs() < 30);
-    assert!(r.stderr.contains("fork") || r.stderr.contains("retry") || r.stderr.contains("Resource temporarily unavailable"), "{r:?}");
+    assert!(
+        r.stderr.contains("fork")
+            || r.stderr.contains("retry")
+            || r.stderr.contains("Resource temporarily unavailable"),
+        "{r:?}"
+    );
     // The host and the engine are fine: the next execution works normally.
     let ok = run(&engine, code("bash", "echo fine")).await;
     assert_eq!(ok.stdout, "fine\n");
@@ -123,8 +158,17 @@ async fn fork_bomb_stops_at_the_pids_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_limit_kills_with_137() {
-    let Some(engine) = engine(EngineOptions::default()).await else { return };
-    let r = run(&engine, code("python", "b = bytearray(1 << 30)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')")).await;
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
+    let r = run(
+        &engine,
+        code(
+            "python",
+            "b = bytearray(1 << 30)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')",
+        ),
+    )
+    .await;
     assert_eq!(r.exit_code, 137, "{r:?}");
     assert!(!r.stdout.contains("allocated"));
     assert_clean(&engine).await;
@@ -132,8 +176,14 @@ async fn memory_limit_kills_with_137() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tmpfs_sizes_are_enforced() {
-    let options = EngineOptions { tmp_size: Some("8m".into()), sandbox_size: Some("16m".into()), ..Default::default() };
-    let Some(engine) = engine(options).await else { return };
+    let options = EngineOptions {
+        tmp_size: Some("8m".into()),
+        sandbox_size: Some("16m".into()),
+        ..Default::default()
+    };
+    let Some(engine) = engine(options).await else {
+        return;
+    };
     let r = run(&engine, code("bash", "head -c 20m /dev/zero > /tmp/big 2>/dev/null; echo tmp=$?; head -c 40m /dev/zero > /sandbox/big 2>/dev/null; echo sb=$?; df -k /tmp /sandbox | tail -2 | awk '{print $2}'")).await;
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "tmp=1", "{r:?}");

@@ -18,20 +18,17 @@ pub fn in_ci() -> bool {
 /// outside CI.
 pub async fn engine_with(config: EngineConfig) -> Option<DockerEngine> {
     match DockerEngine::connect_with(config).await {
-        Ok(e) => {
-            let status = isol8::images::status(e.docker(), "bash", None).await;
-            match status {
-                Ok(s) if s.present => Some(e),
-                other => {
-                    let msg = format!("isol8 images are not built ({other:?}); run `isol8 setup`");
-                    if in_ci() {
-                        panic!("{msg}");
-                    }
-                    eprintln!("SKIPPED: {msg}");
-                    None
+        Ok(e) => match e.docker().inspect_image("isol8:bash").await {
+            Ok(_) => Some(e),
+            Err(err) => {
+                let msg = format!("isol8 images are not built ({err}); run `isol8 setup`");
+                if in_ci() {
+                    panic!("{msg}");
                 }
+                eprintln!("SKIPPED: {msg}");
+                None
             }
-        }
+        },
         Err(e) => {
             if in_ci() {
                 panic!("Docker is required in CI: {e}");
@@ -44,12 +41,20 @@ pub async fn engine_with(config: EngineConfig) -> Option<DockerEngine> {
 
 /// An engine with these options.
 pub async fn engine(options: EngineOptions) -> Option<DockerEngine> {
-    engine_with(EngineConfig { options, ..Default::default() }).await
+    engine_with(EngineConfig {
+        options,
+        ..Default::default()
+    })
+    .await
 }
 
 /// A request running `code` in `runtime`.
 pub fn code(runtime: &str, code: &str) -> ExecutionRequest {
-    ExecutionRequest { runtime: runtime.into(), code: Some(code.into()), ..Default::default() }
+    ExecutionRequest {
+        runtime: runtime.into(),
+        code: Some(code.into()),
+        ..Default::default()
+    }
 }
 
 /// Runs a request and panics with context when the engine fails.
@@ -67,7 +72,10 @@ pub async fn leftovers(engine: &DockerEngine) -> Vec<String> {
         "label".to_string(),
         vec![format!("{}={}", isol8::LABEL_OWNER, engine.owner())],
     )]);
-    let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     engine
         .docker()
         .list_containers(Some(opts))
