@@ -1,5 +1,401 @@
-//! config (in progress)
-/// Config errors.
+//! The configuration file (SPEC section 9).
+//!
+//! `./isol8.config.json`, else `~/.isol8/config.json`; the first found wins, none means
+//! defaults. Every key is camelCase and unknown keys are errors that name the key and the
+//! file. [`Config::json_schema`] generates the file's JSON Schema from these same types.
+
+use std::path::{Path, PathBuf};
+
+use isol8_protocol::{
+    EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// File name looked up in the current directory.
+pub const LOCAL_FILE: &str = "isol8.config.json";
+
+/// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("config error")]
-pub struct ConfigError;
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON for the configuration (unknown key, wrong type…).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// Default sandbox settings (`defaults.*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Defaults {
+    /// Default timeout of an execution, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Memory limit such as `512m`.
+    pub memory_limit: Option<String>,
+    /// CPU limit as a fraction of cores.
+    pub cpu_limit: Option<f64>,
+    /// Network mode.
+    pub network: Option<NetworkMode>,
+    /// Size of `/sandbox`.
+    pub sandbox_size: Option<String>,
+    /// Size of `/tmp`.
+    pub tmp_size: Option<String>,
+    /// Read-only root filesystem.
+    pub readonly_root_fs: Option<bool>,
+    /// Process limit.
+    pub pids_limit: Option<i64>,
+    /// Cap on stdout and on stderr, in bytes.
+    pub max_output_size: Option<u64>,
+}
+
+/// Container housekeeping (`cleanup.*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CleanupConfig {
+    /// Prune idle sessions automatically (server).
+    pub auto_prune: Option<bool>,
+    /// Idle time after which a session is pruned, in milliseconds (default 1 h).
+    pub max_container_age_ms: Option<u64>,
+}
+
+/// Security settings (`security.*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Seccomp mode.
+    pub seccomp: Option<SeccompMode>,
+    /// Profile file for `custom`.
+    pub custom_profile_path: Option<String>,
+}
+
+/// Policy for fetching code from URLs (`remoteCode.*`); off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteCodeConfig {
+    /// Allow `codeUrl` at all.
+    pub enabled: Option<bool>,
+    /// Accepted URL schemes (default `https`).
+    pub allowed_schemes: Option<Vec<String>>,
+    /// Host regexes that may serve code.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Host regexes that may never serve code.
+    pub blocked_hosts: Option<Vec<String>>,
+    /// Largest accepted code size, in bytes.
+    pub max_code_size: Option<u64>,
+    /// Fetch timeout, in milliseconds.
+    pub fetch_timeout_ms: Option<u64>,
+    /// Require `codeHash` with every `codeUrl`.
+    pub require_hash: Option<bool>,
+}
+
+/// Audit log settings (`audit.*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record executions.
+    pub enabled: Option<bool>,
+    /// Where records go (`file` or `stdout`).
+    pub destination: Option<String>,
+    /// Directory of audit files.
+    pub log_dir: Option<String>,
+    /// Days to keep audit files.
+    pub retention_days: Option<u32>,
+    /// Include the code in records.
+    pub include_code: Option<bool>,
+    /// Include the output in records.
+    pub include_output: Option<bool>,
+}
+
+/// API key store of the server (`auth.*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept database keys besides the master key.
+    pub enabled: Option<bool>,
+    /// SQLite file path or `postgres://` connection string.
+    pub connection_string: Option<String>,
+    /// Default lifetime of new keys, in milliseconds.
+    pub default_ttl_ms: Option<u64>,
+}
+
+/// Caps on what server clients may request (`serverPolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerPolicy {
+    /// Largest `timeoutMs`.
+    pub max_timeout_ms: Option<u64>,
+    /// Largest `memoryLimit`.
+    pub max_memory_limit: Option<String>,
+    /// Largest `cpuLimit`.
+    pub max_cpu_limit: Option<f64>,
+    /// Largest `pidsLimit`.
+    pub max_pids_limit: Option<i64>,
+    /// Largest `maxOutputSize`.
+    pub max_output_size: Option<u64>,
+    /// Network modes clients may pick (default `none` and `filtered`).
+    pub allowed_networks: Option<Vec<NetworkMode>>,
+    /// Let clients pick `host` networking.
+    pub allow_host_network: Option<bool>,
+    /// Let clients pick their own `image`.
+    pub allow_custom_image: Option<bool>,
+    /// Seccomp modes clients may pick (default `strict` only).
+    pub allowed_seccomp: Option<Vec<SeccompMode>>,
+}
+
+/// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrebuiltImage {
+    /// Runtime the image is based on.
+    pub runtime: String,
+    /// Tag of the built image.
+    pub tag: Option<String>,
+    /// Packages to install.
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// Extra shell commands run while building.
+    #[serde(default)]
+    pub setup: Vec<String>,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// JSON Schema reference (ignored).
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Bound on concurrent executions (default 10).
+    pub max_concurrent: Option<u32>,
+    /// Default sandbox settings.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Host rules for the filtered network.
+    #[serde(default)]
+    pub network: NetworkFilter,
+    /// Container housekeeping.
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
+    /// Pool strategy.
+    pub pool_strategy: Option<PoolStrategy>,
+    /// Pool size.
+    pub pool_size: Option<PoolSize>,
+    /// Security settings.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// Remote code policy.
+    #[serde(default)]
+    pub remote_code: RemoteCodeConfig,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Server key store.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Images with baked-in packages.
+    #[serde(default)]
+    pub prebuilt_images: Vec<PrebuiltImage>,
+    /// Caps on client requests (server).
+    #[serde(default)]
+    pub server_policy: ServerPolicy,
+    /// CA bundle trusted inside sandboxes (TLS-intercepting proxies).
+    pub ca_bundle: Option<String>,
+}
+
+/// A configuration and where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: Config,
+    /// The file it was read from; `None` for built-in defaults.
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `./isol8.config.json`, else `~/.isol8/config.json`, else defaults.
+    pub fn load() -> Result<LoadedConfig, ConfigError> {
+        let mut candidates = vec![PathBuf::from(LOCAL_FILE)];
+        if let Some(home) = std::env::var_os("HOME") {
+            candidates.push(Path::new(&home).join(".isol8").join("config.json"));
+        }
+        for path in candidates {
+            if path.is_file() {
+                let config = Self::load_from(&path)?;
+                return Ok(LoadedConfig {
+                    config,
+                    path: Some(path),
+                });
+            }
+        }
+        Ok(LoadedConfig::default())
+    }
+
+    /// Loads one file.
+    pub fn load_from(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses configuration JSON; the error names the offending key.
+    pub fn from_json_str(text: &str) -> Result<Config, String> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde says "unknown field `x`, expected one of …"; the path already ends in x.
+            if inner.starts_with("unknown field") {
+                format!("unknown key `{path}`")
+            } else if path == "." {
+                inner
+            } else {
+                format!("`{path}`: {inner}")
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// The JSON Schema of the configuration file.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+    }
+
+    /// Engine options from `defaults`, `network`, pool and security keys.
+    pub fn engine_options(&self) -> EngineOptions {
+        let d = &self.defaults;
+        EngineOptions {
+            network: d.network,
+            network_filter: Some(self.network.clone()),
+            timeout_ms: d.timeout_ms,
+            memory_limit: d.memory_limit.clone(),
+            cpu_limit: d.cpu_limit,
+            pids_limit: d.pids_limit,
+            readonly_root_fs: d.readonly_root_fs,
+            sandbox_size: d.sandbox_size.clone(),
+            tmp_size: d.tmp_size.clone(),
+            max_output_size: d.max_output_size,
+            pool_strategy: self.pool_strategy,
+            pool_size: self.pool_size,
+            security: Some(isol8_protocol::options::SecurityOptions {
+                seccomp: self.security.seccomp,
+                custom_profile_path: self.security.custom_profile_path.clone(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Keys present in the file that this version parses but does not act on yet.
+    pub fn inactive_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.remote_code != RemoteCodeConfig::default() {
+            keys.push("remoteCode");
+        }
+        if self.audit != AuditConfig::default() {
+            keys.push("audit");
+        }
+        if self.auth != AuthConfig::default() {
+            keys.push("auth");
+        }
+        if !self.prebuilt_images.is_empty() {
+            keys.push("prebuiltImages");
+        }
+        if self.server_policy != ServerPolicy::default() {
+            keys.push("serverPolicy");
+        }
+        if self.ca_bundle.is_some() {
+            keys.push("caBundle");
+        }
+        if self.cleanup != CleanupConfig::default() {
+            keys.push("cleanup");
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let err = Config::from_json_str(r#"{"defaults": {"timeoutMs": 5, "foo": 1}}"#)
+            .expect_err("unknown");
+        assert_eq!(err, "unknown key `defaults.foo`");
+        let err = Config::from_json_str(r#"{"maxConcurent": 3}"#).expect_err("typo");
+        assert_eq!(err, "unknown key `maxConcurent`");
+        let err = Config::from_json_str(r#"{"remoteCode": {"enabled": true, "x": 1}}"#)
+            .expect_err("nested");
+        assert_eq!(err, "unknown key `remoteCode.x`");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err =
+            Config::from_json_str(r#"{"defaults": {"network": "bridge"}}"#).expect_err("bad enum");
+        assert!(
+            err.contains("defaults.network") && err.contains("filtered"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn values_reach_engine_options() {
+        let c = Config::from_json_str(
+            r#"{"maxConcurrent": 4, "defaults": {"memoryLimit": "256m", "network": "none"},
+                "network": {"whitelist": ["^pypi\\.org$"]}, "poolStrategy": "secure",
+                "security": {"seccomp": "strict"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.max_concurrent, Some(4));
+        let o = c.engine_options();
+        assert_eq!(o.memory_limit.as_deref(), Some("256m"));
+        assert_eq!(o.pool_strategy, Some(PoolStrategy::Secure));
+        assert_eq!(
+            o.network_filter.expect("filter").whitelist,
+            vec!["^pypi\\.org$".to_string()]
+        );
+        assert!(crate::limits::SandboxSettings::resolve(&c.engine_options()).is_ok());
+        assert!(Config::default().inactive_keys().is_empty());
+    }
+
+    #[test]
+    fn schema_lists_every_top_level_key() {
+        let schema = Config::json_schema();
+        let props = schema["properties"].as_object().expect("properties");
+        for key in [
+            "maxConcurrent",
+            "defaults",
+            "network",
+            "cleanup",
+            "poolStrategy",
+            "poolSize",
+            "security",
+            "remoteCode",
+            "audit",
+            "auth",
+            "prebuiltImages",
+            "serverPolicy",
+            "caBundle",
+        ] {
+            assert!(props.contains_key(key), "schema lacks {key}");
+        }
+    }
+}
