@@ -1,1 +1,109 @@
-fn main() {}
+//! `isol8`: the command-line interface. Parsing and printing only; the work is done by
+//! the `isol8` library.
+
+mod commands;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted code in hardened Docker sandboxes.
+#[derive(Parser, Debug)]
+#[command(name = "isol8", version, about, long_about = None)]
+struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the runtime images (skipped when up to date).
+    Setup(commands::SetupArgs),
+    /// Run code in a sandbox.
+    Run(Box<run::RunArgs>),
+    /// Remove isol8's containers (and, with --images, its images).
+    Cleanup(commands::CleanupArgs),
+    /// Show the effective configuration.
+    Config(commands::ConfigArgs),
+    /// Check Docker, images, seccomp and cgroup support.
+    Doctor,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// True when `err` (or a cause) is a broken pipe on our own output.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config = isol8::config::Config::load()?;
+    match cli.command {
+        Command::Setup(args) => commands::setup(args, cli.verbose > 0).await,
+        Command::Run(args) => run::run(*args, &config).await,
+        Command::Cleanup(args) => commands::cleanup(args).await,
+        Command::Config(args) => commands::config(args, &config),
+        Command::Doctor => commands::doctor().await,
+    }
+}
+
+/// Parses the command line; usage errors become one `error:` line and exit status 1.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see `isol8 --help`)");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() {
+    let cli = parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    drop(runtime);
+    std::process::exit(code);
+}

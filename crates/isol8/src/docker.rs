@@ -35,7 +35,7 @@ use crate::limits::SandboxSettings;
 use crate::output::{truncation_trailer, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
 use crate::prepare::{prepare, Prepared};
 use crate::runtime::RuntimeRegistry;
-use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER, LABEL_RUNTIME};
+use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER, LABEL_PID, LABEL_RUNTIME};
 
 /// Uid and gid of the sandbox user inside every image.
 pub const SANDBOX_UID: u32 = 1000;
@@ -592,6 +592,7 @@ async fn create_container(inner: &Arc<Inner>, prepared: &Prepared) -> Result<Str
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_OWNER.to_string(), inner.owner.clone()),
         (LABEL_RUNTIME.to_string(), prepared.runtime.name.clone()),
+        (LABEL_PID.to_string(), std::process::id().to_string()),
     ]);
     let body = ContainerCreateBody {
         image: Some(prepared.image.clone()),

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod images;
 pub mod limits;
+pub mod maintenance;
 pub mod output;
 pub mod prepare;
 pub mod runtime;
@@ -36,6 +37,8 @@ pub use runtime::{Runtime, RuntimeRegistry};
 pub const LABEL_MANAGED: &str = "isol8.managed";
 /// Label naming the engine instance that owns a container.
 pub const LABEL_OWNER: &str = "isol8.owner";
+/// Label carrying the process id of the engine that created a container.
+pub const LABEL_PID: &str = "isol8.pid";
 /// Label carrying an image's content hash.
 pub const LABEL_CONTENT_HASH: &str = "isol8.content-hash";
 /// Label naming the runtime an image or container serves.

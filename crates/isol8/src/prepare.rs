@@ -73,12 +73,11 @@ pub fn sandbox_path(field: &str, path: &str, allow_root: bool) -> Result<String>
             c => parts.push(c),
         }
     }
-    if parts.first() != Some(&"sandbox") || (!allow_root && parts.len() == 1) {
-        return Err(bad(if allow_root {
-            "is outside /sandbox"
-        } else {
-            "must name a file inside /sandbox"
-        }));
+    if parts.first() != Some(&"sandbox") {
+        return Err(bad("is outside /sandbox"));
+    }
+    if !allow_root && parts.len() == 1 {
+        return Err(bad("must name a file inside /sandbox"));
     }
     Ok(format!("/{}", parts.join("/")))
 }

@@ -1,0 +1,221 @@
+//! `isol8 setup`, `cleanup`, `config` and `doctor`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use isol8::config::{Config, LoadedConfig};
+use isol8::images::{SetupEvent, SetupOptions};
+use isol8::maintenance::{self, CleanupOptions};
+
+/// Flags of `isol8 setup`.
+#[derive(clap::Args, Debug)]
+pub struct SetupArgs {
+    /// Rebuild images even when they are up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Bootstrap the base image from the host's Debian mirror (no container registry).
+    #[arg(long)]
+    pub offline: bool,
+    /// Only this runtime (repeatable).
+    #[arg(long = "runtime", short = 'r', value_name = "RUNTIME")]
+    pub runtimes: Vec<String>,
+}
+
+/// Builds the runtime images, showing progress.
+pub async fn setup(args: SetupArgs, verbose: bool) -> Result<i32> {
+    let docker = isol8::docker::connect().await?;
+    let opts = SetupOptions {
+        runtimes: args.runtimes,
+        force: args.force,
+        offline: args.offline,
+        agent_path: None,
+    };
+    let spinner = if std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(Duration::from_millis(120));
+        Some(pb)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
+    let progress = |ev: SetupEvent| {
+        let line = match ev {
+            SetupEvent::Step { runtime, message } => Some(format!(
+                "{}{message}",
+                runtime.map(|r| format!("[{r}] ")).unwrap_or_default()
+            )),
+            SetupEvent::Output { line } => {
+                if let Some(pb) = &spinner {
+                    pb.set_message(line.chars().take(100).collect::<String>());
+                }
+                verbose.then_some(format!("    {line}"))
+            }
+            SetupEvent::Built { image, seconds } => {
+                Some(format!("built {image} in {seconds:.1} s"))
+            }
+            SetupEvent::UpToDate { image } => Some(format!("{image} is up to date")),
+        };
+        if let Some(line) = line {
+            match &spinner {
+                Some(pb) => pb.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    };
+    let result = isol8::images::setup(&docker, &opts, &progress).await;
+    if let Some(pb) = &spinner {
+        pb.finish_and_clear();
+    }
+    let reports = result?;
+    let built = reports.iter().filter(|r| r.built).count();
+    eprintln!(
+        "setup done in {:.1} s: {built} built, {} up to date",
+        started.elapsed().as_secs_f64(),
+        reports.len() - built
+    );
+    Ok(0)
+}
+
+/// Flags of `isol8 cleanup`.
+#[derive(clap::Args, Debug)]
+pub struct CleanupArgs {
+    /// Also remove isol8's images.
+    #[arg(long)]
+    pub images: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+/// Removes isol8-labelled containers (and images), asking first unless --force.
+pub async fn cleanup(args: CleanupArgs) -> Result<i32> {
+    let interactive = std::io::stdin().is_terminal();
+    if !args.force && !interactive {
+        bail!("refusing to remove containers without confirmation: no terminal to ask on; pass --force");
+    }
+    let docker = isol8::docker::connect().await?;
+    let containers = maintenance::list_containers(&docker, None).await?;
+    let images = if args.images {
+        maintenance::list_images(&docker).await?
+    } else {
+        Vec::new()
+    };
+    if containers.is_empty() && images.is_empty() {
+        println!("nothing to remove");
+        return Ok(0);
+    }
+    for c in &containers {
+        println!(
+            "container {} {} ({}, {})",
+            &c.id[..12.min(c.id.len())],
+            c.name,
+            c.image,
+            c.state
+        );
+    }
+    for i in &images {
+        println!("image {i}");
+    }
+    if !args.force {
+        eprint!(
+            "remove {} container(s) and {} image(s)? [y/N] ",
+            containers.len(),
+            images.len()
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing removed");
+            return Ok(0);
+        }
+    }
+    let report = maintenance::cleanup(
+        &docker,
+        &CleanupOptions {
+            images: args.images,
+            owner: None,
+        },
+    )
+    .await?;
+    println!(
+        "removed {} container(s) and {} image(s)",
+        report.containers, report.images
+    );
+    Ok(0)
+}
+
+/// Flags of `isol8 config`.
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    /// Print the effective configuration as JSON.
+    #[arg(long, conflicts_with = "schema")]
+    pub json: bool,
+    /// Print the JSON Schema of the configuration file.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+/// Prints the effective configuration or its schema.
+pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
+    if args.schema {
+        println!("{}", serde_json::to_string_pretty(&Config::json_schema())?);
+        return Ok(0);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&loaded.config)?);
+        return Ok(0);
+    }
+    match &loaded.path {
+        Some(p) => println!("# from {}", p.display()),
+        None => println!(
+            "# no config file found (./isol8.config.json, ~/.isol8/config.json): built-in defaults"
+        ),
+    }
+    let settings = isol8::limits::SandboxSettings::resolve(&loaded.config.engine_options())?;
+    let c = &loaded.config;
+    println!("maxConcurrent      {}", c.max_concurrent.unwrap_or(10));
+    println!("timeoutMs          {}", settings.timeout_ms);
+    println!("memoryLimit        {} MiB", settings.memory_bytes >> 20);
+    println!("cpuLimit           {}", settings.nano_cpus as f64 / 1e9);
+    println!("pidsLimit          {}", settings.pids_limit);
+    println!("network            {}", settings.network.as_str());
+    println!("sandboxSize        {} MiB", settings.sandbox_bytes >> 20);
+    println!("tmpSize            {} MiB", settings.tmp_bytes >> 20);
+    println!("readonlyRootFs     {}", settings.readonly_root_fs);
+    println!("maxOutputSize      {}", settings.max_output);
+    println!("seccomp            {:?}", settings.seccomp);
+    println!("poolStrategy       {:?}", settings.pool_strategy);
+    println!("whitelist          {:?}", settings.network_filter.whitelist);
+    println!("blacklist          {:?}", settings.network_filter.blacklist);
+    let inactive = c.inactive_keys();
+    if !inactive.is_empty() {
+        println!(
+            "# parsed, not used by this version yet: {}",
+            inactive.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+/// Runs the doctor checks; exit 1 when something essential is wrong.
+pub async fn doctor() -> Result<i32> {
+    let checks = maintenance::doctor().await;
+    let mut failed = false;
+    for c in &checks {
+        println!(
+            "{} {:<16} {}",
+            if c.ok { "✓" } else { "✗" },
+            c.name,
+            c.detail
+        );
+        failed |= !c.ok && c.essential;
+    }
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,306 @@
+//! `isol8 run`: parse the run flags into an [`ExecutionRequest`] and engine options, run
+//! it (streaming by default), and exit with the program's status.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use isol8::config::LoadedConfig;
+use isol8::docker::EngineConfig;
+use isol8::{
+    DockerEngine, Engine, EngineOptions, ExecutionRequest, RuntimeRegistry, StreamEventType,
+};
+
+/// Flags of `isol8 run`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// File to run (runtime detected from its extension unless --runtime is given).
+    pub file: Option<PathBuf>,
+    /// Inline code to run.
+    #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with_all = ["file", "cmd"])]
+    pub eval: Option<String>,
+    /// Shell command run as `bash -c CMD` in the runtime's image.
+    #[arg(long, value_name = "CMD", conflicts_with = "file")]
+    pub cmd: Option<String>,
+    /// Runtime: python, node, bun, deno, bash.
+    #[arg(short, long)]
+    pub runtime: Option<String>,
+    /// Timeout in milliseconds (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    /// Memory limit, e.g. 512m.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit as a fraction of cores, e.g. 0.5.
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu: Option<f64>,
+    /// Process limit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids: Option<i64>,
+    /// Size of the /sandbox tmpfs, e.g. 512m.
+    #[arg(long)]
+    pub sandbox_size: Option<String>,
+    /// Size of the /tmp tmpfs, e.g. 256m.
+    #[arg(long)]
+    pub tmp_size: Option<String>,
+    /// Cap on stdout and on stderr, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<u64>,
+    /// Network mode: none, filtered or host.
+    #[arg(long, value_name = "MODE")]
+    pub net: Option<String>,
+    /// Environment variable for the program (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Secret environment variable, masked as *** in all output (repeatable).
+    #[arg(long = "secret", value_name = "K=V")]
+    pub secret: Vec<String>,
+    /// Data fed to the program's standard input.
+    #[arg(long, value_name = "DATA")]
+    pub stdin: Option<String>,
+    /// Bash script run before the code.
+    #[arg(long, value_name = "SCRIPT")]
+    pub setup: Option<String>,
+    /// Working directory inside /sandbox.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// File extension of the code file, e.g. .cjs.
+    #[arg(long, value_name = "EXT")]
+    pub ext: Option<String>,
+    /// Also write the program's stdout to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Buffer the output and print it at the end.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Print the ExecutionResult as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Image overriding the runtime's.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Seccomp mode: strict, unconfined or custom.
+    #[arg(long, value_name = "MODE")]
+    pub seccomp: Option<String>,
+    /// Keep the container after the run for inspection.
+    #[arg(long)]
+    pub persist: bool,
+    /// Make the root filesystem writable.
+    #[arg(long)]
+    pub writable_root: bool,
+    /// File read back after the run (repeatable; shown with --json).
+    #[arg(long = "output-path", value_name = "PATH")]
+    pub output_path: Vec<String>,
+    /// Local file injected into the sandbox: SANDBOX_PATH=LOCAL_PATH (repeatable).
+    #[arg(long = "file", value_name = "SANDBOX_PATH=LOCAL_PATH")]
+    pub inject: Vec<String>,
+}
+
+fn parse_kv(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("{flag} `{item}` must look like NAME=value"))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(map)
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    value: &str,
+    accepted: &str,
+) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| anyhow::anyhow!("--{flag} `{value}` is not valid; use one of: {accepted}"))
+}
+
+/// Engine options: the config file's defaults, overridden by flags.
+fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
+    let mut o = config.config.engine_options();
+    if let Some(v) = args.timeout {
+        o.timeout_ms = Some(v);
+    }
+    if let Some(v) = &args.memory {
+        o.memory_limit = Some(v.clone());
+    }
+    if let Some(v) = args.cpu {
+        o.cpu_limit = Some(v);
+    }
+    if let Some(v) = args.pids {
+        o.pids_limit = Some(v);
+    }
+    if let Some(v) = &args.sandbox_size {
+        o.sandbox_size = Some(v.clone());
+    }
+    if let Some(v) = &args.tmp_size {
+        o.tmp_size = Some(v.clone());
+    }
+    if let Some(v) = args.max_output {
+        o.max_output_size = Some(v);
+    }
+    if let Some(v) = &args.net {
+        o.network = Some(parse_enum("net", v, "none, filtered, host")?);
+    }
+    if let Some(v) = &args.image {
+        o.image = Some(v.clone());
+    }
+    if let Some(v) = &args.seccomp {
+        let mut sec = o.security.clone().unwrap_or_default();
+        sec.seccomp = Some(parse_enum("seccomp", v, "strict, unconfined, custom")?);
+        o.security = Some(sec);
+    }
+    if args.persist {
+        o.persist = Some(true);
+    }
+    if args.writable_root {
+        o.readonly_root_fs = Some(false);
+    }
+    o.secrets.extend(parse_kv("--secret", &args.secret)?);
+    Ok(o)
+}
+
+/// The request: code from FILE, -e, --cmd or standard input.
+fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionRequest> {
+    let mut req = ExecutionRequest::default();
+    let mut detected = None;
+    if let Some(cmd) = &args.cmd {
+        req.cmd = Some(cmd.clone());
+    } else if let Some(code) = &args.eval {
+        req.code = Some(code.clone());
+    } else if let Some(path) = &args.file {
+        let code = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        req.code = Some(code);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        detected = registry.detect(&name).map(|r| r.name.clone());
+        if args.runtime.is_none() && detected.is_none() {
+            bail!(
+                "cannot tell the runtime of `{}` from its extension; pass --runtime ({})",
+                path.display(),
+                registry.names().join(", ")
+            );
+        }
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            bail!("no code given: pass a FILE, -e CODE, --cmd CMD, or pipe code on standard input");
+        }
+        let mut code = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut code)
+            .context("cannot read code from standard input")?;
+        req.code = Some(code);
+    }
+    req.runtime = match (&args.runtime, detected) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => r,
+        (None, None) => bail!("pass --runtime ({})", registry.names().join(", ")),
+    };
+    registry.get(&req.runtime)?;
+    req.timeout_ms = args.timeout;
+    req.env = parse_kv("--env", &args.env)?;
+    req.stdin = args.stdin.clone();
+    req.setup_script = args.setup.clone();
+    req.workdir = args.workdir.clone();
+    req.file_extension = args.ext.clone();
+    req.output_paths = args.output_path.clone();
+    for spec in &args.inject {
+        let (dest, local) = spec
+            .split_once('=')
+            .with_context(|| format!("--file `{spec}` must look like SANDBOX_PATH=LOCAL_PATH"))?;
+        let content = std::fs::read(local).with_context(|| format!("cannot read `{local}`"))?;
+        let content = String::from_utf8(content).map_err(|_| {
+            anyhow::anyhow!(
+                "--file `{local}` is not UTF-8 text (binary files come with put_file later)"
+            )
+        })?;
+        req.files.insert(dest.to_string(), content);
+    }
+    Ok(req)
+}
+
+/// Runs `isol8 run`; returns the process exit status.
+pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
+    let registry = RuntimeRegistry::builtin();
+    let options = options(&args, config)?;
+    let req = request(&args, &registry)?;
+    // Validate everything before touching Docker: bad input fails fast and leaves nothing.
+    let settings = isol8::limits::SandboxSettings::resolve(&options)?;
+    isol8::prepare::prepare(&req, &registry, &settings)?;
+    let engine = DockerEngine::connect_with(EngineConfig {
+        options,
+        registry: Some(registry),
+        max_concurrent: config.config.max_concurrent.map(|n| n as usize),
+    })
+    .await?;
+    let work = execute(&engine, req, &args);
+    tokio::pin!(work);
+    tokio::select! {
+        status = &mut work => {
+            if !engine.settings().persist {
+                engine.stop().await?;
+            }
+            status
+        }
+        _ = tokio::signal::ctrl_c() => {
+            engine.stop().await?;
+            eprintln!("interrupted: the sandbox was removed");
+            Ok(130)
+        }
+    }
+}
+
+async fn execute(engine: &DockerEngine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
+    let mut out_file = match &args.out {
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
+        ),
+        None => None,
+    };
+    if args.json || args.no_stream {
+        let result = engine.execute(req).await?;
+        if let Some(f) = out_file.as_mut() {
+            f.write_all(result.stdout.as_bytes())?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            print!("{}", result.stdout);
+            eprint!("{}", result.stderr);
+        }
+        return Ok(result.exit_code);
+    }
+    let mut events = engine.execute_stream(req).await?;
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let mut status = 1;
+    while let Some(ev) = events.next().await {
+        match ev.kind {
+            StreamEventType::Stdout => {
+                stdout.write_all(ev.data.as_bytes())?;
+                stdout.flush()?;
+                if let Some(f) = out_file.as_mut() {
+                    f.write_all(ev.data.as_bytes())?;
+                }
+            }
+            StreamEventType::Stderr => {
+                stderr.write_all(ev.data.as_bytes())?;
+                stderr.flush()?;
+            }
+            StreamEventType::Error if ev.data == isol8::output::TIMEOUT_EVENT => {
+                writeln!(stderr, "{}", isol8::output::TIMEOUT_TRAILER)?;
+            }
+            StreamEventType::Error => bail!("{}", ev.data),
+            StreamEventType::Exit => status = ev.data.parse().unwrap_or(1),
+        }
+    }
+    Ok(status)
+}

@@ -1,0 +1,276 @@
+//! Housekeeping on the daemon: listing and removing isol8's containers and images (only
+//! ever those labelled as isol8's), and the `isol8 doctor` checks.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
+use bollard::Docker;
+
+use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER};
+
+/// One isol8 container on the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedContainer {
+    /// Container id.
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// Image it runs.
+    pub image: String,
+    /// Docker state (`running`, `exited`…).
+    pub state: String,
+    /// Engine or server instance that owns it.
+    pub owner: Option<String>,
+}
+
+/// What `cleanup` removes.
+#[derive(Debug, Clone, Default)]
+pub struct CleanupOptions {
+    /// Also remove isol8's images.
+    pub images: bool,
+    /// Only containers of this owner (engine/server instance).
+    pub owner: Option<String>,
+}
+
+/// What `cleanup` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Containers removed.
+    pub containers: usize,
+    /// Images removed.
+    pub images: usize,
+}
+
+fn label_filter(owner: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+    if let Some(owner) = owner {
+        labels.push(format!("{LABEL_OWNER}={owner}"));
+    }
+    HashMap::from([("label".to_string(), labels)])
+}
+
+/// isol8's containers (optionally of one owner), running or not.
+pub async fn list_containers(
+    docker: &Docker,
+    owner: Option<&str>,
+) -> Result<Vec<ManagedContainer>> {
+    let filters = label_filter(owner);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| Error::docker("list containers", e))?;
+    Ok(list
+        .into_iter()
+        .map(|c| ManagedContainer {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .and_then(|n| n.first().cloned())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: c.image.unwrap_or_default(),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            owner: c.labels.and_then(|l| l.get(LABEL_OWNER).cloned()),
+        })
+        .collect())
+}
+
+/// isol8's images (`isol8.managed=true`), as references or ids.
+pub async fn list_images(docker: &Docker) -> Result<Vec<String>> {
+    let filters = label_filter(None);
+    let opts = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let list = docker
+        .list_images(Some(opts))
+        .await
+        .map_err(|e| Error::docker("list images", e))?;
+    let mut images: Vec<String> = list
+        .into_iter()
+        .flat_map(|i| {
+            if i.repo_tags.is_empty() {
+                vec![i.id]
+            } else {
+                i.repo_tags
+            }
+        })
+        .collect();
+    // The base image is imported or pulled, so it may carry no label: include it by name.
+    if docker
+        .inspect_image(crate::images::BASE_IMAGE)
+        .await
+        .is_ok()
+        && !images.iter().any(|i| i == crate::images::BASE_IMAGE)
+    {
+        images.push(crate::images::BASE_IMAGE.to_string());
+    }
+    Ok(images)
+}
+
+/// Removes isol8's containers (force, with their volumes) and, if asked, its images.
+pub async fn cleanup(docker: &Docker, opts: &CleanupOptions) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    for c in list_containers(docker, opts.owner.as_deref()).await? {
+        let ro = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(&c.id, Some(ro)).await {
+            Ok(()) => report.containers += 1,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(Error::docker("remove container", e)),
+        }
+    }
+    if opts.images {
+        for image in list_images(docker).await? {
+            let ro = RemoveImageOptionsBuilder::default().force(true).build();
+            match docker.remove_image(&image, Some(ro), None).await {
+                Ok(_) => report.images += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(Error::docker("remove image", e)),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One line of the doctor's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it is fine.
+    pub ok: bool,
+    /// Details or the fix.
+    pub detail: String,
+    /// False for checks whose failure does not stop isol8 from working.
+    pub essential: bool,
+}
+
+/// Checks Docker, its version, seccomp and cgroup support, and the runtime images.
+pub async fn doctor() -> Vec<Check> {
+    let mut checks = Vec::new();
+    let docker = match crate::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            checks.push(Check {
+                name: "Docker daemon".into(),
+                ok: false,
+                detail: e.to_string(),
+                essential: true,
+            });
+            return checks;
+        }
+    };
+    let version = docker.version().await.ok();
+    let info = docker.info().await.ok();
+    let v = version.as_ref();
+    checks.push(Check {
+        name: "Docker daemon".into(),
+        ok: true,
+        detail: format!(
+            "reachable: Docker {} (API {}, negotiated {}), {} {}",
+            v.and_then(|v| v.version.clone()).unwrap_or_default(),
+            v.and_then(|v| v.api_version.clone()).unwrap_or_default(),
+            docker.client_version(),
+            v.and_then(|v| v.os.clone()).unwrap_or_default(),
+            v.and_then(|v| v.kernel_version.clone()).unwrap_or_default(),
+        ),
+        essential: true,
+    });
+    if let Some(info) = &info {
+        let security = info.security_options.clone().unwrap_or_default();
+        let seccomp = security.iter().any(|s| s.contains("seccomp"));
+        checks.push(Check {
+            name: "seccomp".into(),
+            ok: seccomp,
+            detail: if seccomp {
+                "supported".into()
+            } else {
+                "not supported by the daemon: the strict profile cannot be applied".into()
+            },
+            essential: true,
+        });
+        let cgroup = format!(
+            "cgroup v{} ({} driver)",
+            info.cgroup_version
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into()),
+            info.cgroup_driver
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+        let limits = [
+            ("memory", info.memory_limit),
+            ("swap", info.swap_limit),
+            ("pids", info.pids_limit),
+            ("cpu quota", info.cpu_cfs_quota),
+        ];
+        let missing: Vec<&str> = limits
+            .iter()
+            .filter(|(_, ok)| *ok != Some(true))
+            .map(|(n, _)| *n)
+            .collect();
+        checks.push(Check {
+            name: "cgroup limits".into(),
+            ok: missing.is_empty(),
+            detail: if missing.is_empty() {
+                format!("{cgroup}: memory, swap, pids and cpu limits supported")
+            } else {
+                format!("{cgroup}: not supported: {}", missing.join(", "))
+            },
+            essential: missing.iter().any(|m| *m != "swap"),
+        });
+    }
+    for runtime in crate::images::RUNTIMES {
+        let check = match crate::images::status(&docker, runtime, None).await {
+            Ok(s) if s.current => Check {
+                name: s.image,
+                ok: true,
+                detail: "present and current".into(),
+                essential: true,
+            },
+            Ok(s) if s.present && s.hash_expected.is_none() => Check {
+                name: s.image,
+                ok: true,
+                detail: "present (freshness unknown: the agent binary was not found to compare)"
+                    .into(),
+                essential: true,
+            },
+            Ok(s) if s.present => Check {
+                name: s.image,
+                ok: false,
+                detail: "present but outdated; run `isol8 setup`".into(),
+                essential: false,
+            },
+            Ok(s) => Check {
+                name: s.image,
+                ok: false,
+                detail: "missing; run `isol8 setup`".into(),
+                essential: true,
+            },
+            Err(e) => Check {
+                name: crate::images::image_for(runtime),
+                ok: false,
+                detail: e.to_string(),
+                essential: true,
+            },
+        };
+        checks.push(check);
+    }
+    checks
+}
