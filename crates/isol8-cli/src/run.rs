@@ -197,6 +197,9 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
             .lock()
             .read_to_string(&mut code)
             .context("cannot read code from standard input")?;
+        if code.trim().is_empty() {
+            bail!("no code given: standard input was empty; pass a FILE, -e CODE or --cmd CMD");
+        }
         req.code = Some(code);
     }
     req.runtime = match (&args.runtime, detected) {
