@@ -15,6 +15,9 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
+# isol8 containers that existed before the tests (e.g. a running server's) are not ours.
+before="$(docker ps -aq --filter label=isol8.managed=true | sort)"
+
 say "tests (unit + integration against the Docker daemon)"
 # CI=true makes integration tests fail instead of skipping when Docker is missing.
 if command -v cargo-nextest >/dev/null; then
@@ -23,9 +26,10 @@ else
   cargo test --workspace --no-fail-fast -- --test-threads 4
 fi
 
-left="$(docker ps -aq --filter label=isol8.managed=true | wc -l)"
-if [ "$left" -ne 0 ]; then
+after="$(docker ps -aq --filter label=isol8.managed=true | sort)"
+left="$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')"
+if [ -n "$left" ]; then
   docker ps -a --filter label=isol8.managed=true >&2
-  die "$left isol8 container(s) left on the daemon after the test suite"
+  die "isol8 container(s) left on the daemon by the test suite: $(echo $left)"
 fi
-say "no isol8 container left on the daemon"
+say "no isol8 container left on the daemon by the test suite"

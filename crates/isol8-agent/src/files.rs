@@ -11,6 +11,7 @@ use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
@@ -34,6 +35,10 @@ enum Request {
         root: String,
         paths: Vec<String>,
         max: u64,
+    },
+    Reset {
+        root: String,
+        wipe: Vec<String>,
     },
 }
 
@@ -118,6 +123,19 @@ fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, St
     })
 }
 
+/// Empties `wipe` (and removes the sandbox user's System V IPC objects), as the sandbox
+/// user; fails if anything is left.
+pub fn reset_all(ident: &Identity, reaper: &Reaper, wipe: &[String]) -> Result<(), String> {
+    let req = Request::Reset {
+        root: ident.root.clone(),
+        wipe: wipe.to_vec(),
+    };
+    match call(ident, reaper, &req)?.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Entry point of helper mode.
 pub fn helper_main() -> i32 {
     let mut input = Vec::new();
@@ -149,6 +167,10 @@ pub fn helper_main() -> i32 {
             }
             resp
         }
+        Ok(Request::Reset { root, wipe }) => Response {
+            error: reset(&root, &wipe).err(),
+            ..Default::default()
+        },
         Err(e) => Response {
             error: Some(format!("bad helper request: {e}")),
             ..Default::default()
@@ -336,6 +358,93 @@ fn read_file(root: &str, path: &str, max: u64) -> Result<Vec<u8>, String> {
         return Err(format!("is larger than {max} bytes"));
     }
     Ok(bytes)
+}
+
+/// Removes everything inside `dir` without following symlinks, making read-only
+/// directories writable first (the sandbox user owns what it created).
+fn wipe_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let path = entry.path();
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            wipe_dir(&path)?;
+            std::fs::remove_dir(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        } else {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn reset(root: &str, wipe: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    // The sandbox user owns the root of its working area and may have locked it.
+    let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755));
+    let mut problems = Vec::new();
+    for dir in wipe {
+        let dir = Path::new(dir);
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Err(e) = wipe_dir(dir) {
+            problems.push(e);
+        } else if std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+        {
+            problems.push(format!("{} is not empty after the wipe", dir.display()));
+        }
+    }
+    remove_sysv_ipc();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Removes the System V shared memory segments, semaphore sets and message queues the
+/// sandbox user created (they outlive processes within the container's IPC namespace).
+fn remove_sysv_ipc() {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() }.to_string();
+    for (file, uid_col) in [
+        ("/proc/sysvipc/shm", 7),
+        ("/proc/sysvipc/sem", 4),
+        ("/proc/sysvipc/msg", 7),
+    ] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(id), Some(uid)) = (
+                cols.get(1).and_then(|c| c.parse::<i32>().ok()),
+                cols.get(uid_col),
+            ) else {
+                continue;
+            };
+            if *uid != me {
+                continue;
+            }
+            // SAFETY: IPC_RMID with a null buffer is valid for all three calls.
+            unsafe {
+                match file {
+                    "/proc/sysvipc/shm" => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                    "/proc/sysvipc/sem" => libc::semctl(id, 0, libc::IPC_RMID),
+                    _ => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                };
+            }
+        }
+    }
 }
 
 #[cfg(test)]

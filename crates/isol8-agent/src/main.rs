@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use isol8_protocol::agent::{
-    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, SignalSpec, StepPhase, Stream,
-    StreamStats, PROTOCOL_VERSION,
+    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, ResetDone, ResetSpec, SignalSpec,
+    StepPhase, Stream, StreamStats, PROTOCOL_VERSION,
 };
 
 use crate::proc::{Identity, Reaper};
@@ -110,6 +110,10 @@ fn main() {
                 Ok(spec) => agent.execute(spec),
                 Err(e) => agent.fail(&format!("invalid exec request: {e}")),
             },
+            Ok(Event::Frame(f)) if f.kind == Kind::Reset => match f.parse::<ResetSpec>() {
+                Ok(spec) => agent.reset(&spec),
+                Err(e) => agent.reset_done(Some(format!("invalid reset request: {e}"))),
+            },
             Ok(Event::Frame(f)) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
             Ok(Event::EngineGone(why)) => agent.shutdown(&why),
             Ok(Event::Reaped(..)) | Ok(Event::PipeClosed(..)) => {}
@@ -163,6 +167,42 @@ impl Agent {
         log(&format!("shutting down: {why}"));
         proc::kill_all(&self.ident, &self.reaper);
         std::process::exit(0);
+    }
+
+    /// Kills every process of the sandbox user and empties the writable directories, so
+    /// the next execution finds the sandbox as new. Reports what was left, if anything.
+    fn reset(&mut self, spec: &ResetSpec) {
+        let mut problems = Vec::new();
+        let mut survivors = Vec::new();
+        for attempt in 0..20 {
+            proc::kill_all(&self.ident, &self.reaper);
+            survivors = proc::survivors(&self.ident);
+            if survivors.is_empty() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2 * (attempt + 1)));
+        }
+        if !survivors.is_empty() {
+            problems.push(format!("processes survived: {survivors:?}"));
+        }
+        if let Err(e) = files::reset_all(&self.ident, &self.reaper, &spec.wipe) {
+            problems.push(e);
+        }
+        self.reset_done(if problems.is_empty() {
+            None
+        } else {
+            Some(problems.join("; "))
+        });
+    }
+
+    fn reset_done(&self, problem: Option<String>) {
+        self.out.frame(&Frame::json(
+            Kind::ResetDone,
+            &ResetDone {
+                ok: problem.is_none(),
+                problem,
+            },
+        ));
     }
 
     fn fail(&self, message: &str) {

@@ -267,6 +267,43 @@ pub fn kill_all(ident: &Identity, reaper: &Reaper) {
     signal_as_sandbox(ident, reaper, -1, libc::SIGKILL);
 }
 
+/// Processes of the sandbox user still alive (zombies excluded); without root, the
+/// agent's live descendants.
+pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
+    if !ident.drop_privileges {
+        // SAFETY: getpid has no preconditions.
+        return descendants(unsafe { libc::getpid() });
+    }
+    let uid = ident.uid.to_string();
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(str::trim))
+        };
+        let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
+        let owner = field("Uid:").and_then(|u| u.split_whitespace().next());
+        if !zombie && owner == Some(uid.as_str()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Without root (tests): kill every descendant of this process, repeatedly until none is
 /// left (a fork bomb may add some while we scan).
 fn kill_descendants(sig: i32) {

@@ -370,3 +370,36 @@ fn many_zombies_are_reaped() {
     );
     let _ = a.stdin.flush();
 }
+
+#[test]
+fn reset_wipes_files_including_read_only_and_hidden_ones() {
+    let mut a = Agent::start("reset", 20);
+    let out = a.exec(&a.spec(vec![bash(
+        StepPhase::Code,
+        "mkdir -p .hidden/deep locked && echo x > .hidden/deep/f && echo y > locked/f && chmod 0500 locked && chmod 0400 locked/f && echo z > plain",
+    )]));
+    assert_eq!(
+        out.exited.expect("exited").exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(a.root.join("locked/f").exists());
+    let wipe = vec![a.root.display().to_string()];
+    agent::write_frame(
+        &mut a.stdin,
+        &Frame::json(Kind::Reset, &agent::ResetSpec { wipe }),
+    )
+    .expect("send reset");
+    let f = agent::read_frame(&mut a.stdout)
+        .expect("read")
+        .expect("frame");
+    assert_eq!(f.kind, Kind::ResetDone);
+    let done: agent::ResetDone = f.parse().expect("json");
+    assert!(done.ok, "{:?}", done.problem);
+    let left: Vec<_> = std::fs::read_dir(&a.root).expect("root").collect();
+    assert!(left.is_empty(), "left after reset: {left:?}");
+    // The agent still serves executions after a reset.
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "ls -A | wc -l")]));
+    assert_eq!(out.stdout, b"0\n");
+}

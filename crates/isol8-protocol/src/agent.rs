@@ -27,6 +27,8 @@
 //! engine -> Stdin(bytes)* StdinClose?     (interactive stdin, optional)
 //! agent  -> Output(stream, phase, bytes)*
 //! agent  -> Exited{exitCode, timedOut, ...}   or   ExecFailed{message}
+//! engine -> Reset{wipe}                    (pooled sandboxes, between executions)
+//! agent  -> ResetDone{ok, problem?}
 //! ```
 //!
 //! The agent's own diagnostics go to its stderr, never into the frame stream.
@@ -69,6 +71,10 @@ pub enum Kind {
     StdinClose = 0x12,
     /// Deliver a signal to the running program's process group; JSON [`SignalSpec`].
     Signal = 0x13,
+    /// Return the sandbox to its pristine state for the next execution; JSON [`ResetSpec`].
+    Reset = 0x14,
+    /// Outcome of a reset; JSON [`ResetDone`].
+    ResetDone = 0x05,
 }
 
 impl Kind {
@@ -83,6 +89,8 @@ impl Kind {
             0x11 => Kind::Stdin,
             0x12 => Kind::StdinClose,
             0x13 => Kind::Signal,
+            0x14 => Kind::Reset,
+            0x05 => Kind::ResetDone,
             _ => return None,
         })
     }
@@ -408,6 +416,25 @@ pub struct Exited {
 pub struct ExecFailed {
     /// What went wrong, for the user.
     pub message: String,
+}
+
+/// What a reset wipes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetSpec {
+    /// Directories whose contents are removed (the directories themselves stay).
+    pub wipe: Vec<String>,
+}
+
+/// Outcome of a reset. A sandbox whose reset failed must never be reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetDone {
+    /// True when nothing of the previous execution is left.
+    pub ok: bool,
+    /// What was left behind, when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A signal for the running program.

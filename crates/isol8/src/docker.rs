@@ -90,6 +90,43 @@ struct Inner {
     slots: Semaphore,
 }
 
+impl Drop for Inner {
+    /// The last handle to the engine is gone (dropped without `stop`, or its runtime shut
+    /// down mid-run): remove whatever containers it still owns. This runs on a thread of
+    /// its own with a fresh client, since the async runtime may be shutting down.
+    fn drop(&mut self) {
+        let ids: Vec<String> = self
+            .live
+            .get_mut()
+            .map(|l| l.drain().collect())
+            .unwrap_or_default();
+        if ids.is_empty() || self.settings.persist {
+            return;
+        }
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(docker) = Docker::connect_with_local_defaults() else {
+                    return;
+                };
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                for id in ids {
+                    let _ = docker.remove_container(&id, Some(opts.clone())).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
 /// Builder-style settings for [`DockerEngine::connect_with`].
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {

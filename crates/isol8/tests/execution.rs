@@ -444,3 +444,49 @@ async fn stop_removes_running_containers_and_refuses_new_work() {
     assert!(engine.execute(code("bash", "true")).await.is_err());
     assert_clean(&engine).await;
 }
+
+/// A test that panics (or a program whose runtime shuts down) mid-run drops the engine
+/// with a container still running: the engine's drop must remove it.
+#[test]
+fn dropping_the_engine_mid_run_removes_its_containers() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(engine) = rt.block_on(engine(EngineOptions::default())) else {
+        return;
+    };
+    let owner = engine.owner().to_string();
+    let e2 = engine.clone();
+    rt.spawn(async move { e2.execute(code("bash", "sleep 60")).await });
+    rt.block_on(async {
+        for _ in 0..200 {
+            if !engine.live_containers().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        !engine.live_containers().is_empty(),
+        "the run never started"
+    );
+    drop(engine);
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+
+    let check = tokio::runtime::Runtime::new().expect("runtime");
+    let left = check.block_on(async {
+        let docker = isol8::docker::connect().await.expect("docker");
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={owner}", isol8::LABEL_OWNER)],
+        )]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        docker
+            .list_containers(Some(opts))
+            .await
+            .expect("list")
+            .len()
+    });
+    assert_eq!(left, 0, "containers left after the engine was dropped");
+}
