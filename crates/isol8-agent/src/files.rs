@@ -56,6 +56,11 @@ pub fn write_all(
     cwd: &str,
     files: &[FileWrite],
 ) -> Result<(), String> {
+    // Nothing to write and the working directory is the sandbox root, which exists:
+    // skip the helper entirely (this is the warm path of most executions).
+    if files.is_empty() && cwd.trim_end_matches('/') == ident.root.trim_end_matches('/') {
+        return Ok(());
+    }
     let req = Request::Write {
         root: ident.root.clone(),
         cwd: cwd.to_string(),

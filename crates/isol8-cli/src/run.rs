@@ -242,6 +242,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         options,
         registry: Some(registry),
         max_concurrent: config.config.max_concurrent.map(|n| n as usize),
+        ..Default::default()
     })
     .await?;
     let work = execute(&engine, req, &args);

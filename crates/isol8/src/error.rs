@@ -47,6 +47,14 @@ pub enum Error {
     /// The in-sandbox agent misbehaved or the sandbox died.
     #[error("sandbox failure: {0}")]
     Sandbox(String),
+    /// Every execution slot stayed busy for the request's whole timeout.
+    #[error("no execution slot became free within {waited_ms} ms (maxConcurrent = {max_concurrent}); retry later or raise maxConcurrent")]
+    QueueTimeout {
+        /// How long the request waited.
+        waited_ms: u64,
+        /// The engine's bound on concurrent executions.
+        max_concurrent: usize,
+    },
     /// The engine was stopped while the request was pending or running.
     #[error("the engine is stopped")]
     Stopped,

@@ -86,8 +86,10 @@ pub async fn leftovers(engine: &DockerEngine) -> Vec<String> {
         .collect()
 }
 
-/// Asserts the engine left no container behind.
+/// Stops the engine and asserts it left no container behind.
 pub async fn assert_clean(engine: &DockerEngine) {
+    use isol8::Engine;
+    engine.stop().await.expect("stop");
     let left = leftovers(engine).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }

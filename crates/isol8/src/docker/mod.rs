@@ -1,0 +1,683 @@
+//! [`DockerEngine`]: the [`Engine`] on a local Docker daemon.
+//!
+//! An execution takes a sandbox from the warm [`pool`] (or starts one: create, attach,
+//! start, wait for the agent's hello — see [`sandbox`]), sends one `Exec` frame, turns
+//! the agent's `Output` frames into [`StreamEvent`]s as they arrive, and gives the sandbox
+//! back when the agent reports `Exited` (reset and reused with the `fast` strategy,
+//! destroyed with `secure` or when anything went wrong). Docker is only asked to create,
+//! attach, start, inspect and remove: programs never go through `docker exec`.
+
+pub mod pool;
+pub mod sandbox;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bollard::models::HostConfig;
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use bollard::Docker;
+use isol8_protocol::agent::{self, ExecFailed, Exited, Frame, Kind, StepPhase, Stream};
+use isol8_protocol::{
+    EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::engine::{Engine, EventStream};
+use crate::limits::SandboxSettings;
+use crate::output::{truncation_trailer, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
+use crate::prepare::{prepare, Prepared};
+use crate::runtime::RuntimeRegistry;
+use crate::{Error, Result};
+
+pub use pool::{PoolKey, PoolStats};
+pub use sandbox::{host_config, SANDBOX_UID};
+
+/// Extra time the engine gives the agent past the request's timeout before killing the
+/// container itself.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+/// Default bound on concurrent executions.
+pub const DEFAULT_MAX_CONCURRENT: usize = 10;
+
+/// Connects to the local Docker daemon (`DOCKER_HOST` or the default socket) and
+/// negotiates the API version, so daemons from 20.10 (API 1.41) up to current work.
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| Error::DockerUnavailable {
+        detail: e.to_string(),
+    })?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| Error::DockerUnavailable {
+            detail: e.to_string(),
+        })?;
+    docker.ping().await.map_err(|e| Error::DockerUnavailable {
+        detail: e.to_string(),
+    })?;
+    Ok(docker)
+}
+
+/// The local Docker engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DockerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerEngine")
+            .field("owner", &self.inner.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by an engine's handles and its background tasks.
+pub struct Inner {
+    docker: Docker,
+    registry: RuntimeRegistry,
+    settings: SandboxSettings,
+    host: HostConfig,
+    owner: String,
+    live: Mutex<HashSet<String>>,
+    stopped: AtomicBool,
+    slots: Semaphore,
+    max_concurrent: usize,
+    pool: pool::Pool,
+    prewarm: Vec<String>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("owner", &self.owner)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle to the engine is gone (dropped without `stop`, or its runtime shut
+    /// down mid-run): remove whatever containers it still owns. This runs on a thread of
+    /// its own with a fresh client, since the async runtime may be shutting down.
+    fn drop(&mut self) {
+        let ids: Vec<String> = self
+            .live
+            .get_mut()
+            .map(|l| l.drain().collect())
+            .unwrap_or_default();
+        if ids.is_empty() || self.settings.persist {
+            return;
+        }
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(docker) = Docker::connect_with_local_defaults() else {
+                    return;
+                };
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                for id in ids {
+                    let _ = docker.remove_container(&id, Some(opts.clone())).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Settings for [`DockerEngine::connect_with`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Engine options (defaults from SPEC section 3 where unset).
+    pub options: EngineOptions,
+    /// The runtime registry (the five built-ins by default).
+    pub registry: Option<RuntimeRegistry>,
+    /// Bound on concurrent executions (default 10).
+    pub max_concurrent: Option<usize>,
+    /// Runtimes whose pools `start()` fills before returning.
+    pub prewarm: Vec<String>,
+}
+
+impl DockerEngine {
+    /// Connects with these options and the built-in runtimes.
+    pub async fn connect(options: EngineOptions) -> Result<Self> {
+        Self::connect_with(EngineConfig {
+            options,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Connects with full control over options, runtimes, concurrency and prewarming.
+    pub async fn connect_with(config: EngineConfig) -> Result<Self> {
+        let settings = SandboxSettings::resolve(&config.options)?;
+        let host = host_config(&settings)?;
+        let max = config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
+        if max == 0 {
+            return Err(Error::option("maxConcurrent", "must be at least 1"));
+        }
+        let registry = config.registry.unwrap_or_default();
+        for r in &config.prewarm {
+            registry.get(r)?;
+        }
+        let docker = connect().await?;
+        Ok(DockerEngine {
+            inner: Arc::new(Inner {
+                docker,
+                registry,
+                pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
+                settings,
+                host,
+                owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
+                live: Mutex::new(HashSet::new()),
+                stopped: AtomicBool::new(false),
+                slots: Semaphore::new(max),
+                max_concurrent: max,
+                prewarm: config.prewarm,
+            }),
+        })
+    }
+
+    /// The Docker client.
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// The id in the `isol8.owner` label of this engine's containers.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The runtime registry.
+    pub fn registry(&self) -> &RuntimeRegistry {
+        &self.inner.registry
+    }
+
+    /// The resolved sandbox settings.
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.inner.settings
+    }
+
+    /// Containers this engine currently owns (running, pooled or being reset).
+    pub fn live_containers(&self) -> Vec<String> {
+        self.inner
+            .live
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The pool key of `runtime`'s sandboxes under this engine's settings.
+    pub fn pool_key(&self, runtime: &str) -> Result<PoolKey> {
+        let rt = self.inner.registry.get(runtime)?;
+        let image = self
+            .inner
+            .settings
+            .image
+            .clone()
+            .unwrap_or_else(|| rt.image.clone());
+        Ok(PoolKey::new(&image, &self.inner.host))
+    }
+
+    /// Pool counts for `runtime`.
+    pub fn pool_stats(&self, runtime: &str) -> Result<PoolStats> {
+        Ok(self.inner.pool.stats(&self.pool_key(runtime)?))
+    }
+
+    /// Starts filling the pools of `runtimes` and waits (up to 60 s) until each has its
+    /// ready sandboxes.
+    pub async fn prewarm(&self, runtimes: &[String]) -> Result<()> {
+        let mut keys = Vec::new();
+        for r in runtimes {
+            let key = self.pool_key(r)?;
+            pool::prewarm(&self.inner, &key, r, &self.inner.host);
+            keys.push(key);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for key in keys {
+            loop {
+                let s = self.inner.pool.stats(&key);
+                if s.idle >= self.clean_target()
+                    || (s.warming == 0 && s.idle > 0)
+                    || Instant::now() > deadline
+                {
+                    break;
+                }
+                if s.warming == 0 && s.idle == 0 && s.resetting == 0 {
+                    return Err(Error::Sandbox(format!(
+                        "could not warm {}: see the log",
+                        key.image
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn clean_target(&self) -> usize {
+        match self.inner.settings.pool_size {
+            isol8_protocol::PoolSize::Total(n) => n as usize,
+            isol8_protocol::PoolSize::Split { clean, .. } => clean as usize,
+        }
+    }
+
+    /// Validates the request and spawns its run; messages arrive on the returned channel.
+    async fn launch(&self, req: &ExecutionRequest) -> Result<(mpsc::Receiver<Msg>, String)> {
+        if self.inner.is_stopped() {
+            return Err(Error::Stopped);
+        }
+        let prepared = prepare(req, &self.inner.registry, &self.inner.settings)?;
+        let (tx, rx) = mpsc::channel(64);
+        let inner = self.inner.clone();
+        let runtime = prepared.runtime.name.clone();
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(prepared.spec.timeout_ms);
+            let permit = match tokio::time::timeout(wait, inner.slots.acquire()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => {
+                    let _ = tx.send(Msg::Failed(Error::Stopped)).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx
+                        .send(Msg::Failed(Error::QueueTimeout {
+                            waited_ms: prepared.spec.timeout_ms,
+                            max_concurrent: inner.max_concurrent,
+                        }))
+                        .await;
+                    return;
+                }
+            };
+            Run {
+                inner: inner.clone(),
+                tx,
+            }
+            .execute(prepared)
+            .await;
+            drop(permit);
+        });
+        Ok((rx, runtime))
+    }
+}
+
+/// What a run reports to whoever consumes it.
+enum Msg {
+    Event(StreamEvent),
+    Done(Box<Summary>),
+    Failed(Error),
+}
+
+struct Summary {
+    exit_code: i32,
+    truncated: bool,
+    duration_ms: u64,
+    container_id: String,
+    files: Option<BTreeMap<String, String>>,
+}
+
+/// One execution in one sandbox.
+struct Run {
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Why a run ended without a summary.
+enum Stop {
+    /// The consumer went away (client disconnect, dropped stream).
+    Gone,
+    /// The run failed.
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// How the agent's part of a run ended.
+enum Ending {
+    /// The agent reported `Exited`: the sandbox can be reset and reused.
+    Clean(Exited),
+    /// The sandbox must be destroyed (watchdog fired, OOM killed the agent…).
+    Dirty(Exited),
+}
+
+impl Run {
+    async fn execute(self, prepared: Prepared) {
+        let key = PoolKey::new(&prepared.image, &self.inner.host);
+        let outcome = self.drive(&key, &prepared).await;
+        match outcome {
+            Ok(summary) => {
+                let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
+            }
+            Err(Stop::Failed(e)) => {
+                let e = if self.inner.is_stopped() {
+                    Error::Stopped
+                } else {
+                    e
+                };
+                let _ = self.tx.send(Msg::Failed(e)).await;
+            }
+            Err(Stop::Gone) => {}
+        }
+    }
+
+    async fn emit(&self, ev: StreamEvent) -> Result<(), Stop> {
+        self.tx.send(Msg::Event(ev)).await.map_err(|_| Stop::Gone)
+    }
+
+    async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
+        let runtime = &prepared.runtime.name;
+        let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.inner.host).await?;
+        let exec = Frame::json(Kind::Exec, &prepared.spec);
+        if let Err(e) = sb.send(&exec).await {
+            if !warm {
+                sandbox::remove(&self.inner, &sb.id).await;
+                return Err(e.into());
+            }
+            // A pooled sandbox that died while idle: replace it with a fresh one.
+            tracing::warn!(container = %sb.id, error = %e, "pooled sandbox is dead; starting a new one");
+            sandbox::remove(&self.inner, &sb.id).await;
+            sb = sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.inner.host.clone())
+                .await?;
+            sb.send(&exec).await?;
+        }
+        let result = self.relay(&mut sb, prepared).await;
+        let id = sb.id.clone();
+        let ended = match result {
+            Ok(Ending::Clean(exited)) => {
+                if self.inner.settings.persist {
+                    self.forget(&id);
+                } else {
+                    pool::release(&self.inner, key.clone(), sb, true);
+                }
+                exited
+            }
+            Ok(Ending::Dirty(exited)) => {
+                self.discard(sb).await;
+                exited
+            }
+            Err(e) => {
+                self.discard(sb).await;
+                return Err(e);
+            }
+        };
+        self.finish(ended, id, prepared).await
+    }
+
+    /// Destroys a sandbox that must not be reused (kept with `persist`).
+    async fn discard(&self, sb: sandbox::Sandbox) {
+        if self.inner.settings.persist {
+            self.forget(&sb.id);
+        } else {
+            sandbox::remove(&self.inner, &sb.id).await;
+        }
+    }
+
+    /// Stops tracking a container left for inspection (`persist`).
+    fn forget(&self, id: &str) {
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.remove(id);
+        }
+    }
+
+    /// Relays the agent's frames as events until the execution ends.
+    async fn relay(&self, sb: &mut sandbox::Sandbox, prepared: &Prepared) -> Result<Ending, Stop> {
+        let secrets: Vec<&str> = self
+            .inner
+            .settings
+            .secrets
+            .values()
+            .map(String::as_str)
+            .collect();
+        let mut texts: HashMap<(u8, u8), TextStream> = HashMap::new();
+        let mut last_phase = [None::<StepPhase>; 3];
+        let deadline =
+            Instant::now() + Duration::from_millis(prepared.spec.timeout_ms) + WATCHDOG_GRACE;
+        let exited = loop {
+            let frame = match tokio::time::timeout_at(deadline.into(), sb.next_frame()).await {
+                Err(_) => {
+                    tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
+                    let exited = Exited {
+                        exit_code: 137,
+                        timed_out: true,
+                        ..Default::default()
+                    };
+                    self.flush_texts(&mut texts, &last_phase).await?;
+                    self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+                    return Ok(Ending::Dirty(exited));
+                }
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => {
+                    if sb.oom_killed(&self.inner).await {
+                        self.flush_texts(&mut texts, &last_phase).await?;
+                        return Ok(Ending::Dirty(Exited {
+                            exit_code: 137,
+                            ..Default::default()
+                        }));
+                    }
+                    return Err(sb.died(&self.inner).await.into());
+                }
+                Ok(Err(e)) => return Err(e.into()),
+            };
+            match frame.kind {
+                Kind::Output => {
+                    let (stream, phase, data) = agent::decode_output(&frame.payload)
+                        .map_err(|e| Error::Sandbox(e.to_string()))?;
+                    let slot = stream as usize;
+                    // A phase change flushes what the previous phase held back.
+                    if let Some(prev) = last_phase[slot].filter(|p| *p != phase) {
+                        if let Some(t) = texts.get_mut(&(stream as u8, prev as u8)) {
+                            let rest = t.finish();
+                            self.emit_text(stream, prev, rest).await?;
+                        }
+                    }
+                    last_phase[slot] = Some(phase);
+                    let text = texts
+                        .entry((stream as u8, phase as u8))
+                        .or_insert_with(|| TextStream::new(secrets.iter().copied()))
+                        .push(data);
+                    self.emit_text(stream, phase, text).await?;
+                }
+                Kind::Exited => {
+                    break frame
+                        .parse::<Exited>()
+                        .map_err(|e| Error::Sandbox(e.to_string()))?
+                }
+                Kind::ExecFailed => {
+                    let failed: ExecFailed =
+                        frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+                    return Err(Error::InvalidRequest(failed.message).into());
+                }
+                other => {
+                    return Err(Error::Sandbox(format!(
+                        "unexpected {other:?} frame from the agent"
+                    ))
+                    .into())
+                }
+            }
+        };
+        self.flush_texts(&mut texts, &last_phase).await?;
+        let phase = exited.phase.unwrap_or(StepPhase::Code);
+        for (stream, stats) in [
+            (Stream::Stdout, exited.stdout),
+            (Stream::Stderr, exited.stderr),
+        ] {
+            if stats.truncated {
+                let trailer = format!(
+                    "\n{}\n",
+                    truncation_trailer(stats.total_bytes, self.inner.settings.max_output)
+                );
+                self.emit_text(stream, phase, trailer).await?;
+            }
+        }
+        if exited.timed_out {
+            self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+        }
+        Ok(Ending::Clean(exited))
+    }
+
+    async fn flush_texts(
+        &self,
+        texts: &mut HashMap<(u8, u8), TextStream>,
+        last_phase: &[Option<StepPhase>; 3],
+    ) -> Result<(), Stop> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if let Some(phase) = last_phase[stream as usize] {
+                if let Some(t) = texts.get_mut(&(stream as u8, phase as u8)) {
+                    let rest = t.finish();
+                    self.emit_text(stream, phase, rest).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        exited: Exited,
+        container_id: String,
+        prepared: &Prepared,
+    ) -> Result<Summary, Stop> {
+        for (path, reason) in &exited.file_errors {
+            tracing::debug!(%path, %reason, "output path not read");
+        }
+        Ok(Summary {
+            exit_code: exited.exit_code,
+            truncated: exited.stdout.truncated || exited.stderr.truncated,
+            duration_ms: exited.duration_ms,
+            container_id,
+            files: (!prepared.spec.output_paths.is_empty()).then_some(exited.files),
+        })
+    }
+
+    async fn emit_text(&self, stream: Stream, phase: StepPhase, text: String) -> Result<(), Stop> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let phase = match phase {
+            StepPhase::Setup => Phase::Setup,
+            StepPhase::Code => Phase::Code,
+        };
+        self.emit(match stream {
+            Stream::Stdout => StreamEvent::stdout(text, phase),
+            Stream::Stderr => StreamEvent::stderr(text, phase),
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for DockerEngine {
+    async fn start(&self) -> Result<()> {
+        if self.inner.is_stopped() {
+            return Err(Error::Stopped);
+        }
+        self.inner
+            .docker
+            .ping()
+            .await
+            .map_err(|e| Error::DockerUnavailable {
+                detail: e.to_string(),
+            })?;
+        let prewarm = self.inner.prewarm.clone();
+        self.prewarm(&prewarm).await
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.slots.close();
+        let idle = self.inner.pool.drain();
+        drop(idle);
+        let ids = self.live_containers();
+        futures_util::future::join_all(ids.iter().map(|id| sandbox::remove(&self.inner, id))).await;
+        Ok(())
+    }
+
+    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
+        let started = chrono::Utc::now();
+        let (mut rx, runtime) = self.launch(&req).await?;
+        let mut result = ExecutionResult {
+            execution_id: uuid::Uuid::new_v4().to_string(),
+            runtime,
+            timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ..Default::default()
+        };
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Event(ev) => match ev.kind {
+                    StreamEventType::Stdout => result.stdout.push_str(&ev.data),
+                    StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+                    StreamEventType::Error if ev.data == TIMEOUT_EVENT => {
+                        if !result.stderr.is_empty() && !result.stderr.ends_with('\n') {
+                            result.stderr.push('\n');
+                        }
+                        result.stderr.push_str(TIMEOUT_TRAILER);
+                    }
+                    StreamEventType::Error | StreamEventType::Exit => {}
+                },
+                Msg::Done(summary) => {
+                    result.exit_code = summary.exit_code;
+                    result.duration_ms = summary.duration_ms;
+                    result.truncated = summary.truncated;
+                    result.container_id = Some(summary.container_id);
+                    result.files = summary.files;
+                    return Ok(result);
+                }
+                Msg::Failed(e) => return Err(e),
+            }
+        }
+        Err(Error::Sandbox(
+            "the execution ended without a result".into(),
+        ))
+    }
+
+    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
+        let (rx, _) = self.launch(&req).await?;
+        let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            let events = match rx.recv().await {
+                Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
+                Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
+                Some(Msg::Failed(e)) => {
+                    vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)]
+                }
+                None => vec![
+                    StreamEvent::error("the execution ended without a result"),
+                    StreamEvent::exit(1),
+                ],
+            };
+            Some((events, (rx, true)))
+        })
+        .flat_map(futures_util::stream::iter);
+        Ok(Box::pin(stream))
+    }
+}
+
+use futures_util::StreamExt as _;
+
+/// Decodes the base64 `files` of a result.
+pub fn decode_file(content: &str) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .map_err(|e| Error::Sandbox(format!("invalid base64 in result file: {e}")))
+}

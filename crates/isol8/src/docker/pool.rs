@@ -1,0 +1,296 @@
+//! The warm pool: started sandboxes waiting for work, per image and security settings.
+//!
+//! * `fast`: after an execution the agent resets the sandbox (kills every process of the
+//!   sandbox user, wipes `/sandbox`, `/tmp`, `/dev/shm`, removes System V IPC objects)
+//!   and it goes back to the pool; a failed or slow reset destroys it instead.
+//! * `secure`: a sandbox serves one execution and is destroyed; the pool refills in the
+//!   background.
+//!
+//! Sandboxes are only shared between executions whose key — image and a hash of the
+//! complete `HostConfig` (limits, network, seccomp profile, capabilities) — is identical.
+//!
+//! `clean` is the number of ready sandboxes kept per key; `dirty` bounds how many resets
+//! run at once per key (beyond it, used sandboxes are destroyed rather than reset).
+//! A request finding no ready sandbox waits for one that is being reset or started when
+//! there is one it can have, and otherwise starts its own (a cold start).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::models::HostConfig;
+use isol8_protocol::{PoolSize, PoolStrategy};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::sandbox::{self, Sandbox};
+use super::Inner;
+use crate::Result;
+
+/// Longest a request waits for a pooled sandbox before starting its own.
+const MAX_POOL_WAIT: Duration = Duration::from_secs(15);
+
+/// What a pooled sandbox must match to be shared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Image reference.
+    pub image: String,
+    /// SHA-256 of the serialised `HostConfig`.
+    pub config_hash: String,
+}
+
+impl PoolKey {
+    /// The key of sandboxes of `image` created with `host`.
+    pub fn new(image: &str, host: &HostConfig) -> PoolKey {
+        let json = serde_json::to_vec(host).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        PoolKey {
+            image: image.to_string(),
+            config_hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    idle: Vec<Sandbox>,
+    resetting: usize,
+    warming: usize,
+    waiting: usize,
+    runtime: String,
+    host: Option<HostConfig>,
+}
+
+/// Per-engine pool of warm sandboxes.
+pub struct Pool {
+    slots: Mutex<HashMap<PoolKey, Slot>>,
+    changed: Notify,
+    strategy: PoolStrategy,
+    clean: usize,
+    dirty: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("strategy", &self.strategy)
+            .field("clean", &self.clean)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts of one key's sandboxes, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Ready sandboxes.
+    pub idle: usize,
+    /// Sandboxes being reset.
+    pub resetting: usize,
+    /// Sandboxes being started.
+    pub warming: usize,
+}
+
+impl Pool {
+    /// A pool with this strategy and size.
+    pub fn new(strategy: PoolStrategy, size: PoolSize) -> Pool {
+        let (clean, dirty) = match size {
+            PoolSize::Total(n) => (n as usize, n as usize),
+            PoolSize::Split { clean, dirty } => (clean as usize, dirty as usize),
+        };
+        Pool {
+            slots: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            strategy,
+            clean,
+            dirty,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts for `key`.
+    pub fn stats(&self, key: &PoolKey) -> PoolStats {
+        self.lock()
+            .get(key)
+            .map(|s| PoolStats {
+                idle: s.idle.len(),
+                resetting: s.resetting,
+                warming: s.warming,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes every idle sandbox from the pool (for `stop`).
+    pub fn drain(&self) -> Vec<Sandbox> {
+        self.lock()
+            .values_mut()
+            .flat_map(|s| std::mem::take(&mut s.idle))
+            .collect()
+    }
+}
+
+/// A sandbox for one execution: from the pool when one is ready (or about to be), else
+/// started now. The flag says whether it came warm.
+pub async fn acquire(
+    inner: &Arc<Inner>,
+    key: &PoolKey,
+    runtime: &str,
+    host: &HostConfig,
+) -> Result<(Sandbox, bool)> {
+    let pool = &inner.pool;
+    let deadline = tokio::time::Instant::now() + MAX_POOL_WAIT;
+    let mut counted = false;
+    loop {
+        let changed = pool.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        {
+            let mut slots = pool.lock();
+            let slot = slots.entry(key.clone()).or_default();
+            if slot.host.is_none() {
+                slot.runtime = runtime.to_string();
+                slot.host = Some(host.clone());
+            }
+            if counted {
+                slot.waiting -= 1;
+                counted = false;
+            }
+            if let Some(sb) = slot.idle.pop() {
+                return Ok((sb, true));
+            }
+            // Wait only if a sandbox being reset or started is not already promised to an
+            // earlier waiter.
+            if pool.clean > 0
+                && slot.waiting < slot.resetting + slot.warming
+                && tokio::time::Instant::now() < deadline
+            {
+                slot.waiting += 1;
+                counted = true;
+            }
+        }
+        if !counted {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let mut slots = pool.lock();
+            if let Some(slot) = slots.get_mut(key) {
+                slot.waiting -= 1;
+            }
+            break;
+        }
+    }
+    let sb = Sandbox::start(inner, &key.image, runtime, host.clone()).await?;
+    Ok((sb, false))
+}
+
+/// Gives a sandbox back after an execution. `reusable` is false when the execution did
+/// not end cleanly (protocol error, consumer gone, watchdog): such a sandbox is destroyed.
+pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool) {
+    let pool = &inner.pool;
+    let reset = reusable
+        && pool.strategy == PoolStrategy::Fast
+        && pool.clean > 0
+        && !inner.is_stopped()
+        && {
+            let mut slots = pool.lock();
+            let slot = slots.entry(key.clone()).or_default();
+            if slot.resetting < pool.dirty.max(1) {
+                slot.resetting += 1;
+                true
+            } else {
+                false
+            }
+        };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if reset {
+            let ok = match sb.reset().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(container = %sb.id, error = %e, "reset failed; destroying the sandbox");
+                    false
+                }
+            };
+            sb.uses += 1;
+            let back = {
+                let mut slots = inner.pool.lock();
+                let slot = slots.entry(key.clone()).or_default();
+                slot.resetting -= 1;
+                if ok && slot.idle.len() < inner.pool.clean && !inner.is_stopped() {
+                    slot.idle.push(sb);
+                    None
+                } else {
+                    Some(sb)
+                }
+            };
+            inner.pool.changed.notify_waiters();
+            if let Some(sb) = back {
+                sandbox::remove(&inner, &sb.id).await;
+            }
+        } else {
+            sandbox::remove(&inner, &sb.id).await;
+        }
+        replenish(&inner, &key);
+    });
+}
+
+/// Starts sandboxes in the background until `clean` are ready or on their way.
+pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
+    let pool = &inner.pool;
+    if inner.is_stopped() {
+        return;
+    }
+    let (need, runtime, host) = {
+        let mut slots = pool.lock();
+        let slot = slots.entry(key.clone()).or_default();
+        let Some(host) = slot.host.clone() else {
+            return;
+        };
+        let have = slot.idle.len() + slot.resetting + slot.warming;
+        let need = pool.clean.saturating_sub(have);
+        slot.warming += need;
+        (need, slot.runtime.clone(), host)
+    };
+    for _ in 0..need {
+        let inner = inner.clone();
+        let key = key.clone();
+        let runtime = runtime.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let started = Sandbox::start(&inner, &key.image, &runtime, host).await;
+            let extra = {
+                let mut slots = inner.pool.lock();
+                let slot = slots.entry(key.clone()).or_default();
+                slot.warming -= 1;
+                match started {
+                    Ok(sb) if slot.idle.len() < inner.pool.clean && !inner.is_stopped() => {
+                        slot.idle.push(sb);
+                        None
+                    }
+                    Ok(sb) => Some(sb),
+                    Err(e) => {
+                        tracing::warn!(image = %key.image, error = %e, "could not warm a sandbox");
+                        None
+                    }
+                }
+            };
+            inner.pool.changed.notify_waiters();
+            if let Some(sb) = extra {
+                sandbox::remove(&inner, &sb.id).await;
+            }
+        });
+    }
+}
+
+/// Records how sandboxes of `key` are made, so the pool can refill it, and fills it.
+pub fn prewarm(inner: &Arc<Inner>, key: &PoolKey, runtime: &str, host: &HostConfig) {
+    {
+        let mut slots = inner.pool.lock();
+        let slot = slots.entry(key.clone()).or_default();
+        slot.runtime = runtime.to_string();
+        slot.host = Some(host.clone());
+    }
+    replenish(inner, key);
+}

@@ -1,0 +1,359 @@
+//! One sandbox container with its agent: created hardened, attached, started, and ready
+//! once the agent has said hello. Frames go in through the attached stdin and come back
+//! through the attached stdout; Docker is never asked to `exec`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use isol8_protocol::agent::{
+    Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec, PROTOCOL_VERSION,
+};
+use isol8_protocol::NetworkMode;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Inner;
+use crate::limits::SandboxSettings;
+use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER, LABEL_PID, LABEL_RUNTIME};
+
+/// Uid and gid of the sandbox user inside every image.
+pub const SANDBOX_UID: u32 = 1000;
+
+/// How long the agent may take to say hello after the container starts.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a reset may take before the sandbox is given up.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Directories a reset empties.
+pub const WIPED_DIRS: [&str; 3] = ["/sandbox", "/tmp", "/dev/shm"];
+
+type OutputStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// A started container whose agent is waiting for frames.
+pub struct Sandbox {
+    /// Container id.
+    pub id: String,
+    output: OutputStream,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    decoder: FrameDecoder,
+    /// The agent's stderr (last few KiB), for error messages.
+    pub agent_log: String,
+    /// Executions served so far.
+    pub uses: u32,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.id)
+            .field("uses", &self.uses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `HostConfig` implementing SPEC section 4 for these settings.
+pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
+    let seccomp =
+        crate::seccomp::security_opt(settings.seccomp, settings.custom_profile_path.as_deref())?;
+    let tmpfs = HashMap::from([
+        (
+            "/sandbox".to_string(),
+            format!(
+                "rw,exec,nosuid,nodev,size={},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
+                settings.sandbox_bytes
+            ),
+        ),
+        (
+            "/tmp".to_string(),
+            format!(
+                "rw,noexec,nosuid,nodev,size={},mode=1777",
+                settings.tmp_bytes
+            ),
+        ),
+    ]);
+    Ok(HostConfig {
+        network_mode: Some(match settings.network {
+            NetworkMode::Host => "host".to_string(),
+            _ => "none".to_string(),
+        }),
+        readonly_rootfs: Some(settings.readonly_root_fs),
+        tmpfs: Some(tmpfs),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(vec![
+            "SETUID".to_string(),
+            "SETGID".to_string(),
+            "SETPCAP".to_string(),
+        ]),
+        security_opt: Some(vec!["no-new-privileges:true".to_string(), seccomp]),
+        memory: Some(settings.memory_bytes),
+        memory_swap: Some(settings.memory_bytes),
+        nano_cpus: Some(settings.nano_cpus),
+        pids_limit: Some(settings.pids_limit),
+        ipc_mode: Some("private".to_string()),
+        shm_size: Some(64 << 20),
+        ulimits: Some(vec![
+            ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(4096),
+                hard: Some(4096),
+            },
+            ResourcesUlimits {
+                name: Some("core".into()),
+                soft: Some(0),
+                hard: Some(0),
+            },
+        ]),
+        init: Some(false),
+        ..Default::default()
+    })
+}
+
+impl Sandbox {
+    /// Creates, attaches and starts a container of `image`, and waits for the agent.
+    /// The container is registered with the engine before anything can fail, so it is
+    /// removed whatever happens next.
+    pub async fn start(
+        inner: &Inner,
+        image: &str,
+        runtime: &str,
+        host: HostConfig,
+    ) -> Result<Sandbox> {
+        let id = create(inner, image, runtime, host).await?;
+        match Self::attach_and_start(inner, id.clone()).await {
+            Ok(sb) => Ok(sb),
+            Err(e) => {
+                remove(inner, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn attach_and_start(inner: &Inner, id: String) -> Result<Sandbox> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attach = inner
+            .docker
+            .attach_container(&id, Some(opts))
+            .await
+            .map_err(|e| Error::docker("attach container", e))?;
+        inner
+            .docker
+            .start_container(&id, None)
+            .await
+            .map_err(|e| Error::docker("start container", e))?;
+        let mut sb = Sandbox {
+            id,
+            output: attach.output,
+            input: attach.input,
+            decoder: FrameDecoder::new(),
+            agent_log: String::new(),
+            uses: 0,
+        };
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, sb.next_frame()).await {
+            Err(_) => {
+                return Err(Error::Sandbox(
+                    "the sandbox agent did not start within 20 s".into(),
+                ))
+            }
+            Ok(Ok(Some(f))) if f.kind == Kind::Hello => f,
+            Ok(Ok(Some(f))) => {
+                return Err(Error::Sandbox(format!(
+                    "agent sent {:?} before hello",
+                    f.kind
+                )))
+            }
+            Ok(Ok(None)) => return Err(sb.died(inner).await),
+            Ok(Err(e)) => return Err(e),
+        };
+        let hello: Hello = hello.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(Error::Sandbox(format!(
+                "the image's agent speaks protocol {} but this engine speaks {}; rebuild the images with `isol8 setup --force`",
+                hello.protocol, PROTOCOL_VERSION
+            )));
+        }
+        Ok(sb)
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<()> {
+        let bytes = frame.encode();
+        let fail =
+            |e: std::io::Error| Error::Sandbox(format!("cannot send to the sandbox agent: {e}"));
+        self.input.write_all(&bytes).await.map_err(fail)?;
+        self.input.flush().await.map_err(fail)
+    }
+
+    /// The next frame from the agent; `Ok(None)` when the container's output ended.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(f) = self
+                .decoder
+                .next_frame()
+                .map_err(|e| Error::Sandbox(format!("agent protocol error: {e}")))?
+            {
+                return Ok(Some(f));
+            }
+            match self.output.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(Error::docker("read sandbox output", e)),
+                Some(Ok(LogOutput::StdOut { message })) => self.decoder.push(&message),
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    let text = String::from_utf8_lossy(&message);
+                    tracing::debug!(target: "isol8::agent", container = %self.id, "{}", text.trim_end());
+                    if self.agent_log.len() < 8192 {
+                        self.agent_log.push_str(&text);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Asks the agent to return the sandbox to its pristine state; Ok only if it says
+    /// nothing is left.
+    pub async fn reset(&mut self) -> Result<()> {
+        let spec = ResetSpec {
+            wipe: WIPED_DIRS.iter().map(|d| d.to_string()).collect(),
+        };
+        self.send(&Frame::json(Kind::Reset, &spec)).await?;
+        let frame = tokio::time::timeout(RESET_TIMEOUT, self.next_frame())
+            .await
+            .map_err(|_| Error::Sandbox("reset timed out".into()))??
+            .ok_or_else(|| Error::Sandbox("sandbox ended during reset".into()))?;
+        if frame.kind != Kind::ResetDone {
+            return Err(Error::Sandbox(format!(
+                "unexpected {:?} frame during reset",
+                frame.kind
+            )));
+        }
+        let done: ResetDone = frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+        match done.ok {
+            true => Ok(()),
+            false => Err(Error::Sandbox(format!(
+                "reset failed: {}",
+                done.problem.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// True when the container was killed by its memory limit.
+    pub async fn oom_killed(&mut self, inner: &Inner) -> bool {
+        let info = inner.docker.inspect_container(&self.id, None).await.ok();
+        info.and_then(|i| i.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
+    }
+
+    /// Describes why the sandbox went away without finishing.
+    pub async fn died(&mut self, inner: &Inner) -> Error {
+        if inner.is_stopped() {
+            return Error::Stopped;
+        }
+        let state = inner
+            .docker
+            .inspect_container(&self.id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state);
+        let code = state
+            .as_ref()
+            .and_then(|s| s.exit_code)
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
+        let log = self.agent_log.trim();
+        let log = if log.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", log.lines().last().unwrap_or(log))
+        };
+        Error::Sandbox(format!(
+            "the sandbox container stopped unexpectedly{code}{log}"
+        ))
+    }
+}
+
+async fn create(inner: &Inner, image: &str, runtime: &str, host: HostConfig) -> Result<String> {
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_OWNER.to_string(), inner.owner.clone()),
+        (LABEL_RUNTIME.to_string(), runtime.to_string()),
+        (LABEL_PID.to_string(), std::process::id().to_string()),
+    ]);
+    let network_disabled = host.network_mode.as_deref() == Some("none");
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(false),
+        tty: Some(false),
+        working_dir: Some("/sandbox".to_string()),
+        network_disabled: Some(network_disabled),
+        labels: Some(labels),
+        host_config: Some(host),
+        ..Default::default()
+    };
+    let name = format!("isol8-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let created = inner
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await;
+    let created = match created {
+        Ok(c) => c,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(Error::ImageMissing {
+                image: image.to_string(),
+                runtime: runtime.to_string(),
+            });
+        }
+        Err(e) => return Err(Error::docker("create container", e)),
+    };
+    if let Ok(mut live) = inner.live.lock() {
+        live.insert(created.id.clone());
+    }
+    // A stop() that raced with this creation must not leave the container behind.
+    if inner.is_stopped() {
+        remove(inner, &created.id).await;
+        return Err(Error::Stopped);
+    }
+    Ok(created.id)
+}
+
+/// Force-removes a container and forgets it.
+pub async fn remove(inner: &Inner, id: &str) {
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match inner.docker.remove_container(id, Some(opts)).await {
+        Ok(()) => {}
+        // Gone already, or removal in progress (stop() racing a run's own cleanup).
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => {}
+        Err(e) => tracing::warn!(container = %id, error = %e, "could not remove container"),
+    }
+    if let Ok(mut live) = inner.live.lock() {
+        live.remove(id);
+    }
+}
