@@ -1,0 +1,200 @@
+//! The warm pool (SPEC section 6): a reset leaks nothing into the next execution that
+//! runs in the same container, `secure` never reuses, and `maxConcurrent` queues.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_clean, code, engine, engine_with, run};
+use isol8::docker::EngineConfig;
+use isol8::{Engine, EngineOptions, Error};
+use isol8_protocol::{PoolSize, PoolStrategy};
+
+fn pooled(strategy: PoolStrategy) -> EngineOptions {
+    EngineOptions {
+        pool_strategy: Some(strategy),
+        pool_size: Some(PoolSize::Split { clean: 1, dirty: 1 }),
+        ..Default::default()
+    }
+}
+
+/// Leaves everything it can behind: files (hidden, read-only, in every writable
+/// directory), a double-forked setsid'd process ignoring SIGTERM, System V shared memory.
+const LITTER: &str = r#"
+set -e
+mkdir -p /sandbox/.hidden/deep /sandbox/locked
+echo secret > /sandbox/.hidden/deep/file
+echo data > /sandbox/locked/file
+chmod 0400 /sandbox/locked/file
+chmod 0500 /sandbox/locked
+echo tmp > /tmp/left-in-tmp
+mkdir -p /tmp/.dot && echo x > /tmp/.dot/y
+echo shm > /dev/shm/left-in-shm
+(trap '' TERM HUP; setsid sleep 1000 >/dev/null 2>&1 < /dev/null &)
+python3 -c 'import ctypes; libc = ctypes.CDLL(None); print("shmid", libc.shmget(0, 4096, 0o1600))'
+cd /sandbox && mkdir -p workdir-of-run-n
+echo "run N: $RUN_N_ONLY"
+"#;
+
+/// Reports what it can see of earlier runs.
+const INSPECT: &str = r#"
+echo "sandbox: $(ls -A /sandbox | tr '\n' ' ')"
+echo "tmp: $(ls -A /tmp | tr '\n' ' ')"
+echo "shm: $(ls -A /dev/shm | tr '\n' ' ')"
+echo "env: ${RUN_N_ONLY:-unset}"
+echo "pwd: $(pwd)"
+n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && n=$((n+1)); done; echo "sleepers: $n"
+echo "ipc: $(tail -n +2 /proc/sysvipc/shm | wc -l)"
+"#;
+
+async fn litter_then_inspect(strategy: PoolStrategy) -> Option<(String, String, String)> {
+    let engine = engine(pooled(strategy)).await?;
+    // The litter must not depend on the runtime: python3 exists only in isol8:python.
+    let mut first = code("python", "");
+    first.code = None;
+    first.cmd = Some(LITTER.to_string());
+    first.env.insert("RUN_N_ONLY".into(), "leaked-value".into());
+    let r1 = run(&engine, first).await;
+    assert_eq!(r1.exit_code, 0, "{r1:?}");
+    assert!(
+        r1.stdout.contains("shmid") && !r1.stdout.contains("shmid -1"),
+        "{r1:?}"
+    );
+    let mut second = code("python", "");
+    second.code = None;
+    second.cmd = Some(INSPECT.to_string());
+    let r2 = run(&engine, second).await;
+    assert_eq!(r2.exit_code, 0, "{r2:?}");
+    let ids = (
+        r1.container_id.clone().expect("id"),
+        r2.container_id.clone().expect("id"),
+    );
+    assert_clean(&engine).await;
+    Some((ids.0, ids.1, r2.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_reset_leaves_nothing_for_the_next_run_in_the_same_container() {
+    let Some((first, second, seen)) = litter_then_inspect(PoolStrategy::Fast).await else {
+        return;
+    };
+    assert_eq!(
+        first, second,
+        "the second run must reuse the first run's container"
+    );
+    assert_eq!(
+        seen, "sandbox: \ntmp: \nshm: \nenv: unset\npwd: /sandbox\nsleepers: 0\nipc: 0\n",
+        "the reused container still shows traces of the previous run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_strategy_never_reuses_a_container() {
+    let Some((first, second, seen)) = litter_then_inspect(PoolStrategy::Secure).await else {
+        return;
+    };
+    assert_ne!(first, second);
+    assert!(
+        seen.contains("sleepers: 0") && seen.contains("sandbox: \n"),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_runs_reuse_and_prewarm_fills_the_pool() {
+    let config = EngineConfig {
+        options: pooled(PoolStrategy::Fast),
+        prewarm: vec!["bash".into()],
+        ..Default::default()
+    };
+    let Some(engine) = engine_with(config).await else {
+        return;
+    };
+    engine.start().await.expect("start prewarms");
+    let stats = engine.pool_stats("bash").expect("stats");
+    assert_eq!(stats.idle, 1, "{stats:?}");
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..5 {
+        let r = run(&engine, code("bash", &format!("echo {i}"))).await;
+        assert_eq!(r.stdout, format!("{i}\n"));
+        ids.insert(r.container_id.expect("id"));
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "sequential runs should all use the prewarmed container: {ids:?}"
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_or_killed_run_does_not_poison_the_pool() {
+    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
+        return;
+    };
+    let mut req = code("bash", "(trap '' TERM; setsid sleep 1000 &); sleep 1000");
+    req.timeout_ms = Some(800);
+    let r = run(&engine, req).await;
+    assert_eq!(r.exit_code, 137);
+    let r2 = run(&engine, code("bash", "n=0; for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && n=$((n+1)); done; echo $n")).await;
+    assert_eq!(r2.stdout, "0\n");
+    assert_eq!(r.container_id, r2.container_id);
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_queues_in_order_and_times_out_clearly() {
+    let config = EngineConfig {
+        max_concurrent: Some(1),
+        ..Default::default()
+    };
+    let Some(engine) = engine_with(config).await else {
+        return;
+    };
+    // Three runs of 400 ms each through one slot cannot overlap.
+    let t = Instant::now();
+    let runs = (0..3).map(|_| {
+        let e = engine.clone();
+        tokio::spawn(async move { e.execute(code("bash", "sleep 0.4; echo done")).await })
+    });
+    for r in futures_util::future::join_all(runs).await {
+        assert_eq!(r.expect("join").expect("run").stdout, "done\n");
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(1200),
+        "runs overlapped: {:?}",
+        t.elapsed()
+    );
+
+    // A request that cannot get a slot within its timeout gets a clear error.
+    let e = engine.clone();
+    let long = tokio::spawn(async move { e.execute(code("bash", "sleep 3")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut quick = code("bash", "echo never");
+    quick.timeout_ms = Some(500);
+    let err = engine.execute(quick).await.expect_err("queue timeout");
+    assert!(
+        matches!(
+            err,
+            Error::QueueTimeout {
+                max_concurrent: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("maxConcurrent = 1"), "{err}");
+
+    // Stopping the engine fails waiting requests cleanly.
+    let e = engine.clone();
+    let waiting = tokio::spawn(async move { e.execute(code("bash", "echo never")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    engine.stop().await.expect("stop");
+    let err = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("no hang")
+        .expect("join");
+    assert!(matches!(err, Err(Error::Stopped)), "{err:?}");
+    let _ = long.await;
+    assert_clean(&engine).await;
+}
