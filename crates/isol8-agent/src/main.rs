@@ -173,20 +173,24 @@ impl Agent {
     /// the next execution finds the sandbox as new. Reports what was left, if anything.
     fn reset(&mut self, spec: &ResetSpec) {
         let mut problems = Vec::new();
-        let mut survivors = Vec::new();
+        // Every step already ends with a kill of everything the sandbox user runs, so
+        // usually nothing is left; verify, and kill again until nothing is.
+        let mut survivors = proc::survivors(&self.ident);
         for attempt in 0..20 {
-            proc::kill_all(&self.ident, &self.reaper);
-            survivors = proc::survivors(&self.ident);
             if survivors.is_empty() {
                 break;
             }
-            thread::sleep(Duration::from_millis(2 * (attempt + 1)));
+            proc::kill_all(&self.ident, &self.reaper);
+            thread::sleep(Duration::from_millis(attempt + 1));
+            survivors = proc::survivors(&self.ident);
         }
         if !survivors.is_empty() {
             problems.push(format!("processes survived: {survivors:?}"));
         }
-        if let Err(e) = files::reset_all(&self.ident, &self.reaper, &spec.wipe) {
-            problems.push(e);
+        if files::needs_wipe(&self.ident, &spec.wipe) {
+            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &spec.wipe) {
+                problems.push(e);
+            }
         }
         self.reset_done(if problems.is_empty() {
             None

@@ -219,3 +219,108 @@ pub async fn doctor() -> Result<i32> {
     }
     Ok(if failed { 1 } else { 0 })
 }
+
+/// Flags of `isol8 bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Only this runtime (repeatable; default all five).
+    #[arg(long = "runtime", short = 'r', value_name = "RUNTIME")]
+    pub runtimes: Vec<String>,
+    /// Samples per path and runtime (default 30, 10 with --quick).
+    #[arg(short = 'n', value_name = "N")]
+    pub n: Option<usize>,
+    /// A short run: fewer samples, throughput for python only.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark and prints a table (or JSON).
+pub async fn bench(args: BenchArgs) -> Result<i32> {
+    let all: Vec<String> = isol8::images::RUNTIMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let runtimes = if args.runtimes.is_empty() {
+        all
+    } else {
+        args.runtimes
+    };
+    let n = args.n.unwrap_or(if args.quick { 10 } else { 30 });
+    if n == 0 {
+        bail!("-n must be at least 1");
+    }
+    let throughput_runtimes: Vec<String> = if args.quick {
+        runtimes
+            .iter()
+            .filter(|r| r.as_str() == "python")
+            .cloned()
+            .take(1)
+            .collect()
+    } else {
+        runtimes.clone()
+    };
+    let opts = isol8::bench::BenchOptions {
+        runtimes,
+        n,
+        concurrency: vec![1, 4, 8],
+        throughput_execs: if args.quick { 40 } else { 200 },
+        throughput_runtimes,
+    };
+    let report = isol8::bench::run(&opts, &|line| eprintln!("bench: {line}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let m = &report.machine;
+    println!(
+        "machine: {} CPUs ({}), {} GiB, kernel {}, Docker {} (API {})",
+        m.cpus, m.cpu_model, m.memory_gb, m.kernel, m.docker, m.docker_api
+    );
+    println!();
+    println!(
+        "{:<8} {:<12} {:>4} {:>9} {:>11} {:>9} {:>14}",
+        "runtime", "path", "n", "min ms", "median ms", "p95 ms", "vs docker_exec"
+    );
+    for r in &report.results {
+        let base = report
+            .results
+            .iter()
+            .find(|b| b.runtime == r.runtime && b.path == "docker_exec")
+            .map(|b| b.median_ms)
+            .unwrap_or(0.0);
+        let ratio = if r.median_ms > 0.0 && base > 0.0 {
+            if r.median_ms <= base {
+                format!("{:.1}x faster", base / r.median_ms)
+            } else {
+                format!("{:.1}x slower", r.median_ms / base)
+            }
+        } else {
+            "-".into()
+        };
+        let ratio = if r.path == "docker_exec" {
+            "baseline".to_string()
+        } else {
+            ratio
+        };
+        println!(
+            "{:<8} {:<12} {:>4} {:>9.1} {:>11.1} {:>9.1} {:>14}",
+            r.runtime, r.path, r.n, r.min_ms, r.median_ms, r.p95_ms, ratio
+        );
+    }
+    if !report.throughput.is_empty() {
+        println!();
+        println!("{:<8} {:>11} {:>10}", "runtime", "concurrency", "execs/s");
+        for t in &report.throughput {
+            println!(
+                "{:<8} {:>11} {:>10.1}",
+                t.runtime, t.concurrency, t.execs_per_s
+            );
+        }
+    }
+    println!();
+    println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
+    Ok(0)
+}

@@ -29,6 +29,8 @@ enum Command {
     Config(commands::ConfigArgs),
     /// Check Docker, images, seccomp and cgroup support.
     Doctor,
+    /// Measure cold and warm latency against Docker's own paths, and throughput.
+    Bench(commands::BenchArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -62,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Cleanup(args) => commands::cleanup(args).await,
         Command::Config(args) => commands::config(args, &config),
         Command::Doctor => commands::doctor().await,
+        Command::Bench(args) => commands::bench(args).await,
     }
 }
 

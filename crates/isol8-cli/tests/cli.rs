@@ -356,3 +356,29 @@ fn ctrl_c_removes_the_container() {
         "containers left after Ctrl-C: {leaked:?}"
     );
 }
+
+#[test]
+fn bench_reports_every_path_with_a_docker_exec_baseline() {
+    if !docker_available() {
+        return;
+    }
+    let o = isol8()
+        .args(["bench", "--quick", "-n", "2", "-r", "bash", "--json"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report JSON");
+    let paths: Vec<&str> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec!["warm", "docker_exec", "cold", "docker_run"]);
+    for r in v["results"].as_array().expect("results") {
+        assert_eq!(r["n"], 2);
+        assert!(r["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+    }
+    assert!(v["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
+    assert!(v["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0));
+}

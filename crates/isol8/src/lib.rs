@@ -13,6 +13,7 @@
 //! * [`images`] — building the runtime images (`isol8 setup`);
 //! * [`config`] — the configuration file and its JSON Schema.
 
+pub mod bench;
 pub mod config;
 pub mod docker;
 pub mod engine;
