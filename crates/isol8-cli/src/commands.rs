@@ -256,8 +256,8 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
         runtimes
             .iter()
             .filter(|r| r.as_str() == "python")
-            .cloned()
             .take(1)
+            .cloned()
             .collect()
     } else {
         runtimes.clone()
