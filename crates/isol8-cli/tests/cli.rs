@@ -382,3 +382,40 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
     assert!(v["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
     assert!(v["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0));
 }
+
+#[test]
+fn containers_of_a_killed_engine_are_reaped_by_the_next_one() {
+    if !docker_available() {
+        return;
+    }
+    let mut child = isol8()
+        .args(["run", "-r", "bash", "-e", "sleep 60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while isol8_containers_of(pid).is_empty() {
+        assert!(Instant::now() < deadline, "the sandbox never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGKILL: the engine gets no chance to clean up.
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(
+        isol8_containers_of(pid).len(),
+        1,
+        "the orphan should still be there"
+    );
+    // Any new engine on this host removes it on start.
+    let o = isol8()
+        .args(["run", "-r", "bash", "-e", "true"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        isol8_containers_of(pid).is_empty(),
+        "the orphan was not reaped"
+    );
+}

@@ -40,6 +40,11 @@ pub const LABEL_MANAGED: &str = "isol8.managed";
 pub const LABEL_OWNER: &str = "isol8.owner";
 /// Label carrying the process id of the engine that created a container.
 pub const LABEL_PID: &str = "isol8.pid";
+/// Label naming the host whose process created a container (with [`LABEL_PID`], it lets a
+/// restarted engine find containers orphaned by a crashed one).
+pub const LABEL_HOST: &str = "isol8.host";
+/// Label marking a container kept on purpose (`persist`): never reaped as an orphan.
+pub const LABEL_PERSIST: &str = "isol8.persist";
 /// Label carrying an image's content hash.
 pub const LABEL_CONTENT_HASH: &str = "isol8.content-hash";
 /// Label naming the runtime an image or container serves.

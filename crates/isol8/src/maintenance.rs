@@ -146,6 +146,71 @@ pub async fn cleanup(docker: &Docker, opts: &CleanupOptions) -> Result<CleanupRe
     Ok(report)
 }
 
+/// This machine's host name (as the kernel knows it).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Removes containers orphaned by isol8 processes of this host that no longer exist
+/// (an engine killed with SIGKILL cannot clean up after itself). Containers of live
+/// processes, of other hosts sharing the daemon, and kept with `persist` are untouched.
+/// Returns how many were removed.
+pub async fn reap_orphans(docker: &Docker) -> Result<usize> {
+    let host = hostname();
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{}={host}", crate::LABEL_HOST),
+        ],
+    )]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| Error::docker("list containers", e))?;
+    let mut removed = 0;
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        if labels
+            .get(crate::LABEL_PERSIST)
+            .is_some_and(|v| v == "true")
+        {
+            continue;
+        }
+        let Some(pid) = labels
+            .get(crate::LABEL_PID)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid <= 0 || process_alive(pid) {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        let ro = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if docker.remove_container(&id, Some(ro)).await.is_ok() {
+            tracing::info!(container = %id, pid, "removed a container orphaned by a dead isol8 process");
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// One line of the doctor's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {

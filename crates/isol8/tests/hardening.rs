@@ -124,7 +124,7 @@ async fn only_loopback_in_network_none() {
     );
     let r = run(
         &engine,
-        code("python", "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('1.1.1.1', 80)); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"),
+        code("python", "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('192.0.2.1', 80)); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"),
     )
     .await;
     assert!(r.stdout.starts_with("refused"), "{r:?}");

@@ -176,6 +176,10 @@ impl DockerEngine {
             registry.get(r)?;
         }
         let docker = connect().await?;
+        // A crashed engine of this host may have left containers behind: remove them.
+        if let Err(e) = crate::maintenance::reap_orphans(&docker).await {
+            tracing::warn!(error = %e, "could not look for orphaned containers");
+        }
         Ok(DockerEngine {
             inner: Arc::new(Inner {
                 docker,
@@ -606,6 +610,14 @@ impl Engine for DockerEngine {
         self.inner.slots.close();
         let idle = self.inner.pool.drain();
         drop(idle);
+        let ids = self.live_containers();
+        futures_util::future::join_all(ids.iter().map(|id| sandbox::remove(&self.inner, id))).await;
+        // Sandboxes being started or reset in the background finish (and see the stop)
+        // shortly; wait for them so nothing is left when stop returns.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.inner.pool.busy() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let ids = self.live_containers();
         futures_util::future::join_all(ids.iter().map(|id| sandbox::remove(&self.inner, id))).await;
         Ok(())

@@ -122,6 +122,13 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// True while a sandbox is being started or reset in the background.
+    pub fn busy(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|s| s.resetting > 0 || s.warming > 0)
+    }
+
     /// Removes every idle sandbox from the pool (for `stop`).
     pub fn drain(&self) -> Vec<Sandbox> {
         self.lock()

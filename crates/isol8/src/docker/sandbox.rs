@@ -20,7 +20,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Inner;
 use crate::limits::SandboxSettings;
-use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER, LABEL_PID, LABEL_RUNTIME};
+use crate::{
+    Error, Result, LABEL_HOST, LABEL_MANAGED, LABEL_OWNER, LABEL_PERSIST, LABEL_PID, LABEL_RUNTIME,
+};
 
 /// Uid and gid of the sandbox user inside every image.
 pub const SANDBOX_UID: u32 = 1000;
@@ -291,7 +293,12 @@ async fn create(inner: &Inner, image: &str, runtime: &str, host: HostConfig) -> 
         (LABEL_OWNER.to_string(), inner.owner.clone()),
         (LABEL_RUNTIME.to_string(), runtime.to_string()),
         (LABEL_PID.to_string(), std::process::id().to_string()),
+        (LABEL_HOST.to_string(), crate::maintenance::hostname()),
     ]);
+    let mut labels = labels;
+    if inner.settings.persist {
+        labels.insert(LABEL_PERSIST.to_string(), "true".to_string());
+    }
     let network_disabled = host.network_mode.as_deref() == Some("none");
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
@@ -346,11 +353,21 @@ pub async fn remove(inner: &Inner, id: &str) {
         .build();
     match inner.docker.remove_container(id, Some(opts)).await {
         Ok(()) => {}
-        // Gone already, or removal in progress (stop() racing a run's own cleanup).
         Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404 | 409,
-            ..
+            status_code: 404, ..
         }) => {}
+        // Another task (stop() racing a run's own cleanup) is removing it: wait until it
+        // is gone, so "removed" means removed for whoever awaits this.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            for _ in 0..200 {
+                if inner.docker.inspect_container(id, None).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         Err(e) => tracing::warn!(container = %id, error = %e, "could not remove container"),
     }
     if let Ok(mut live) = inner.live.lock() {
