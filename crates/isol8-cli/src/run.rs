@@ -84,6 +84,9 @@ pub struct RunArgs {
     /// Seccomp mode: strict, unconfined or custom.
     #[arg(long, value_name = "MODE")]
     pub seccomp: Option<String>,
+    /// OCI runtime registered with Docker, e.g. runsc (gVisor).
+    #[arg(long, value_name = "NAME")]
+    pub oci_runtime: Option<String>,
     /// Keep the container after the run for inspection.
     #[arg(long)]
     pub persist: bool,
@@ -151,6 +154,11 @@ fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
     if let Some(v) = &args.seccomp {
         let mut sec = o.security.clone().unwrap_or_default();
         sec.seccomp = Some(parse_enum("seccomp", v, "strict, unconfined, custom")?);
+        o.security = Some(sec);
+    }
+    if let Some(v) = &args.oci_runtime {
+        let mut sec = o.security.clone().unwrap_or_default();
+        sec.runtime = Some(v.clone());
         o.security = Some(sec);
     }
     if args.persist {

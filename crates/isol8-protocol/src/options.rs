@@ -115,6 +115,10 @@ pub struct SecurityOptions {
     /// Path of the profile used with `seccomp: custom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_profile_path: Option<String>,
+    /// OCI runtime registered with the Docker daemon (e.g. `runsc` for gVisor); the
+    /// daemon's default (`runc`) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// Engine options; `None` means "use the configured default".

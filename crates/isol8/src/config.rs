@@ -79,6 +79,9 @@ pub struct SecurityConfig {
     pub seccomp: Option<SeccompMode>,
     /// Profile file for `custom`.
     pub custom_profile_path: Option<String>,
+    /// OCI runtime registered with the daemon, e.g. `runsc` (gVisor) for a stronger
+    /// boundary than the shared kernel; the daemon's default when unset.
+    pub runtime: Option<String>,
 }
 
 /// Policy for fetching code from URLs (`remoteCode.*`); off by default.
@@ -297,6 +300,7 @@ impl Config {
             security: Some(isol8_protocol::options::SecurityOptions {
                 seccomp: self.security.seccomp,
                 custom_profile_path: self.security.custom_profile_path.clone(),
+                runtime: self.security.runtime.clone(),
             }),
             ..Default::default()
         }

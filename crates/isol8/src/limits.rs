@@ -58,6 +58,8 @@ pub struct SandboxSettings {
     pub seccomp: SeccompMode,
     /// Profile path for `custom`.
     pub custom_profile_path: Option<String>,
+    /// OCI runtime (`runsc` for gVisor); the daemon's default when `None`.
+    pub oci_runtime: Option<String>,
     /// Keep the container after the run.
     pub persist: bool,
 }
@@ -150,7 +152,20 @@ impl SandboxSettings {
         let SecurityOptions {
             seccomp,
             custom_profile_path,
+            runtime: oci_runtime,
         } = opts.security.clone().unwrap_or_default();
+        if let Some(r) = &oci_runtime {
+            if r.is_empty()
+                || !r
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(Error::option(
+                    "security.runtime",
+                    format!("`{r}` is not an OCI runtime name such as runsc"),
+                ));
+            }
+        }
         let seccomp = seccomp.unwrap_or_default();
         if seccomp == SeccompMode::Custom && custom_profile_path.is_none() {
             return Err(Error::option(
@@ -186,6 +201,7 @@ impl SandboxSettings {
             pool_size: opts.pool_size.unwrap_or_default(),
             seccomp,
             custom_profile_path,
+            oci_runtime,
             persist: opts.persist.unwrap_or(false),
         })
     }

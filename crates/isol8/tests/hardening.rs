@@ -192,3 +192,33 @@ async fn tmpfs_sizes_are_enforced() {
     assert_eq!(lines[3], "16384");
     assert_clean(&engine).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oci_runtime_is_selectable() {
+    use isol8_protocol::options::SecurityOptions;
+    let with = |runtime: &str| EngineOptions {
+        security: Some(SecurityOptions {
+            runtime: Some(runtime.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // runc is always registered; naming it explicitly works like the default.
+    let Some(engine) = engine(with("runc")).await else {
+        return;
+    };
+    assert_eq!(
+        run(&engine, code("bash", "echo runc")).await.stdout,
+        "runc\n"
+    );
+    assert_clean(&engine).await;
+    // A runtime the daemon does not know is a clear error, not a silent fallback.
+    let Some(broken) = common::engine(with("isol8-no-such-runtime")).await else {
+        return;
+    };
+    let err = isol8::Engine::execute(&broken, code("bash", "true"))
+        .await
+        .expect_err("unknown runtime");
+    assert!(err.to_string().contains("isol8-no-such-runtime"), "{err}");
+    assert_clean(&broken).await;
+}

@@ -114,6 +114,7 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
             },
         ]),
         init: Some(false),
+        runtime: settings.oci_runtime.clone(),
         ..Default::default()
     })
 }
