@@ -225,7 +225,9 @@ impl Agent {
                 spec.protocol
             ));
         }
-        if spec.steps.is_empty() {
+        // No steps is a pure file transfer (put_file / get_file); nothing at all is a
+        // mistake.
+        if spec.steps.is_empty() && spec.files.is_empty() && spec.output_paths.is_empty() {
             return self.fail("nothing to run");
         }
         if let Err(e) = files::write_all(&self.ident, &self.reaper, &spec.cwd, &spec.files) {

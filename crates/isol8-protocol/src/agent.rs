@@ -350,7 +350,8 @@ pub struct FileWrite {
 pub struct ExecSpec {
     /// [`PROTOCOL_VERSION`] of the engine.
     pub protocol: u16,
-    /// Programs to run in order; a failing setup step stops the sequence.
+    /// Programs to run in order; a failing setup step stops the sequence. Empty for a
+    /// pure file transfer (only `files` and/or `outputPaths`).
     pub steps: Vec<Step>,
     /// The complete environment of the programs (nothing is inherited).
     pub env: BTreeMap<String, String>,

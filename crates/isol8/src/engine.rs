@@ -27,4 +27,11 @@ pub trait Engine: Send + Sync {
     /// Validation errors are returned before anything runs; failures after the sandbox
     /// started arrive as an `error` event followed by the `exit` event.
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream>;
+
+    /// Writes a file into the persistent session (binary-safe; the path must be inside
+    /// `/sandbox`).
+    async fn put_file(&self, path: &str, content: &[u8]) -> Result<()>;
+
+    /// Reads a file from the persistent session (refusing symlinks and non-files).
+    async fn get_file(&self, path: &str) -> Result<Vec<u8>>;
 }

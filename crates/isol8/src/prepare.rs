@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use isol8_protocol::agent::{ExecSpec, FileWrite, Step, StepPhase, PROTOCOL_VERSION};
-use isol8_protocol::options::Mode;
 use isol8_protocol::{ExecutionRequest, NetworkMode};
 
 use crate::limits::{check_env_name, check_timeout, SandboxSettings};
@@ -94,9 +93,6 @@ pub fn prepare(
     }
     if req.code_url.is_some() || req.code_hash.is_some() {
         return Err(Error::NotSupported("codeUrl (remote code)".into()));
-    }
-    if settings.mode == Mode::Persistent {
-        return Err(Error::NotSupported("persistent mode".into()));
     }
     if settings.network == NetworkMode::Filtered {
         return Err(Error::NotSupported("the filtered network".into()));
@@ -217,6 +213,27 @@ pub fn prepare(
             max_read_bytes: MAX_OUTPUT_FILE,
         },
     })
+}
+
+/// The agent request of a pure file transfer: write `files`, read back `output_paths`.
+pub fn transfer_spec(
+    files: Vec<FileWrite>,
+    output_paths: Vec<String>,
+    max_read_bytes: u64,
+) -> ExecSpec {
+    ExecSpec {
+        protocol: PROTOCOL_VERSION,
+        steps: Vec::new(),
+        env: BTreeMap::new(),
+        cwd: SANDBOX_ROOT.to_string(),
+        stdin: None,
+        interactive: false,
+        timeout_ms: 30_000,
+        max_output_bytes: 0,
+        files,
+        output_paths,
+        max_read_bytes,
+    }
 }
 
 fn check_extension(ext: &str) -> Result<String> {

@@ -86,6 +86,15 @@ pub struct Inner {
     max_concurrent: usize,
     pool: pool::Pool,
     prewarm: Vec<String>,
+    /// The persistent session's sandbox (mode `persistent`), created on first use.
+    session: tokio::sync::Mutex<Option<Session>>,
+    max_file_bytes: u64,
+}
+
+/// The container of a persistent session, bound to the runtime it was created for.
+struct Session {
+    sandbox: sandbox::Sandbox,
+    runtime: String,
 }
 
 impl std::fmt::Debug for Inner {
@@ -151,6 +160,8 @@ pub struct EngineConfig {
     pub max_concurrent: Option<usize>,
     /// Runtimes whose pools `start()` fills before returning.
     pub prewarm: Vec<String>,
+    /// Largest file `put_file` / `get_file` move (default 16 MiB, at most 32 MiB).
+    pub max_file_bytes: Option<u64>,
 }
 
 impl DockerEngine {
@@ -170,6 +181,15 @@ impl DockerEngine {
         let max = config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
         if max == 0 {
             return Err(Error::option("maxConcurrent", "must be at least 1"));
+        }
+        let max_file_bytes = config
+            .max_file_bytes
+            .unwrap_or(crate::prepare::MAX_OUTPUT_FILE);
+        if max_file_bytes == 0 || max_file_bytes > 32 << 20 {
+            return Err(Error::option(
+                "maxFileBytes",
+                "must be between 1 byte and 32 MiB",
+            ));
         }
         let registry = config.registry.unwrap_or_default();
         for r in &config.prewarm {
@@ -193,6 +213,8 @@ impl DockerEngine {
                 slots: Semaphore::new(max),
                 max_concurrent: max,
                 prewarm: config.prewarm,
+                session: tokio::sync::Mutex::new(None),
+                max_file_bytes,
             }),
         })
     }
@@ -387,7 +409,70 @@ impl Run {
         self.tx.send(Msg::Event(ev)).await.map_err(|_| Stop::Gone)
     }
 
+    /// Runs the execution in the persistent session's container, creating it on first
+    /// use. Executions of a session run one at a time; each is a fresh process, files
+    /// and installed packages stay.
+    async fn drive_session(&self, prepared: &Prepared) -> Result<Summary, Stop> {
+        let runtime = &prepared.runtime.name;
+        let mut guard = self.inner.session.lock().await;
+        if let Some(s) = guard.as_ref() {
+            if &s.runtime != runtime {
+                return Err(Error::InvalidRequest(format!(
+                    "this persistent session is bound to runtime `{}`; run `{runtime}` code in a session of its own",
+                    s.runtime
+                ))
+                .into());
+            }
+        }
+        let session = match guard.as_mut() {
+            Some(s) => s,
+            None => {
+                let sandbox = sandbox::Sandbox::start(
+                    &self.inner,
+                    &prepared.image,
+                    runtime,
+                    self.inner.host.clone(),
+                )
+                .await?;
+                guard.insert(Session {
+                    sandbox,
+                    runtime: runtime.clone(),
+                })
+            }
+        };
+        let id = session.sandbox.id.clone();
+        let sent = session
+            .sandbox
+            .send(&Frame::json(Kind::Exec, &prepared.spec))
+            .await;
+        let result = match sent {
+            Ok(()) => self.relay(&mut session.sandbox, prepared).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(Ending::Clean(exited)) => self.finish(exited, id, prepared).await,
+            // The agent refused the request (bad path…) and is idle: the session lives on.
+            Err(Stop::Failed(e @ Error::InvalidRequest(_))) => Err(Stop::Failed(e)),
+            other => {
+                // The session's container cannot be trusted any more: the next execution
+                // starts a new one.
+                if let Some(s) = guard.take() {
+                    sandbox::remove(&self.inner, &s.sandbox.id).await;
+                }
+                match other {
+                    Ok(Ending::Dirty(exited)) | Ok(Ending::Clean(exited)) => {
+                        self.finish(exited, id, prepared).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
+        if self.inner.settings.mode == isol8_protocol::options::Mode::Persistent {
+            return self.drive_session(prepared).await;
+        }
         let runtime = &prepared.runtime.name;
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.inner.host).await?;
         let exec = Frame::json(Kind::Exec, &prepared.spec);
@@ -661,6 +746,47 @@ impl Engine for DockerEngine {
         ))
     }
 
+    async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
+        let path = crate::prepare::sandbox_path("file path", path, false)?;
+        if content.len() as u64 > self.inner.max_file_bytes {
+            return Err(Error::InvalidRequest(format!(
+                "{path} is {} bytes; the limit is {} bytes",
+                content.len(),
+                self.inner.max_file_bytes
+            )));
+        }
+        let file = isol8_protocol::agent::FileWrite {
+            path,
+            content: base64::engine::general_purpose::STANDARD.encode(content),
+            mode: None,
+        };
+        self.transfer(crate::prepare::transfer_spec(
+            vec![file],
+            vec![],
+            self.inner.max_file_bytes,
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn get_file(&self, path: &str) -> Result<Vec<u8>> {
+        let path = crate::prepare::sandbox_path("file path", path, false)?;
+        let spec =
+            crate::prepare::transfer_spec(vec![], vec![path.clone()], self.inner.max_file_bytes);
+        let exited = self.transfer(spec).await?;
+        match exited.files.get(&path) {
+            Some(b64) => decode_file(b64),
+            None => Err(Error::InvalidRequest(format!(
+                "cannot read {path}: {}",
+                exited
+                    .file_errors
+                    .get(&path)
+                    .map(String::as_str)
+                    .unwrap_or("not found")
+            ))),
+        }
+    }
+
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
         let (rx, _) = self.launch(&req).await?;
         let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
@@ -686,6 +812,45 @@ impl Engine for DockerEngine {
 }
 
 use futures_util::StreamExt as _;
+
+impl DockerEngine {
+    /// Sends a pure file transfer to the persistent session's agent.
+    async fn transfer(&self, spec: isol8_protocol::agent::ExecSpec) -> Result<Exited> {
+        if self.inner.settings.mode != isol8_protocol::options::Mode::Persistent {
+            return Err(Error::InvalidRequest(
+                "put_file and get_file need a persistent session (mode: persistent)".into(),
+            ));
+        }
+        if self.inner.is_stopped() {
+            return Err(Error::Stopped);
+        }
+        let mut guard = self.inner.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| {
+            Error::InvalidRequest(
+                "the persistent session has no container yet: execute code first (the session is bound to the runtime of its first execution)".into(),
+            )
+        })?;
+        session
+            .sandbox
+            .send(&Frame::json(Kind::Exec, &spec))
+            .await?;
+        let frame =
+            session.sandbox.next_frame().await?.ok_or_else(|| {
+                Error::Sandbox("the session's container stopped unexpectedly".into())
+            })?;
+        match frame.kind {
+            Kind::Exited => frame.parse().map_err(|e| Error::Sandbox(e.to_string())),
+            Kind::ExecFailed => {
+                let failed: ExecFailed =
+                    frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+                Err(Error::InvalidRequest(failed.message))
+            }
+            other => Err(Error::Sandbox(format!(
+                "unexpected {other:?} frame from the agent"
+            ))),
+        }
+    }
+}
 
 /// Decodes the base64 `files` of a result.
 pub fn decode_file(content: &str) -> Result<Vec<u8>> {
