@@ -198,3 +198,21 @@ async fn max_concurrent_queues_in_order_and_times_out_clearly() {
     let _ = long.await;
     assert_clean(&engine).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_whose_reset_fails_is_destroyed_not_reused() {
+    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
+        return;
+    };
+    // A directory tree deeper than PATH_MAX cannot be wiped by path: the reset fails.
+    let deep = "d=$(printf 'x%.0s' $(seq 1 200)); for i in $(seq 1 30); do mkdir $d && cd $d; done; echo deep";
+    let r1 = run(&engine, code("bash", deep)).await;
+    assert_eq!(r1.stdout, "deep\n", "{r1:?}");
+    let r2 = run(&engine, code("bash", "ls -A /sandbox | wc -l")).await;
+    assert_ne!(
+        r1.container_id, r2.container_id,
+        "a container that failed its reset was reused"
+    );
+    assert_eq!(r2.stdout, "0\n");
+    assert_clean(&engine).await;
+}

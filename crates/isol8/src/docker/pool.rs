@@ -301,3 +301,41 @@ pub fn prewarm(inner: &Arc<Inner>, key: &PoolKey, runtime: &str, host: &HostConf
     }
     replenish(inner, key);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandboxes_with_different_security_settings_never_share_a_key() {
+        let base = HostConfig {
+            memory: Some(512 << 20),
+            pids_limit: Some(64),
+            ..Default::default()
+        };
+        let same = PoolKey::new("isol8:python", &base.clone());
+        assert_eq!(PoolKey::new("isol8:python", &base), same);
+        let variants = [
+            HostConfig {
+                memory: Some(256 << 20),
+                ..base.clone()
+            },
+            HostConfig {
+                pids_limit: Some(65),
+                ..base.clone()
+            },
+            HostConfig {
+                network_mode: Some("host".into()),
+                ..base.clone()
+            },
+            HostConfig {
+                security_opt: Some(vec!["seccomp=unconfined".into()]),
+                ..base.clone()
+            },
+        ];
+        for v in variants {
+            assert_ne!(PoolKey::new("isol8:python", &v), same, "{v:?}");
+        }
+        assert_ne!(PoolKey::new("isol8:node", &base), same);
+    }
+}
