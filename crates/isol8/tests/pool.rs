@@ -216,3 +216,44 @@ async fn a_container_whose_reset_fails_is_destroyed_not_reused() {
     assert_eq!(r2.stdout, "0\n");
     assert_clean(&engine).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_request_options_apply_and_never_share_a_container_with_other_settings() {
+    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
+        return;
+    };
+    let limit = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let default = run(&engine, code("bash", limit)).await;
+    assert_eq!(default.stdout.trim(), (512u64 << 20).to_string());
+    let small = EngineOptions {
+        memory_limit: Some("64m".into()),
+        ..Default::default()
+    };
+    let r = engine
+        .execute_with(code("bash", limit), &small)
+        .await
+        .expect("run with options");
+    assert_eq!(r.stdout.trim(), (64u64 << 20).to_string());
+    assert_ne!(
+        r.container_id, default.container_id,
+        "different limits must not share a container"
+    );
+    let again = engine
+        .execute_with(code("bash", limit), &small)
+        .await
+        .expect("run with options");
+    assert_eq!(
+        again.container_id, r.container_id,
+        "identical settings reuse the warm container"
+    );
+    let bad = EngineOptions {
+        memory_limit: Some("12q".into()),
+        ..Default::default()
+    };
+    let err = engine
+        .execute_with(code("bash", "true"), &bad)
+        .await
+        .expect_err("bad value");
+    assert!(err.to_string().contains("memoryLimit"), "{err}");
+    assert_clean(&engine).await;
+}

@@ -77,7 +77,8 @@ impl std::fmt::Debug for DockerEngine {
 pub struct Inner {
     docker: Docker,
     registry: RuntimeRegistry,
-    settings: SandboxSettings,
+    options: EngineOptions,
+    settings: Arc<SandboxSettings>,
     host: HostConfig,
     owner: String,
     live: Mutex<HashSet<String>>,
@@ -205,7 +206,8 @@ impl DockerEngine {
                 docker,
                 registry,
                 pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
-                settings,
+                settings: Arc::new(settings),
+                options: config.options,
                 host,
                 owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
                 live: Mutex::new(HashSet::new()),
@@ -260,6 +262,28 @@ impl DockerEngine {
         Ok(PoolKey::new(&image, &self.inner.host))
     }
 
+    /// Runs a request with per-request options laid over the engine's (how the server
+    /// applies a client's `options`). Sandboxes are only shared between executions whose
+    /// resulting security settings are identical.
+    pub async fn execute_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<ExecutionResult> {
+        let rx = self.launch(&req, Some(options)).await?;
+        collect(rx).await
+    }
+
+    /// Streams a request with per-request options laid over the engine's.
+    pub async fn execute_stream_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<EventStream> {
+        let rx = self.launch(&req, Some(options)).await?;
+        Ok(event_stream(rx))
+    }
+
     /// Pool counts for `runtime`.
     pub fn pool_stats(&self, runtime: &str) -> Result<PoolStats> {
         Ok(self.inner.pool.stats(&self.pool_key(runtime)?))
@@ -304,11 +328,29 @@ impl DockerEngine {
     }
 
     /// Validates the request and spawns its run; messages arrive on the returned channel.
-    async fn launch(&self, req: &ExecutionRequest) -> Result<(mpsc::Receiver<Msg>, String)> {
+    async fn launch(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+    ) -> Result<(mpsc::Receiver<Msg>, String)> {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
-        let prepared = prepare(req, &self.inner.registry, &self.inner.settings)?;
+        let (settings, host) = match overrides {
+            None => (self.inner.settings.clone(), self.inner.host.clone()),
+            Some(o) => {
+                if o.mode == Some(isol8_protocol::options::Mode::Persistent) {
+                    return Err(Error::InvalidRequest(
+                        "per-request options cannot switch to persistent mode; use a session"
+                            .into(),
+                    ));
+                }
+                let settings = SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
+                let host = host_config(&settings)?;
+                (Arc::new(settings), host)
+            }
+        };
+        let prepared = prepare(req, &self.inner.registry, &settings)?;
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
         let runtime = prepared.runtime.name.clone();
@@ -333,6 +375,8 @@ impl DockerEngine {
             Run {
                 inner: inner.clone(),
                 tx,
+                settings,
+                host,
             }
             .execute(prepared)
             .await;
@@ -361,6 +405,10 @@ struct Summary {
 struct Run {
     inner: Arc<Inner>,
     tx: mpsc::Sender<Msg>,
+    /// Settings of this execution (the engine's, or per-request options over them).
+    settings: Arc<SandboxSettings>,
+    /// The `HostConfig` those settings give.
+    host: HostConfig,
 }
 
 /// Why a run ended without a summary.
@@ -387,7 +435,7 @@ enum Ending {
 
 impl Run {
     async fn execute(self, prepared: Prepared) {
-        let key = PoolKey::new(&prepared.image, &self.inner.host);
+        let key = PoolKey::new(&prepared.image, &self.host);
         let outcome = self.drive(&key, &prepared).await;
         match outcome {
             Ok(summary) => {
@@ -431,7 +479,7 @@ impl Run {
                     &self.inner,
                     &prepared.image,
                     runtime,
-                    self.inner.host.clone(),
+                    self.host.clone(),
                 )
                 .await?;
                 guard.insert(Session {
@@ -470,11 +518,11 @@ impl Run {
     }
 
     async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
-        if self.inner.settings.mode == isol8_protocol::options::Mode::Persistent {
+        if self.settings.mode == isol8_protocol::options::Mode::Persistent {
             return self.drive_session(prepared).await;
         }
         let runtime = &prepared.runtime.name;
-        let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.inner.host).await?;
+        let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let exec = Frame::json(Kind::Exec, &prepared.spec);
         if let Err(e) = sb.send(&exec).await {
             if !warm {
@@ -484,7 +532,7 @@ impl Run {
             // A pooled sandbox that died while idle: replace it with a fresh one.
             tracing::warn!(container = %sb.id, error = %e, "pooled sandbox is dead; starting a new one");
             sandbox::remove(&self.inner, &sb.id).await;
-            sb = sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.inner.host.clone())
+            sb = sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.host.clone())
                 .await?;
             sb.send(&exec).await?;
         }
@@ -492,7 +540,7 @@ impl Run {
         let id = sb.id.clone();
         let ended = match result {
             Ok(Ending::Clean(exited)) => {
-                if self.inner.settings.persist {
+                if self.settings.persist {
                     self.forget(&id);
                 } else {
                     pool::release(&self.inner, key.clone(), sb, true);
@@ -513,7 +561,7 @@ impl Run {
 
     /// Destroys a sandbox that must not be reused (kept with `persist`).
     async fn discard(&self, sb: sandbox::Sandbox) {
-        if self.inner.settings.persist {
+        if self.settings.persist {
             self.forget(&sb.id);
         } else {
             sandbox::remove(&self.inner, &sb.id).await;
@@ -612,7 +660,7 @@ impl Run {
             if stats.truncated {
                 let trailer = format!(
                     "\n{}\n",
-                    truncation_trailer(stats.total_bytes, self.inner.settings.max_output)
+                    truncation_trailer(stats.total_bytes, self.settings.max_output)
                 );
                 self.emit_text(stream, phase, trailer).await?;
             }
@@ -709,41 +757,8 @@ impl Engine for DockerEngine {
     }
 
     async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
-        let started = chrono::Utc::now();
-        let (mut rx, runtime) = self.launch(&req).await?;
-        let mut result = ExecutionResult {
-            execution_id: uuid::Uuid::new_v4().to_string(),
-            runtime,
-            timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ..Default::default()
-        };
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Msg::Event(ev) => match ev.kind {
-                    StreamEventType::Stdout => result.stdout.push_str(&ev.data),
-                    StreamEventType::Stderr => result.stderr.push_str(&ev.data),
-                    StreamEventType::Error if ev.data == TIMEOUT_EVENT => {
-                        if !result.stderr.is_empty() && !result.stderr.ends_with('\n') {
-                            result.stderr.push('\n');
-                        }
-                        result.stderr.push_str(TIMEOUT_TRAILER);
-                    }
-                    StreamEventType::Error | StreamEventType::Exit => {}
-                },
-                Msg::Done(summary) => {
-                    result.exit_code = summary.exit_code;
-                    result.duration_ms = summary.duration_ms;
-                    result.truncated = summary.truncated;
-                    result.container_id = Some(summary.container_id);
-                    result.files = summary.files;
-                    return Ok(result);
-                }
-                Msg::Failed(e) => return Err(e),
-            }
-        }
-        Err(Error::Sandbox(
-            "the execution ended without a result".into(),
-        ))
+        let rx = self.launch(&req, None).await?;
+        collect(rx).await
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
@@ -788,26 +803,8 @@ impl Engine for DockerEngine {
     }
 
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
-        let (rx, _) = self.launch(&req).await?;
-        let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            let events = match rx.recv().await {
-                Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
-                Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
-                Some(Msg::Failed(e)) => {
-                    vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)]
-                }
-                None => vec![
-                    StreamEvent::error("the execution ended without a result"),
-                    StreamEvent::exit(1),
-                ],
-            };
-            Some((events, (rx, true)))
-        })
-        .flat_map(futures_util::stream::iter);
-        Ok(Box::pin(stream))
+        let rx = self.launch(&req, None).await?;
+        Ok(event_stream(rx))
     }
 }
 
@@ -849,6 +846,100 @@ impl DockerEngine {
                 "unexpected {other:?} frame from the agent"
             ))),
         }
+    }
+}
+
+/// Collects a run's messages into a buffered result.
+async fn collect((mut rx, runtime): (mpsc::Receiver<Msg>, String)) -> Result<ExecutionResult> {
+    let started = chrono::Utc::now();
+    let mut result = ExecutionResult {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        runtime,
+        timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ..Default::default()
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Event(ev) => match ev.kind {
+                StreamEventType::Stdout => result.stdout.push_str(&ev.data),
+                StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+                StreamEventType::Error if ev.data == TIMEOUT_EVENT => {
+                    if !result.stderr.is_empty() && !result.stderr.ends_with('\n') {
+                        result.stderr.push('\n');
+                    }
+                    result.stderr.push_str(TIMEOUT_TRAILER);
+                }
+                StreamEventType::Error | StreamEventType::Exit => {}
+            },
+            Msg::Done(summary) => {
+                result.exit_code = summary.exit_code;
+                result.duration_ms = summary.duration_ms;
+                result.truncated = summary.truncated;
+                result.container_id = Some(summary.container_id);
+                result.files = summary.files;
+                return Ok(result);
+            }
+            Msg::Failed(e) => return Err(e),
+        }
+    }
+    Err(Error::Sandbox(
+        "the execution ended without a result".into(),
+    ))
+}
+
+/// Turns a run's messages into stream events ending with exactly one `exit`.
+fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
+    let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        let events = match rx.recv().await {
+            Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
+            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
+            Some(Msg::Failed(e)) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
+            None => vec![
+                StreamEvent::error("the execution ended without a result"),
+                StreamEvent::exit(1),
+            ],
+        };
+        Some((events, (rx, true)))
+    })
+    .flat_map(futures_util::stream::iter);
+    Box::pin(stream)
+}
+
+/// `over` laid on `base`: every option `over` sets wins; secrets are merged.
+pub fn merge_options(base: &EngineOptions, over: &EngineOptions) -> EngineOptions {
+    let mut secrets = base.secrets.clone();
+    secrets.extend(over.secrets.clone());
+    EngineOptions {
+        mode: over.mode.or(base.mode),
+        network: over.network.or(base.network),
+        network_filter: over
+            .network_filter
+            .clone()
+            .or_else(|| base.network_filter.clone()),
+        timeout_ms: over.timeout_ms.or(base.timeout_ms),
+        memory_limit: over
+            .memory_limit
+            .clone()
+            .or_else(|| base.memory_limit.clone()),
+        cpu_limit: over.cpu_limit.or(base.cpu_limit),
+        pids_limit: over.pids_limit.or(base.pids_limit),
+        readonly_root_fs: over.readonly_root_fs.or(base.readonly_root_fs),
+        sandbox_size: over
+            .sandbox_size
+            .clone()
+            .or_else(|| base.sandbox_size.clone()),
+        tmp_size: over.tmp_size.clone().or_else(|| base.tmp_size.clone()),
+        max_output_size: over.max_output_size.or(base.max_output_size),
+        secrets,
+        image: over.image.clone().or_else(|| base.image.clone()),
+        log_network: over.log_network.or(base.log_network),
+        pool_strategy: base.pool_strategy,
+        pool_size: base.pool_size,
+        security: over.security.clone().or_else(|| base.security.clone()),
+        persist: over.persist.or(base.persist),
     }
 }
 
