@@ -324,3 +324,55 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
     println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
     Ok(0)
 }
+
+/// Flags of `isol8 serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Address to bind (default loopback only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_addr: std::net::IpAddr,
+    /// Master API key (prefer the ISOL8_API_KEY environment variable: command lines are
+    /// visible to other users).
+    #[arg(long, env = "ISOL8_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// Runs the HTTP API until SIGINT/SIGTERM, then removes this server's containers.
+pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
+    let Some(key) = args.key.filter(|k| !k.is_empty()) else {
+        bail!("no API key: set ISOL8_API_KEY (or pass --key)");
+    };
+    if key.len() < 16 {
+        bail!("the API key is too short: use at least 16 characters");
+    }
+    let options = loaded.config.engine_options();
+    let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
+        options: options.clone(),
+        max_concurrent: loaded.config.max_concurrent.map(|n| n as usize),
+        ..Default::default()
+    })
+    .await?;
+    let state = isol8_server::AppState::new(engine, options, key);
+    let addr = std::net::SocketAddr::new(args.host_addr, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    eprintln!("isol8 {} listening on http://{addr}", isol8_server::VERSION);
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        eprintln!("shutting down: removing this server's containers");
+    };
+    axum::serve(listener, isol8_server::app(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    state.shutdown().await;
+    Ok(0)
+}

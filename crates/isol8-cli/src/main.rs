@@ -29,6 +29,8 @@ enum Command {
     Config(commands::ConfigArgs),
     /// Check Docker, images, seccomp and cgroup support.
     Doctor,
+    /// Serve the isol8 HTTP API.
+    Serve(commands::ServeArgs),
     /// Measure cold and warm latency against Docker's own paths, and throughput.
     Bench(commands::BenchArgs),
 }
@@ -65,6 +67,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(args) => commands::config(args, &config),
         Command::Doctor => commands::doctor().await,
         Command::Bench(args) => commands::bench(args).await,
+        Command::Serve(args) => commands::serve(args, &config).await,
     }
 }
 

@@ -949,3 +949,20 @@ pub fn decode_file(content: &str) -> Result<Vec<u8>> {
         .decode(content)
         .map_err(|e| Error::Sandbox(format!("invalid base64 in result file: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_per_request_options_give_the_engine_own_settings() {
+        let base = EngineOptions::default();
+        let own = SandboxSettings::resolve(&base).expect("defaults");
+        let merged = SandboxSettings::resolve(&merge_options(&base, &EngineOptions::default()))
+            .expect("merged");
+        assert_eq!(own, merged);
+        let a = PoolKey::new("isol8:python", &host_config(&own).expect("host"));
+        let b = PoolKey::new("isol8:python", &host_config(&merged).expect("host"));
+        assert_eq!(a, b);
+    }
+}

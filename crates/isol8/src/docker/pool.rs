@@ -42,7 +42,11 @@ pub struct PoolKey {
 impl PoolKey {
     /// The key of sandboxes of `image` created with `host`.
     pub fn new(image: &str, host: &HostConfig) -> PoolKey {
-        let json = serde_json::to_vec(host).unwrap_or_default();
+        // Through `Value`, whose maps are sorted: `HostConfig` holds `HashMap`s (tmpfs,
+        // sysctls…) whose iteration order differs between instances.
+        let json = serde_json::to_value(host)
+            .and_then(|v| serde_json::to_vec(&v))
+            .unwrap_or_default();
         let digest = Sha256::digest(&json);
         PoolKey {
             image: image.to_string(),
@@ -337,5 +341,22 @@ mod tests {
             assert_ne!(PoolKey::new("isol8:python", &v), same, "{v:?}");
         }
         assert_ne!(PoolKey::new("isol8:node", &base), same);
+    }
+
+    #[test]
+    fn keys_do_not_depend_on_hash_map_order() {
+        let settings =
+            crate::limits::SandboxSettings::resolve(&Default::default()).expect("defaults");
+        let first = PoolKey::new(
+            "isol8:python",
+            &super::super::host_config(&settings).expect("host"),
+        );
+        for _ in 0..50 {
+            let again = PoolKey::new(
+                "isol8:python",
+                &super::super::host_config(&settings).expect("host"),
+            );
+            assert_eq!(again, first);
+        }
     }
 }

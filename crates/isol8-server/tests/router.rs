@@ -1,0 +1,233 @@
+//! The router driven without a socket (`tower::ServiceExt::oneshot`): auth, validation
+//! and error shapes, plus real executions on the shared engine.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use isol8::{DockerEngine, EngineOptions};
+use isol8_server::{app, AppState};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const KEY: &str = "test-master-key-0123456789";
+
+async fn state() -> Option<Arc<AppState>> {
+    match DockerEngine::connect(EngineOptions::default()).await {
+        Ok(engine) => Some(AppState::new(engine, EngineOptions::default(), KEY.into())),
+        Err(e) => {
+            let ci =
+                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(!ci, "Docker is required in CI: {e}");
+            eprintln!("SKIPPED: no Docker daemon: {e}");
+            None
+        }
+    }
+}
+
+async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app(state.clone()).oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    (status, value)
+}
+
+fn post(path: &str, key: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::post(path).header("content-type", "application/json");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(body.into()).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_needs_no_key_and_everything_else_does() {
+    let Some(state) = state().await else { return };
+    let (status, body) = call(
+        &state,
+        Request::get("/health").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert!(body["version"].is_string());
+
+    let req = json!({"request": {"runtime": "python", "code": "print(1)"}}).to_string();
+    let (status, body) = call(&state, post("/execute", None, req.clone())).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "Missing Authorization header"})
+        )
+    );
+    let (status, body) = call(&state, post("/execute", Some("wrong-key"), req.clone())).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::FORBIDDEN, json!({"error": "Invalid API key"}))
+    );
+    let (status, _) = call(
+        &state,
+        Request::get("/sessions").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_get_json_errors_with_the_right_status() {
+    let Some(state) = state().await else { return };
+    let cases: Vec<(Body, StatusCode, &str)> = vec![
+        (Body::from("{not json"), StatusCode::BAD_REQUEST, ""),
+        (Body::from(json!({"request": {"code": "x"}}).to_string()), StatusCode::BAD_REQUEST, "runtime"),
+        (Body::from(json!({"request": {"runtime": 5, "code": "x"}}).to_string()), StatusCode::BAD_REQUEST, "runtime"),
+        (Body::from(json!({"request": {"runtime": "cobol", "code": "x"}}).to_string()), StatusCode::BAD_REQUEST, "available runtimes"),
+        (Body::from(json!({"request": {"runtime": "bash"}}).to_string()), StatusCode::BAD_REQUEST, "`code` or `cmd`"),
+        (
+            Body::from(json!({"request": {"runtime": "bash", "code": "true"}, "options": {"memoryLimit": "12q"}}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "memoryLimit",
+        ),
+        (
+            Body::from(json!({"request": {"runtime": "bash", "code": "true"}, "options": {"network": "bridge"}}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "network",
+        ),
+        (Body::from(vec![b' '; isol8_server::MAX_BODY_BYTES + 10]), StatusCode::PAYLOAD_TOO_LARGE, ""),
+    ];
+    for (body, want, needle) in cases {
+        let (status, v) = call(&state, post("/execute", Some(KEY), body)).await;
+        assert_eq!(status, want, "{v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a JSON error: {v}"));
+        assert!(msg.contains(needle), "{msg}");
+    }
+    let (status, v) = call(
+        &state,
+        Request::get("/no/such/route")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(
+        (status, v),
+        (StatusCode::NOT_FOUND, json!({"error": "Not found"}))
+    );
+    let get = Request::get("/file?sessionId=nope&path=/sandbox/x")
+        .header("authorization", format!("Bearer {KEY}"));
+    let (status, v) = call(&state, get.body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let del = Request::delete("/session/nope").header("authorization", format!("Bearer {KEY}"));
+    let (status, v) = call(&state, del.body(Body::empty()).expect("req")).await;
+    assert_eq!(
+        (status, v),
+        (StatusCode::OK, json!({"ok": true})),
+        "delete is idempotent"
+    );
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_runs_on_the_shared_warm_pool() {
+    let Some(state) = state().await else { return };
+    let req = json!({"request": {"runtime": "python", "code": "print(6*7)"}}).to_string();
+    let (status, a) = call(&state, post("/execute", Some(KEY), req.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["stdout"], "42\n");
+    assert_eq!(a["exitCode"], 0);
+    let (_, b) = call(&state, post("/execute", Some(KEY), req)).await;
+    assert_eq!(
+        a["containerId"], b["containerId"],
+        "the second request must reuse the warm container"
+    );
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_keep_files_and_move_bytes() {
+    let Some(state) = state().await else { return };
+    let exec = |code: &str| {
+        json!({"request": {"runtime": "bash", "code": code}, "sessionId": "s-1"}).to_string()
+    };
+    let (status, v) = call(
+        &state,
+        post("/execute", Some(KEY), exec("echo kept > /sandbox/a.txt")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let put =
+        json!({"sessionId": "s-1", "path": "/sandbox/b.bin", "content": "AAEC/w=="}).to_string();
+    let (status, v) = call(&state, post("/file", Some(KEY), put)).await;
+    assert_eq!((status, v), (StatusCode::OK, json!({"ok": true})));
+    let (_, v) = call(
+        &state,
+        post(
+            "/execute",
+            Some(KEY),
+            exec("cat a.txt; od -An -tx1 b.bin | tr -d ' \\n'"),
+        ),
+    )
+    .await;
+    assert_eq!(v["stdout"], "kept\n000102ff");
+    let get = Request::get("/file?sessionId=s-1&path=/sandbox/a.txt")
+        .header("authorization", format!("Bearer {KEY}"));
+    let (status, v) = call(&state, get.body(Body::empty()).expect("req")).await;
+    assert_eq!(
+        (status, v),
+        (StatusCode::OK, json!({"content": "a2VwdAo="}))
+    );
+    let list = Request::get("/sessions").header("authorization", format!("Bearer {KEY}"));
+    let (_, v) = call(&state, list.body(Body::empty()).expect("req")).await;
+    assert_eq!(v["sessions"][0]["id"], "s-1");
+    assert_eq!(v["sessions"][0]["isActive"], false);
+    assert!(v["sessions"][0]["lastAccessedAt"].is_string());
+    let del = Request::delete("/session/s-1").header("authorization", format!("Bearer {KEY}"));
+    let (status, _) = call(&state, del.body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = Request::get("/sessions").header("authorization", format!("Bearer {KEY}"));
+    let (_, v) = call(&state, list.body(Body::empty()).expect("req")).await;
+    assert_eq!(v, json!({"sessions": []}));
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_stream_sends_server_sent_events_ending_with_exit() {
+    let Some(state) = state().await else { return };
+    let body = json!({"request": {"runtime": "bash", "code": "echo one; echo two >&2; exit 3"}})
+        .to_string();
+    let resp = app(state.clone())
+        .oneshot(post("/execute/stream", Some(KEY), body))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("event JSON"))
+        .collect();
+    assert!(
+        events.contains(&json!({"type": "stdout", "data": "one\n", "phase": "code"})),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&json!({"type": "stderr", "data": "two\n", "phase": "code"})),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "3"})));
+    state.shutdown().await;
+}
