@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -229,6 +230,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/execute", post(execute))
         .route("/execute/stream", post(execute_stream))
+        .route("/execute/ws", get(execute_ws))
         .route("/file", post(put_file).get(get_file))
         .route("/sessions", get(list_sessions))
         .route("/session/{id}", delete(delete_session))
@@ -358,6 +360,119 @@ async fn execute_stream(
     Ok(Sse::new(sse)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// Messages a WebSocket client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum WsIn {
+    /// Start the execution (first message).
+    Execute {
+        request: Box<ExecutionRequest>,
+        #[serde(default)]
+        options: Option<Box<EngineOptions>>,
+        #[serde(default, rename = "sessionId")]
+        session_id: Option<String>,
+    },
+    /// Feed the running program's stdin.
+    Stdin { data: String },
+    /// Interrupt the running program.
+    Signal { signal: String },
+}
+
+async fn execute_ws(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    ws.on_upgrade(move |socket| run_ws(socket, state, caller))
+}
+
+/// Sends an `error` event and closes with `code`.
+async fn ws_fail(socket: &mut WebSocket, code: u16, message: String) {
+    let ev = isol8::StreamEvent::error(message);
+    let _ = socket
+        .send(Message::Text(
+            serde_json::to_string(&ev).unwrap_or_default().into(),
+        ))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: "".into(),
+        })))
+        .await;
+}
+
+async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
+    const INVALID: u16 = 1003;
+    let first = match socket.recv().await {
+        Some(Ok(Message::Text(t))) => serde_json::from_str::<WsIn>(&t),
+        _ => return,
+    };
+    let (request, options, session_id) = match first {
+        Ok(WsIn::Execute {
+            request,
+            options,
+            session_id,
+        }) => (request, options, session_id),
+        Ok(_) => {
+            return ws_fail(
+                &mut socket,
+                INVALID,
+                "the first message must be {\"type\":\"execute\"}".into(),
+            )
+            .await
+        }
+        Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
+    };
+    let started = match &session_id {
+        Some(id) => match session_engine(&state, &caller, id, true).await {
+            Ok(engine) => engine
+                .execute_interactive(*request, None)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        },
+        None => state
+            .engine
+            .execute_interactive(*request, Some(&options.map(|o| *o).unwrap_or_default()))
+            .await
+            .map_err(ApiError::from),
+    };
+    let (mut events, control) = match started {
+        Ok(s) => s,
+        Err(ApiError(_, message)) => return ws_fail(&mut socket, 1011, message).await,
+    };
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { break };
+                let last = ev.kind == isol8::StreamEventType::Exit;
+                if socket.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await.is_err() {
+                    // Client gone: dropping `events` kills the execution.
+                    return;
+                }
+                if last {
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+                    return;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<WsIn>(&t) {
+                    Ok(WsIn::Stdin { data }) => { control.send(isol8::docker::Control::Stdin(data.into_bytes())).await; }
+                    Ok(WsIn::Signal { signal }) => match isol8::docker::signal_number(&signal) {
+                        Some(n) => { control.send(isol8::docker::Control::Signal(n)).await; }
+                        None => return ws_fail(&mut socket, INVALID, format!("unknown signal `{signal}`; use SIGINT or SIGTERM")).await,
+                    },
+                    Ok(WsIn::Execute { .. }) => return ws_fail(&mut socket, INVALID, "an execution is already running".into()).await,
+                    Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return, // disconnect kills the run
+                Some(Ok(_)) => {}
+            }
+        }
+    }
 }
 
 async fn put_file(

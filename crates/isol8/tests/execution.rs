@@ -490,3 +490,69 @@ fn dropping_the_engine_mid_run_removes_its_containers() {
     });
     assert_eq!(left, 0, "containers left after the engine was dropped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_stdin_and_signals_reach_the_running_program() {
+    use isol8::docker::Control;
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
+    let req = code("python", "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\nprint('eof')");
+    let (mut events, ctl) = engine.execute_interactive(req, None).await.expect("start");
+    assert!(ctl.send(Control::Stdin(b"hello\n".to_vec())).await);
+    let mut out = String::new();
+    while !out.contains("HELLO\n") {
+        let ev = events.next().await.expect("event");
+        out.push_str(&ev.data);
+    }
+    assert!(ctl.send(Control::CloseStdin).await);
+    let rest: Vec<StreamEvent> = events.collect().await;
+    let text: String = rest
+        .iter()
+        .filter(|e| e.kind == StreamEventType::Stdout)
+        .map(|e| e.data.as_str())
+        .collect();
+    assert_eq!(text, "eof\n");
+    assert_eq!(rest.last().map(|e| e.data.as_str()), Some("0"));
+
+    let req = code(
+        "bash",
+        "trap 'echo got-int; exit 5' INT; echo ready; while true; do sleep 0.05; done",
+    );
+    let (mut events, ctl) = engine.execute_interactive(req, None).await.expect("start");
+    let mut out = String::new();
+    while !out.contains("ready") {
+        out.push_str(&events.next().await.expect("event").data);
+    }
+    assert!(
+        ctl.send(Control::Signal(
+            isol8::docker::signal_number("SIGINT").expect("known")
+        ))
+        .await
+    );
+    let rest: Vec<StreamEvent> = events.collect().await;
+    let text: String = rest.iter().map(|e| e.data.as_str()).collect();
+    assert!(text.contains("got-int"), "{rest:?}");
+    assert_eq!(
+        rest.last().map(|e| (e.kind, e.data.as_str())),
+        Some((StreamEventType::Exit, "5"))
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_request_secrets_are_masked_too() {
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
+    let options = EngineOptions {
+        secrets: BTreeMap::from([("TOKEN".to_string(), "per-request-secret-value".to_string())]),
+        ..Default::default()
+    };
+    let r = engine
+        .execute_with(code("bash", "echo \"t=$TOKEN\""), &options)
+        .await
+        .expect("run");
+    assert_eq!(r.stdout, "t=***\n");
+    assert_clean(&engine).await;
+}

@@ -333,6 +333,27 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
     ) -> Result<(mpsc::Receiver<Msg>, String)> {
+        self.launch_with(req, overrides, None).await
+    }
+
+    /// Runs a request whose standard input stays open for [`Controller`] input, and which
+    /// accepts signals while it runs (the server's WebSocket route).
+    pub async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: Option<&EngineOptions>,
+    ) -> Result<(EventStream, Controller)> {
+        let (tx, rx) = mpsc::channel(64);
+        let run = self.launch_with(&req, options, Some(rx)).await?;
+        Ok((event_stream(run), Controller { tx }))
+    }
+
+    async fn launch_with(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+        control: Option<mpsc::Receiver<Control>>,
+    ) -> Result<(mpsc::Receiver<Msg>, String)> {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
@@ -350,7 +371,9 @@ impl DockerEngine {
                 (Arc::new(settings), host)
             }
         };
-        let prepared = prepare(req, &self.inner.registry, &settings)?;
+        let mut prepared = prepare(req, &self.inner.registry, &settings)?;
+        prepared.spec.interactive = control.is_some();
+        let control = control.map(tokio::sync::Mutex::new);
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
         let runtime = prepared.runtime.name.clone();
@@ -377,6 +400,7 @@ impl DockerEngine {
                 tx,
                 settings,
                 host,
+                control,
             }
             .execute(prepared)
             .await;
@@ -409,6 +433,44 @@ struct Run {
     settings: Arc<SandboxSettings>,
     /// The `HostConfig` those settings give.
     host: HostConfig,
+    /// Stdin and signals for an interactive execution.
+    control: Option<tokio::sync::Mutex<mpsc::Receiver<Control>>>,
+}
+
+/// Input for a running interactive execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Bytes for the program's standard input.
+    Stdin(Vec<u8>),
+    /// Close the program's standard input.
+    CloseStdin,
+    /// Deliver a signal (number) to the program's process group.
+    Signal(i32),
+}
+
+/// Feeds a running interactive execution (see [`DockerEngine::execute_interactive`]).
+#[derive(Debug, Clone)]
+pub struct Controller {
+    tx: mpsc::Sender<Control>,
+}
+
+impl Controller {
+    /// Sends input; false once the execution has ended.
+    pub async fn send(&self, control: Control) -> bool {
+        self.tx.send(control).await.is_ok()
+    }
+}
+
+/// Parses a signal name (`SIGINT`, `INT`, `SIGTERM`, `SIGKILL`, `SIGHUP`, `SIGQUIT`).
+pub fn signal_number(name: &str) -> Option<i32> {
+    Some(match name.trim_start_matches("SIG") {
+        "INT" => 2,
+        "TERM" => 15,
+        "KILL" => 9,
+        "HUP" => 1,
+        "QUIT" => 3,
+        _ => return None,
+    })
 }
 
 /// Why a run ended without a summary.
@@ -577,19 +639,37 @@ impl Run {
 
     /// Relays the agent's frames as events until the execution ends.
     async fn relay(&self, sb: &mut sandbox::Sandbox, prepared: &Prepared) -> Result<Ending, Stop> {
-        let secrets: Vec<&str> = self
-            .inner
-            .settings
-            .secrets
-            .values()
-            .map(String::as_str)
-            .collect();
+        let secrets: Vec<&str> = self.settings.secrets.values().map(String::as_str).collect();
         let mut texts: HashMap<(u8, u8), TextStream> = HashMap::new();
         let mut last_phase = [None::<StepPhase>; 3];
         let deadline =
             Instant::now() + Duration::from_millis(prepared.spec.timeout_ms) + WATCHDOG_GRACE;
         let exited = loop {
-            let frame = match tokio::time::timeout_at(deadline.into(), sb.next_frame()).await {
+            let next = tokio::time::timeout_at(deadline.into(), sb.next_frame());
+            let control = async {
+                match &self.control {
+                    Some(c) => c.lock().await.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                r = next => r,
+                // The consumer went away (client disconnected): stop now, even if the
+                // program is silent, so its sandbox is reclaimed.
+                _ = self.tx.closed() => return Err(Stop::Gone),
+                Some(c) = control => {
+                    let frame = match c {
+                        Control::Stdin(data) => Frame { kind: Kind::Stdin, payload: data },
+                        Control::CloseStdin => Frame { kind: Kind::StdinClose, payload: Vec::new() },
+                        Control::Signal(signal) => {
+                            Frame::json(Kind::Signal, &isol8_protocol::agent::SignalSpec { signal })
+                        }
+                    };
+                    sb.send(&frame).await?;
+                    continue;
+                }
+            };
+            let frame = match next {
                 Err(_) => {
                     tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
                     let exited = Exited {
