@@ -356,6 +356,12 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
     })
     .await?;
     let state = isol8_server::AppState::new(engine, options, key);
+    let cleanup = &loaded.config.cleanup;
+    if cleanup.auto_prune.unwrap_or(true) {
+        let max_age =
+            std::time::Duration::from_millis(cleanup.max_container_age_ms.unwrap_or(3_600_000));
+        isol8_server::AppState::spawn_pruner(&state, max_age);
+    }
     let addr = std::net::SocketAddr::new(args.host_addr, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

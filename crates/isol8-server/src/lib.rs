@@ -73,6 +73,44 @@ impl AppState {
         })
     }
 
+    /// Removes idle sessions (no execution running) not used for `max_age`; checks
+    /// every `max_age / 4` (at least every 30 s). Runs until the state is dropped.
+    pub fn spawn_pruner(state: &Arc<AppState>, max_age: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(state);
+        let period = (max_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(state) = weak.upgrade() else { return };
+                state.prune(max_age).await;
+            }
+        })
+    }
+
+    /// Removes sessions idle for longer than `max_age`; a session with an execution
+    /// running is never pruned. Returns how many were removed.
+    pub async fn prune(&self, max_age: Duration) -> usize {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let expired: Vec<(String, Session)> = {
+            let mut sessions = self.sessions.lock().await;
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.active == 0 && s.last_accessed < cutoff)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| sessions.remove(&id).map(|s| (id, s)))
+                .collect()
+        };
+        let n = expired.len();
+        for (id, s) in expired {
+            tracing::info!(session = %id, "pruning idle session");
+            let _ = s.engine.stop().await;
+        }
+        n
+    }
+
     /// The shared engine that serves ephemeral requests.
     pub fn engine(&self) -> &DockerEngine {
         &self.engine
@@ -238,10 +276,69 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("Not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The OpenAPI description of every route.
+pub fn openapi_document() -> serde_json::Value {
+    let json_body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let ok = |desc: &str| json!({"description": desc, "content": {"application/json": {}}});
+    let errors = json!({
+        "400": {"description": "bad input: {\"error\": message}"},
+        "401": {"description": "{\"error\":\"Missing Authorization header\"}"},
+        "403": {"description": "{\"error\":\"Invalid API key\"}"},
+        "404": {"description": "unknown session or route"},
+        "413": {"description": "body too large"},
+        "503": {"description": "no execution slot within the request's timeout, or the engine is stopping"}
+    });
+    let with_errors = |mut responses: serde_json::Value| {
+        if let (Some(r), Some(e)) = (responses.as_object_mut(), errors.as_object()) {
+            r.extend(e.clone());
+        }
+        responses
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "isol8", "version": VERSION, "description": "Run untrusted code in hardened sandboxes."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "ExecuteBody": {"type": "object", "required": ["request"], "properties": {
+                    "request": {"type": "object", "description": "ExecutionRequest (runtime, code | cmd, timeoutMs, env, stdin, files, outputPaths, setupScript, workdir, fileExtension…)"},
+                    "options": {"type": "object", "description": "engine options (memoryLimit, cpuLimit, pidsLimit, timeoutMs, maxOutputSize, network, secrets, security…)"},
+                    "sessionId": {"type": "string"}}},
+                "PutFile": {"type": "object", "required": ["sessionId", "path", "content"], "properties": {
+                    "sessionId": {"type": "string"}, "path": {"type": "string"}, "content": {"type": "string", "format": "byte"}}},
+                "Cleanup": {"type": "object", "properties": {"images": {"type": "boolean"}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {"get": {"security": [], "summary": "liveness and version", "responses": {"200": ok("{status, version}")}}},
+            "/openapi.json": {"get": {"security": [], "summary": "this document", "responses": {"200": ok("OpenAPI 3")}}},
+            "/execute": {"post": {"summary": "run and return the ExecutionResult", "requestBody": json_body("ExecuteBody"), "responses": with_errors(json!({"200": ok("ExecutionResult")}))}},
+            "/execute/stream": {"post": {"summary": "run and stream StreamEvents as server-sent events", "requestBody": json_body("ExecuteBody"), "responses": with_errors(json!({"200": {"description": "text/event-stream of `data: <StreamEvent>`", "content": {"text/event-stream": {}}}}))}},
+            "/execute/ws": {"get": {"summary": "WebSocket: send {type:execute}, then {type:stdin,data} / {type:signal,signal}; receive StreamEvents; close 1000 when done, 1003 on invalid messages", "responses": {"101": {"description": "switching protocols"}}}},
+            "/file": {
+                "post": {"summary": "write a file into a session", "requestBody": json_body("PutFile"), "responses": with_errors(json!({"200": ok("{ok: true}")}))},
+                "get": {"summary": "read a file from a session", "parameters": [
+                    {"name": "sessionId", "in": "query", "required": true, "schema": {"type": "string"}},
+                    {"name": "path", "in": "query", "required": true, "schema": {"type": "string"}}],
+                    "responses": with_errors(json!({"200": ok("{content: base64}")}))}
+            },
+            "/sessions": {"get": {"summary": "the caller's sessions", "responses": with_errors(json!({"200": ok("{sessions: [{id, isActive, lastAccessedAt}]}")}))}},
+            "/session/{id}": {"delete": {"summary": "stop a session (idempotent)", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with_errors(json!({"200": ok("{ok: true}")}))}},
+            "/cleanup": {"post": {"summary": "remove this server's containers (master key)", "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Cleanup"}}}}, "responses": with_errors(json!({"200": ok("{containers, images}")}))}}
+        }
+    })
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(openapi_document())
 }
 
 async fn health() -> impl IntoResponse {

@@ -231,3 +231,71 @@ async fn execute_stream_sends_server_sent_events_ending_with_exit() {
     assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "3"})));
     state.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_removes_idle_sessions_and_never_an_executing_one() {
+    let Some(state) = state().await else { return };
+    let exec = |id: &str, code: &str| {
+        json!({"request": {"runtime": "bash", "code": code}, "sessionId": id}).to_string()
+    };
+    let (status, _) = call(&state, post("/execute", Some(KEY), exec("idle", "echo hi"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let busy_state = state.clone();
+    let busy = tokio::spawn(async move {
+        call(
+            &busy_state,
+            post("/execute", Some(KEY), exec("busy", "sleep 2; echo done")),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        state.prune(std::time::Duration::from_millis(100)).await,
+        1,
+        "only the idle session goes"
+    );
+    let list = Request::get("/sessions").header("authorization", format!("Bearer {KEY}"));
+    let (_, v) = call(&state, list.body(Body::empty()).expect("req")).await;
+    assert_eq!(v["sessions"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["sessions"][0]["id"], "busy");
+    assert_eq!(v["sessions"][0]["isActive"], true);
+    let (status, v) = busy.await.expect("join");
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("done\n")),
+        "the running execution was disturbed"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        state.prune(std::time::Duration::from_millis(100)).await,
+        1,
+        "idle now, so pruned"
+    );
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_describes_every_route() {
+    let Some(state) = state().await else { return };
+    let (status, v) = call(
+        &state,
+        Request::get("/openapi.json")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/health",
+        "/execute",
+        "/execute/stream",
+        "/execute/ws",
+        "/file",
+        "/sessions",
+        "/session/{id}",
+        "/cleanup",
+    ] {
+        assert!(v["paths"][path].is_object(), "{path} missing");
+    }
+    state.shutdown().await;
+}

@@ -327,9 +327,6 @@ impl Config {
         if self.ca_bundle.is_some() {
             keys.push("caBundle");
         }
-        if self.cleanup != CleanupConfig::default() {
-            keys.push("cleanup");
-        }
         keys
     }
 }
