@@ -96,6 +96,15 @@ pub struct RunArgs {
     /// File read back after the run (repeatable; shown with --json).
     #[arg(long = "output-path", value_name = "PATH")]
     pub output_path: Vec<String>,
+    /// Run on an isol8 server instead of the local Docker daemon (e.g. http://127.0.0.1:3000).
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+    /// API key of the server (prefer the ISOL8_API_KEY environment variable).
+    #[arg(long, env = "ISOL8_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Run in this server-side persistent session (created on first use).
+    #[arg(long, value_name = "ID", requires = "host")]
+    pub session_id: Option<String>,
     /// Local file injected into the sandbox: SANDBOX_PATH=LOCAL_PATH (repeatable).
     #[arg(long = "file", value_name = "SANDBOX_PATH=LOCAL_PATH")]
     pub inject: Vec<String>,
@@ -246,6 +255,9 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
     let settings = isol8::limits::SandboxSettings::resolve(&options)?;
     isol8::prepare::prepare(&req, &registry, &settings)?;
+    if let Some(host) = &args.host {
+        return run_remote(host, &args, options, req).await;
+    }
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
         registry: Some(registry),
@@ -270,7 +282,30 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     }
 }
 
-async fn execute(engine: &DockerEngine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
+/// Runs on an isol8 server. The session (if any) outlives this command; Ctrl-C closes
+/// the connection, which makes the server kill the execution.
+async fn run_remote(
+    host: &str,
+    args: &RunArgs,
+    options: EngineOptions,
+    req: ExecutionRequest,
+) -> Result<i32> {
+    let key = args
+        .key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .context("an API key is needed with --host: set ISOL8_API_KEY or pass --key")?;
+    let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
+    tokio::select! {
+        status = execute(&engine, req, args) => status,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted");
+            Ok(130)
+        }
+    }
+}
+
+async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
     let mut out_file = match &args.out {
         Some(p) => Some(
             std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,

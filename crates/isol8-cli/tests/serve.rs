@@ -194,3 +194,90 @@ fn load_from_a_separate_process_with_no_failures_and_nothing_left() {
     assert_eq!(failures.into_inner(), 0);
     s.stop();
 }
+
+#[test]
+fn the_cli_runs_code_on_a_server_with_host_and_sessions() {
+    if !docker_available() {
+        return;
+    }
+    let s = Server::start();
+    let isol8 = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_isol8"))
+            .args(args)
+            .env("ISOL8_API_KEY", KEY)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run")
+    };
+    let o = isol8(&["run", "--host", &s.base, "-r", "python", "-e", "print(6*7)"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "42\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = isol8(&[
+        "run",
+        "--host",
+        &s.base,
+        "-r",
+        "bash",
+        "-e",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    let o = isol8(&[
+        "run", "--host", &s.base, "--json", "-r", "bash", "-e", "echo j",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["stdout"], "j\n");
+    // A session keeps state between separate CLI invocations.
+    isol8(&[
+        "run",
+        "--host",
+        &s.base,
+        "--session-id",
+        "cli",
+        "-r",
+        "bash",
+        "-e",
+        "echo 5 > /sandbox/n",
+    ]);
+    let o = isol8(&[
+        "run",
+        "--host",
+        &s.base,
+        "--session-id",
+        "cli",
+        "-r",
+        "bash",
+        "-e",
+        "cat /sandbox/n",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "5\n");
+    // A wrong key is one clear error line.
+    let o = Command::new(env!("CARGO_BIN_EXE_isol8"))
+        .args([
+            "run",
+            "--host",
+            &s.base,
+            "--key",
+            "wrong-key",
+            "-r",
+            "bash",
+            "-e",
+            "true",
+        ])
+        .env_remove("ISOL8_API_KEY")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Invalid API key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    s.stop();
+}

@@ -58,6 +58,14 @@ pub enum Error {
     /// The engine was stopped while the request was pending or running.
     #[error("the engine is stopped")]
     Stopped,
+    /// An isol8 server refused or failed a request.
+    #[error("isol8 server error{}: {message}", if *status > 0 { format!(" ({status})") } else { String::new() })]
+    Remote {
+        /// HTTP status (0 when the server could not be reached).
+        status: u16,
+        /// The server's `error` message.
+        message: String,
+    },
     /// Loading or validating the configuration failed.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

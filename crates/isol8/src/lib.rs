@@ -23,6 +23,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod output;
 pub mod prepare;
+pub mod remote;
 pub mod runtime;
 pub mod seccomp;
 
@@ -32,6 +33,7 @@ pub use error::{Error, Result};
 pub use isol8_protocol::{
     EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
 };
+pub use remote::RemoteEngine;
 pub use runtime::{Runtime, RuntimeRegistry};
 
 /// Label put on every container and image isol8 creates.

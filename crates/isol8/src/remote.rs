@@ -1,0 +1,274 @@
+//! [`RemoteEngine`]: the [`Engine`] of an isol8 server, spoken over its HTTP API.
+//!
+//! Buffered executions use `POST /execute`; streaming uses `POST /execute/stream`
+//! (server-sent events); files use `/file`. With a session id every call runs in that
+//! server-side persistent session, and `stop` deletes it.
+
+use futures_util::StreamExt;
+use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent};
+use serde_json::{json, Value};
+
+use crate::engine::{Engine, EventStream};
+use crate::{Error, Result};
+
+/// A client of `isol8 serve`.
+#[derive(Debug, Clone)]
+pub struct RemoteEngine {
+    base: String,
+    key: String,
+    session_id: Option<String>,
+    options: EngineOptions,
+    http: reqwest::Client,
+}
+
+impl RemoteEngine {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:3000`) using `key`.
+    pub fn new(
+        base: &str,
+        key: &str,
+        session_id: Option<String>,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::InvalidRequest(format!(
+                "server URL `{base}` must start with http:// or https://"
+            )));
+        }
+        if key.is_empty() {
+            return Err(Error::InvalidRequest(
+                "an API key is required to talk to an isol8 server".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Error::Remote {
+                status: 0,
+                message: e.to_string(),
+            })?;
+        Ok(RemoteEngine {
+            base,
+            key: key.to_string(),
+            session_id,
+            options,
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn body(&self, req: &ExecutionRequest) -> Value {
+        let mut body = json!({ "request": req, "options": self.options });
+        if let Some(id) = &self.session_id {
+            body["sessionId"] = json!(id);
+        }
+        body
+    }
+
+    /// Sends a request and decodes a JSON answer, turning `{"error": …}` into an error.
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = req
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| unreachable_server(&self.base, e))?;
+        let status = resp.status();
+        let value: Value = resp.json().await.map_err(|e| Error::Remote {
+            status: status.as_u16(),
+            message: e.to_string(),
+        })?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(remote_error(status.as_u16(), &value))
+        }
+    }
+}
+
+fn unreachable_server(base: &str, e: reqwest::Error) -> Error {
+    Error::Remote {
+        status: 0,
+        message: format!("cannot reach the isol8 server at {base}: {e}"),
+    }
+}
+
+fn remote_error(status: u16, value: &Value) -> Error {
+    let message = value["error"]
+        .as_str()
+        .unwrap_or("the server answered without an error message")
+        .to_string();
+    match status {
+        400 => Error::InvalidRequest(message),
+        _ => Error::Remote { status, message },
+    }
+}
+
+/// Splits server-sent events out of a byte stream: yields the `data:` payload of each.
+fn sse_events(buf: &mut String) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        let data: Vec<&str> = block
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("data:")
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            })
+            .collect();
+        if !data.is_empty() {
+            out.push(data.join("\n"));
+        }
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl Engine for RemoteEngine {
+    async fn start(&self) -> Result<()> {
+        let resp = self
+            .http
+            .get(self.url("/health"))
+            .send()
+            .await
+            .map_err(|e| unreachable_server(&self.base, e))?;
+        if !resp.status().is_success() {
+            return Err(Error::Remote {
+                status: resp.status().as_u16(),
+                message: "health check failed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        if let Some(id) = &self.session_id {
+            self.call(self.http.delete(self.url(&format!("/session/{id}"))))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
+        let value = self
+            .call(self.http.post(self.url("/execute")).json(&self.body(&req)))
+            .await?;
+        serde_json::from_value(value).map_err(|e| Error::Remote {
+            status: 200,
+            message: format!("bad result: {e}"),
+        })
+    }
+
+    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
+        let resp = self
+            .http
+            .post(self.url("/execute/stream"))
+            .bearer_auth(&self.key)
+            .json(&self.body(&req))
+            .send()
+            .await
+            .map_err(|e| unreachable_server(&self.base, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(remote_error(status.as_u16(), &value));
+        }
+        let bytes = resp.bytes_stream();
+        let stream = futures_util::stream::unfold(
+            (bytes, String::new(), false),
+            |(mut bytes, mut buf, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let events = sse_events(&mut buf);
+                    if !events.is_empty() {
+                        let parsed: Vec<StreamEvent> = events
+                            .iter()
+                            .filter_map(|d| serde_json::from_str(d).ok())
+                            .collect();
+                        let ended = parsed
+                            .iter()
+                            .any(|e| e.kind == isol8_protocol::StreamEventType::Exit);
+                        return Some((parsed, (bytes, buf, ended)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+                        Some(Err(e)) => {
+                            let events = vec![
+                                StreamEvent::error(format!("stream interrupted: {e}")),
+                                StreamEvent::exit(1),
+                            ];
+                            return Some((events, (bytes, buf, true)));
+                        }
+                        None => {
+                            let events = vec![
+                                StreamEvent::error("the server closed the stream early"),
+                                StreamEvent::exit(1),
+                            ];
+                            return Some((events, (bytes, buf, true)));
+                        }
+                    }
+                }
+            },
+        )
+        .flat_map(futures_util::stream::iter);
+        Ok(Box::pin(stream))
+    }
+
+    async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
+        use base64::Engine as _;
+        let id = self
+            .session_id
+            .as_ref()
+            .ok_or_else(|| Error::InvalidRequest("put_file needs a session id".into()))?;
+        let body = json!({"sessionId": id, "path": path, "content": base64::engine::general_purpose::STANDARD.encode(content)});
+        self.call(self.http.post(self.url("/file")).json(&body))
+            .await?;
+        Ok(())
+    }
+
+    async fn get_file(&self, path: &str) -> Result<Vec<u8>> {
+        let id = self
+            .session_id
+            .as_ref()
+            .ok_or_else(|| Error::InvalidRequest("get_file needs a session id".into()))?;
+        let value = self
+            .call(
+                self.http
+                    .get(self.url("/file"))
+                    .query(&[("sessionId", id.as_str()), ("path", path)]),
+            )
+            .await?;
+        crate::docker::decode_file(value["content"].as_str().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sent_events_are_split_on_blank_lines() {
+        let mut buf = "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: {\"c\"".to_string();
+        assert_eq!(sse_events(&mut buf), vec!["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(buf, "data: {\"c\"");
+        buf.push_str(":3}\n\n: keep-alive\n\n");
+        assert_eq!(sse_events(&mut buf), vec!["{\"c\":3}"]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn urls_and_keys_are_checked() {
+        assert!(RemoteEngine::new("ftp://x", "k", None, EngineOptions::default()).is_err());
+        assert!(RemoteEngine::new("http://x", "", None, EngineOptions::default()).is_err());
+        assert!(RemoteEngine::new(
+            "http://127.0.0.1:3000/",
+            "k",
+            None,
+            EngineOptions::default()
+        )
+        .is_ok());
+    }
+}
