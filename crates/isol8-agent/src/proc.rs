@@ -267,6 +267,20 @@ pub fn kill_all(ident: &Identity, reaper: &Reaper) {
     signal_as_sandbox(ident, reaper, -1, libc::SIGKILL);
 }
 
+/// Every pid listed in `/proc` (of the agent's PID namespace).
+fn all_pids() -> impl Iterator<Item = libc::pid_t> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<libc::pid_t>().ok())
+        })
+}
+
 /// Processes of the sandbox user still alive (zombies excluded); without root, the
 /// agent's live descendants.
 pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
@@ -276,17 +290,7 @@ pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
     }
     let uid = ident.uid.to_string();
     let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
@@ -323,15 +327,8 @@ fn kill_descendants(sig: i32) {
 
 fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
     let mut parent_of = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<libc::pid_t>().ok())
-            else {
-                continue;
-            };
+    {
+        for pid in all_pids() {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };

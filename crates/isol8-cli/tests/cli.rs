@@ -5,6 +5,9 @@
 //! Tests marked "needs Docker" skip (saying so) on a machine without a daemon, but never
 //! in CI (`CI` set), where the daemon is always provisioned.
 
+mod common;
+
+use common::{docker_available, isol8_containers_of, spawn_long_run};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,42 +49,6 @@ fn assert_one_error_line(o: &Output, want: &str) {
         lines[0].starts_with("error: ") && lines[0].contains(want),
         "{err}"
     );
-}
-
-fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Command::new("docker")
-            .args(["image", "inspect", "isol8:bash"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(!ci, "Docker and the isol8 images are required in CI");
-        eprintln!("SKIPPED: needs a Docker daemon with the isol8 images");
-    }
-    ok
-}
-
-/// isol8 containers created by the process `pid`.
-fn isol8_containers_of(pid: u32) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            "label=isol8.managed=true",
-            "--filter",
-        ])
-        .arg(format!("label=isol8.pid={pid}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -331,18 +298,8 @@ fn ctrl_c_removes_the_container() {
     if !docker_available() {
         return;
     }
-    let mut child = isol8()
-        .args(["run", "-r", "bash", "-e", "echo started; sleep 60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_long_run();
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while isol8_containers_of(pid).is_empty() {
-        assert!(Instant::now() < deadline, "the sandbox never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
@@ -388,18 +345,8 @@ fn containers_of_a_killed_engine_are_reaped_by_the_next_one() {
     if !docker_available() {
         return;
     }
-    let mut child = isol8()
-        .args(["run", "-r", "bash", "-e", "sleep 60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_long_run();
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while isol8_containers_of(pid).is_empty() {
-        assert!(Instant::now() < deadline, "the sandbox never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // SIGKILL: the engine gets no chance to clean up.
     child.kill().expect("kill");
     child.wait().expect("wait");

@@ -1,6 +1,9 @@
 //! `isol8 serve` as a real process against the real daemon: every route over HTTP, a
 //! load test from this (separate) process, and a clean SIGTERM shutdown.
 
+mod common;
+
+use common::docker_available;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,19 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const KEY: &str = "serve-test-key-0123456789abcdef";
-
-fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "isol8:bash"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(!ci, "Docker and the isol8 images are required in CI");
-        eprintln!("SKIPPED: needs a Docker daemon with the isol8 images");
-    }
-    ok
-}
 
 struct Server {
     child: Child,
