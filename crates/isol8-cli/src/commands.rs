@@ -355,7 +355,12 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         ..Default::default()
     })
     .await?;
-    let state = isol8_server::AppState::new(engine, options, key);
+    let state = isol8_server::AppState::with_policy(
+        engine,
+        options,
+        key,
+        loaded.config.server_policy.clone(),
+    );
     let cleanup = &loaded.config.cleanup;
     if cleanup.auto_prune.unwrap_or(true) {
         let max_age =

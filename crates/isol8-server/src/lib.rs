@@ -9,6 +9,8 @@
 //! This version authenticates with the master key only; database keys, tenants beyond
 //! the master key, server policy and WebSocket streaming come next.
 
+pub mod policy;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub struct AppState {
     options: EngineOptions,
     master_key: String,
     sessions: Mutex<HashMap<String, Session>>,
+    policy: isol8::config::ServerPolicy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,12 +68,32 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State around a shared engine; `options` are the defaults for session engines.
     pub fn new(engine: DockerEngine, options: EngineOptions, master_key: String) -> Arc<AppState> {
+        Self::with_policy(
+            engine,
+            options,
+            master_key,
+            isol8::config::ServerPolicy::default(),
+        )
+    }
+
+    /// State whose clients are held to `policy` (see [`policy::check`]).
+    pub fn with_policy(
+        engine: DockerEngine,
+        options: EngineOptions,
+        master_key: String,
+        policy: isol8::config::ServerPolicy,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             engine,
             options,
             master_key,
             sessions: Mutex::new(HashMap::new()),
+            policy,
         })
+    }
+
+    fn allow(&self, req: &ExecutionRequest, opts: &EngineOptions) -> Result<(), ApiError> {
+        policy::check(&self.policy, req, opts).map_err(ApiError::bad_request)
     }
 
     /// Removes idle sessions (no execution running) not used for `max_age`; checks
@@ -413,6 +436,10 @@ async fn execute(
     axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
+    state.allow(
+        &body.request,
+        body.options.as_ref().unwrap_or(&EngineOptions::default()),
+    )?;
     let result = match &body.session_id {
         Some(id) => {
             let engine = session_engine(&state, &caller, id, true).await?;
@@ -434,6 +461,10 @@ async fn execute_stream(
     axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
+    state.allow(
+        &body.request,
+        body.options.as_ref().unwrap_or(&EngineOptions::default()),
+    )?;
     let events = match &body.session_id {
         Some(id) => {
             session_engine(&state, &caller, id, true)
@@ -523,6 +554,11 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         }
         Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
     };
+    let opts = options.map(|o| *o).unwrap_or_default();
+    if let Err(ApiError(_, message)) = state.allow(&request, &opts) {
+        return ws_fail(&mut socket, INVALID, message).await;
+    }
+    let options = Some(Box::new(opts));
     let started = match &session_id {
         Some(id) => match session_engine(&state, &caller, id, true).await {
             Ok(engine) => engine

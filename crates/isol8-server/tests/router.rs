@@ -299,3 +299,49 @@ async fn openapi_describes_every_route() {
     }
     state.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_policy_caps_what_clients_ask_for() {
+    let Some(engine) = DockerEngine::connect(EngineOptions::default()).await.ok() else {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(!ci, "Docker is required in CI");
+        eprintln!("SKIPPED: no Docker daemon");
+        return;
+    };
+    let policy = isol8::config::ServerPolicy {
+        max_timeout_ms: Some(2000),
+        ..Default::default()
+    };
+    let state = AppState::with_policy(engine, EngineOptions::default(), KEY.into(), policy);
+    let cases = [
+        (
+            json!({"request": {"runtime": "bash", "code": "true", "timeoutMs": 60000}}),
+            "request.timeoutMs 60000 exceeds the server's limit of 2000 ms",
+        ),
+        (
+            json!({"request": {"runtime": "bash", "code": "true"}, "options": {"network": "host"}}),
+            "options.network `host` is not allowed",
+        ),
+        (
+            json!({"request": {"runtime": "bash", "code": "true"}, "options": {"image": "alpine"}}),
+            "custom images",
+        ),
+        (
+            json!({"request": {"runtime": "bash", "code": "true"}, "options": {"security": {"seccomp": "unconfined"}}}),
+            "seccomp",
+        ),
+    ];
+    for (body, want) in cases {
+        let (status, v) = call(&state, post("/execute", Some(KEY), body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(want)), "{v}");
+    }
+    let ok = json!({"request": {"runtime": "bash", "code": "echo fine", "timeoutMs": 1500}});
+    let (status, v) = call(&state, post("/execute", Some(KEY), ok.to_string())).await;
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("fine\n")),
+        "{v}"
+    );
+    state.shutdown().await;
+}

@@ -321,9 +321,6 @@ impl Config {
         if !self.prebuilt_images.is_empty() {
             keys.push("prebuiltImages");
         }
-        if self.server_policy != ServerPolicy::default() {
-            keys.push("serverPolicy");
-        }
         if self.ca_bundle.is_some() {
             keys.push("caBundle");
         }

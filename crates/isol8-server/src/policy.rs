@@ -1,0 +1,241 @@
+//! The server policy (`serverPolicy` in the configuration): what clients may ask for.
+//!
+//! A request over a cap is refused with 400 naming the field and the cap. Without a
+//! configured policy, clients may still not pick host networking, their own image, a
+//! seccomp mode other than `strict`, a seccomp profile file or OCI runtime on the host,
+//! or `persist` — those choices belong to the operator.
+
+use isol8::config::ServerPolicy;
+use isol8::limits::parse_size;
+use isol8_protocol::{EngineOptions, ExecutionRequest, NetworkMode, SeccompMode};
+
+/// Checks a client's request and options against the policy; the error names the field
+/// and the cap.
+pub fn check(
+    policy: &ServerPolicy,
+    req: &ExecutionRequest,
+    opts: &EngineOptions,
+) -> Result<(), String> {
+    if let Some(max) = policy.max_timeout_ms {
+        for (field, value) in [
+            ("request.timeoutMs", req.timeout_ms),
+            ("options.timeoutMs", opts.timeout_ms),
+        ] {
+            if let Some(v) = value.filter(|v| *v > max) {
+                return Err(format!(
+                    "{field} {v} exceeds the server's limit of {max} ms"
+                ));
+            }
+        }
+    }
+    if let (Some(max), Some(v)) = (&policy.max_memory_limit, &opts.memory_limit) {
+        let cap = parse_size("serverPolicy.maxMemoryLimit", max).map_err(|e| e.to_string())?;
+        let want = parse_size("memoryLimit", v).map_err(|e| e.to_string())?;
+        if want > cap {
+            return Err(format!(
+                "options.memoryLimit {v} exceeds the server's limit of {max}"
+            ));
+        }
+    }
+    if let (Some(max), Some(v)) = (policy.max_cpu_limit, opts.cpu_limit) {
+        if v > max {
+            return Err(format!(
+                "options.cpuLimit {v} exceeds the server's limit of {max}"
+            ));
+        }
+    }
+    if let (Some(max), Some(v)) = (policy.max_pids_limit, opts.pids_limit) {
+        if v > max {
+            return Err(format!(
+                "options.pidsLimit {v} exceeds the server's limit of {max}"
+            ));
+        }
+    }
+    if let (Some(max), Some(v)) = (policy.max_output_size, opts.max_output_size) {
+        if v > max {
+            return Err(format!(
+                "options.maxOutputSize {v} exceeds the server's limit of {max} bytes"
+            ));
+        }
+    }
+    if let Some(network) = opts.network {
+        if network == NetworkMode::Host && !policy.allow_host_network.unwrap_or(false) {
+            return Err("options.network `host` is not allowed by this server".into());
+        }
+        if let Some(allowed) = &policy.allowed_networks {
+            if !allowed.contains(&network) {
+                let names: Vec<&str> = allowed.iter().map(|n| n.as_str()).collect();
+                return Err(format!(
+                    "options.network `{}` is not allowed by this server (allowed: {})",
+                    network.as_str(),
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    if opts.image.is_some() && !policy.allow_custom_image.unwrap_or(false) {
+        return Err("options.image: this server does not accept custom images".into());
+    }
+    if let Some(security) = &opts.security {
+        if let Some(mode) = security.seccomp {
+            let allowed = policy
+                .allowed_seccomp
+                .clone()
+                .unwrap_or_else(|| vec![SeccompMode::Strict]);
+            if !allowed.contains(&mode) {
+                return Err(format!(
+                    "options.security.seccomp `{mode:?}` is not allowed by this server"
+                )
+                .to_lowercase());
+            }
+        }
+        if security.custom_profile_path.is_some() {
+            return Err("options.security.customProfilePath names a file on the server; clients may not set it".into());
+        }
+        if security.runtime.is_some() {
+            return Err(
+                "options.security.runtime is chosen by the server operator, not by clients".into(),
+            );
+        }
+    }
+    if opts.persist == Some(true) {
+        return Err("options.persist: clients may not leave containers behind".into());
+    }
+    if opts
+        .mode
+        .is_some_and(|m| m != isol8_protocol::options::Mode::Ephemeral)
+    {
+        return Err("options.mode: use sessionId for a persistent session".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isol8_protocol::options::SecurityOptions;
+
+    fn req() -> ExecutionRequest {
+        ExecutionRequest {
+            runtime: "python".into(),
+            code: Some("1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn caps_name_the_field_and_the_limit() {
+        let policy = ServerPolicy {
+            max_timeout_ms: Some(5000),
+            max_memory_limit: Some("256m".into()),
+            max_cpu_limit: Some(1.0),
+            max_pids_limit: Some(100),
+            max_output_size: Some(1 << 20),
+            ..Default::default()
+        };
+        let mut r = req();
+        r.timeout_ms = Some(6000);
+        let e = check(&policy, &r, &EngineOptions::default()).expect_err("timeout");
+        assert!(e.contains("request.timeoutMs") && e.contains("5000"), "{e}");
+        let cases = [
+            (
+                EngineOptions {
+                    memory_limit: Some("1g".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+                "256m",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(2.0),
+                    ..Default::default()
+                },
+                "cpuLimit",
+                "1",
+            ),
+            (
+                EngineOptions {
+                    pids_limit: Some(500),
+                    ..Default::default()
+                },
+                "pidsLimit",
+                "100",
+            ),
+            (
+                EngineOptions {
+                    max_output_size: Some(1 << 30),
+                    ..Default::default()
+                },
+                "maxOutputSize",
+                "1048576",
+            ),
+        ];
+        for (opts, field, cap) in cases {
+            let e = check(&policy, &req(), &opts).expect_err(field);
+            assert!(e.contains(field) && e.contains(cap), "{e}");
+        }
+        let fine = EngineOptions {
+            memory_limit: Some("128m".into()),
+            cpu_limit: Some(0.5),
+            ..Default::default()
+        };
+        assert!(check(&policy, &req(), &fine).is_ok());
+    }
+
+    #[test]
+    fn operator_only_choices_are_refused_by_default() {
+        let p = ServerPolicy::default();
+        let refused = [
+            EngineOptions {
+                network: Some(NetworkMode::Host),
+                ..Default::default()
+            },
+            EngineOptions {
+                image: Some("evil:latest".into()),
+                ..Default::default()
+            },
+            EngineOptions {
+                security: Some(SecurityOptions {
+                    seccomp: Some(SeccompMode::Unconfined),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EngineOptions {
+                security: Some(SecurityOptions {
+                    custom_profile_path: Some("/etc/shadow".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EngineOptions {
+                security: Some(SecurityOptions {
+                    runtime: Some("runc".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EngineOptions {
+                persist: Some(true),
+                ..Default::default()
+            },
+        ];
+        for opts in refused {
+            assert!(check(&p, &req(), &opts).is_err(), "{opts:?}");
+        }
+        let host_ok = ServerPolicy {
+            allow_host_network: Some(true),
+            ..Default::default()
+        };
+        assert!(check(
+            &host_ok,
+            &req(),
+            &EngineOptions {
+                network: Some(NetworkMode::Host),
+                ..Default::default()
+            }
+        )
+        .is_ok());
+    }
+}
