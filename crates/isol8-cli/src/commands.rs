@@ -269,7 +269,13 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
         throughput_execs: if args.quick { 40 } else { 200 },
         throughput_runtimes,
     };
-    let report = isol8::bench::run(&opts, &|line| eprintln!("bench: {line}")).await?;
+    let mut report = isol8::bench::run(&opts, &|line| eprintln!("bench: {line}")).await?;
+    if opts.runtimes.iter().any(|r| r == "python") {
+        eprintln!("bench: python through the HTTP server");
+        let (latency, throughput) = bench_server(n, opts.throughput_execs).await?;
+        report.results.push(latency);
+        report.throughput.push(throughput);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -312,17 +318,103 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
     }
     if !report.throughput.is_empty() {
         println!();
-        println!("{:<8} {:>11} {:>10}", "runtime", "concurrency", "execs/s");
+        println!(
+            "{:<8} {:<8} {:>11} {:>10}",
+            "runtime", "path", "concurrency", "execs/s"
+        );
         for t in &report.throughput {
             println!(
-                "{:<8} {:>11} {:>10.1}",
-                t.runtime, t.concurrency, t.execs_per_s
+                "{:<8} {:<8} {:>11} {:>10.1}",
+                t.runtime, t.path, t.concurrency, t.execs_per_s
             );
         }
     }
     println!();
     println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
     Ok(0)
+}
+
+/// Warm python `print(1)` through `POST /execute` of an in-process server on loopback:
+/// sequential latency, and throughput at concurrency 8.
+async fn bench_server(
+    n: usize,
+    execs: usize,
+) -> Result<(isol8::bench::PathResult, isol8::bench::Throughput)> {
+    use isol8_protocol::{PoolSize, PoolStrategy};
+    let concurrency = 8;
+    let options = isol8::EngineOptions {
+        pool_strategy: Some(PoolStrategy::Fast),
+        pool_size: Some(PoolSize::Split {
+            clean: concurrency as u32,
+            dirty: concurrency as u32,
+        }),
+        ..Default::default()
+    };
+    let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
+        options: options.clone(),
+        max_concurrent: Some(concurrency),
+        prewarm: vec!["python".into()],
+        ..Default::default()
+    })
+    .await?;
+    isol8::Engine::start(&engine).await?;
+    let key = "bench-key-0123456789abcdef".to_string();
+    let state = isol8_server::AppState::new(engine, options, key.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/execute", listener.local_addr()?);
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        isol8_server::app(state.clone()),
+    )));
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"request": {"runtime": "python", "code": "print(1)"}});
+    let once = |client: reqwest::Client, url: String, key: String, body: serde_json::Value| async move {
+        let v: serde_json::Value = client
+            .post(&url)
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["stdout"] != "1\n" {
+            bail!("server benchmark request failed: {v}");
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    once(client.clone(), url.clone(), key.clone(), body.clone()).await?; // warm-up
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let per_worker = execs.div_ceil(concurrency);
+    let t = std::time::Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (client, url, key, body) = (client.clone(), url.clone(), key.clone(), body.clone());
+        tokio::spawn(async move {
+            for _ in 0..per_worker {
+                once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w??;
+    }
+    let execs_per_s = (per_worker * concurrency) as f64 / t.elapsed().as_secs_f64();
+    server.abort();
+    state.shutdown().await;
+    Ok((
+        isol8::bench::summarize("python", "server", samples),
+        isol8::bench::Throughput {
+            runtime: "python".into(),
+            path: "server".into(),
+            concurrency,
+            execs_per_s,
+        },
+    ))
 }
 
 /// Flags of `isol8 serve`.

@@ -65,6 +65,8 @@ pub struct PathResult {
 pub struct Throughput {
     /// Runtime.
     pub runtime: String,
+    /// `warm` (the library) or `server` (through `POST /execute`).
+    pub path: String,
     /// Concurrent executions.
     pub concurrency: usize,
     /// Completed executions per second.
@@ -117,7 +119,8 @@ fn hello(runtime: &str) -> Result<(&'static str, Vec<&'static str>)> {
     })
 }
 
-fn summarize(runtime: &str, path: &str, mut samples: Vec<f64>) -> PathResult {
+/// Min, median and p95 of `samples` (milliseconds) as a result row.
+pub fn summarize(runtime: &str, path: &str, mut samples: Vec<f64>) -> PathResult {
     samples.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         if samples.is_empty() {
@@ -258,6 +261,7 @@ pub async fn run(
             let elapsed = t.elapsed().as_secs_f64();
             throughput.push(Throughput {
                 runtime: runtime.clone(),
+                path: "warm".into(),
                 concurrency: c,
                 execs_per_s: (per_worker * c) as f64 / elapsed,
             });
