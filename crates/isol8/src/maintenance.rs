@@ -119,17 +119,8 @@ pub async fn list_images(docker: &Docker) -> Result<Vec<String>> {
 pub async fn cleanup(docker: &Docker, opts: &CleanupOptions) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for c in list_containers(docker, opts.owner.as_deref()).await? {
-        let ro = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match docker.remove_container(&c.id, Some(ro)).await {
-            Ok(()) => report.containers += 1,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(Error::docker("remove container", e)),
-        }
+        remove_container(docker, &c.id).await?;
+        report.containers += 1;
     }
     if opts.images {
         for image in list_images(docker).await? {
@@ -144,6 +135,36 @@ pub async fn cleanup(docker: &Docker, opts: &CleanupOptions) -> Result<CleanupRe
         }
     }
     Ok(report)
+}
+
+/// Force-removes a container (with its volumes). Returns once it is gone: when another
+/// caller is already removing it (409), waits for that removal instead of returning early.
+/// A container that does not exist counts as removed.
+pub async fn remove_container(docker: &Docker, id: &str) -> Result<()> {
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            for _ in 0..200 {
+                if docker.inspect_container(id, None).await.is_err() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(Error::Sandbox(format!(
+                "container {id} is still being removed after 10 s"
+            )))
+        }
+        Err(e) => Err(Error::docker("remove container", e)),
+    }
 }
 
 /// This machine's host name (as the kernel knows it).
@@ -199,11 +220,7 @@ pub async fn reap_orphans(docker: &Docker) -> Result<usize> {
             continue;
         }
         let Some(id) = c.id else { continue };
-        let ro = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        if docker.remove_container(&id, Some(ro)).await.is_ok() {
+        if remove_container(docker, &id).await.is_ok() {
             tracing::info!(container = %id, pid, "removed a container orphaned by a dead isol8 process");
             removed += 1;
         }

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
-use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures_util::StreamExt;
 use isol8_protocol::agent::{
     Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec, PROTOCOL_VERSION,
@@ -348,28 +346,8 @@ async fn create(inner: &Inner, image: &str, runtime: &str, host: HostConfig) -> 
 
 /// Force-removes a container and forgets it.
 pub async fn remove(inner: &Inner, id: &str) {
-    let opts = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match inner.docker.remove_container(id, Some(opts)).await {
-        Ok(()) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        // Another task (stop() racing a run's own cleanup) is removing it: wait until it
-        // is gone, so "removed" means removed for whoever awaits this.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {
-            for _ in 0..200 {
-                if inner.docker.inspect_container(id, None).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        Err(e) => tracing::warn!(container = %id, error = %e, "could not remove container"),
+    if let Err(e) = crate::maintenance::remove_container(&inner.docker, id).await {
+        tracing::warn!(container = %id, error = %e, "could not remove container");
     }
     if let Ok(mut live) = inner.live.lock() {
         live.remove(id);
