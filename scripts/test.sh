@@ -20,11 +20,15 @@ before="$(docker ps -aq --filter label=isol8.managed=true | sort)"
 
 say "tests (unit + integration against the Docker daemon)"
 # CI=true makes integration tests fail instead of skipping when Docker is missing.
+log="$(mktemp)"
+set +e  # keep going after failing tests: the leftover check below still runs
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --no-fail-fast --test-threads 4
+  cargo nextest run --workspace --no-fail-fast --test-threads 4 2>&1 | tee "$log"
 else
-  cargo test --workspace --no-fail-fast -- --test-threads 4
+  cargo test --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log"
 fi
+status=${PIPESTATUS[0]}
+set -e
 
 after="$(docker ps -aq --filter label=isol8.managed=true | sort)"
 left="$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')"
@@ -33,3 +37,9 @@ if [ -n "$left" ]; then
   die "isol8 container(s) left on the daemon by the test suite: $(echo $left)"
 fi
 say "no isol8 container left on the daemon by the test suite"
+
+# The test runner's own summary closes the output.
+summary="$(grep -E '^ *Summary \[|^test result:' "$log" | tail -n 1)"
+rm -f "$log"
+echo "$summary"
+exit "$status"
