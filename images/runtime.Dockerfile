@@ -1,23 +1,43 @@
-# Runtime image recipe shared by every isol8 runtime. `isol8 setup` fills the
-# placeholders in double braces and builds it through the Docker Engine API; the base image is either
-# a pulled debian:bookworm-slim or a debootstrapped bookworm rootfs (--offline), so both
-# paths run exactly this recipe.
+# isol8 runtime image: one template for every runtime.
+#
+# `isol8 setup` fills the double-brace placeholders per runtime (crates/isol8/src/images/recipe.rs)
+# and builds the result through the Docker Engine API with the classic builder, from an
+# in-memory context holding this file, `isol8-agent` and `bin/<runtime binary>`. The
+# content hash of the image (this text, the pinned binaries, the agent bytes, the base
+# image id) is added as the label `isol8.content-hash`.
+#
+# The base is `isol8-base:bookworm`: a pulled debian:bookworm-slim, or a debootstrapped
+# bookworm rootfs (`isol8 setup --offline`). Everything below is the same for both.
+#
+# Steps run from least to most often changed so Docker's layer cache makes an agent-only
+# change a rebuild of seconds: Debian packages, the sandbox user, runtime binaries,
+# environment, and the agent last.
 FROM {{BASE}}
 
-# System packages of the runtime (none for runtimes shipped as a single binary).
+# Debian packages of the runtime, without recommends, package lists removed.
 {{APT}}
 
-# The unprivileged user that runs sandboxed code, and its working directory.
+# The unprivileged user that runs sandboxed code: uid/gid 1000, home /sandbox, no password
+# (locked), no sudo. No set-user-id or set-group-id programs are left (su, passwd, …), so
+# nothing in the image can raise privileges even without no-new-privileges.
 RUN groupadd --gid 1000 sandbox \
- && useradd --uid 1000 --gid 1000 --home-dir /sandbox --no-create-home --shell /bin/bash sandbox \
- && mkdir -p /sandbox && chown 1000:1000 /sandbox && chmod 1777 /tmp
+ && useradd --uid 1000 --gid 1000 --home-dir /sandbox --no-create-home --no-log-init \
+        --shell /bin/bash sandbox \
+ && install -d -o 1000 -g 1000 -m 0755 /sandbox \
+ && chmod 1777 /tmp \
+ && find / -xdev -type f -perm /6000 -exec chmod ug-s {} +
 
-# Runtime binaries fetched and verified on the host (Node, Bun, Deno).
-{{COPY_BINARIES}}
+# Runtime binaries fetched on the host from their registries and verified against pinned
+# digests.
+{{BINARIES}}
 
-# The in-sandbox agent: PID 1 of every container.
-COPY isol8-agent /usr/local/bin/isol8-agent
-ENV LANG=C.UTF-8 {{ENV}}
+# Proof that the runtime starts on this base.
+{{CHECK}}
+
+ENV LANG=C.UTF-8{{ENV}}
 WORKDIR /sandbox
-LABEL isol8.managed="true" isol8.runtime="{{RUNTIME}}" isol8.content-hash="{{HASH}}"
+
+# The in-sandbox agent, PID 1 of every isol8 container.
+COPY isol8-agent /usr/local/bin/isol8-agent
+LABEL isol8.managed="true" isol8.runtime="{{RUNTIME}}"
 ENTRYPOINT ["/usr/local/bin/isol8-agent"]

@@ -1,93 +1,190 @@
-//! Building the runtime images (`isol8 setup`).
+//! Building the runtime images (`isol8 setup`) and checking them (`isol8 doctor`, the
+//! engine's "image missing" check).
 //!
-//! Every runtime image is built from one recipe (`images/runtime.Dockerfile`) on one base,
-//! `isol8-base:bookworm`. The base comes from a registry (`debian:bookworm-slim`) or, with
-//! `--offline`, from `debootstrap` against the host's Debian mirror, imported through the
-//! Engine API; after that both paths are identical. Node, Bun and Deno are official
-//! builds taken from npm and PyPI on the host, verified against pinned digests.
-//!
-//! Each image carries a content hash (recipe, pinned binaries, agent bytes, base image id)
-//! in its `isol8.content-hash` label; setup skips images whose label matches, without
-//! touching the network.
+//! * Five images, `isol8:python`, `isol8:node`, `isol8:bun`, `isol8:deno` and `isol8:bash`,
+//!   all built from one Dockerfile template (`images/runtime.Dockerfile`, see [`recipe`])
+//!   on one base, `isol8-base:bookworm`.
+//! * The base is `debian:bookworm-slim` pulled through the Engine API, or with `--offline`
+//!   a `debootstrap --variant=minbase bookworm` rootfs from the host's Debian mirror,
+//!   slimmed like the registry image and imported through the Engine API (see [`base`]).
+//!   After the base, both paths run the same Dockerfiles, so what CI tests offline is what
+//!   users run.
+//! * Node.js, Bun and Deno are official upstream builds fetched on the host from npm and
+//!   PyPI, pinned by version and digest, verified and cached (see [`artifacts`]).
+//! * Every image carries a content hash (schema version, Dockerfile text, pinned artifact
+//!   identities, agent bytes, base image id) in its `isol8.content-hash` label. `setup`
+//!   skips an image whose label matches without touching the network, rebuilds it when it
+//!   differs, and always rebuilds with `force`.
+//! * Images are built with the Docker build API (classic builder) from a tar context made
+//!   in memory; the daemon's build output is forwarded as [`SetupEvent::Output`] lines.
 
+pub mod agent;
 pub mod artifacts;
+pub mod base;
+pub mod recipe;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, PruneImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
-use sha2::{Digest as _, Sha256};
+use futures_util::StreamExt as _;
 
-use artifacts::Artifact;
+pub use agent::locate_agent;
+pub use recipe::Recipe;
 
 /// The five built-in runtimes, in registration order.
 pub const RUNTIMES: [&str; 5] = ["python", "node", "bun", "bash", "deno"];
 
-/// Tag of the shared base image.
+/// Tag of the base image every runtime image is built on.
 pub const BASE_IMAGE: &str = "isol8-base:bookworm";
 
 /// Registry image the base is taken from when a registry is reachable.
 pub const REGISTRY_BASE: &str = "debian:bookworm-slim";
 
-/// Bumped when the way images are assembled changes.
-const RECIPE_VERSION: &str = "isol8-image-v1";
+/// Command that builds the static agent binary (quoted in error messages).
+pub const AGENT_BUILD_COMMAND: &str = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --profile agent -p isol8-agent --target x86_64-unknown-linux-gnu";
 
-const TEMPLATE: &str = include_str!("../../../../images/runtime.Dockerfile");
+/// Where `cargo build --profile agent` puts the agent, relative to the workspace root.
+pub const AGENT_BUILD_OUTPUT: &str = "target/x86_64-unknown-linux-gnu/agent/isol8-agent";
 
-/// Why an image could not be built or checked.
+/// Why an image could not be built or checked. Each variant names the operation that
+/// failed and its message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// Pulling the base image failed because no registry answered.
-    #[error("no container registry is reachable ({0}); run `isol8 setup --offline` to bootstrap the images from the Debian mirror")]
-    NoRegistry(String),
+    /// Pulling the base image failed because no container registry could be reached.
+    #[error("no container registry is reachable (pulling {image}: {detail}); run `isol8 setup --offline` to bootstrap the images from the Debian mirror instead")]
+    NoRegistry {
+        /// The image being pulled.
+        image: String,
+        /// The daemon's error, on one line.
+        detail: String,
+    },
+    /// Pulling the base image failed for another reason.
+    #[error("pulling {image} failed: {detail}; retry, or run `isol8 setup --offline` to bootstrap from the Debian mirror")]
+    Pull {
+        /// The image being pulled.
+        image: String,
+        /// The daemon's error, on one line.
+        detail: String,
+    },
     /// The static agent binary was not found.
-    #[error("the isol8-agent binary was not found (looked in {0}); build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --profile agent -p isol8-agent --target x86_64-unknown-linux-gnu` or set ISOL8_AGENT_BIN")]
-    AgentMissing(String),
-    /// A runtime binary could not be fetched or verified.
-    #[error("{0}")]
-    Artifact(String),
-    /// `debootstrap` failed or is missing.
+    #[error("the isol8-agent binary was not found (looked at {searched}); build it with `{AGENT_BUILD_COMMAND}`, or set ISOL8_AGENT_BIN to its path")]
+    AgentMissing {
+        /// The paths tried, comma-separated.
+        searched: String,
+    },
+    /// The file given as the agent is not a Linux executable.
+    #[error("{} is not an ELF executable, so it cannot be the isol8-agent; build the agent with `{AGENT_BUILD_COMMAND}`", path.display())]
+    AgentInvalid {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The runtime has no image recipe.
+    #[error("no image recipe for runtime `{runtime}`; the built-in runtimes are {known}")]
+    UnknownRuntime {
+        /// The name asked for.
+        runtime: String,
+        /// The built-in runtimes.
+        known: String,
+    },
+    /// A runtime binary could not be downloaded from its registry.
+    #[error(
+        "downloading {url} failed: {reason}; check the network (HTTPS_PROXY is honoured) and retry"
+    )]
+    Download {
+        /// What was being downloaded.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A downloaded runtime binary does not match its pinned digest.
+    #[error("{package} downloaded from {url} does not match its pinned digest {expected}; the registry or a proxy served different bytes, so it is not used")]
+    DigestMismatch {
+        /// `name@version`.
+        package: String,
+        /// Where it came from.
+        url: String,
+        /// The pinned digest.
+        expected: String,
+    },
+    /// The binary could not be taken out of a verified download.
+    #[error("taking `{member}` out of {package} failed: {reason}")]
+    Extract {
+        /// `name@version`.
+        package: String,
+        /// The path inside the archive.
+        member: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Bootstrapping the offline base with debootstrap failed.
     #[error("offline bootstrap failed: {0}")]
     Bootstrap(String),
+    /// Importing the bootstrapped rootfs into Docker failed.
+    #[error("importing the bootstrapped rootfs as {BASE_IMAGE} failed: {0}")]
+    Import(String),
     /// The Docker build of an image failed.
-    #[error("building {image} failed: {message}")]
+    #[error("building {image} failed: {message}{}; run `isol8 setup` with verbose output to see the whole build log", if tail.is_empty() { String::new() } else { format!(" (last output: {tail})") })]
     Build {
         /// Image being built.
         image: String,
-        /// The build's error.
+        /// The daemon's error.
         message: String,
+        /// The last lines of build output, joined with ` | `.
+        tail: String,
     },
-    /// The runtime has no image recipe.
-    #[error("no image recipe for runtime `{0}`; known: python, node, bun, bash, deno")]
-    UnknownRuntime(String),
     /// A Docker API call failed.
-    #[error("docker {op} failed: {source}")]
+    #[error(
+        "docker {op} failed: {detail}; check that the Docker daemon is running (`isol8 doctor`)"
+    )]
     Docker {
         /// The operation.
         op: &'static str,
-        /// The API error.
-        #[source]
-        source: bollard::errors::Error,
+        /// The daemon's error.
+        detail: String,
     },
     /// A local file operation failed.
-    #[error("{op}: {source}")]
+    #[error("cannot {op} {}: {error}", path.display())]
     Io {
         /// What was being done.
         op: String,
+        /// On what.
+        path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// An internal task failed (a bug).
+    #[error("internal error while building images: {0}")]
+    Internal(String),
 }
 
 impl ImageError {
-    fn io(op: String, source: std::io::Error) -> Self {
-        ImageError::Io { op, source }
+    pub(crate) fn io(op: &str, path: &Path, error: std::io::Error) -> Self {
+        ImageError::Io {
+            op: op.to_string(),
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    fn docker(op: &'static str, e: &bollard::errors::Error) -> Self {
+        ImageError::Docker {
+            op,
+            detail: docker_message(e),
+        }
+    }
+}
+
+/// The daemon's own message for an API error (without bollard's wrapping).
+pub(crate) fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -96,16 +193,17 @@ impl ImageError {
 pub struct SetupOptions {
     /// Runtimes to build; empty means all five.
     pub runtimes: Vec<String>,
-    /// Rebuild even when up to date.
+    /// Recreate the base (pull or bootstrap again) and rebuild every image without the
+    /// layer cache.
     pub force: bool,
-    /// Bootstrap the base from the Debian mirror instead of a registry.
+    /// Bootstrap the base from the Debian mirror instead of pulling it from a registry.
     pub offline: bool,
     /// Agent binary to bake in (default: [`locate_agent`]).
     pub agent_path: Option<PathBuf>,
 }
 
-/// Progress of `setup`, for the CLI to show.
-#[derive(Debug, Clone)]
+/// Progress of [`setup`], for the CLI to show.
+#[derive(Debug, Clone, PartialEq)]
 pub enum SetupEvent {
     /// A step begins.
     Step {
@@ -114,12 +212,13 @@ pub enum SetupEvent {
         /// What is happening.
         message: String,
     },
-    /// A line of build output.
+    /// A line of output from a long-running step (Docker build, pull, debootstrap,
+    /// download), so progress is never silent.
     Output {
-        /// The line.
+        /// The line, without its newline.
         line: String,
     },
-    /// An image was built.
+    /// An image (a runtime image or the base) was built.
     Built {
         /// Image reference.
         image: String,
@@ -133,15 +232,17 @@ pub enum SetupEvent {
     },
 }
 
-/// Outcome for one image.
+/// Outcome of [`setup`] for one runtime image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageReport {
     /// Image reference.
     pub image: String,
     /// True when it was (re)built, false when it was up to date.
     pub built: bool,
-    /// Time spent.
+    /// Time spent on it.
     pub seconds: f64,
+    /// Its content hash (the `isol8.content-hash` label).
+    pub content_hash: String,
 }
 
 /// State of a runtime image on the daemon.
@@ -153,158 +254,19 @@ pub struct ImageStatus {
     pub present: bool,
     /// Its content hash matches the recipe, pinned binaries, agent and base.
     pub current: bool,
-    /// The hash the recipe gives now (None when the base or agent is missing).
+    /// The hash the recipe gives now (None when the base image or the agent is missing).
     pub hash_expected: Option<String>,
-    /// The hash in the image's label.
+    /// The hash in the image's label (None when absent).
     pub hash_found: Option<String>,
 }
 
-/// Image reference of a built-in runtime.
+/// Image reference of a built-in runtime (`isol8:<runtime>`).
 pub fn image_for(runtime: &str) -> String {
     format!("isol8:{runtime}")
 }
 
-/// What goes into one runtime image.
-#[derive(Debug, Clone)]
-struct Recipe {
-    runtime: &'static str,
-    apt: &'static [&'static str],
-    binaries: &'static [Artifact],
-    env: &'static [(&'static str, &'static str)],
-}
-
-fn recipe(runtime: &str) -> Result<Recipe, ImageError> {
-    const NONE: &[(&str, &str)] = &[];
-    Ok(match runtime {
-        "python" => Recipe {
-            runtime: "python",
-            apt: &["python3"],
-            binaries: &[],
-            env: &[("PYTHONUNBUFFERED", "1"), ("PYTHONDONTWRITEBYTECODE", "1")],
-        },
-        "node" => Recipe {
-            runtime: "node",
-            apt: &[],
-            binaries: &[artifacts::NODE],
-            env: NONE,
-        },
-        "bun" => Recipe {
-            runtime: "bun",
-            apt: &[],
-            binaries: &[artifacts::BUN],
-            env: NONE,
-        },
-        "deno" => Recipe {
-            runtime: "deno",
-            apt: &[],
-            binaries: &[artifacts::DENO],
-            env: &[("DENO_DIR", "/tmp/deno"), ("DENO_NO_UPDATE_CHECK", "1")],
-        },
-        "bash" => Recipe {
-            runtime: "bash",
-            apt: &[],
-            binaries: &[],
-            env: NONE,
-        },
-        other => return Err(ImageError::UnknownRuntime(other.to_string())),
-    })
-}
-
-impl Recipe {
-    /// The Dockerfile, with the hash placeholder left for [`Recipe::hash`].
-    fn dockerfile(&self) -> String {
-        let apt = if self.apt.is_empty() {
-            "# (none)".to_string()
-        } else {
-            format!(
-                "RUN apt-get update \\\n && apt-get install -y --no-install-recommends {} \\\n && rm -rf /var/lib/apt/lists/*",
-                self.apt.join(" ")
-            )
-        };
-        let copies = if self.binaries.is_empty() {
-            "# (none)".to_string()
-        } else {
-            self.binaries
-                .iter()
-                .map(|a| format!("COPY bin/{0} /usr/local/bin/{0}", a.binary))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        let env = self
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        TEMPLATE
-            .replace("{{BASE}}", BASE_IMAGE)
-            .replace("{{APT}}", &apt)
-            .replace("{{COPY_BINARIES}}", &copies)
-            .replace("{{ENV}}", &env)
-            .replace("{{RUNTIME}}", self.runtime)
-    }
-
-    /// Content hash over everything that makes the image.
-    fn hash(&self, agent: &[u8], base_id: &str) -> String {
-        let mut h = Sha256::new();
-        for part in [RECIPE_VERSION, &self.dockerfile(), base_id] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        for a in self.binaries {
-            h.update(a.identity().as_bytes());
-            h.update([0]);
-        }
-        h.update(Sha256::digest(agent));
-        artifacts::hex(&h.finalize())
-    }
-}
-
-/// Finds the static agent binary: `explicit`, `$ISOL8_AGENT_BIN`, next to the current
-/// executable, or the workspace's agent build output.
-pub fn locate_agent(explicit: Option<&Path>) -> Result<PathBuf, ImageError> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("ISOL8_AGENT_BIN").filter(|p| !p.is_empty()) {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join("isol8-agent"));
-    }
-    candidates.push(PathBuf::from(
-        "target/x86_64-unknown-linux-gnu/agent/isol8-agent",
-    ));
-    if explicit.is_some() && !candidates[0].is_file() {
-        return Err(ImageError::AgentMissing(
-            candidates[0].display().to_string(),
-        ));
-    }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            ImageError::AgentMissing(
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )
-        })
-}
-
-fn docker_err(op: &'static str) -> impl FnOnce(bollard::errors::Error) -> ImageError {
-    move |source| ImageError::Docker { op, source }
-}
-
-/// Id of an image, or None when it does not exist.
-async fn image_id(
+/// Id and labels of an image, or None when it does not exist.
+async fn image_info(
     docker: &Docker,
     image: &str,
 ) -> Result<Option<(String, HashMap<String, String>)>, ImageError> {
@@ -316,25 +278,30 @@ async fn image_id(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(None),
-        Err(e) => Err(docker_err("inspect image")(e)),
+        Err(e) => Err(ImageError::docker("inspect image", &e)),
     }
 }
 
-/// The state of `runtime`'s image.
+/// The state of `runtime`'s image: present, and current for the recipe, pinned binaries,
+/// base image and agent (`agent_path`, else [`locate_agent`]'s search). Never touches the
+/// network.
 pub async fn status(
     docker: &Docker,
     runtime: &str,
     agent_path: Option<&Path>,
 ) -> Result<ImageStatus, ImageError> {
-    let recipe = recipe(runtime)?;
+    let recipe = Recipe::for_runtime(runtime)?;
     let image = image_for(runtime);
-    let found = image_id(docker, &image).await?;
-    let base = image_id(docker, BASE_IMAGE).await?;
-    let agent = locate_agent(agent_path)
-        .ok()
-        .and_then(|p| std::fs::read(p).ok());
-    let hash_expected = match (&base, &agent) {
-        (Some((base_id, _)), Some(agent)) => Some(recipe.hash(agent, base_id)),
+    let found = image_info(docker, &image).await?;
+    let base = image_info(docker, BASE_IMAGE).await?;
+    let agent_sha256 = match agent_path {
+        Some(p) => Some(agent::agent_sha256(&locate_agent(Some(p))?)?),
+        None => locate_agent(None)
+            .ok()
+            .and_then(|p| agent::agent_sha256(&p).ok()),
+    };
+    let hash_expected = match (&base, &agent_sha256) {
+        (Some((base_id, _)), Some(sha)) => Some(recipe.content_hash(sha, base_id)),
         _ => None,
     };
     let hash_found = found
@@ -349,33 +316,52 @@ pub async fn status(
     })
 }
 
-/// Builds the requested runtime images (all five by default), skipping current ones.
+/// Builds the requested runtime images (all five by default), skipping those that are
+/// current, and returns one report per image in the order asked.
+///
+/// The base image is reused when present (unless `force`); otherwise it is pulled, or
+/// bootstrapped with `offline`. When nothing changed this makes only a few local Docker
+/// API calls and no network access.
 pub async fn setup(
     docker: &Docker,
     opts: &SetupOptions,
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<Vec<ImageReport>, ImageError> {
-    let runtimes: Vec<String> = if opts.runtimes.is_empty() {
-        RUNTIMES.iter().map(|s| s.to_string()).collect()
+    let mut names: Vec<&str> = Vec::new();
+    if opts.runtimes.is_empty() {
+        names.extend(RUNTIMES);
     } else {
-        opts.runtimes.clone()
-    };
-    let recipes = runtimes
+        for r in &opts.runtimes {
+            if !names.contains(&r.as_str()) {
+                names.push(r);
+            }
+        }
+    }
+    let recipes = names
         .iter()
-        .map(|r| recipe(r))
+        .map(|r| Recipe::for_runtime(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let agent_path = locate_agent(opts.agent_path.as_deref())?;
-    let agent = artifacts::read(&agent_path)?;
+    let agent = agent::Agent::load(&locate_agent(opts.agent_path.as_deref())?)?;
+    if !agent.is_static() {
+        progress(SetupEvent::Step {
+            runtime: None,
+            message: format!(
+                "warning: {} is not a static executable and may not run in the images; build the static agent with `{AGENT_BUILD_COMMAND}`",
+                agent.path.display()
+            ),
+        });
+    }
     let base_id = ensure_base(docker, opts, progress).await?;
 
     let mut reports = Vec::new();
     for recipe in recipes {
         let image = image_for(recipe.runtime);
-        let hash = recipe.hash(&agent, &base_id);
-        let current = image_id(docker, &image)
-            .await?
-            .and_then(|(_, labels)| labels.get(crate::LABEL_CONTENT_HASH).cloned());
-        if !opts.force && current.as_deref() == Some(hash.as_str()) {
+        let hash = recipe.content_hash(&agent.sha256, &base_id);
+        let previous = image_info(docker, &image).await?;
+        let found = previous
+            .as_ref()
+            .and_then(|(_, labels)| labels.get(crate::LABEL_CONTENT_HASH));
+        if !opts.force && found == Some(&hash) {
             progress(SetupEvent::UpToDate {
                 image: image.clone(),
             });
@@ -383,28 +369,54 @@ pub async fn setup(
                 image,
                 built: false,
                 seconds: 0.0,
+                content_hash: hash,
             });
             continue;
         }
         let started = Instant::now();
         progress(SetupEvent::Step {
             runtime: Some(recipe.runtime.to_string()),
-            message: format!("building {image}"),
+            message: format!(
+                "building {image} ({})",
+                match (&previous, opts.force) {
+                    (None, _) => "missing",
+                    (Some(_), true) => "forced",
+                    (Some(_), false) => "out of date",
+                }
+            ),
         });
-        let mut binaries = Vec::new();
-        for a in recipe.binaries {
-            progress(SetupEvent::Step {
-                runtime: Some(recipe.runtime.to_string()),
-                message: format!(
-                    "fetching {}@{} (verified against its pinned digest)",
-                    a.package, a.version
-                ),
-            });
-            binaries.push((a.binary, artifacts::read(&artifacts::fetch(a).await?)?));
+        let mut downloads = Vec::new();
+        for a in &recipe.binaries {
+            if artifacts::is_cached(a) {
+                progress(SetupEvent::Output {
+                    line: format!(
+                        "using the cached {} {} ({})",
+                        a.binary, a.version, a.package
+                    ),
+                });
+            } else {
+                progress(SetupEvent::Step {
+                    runtime: Some(recipe.runtime.to_string()),
+                    message: format!(
+                        "downloading {} {} from {} (verified against its pinned digest)",
+                        a.package, a.version, a.registry
+                    ),
+                });
+            }
+            downloads.push((a.binary, artifacts::fetch(a, progress).await?));
         }
-        let dockerfile = recipe.dockerfile().replace("{{HASH}}", &hash);
-        let context = build_context(&dockerfile, &agent, &binaries)?;
-        build(docker, &image, context, opts.force, progress).await?;
+        let dockerfile = recipe.dockerfile();
+        let context = {
+            let agent = agent.bytes.clone();
+            tokio::task::spawn_blocking(move || runtime_context(&dockerfile, &agent, &downloads))
+                .await
+                .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
+        };
+        let labels = HashMap::from([(crate::LABEL_CONTENT_HASH.to_string(), hash.clone())]);
+        build_image(docker, &image, context, Some(labels), opts.force, progress).await?;
+        if let Some((old_id, _)) = previous {
+            remove_if_unused(docker, &image, &old_id, progress).await;
+        }
         let seconds = started.elapsed().as_secs_f64();
         progress(SetupEvent::Built {
             image: image.clone(),
@@ -414,275 +426,227 @@ pub async fn setup(
             image,
             built: true,
             seconds,
+            content_hash: hash,
         });
+    }
+    if reports.iter().any(|r| r.built) {
+        prune_replaced(docker, progress).await;
     }
     Ok(reports)
 }
 
-/// A tar build context: the Dockerfile, the agent, and `bin/<name>` for each binary.
-fn build_context(
-    dockerfile: &str,
-    agent: &[u8],
-    binaries: &[(&str, Vec<u8>)],
-) -> Result<Vec<u8>, ImageError> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8], mode: u32| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, path, data)
-    };
-    let io = |e| ImageError::io("assemble the build context".into(), e);
-    add("Dockerfile", dockerfile.as_bytes(), 0o644).map_err(io)?;
-    add("isol8-agent", agent, 0o755).map_err(io)?;
-    for (name, data) in binaries {
-        add(&format!("bin/{name}"), data, 0o755).map_err(io)?;
-    }
-    tar.into_inner().map_err(io)
-}
-
-async fn build(
-    docker: &Docker,
-    image: &str,
-    context: Vec<u8>,
-    nocache: bool,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) -> Result<(), ImageError> {
-    let opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(image)
-        .rm(true)
-        .forcerm(true)
-        .nocache(nocache)
+/// Removes isol8's dangling images (replaced by a rebuild and used by no container), so
+/// repeated setups do not pile up old images. Never touches images without isol8's label.
+async fn prune_replaced(docker: &Docker, progress: &(dyn Fn(SetupEvent) + Send + Sync)) {
+    let filters = HashMap::from([
+        ("dangling", vec!["true".to_string()]),
+        ("label", vec![format!("{}=true", crate::LABEL_MANAGED)]),
+    ]);
+    let opts = PruneImagesOptionsBuilder::default()
+        .filters(&filters)
         .build();
-    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| ImageError::Build {
-            image: image.to_string(),
-            message: e.to_string(),
-        })?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build {
-                image: image.to_string(),
-                message: err,
-            });
-        }
-        if let Some(line) = info.stream {
-            for l in line.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+    match docker.prune_images(Some(opts)).await {
+        Ok(r) => {
+            let n = r.images_deleted.map(|d| d.len()).unwrap_or(0);
+            let mb = r.space_reclaimed.unwrap_or(0) as f64 / 1_048_576.0;
+            if n > 0 {
                 progress(SetupEvent::Output {
-                    line: l.to_string(),
+                    line: format!("removed {n} replaced isol8 image layers ({mb:.0} MB)"),
                 });
             }
         }
+        Err(e) => tracing::debug!(error = %e, "pruning replaced images failed"),
     }
-    Ok(())
 }
 
-/// Makes sure `isol8-base:bookworm` exists; returns its id.
+/// Makes sure [`BASE_IMAGE`] exists (reused unless `force`); returns its id.
 async fn ensure_base(
     docker: &Docker,
     opts: &SetupOptions,
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<String, ImageError> {
-    if !opts.force {
-        if let Some((id, _)) = image_id(docker, BASE_IMAGE).await? {
-            return Ok(id);
-        }
+    let previous = image_info(docker, BASE_IMAGE).await?.map(|(id, _)| id);
+    if let (Some(id), false) = (&previous, opts.force) {
+        return Ok(id.clone());
     }
+    let started = Instant::now();
     if opts.offline {
-        bootstrap_base(docker, progress).await?;
+        base::bootstrap(docker, progress).await?;
     } else {
-        pull_base(docker, progress).await?;
+        base::pull(docker, opts.force, progress).await?;
     }
-    image_id(docker, BASE_IMAGE)
+    let id = image_info(docker, BASE_IMAGE)
         .await?
         .map(|(id, _)| id)
-        .ok_or_else(|| ImageError::Bootstrap(format!("{BASE_IMAGE} is missing after creating it")))
+        .ok_or_else(|| ImageError::Import(format!("{BASE_IMAGE} is missing after creating it")))?;
+    if let Some(old) = previous {
+        remove_if_unused(docker, BASE_IMAGE, &old, progress).await;
+    }
+    progress(SetupEvent::Built {
+        image: BASE_IMAGE.to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(id)
 }
 
-async fn pull_base(
+/// Removes a replaced image when nothing uses it any more (no tag, container or child
+/// image); otherwise leaves it.
+async fn remove_if_unused(
     docker: &Docker,
+    image: &str,
+    old_id: &str,
+    progress: &(dyn Fn(SetupEvent) + Send + Sync),
+) {
+    let now = image_info(docker, image).await.ok().flatten();
+    if now.is_some_and(|(id, _)| id == old_id) {
+        return;
+    }
+    let opts = RemoveImageOptionsBuilder::default()
+        .force(false)
+        .noprune(false)
+        .build();
+    match docker.remove_image(old_id, Some(opts), None).await {
+        Ok(_) => progress(SetupEvent::Output {
+            line: format!("removed the previous {image} ({})", short_id(old_id)),
+        }),
+        Err(e) => tracing::debug!(image, old_id, error = %e, "previous image kept"),
+    }
+}
+
+/// `sha256:0123456789ab…` → `0123456789ab`.
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// A tar build context holding a Dockerfile and extra files (path, bytes, mode).
+pub(crate) fn build_context(
+    dockerfile: &str,
+    files: &[(&str, &[u8], u32)],
+) -> Result<Vec<u8>, ImageError> {
+    let io = |e| ImageError::io("assemble the build context", Path::new("Dockerfile"), e);
+    let mut tar = tar::Builder::new(Vec::new());
+    append_file(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644).map_err(io)?;
+    for (path, data, mode) in files {
+        append_file(&mut tar, path, data, *mode).map_err(io)?;
+    }
+    tar.into_inner().map_err(io)
+}
+
+fn append_file(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, path, data)
+}
+
+/// The build context of a runtime image: `Dockerfile`, `isol8-agent` and
+/// `bin/<binary>` for each cached runtime binary (all executable).
+fn runtime_context(
+    dockerfile: &str,
+    agent: &[u8],
+    binaries: &[(&'static str, PathBuf)],
+) -> Result<Vec<u8>, ImageError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| ImageError::io("add to the build context", &path, e)
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    append_file(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)
+        .map_err(io(Path::new("Dockerfile")))?;
+    append_file(&mut tar, "isol8-agent", agent, 0o755).map_err(io(Path::new("isol8-agent")))?;
+    for (name, path) in binaries {
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let len = file.metadata().map_err(io(path))?.len();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(len);
+        header.set_mode(0o755);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("bin/{name}"), file)
+            .map_err(io(path))?;
+    }
+    tar.into_inner().map_err(io(Path::new("build context")))
+}
+
+/// Builds `context` as `tag` with the classic builder, forwarding the build output.
+pub(crate) async fn build_image(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+    labels: Option<HashMap<String, String>>,
+    nocache: bool,
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<(), ImageError> {
-    progress(SetupEvent::Step {
-        runtime: None,
-        message: format!("pulling {REGISTRY_BASE}"),
-    });
-    let (repo, tag) = REGISTRY_BASE
-        .split_once(':')
-        .unwrap_or((REGISTRY_BASE, "latest"));
-    let opts = CreateImageOptionsBuilder::default()
-        .from_image(repo)
-        .tag(tag)
-        .build();
-    let mut stream = docker.create_image(Some(opts), None, None);
+    let mut opts = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .nocache(nocache);
+    if let Some(labels) = &labels {
+        opts = opts.labels(labels);
+    }
+    let mut stream =
+        docker.build_image(opts.build(), None, Some(bollard::body_full(context.into())));
+    let mut tail: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(status) = info.status {
-                    progress(SetupEvent::Output { line: status });
-                }
-            }
+        let info = match item {
+            Ok(info) => info,
             Err(e) => {
-                let msg = e.to_string();
-                let lower = msg.to_ascii_lowercase();
-                let unreachable = [
-                    "no such host",
-                    "dial tcp",
-                    "timeout",
-                    "connection refused",
-                    "network is unreachable",
-                    "i/o timeout",
-                    "tls",
-                ]
-                .iter()
-                .any(|s| lower.contains(s));
-                return Err(if unreachable {
-                    ImageError::NoRegistry(first_line(&msg))
-                } else {
-                    docker_err("pull image")(e)
+                let last = tail.len().saturating_sub(3);
+                return Err(ImageError::Build {
+                    image: tag.to_string(),
+                    message: docker_message(&e).trim().to_string(),
+                    tail: tail[last..].join(" | "),
                 });
             }
-        }
-    }
-    let tag_opts = TagImageOptionsBuilder::default()
-        .repo("isol8-base")
-        .tag("bookworm")
-        .build();
-    docker
-        .tag_image(REGISTRY_BASE, Some(tag_opts))
-        .await
-        .map_err(docker_err("tag image"))
-}
-
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s);
-    line.chars().take(160).collect()
-}
-
-/// The Debian mirror the host uses (deb822 sources or sources.list), or the default.
-pub fn host_mirror() -> String {
-    let deb822 =
-        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-    let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    parse_mirror(&deb822, &classic).unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
-}
-
-/// Finds the main Debian archive URI in deb822 or one-line sources.
-fn parse_mirror(deb822: &str, classic: &str) -> Option<String> {
-    for stanza in deb822.split("\n\n") {
-        let field = |name: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
         };
-        let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) else {
-            continue;
-        };
-        if suites.split_whitespace().any(|s| s == "bookworm") {
-            return uris.split_whitespace().next().map(str::to_string);
-        }
-    }
-    for line in classic.lines() {
-        let mut parts = line.split_whitespace();
-        if parts.next() != Some("deb") {
-            continue;
-        }
-        let mut uri = parts.next()?;
-        if uri.starts_with('[') {
-            uri = parts.find(|p| p.contains("://"))?;
-        }
-        if parts.next().is_some_and(|suite| suite == "bookworm") {
-            return Some(uri.to_string());
-        }
-    }
-    None
-}
-
-async fn bootstrap_base(
-    docker: &Docker,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) -> Result<(), ImageError> {
-    let mirror = host_mirror();
-    let dir = std::env::temp_dir().join(format!("isol8-rootfs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    progress(SetupEvent::Step {
-        runtime: None,
-        message: format!("debootstrap bookworm from {mirror} (about a minute)"),
-    });
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&dir)
-        .arg(&mirror)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| ImageError::Bootstrap(format!("cannot run debootstrap ({e}); install it with `apt-get install debootstrap` and run as root")))?;
-    let mut tail = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            progress(SetupEvent::Output { line: line.clone() });
-            tail.push(line);
-            if tail.len() > 20 {
+        let text = info.stream.or(info.status).map(|t| strip_ansi(&t));
+        for line in text.iter().flat_map(|t| t.lines()) {
+            let line = line.trim_end();
+            if line.trim().is_empty() {
+                continue;
+            }
+            progress(SetupEvent::Output {
+                line: line.to_string(),
+            });
+            tail.push(line.to_string());
+            if tail.len() > 8 {
                 tail.remove(0);
             }
         }
     }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ImageError::Bootstrap(e.to_string()))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let err = String::from_utf8_lossy(&output.stderr);
-        return Err(ImageError::Bootstrap(format!(
-            "debootstrap exited with {}: {}",
-            output.status,
-            err.lines()
-                .chain(tail.iter().map(String::as_str))
-                .last()
-                .unwrap_or("")
-        )));
-    }
-    progress(SetupEvent::Step {
-        runtime: None,
-        message: format!(
-            "importing the rootfs as {BASE_IMAGE} (debootstrap took {:.0} s)",
-            started.elapsed().as_secs_f64()
-        ),
-    });
-    let tarball = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut tar = tar::Builder::new(Vec::new());
-            tar.follow_symlinks(false);
-            tar.append_dir_all(".", &dir)?;
-            tar.into_inner()
-        })
-        .await
-        .map_err(|e| ImageError::Bootstrap(e.to_string()))?
-        .map_err(|e| ImageError::io("archive the rootfs".into(), e))?
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    let opts = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo("isol8-base")
-        .tag("bookworm")
-        .build();
-    let mut stream =
-        docker.create_image(Some(opts), Some(bollard::body_full(tarball.into())), None);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(docker_err("import rootfs"))?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Bootstrap(err));
-        }
-    }
     Ok(())
+}
+
+/// Removes terminal escape sequences (the daemon colours a build's stderr lines).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters and intermediates, then one final byte in '@'..='~'.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -690,72 +654,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dockerfile_is_rendered_completely() {
+    fn build_output_loses_its_colours() {
+        assert_eq!(
+            strip_ansi("\u{1b}[91mdebconf: delaying\u{1b}[0m\n"),
+            "debconf: delaying\n"
+        );
+        assert_eq!(strip_ansi("plain ünïcode"), "plain ünïcode");
+    }
+
+    #[test]
+    fn images_are_named_after_runtimes() {
+        assert_eq!(image_for("python"), "isol8:python");
+        assert_eq!(RUNTIMES, ["python", "node", "bun", "bash", "deno"]);
         for rt in RUNTIMES {
-            let df = recipe(rt).expect("recipe").dockerfile();
-            assert!(df.starts_with("# Runtime image recipe"));
-            assert!(df.contains(&format!("FROM {BASE_IMAGE}")));
-            assert!(df.contains("ENTRYPOINT [\"/usr/local/bin/isol8-agent\"]"));
-            assert!(
-                !df.contains("{{") || df.matches("{{").count() == 1,
-                "{rt}: only HASH is left"
-            );
+            assert!(Recipe::for_runtime(rt).is_ok(), "{rt} has a recipe");
         }
-        assert!(recipe("python")
-            .expect("python")
-            .dockerfile()
-            .contains("install -y --no-install-recommends python3"));
-        assert!(recipe("node")
-            .expect("node")
-            .dockerfile()
-            .contains("COPY bin/node /usr/local/bin/node"));
-        assert!(recipe("cobol").is_err());
     }
 
     #[test]
-    fn content_hash_changes_with_every_input() {
-        let r = recipe("deno").expect("deno");
-        let h = r.hash(b"agent", "sha256:base");
-        assert_eq!(h, r.hash(b"agent", "sha256:base"), "stable");
-        assert_ne!(h, r.hash(b"agent2", "sha256:base"), "agent bytes");
-        assert_ne!(h, r.hash(b"agent", "sha256:other"), "base image");
-        assert_ne!(
-            h,
-            recipe("bun").expect("bun").hash(b"agent", "sha256:base"),
-            "recipe"
+    fn the_no_registry_error_is_one_line_naming_offline() {
+        let e = ImageError::NoRegistry {
+            image: REGISTRY_BASE.into(),
+            detail: "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host".into(),
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains("isol8 setup --offline"), "{msg}");
+        assert!(
+            msg.starts_with("no container registry is reachable"),
+            "{msg}"
         );
     }
 
     #[test]
-    fn mirror_is_read_from_deb822_or_sources_list() {
-        let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n";
-        assert_eq!(
-            parse_mirror(deb822, "").as_deref(),
-            Some("http://mirror.example/debian")
-        );
-        let classic = "# comment\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
-        assert_eq!(
-            parse_mirror("", classic).as_deref(),
-            Some("http://m.example/debian")
-        );
-        assert_eq!(parse_mirror("", ""), None);
-    }
-
-    #[test]
-    fn build_context_holds_dockerfile_agent_and_binaries() {
-        let ctx = build_context("FROM x", b"agent", &[("node", b"bin".to_vec())]).expect("context");
+    fn runtime_context_holds_dockerfile_agent_and_binaries() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let node = tmp.path().join("node-22");
+        std::fs::write(&node, b"node").expect("write");
+        let ctx = runtime_context("FROM x\n", b"\x7fELFagent", &[("node", node)]).expect("context");
         let mut archive = tar::Archive::new(&ctx[..]);
-        let names: Vec<String> = archive
+        let entries: Vec<(String, u32, u64)> = archive
             .entries()
             .expect("entries")
             .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .to_string_lossy()
-                    .into_owned()
+                let e = e.expect("entry");
+                (
+                    e.path().expect("path").to_string_lossy().into_owned(),
+                    e.header().mode().expect("mode"),
+                    e.size(),
+                )
             })
             .collect();
-        assert_eq!(names, vec!["Dockerfile", "isol8-agent", "bin/node"]);
+        assert_eq!(
+            entries,
+            vec![
+                ("Dockerfile".to_string(), 0o644, 7),
+                ("isol8-agent".to_string(), 0o755, 9),
+                ("bin/node".to_string(), 0o755, 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn build_errors_are_one_line_with_the_last_output() {
+        let e = ImageError::Build {
+            image: "isol8:python".into(),
+            message: "The command '/bin/sh -c apt-get update' returned a non-zero code: 100".into(),
+            tail: "E: Unable to locate package python3".into(),
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'));
+        assert!(msg.contains("Unable to locate package python3"), "{msg}");
     }
 }
