@@ -45,7 +45,6 @@ struct Session {
     engine: DockerEngine,
     owner: String,
     last_accessed: chrono::DateTime<chrono::Utc>,
-    active: usize,
 }
 
 /// Everything the handlers share.
@@ -119,7 +118,7 @@ impl AppState {
             let mut sessions = self.sessions.lock().await;
             let ids: Vec<String> = sessions
                 .iter()
-                .filter(|(_, s)| s.active == 0 && s.last_accessed < cutoff)
+                .filter(|(_, s)| s.engine.running() == 0 && s.last_accessed < cutoff)
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.into_iter()
@@ -418,17 +417,9 @@ async fn session_engine(
             engine: engine.clone(),
             owner: caller.0.clone(),
             last_accessed: chrono::Utc::now(),
-            active: 0,
         },
     );
     Ok(engine)
-}
-
-async fn mark_active(state: &AppState, id: &str, delta: isize) {
-    if let Some(s) = state.sessions.lock().await.get_mut(id) {
-        s.active = s.active.saturating_add_signed(delta);
-        s.last_accessed = chrono::Utc::now();
-    }
 }
 
 async fn execute(
@@ -442,11 +433,10 @@ async fn execute(
     )?;
     let result = match &body.session_id {
         Some(id) => {
-            let engine = session_engine(&state, &caller, id, true).await?;
-            mark_active(&state, id, 1).await;
-            let r = engine.execute(body.request).await;
-            mark_active(&state, id, -1).await;
-            r?
+            session_engine(&state, &caller, id, true)
+                .await?
+                .execute(body.request)
+                .await?
         }
         None => {
             let options = body.options.unwrap_or_default();
@@ -645,7 +635,7 @@ async fn list_sessions(
         .filter(|(_, s)| s.owner == caller.0)
         .map(|(id, s)| SessionInfo {
             id: id.clone(),
-            is_active: s.active > 0,
+            is_active: s.engine.running() > 0,
             last_accessed_at: s
                 .last_accessed
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

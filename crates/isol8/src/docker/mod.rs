@@ -241,6 +241,16 @@ impl DockerEngine {
         &self.inner.settings
     }
 
+    /// Executions running (or waiting for a sandbox) right now.
+    pub fn running(&self) -> usize {
+        if self.inner.is_stopped() {
+            return 0;
+        }
+        self.inner
+            .max_concurrent
+            .saturating_sub(self.inner.slots.available_permits())
+    }
+
     /// Containers this engine currently owns (running, pooled or being reset).
     pub fn live_containers(&self) -> Vec<String> {
         self.inner
