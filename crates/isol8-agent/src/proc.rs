@@ -327,22 +327,20 @@ fn kill_descendants(sig: i32) {
 
 fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
     let mut parent_of = HashMap::new();
-    {
-        for pid in all_pids() {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the command name (which may contain spaces) start after ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
-            if let (Some(ppid), Some(state)) = (ppid, state) {
-                if state != "Z" {
-                    parent_of.insert(pid, ppid);
-                }
+    for pid in all_pids() {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may contain spaces) start after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
+        if let (Some(ppid), Some(state)) = (ppid, state) {
+            if state != "Z" {
+                parent_of.insert(pid, ppid);
             }
         }
     }

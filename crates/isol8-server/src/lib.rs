@@ -422,27 +422,41 @@ async fn session_engine(
     Ok(engine)
 }
 
+/// Where a request runs, after the policy check: in its session (whose engine carries the
+/// server's options; the client's are not applied there) or on the shared engine with
+/// the client's options.
+async fn route(
+    state: &AppState,
+    caller: &Caller,
+    request: &ExecutionRequest,
+    options: Option<EngineOptions>,
+    session_id: Option<&str>,
+) -> Result<(DockerEngine, EngineOptions), ApiError> {
+    let options = options.unwrap_or_default();
+    state.allow(request, &options)?;
+    match session_id {
+        Some(id) => Ok((
+            session_engine(state, caller, id, true).await?,
+            EngineOptions::default(),
+        )),
+        None => Ok((state.engine.clone(), options)),
+    }
+}
+
 async fn execute(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    state.allow(
+    let (engine, options) = route(
+        &state,
+        &caller,
         &body.request,
-        body.options.as_ref().unwrap_or(&EngineOptions::default()),
-    )?;
-    let result = match &body.session_id {
-        Some(id) => {
-            session_engine(&state, &caller, id, true)
-                .await?
-                .execute(body.request)
-                .await?
-        }
-        None => {
-            let options = body.options.unwrap_or_default();
-            state.engine.execute_with(body.request, &options).await?
-        }
-    };
+        body.options,
+        body.session_id.as_deref(),
+    )
+    .await?;
+    let result = engine.execute_with(body.request, &options).await?;
     Ok(axum::Json(result).into_response())
 }
 
@@ -451,25 +465,15 @@ async fn execute_stream(
     axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    state.allow(
+    let (engine, options) = route(
+        &state,
+        &caller,
         &body.request,
-        body.options.as_ref().unwrap_or(&EngineOptions::default()),
-    )?;
-    let events = match &body.session_id {
-        Some(id) => {
-            session_engine(&state, &caller, id, true)
-                .await?
-                .execute_stream(body.request)
-                .await?
-        }
-        None => {
-            let options = body.options.unwrap_or_default();
-            state
-                .engine
-                .execute_stream_with(body.request, &options)
-                .await?
-        }
-    };
+        body.options,
+        body.session_id.as_deref(),
+    )
+    .await?;
+    let events = engine.execute_stream_with(body.request, &options).await?;
     // Dropping this stream (client gone) drops the run's receiver: the engine kills the
     // execution and reclaims its container.
     let sse = events.map(|ev| {
@@ -544,24 +548,23 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         }
         Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
     };
-    let opts = options.map(|o| *o).unwrap_or_default();
-    if let Err(ApiError(_, message)) = state.allow(&request, &opts) {
-        return ws_fail(&mut socket, INVALID, message).await;
-    }
-    let options = Some(Box::new(opts));
-    let started = match &session_id {
-        Some(id) => match session_engine(&state, &caller, id, true).await {
-            Ok(engine) => engine
-                .execute_interactive(*request, None)
-                .await
-                .map_err(ApiError::from),
-            Err(e) => Err(e),
-        },
-        None => state
-            .engine
-            .execute_interactive(*request, Some(&options.map(|o| *o).unwrap_or_default()))
+    let started = match route(
+        &state,
+        &caller,
+        &request,
+        options.map(|o| *o),
+        session_id.as_deref(),
+    )
+    .await
+    {
+        Ok((engine, options)) => engine
+            .execute_interactive(*request, Some(&options))
             .await
             .map_err(ApiError::from),
+        Err(ApiError(StatusCode::BAD_REQUEST, message)) => {
+            return ws_fail(&mut socket, INVALID, message).await
+        }
+        Err(e) => Err(e),
     };
     let (mut events, control) = match started {
         Ok(s) => s,

@@ -52,20 +52,27 @@ fn label_filter(owner: Option<&str>) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels)])
 }
 
+/// Containers (running or not) matching Docker `filters`.
+async fn containers_labelled(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| Error::docker("list containers", e))
+}
+
 /// isol8's containers (optionally of one owner), running or not.
 pub async fn list_containers(
     docker: &Docker,
     owner: Option<&str>,
 ) -> Result<Vec<ManagedContainer>> {
-    let filters = label_filter(owner);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let list = docker
-        .list_containers(Some(opts))
-        .await
-        .map_err(|e| Error::docker("list containers", e))?;
+    let list = containers_labelled(docker, label_filter(owner)).await?;
     Ok(list
         .into_iter()
         .map(|c| ManagedContainer {
@@ -193,14 +200,7 @@ pub async fn reap_orphans(docker: &Docker) -> Result<usize> {
             format!("{}={host}", crate::LABEL_HOST),
         ],
     )]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let list = docker
-        .list_containers(Some(opts))
-        .await
-        .map_err(|e| Error::docker("list containers", e))?;
+    let list = containers_labelled(docker, filters).await?;
     let mut removed = 0;
     for c in list {
         let labels = c.labels.unwrap_or_default();

@@ -80,6 +80,8 @@ pub struct Inner {
     options: EngineOptions,
     settings: Arc<SandboxSettings>,
     host: HostConfig,
+    /// [`PoolKey::hash_of`] of `host`, computed once.
+    host_hash: String,
     owner: String,
     live: Mutex<HashSet<String>>,
     stopped: AtomicBool,
@@ -208,6 +210,7 @@ impl DockerEngine {
                 pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
                 settings: Arc::new(settings),
                 options: config.options,
+                host_hash: PoolKey::hash_of(&host),
                 host,
                 owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
                 live: Mutex::new(HashSet::new()),
@@ -269,7 +272,7 @@ impl DockerEngine {
             .image
             .clone()
             .unwrap_or_else(|| rt.image.clone());
-        Ok(PoolKey::new(&image, &self.inner.host))
+        Ok(PoolKey::with_hash(&image, &self.inner.host_hash))
     }
 
     /// Runs a request with per-request options laid over the engine's (how the server
@@ -367,8 +370,12 @@ impl DockerEngine {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
-        let (settings, host) = match overrides {
-            None => (self.inner.settings.clone(), self.inner.host.clone()),
+        let (settings, host, host_hash) = match overrides {
+            None => (
+                self.inner.settings.clone(),
+                self.inner.host.clone(),
+                self.inner.host_hash.clone(),
+            ),
             Some(o) => {
                 if o.mode == Some(isol8_protocol::options::Mode::Persistent) {
                     return Err(Error::InvalidRequest(
@@ -378,7 +385,8 @@ impl DockerEngine {
                 }
                 let settings = SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
                 let host = host_config(&settings)?;
-                (Arc::new(settings), host)
+                let hash = PoolKey::hash_of(&host);
+                (Arc::new(settings), host, hash)
             }
         };
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
@@ -410,6 +418,7 @@ impl DockerEngine {
                 tx,
                 settings,
                 host,
+                host_hash,
                 control,
             }
             .execute(prepared)
@@ -443,6 +452,8 @@ struct Run {
     settings: Arc<SandboxSettings>,
     /// The `HostConfig` those settings give.
     host: HostConfig,
+    /// Its [`PoolKey::hash_of`].
+    host_hash: String,
     /// Stdin and signals for an interactive execution.
     control: Option<tokio::sync::Mutex<mpsc::Receiver<Control>>>,
 }
@@ -507,7 +518,7 @@ enum Ending {
 
 impl Run {
     async fn execute(self, prepared: Prepared) {
-        let key = PoolKey::new(&prepared.image, &self.host);
+        let key = PoolKey::with_hash(&prepared.image, &self.host_hash);
         let outcome = self.drive(&key, &prepared).await;
         match outcome {
             Ok(summary) => {

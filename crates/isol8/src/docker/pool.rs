@@ -42,16 +42,32 @@ pub struct PoolKey {
 impl PoolKey {
     /// The key of sandboxes of `image` created with `host`.
     pub fn new(image: &str, host: &HostConfig) -> PoolKey {
+        PoolKey {
+            image: image.to_string(),
+            config_hash: Self::hash_of(host),
+        }
+    }
+
+    /// The key of sandboxes of `image` whose `HostConfig` hashes to `config_hash` (see
+    /// [`PoolKey::hash_of`]); lets the hash be computed once per settings, not per request.
+    pub fn with_hash(image: &str, config_hash: &str) -> PoolKey {
+        PoolKey {
+            image: image.to_string(),
+            config_hash: config_hash.to_string(),
+        }
+    }
+
+    /// SHA-256 (hex) of a `HostConfig`, independent of `HashMap` iteration order.
+    pub fn hash_of(host: &HostConfig) -> String {
         // Through `Value`, whose maps are sorted: `HostConfig` holds `HashMap`s (tmpfs,
         // sysctls…) whose iteration order differs between instances.
         let json = serde_json::to_value(host)
             .and_then(|v| serde_json::to_vec(&v))
             .unwrap_or_default();
-        let digest = Sha256::digest(&json);
-        PoolKey {
-            image: image.to_string(),
-            config_hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        }
+        Sha256::digest(&json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
