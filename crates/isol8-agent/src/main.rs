@@ -19,6 +19,7 @@
 
 mod files;
 mod proc;
+mod relay;
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -84,6 +85,12 @@ fn main() {
     let ident = Identity::from_env();
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
     proc::block_sigchld();
+    if let Ok(socket) = std::env::var(agent::EGRESS_SOCKET_ENV) {
+        // Before any user code exists, so nothing else can hold the port.
+        if let Err(e) = relay::start(socket.into(), agent::EGRESS_PORT) {
+            log(&format!("cannot start the egress relay: {e}"));
+        }
+    }
 
     let (tx, rx) = mpsc::channel::<Event>();
     let reaper = Reaper::start(tx.clone());
@@ -240,6 +247,7 @@ impl Agent {
             let started = Instant::now();
             let outcome = self.run_step(&spec, step, deadline, &mut stats);
             exited.phase = Some(step.phase);
+            exited.steps_run += 1;
             match outcome {
                 Ok((code, timed_out)) => {
                     exited.exit_code = code;

@@ -444,6 +444,8 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
     let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
         options: options.clone(),
         max_concurrent: loaded.config.max_concurrent.map(|n| n as usize),
+        ca_bundle: loaded.config.ca_bundle.clone(),
+        remote_code: loaded.config.remote_code.clone(),
         ..Default::default()
     })
     .await?;

@@ -108,6 +108,103 @@ pub struct RunArgs {
     /// Local file injected into the sandbox: SANDBOX_PATH=LOCAL_PATH (repeatable).
     #[arg(long = "file", value_name = "SANDBOX_PATH=LOCAL_PATH")]
     pub inject: Vec<String>,
+    /// Inject a local directory into /sandbox, recursively (skips .git, node_modules,
+    /// virtualenvs and __pycache__).
+    #[arg(long = "files", value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+    /// Install a package before the code runs (repeatable); switches an unset network to
+    /// `filtered` with the runtime's registry allowed.
+    #[arg(long = "install", value_name = "PACKAGE")]
+    pub install: Vec<String>,
+    /// Allow hosts matching this regex on the filtered network (repeatable; whitelist).
+    #[arg(long = "allow", value_name = "REGEX")]
+    pub allow: Vec<String>,
+    /// Block hosts matching this regex on the filtered network (repeatable; wins over --allow).
+    #[arg(long = "deny", value_name = "REGEX")]
+    pub deny: Vec<String>,
+    /// Record the proxy's ALLOW/BLOCK decisions (shown with --json, summarised on stderr).
+    #[arg(long)]
+    pub log_network: bool,
+    /// Fetch the code from this URL (needs remoteCode.enabled in the config).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["file", "eval", "cmd"])]
+    pub url: Option<String>,
+    /// Expected SHA-256 (hex) of the code fetched with --url.
+    #[arg(long, value_name = "SHA256", requires = "url")]
+    pub hash: Option<String>,
+    /// Allow a plain-http --url (when the config's remoteCode.allowedSchemes has http).
+    #[arg(long, requires = "url")]
+    pub allow_insecure_url: bool,
+    /// Run in a persistent container (with --host and --session-id it outlives this command).
+    #[arg(long)]
+    pub persistent: bool,
+}
+
+/// Directory names `--files` never descends into.
+const SKIPPED_DIRS: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    "node_modules",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+];
+
+/// Limits of `--files`: the request carries the files inline.
+const MAX_DIR_FILES: usize = 2000;
+const MAX_DIR_BYTES: u64 = 16 << 20;
+
+/// Reads `dir` recursively into sandbox-relative paths → text content.
+fn read_dir_files(dir: &std::path::Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read `{}`", d.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read `{}`", d.display()))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // symlink_metadata: links are neither followed nor copied.
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            if meta.is_dir() {
+                if SKIPPED_DIRS.contains(&name.as_str()) || path.join("pyvenv.cfg").exists() {
+                    continue;
+                }
+                stack.push(path);
+            } else if meta.is_file() {
+                total += meta.len();
+                if out.len() >= MAX_DIR_FILES || total > MAX_DIR_BYTES {
+                    bail!(
+                        "--files `{}` is too large: at most {MAX_DIR_FILES} files and {} MiB",
+                        dir.display(),
+                        MAX_DIR_BYTES >> 20
+                    );
+                }
+                let rel = path.strip_prefix(dir).map_err(|_| {
+                    anyhow::anyhow!("`{}` is outside `{}`", path.display(), dir.display())
+                })?;
+                let rel = rel.to_str().with_context(|| {
+                    format!("--files: `{}` is not a UTF-8 file name", path.display())
+                })?;
+                let content = std::fs::read(&path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?;
+                let content = String::from_utf8(content).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--files: `{}` is not UTF-8 text; request files are text (use put_file for binaries)",
+                        path.display()
+                    )
+                })?;
+                out.insert(rel.to_string(), content);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_kv(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
@@ -176,6 +273,18 @@ fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
     if args.writable_root {
         o.readonly_root_fs = Some(false);
     }
+    if !args.allow.is_empty() || !args.deny.is_empty() {
+        let mut filter = o.network_filter.clone().unwrap_or_default();
+        filter.whitelist.extend(args.allow.iter().cloned());
+        filter.blacklist.extend(args.deny.iter().cloned());
+        o.network_filter = Some(filter);
+    }
+    if args.log_network {
+        o.log_network = Some(true);
+    }
+    if args.persistent {
+        o.mode = Some(isol8_protocol::options::Mode::Persistent);
+    }
     o.secrets.extend(parse_kv("--secret", &args.secret)?);
     Ok(o)
 }
@@ -186,6 +295,12 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
     let mut detected = None;
     if let Some(cmd) = &args.cmd {
         req.cmd = Some(cmd.clone());
+    } else if let Some(url) = &args.url {
+        req.code_url = Some(url.clone());
+        req.code_hash = args.hash.clone();
+        req.allow_insecure_code_url = args.allow_insecure_url.then_some(true);
+        let name = url.rsplit('/').next().unwrap_or_default();
+        detected = registry.detect(name).map(|r| r.name.clone());
     } else if let Some(code) = &args.eval {
         req.code = Some(code.clone());
     } else if let Some(path) = &args.file {
@@ -232,6 +347,13 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
     req.workdir = args.workdir.clone();
     req.file_extension = args.ext.clone();
     req.output_paths = args.output_path.clone();
+    req.install_packages = args.install.clone();
+    if let Some(dir) = &args.files_dir {
+        if !dir.is_dir() {
+            bail!("--files `{}` is not a directory", dir.display());
+        }
+        req.files.extend(read_dir_files(dir)?);
+    }
     for spec in &args.inject {
         let (dest, local) = spec
             .split_once('=')
@@ -254,7 +376,12 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let req = request(&args, &registry)?;
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
     let settings = isol8::limits::SandboxSettings::resolve(&options)?;
-    isol8::prepare::prepare(&req, &registry, &settings)?;
+    let mut check = req.clone();
+    if check.code_url.take().is_some() {
+        check.code_hash = None;
+        check.code = Some(String::new()); // fetched by the engine
+    }
+    isol8::prepare::prepare(&check, &registry, &settings)?;
     if let Some(host) = &args.host {
         return run_remote(host, &args, options, req).await;
     }
@@ -262,6 +389,8 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         options,
         registry: Some(registry),
         max_concurrent: config.config.max_concurrent.map(|n| n as usize),
+        ca_bundle: config.config.ca_bundle.clone(),
+        remote_code: config.config.remote_code.clone(),
         ..Default::default()
     })
     .await?;
@@ -312,7 +441,8 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
         ),
         None => None,
     };
-    if args.json || args.no_stream {
+    // Network logs come with the whole result, so --log-network buffers.
+    if args.json || args.no_stream || args.log_network {
         let result = engine.execute(req).await?;
         if let Some(f) = out_file.as_mut() {
             f.write_all(result.stdout.as_bytes())?;
@@ -321,7 +451,14 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
             println!("{}", serde_json::to_string_pretty(&result)?);
         } else {
             print!("{}", result.stdout);
+            std::io::stdout().flush()?;
             eprint!("{}", result.stderr);
+            for l in result.network_logs.iter().flatten() {
+                eprintln!(
+                    "[network] {} {} {}{} ({} ms)",
+                    l.action, l.method, l.host, l.path, l.duration_ms
+                );
+            }
         }
         return Ok(result.exit_code);
     }

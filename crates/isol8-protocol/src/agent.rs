@@ -42,6 +42,13 @@ use serde::{Deserialize, Serialize};
 /// Version of this frame protocol. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Container environment variable naming the engine's egress-proxy socket (network mode
+/// `filtered`); when set, the agent relays `127.0.0.1:`[`EGRESS_PORT`] to it.
+pub const EGRESS_SOCKET_ENV: &str = "ISOL8_EGRESS_SOCKET";
+
+/// Port of the agent's egress relay inside the sandbox.
+pub const EGRESS_PORT: u16 = 3128;
+
 /// Size of a frame header: 4 length bytes and 1 kind byte.
 pub const HEADER_LEN: usize = 5;
 
@@ -397,6 +404,9 @@ pub struct Exited {
     pub timed_out: bool,
     /// Phase of the last step that ran.
     pub phase: Option<StepPhase>,
+    /// How many steps ran (the last one is the one that ended the sequence).
+    #[serde(default)]
+    pub steps_run: u32,
     /// Wall time of the code step in milliseconds (all steps when none reached code).
     pub duration_ms: u64,
     /// Stdout counts.

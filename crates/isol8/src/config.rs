@@ -309,9 +309,6 @@ impl Config {
     /// Keys present in the file that this version parses but does not act on yet.
     pub fn inactive_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
-        if self.remote_code != RemoteCodeConfig::default() {
-            keys.push("remoteCode");
-        }
         if self.audit != AuditConfig::default() {
             keys.push("audit");
         }
@@ -320,9 +317,6 @@ impl Config {
         }
         if !self.prebuilt_images.is_empty() {
             keys.push("prebuiltImages");
-        }
-        if self.ca_bundle.is_some() {
-            keys.push("caBundle");
         }
         keys
     }

@@ -55,6 +55,16 @@ pub enum Error {
         /// The engine's bound on concurrent executions.
         max_concurrent: usize,
     },
+    /// `installPackages` failed; `output` is the end of the installer's own messages.
+    #[error("installing packages with `{installer}` failed (exit code {exit_code}): {output}")]
+    PackageInstall {
+        /// The installer (`pip`, `npm`, `bun`, `deno`).
+        installer: String,
+        /// Its exit code.
+        exit_code: i32,
+        /// The last lines it printed.
+        output: String,
+    },
     /// The engine was stopped while the request was pending or running.
     #[error("the engine is stopped")]
     Stopped,
@@ -113,6 +123,7 @@ impl Error {
             Error::InvalidRequest(_)
                 | Error::InvalidOption { .. }
                 | Error::NotSupported(_)
+                | Error::PackageInstall { .. }
                 | Error::Config(_)
         )
     }

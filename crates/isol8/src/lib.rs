@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod config;
 pub mod docker;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod images;
@@ -24,6 +25,7 @@ pub mod maintenance;
 pub mod output;
 pub mod prepare;
 pub mod remote;
+pub mod remote_code;
 pub mod runtime;
 pub mod seccomp;
 

@@ -26,6 +26,8 @@ pub struct SandboxSettings {
     pub mode: Mode,
     /// Network mode.
     pub network: NetworkMode,
+    /// The network mode was chosen explicitly (an install never overrides it then).
+    pub network_explicit: bool,
     /// Host rules for `filtered`.
     pub network_filter: NetworkFilter,
     /// Default timeout.
@@ -62,6 +64,9 @@ pub struct SandboxSettings {
     pub oci_runtime: Option<String>,
     /// Keep the container after the run.
     pub persist: bool,
+    /// Host path of the operator's CA bundle, mounted read-only and trusted inside the
+    /// sandbox (config `caBundle`; never from a request).
+    pub ca_bundle: Option<String>,
 }
 
 /// Parses a size such as `512m`, `1g`, `64k` or `1048576` (bytes). Suffixes are
@@ -184,6 +189,7 @@ impl SandboxSettings {
         Ok(SandboxSettings {
             mode: opts.mode.unwrap_or_default(),
             network: opts.network.unwrap_or_default(),
+            network_explicit: opts.network.is_some(),
             network_filter: filter,
             timeout_ms,
             memory_bytes: i64::try_from(memory)
@@ -203,6 +209,7 @@ impl SandboxSettings {
             custom_profile_path,
             oci_runtime,
             persist: opts.persist.unwrap_or(false),
+            ca_bundle: None,
         })
     }
 }

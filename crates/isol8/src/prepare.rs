@@ -8,6 +8,7 @@ use base64::Engine as _;
 use isol8_protocol::agent::{ExecSpec, FileWrite, Step, StepPhase, PROTOCOL_VERSION};
 use isol8_protocol::{ExecutionRequest, NetworkMode};
 
+use crate::docker::sandbox::CA_BUNDLE_IN_SANDBOX;
 use crate::limits::{check_env_name, check_timeout, SandboxSettings};
 use crate::runtime::{Runtime, RuntimeRegistry};
 use crate::{Error, Result};
@@ -42,6 +43,14 @@ pub struct Prepared {
     pub image: String,
     /// What the agent is asked to do.
     pub spec: ExecSpec,
+    /// Network mode of this execution (`filtered` when `installPackages` switched it).
+    pub network: NetworkMode,
+    /// Hosts the proxy admits beyond the request's rules (the package registries).
+    pub egress_hosts: Vec<&'static str>,
+    /// The whitelist is the registry hosts only (the install chose the network).
+    pub egress_restricted: bool,
+    /// The first step installs packages (so its failure is an install failure).
+    pub installs: bool,
 }
 
 /// Normalises `path` (relative paths are taken from `/sandbox`, `.` and `..` resolved
@@ -88,14 +97,33 @@ pub fn prepare(
     settings: &SandboxSettings,
 ) -> Result<Prepared> {
     let runtime = registry.get(&req.runtime)?.clone();
-    if !req.install_packages.is_empty() {
-        return Err(Error::NotSupported("installPackages".into()));
-    }
     if req.code_url.is_some() || req.code_hash.is_some() {
-        return Err(Error::NotSupported("codeUrl (remote code)".into()));
+        // The engine fetches codeUrl (crate::remote_code) before preparing.
+        return Err(Error::InvalidRequest(
+            "codeUrl must be fetched by the engine before the request is prepared".into(),
+        ));
     }
-    if settings.network == NetworkMode::Filtered {
-        return Err(Error::NotSupported("the filtered network".into()));
+    let install = install_step(&runtime, &req.install_packages)?;
+    let mut network = settings.network;
+    let mut egress_hosts = Vec::new();
+    let mut egress_restricted = false;
+    if install.is_some() {
+        match network {
+            NetworkMode::None if settings.network_explicit => {
+                return Err(Error::InvalidRequest(
+                    "installPackages needs the network, but the network is `none`; use `filtered` (registry hosts are allowed automatically) or leave the network unset".into(),
+                ))
+            }
+            NetworkMode::None => {
+                network = NetworkMode::Filtered;
+                egress_restricted = true;
+                egress_hosts = crate::egress::registry_hosts(&runtime.name).to_vec();
+            }
+            NetworkMode::Filtered => {
+                egress_hosts = crate::egress::registry_hosts(&runtime.name).to_vec();
+            }
+            NetworkMode::Host => {}
+        }
     }
     let timeout_ms = req.timeout_ms.unwrap_or(settings.timeout_ms);
     check_timeout("timeoutMs", timeout_ms)?;
@@ -177,7 +205,23 @@ pub fn prepare(
         env.insert(k.clone(), v.clone());
     }
 
+    if network == NetworkMode::Filtered {
+        env.extend(crate::egress::proxy_env());
+        if runtime.name == "node" {
+            // Node's built-in fetch honours the proxy variables only when asked to; the
+            // "experimental" notice it prints for that is noise in every run's stderr.
+            env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
+            env.entry("NODE_OPTIONS".into())
+                .or_insert_with(|| "--disable-warning=UNDICI-EHPA".into());
+        }
+    }
+    if settings.ca_bundle.is_some() {
+        env.extend(ca_env());
+    }
+
     let mut steps = Vec::new();
+    let installs = install.is_some();
+    steps.extend(install);
     if let Some(script) = &req.setup_script {
         steps.push(Step {
             phase: StepPhase::Setup,
@@ -212,7 +256,88 @@ pub fn prepare(
             output_paths,
             max_read_bytes: MAX_OUTPUT_FILE,
         },
+        network,
+        egress_hosts,
+        egress_restricted,
+        installs,
     })
+}
+
+/// Variables that make OpenSSL, Python (requests, pip), Node, npm, Bun, Deno and curl
+/// trust the operator's CA bundle mounted at [`CA_BUNDLE_IN_SANDBOX`].
+fn ca_env() -> Vec<(String, String)> {
+    [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "PIP_CERT",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "npm_config_cafile",
+        "DENO_CERT",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), CA_BUNDLE_IN_SANDBOX.to_string()))
+    .collect()
+}
+
+/// Characters a package spec may contain (names, versions, ranges, extras, scopes and
+/// `npm:` / `jsr:` prefixes). Specs go to the installer as separate argv entries, never
+/// through a shell; this check also keeps them from being options, paths or URLs.
+fn check_package(spec: &str) -> Result<()> {
+    let bad = |why: &str| Error::InvalidRequest(format!("installPackages entry `{spec}` {why}"));
+    if spec.is_empty() || spec.len() > 214 {
+        return Err(bad("must be 1 to 214 characters long"));
+    }
+    if spec.starts_with(['-', '.', '/']) {
+        return Err(bad(
+            "may not start with `-`, `.` or `/` (options and paths are not packages)",
+        ));
+    }
+    if spec.contains("://") || spec.contains("..") {
+        return Err(bad("may not be a URL or contain `..`"));
+    }
+    if let Some(c) = spec
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-@/=<>!~[],:+^*".contains(*c)))
+    {
+        return Err(bad(&format!(
+            "contains `{}`; package specs use letters, digits and ._-@/=<>!~[],:+^*",
+            c.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The step that installs `packages` with the runtime's installer, if any are asked for.
+fn install_step(runtime: &Runtime, packages: &[String]) -> Result<Option<Step>> {
+    if packages.is_empty() {
+        return Ok(None);
+    }
+    let Some(installer) = &runtime.install else {
+        return Err(Error::InvalidRequest(format!(
+            "runtime `{}` has no package installer; installPackages is not available for it",
+            runtime.name
+        )));
+    };
+    if packages.len() > 64 {
+        return Err(Error::InvalidRequest(
+            "installPackages takes at most 64 packages".into(),
+        ));
+    }
+    let mut argv = installer.clone();
+    for p in packages {
+        check_package(p)?;
+        // Deno installs from registries named in the specifier; bare names are npm's.
+        if runtime.name == "deno" && !p.starts_with("npm:") && !p.starts_with("jsr:") {
+            argv.push(format!("npm:{p}"));
+        } else {
+            argv.push(p.clone());
+        }
+    }
+    Ok(Some(Step {
+        phase: StepPhase::Setup,
+        argv,
+    }))
 }
 
 /// The agent request of a pure file transfer: write `files`, read back `output_paths`.
@@ -360,11 +485,64 @@ mod tests {
         assert_eq!(p.spec.env.get("TOKEN").map(String::as_str), Some("s3cret"));
         r.env.insert("BAD NAME".into(), "x".into());
         assert!(prepare(&r, &reg, &s).is_err());
-        let mut r = req("python", "print(1)");
-        r.install_packages = vec!["six".into()];
-        assert!(prepare(&r, &reg, &s)
-            .expect_err("later")
-            .to_string()
-            .contains("not supported yet"));
+    }
+
+    #[test]
+    fn installs_are_an_argv_step_on_the_filtered_network() {
+        let reg = RuntimeRegistry::builtin();
+        let s = settings();
+        let mut r = req("python", "import six");
+        r.install_packages = vec!["six".into(), "requests[socks]>=2".into()];
+        let p = prepare(&r, &reg, &s).expect("valid");
+        assert!(p.installs);
+        assert_eq!(
+            p.network,
+            NetworkMode::Filtered,
+            "an unset network switches"
+        );
+        assert!(p.egress_restricted);
+        assert_eq!(p.egress_hosts, vec!["pypi.org", "files.pythonhosted.org"]);
+        let argv = &p.spec.steps[0].argv;
+        assert_eq!(argv[0], "pip");
+        assert_eq!(&argv[argv.len() - 2..], ["six", "requests[socks]>=2"]);
+        assert_eq!(
+            p.spec.env.get("HTTPS_PROXY").map(String::as_str),
+            Some("http://127.0.0.1:3128")
+        );
+
+        // Deno's bare names are npm's; bash has no installer.
+        let mut d = req("deno", "x");
+        d.install_packages = vec!["is-number".into(), "jsr:@std/path".into()];
+        let argv = prepare(&d, &reg, &s).expect("deno").spec.steps[0]
+            .argv
+            .clone();
+        assert_eq!(&argv[argv.len() - 2..], ["npm:is-number", "jsr:@std/path"]);
+        let mut b = req("bash", "x");
+        b.install_packages = vec!["jq".into()];
+        assert!(prepare(&b, &reg, &s).is_err());
+
+        // An explicit `none` is respected: the install is refused up front.
+        let none = SandboxSettings::resolve(&EngineOptions {
+            network: Some(NetworkMode::None),
+            ..Default::default()
+        })
+        .expect("none");
+        assert!(prepare(&r, &reg, &none).is_err());
+        for bad in [
+            "",
+            "-e",
+            "--index-url=x",
+            "./local",
+            "/abs",
+            "a b",
+            "x;y",
+            "$(id)",
+            "http://x/y",
+            "a\nb",
+        ] {
+            let mut r = req("python", "x");
+            r.install_packages = vec![bad.into()];
+            assert!(prepare(&r, &reg, &s).is_err(), "{bad:?} must be refused");
+        }
     }
 }

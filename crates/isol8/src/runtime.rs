@@ -92,17 +92,31 @@ impl RuntimeRegistry {
                     "pip",
                     "install",
                     "--no-cache-dir",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--progress-bar",
+                    "off",
                     "--target",
                     "/sandbox/.local/pypackages",
                 ])
+                .with_env("PYTHONPATH", "/sandbox/.local/pypackages")
                 .with_env("PYTHONUNBUFFERED", "1")
                 .with_env("PYTHONDONTWRITEBYTECODE", "1"),
             Runtime::new("node", "isol8:node", &[".mjs", ".js", ".cjs"], &["node"])
                 .with_inline(&["node", "-e"])
-                .with_install(&["npm", "install", "--no-audit", "--no-fund"]),
+                .with_install(&[
+                    "npm",
+                    "install",
+                    "--prefix",
+                    "/sandbox",
+                    "--no-audit",
+                    "--no-fund",
+                    "--no-update-notifier",
+                ])
+                .with_env("NODE_PATH", "/sandbox/node_modules"),
             Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
                 .with_inline(&["bun", "-e"])
-                .with_install(&["bun", "add"])
+                .with_install(&["bun", "add", "--cwd", "/sandbox"])
                 .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
             Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
             Runtime::new(

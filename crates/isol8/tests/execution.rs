@@ -386,14 +386,13 @@ async fn unsupported_fields_and_bad_input_fail_clearly() {
     let Some(engine) = engine(EngineOptions::default()).await else {
         return;
     };
-    let mut req = code("python", "import six");
-    req.install_packages = vec!["six".into()];
-    let err = engine.execute(req).await.expect_err("not yet");
-    assert!(
-        err.to_string()
-            .contains("installPackages is not supported yet"),
-        "{err}"
-    );
+    let mut req = code("bash", "jq --version");
+    req.install_packages = vec!["jq".into()];
+    let err = engine
+        .execute(req)
+        .await
+        .expect_err("bash has no installer");
+    assert!(err.to_string().contains("no package installer"), "{err}");
     let err = engine
         .execute(code("cobol", "x"))
         .await

@@ -21,7 +21,8 @@ use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use bollard::Docker;
 use isol8_protocol::agent::{self, ExecFailed, Exited, Frame, Kind, StepPhase, Stream};
 use isol8_protocol::{
-    EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
+    EngineOptions, ExecutionRequest, ExecutionResult, NetworkLog, NetworkMode, Phase, StreamEvent,
+    StreamEventType,
 };
 use tokio::sync::{mpsc, Semaphore};
 
@@ -38,6 +39,15 @@ pub use sandbox::{host_config, SANDBOX_UID};
 /// Extra time the engine gives the agent past the request's timeout before killing the
 /// container itself.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes of setup output kept for the error of a failed package install.
+const SETUP_TAIL: usize = 4096;
+
+/// The last `n` non-empty lines of `text`, joined by newlines.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 /// Default bound on concurrent executions.
 pub const DEFAULT_MAX_CONCURRENT: usize = 10;
 
@@ -92,6 +102,8 @@ pub struct Inner {
     /// The persistent session's sandbox (mode `persistent`), created on first use.
     session: tokio::sync::Mutex<Option<Session>>,
     max_file_bytes: u64,
+    remote_code: crate::config::RemoteCodeConfig,
+    code_fetcher: crate::remote_code::CodeFetcher,
 }
 
 /// The container of a persistent session, bound to the runtime it was created for.
@@ -165,6 +177,11 @@ pub struct EngineConfig {
     pub prewarm: Vec<String>,
     /// Largest file `put_file` / `get_file` move (default 16 MiB, at most 32 MiB).
     pub max_file_bytes: Option<u64>,
+    /// A PEM CA bundle on the host trusted inside every sandbox (config `caBundle`), for
+    /// TLS-intercepting proxies between this host and the package registries.
+    pub ca_bundle: Option<String>,
+    /// Policy for `codeUrl` (config `remoteCode`; off by default).
+    pub remote_code: crate::config::RemoteCodeConfig,
 }
 
 impl DockerEngine {
@@ -179,7 +196,12 @@ impl DockerEngine {
 
     /// Connects with full control over options, runtimes, concurrency and prewarming.
     pub async fn connect_with(config: EngineConfig) -> Result<Self> {
-        let settings = SandboxSettings::resolve(&config.options)?;
+        let mut settings = SandboxSettings::resolve(&config.options)?;
+        settings.ca_bundle = config
+            .ca_bundle
+            .as_deref()
+            .map(check_ca_bundle)
+            .transpose()?;
         let host = host_config(&settings)?;
         let max = config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
         if max == 0 {
@@ -194,6 +216,7 @@ impl DockerEngine {
                 "must be between 1 byte and 32 MiB",
             ));
         }
+        let code_fetcher = crate::remote_code::CodeFetcher::new(&config.remote_code)?;
         let registry = config.registry.unwrap_or_default();
         for r in &config.prewarm {
             registry.get(r)?;
@@ -220,6 +243,8 @@ impl DockerEngine {
                 prewarm: config.prewarm,
                 session: tokio::sync::Mutex::new(None),
                 max_file_bytes,
+                remote_code: config.remote_code,
+                code_fetcher,
             }),
         })
     }
@@ -232,6 +257,11 @@ impl DockerEngine {
     /// The id in the `isol8.owner` label of this engine's containers.
     pub fn owner(&self) -> &str {
         &self.inner.owner
+    }
+
+    /// The `remoteCode` policy this engine applies to `codeUrl`.
+    pub fn remote_code(&self) -> &crate::config::RemoteCodeConfig {
+        &self.inner.remote_code
     }
 
     /// The runtime registry.
@@ -383,14 +413,45 @@ impl DockerEngine {
                             .into(),
                     ));
                 }
-                let settings = SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
+                let mut settings =
+                    SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
+                settings.ca_bundle = self.inner.settings.ca_bundle.clone();
                 let host = host_config(&settings)?;
                 let hash = PoolKey::hash_of(&host);
                 (Arc::new(settings), host, hash)
             }
         };
+        let fetched;
+        let req = if req.code_url.is_some() || req.code_hash.is_some() {
+            let mut r = req.clone();
+            self.inner.code_fetcher.resolve(&mut r).await?;
+            fetched = r;
+            &fetched
+        } else {
+            req
+        };
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
         prepared.spec.interactive = control.is_some();
+        let (settings, host, host_hash) = if prepared.network == settings.network {
+            (settings, host, host_hash)
+        } else {
+            // installPackages chose the filtered network: a sandbox of that kind is needed.
+            let settings = SandboxSettings {
+                network: prepared.network,
+                ..(*settings).clone()
+            };
+            let host = host_config(&settings)?;
+            let hash = PoolKey::hash_of(&host);
+            (Arc::new(settings), host, hash)
+        };
+        let egress_rules = match prepared.network {
+            NetworkMode::Filtered => Some(Arc::new(crate::egress::Rules::new(
+                &settings.network_filter,
+                &prepared.egress_hosts,
+                prepared.egress_restricted,
+            )?)),
+            _ => None,
+        };
         let control = control.map(tokio::sync::Mutex::new);
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
@@ -420,6 +481,8 @@ impl DockerEngine {
                 host,
                 host_hash,
                 control,
+                egress_rules,
+                setup_tail: Mutex::new(String::new()),
             }
             .execute(prepared)
             .await;
@@ -442,6 +505,7 @@ struct Summary {
     duration_ms: u64,
     container_id: String,
     files: Option<BTreeMap<String, String>>,
+    network_logs: Option<Vec<NetworkLog>>,
 }
 
 /// One execution in one sandbox.
@@ -456,6 +520,10 @@ struct Run {
     host_hash: String,
     /// Stdin and signals for an interactive execution.
     control: Option<tokio::sync::Mutex<mpsc::Receiver<Control>>>,
+    /// What the egress proxy admits during this execution (`filtered` network).
+    egress_rules: Option<Arc<crate::egress::Rules>>,
+    /// The end of the setup phase's output (for a failed install's error).
+    setup_tail: Mutex<String>,
 }
 
 /// Input for a running interactive execution.
@@ -500,6 +568,8 @@ enum Stop {
     Gone,
     /// The run failed.
     Failed(Error),
+    /// The exec frame could not be sent: the agent is gone (before anything ran).
+    Unsent(Error),
 }
 
 impl From<Error> for Stop {
@@ -524,7 +594,7 @@ impl Run {
             Ok(summary) => {
                 let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
             }
-            Err(Stop::Failed(e)) => {
+            Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
                 let e = if self.inner.is_stopped() {
                     Error::Stopped
                 } else {
@@ -572,16 +642,15 @@ impl Run {
             }
         };
         let id = session.sandbox.id.clone();
-        let sent = session
-            .sandbox
-            .send(&Frame::json(Kind::Exec, &prepared.spec))
+        let (result, logs) = self
+            .send_and_relay(
+                &mut session.sandbox,
+                prepared,
+                &Frame::json(Kind::Exec, &prepared.spec),
+            )
             .await;
-        let result = match sent {
-            Ok(()) => self.relay(&mut session.sandbox, prepared).await,
-            Err(e) => Err(e.into()),
-        };
         match result {
-            Ok(Ending::Clean(exited)) => self.finish(exited, id, prepared).await,
+            Ok(Ending::Clean(exited)) => self.finish(exited, id, prepared, logs).await,
             // The agent refused the request (bad path…) and is idle: the session lives on.
             Err(Stop::Failed(e @ Error::InvalidRequest(_))) => Err(Stop::Failed(e)),
             other => {
@@ -592,7 +661,7 @@ impl Run {
                 }
                 match other {
                     Ok(Ending::Dirty(exited)) | Ok(Ending::Clean(exited)) => {
-                        self.finish(exited, id, prepared).await
+                        self.finish(exited, id, prepared, logs).await
                     }
                     Err(e) => Err(e),
                 }
@@ -607,19 +676,23 @@ impl Run {
         let runtime = &prepared.runtime.name;
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let exec = Frame::json(Kind::Exec, &prepared.spec);
-        if let Err(e) = sb.send(&exec).await {
+        let (mut result, mut logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+        if let Err(Stop::Unsent(e)) = &result {
             if !warm {
                 sandbox::remove(&self.inner, &sb.id).await;
-                return Err(e.into());
+                return Err(Stop::Failed(Error::Sandbox(e.to_string())));
             }
             // A pooled sandbox that died while idle: replace it with a fresh one.
             tracing::warn!(container = %sb.id, error = %e, "pooled sandbox is dead; starting a new one");
             sandbox::remove(&self.inner, &sb.id).await;
             sb = sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.host.clone())
                 .await?;
-            sb.send(&exec).await?;
+            (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+            if let Err(Stop::Unsent(e)) = result {
+                sandbox::remove(&self.inner, &sb.id).await;
+                return Err(Stop::Failed(e));
+            }
         }
-        let result = self.relay(&mut sb, prepared).await;
         let id = sb.id.clone();
         let ended = match result {
             Ok(Ending::Clean(exited)) => {
@@ -639,7 +712,30 @@ impl Run {
                 return Err(e);
             }
         };
-        self.finish(ended, id, prepared).await
+        self.finish(ended, id, prepared, logs).await
+    }
+
+    /// Sends the exec frame and relays the execution, with the sandbox's egress proxy (if
+    /// any) applying this execution's rules for exactly that long. A failure to send is
+    /// [`Stop::Unsent`], so a dead pooled sandbox can be replaced.
+    async fn send_and_relay(
+        &self,
+        sb: &mut sandbox::Sandbox,
+        prepared: &Prepared,
+        exec: &Frame,
+    ) -> (Result<Ending, Stop>, Option<Vec<NetworkLog>>) {
+        if let (Some(e), Some(rules)) = (&sb.egress, &self.egress_rules) {
+            crate::egress::begin(e.shared(), rules.clone(), self.settings.log_network);
+        }
+        let result = match sb.send(exec).await {
+            Ok(()) => self.relay(sb, prepared).await,
+            Err(e) => Err(Stop::Unsent(e)),
+        };
+        let logs = sb
+            .egress
+            .as_ref()
+            .and_then(|e| crate::egress::finish(e.shared()));
+        (result, logs)
     }
 
     /// Destroys a sandbox that must not be reused (kept with `persist`).
@@ -793,9 +889,31 @@ impl Run {
         exited: Exited,
         container_id: String,
         prepared: &Prepared,
+        network_logs: Option<Vec<NetworkLog>>,
     ) -> Result<Summary, Stop> {
         for (path, reason) in &exited.file_errors {
             tracing::debug!(%path, %reason, "output path not read");
+        }
+        if prepared.installs && exited.steps_run == 1 && exited.exit_code != 0 && !exited.timed_out
+        {
+            let installer = prepared
+                .spec
+                .steps
+                .first()
+                .and_then(|s| s.argv.first())
+                .cloned()
+                .unwrap_or_default();
+            let output = self
+                .setup_tail
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default();
+            return Err(Error::PackageInstall {
+                installer,
+                exit_code: exited.exit_code,
+                output: last_lines(&output, 12),
+            }
+            .into());
         }
         Ok(Summary {
             exit_code: exited.exit_code,
@@ -803,6 +921,7 @@ impl Run {
             duration_ms: exited.duration_ms,
             container_id,
             files: (!prepared.spec.output_paths.is_empty()).then_some(exited.files),
+            network_logs: network_logs.filter(|_| self.settings.log_network),
         })
     }
 
@@ -811,7 +930,19 @@ impl Run {
             return Ok(());
         }
         let phase = match phase {
-            StepPhase::Setup => Phase::Setup,
+            StepPhase::Setup => {
+                if let Ok(mut tail) = self.setup_tail.lock() {
+                    tail.push_str(&text);
+                    if tail.len() > SETUP_TAIL {
+                        let mut cut = tail.len() - SETUP_TAIL;
+                        while !tail.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        tail.drain(..cut);
+                    }
+                }
+                Phase::Setup
+            }
             StepPhase::Code => Phase::Code,
         };
         self.emit(match stream {
@@ -978,6 +1109,7 @@ async fn collect((mut rx, runtime): (mpsc::Receiver<Msg>, String)) -> Result<Exe
                 result.truncated = summary.truncated;
                 result.container_id = Some(summary.container_id);
                 result.files = summary.files;
+                result.network_logs = summary.network_logs;
                 return Ok(result);
             }
             Msg::Failed(e) => return Err(e),
@@ -1007,6 +1139,17 @@ fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
     })
     .flat_map(futures_util::stream::iter);
     Box::pin(stream)
+}
+
+/// The absolute path of a readable PEM bundle holding at least one certificate.
+fn check_ca_bundle(path: &str) -> Result<String> {
+    let bad = |why: String| Error::option("caBundle", why);
+    let full = std::fs::canonicalize(path).map_err(|e| bad(format!("`{path}`: {e}")))?;
+    let text = std::fs::read_to_string(&full).map_err(|e| bad(format!("`{path}`: {e}")))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad(format!("`{path}` holds no PEM certificate")));
+    }
+    Ok(full.to_string_lossy().into_owned())
 }
 
 /// `over` laid on `base`: every option `over` sets wins; secrets are merged.

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures_util::StreamExt;
 use isol8_protocol::agent::{
@@ -17,6 +17,7 @@ use isol8_protocol::NetworkMode;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Inner;
+use crate::egress::{self, Egress};
 use crate::limits::SandboxSettings;
 use crate::{
     Error, Result, LABEL_HOST, LABEL_MANAGED, LABEL_OWNER, LABEL_PERSIST, LABEL_PID, LABEL_RUNTIME,
@@ -48,6 +49,8 @@ pub struct Sandbox {
     pub agent_log: String,
     /// Executions served so far.
     pub uses: u32,
+    /// The egress proxy of a `filtered` sandbox (dropped with it).
+    pub egress: Option<Egress>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -58,6 +61,9 @@ impl std::fmt::Debug for Sandbox {
             .finish_non_exhaustive()
     }
 }
+
+/// Where the operator's CA bundle (`caBundle`) appears inside the sandbox.
+pub const CA_BUNDLE_IN_SANDBOX: &str = "/etc/isol8/ca-certificates.crt";
 
 /// The `HostConfig` implementing SPEC section 4 for these settings.
 pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
@@ -79,7 +85,19 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
             ),
         ),
     ]);
+    let mut mounts = Vec::new();
+    if settings.network == NetworkMode::Filtered {
+        // The per-sandbox proxy socket directory; `Sandbox::start` fills in the source.
+        mounts.push(read_only_bind(
+            egress::MOUNT_PLACEHOLDER,
+            egress::SOCKET_DIR_IN_SANDBOX,
+        ));
+    }
+    if let Some(bundle) = &settings.ca_bundle {
+        mounts.push(read_only_bind(bundle, CA_BUNDLE_IN_SANDBOX));
+    }
     Ok(HostConfig {
+        mounts: (!mounts.is_empty()).then_some(mounts),
         network_mode: Some(match settings.network {
             NetworkMode::Host => "host".to_string(),
             _ => "none".to_string(),
@@ -117,6 +135,16 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
     })
 }
 
+fn read_only_bind(source: &str, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
 impl Sandbox {
     /// Creates, attaches and starts a container of `image`, and waits for the agent.
     /// The container is registered with the engine before anything can fail, so it is
@@ -125,11 +153,31 @@ impl Sandbox {
         inner: &Inner,
         image: &str,
         runtime: &str,
-        host: HostConfig,
+        mut host: HostConfig,
     ) -> Result<Sandbox> {
-        let id = create(inner, image, runtime, host).await?;
+        // A `filtered` sandbox gets a proxy of its own, listening on a socket in a host
+        // directory that is mounted where the placeholder says.
+        let mut egress = None;
+        if let Some(m) = host
+            .mounts
+            .iter_mut()
+            .flatten()
+            .find(|m| m.source.as_deref() == Some(egress::MOUNT_PLACEHOLDER))
+        {
+            let e = Egress::bind(std::sync::Arc::new(egress::SystemNet)).map_err(|e| {
+                Error::Sandbox(format!(
+                    "cannot start the egress proxy of the filtered network: {e}"
+                ))
+            })?;
+            m.source = Some(e.dir().to_string_lossy().into_owned());
+            egress = Some(e);
+        }
+        let id = create(inner, image, runtime, host, egress.is_some()).await?;
         match Self::attach_and_start(inner, id.clone()).await {
-            Ok(sb) => Ok(sb),
+            Ok(mut sb) => {
+                sb.egress = egress;
+                Ok(sb)
+            }
             Err(e) => {
                 remove(inner, &id).await;
                 Err(e)
@@ -161,6 +209,7 @@ impl Sandbox {
             decoder: FrameDecoder::new(),
             agent_log: String::new(),
             uses: 0,
+            egress: None,
         };
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, sb.next_frame()).await {
             Err(_) => {
@@ -286,7 +335,13 @@ impl Sandbox {
     }
 }
 
-async fn create(inner: &Inner, image: &str, runtime: &str, host: HostConfig) -> Result<String> {
+async fn create(
+    inner: &Inner,
+    image: &str,
+    runtime: &str,
+    host: HostConfig,
+    egress: bool,
+) -> Result<String> {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_OWNER.to_string(), inner.owner.clone()),
@@ -309,6 +364,14 @@ async fn create(inner: &Inner, image: &str, runtime: &str, host: HostConfig) -> 
         tty: Some(false),
         working_dir: Some("/sandbox".to_string()),
         network_disabled: Some(network_disabled),
+        env: egress.then(|| {
+            vec![format!(
+                "{}={}/{}",
+                isol8_protocol::agent::EGRESS_SOCKET_ENV,
+                egress::SOCKET_DIR_IN_SANDBOX,
+                egress::SOCKET_NAME
+            )]
+        }),
         labels: Some(labels),
         host_config: Some(host),
         ..Default::default()

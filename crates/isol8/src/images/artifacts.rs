@@ -145,6 +145,24 @@ pub const NODE: Artifact = Artifact {
     binary: "node",
 };
 
+/// npm (the package manager of the node image, for `installPackages`), kept whole: its
+/// tarball is unpacked into `/usr/local/lib/node_modules/npm` by the image build.
+pub const NPM: Artifact = Artifact {
+    registry: "npm",
+    package: "npm",
+    version: "12.2.0",
+    url: "https://registry.npmjs.org/npm/-/npm-12.2.0.tgz",
+    digest: Digest::Integrity(
+        "sha512-ZsJjKpTnlmSXOLLXiU1xDCzC4Wlok4IwZmh/aw2KUuXytU7q6qMv/cUT7MoeSf95Slwuw/lRXYefGzGCspHPNQ==",
+    ),
+    format: Format::Tgz,
+    member: WHOLE,
+    binary: "npm.tgz",
+};
+
+/// [`Artifact::member`] of an artifact kept whole (a package tree, not one binary).
+pub const WHOLE: &str = "";
+
 /// Bun, official build for x86-64 CPUs with AVX2, from the npm package
 /// `@oven/bun-linux-x64`.
 pub const BUN: Artifact = Artifact {
@@ -430,6 +448,10 @@ pub fn extract_to(
         member: artifact.member.to_string(),
         reason,
     };
+    if artifact.member == WHOLE {
+        std::io::Write::write_all(out, bytes).map_err(|e| bad(e.to_string()))?;
+        return Ok(bytes.len() as u64);
+    }
     match artifact.format {
         Format::Tgz => {
             let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));

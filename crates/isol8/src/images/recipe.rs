@@ -41,17 +41,17 @@ impl Recipe {
         Ok(match runtime {
             "python" => Recipe {
                 runtime: "python",
-                apt: &["python3"],
+                apt: &["python3", "python3-pip"],
                 binaries: vec![],
                 env: &[("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1")],
-                check: &["python3", "--version"],
+                check: &["bash", "-c", "python3 --version && pip --version"],
             },
             "node" => Recipe {
                 runtime: "node",
                 apt: &["ca-certificates"],
-                binaries: vec![artifacts::NODE],
+                binaries: vec![artifacts::NODE, artifacts::NPM],
                 env: &[],
-                check: &["node", "--version"],
+                check: &["bash", "-c", "node --version && npm --version"],
             },
             "bun" => Recipe {
                 runtime: "bun",
@@ -100,6 +100,22 @@ impl Recipe {
             .binaries
             .iter()
             .map(|a| {
+                if a.member == artifacts::WHOLE {
+                    // A package tree (npm): unpacked by ADD, linked into PATH.
+                    let name = a.binary.trim_end_matches(".tgz");
+                    return format!(
+                        "# {pkg} {ver} ({reg}), the whole package\n\
+                         ADD bin/{bin} /usr/local/lib/{name}-unpack/\n\
+                         RUN mkdir -p /usr/local/lib/node_modules \\\n \
+                         && mv /usr/local/lib/{name}-unpack/package /usr/local/lib/node_modules/{name} \\\n \
+                         && rmdir /usr/local/lib/{name}-unpack \\\n \
+                         && ln -s ../lib/node_modules/{name}/bin/{name}-cli.js /usr/local/bin/{name}",
+                        pkg = a.package,
+                        ver = a.version,
+                        reg = a.registry,
+                        bin = a.binary,
+                    );
+                }
                 format!(
                     "# {} {} ({})\nCOPY bin/{} /usr/local/bin/{}",
                     a.package, a.version, a.registry, a.binary, a.binary
@@ -205,13 +221,22 @@ mod tests {
     #[test]
     fn runtime_specifics_are_rendered() {
         let py = recipe("python").dockerfile();
-        assert!(py.contains("apt-get install -y --no-install-recommends python3 "));
+        assert!(py.contains("apt-get install -y --no-install-recommends python3 python3-pip "));
         assert!(py.contains("PYTHONDONTWRITEBYTECODE=1"));
         assert!(py.contains("PYTHONUNBUFFERED=1"));
-        assert!(py.contains("RUN [\"python3\", \"--version\"]"));
+        assert!(py.contains("python3 --version && pip --version"));
         let node = recipe("node").dockerfile();
         assert!(node.contains("--no-install-recommends ca-certificates "));
         assert!(node.contains("COPY bin/node /usr/local/bin/node"));
+        // npm is unpacked whole and linked into PATH.
+        assert!(
+            node.contains("ADD bin/npm.tgz /usr/local/lib/npm-unpack/"),
+            "{node}"
+        );
+        assert!(
+            node.contains("/usr/local/lib/node_modules/npm/bin/npm-cli.js")
+                || node.contains("../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm")
+        );
         assert!(recipe("bun")
             .dockerfile()
             .contains("COPY bin/bun /usr/local/bin/bun"));

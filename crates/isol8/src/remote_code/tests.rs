@@ -1,0 +1,264 @@
+//! Remote-code fetching against a small HTTP server on loopback. The production address
+//! check refuses loopback, so these tests swap in one that admits loopback only — every
+//! other refusal (private, metadata…) is still the production one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+/// Serves canned answers by path; counts connections.
+async fn server() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = match path.as_str() {
+                    "/code" => ok("print('hello from a URL')"),
+                    "/to-code" => redirect("/code"),
+                    "/to-private" => redirect("http://10.0.0.1/code"),
+                    "/to-metadata" => redirect("http://169.254.169.254/latest/"),
+                    "/loop" => redirect("/loop"),
+                    "/big" => ok(&"x".repeat(4096)),
+                    "/binary" => {
+                        let mut r =
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+                                .to_vec();
+                        r.extend_from_slice(&[0xff, 0xfe]);
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = s.write_all(&reply).await;
+            });
+        }
+    });
+    (base, hits)
+}
+
+fn ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn redirect(to: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn loopback_only(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_loopback() {
+        None
+    } else {
+        crate::egress::addr::forbidden(ip)
+    }
+}
+
+fn policy() -> RemoteCodeConfig {
+    RemoteCodeConfig {
+        enabled: Some(true),
+        allowed_schemes: Some(vec!["https".into(), "http".into()]),
+        max_code_size: Some(1024),
+        ..Default::default()
+    }
+}
+
+fn fetcher(cfg: RemoteCodeConfig) -> CodeFetcher {
+    CodeFetcher::new(&cfg)
+        .expect("policy")
+        .with_address_check(loopback_only)
+}
+
+fn req(url: &str) -> ExecutionRequest {
+    ExecutionRequest {
+        runtime: "python".into(),
+        code_url: Some(url.into()),
+        allow_insecure_code_url: Some(true),
+        ..Default::default()
+    }
+}
+
+async fn fetch_err(f: &CodeFetcher, r: ExecutionRequest) -> String {
+    let mut r = r;
+    f.resolve(&mut r)
+        .await
+        .expect_err("must be refused")
+        .to_string()
+}
+
+const CODE_SHA256: &str = "sha256-of-code";
+
+fn code_sha() -> String {
+    crate::images::artifacts::hex(&Sha256::digest(b"print('hello from a URL')"))
+}
+
+#[tokio::test]
+async fn code_is_fetched_through_redirects_and_its_hash_verified() {
+    let (base, _) = server().await;
+    let f = fetcher(policy());
+    let mut r = req(&format!("{base}/to-code"));
+    r.code_hash = Some(format!("sha256:{}", code_sha().to_uppercase()));
+    f.resolve(&mut r).await.expect("fetched");
+    assert_eq!(r.code.as_deref(), Some("print('hello from a URL')"));
+    assert_eq!((r.code_url, r.code_hash), (None, None));
+
+    let mut r = req(&format!("{base}/code"));
+    r.code_hash = Some("0".repeat(64));
+    let err = fetch_err(&f, r).await;
+    assert!(
+        err.contains("SHA-256") && err.contains(&code_sha()),
+        "{err}"
+    );
+
+    let mut r = req(&format!("{base}/code"));
+    r.code_hash = Some(CODE_SHA256.into());
+    assert!(fetch_err(&f, r).await.contains("not a SHA-256"));
+
+    let strict = fetcher(RemoteCodeConfig {
+        require_hash: Some(true),
+        ..policy()
+    });
+    assert!(fetch_err(&strict, req(&format!("{base}/code")))
+        .await
+        .contains("requires codeHash"));
+}
+
+#[tokio::test]
+async fn the_policy_is_off_by_default_and_http_needs_two_opt_ins() {
+    let (base, hits) = server().await;
+    let off = CodeFetcher::new(&RemoteCodeConfig::default()).expect("default");
+    assert!(fetch_err(&off, req(&format!("{base}/code")))
+        .await
+        .contains("remoteCode.enabled"));
+    // https only by default, whatever the request says.
+    let https_only = fetcher(RemoteCodeConfig {
+        allowed_schemes: None,
+        ..policy()
+    });
+    assert!(fetch_err(&https_only, req(&format!("{base}/code")))
+        .await
+        .contains("plain http"));
+    // The policy allows http, but the request did not ask for it.
+    let mut r = req(&format!("{base}/code"));
+    r.allow_insecure_code_url = None;
+    assert!(fetch_err(&fetcher(policy()), r)
+        .await
+        .contains("allowInsecureCodeUrl"));
+    for url in [
+        "file:///etc/passwd",
+        "ftp://example.com/x",
+        "http://user:pw@127.0.0.1/code",
+    ] {
+        fetch_err(&fetcher(policy()), req(url)).await;
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing may be dialled when the policy refuses"
+    );
+    // code and codeUrl together, codeHash alone.
+    let mut both = req(&format!("{base}/code"));
+    both.code = Some("print(1)".into());
+    assert!(fetch_err(&fetcher(policy()), both)
+        .await
+        .contains("exactly one"));
+    let mut hash_only = ExecutionRequest {
+        runtime: "python".into(),
+        ..Default::default()
+    };
+    hash_only.code_hash = Some(code_sha());
+    assert!(fetcher(policy()).resolve(&mut hash_only).await.is_err());
+}
+
+#[tokio::test]
+async fn every_redirect_is_rechecked_and_private_targets_are_never_dialled() {
+    let (base, hits) = server().await;
+    let f = fetcher(policy());
+    let err = fetch_err(&f, req(&format!("{base}/to-private"))).await;
+    assert!(err.contains("10.0.0.1") && err.contains("private"), "{err}");
+    let err = fetch_err(&f, req(&format!("{base}/to-metadata"))).await;
+    assert!(err.contains("metadata"), "{err}");
+    let err = fetch_err(&f, req(&format!("{base}/loop"))).await;
+    assert!(err.contains("redirects more than"), "{err}");
+    // The production check refuses loopback itself, before any connection.
+    let before = hits.load(Ordering::SeqCst);
+    let production = CodeFetcher::new(&policy()).expect("policy");
+    let err = fetch_err(&production, req(&format!("{base}/code"))).await;
+    assert!(err.contains("loopback"), "{err}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "the loopback server was dialled"
+    );
+    // Host rules: blocked wins; a non-empty allow list admits only its hosts.
+    let blocked = fetcher(RemoteCodeConfig {
+        blocked_hosts: Some(vec![r"^127\.".into()]),
+        ..policy()
+    });
+    assert!(fetch_err(&blocked, req(&format!("{base}/code")))
+        .await
+        .contains("blocked"));
+    let allow = fetcher(RemoteCodeConfig {
+        allowed_hosts: Some(vec![r"^example\.com$".into()]),
+        ..policy()
+    });
+    assert!(fetch_err(&allow, req(&format!("{base}/code")))
+        .await
+        .contains("allowedHosts"));
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn size_and_content_limits_hold() {
+    let (base, _) = server().await;
+    let small = fetcher(RemoteCodeConfig {
+        max_code_size: Some(100),
+        ..policy()
+    });
+    assert!(fetch_err(&small, req(&format!("{base}/big")))
+        .await
+        .contains("maxCodeSize"));
+    assert!(
+        fetch_err(&fetcher(policy()), req(&format!("{base}/binary")))
+            .await
+            .contains("UTF-8")
+    );
+    assert!(
+        fetch_err(&fetcher(policy()), req(&format!("{base}/missing")))
+            .await
+            .contains("404")
+    );
+    assert!(CodeFetcher::new(&RemoteCodeConfig {
+        max_code_size: Some(0),
+        ..policy()
+    })
+    .is_err());
+    assert!(CodeFetcher::new(&RemoteCodeConfig {
+        allowed_schemes: Some(vec!["ftp".into()]),
+        ..policy()
+    })
+    .is_err());
+}

@@ -1,0 +1,529 @@
+//! The `filtered` network and package installs against the real daemon and the real
+//! package registries (PyPI, npm).
+//!
+//! Traffic goes only to the registries and to loopback: every private, link-local or
+//! metadata address below is refused by the proxy before anything is dialled (the unit
+//! tests in `src/egress/tests.rs` prove the "before" with a recording network), and the
+//! direct-socket probes use TEST-NET-1 (192.0.2.1) from a sandbox that has no interface
+//! to send them on.
+
+mod common;
+
+use common::{assert_clean, code, engine_with, in_ci, run};
+use isol8::docker::EngineConfig;
+use isol8::{DockerEngine, Engine, EngineOptions, Error};
+use isol8_protocol::{NetworkFilter, NetworkMode};
+
+/// The CA bundle trusted inside sandboxes: this machine's own bundle, which includes the
+/// TLS-intercepting proxy's CA on machines that have one.
+fn ca_bundle() -> Option<String> {
+    let path = std::env::var("ISOL8_TEST_CA_BUNDLE")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+/// Package registries are reachable from this host (always in CI).
+async fn registries_reachable() -> bool {
+    let ok = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(("pypi.org", 443)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !ok {
+        assert!(!in_ci(), "the package registries must be reachable in CI");
+        eprintln!("SKIPPED: pypi.org is not reachable from this machine");
+    }
+    ok
+}
+
+async fn engine(options: EngineOptions) -> Option<DockerEngine> {
+    engine_with(EngineConfig {
+        options,
+        ca_bundle: ca_bundle(),
+        ..Default::default()
+    })
+    .await
+}
+
+fn filtered(whitelist: &[&str], blacklist: &[&str]) -> EngineOptions {
+    EngineOptions {
+        network: Some(NetworkMode::Filtered),
+        network_filter: Some(NetworkFilter {
+            whitelist: whitelist.iter().map(|s| s.to_string()).collect(),
+            blacklist: blacklist.iter().map(|s| s.to_string()).collect(),
+        }),
+        log_network: Some(true),
+        ..Default::default()
+    }
+}
+
+fn installing(runtime: &str, packages: &[&str], source: &str) -> isol8::ExecutionRequest {
+    let mut req = code(runtime, source);
+    req.install_packages = packages.iter().map(|s| s.to_string()).collect();
+    req.timeout_ms = Some(120_000);
+    req
+}
+
+#[tokio::test]
+async fn pip_install_then_import_in_filtered_mode() {
+    if !registries_reachable().await {
+        return;
+    }
+    let Some(engine) = engine(EngineOptions {
+        log_network: Some(true),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // No network given: installing switches to `filtered` with PyPI's hosts allowed.
+    let r = run(
+        &engine,
+        installing(
+            "python",
+            &["six"],
+            "import six; print('six', six.__version__)",
+        ),
+    )
+    .await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(r.stdout.contains("six 1."), "{r:?}");
+    let logs = r.network_logs.expect("logNetwork gives networkLogs");
+    assert!(
+        logs.iter()
+            .any(|l| l.host == "pypi.org" && l.action == "ALLOW" && l.method == "CONNECT"),
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|l| l.action == "ALLOW"), "{logs:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn npm_install_then_require_in_filtered_mode() {
+    if !registries_reachable().await {
+        return;
+    }
+    let Some(engine) = engine(filtered(&[], &[])).await else {
+        return;
+    };
+    let r = run(
+        &engine,
+        installing(
+            "node",
+            &["is-number"],
+            "const isNumber = require('is-number'); console.log('is-number', isNumber(42), isNumber('x'))",
+        ),
+    )
+    .await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(r.stdout.contains("is-number true false"), "{r:?}");
+    assert!(
+        !r.stderr.contains("Warning"),
+        "no proxy noise on stderr: {}",
+        r.stderr
+    );
+    let logs = r.network_logs.expect("networkLogs");
+    assert!(
+        logs.iter()
+            .any(|l| l.host == "registry.npmjs.org" && l.action == "ALLOW"),
+        "{logs:?}"
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn installing_with_network_none_is_a_clear_error() {
+    let Some(engine) = engine(EngineOptions {
+        network: Some(NetworkMode::None),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let err = engine
+        .execute(installing("python", &["six"], "import six"))
+        .await
+        .expect_err("no network, no install");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+    assert!(
+        msg.contains("installPackages") && msg.contains("none"),
+        "{msg}"
+    );
+    // Without the install the same code fails in the sandbox: six is not there.
+    let r = run(&engine, code("python", "import six")).await;
+    assert_ne!(r.exit_code, 0);
+    assert!(r.stderr.contains("No module named 'six'"), "{r:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn a_failed_install_is_an_error_carrying_the_installers_message() {
+    if !registries_reachable().await {
+        return;
+    }
+    let Some(engine) = engine(EngineOptions::default()).await else {
+        return;
+    };
+    let err = engine
+        .execute(installing(
+            "python",
+            &["isol8-no-such-package-7f3a9c"],
+            "print('never')",
+        ))
+        .await
+        .expect_err("the package does not exist");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::PackageInstall { .. }), "{err:?}");
+    assert!(
+        msg.contains("pip") && msg.contains("No matching distribution"),
+        "{msg}"
+    );
+    // Package names are argv entries, never shell text, and never options or URLs.
+    for bad in [
+        "six; rm -rf /",
+        "--index-url=http://evil.example/",
+        "https://evil.example/x.whl",
+        "../x",
+        "$(id)",
+    ] {
+        let err = engine
+            .execute(installing("python", &[bad], "print(1)"))
+            .await
+            .expect_err(bad);
+        assert!(matches!(err, Error::InvalidRequest(_)), "{bad}: {err:?}");
+    }
+    assert_clean(&engine).await;
+}
+
+/// Python that fetches each URL through the proxy and prints `URL -> status`.
+const FETCH: &str = r#"
+import sys, urllib.request, urllib.error
+for url in sys.argv[1:] or URLS:
+    try:
+        r = urllib.request.urlopen(url, timeout=30)
+        print(url, '->', r.status)
+    except urllib.error.HTTPError as e:
+        print(url, '->', e.code)
+    except urllib.error.URLError as e:
+        # A refused CONNECT surfaces as "Tunnel connection failed: 403 Forbidden".
+        print(url, '->', 403 if '403' in str(e.reason) else 'error: %s' % e.reason)
+"#;
+
+fn fetch(urls: &[&str]) -> String {
+    format!("URLS = {urls:?}\n{FETCH}")
+}
+
+#[tokio::test]
+async fn an_allowlisted_host_is_reachable_and_others_get_403_with_block_logs() {
+    if !registries_reachable().await {
+        return;
+    }
+    let Some(engine) = engine(filtered(&[r"^pypi\.org$"], &[])).await else {
+        return;
+    };
+    let r = run(
+        &engine,
+        code(
+            "python",
+            &fetch(&[
+                "https://pypi.org/simple/six/",
+                "https://registry.npmjs.org/is-number",
+                "http://example.com/",
+            ]),
+        ),
+    )
+    .await;
+    assert!(
+        r.stdout.contains("https://pypi.org/simple/six/ -> 200"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("https://registry.npmjs.org/is-number -> 403"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("http://example.com/ -> 403"), "{r:?}");
+    let logs = r.network_logs.expect("networkLogs");
+    let actions: Vec<(&str, &str)> = logs
+        .iter()
+        .map(|l| (l.host.as_str(), l.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("pypi.org", "ALLOW"),
+            ("registry.npmjs.org", "BLOCK"),
+            ("example.com", "BLOCK")
+        ],
+        "{logs:?}"
+    );
+    // The blacklist wins over the whitelist.
+    let mut req = code("python", &fetch(&["https://pypi.org/simple/six/"]));
+    req.timeout_ms = Some(60_000);
+    let r = engine
+        .execute_with(req, &filtered(&["pypi"], &[r"^pypi\.org$"]))
+        .await
+        .expect("run");
+    assert!(r.stdout.contains("-> 403"), "{r:?}");
+    assert_eq!(r.network_logs.expect("logs")[0].action, "BLOCK");
+    assert_clean(&engine).await;
+}
+
+/// Python: `ask(head)` sends a raw request head to the proxy and returns its status line.
+const ASK: &str = r#"
+import socket
+def ask(head):
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=20)
+    s.sendall(head.encode())
+    status = s.recv(200).split(b'\r\n')[0].decode()
+    s.close()
+    return status
+"#;
+
+#[tokio::test]
+async fn private_loopback_and_metadata_targets_are_refused_and_logged() {
+    let Some(engine) = engine(filtered(&[], &[])).await else {
+        return;
+    };
+    let urls = [
+        "http://10.0.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.100.100.200/",
+        "http://[fd00:ec2::254]/",
+        "http://2130706433/",
+        "https://192.168.1.1/",
+    ];
+    let r = run(&engine, code("python", &fetch(&urls))).await;
+    for url in &urls {
+        assert!(
+            r.stdout.contains(&format!("{url} -> 403")),
+            "{url} not refused: {r:?}"
+        );
+    }
+    let logs = r.network_logs.expect("networkLogs");
+    let hosts: Vec<&str> = logs.iter().map(|l| l.host.as_str()).collect();
+    assert_eq!(
+        hosts,
+        vec![
+            "10.0.0.1",
+            "169.254.169.254",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "127.0.0.1",
+            "192.168.1.1"
+        ],
+        "numeric host forms are judged by the address they mean"
+    );
+    assert!(logs.iter().all(|l| l.action == "BLOCK"), "{logs:?}");
+
+    // A service on the host's loopback stands for the isol8 server's port: neither the
+    // proxy (by name or address) nor a direct socket reaches it.
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = host_service.local_addr().expect("addr").port();
+    let probe = format!(
+        "{ASK}\nprint('byname', ask('CONNECT localhost:443 HTTP/1.1\\r\\n\\r\\n'))\n\
+         print('byaddr', ask('CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n'))\n\
+         try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3); print('direct REACHED')\n\
+         except OSError as e:\n    print('direct failed', e.errno)\n"
+    );
+    let r = run(&engine, code("python", &probe)).await;
+    assert!(r.stdout.contains("byname HTTP/1.1 403"), "{r:?}");
+    assert!(r.stdout.contains("byaddr HTTP/1.1 403"), "{r:?}");
+    assert!(r.stdout.contains("direct failed"), "{r:?}");
+    host_service.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        host_service.accept().is_err(),
+        "the sandbox reached a host service"
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn proxy_tricks_and_direct_sockets_reach_nothing() {
+    let Some(engine) = engine(filtered(&[], &[])).await else {
+        return;
+    };
+    // Speaks to the proxy by hand: a CONNECT to a non-allowed port, a Host header that
+    // differs from the target, an origin-form request; then tries to bypass the proxy
+    // with raw TCP, UDP (DNS), a raw socket and name resolution.
+    let probe = ASK.to_string()
+        + r#"
+print('port22', ask('CONNECT pypi.org:22 HTTP/1.1\r\nHost: pypi.org:22\r\n\r\n'))
+print('hostmismatch', ask('GET http://example.com/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n'))
+print('originform', ask('GET / HTTP/1.1\r\nHost: example.com\r\n\r\n'))
+print('connectmeta', ask('CONNECT 169.254.169.254:443 HTTP/1.1\r\n\r\n'))
+def attempt(name, fn):
+    try:
+        fn(); print(name, 'REACHED')
+    except OSError as e:
+        print(name, 'failed', e.errno)
+attempt('tcp', lambda: socket.create_connection(('192.0.2.1', 80), timeout=3))
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    s.sendto(b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04pypi\x03org\x00\x00\x01\x00\x01', ('192.0.2.1', 53))
+    s.recvfrom(512)
+attempt('udp', udp)
+attempt('raw', lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+attempt('dns', lambda: socket.getaddrinfo('pypi.org', 443))
+"#;
+    let r = run(&engine, code("python", &probe)).await;
+    for (name, status) in [
+        ("port22", "403"),
+        ("hostmismatch", "403"),
+        ("originform", "400"),
+        ("connectmeta", "403"),
+    ] {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(status)),
+            "{name} not refused with {status}: {r:?}"
+        );
+    }
+    for name in ["tcp", "udp", "raw", "dns"] {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} failed"))),
+            "{name} was not stopped: {r:?}"
+        );
+    }
+    let logs = r.network_logs.expect("networkLogs");
+    let blocked: Vec<&str> = logs
+        .iter()
+        .filter(|l| l.action == "BLOCK")
+        .map(|l| l.host.as_str())
+        .collect();
+    assert_eq!(
+        blocked,
+        vec!["pypi.org", "example.com", "169.254.169.254"],
+        "{logs:?}"
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn each_execution_gets_only_its_own_network_log() {
+    for strategy in [
+        isol8_protocol::PoolStrategy::Fast,
+        isol8_protocol::PoolStrategy::Secure,
+    ] {
+        let Some(engine) = engine(EngineOptions {
+            pool_strategy: Some(strategy),
+            pool_size: Some(isol8_protocol::PoolSize::Total(1)),
+            ..filtered(&[], &[])
+        })
+        .await
+        else {
+            return;
+        };
+        let first = run(&engine, code("python", &fetch(&["http://10.1.1.1/"]))).await;
+        let second = run(&engine, code("python", &fetch(&["http://10.2.2.2/"]))).await;
+        let third = run(&engine, code("python", "print('quiet')")).await;
+        let hosts = |r: &isol8::ExecutionResult| -> Vec<String> {
+            r.network_logs
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l.host)
+                .collect()
+        };
+        assert_eq!(hosts(&first), vec!["10.1.1.1"], "{strategy:?}");
+        assert_eq!(hosts(&second), vec!["10.2.2.2"], "{strategy:?}");
+        assert!(
+            hosts(&third).is_empty(),
+            "{strategy:?}: {:?}",
+            third.network_logs
+        );
+        assert_clean(&engine).await;
+    }
+}
+
+#[tokio::test]
+async fn without_log_network_there_are_no_logs_and_host_mode_works() {
+    let Some(engine) = engine(EngineOptions {
+        network: Some(NetworkMode::Filtered),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let r = run(&engine, code("python", &fetch(&["http://10.0.0.1/"]))).await;
+    assert!(r.stdout.contains("-> 403"), "{r:?}");
+    assert_eq!(r.network_logs, None);
+    assert_clean(&engine).await;
+
+    // `host`: the host's network; a listener on the host's loopback is reachable.
+    let Some(engine) = engine_with(EngineConfig {
+        options: EngineOptions {
+            network: Some(NetworkMode::Host),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let r = run(
+        &engine,
+        code(
+            "python",
+            &format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('reached')"),
+        ),
+    )
+    .await;
+    assert!(r.stdout.contains("reached"), "{r:?}");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn code_url_is_fetched_under_the_policy_and_verified() {
+    if !registries_reachable().await {
+        return;
+    }
+    let Some(engine) = engine_with(EngineConfig {
+        remote_code: isol8::config::RemoteCodeConfig {
+            enabled: Some(true),
+            allowed_hosts: Some(vec![r"^registry\.npmjs\.org$".into()]),
+            require_hash: Some(true),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // The registry's ping answers an empty body: valid (empty) Python, SHA-256 of "".
+    let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let req = |url: &str, hash: &str| isol8::ExecutionRequest {
+        runtime: "python".into(),
+        code_url: Some(url.into()),
+        code_hash: Some(hash.into()),
+        ..Default::default()
+    };
+    let r = run(&engine, req("https://registry.npmjs.org/-/ping", empty)).await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let wrong = engine
+        .execute(req("https://registry.npmjs.org/-/ping", &"a".repeat(64)))
+        .await
+        .expect_err("hash mismatch");
+    assert!(wrong.to_string().contains("SHA-256"), "{wrong}");
+    for url in [
+        "https://pypi.org/simple/",
+        "http://registry.npmjs.org/-/ping",
+        "https://169.254.169.254/x",
+    ] {
+        let err = engine.execute(req(url, empty)).await.expect_err(url);
+        assert!(matches!(err, Error::InvalidRequest(_)), "{url}: {err:?}");
+    }
+    assert_clean(&engine).await;
+}
