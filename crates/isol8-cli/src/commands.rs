@@ -23,38 +23,37 @@ pub struct SetupArgs {
     pub runtimes: Vec<String>,
 }
 
-/// Builds the runtime images, showing progress.
-pub async fn setup(args: SetupArgs, verbose: bool) -> Result<i32> {
-    let docker = isol8::docker::connect().await?;
-    let opts = SetupOptions {
-        runtimes: args.runtimes,
-        force: args.force,
-        offline: args.offline,
-        agent_path: None,
-    };
-    let spinner = if std::io::stderr().is_terminal() {
-        let pb = ProgressBar::new_spinner();
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        pb.enable_steady_tick(Duration::from_millis(120));
-        Some(pb)
-    } else {
-        None
-    };
-    let started = std::time::Instant::now();
-    let progress = |ev: SetupEvent| {
+/// Progress of image builds: a spinner on a terminal, plain lines otherwise.
+struct Progress {
+    spinner: Option<ProgressBar>,
+    verbose: bool,
+}
+
+impl Progress {
+    fn new(verbose: bool) -> Progress {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        });
+        Progress { spinner, verbose }
+    }
+
+    fn report(&self, ev: SetupEvent) {
         let line = match ev {
             SetupEvent::Step { runtime, message } => Some(format!(
                 "{}{message}",
                 runtime.map(|r| format!("[{r}] ")).unwrap_or_default()
             )),
             SetupEvent::Output { line } => {
-                if let Some(pb) = &spinner {
+                if let Some(pb) = &self.spinner {
                     pb.set_message(line.chars().take(100).collect::<String>());
                 }
-                verbose.then_some(format!("    {line}"))
+                self.verbose.then_some(format!("    {line}"))
             }
             SetupEvent::Built { image, seconds } => {
                 Some(format!("built {image} in {seconds:.1} s"))
@@ -62,23 +61,131 @@ pub async fn setup(args: SetupArgs, verbose: bool) -> Result<i32> {
             SetupEvent::UpToDate { image } => Some(format!("{image} is up to date")),
         };
         if let Some(line) = line {
-            match &spinner {
+            match &self.spinner {
                 Some(pb) => pb.println(line),
                 None => eprintln!("{line}"),
             }
         }
-    };
-    let result = isol8::images::setup(&docker, &opts, &progress).await;
-    if let Some(pb) = &spinner {
-        pb.finish_and_clear();
     }
-    let reports = result?;
-    let built = reports.iter().filter(|r| r.built).count();
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(pb) = &self.spinner {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Builds the runtime images, then the config's `prebuiltImages`, showing progress.
+pub async fn setup(args: SetupArgs, verbose: bool, config: &LoadedConfig) -> Result<i32> {
+    let docker = isol8::docker::connect().await?;
+    let opts = SetupOptions {
+        runtimes: args.runtimes.clone(),
+        force: args.force,
+        offline: args.offline,
+        agent_path: None,
+    };
+    let started = std::time::Instant::now();
+    let progress = Progress::new(verbose);
+    let reports = isol8::images::setup(&docker, &opts, &|ev| progress.report(ev)).await?;
+    let mut built = reports.iter().filter(|r| r.built).count();
+    let mut total = reports.len();
+    for p in &config.config.prebuilt_images {
+        if !args.runtimes.is_empty() && !args.runtimes.contains(&p.runtime) {
+            continue;
+        }
+        let image = custom_image(
+            &p.runtime,
+            p.tag.clone(),
+            p.install.clone(),
+            p.setup.clone(),
+            config,
+        );
+        total += 1;
+        if build_custom(&docker, &image, args.force, &progress).await? {
+            built += 1;
+        }
+    }
+    drop(progress);
     eprintln!(
         "setup done in {:.1} s: {built} built, {} up to date",
         started.elapsed().as_secs_f64(),
-        reports.len() - built
+        total - built
     );
+    Ok(0)
+}
+
+/// Flags of `isol8 build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Runtime whose image is the base (python, node, bun).
+    #[arg(long, value_name = "RUNTIME")]
+    pub base: String,
+    /// Tag of the new image (default isol8-custom:<runtime>-<packages hash>).
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+    /// Package to bake in (repeatable).
+    #[arg(long = "install", value_name = "PACKAGE")]
+    pub install: Vec<String>,
+    /// Shell command run as root while building (repeatable).
+    #[arg(long = "setup", value_name = "CMD")]
+    pub setup: Vec<String>,
+    /// Rebuild even when up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn custom_image(
+    runtime: &str,
+    tag: Option<String>,
+    install: Vec<String>,
+    setup: Vec<String>,
+    config: &LoadedConfig,
+) -> isol8::images::custom::CustomImage {
+    let mut image = isol8::images::custom::CustomImage {
+        runtime: runtime.to_string(),
+        tag: tag.unwrap_or_default(),
+        install,
+        setup,
+        ca_bundle: config.config.ca_bundle.clone(),
+    };
+    if image.tag.is_empty() {
+        image.tag = image.default_tag();
+    }
+    image
+}
+
+/// Builds one custom image; `true` when it was built (not up to date).
+async fn build_custom(
+    docker: &isol8::docker::Docker,
+    image: &isol8::images::custom::CustomImage,
+    force: bool,
+    progress: &Progress,
+) -> Result<bool> {
+    use isol8::images::custom::Built;
+    match isol8::images::custom::build(docker, image, force, &|ev| progress.report(ev)).await? {
+        Built::Built => Ok(true),
+        Built::UpToDate => {
+            progress.report(SetupEvent::UpToDate {
+                image: image.tag.clone(),
+            });
+            Ok(false)
+        }
+    }
+}
+
+/// `isol8 build`: a custom image with baked-in packages.
+pub async fn build(args: BuildArgs, verbose: bool, config: &LoadedConfig) -> Result<i32> {
+    if args.install.is_empty() && args.setup.is_empty() {
+        bail!("nothing to bake in: pass --install PACKAGE and/or --setup CMD");
+    }
+    let docker = isol8::docker::connect().await?;
+    let image = custom_image(&args.base, args.tag, args.install, args.setup, config);
+    let progress = Progress::new(verbose);
+    build_custom(&docker, &image, args.force, &progress).await?;
+    drop(progress);
+    println!("{}", image.tag);
     Ok(0)
 }
 

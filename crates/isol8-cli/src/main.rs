@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Build the runtime images (skipped when up to date).
     Setup(commands::SetupArgs),
+    /// Build a custom image with baked-in packages.
+    Build(commands::BuildArgs),
     /// Run code in a sandbox.
     Run(Box<run::RunArgs>),
     /// Remove isol8's containers (and, with --images, its images).
@@ -61,7 +63,8 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = isol8::config::Config::load()?;
     match cli.command {
-        Command::Setup(args) => commands::setup(args, cli.verbose > 0).await,
+        Command::Setup(args) => commands::setup(args, cli.verbose > 0, &config).await,
+        Command::Build(args) => commands::build(args, cli.verbose > 0, &config).await,
         Command::Run(args) => run::run(*args, &config).await,
         Command::Cleanup(args) => commands::cleanup(args).await,
         Command::Config(args) => commands::config(args, &config),

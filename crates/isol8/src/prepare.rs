@@ -283,7 +283,7 @@ fn ca_env() -> Vec<(String, String)> {
 /// Characters a package spec may contain (names, versions, ranges, extras, scopes and
 /// `npm:` / `jsr:` prefixes). Specs go to the installer as separate argv entries, never
 /// through a shell; this check also keeps them from being options, paths or URLs.
-fn check_package(spec: &str) -> Result<()> {
+pub fn check_package(spec: &str) -> Result<()> {
     let bad = |why: &str| Error::InvalidRequest(format!("installPackages entry `{spec}` {why}"));
     if spec.is_empty() || spec.len() > 214 {
         return Err(bad("must be 1 to 214 characters long"));

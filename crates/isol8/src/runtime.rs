@@ -99,7 +99,10 @@ impl RuntimeRegistry {
                     "--target",
                     "/sandbox/.local/pypackages",
                 ])
-                .with_env("PYTHONPATH", "/sandbox/.local/pypackages")
+                .with_env(
+                    "PYTHONPATH",
+                    "/sandbox/.local/pypackages:/opt/isol8/pypackages",
+                )
                 .with_env("PYTHONUNBUFFERED", "1")
                 .with_env("PYTHONDONTWRITEBYTECODE", "1"),
             Runtime::new("node", "isol8:node", &[".mjs", ".js", ".cjs"], &["node"])
@@ -113,10 +116,11 @@ impl RuntimeRegistry {
                     "--no-fund",
                     "--no-update-notifier",
                 ])
-                .with_env("NODE_PATH", "/sandbox/node_modules"),
+                .with_env("NODE_PATH", "/sandbox/node_modules:/opt/isol8/node_modules"),
             Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
                 .with_inline(&["bun", "-e"])
                 .with_install(&["bun", "add", "--cwd", "/sandbox"])
+                .with_env("NODE_PATH", "/sandbox/node_modules:/opt/isol8/node_modules")
                 .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
             Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
             Runtime::new(

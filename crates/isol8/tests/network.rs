@@ -58,6 +58,8 @@ fn filtered(whitelist: &[&str], blacklist: &[&str]) -> EngineOptions {
     }
 }
 
+/// A request installing `packages`. Tests pin versions (`six==1.17.0`) so that a custom
+/// image built by another test with the bare name (`six`) never covers them.
 fn installing(runtime: &str, packages: &[&str], source: &str) -> isol8::ExecutionRequest {
     let mut req = code(runtime, source);
     req.install_packages = packages.iter().map(|s| s.to_string()).collect();
@@ -83,7 +85,7 @@ async fn pip_install_then_import_in_filtered_mode() {
         &engine,
         installing(
             "python",
-            &["six"],
+            &["six==1.17.0"],
             "import six; print('six', six.__version__)",
         ),
     )
@@ -112,7 +114,7 @@ async fn npm_install_then_require_in_filtered_mode() {
         &engine,
         installing(
             "node",
-            &["is-number"],
+            &["is-number@7.0.0"],
             "const isNumber = require('is-number'); console.log('is-number', isNumber(42), isNumber('x'))",
         ),
     )
@@ -144,7 +146,7 @@ async fn installing_with_network_none_is_a_clear_error() {
         return;
     };
     let err = engine
-        .execute(installing("python", &["six"], "import six"))
+        .execute(installing("python", &["six==1.17.0"], "import six"))
         .await
         .expect_err("no network, no install");
     let msg = err.to_string();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bollard::models::HostConfig;
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
-use bollard::Docker;
+pub use bollard::Docker;
 use isol8_protocol::agent::{self, ExecFailed, Exited, Frame, Kind, StepPhase, Stream};
 use isol8_protocol::{
     EngineOptions, ExecutionRequest, ExecutionResult, NetworkLog, NetworkMode, Phase, StreamEvent,
@@ -421,15 +421,34 @@ impl DockerEngine {
                 (Arc::new(settings), host, hash)
             }
         };
-        let fetched;
-        let req = if req.code_url.is_some() || req.code_hash.is_some() {
+        let mut owned: Option<ExecutionRequest> = None;
+        if req.code_url.is_some() || req.code_hash.is_some() {
             let mut r = req.clone();
             self.inner.code_fetcher.resolve(&mut r).await?;
-            fetched = r;
-            &fetched
-        } else {
-            req
-        };
+            owned = Some(r);
+        }
+        let mut settings = settings;
+        if !req.install_packages.is_empty() && settings.image.is_none() {
+            // An image built with these packages (`isol8 build`) runs the request
+            // without installing anything.
+            let covering = crate::images::custom::covering_image(
+                &self.inner.docker,
+                &req.runtime,
+                &req.install_packages,
+            )
+            .await;
+            if let Some(tag) = covering {
+                tracing::debug!(image = %tag, "using a built image that has the packages");
+                let mut r = owned.take().unwrap_or_else(|| req.clone());
+                r.install_packages.clear();
+                owned = Some(r);
+                settings = Arc::new(SandboxSettings {
+                    image: Some(tag),
+                    ..(*settings).clone()
+                });
+            }
+        }
+        let req = owned.as_ref().unwrap_or(req);
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
         prepared.spec.interactive = control.is_some();
         let (settings, host, host_hash) = if prepared.network == settings.network {

@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod base;
+pub mod custom;
 pub mod recipe;
 
 use std::collections::HashMap;

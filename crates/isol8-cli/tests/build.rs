@@ -1,0 +1,154 @@
+//! `isol8 build` and the config's `prebuiltImages` (built by `isol8 setup`): packages are
+//! baked in from the real registries, an unchanged build is skipped, and runs asking for
+//! those packages use the image instead of installing (so they need no network).
+//!
+//! Needs Docker and the package registries: skips (saying so) without them outside CI.
+
+mod common;
+
+use common::docker_available;
+use std::process::{Command, Output, Stdio};
+
+fn isol8_in(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isol8"));
+    cmd.stdin(Stdio::null()).current_dir(dir).env("HOME", dir);
+    cmd
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn remove_image(tag: &str) {
+    let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
+    if !docker_available() {
+        return;
+    }
+    let registry_up = std::net::TcpStream::connect(("pypi.org", 443)).is_ok();
+    if !registry_up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "registries must be reachable in CI"
+        );
+        eprintln!("SKIPPED: pypi.org is unreachable");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("isol8-build-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let py_tag = format!("isol8-test-prebuilt:six-{}", std::process::id());
+    let node_tag = format!("isol8-test-built:isnum-{}", std::process::id());
+    let ca = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let config = serde_json::json!({
+        "caBundle": ca.exists().then_some(ca),
+        "prebuiltImages": [{
+            "runtime": "python",
+            "tag": py_tag,
+            "install": ["six"],
+            "setup": ["echo prebuilt > /opt/isol8/marker"]
+        }]
+    });
+    std::fs::write(dir.join("isol8.config.json"), config.to_string()).expect("config");
+
+    // `isol8 setup` builds the prebuilt image after the (up-to-date) runtime image…
+    let o = isol8_in(&dir)
+        .args(["setup", "-r", "python"])
+        .output()
+        .expect("setup");
+    ok(&o);
+    assert!(
+        text(&o.stderr).contains(&format!("built {py_tag}")),
+        "{}",
+        text(&o.stderr)
+    );
+    // …and skips it when nothing changed.
+    let o = isol8_in(&dir)
+        .args(["setup", "-r", "python"])
+        .output()
+        .expect("setup");
+    ok(&o);
+    assert!(
+        text(&o.stderr).contains(&format!("{py_tag} is up to date")),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A run asking for six uses the image: no install, so no proxy traffic at all.
+    let o = isol8_in(&dir)
+        .args(["run", "-r", "python", "--install", "SIX", "--json", "--log-network", "-e"])
+        .arg("import six, pathlib; print(six.__file__, pathlib.Path('/opt/isol8/marker').read_text().strip())")
+        .output()
+        .expect("run");
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        v["stdout"], "/opt/isol8/pypackages/six.py prebuilt\n",
+        "{v}"
+    );
+    assert!(v.get("networkLogs").is_none(), "installed at run time: {v}");
+
+    // `isol8 build` for node; the package then resolves from the image.
+    let o = isol8_in(&dir)
+        .args([
+            "build",
+            "--base",
+            "node",
+            "--tag",
+            &node_tag,
+            "--install",
+            "is-number",
+        ])
+        .output()
+        .expect("build");
+    ok(&o);
+    assert_eq!(text(&o.stdout).trim(), node_tag);
+    let o = isol8_in(&dir)
+        .args([
+            "run",
+            "-r",
+            "node",
+            "--install",
+            "is-number",
+            "--json",
+            "-e",
+        ])
+        .arg("console.log(require.resolve('is-number'), require('is-number')(7))")
+        .output()
+        .expect("run");
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        v["stdout"], "/opt/isol8/node_modules/is-number/index.js true\n",
+        "{v}"
+    );
+
+    // Runtimes without a build recipe and missing input are one clear error line.
+    for args in [
+        vec!["build", "--base", "deno", "--install", "is-number"],
+        vec!["build", "--base", "python"],
+        vec!["build", "--base", "python", "--install", "six; id"],
+    ] {
+        let o = isol8_in(&dir).args(&args).output().expect("build");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(
+            err.lines().count() == 1 && err.starts_with("error: "),
+            "{args:?}: {err}"
+        );
+    }
+    remove_image(&py_tag);
+    remove_image(&node_tag);
+    let _ = std::fs::remove_dir_all(&dir);
+}
