@@ -69,6 +69,22 @@ pub struct SandboxSettings {
     pub ca_bundle: Option<String>,
 }
 
+/// Compiles a host-rule regex; a bad one is a one-line error naming `field`.
+pub fn compile_regex(field: &str, pattern: &str) -> Result<regex::Regex> {
+    regex::Regex::new(pattern).map_err(|e| {
+        // The regex crate's message spans lines (pattern, caret, reason): keep the reason.
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid")
+            .trim()
+            .trim_start_matches("error: ");
+        Error::option(field, format!("`{pattern}` is not a valid regex: {reason}"))
+    })
+}
+
 /// Parses a size such as `512m`, `1g`, `64k` or `1048576` (bytes). Suffixes are
 /// case-insensitive and may be followed by `b` (`512mb`).
 pub fn parse_size(field: &str, value: &str) -> Result<u64> {
@@ -147,12 +163,7 @@ impl SandboxSettings {
         }
         let filter = opts.network_filter.clone().unwrap_or_default();
         for pattern in filter.whitelist.iter().chain(&filter.blacklist) {
-            regex::Regex::new(pattern).map_err(|e| {
-                Error::option(
-                    "networkFilter",
-                    format!("`{pattern}` is not a valid regex: {e}"),
-                )
-            })?;
+            compile_regex("networkFilter", pattern)?;
         }
         let SecurityOptions {
             seccomp,

@@ -54,11 +54,7 @@ impl CodeFetcher {
         let compile = |field: &str, pats: &Option<Vec<String>>| -> Result<Vec<Regex>> {
             pats.iter()
                 .flatten()
-                .map(|p| {
-                    Regex::new(p).map_err(|e| {
-                        Error::option(field, format!("`{p}` is not a valid regex: {e}"))
-                    })
-                })
+                .map(|p| crate::limits::compile_regex(field, p))
                 .collect()
         };
         let schemes = cfg

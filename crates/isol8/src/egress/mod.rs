@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 
+use crate::limits::compile_regex;
 use crate::{Error, Result};
 
 /// Port the agent listens on inside the sandbox.
@@ -100,14 +101,7 @@ impl Rules {
     /// already non-empty or when `restrict` asks for a whitelist of those hosts only.
     pub fn new(filter: &NetworkFilter, extra_hosts: &[&str], restrict: bool) -> Result<Rules> {
         let compile = |field: &str, patterns: &[String]| -> Result<Vec<Regex>> {
-            patterns
-                .iter()
-                .map(|p| {
-                    Regex::new(p).map_err(|e| {
-                        Error::option(field, format!("`{p}` is not a valid regex: {e}"))
-                    })
-                })
-                .collect()
+            patterns.iter().map(|p| compile_regex(field, p)).collect()
         };
         let mut whitelist = compile("networkFilter.whitelist", &filter.whitelist)?;
         let blacklist = compile("networkFilter.blacklist", &filter.blacklist)?;
