@@ -83,7 +83,7 @@ async fn fast_reset_leaves_nothing_for_the_next_run_in_the_same_container() {
         "the second run must reuse the first run's container"
     );
     assert_eq!(
-        seen, "sandbox: \ntmp: \nshm: \nenv: unset\npwd: /sandbox\nsleepers: 0\nipc: 0\n",
+        seen, CLEAN,
         "the reused container still shows traces of the previous run"
     );
 }
@@ -94,10 +94,67 @@ async fn secure_strategy_never_reuses_a_container() {
         return;
     };
     assert_ne!(first, second);
-    assert!(
-        seen.contains("sleepers: 0") && seen.contains("sandbox: \n"),
-        "{seen}"
+    assert_eq!(
+        seen, CLEAN,
+        "a fresh container shows traces of the previous run"
     );
+}
+
+/// What [`INSPECT`] prints in a sandbox with no trace of earlier runs.
+const CLEAN: &str = "sandbox: \ntmp: \nshm: \nenv: unset\npwd: /sandbox\nsleepers: 0\nipc: 0\n";
+
+/// Each resource attack, then an inspection run in the same engine: under both strategies
+/// the next run works and sees nothing of the attack.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_every_attack_the_next_run_is_clean_under_both_strategies() {
+    let attacks: [(&str, &str, u64); 6] = [
+        ("fork bomb", "bomb() { bomb | bomb & }; bomb; sleep 5", 3000),
+        (
+            "memory bomb",
+            "python3 -c 'x = bytearray(1 << 30); print(len(x))'",
+            10_000,
+        ),
+        (
+            "fill /tmp, /sandbox and /dev/shm",
+            "for d in /tmp /sandbox /dev/shm; do dd if=/dev/zero of=$d/fill bs=1M count=2000 2>/dev/null; done; true",
+            20_000,
+        ),
+        (
+            "zombies and escapees",
+            "for i in $(seq 300); do (sleep 0 &) ; done; (trap '' TERM HUP; setsid nohup sleep 1000 >/dev/null 2>&1 &); echo x",
+            10_000,
+        ),
+        ("ignore SIGTERM and loop", "trap '' TERM; while :; do :; done", 1500),
+        (
+            "System V IPC and environment",
+            "python3 -c 'import ctypes; ctypes.CDLL(None).shmget(0, 4096, 0o1600)'; export RUN_N_ONLY=leak",
+            10_000,
+        ),
+    ];
+    for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
+        let Some(engine) = engine(pooled(strategy)).await else {
+            return;
+        };
+        for (name, attack, timeout_ms) in attacks {
+            let mut req = code("python", "");
+            req.code = None;
+            req.cmd = Some(attack.to_string());
+            req.timeout_ms = Some(timeout_ms);
+            req.env.insert("RUN_N_ONLY".into(), "leaked-value".into());
+            let attacked = engine.execute(req).await;
+            assert!(attacked.is_ok(), "{strategy:?} {name}: {attacked:?}");
+            let mut inspect = code("python", "");
+            inspect.code = None;
+            inspect.cmd = Some(INSPECT.to_string());
+            let r = run(&engine, inspect).await;
+            assert_eq!(r.exit_code, 0, "{strategy:?} after {name}: {r:?}");
+            assert_eq!(
+                r.stdout, CLEAN,
+                "{strategy:?}: traces of `{name}` in the next run"
+            );
+        }
+        assert_clean(&engine).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
