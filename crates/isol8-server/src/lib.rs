@@ -11,7 +11,7 @@
 //! key management (`/auth/*`) and `/cleanup` need the master key.
 
 pub mod keys;
-
+pub mod net;
 pub mod policy;
 
 use std::collections::HashMap;
