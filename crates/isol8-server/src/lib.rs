@@ -708,6 +708,10 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     };
     let (mut events, control) = match started {
         Ok(s) => s,
+        // Refused by validation (the engine's included): like invalid input, 1003.
+        Err(ApiError(StatusCode::BAD_REQUEST, message)) => {
+            return ws_fail(&mut socket, INVALID, message).await
+        }
         Err(ApiError(_, message)) => return ws_fail(&mut socket, 1011, message).await,
     };
     loop {
