@@ -62,7 +62,8 @@ async fn still_serving(addr: std::net::SocketAddr) {
         .await
         .expect("json");
     assert_eq!(v["stdout"], "alive\n", "{v}");
-    assert!(t.elapsed() < Duration::from_secs(10));
+    // Generous: the point is that it is served at all, even on a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(20));
 }
 
 /// Sends a request head announcing `len` body bytes.
@@ -109,11 +110,19 @@ async fn a_body_stalled_mid_way_gets_a_json_408_within_the_bound() {
         .expect("part");
     let t = Instant::now();
     // Meanwhile the server serves others.
-    still_serving(addr).await;
-    let text = answer(&mut s, Duration::from_secs(10)).await;
-    assert_408(&text);
-    assert!(t.elapsed() >= BODY_TIMEOUT - Duration::from_millis(100));
-    assert!(t.elapsed() < BODY_TIMEOUT + Duration::from_secs(5));
+    let (took, ()) = tokio::join!(
+        async {
+            let text = answer(&mut s, Duration::from_secs(10)).await;
+            assert_408(&text);
+            t.elapsed()
+        },
+        still_serving(addr)
+    );
+    assert!(
+        took >= BODY_TIMEOUT - Duration::from_millis(100),
+        "{took:?}"
+    );
+    assert!(took < BODY_TIMEOUT + Duration::from_secs(5), "{took:?}");
     state.shutdown().await;
 }
 
@@ -144,7 +153,7 @@ async fn a_body_trickled_byte_by_byte_is_cut_off_at_the_total_bound() {
     }
     reply.extend_from_slice(answer(&mut s, Duration::from_secs(10)).await.as_bytes());
     assert_408(&String::from_utf8_lossy(&reply));
-    assert!(t.elapsed() < BODY_TIMEOUT + Duration::from_secs(3));
+    assert!(t.elapsed() < BODY_TIMEOUT + Duration::from_secs(5));
     // The same bound applies to the other routes with a body.
     let mut s = head(addr, "/cleanup", 10).await;
     assert_408(&answer(&mut s, Duration::from_secs(10)).await);
@@ -191,9 +200,17 @@ async fn a_client_that_never_reads_its_response_is_dropped() {
         "GET /file?sessionId=big&path=/sandbox/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.expect("request");
-    let t = Instant::now();
     // Meanwhile everyone else is served.
     still_serving(addr).await;
+    // Once the answer starts arriving (reading the file can take a while on a loaded
+    // machine), the server's writes stall within moments; leave them stalled past the
+    // bound without reading anything.
+    let mut first = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(60), s.peek(&mut first))
+        .await
+        .expect("the answer never started")
+        .expect("peek");
+    let t = Instant::now();
     tokio::time::sleep(WRITE_STALL + Duration::from_secs(2)).await;
     // The server gave up on the stalled connection: what is left in flight ends in EOF
     // (or a reset) well short of the whole answer.
