@@ -94,3 +94,36 @@ ensure_images() {
     die "isol8 setup failed"
   fi
 }
+
+# ensure_postgres: a running PostgreSQL server (Debian's package, installed if missing)
+# with a role and a database for the tests; exports ISOL8_TEST_POSTGRES_URL. Reuses a
+# URL already in the environment.
+ensure_postgres() {
+  if [ -n "${ISOL8_TEST_POSTGRES_URL:-}" ]; then return; fi
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null)" ]; then
+    say "installing PostgreSQL (Debian package postgresql)"
+    apt_install postgresql
+  fi
+  local version port
+  version="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
+  [ -n "$version" ] || die "no PostgreSQL server under /usr/lib/postgresql after installing it"
+  # The package creates the cluster 'main' unless told not to; its services are never
+  # started for us (no systemd, policy-rc.d), so start it by hand.
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$version main"; then
+    as_root pg_createcluster "$version" main >/dev/null
+  fi
+  if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}' | grep -qx online; then
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster "$version" main start
+  fi
+  port="$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')"
+  local psql=(as_root runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtAX)
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='isol8_test'")" != 1 ]; then
+    "${psql[@]}" -c "CREATE ROLE isol8_test LOGIN PASSWORD 'isol8_test'"
+  fi
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='isol8_test'")" != 1 ]; then
+    "${psql[@]}" -c "CREATE DATABASE isol8_test OWNER isol8_test"
+  fi
+  export ISOL8_TEST_POSTGRES_URL="postgres://isol8_test:isol8_test@127.0.0.1:$port/isol8_test"
+  say "PostgreSQL $version on port $port (database isol8_test)"
+}

@@ -9,6 +9,8 @@ ensure_tools
 build_agent
 ISOL8="$(build_cli debug)"
 ensure_images "$ISOL8"
+# The PostgreSQL key store is tested against a real server.
+ensure_postgres
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -537,16 +537,66 @@ pub struct ServeArgs {
     /// visible to other users).
     #[arg(long, env = "ISOL8_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// Accept database API keys kept in this SQLite file, or in PostgreSQL given a
+    /// postgres:// connection string (overrides auth.connectionString; enables keys).
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub auth_db: Option<String>,
+}
+
+/// The key store named by `--auth-db` and `auth.*`: the flag wins and enables keys;
+/// otherwise `auth.enabled` (default: on when `auth.connectionString` is set), with
+/// `~/.isol8/auth.db` when enabled without a connection string.
+async fn key_store(
+    auth_db: Option<&str>,
+    auth: &isol8::config::AuthConfig,
+    home: Option<&std::path::Path>,
+) -> Result<Option<(isol8_server::keys::Keys, String)>> {
+    let enabled = auth_db.is_some() || auth.enabled.unwrap_or(auth.connection_string.is_some());
+    if !enabled {
+        return Ok(None);
+    }
+    let conn = match auth_db
+        .map(str::to_string)
+        .or_else(|| auth.connection_string.clone())
+    {
+        Some(c) if !c.trim().is_empty() => c,
+        Some(_) => bail!("the API key database is empty: give a file path or a postgres:// URL"),
+        None => home
+            .ok_or_else(|| anyhow::anyhow!("HOME is not set: pass --auth-db PATH"))?
+            .join(".isol8")
+            .join("auth.db")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let store = isol8_server::keys::open(&conn).await?;
+    // Never print a connection string: it may hold a password.
+    let what = if isol8_server::keys::is_postgres_url(&conn) {
+        "PostgreSQL".to_string()
+    } else {
+        format!("SQLite file {conn}")
+    };
+    let keys = isol8_server::keys::Keys::new(
+        store,
+        auth.default_ttl_ms.map(std::time::Duration::from_millis),
+    );
+    Ok(Some((keys, what)))
 }
 
 /// Runs the HTTP API until SIGINT/SIGTERM, then removes this server's containers.
 pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
-    let Some(key) = args.key.filter(|k| !k.is_empty()) else {
+    let Some(key) = args.key.clone().filter(|k| !k.is_empty()) else {
         bail!("no API key: set ISOL8_API_KEY (or pass --key)");
     };
     if key.len() < 16 {
         bail!("the API key is too short: use at least 16 characters");
     }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let keys = key_store(
+        args.auth_db.as_deref(),
+        &loaded.config.auth,
+        home.as_deref(),
+    )
+    .await?;
     let options = loaded.config.engine_options();
     let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
         options: options.clone(),
@@ -556,11 +606,19 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         ..Default::default()
     })
     .await?;
-    let state = isol8_server::AppState::with_policy(
+    let (keys, keys_desc) = match keys {
+        Some((k, d)) => (Some(k), Some(d)),
+        None => (None, None),
+    };
+    let state = isol8_server::AppState::with_settings(
         engine,
         options,
         key,
-        loaded.config.server_policy.clone(),
+        isol8_server::ServerSettings {
+            policy: loaded.config.server_policy.clone(),
+            keys,
+            ..Default::default()
+        },
     );
     let cleanup = &loaded.config.cleanup;
     if cleanup.auto_prune.unwrap_or(true) {
@@ -573,6 +631,12 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     eprintln!("isol8 {} listening on http://{addr}", isol8_server::VERSION);
+    match &keys_desc {
+        Some(d) => eprintln!("database API keys: {d}"),
+        None => eprintln!("database API keys: off (master key only)"),
+    }
+    let listener =
+        isol8_server::net::GuardedListener::new(listener, isol8_server::net::DEFAULT_WRITE_STALL);
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -587,4 +651,74 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         .await?;
     state.shutdown().await;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isol8::config::AuthConfig;
+
+    #[tokio::test]
+    async fn auth_config_and_flag_choose_the_key_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("conf.db");
+        let conn = Some(db.to_string_lossy().into_owned());
+
+        // Nothing configured: master key only.
+        let none = key_store(None, &AuthConfig::default(), Some(dir.path())).await;
+        assert!(none.expect("ok").is_none());
+
+        // connectionString alone enables keys there; defaultTtlMs reaches the keys.
+        let auth = AuthConfig {
+            connection_string: conn.clone(),
+            default_ttl_ms: Some(60_000),
+            ..Default::default()
+        };
+        let (keys, what) = key_store(None, &auth, None)
+            .await
+            .expect("ok")
+            .expect("keys");
+        assert!(db.exists());
+        assert!(what.contains("SQLite"), "{what}");
+        assert_eq!(keys.default_ttl(), Some(std::time::Duration::from_secs(60)));
+
+        // enabled: false turns them off, unless --auth-db asks for them.
+        let off = AuthConfig {
+            enabled: Some(false),
+            connection_string: conn.clone(),
+            ..Default::default()
+        };
+        assert!(key_store(None, &off, None).await.expect("ok").is_none());
+        let flag = dir.path().join("flag.db");
+        let (_, what) = key_store(flag.to_str(), &off, None)
+            .await
+            .expect("ok")
+            .expect("keys");
+        assert!(flag.exists() && what.contains("flag.db"), "{what}");
+
+        // enabled: true without a connection string: ~/.isol8/auth.db.
+        let on = AuthConfig {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        key_store(None, &on, Some(dir.path()))
+            .await
+            .expect("ok")
+            .expect("keys");
+        assert!(dir.path().join(".isol8").join("auth.db").exists());
+        assert!(
+            key_store(None, &on, None).await.is_err(),
+            "no HOME, no path"
+        );
+
+        // A PostgreSQL URL is never printed (it may carry a password).
+        let pg = AuthConfig {
+            connection_string: Some("postgres://u:secret@127.0.0.1:1/db".into()),
+            ..Default::default()
+        };
+        let e = key_store(None, &pg, None)
+            .await
+            .expect_err("nothing listens");
+        assert!(!format!("{e:#}").contains("secret"), "{e:#}");
+    }
 }

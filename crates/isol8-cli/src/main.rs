@@ -1,6 +1,7 @@
 //! `isol8`: the command-line interface. Parsing and printing only; the work is done by
 //! the `isol8` library.
 
+mod account;
 mod commands;
 mod run;
 
@@ -33,6 +34,12 @@ enum Command {
     Doctor,
     /// Serve the isol8 HTTP API.
     Serve(commands::ServeArgs),
+    /// Get an expiring API key from a server (with its master key) and store it.
+    Login(account::LoginArgs),
+    /// Revoke the stored key on its server and forget it.
+    Logout,
+    /// List or stop your sessions on a server.
+    Session(account::SessionArgs),
     /// Measure cold and warm latency against Docker's own paths, and throughput.
     Bench(commands::BenchArgs),
 }
@@ -71,6 +78,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor => commands::doctor().await,
         Command::Bench(args) => commands::bench(args).await,
         Command::Serve(args) => commands::serve(args, &config).await,
+        Command::Login(args) => account::login(args).await,
+        Command::Logout => account::logout().await,
+        Command::Session(args) => account::session(args).await,
     }
 }
 

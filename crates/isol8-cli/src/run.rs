@@ -419,11 +419,10 @@ async fn run_remote(
     options: EngineOptions,
     req: ExecutionRequest,
 ) -> Result<i32> {
-    let key = args
-        .key
-        .clone()
-        .filter(|k| !k.is_empty())
-        .context("an API key is needed with --host: set ISOL8_API_KEY or pass --key")?;
+    // --key / ISOL8_API_KEY, else the key stored by `isol8 login` for this host.
+    let key = crate::account::key_for(host, args.key.clone())?.context(
+        "an API key is needed with --host: set ISOL8_API_KEY, pass --key, or run `isol8 login --host URL`",
+    )?;
     let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
     tokio::select! {
         status = execute(&engine, req, args) => status,

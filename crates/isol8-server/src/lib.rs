@@ -4,11 +4,14 @@
 //! `tower::ServiceExt::oneshot`. Ephemeral requests run on the server's shared
 //! [`DockerEngine`] (its warm pool serves every client); a request with a `sessionId`
 //! runs in that session's persistent container, created on first use and owned by the
-//! key that created it.
+//! tenant of the key that created it.
 //!
-//! This version authenticates with the master key only; database keys, tenants beyond
-//! the master key, server policy and WebSocket streaming come next.
+//! Callers authenticate with the master key or, when a key store is configured
+//! ([`keys`]), with a database key: the key's tenant owns the sessions it creates, and
+//! key management (`/auth/*`) and `/cleanup` need the master key.
 
+pub mod keys;
+pub mod net;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -40,6 +43,37 @@ pub const MAX_BODY_BYTES: usize = 48 << 20;
 /// Server version reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Default bound on receiving a whole request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Lifetime of a key issued by `POST /auth/login` when neither the body nor
+/// `auth.defaultTtlMs` gives one.
+pub const DEFAULT_LOGIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The tenant of the master key.
+pub const MASTER_TENANT: &str = "master";
+
+/// Server settings beyond the engine and the master key.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Caps on what clients may request.
+    pub policy: isol8::config::ServerPolicy,
+    /// Database keys (none: the master key only).
+    pub keys: Option<keys::Keys>,
+    /// Bound on receiving a request body; a slower client gets 408.
+    pub body_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            policy: isol8::config::ServerPolicy::default(),
+            keys: None,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
+
 /// One persistent session.
 struct Session {
     engine: DockerEngine,
@@ -54,6 +88,8 @@ pub struct AppState {
     master_key: String,
     sessions: Mutex<HashMap<String, Session>>,
     policy: isol8::config::ServerPolicy,
+    keys: Option<keys::Keys>,
+    body_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,12 +118,32 @@ impl AppState {
         master_key: String,
         policy: isol8::config::ServerPolicy,
     ) -> Arc<AppState> {
+        Self::with_settings(
+            engine,
+            options,
+            master_key,
+            ServerSettings {
+                policy,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// State with every setting: policy, database keys, body timeout.
+    pub fn with_settings(
+        engine: DockerEngine,
+        options: EngineOptions,
+        master_key: String,
+        settings: ServerSettings,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             engine,
             options,
             master_key,
             sessions: Mutex::new(HashMap::new()),
-            policy,
+            policy: settings.policy,
+            keys: settings.keys,
+            body_timeout: settings.body_timeout,
         })
     }
 
@@ -159,6 +215,16 @@ impl ApiError {
     fn not_found(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::NOT_FOUND, msg.into())
     }
+    fn forbidden(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::FORBIDDEN, msg.into())
+    }
+}
+
+impl From<keys::StoreError> for ApiError {
+    fn from(e: keys::StoreError) -> Self {
+        tracing::error!("{e}");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -181,20 +247,34 @@ impl From<isol8::Error> for ApiError {
     }
 }
 
+fn body_timed_out(limit: Duration) -> ApiError {
+    ApiError(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body was not received within {} s",
+            limit.as_secs_f64()
+        ),
+    )
+}
+
 /// `Json` whose rejections (malformed JSON, wrong types, missing fields, too large) are
-/// JSON errors with the right status.
+/// JSON errors with the right status; a body not received within the server's body
+/// timeout is a 408.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<Arc<AppState>> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
+    axum::Json<T>: FromRequest<Arc<AppState>, Rejection = JsonRejection>,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let limit = state.body_timeout;
+        let parsed = tokio::time::timeout(limit, axum::Json::<T>::from_request(req, state))
+            .await
+            .map_err(|_| body_timed_out(limit))?;
+        match parsed {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => {
                 let status = match rejection.status() {
@@ -248,17 +328,43 @@ struct SessionInfo {
     last_accessed_at: String,
 }
 
-/// Who is calling (the master key is the only tenant in this version).
+/// Who is calling: a tenant, and the database key used (none for the master key).
 #[derive(Debug, Clone)]
-struct Caller(String);
+struct Caller {
+    tenant: String,
+    key_id: Option<String>,
+}
 
-/// Compares two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+impl Caller {
+    fn master() -> Caller {
+        Caller {
+            tenant: MASTER_TENANT.into(),
+            key_id: None,
+        }
     }
-    diff == 0
+
+    fn is_master(&self) -> bool {
+        self.key_id.is_none()
+    }
+
+    /// Refuses database keys.
+    fn require_master(&self) -> Result<(), ApiError> {
+        if self.is_master() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this route needs the master key"))
+        }
+    }
+}
+
+use keys::constant_time_eq;
+
+fn invalid_key() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": "Invalid API key"})),
+    )
+        .into_response()
 }
 
 async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -274,14 +380,22 @@ async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) 
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(token.as_bytes(), state.master_key.as_bytes()) {
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({"error": "Invalid API key"})),
-        )
-            .into_response();
-    }
-    req.extensions_mut().insert(Caller("master".into()));
+    let caller = if constant_time_eq(token.as_bytes(), state.master_key.as_bytes()) {
+        Caller::master()
+    } else if let Some(keys) = &state.keys {
+        // Unknown, revoked and expired keys all look the same to the client.
+        match keys.authenticate(token).await {
+            Ok(Some(info)) => Caller {
+                tenant: info.tenant,
+                key_id: Some(info.id),
+            },
+            Ok(None) => return invalid_key(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    } else {
+        return invalid_key();
+    };
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
@@ -295,6 +409,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/session/{id}", delete(delete_session))
         .route("/cleanup", post(cleanup))
+        .route("/auth/keys", post(create_key).get(list_keys))
+        .route("/auth/keys/{id}", delete(revoke_key))
+        .route("/auth/login", post(login))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
@@ -309,10 +426,12 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub fn openapi_document() -> serde_json::Value {
     let json_body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     let ok = |desc: &str| json!({"description": desc, "content": {"application/json": {}}});
+    let schema_reply = |desc: &str, schema: &str| json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     let errors = json!({
         "400": {"description": "bad input: {\"error\": message}"},
         "401": {"description": "{\"error\":\"Missing Authorization header\"}"},
-        "403": {"description": "{\"error\":\"Invalid API key\"}"},
+        "403": {"description": "{\"error\":\"Invalid API key\"} (unknown, revoked or expired), or a database key on a master-only route"},
+        "408": {"description": "the request body was not received in time"},
         "404": {"description": "unknown session or route"},
         "413": {"description": "body too large"},
         "503": {"description": "no execution slot within the request's timeout, or the engine is stopping"}
@@ -335,7 +454,22 @@ pub fn openapi_document() -> serde_json::Value {
                     "sessionId": {"type": "string"}}},
                 "PutFile": {"type": "object", "required": ["sessionId", "path", "content"], "properties": {
                     "sessionId": {"type": "string"}, "path": {"type": "string"}, "content": {"type": "string", "format": "byte"}}},
-                "Cleanup": {"type": "object", "properties": {"images": {"type": "boolean"}}}
+                "Cleanup": {"type": "object", "properties": {"images": {"type": "boolean"}}},
+                "CreateKey": {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string", "description": "label, 1-128 characters"},
+                    "tenant": {"type": "string", "description": "tenant the key acts as (owner of its sessions); default: a tenant of its own (the key's id)"},
+                    "ttlMs": {"type": "integer", "minimum": 1, "description": "lifetime; default auth.defaultTtlMs, else no expiry"}}},
+                "Login": {"type": "object", "properties": {
+                    "name": {"type": "string", "description": "label; default `login`"},
+                    "tenant": {"type": "string", "description": "tenant the key acts as; default the caller's (`master`)"},
+                    "ttlMs": {"type": "integer", "minimum": 1, "description": "lifetime; default auth.defaultTtlMs, else 30 days"}}},
+                "KeyInfo": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "tenant": {"type": "string"},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                    "expiresAt": {"type": "string", "format": "date-time", "nullable": true},
+                    "revoked": {"type": "boolean"}}},
+                "IssuedKey": {"allOf": [{"$ref": "#/components/schemas/KeyInfo"}, {"type": "object", "properties": {
+                    "key": {"type": "string", "description": "`isol8_` + 64 hex characters; shown only in this reply"}}}]}
             }
         },
         "security": [{"bearer": []}],
@@ -354,7 +488,13 @@ pub fn openapi_document() -> serde_json::Value {
             },
             "/sessions": {"get": {"summary": "the caller's sessions", "responses": with_errors(json!({"200": ok("{sessions: [{id, isActive, lastAccessedAt}]}")}))}},
             "/session/{id}": {"delete": {"summary": "stop a session (idempotent)", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with_errors(json!({"200": ok("{ok: true}")}))}},
-            "/cleanup": {"post": {"summary": "remove this server's containers (master key)", "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Cleanup"}}}}, "responses": with_errors(json!({"200": ok("{containers, images}")}))}}
+            "/cleanup": {"post": {"summary": "remove this server's containers (master key)", "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Cleanup"}}}}, "responses": with_errors(json!({"200": ok("{containers, images}")}))}},
+            "/auth/keys": {
+                "post": {"summary": "create a database key (master key); the plaintext key is returned only here", "requestBody": json_body("CreateKey"), "responses": with_errors(json!({"201": schema_reply("the key and its metadata", "IssuedKey")}))},
+                "get": {"summary": "list database keys' metadata, never the keys (master key)", "responses": with_errors(json!({"200": ok("{keys: [KeyInfo]}")}))}
+            },
+            "/auth/keys/{id}": {"delete": {"summary": "revoke a key (idempotent); the master key revokes any, a database key only itself", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with_errors(json!({"200": ok("{ok: true}")}))}},
+            "/auth/login": {"post": {"summary": "issue an expiring key acting as the caller (master key), e.g. for `isol8 login`", "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Login"}}}}, "responses": with_errors(json!({"201": schema_reply("the key and its metadata", "IssuedKey")}))}}
         }
     })
 }
@@ -393,7 +533,7 @@ async fn session_engine(
     let mut sessions = state.sessions.lock().await;
     if let Some(s) = sessions.get_mut(id) {
         // Another tenant's session does not exist as far as this caller can tell.
-        if s.owner != caller.0 {
+        if s.owner != caller.tenant {
             return Err(ApiError::not_found(format!("session `{id}` not found")));
         }
         s.last_accessed = chrono::Utc::now();
@@ -417,7 +557,7 @@ async fn session_engine(
         id.to_string(),
         Session {
             engine: engine.clone(),
-            owner: caller.0.clone(),
+            owner: caller.tenant.clone(),
             last_accessed: chrono::Utc::now(),
         },
     );
@@ -570,6 +710,10 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     };
     let (mut events, control) = match started {
         Ok(s) => s,
+        // Refused by validation (the engine's included): like invalid input, 1003.
+        Err(ApiError(StatusCode::BAD_REQUEST, message)) => {
+            return ws_fail(&mut socket, INVALID, message).await
+        }
         Err(ApiError(_, message)) => return ws_fail(&mut socket, 1011, message).await,
     };
     loop {
@@ -637,7 +781,7 @@ async fn list_sessions(
     let sessions = state.sessions.lock().await;
     let mut list: Vec<SessionInfo> = sessions
         .iter()
-        .filter(|(_, s)| s.owner == caller.0)
+        .filter(|(_, s)| s.owner == caller.tenant)
         .map(|(id, s)| SessionInfo {
             id: id.clone(),
             is_active: s.engine.running() > 0,
@@ -658,7 +802,7 @@ async fn delete_session(
     let removed = {
         let mut sessions = state.sessions.lock().await;
         match sessions.get(&id) {
-            Some(s) if s.owner == caller.0 => sessions.remove(&id),
+            Some(s) if s.owner == caller.tenant => sessions.remove(&id),
             _ => None,
         }
     };
@@ -678,8 +822,15 @@ struct CleanupBody {
 
 async fn cleanup(
     State(state): State<Arc<AppState>>,
-    body: axum::body::Bytes,
+    axum::Extension(caller): axum::Extension<Caller>,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    caller.require_master()?;
+    let limit = state.body_timeout;
+    let body = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, &state))
+        .await
+        .map_err(|_| body_timed_out(limit))?
+        .map_err(|e| ApiError(e.status(), e.body_text()))?;
     // The body is optional: empty means `{}`.
     let images = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -715,18 +866,147 @@ async fn cleanup(
     )
 }
 
+/// Body of `POST /auth/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateKeyBody {
+    name: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+/// Body of `POST /auth/login` (every field optional; an empty body means `{}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoginBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+fn key_store(state: &AppState) -> Result<&keys::Keys, ApiError> {
+    state.keys.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "database keys are not enabled on this server (start it with --auth-db or set auth.enabled)",
+        )
+    })
+}
+
+/// Checks a name or tenant: 1-128 printable characters.
+fn check_label(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.trim().is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1-128 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match ttl_ms {
+        None => Ok(None),
+        Some(ms) if ms == 0 || Duration::from_millis(ms) > keys::MAX_TTL => {
+            Err(ApiError::bad_request(format!(
+                "ttlMs must be between 1 and {} (ten years)",
+                keys::MAX_TTL.as_millis()
+            )))
+        }
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+    }
+}
+
+/// The reply to a new key: the plaintext key (shown only here) and its metadata.
+fn issued(key: String, info: &keys::KeyInfo) -> Response {
+    let mut v = info.to_json();
+    v["key"] = json!(key);
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn create_key(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> Result<Response, ApiError> {
+    caller.require_master()?;
+    let keys = key_store(&state)?;
+    check_label("name", &body.name)?;
+    if let Some(t) = &body.tenant {
+        check_label("tenant", t)?;
+    }
+    let ttl = check_ttl(body.ttl_ms)?;
+    let (key, info) = keys.create(&body.name, body.tenant.as_deref(), ttl).await?;
+    tracing::info!(id = %info.id, tenant = %info.tenant, "API key created");
+    Ok(issued(key, &info))
+}
+
+async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.require_master()?;
+    let list = key_store(&state)?.store().list().await?;
+    let list: Vec<serde_json::Value> = list.iter().map(keys::KeyInfo::to_json).collect();
+    Ok(axum::Json(json!({ "keys": list })).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let keys = key_store(&state)?;
+    // A database key may revoke itself (`isol8 logout`), nothing else.
+    if !caller.is_master() && caller.key_id.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::forbidden(
+            "a database key may only revoke itself; other keys need the master key",
+        ));
+    }
+    if !keys.store().revoke(&id).await? {
+        return Err(ApiError::not_found(format!("API key `{id}` not found")));
+    }
+    tracing::info!(id = %id, "API key revoked");
+    Ok(axum::Json(json!({"ok": true})).into_response())
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    caller.require_master()?;
+    let keys = key_store(&state)?;
+    let limit = state.body_timeout;
+    let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, &state))
+        .await
+        .map_err(|_| body_timed_out(limit))?
+        .map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        LoginBody::default()
+    } else {
+        serde_json::from_slice::<LoginBody>(&bytes)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let name = body.name.unwrap_or_else(|| "login".into());
+    check_label("name", &name)?;
+    // The issued key acts as the caller: the master's tenant unless told otherwise.
+    let tenant = body.tenant.unwrap_or_else(|| caller.tenant.clone());
+    check_label("tenant", &tenant)?;
+    let ttl = check_ttl(body.ttl_ms)?
+        .or(keys.default_ttl())
+        .unwrap_or(DEFAULT_LOGIN_TTL);
+    let (key, info) = keys.create(&name, Some(&tenant), Some(ttl)).await?;
+    tracing::info!(id = %info.id, tenant = %info.tenant, "login key issued");
+    Ok(issued(key, &info))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_comparison_is_exact() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn session_ids_are_validated() {

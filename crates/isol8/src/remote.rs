@@ -1,15 +1,28 @@
 //! [`RemoteEngine`]: the [`Engine`] of an isol8 server, spoken over its HTTP API.
 //!
-//! Buffered executions use `POST /execute`; streaming uses `POST /execute/stream`
-//! (server-sent events); files use `/file`. With a session id every call runs in that
-//! server-side persistent session, and `stop` deletes it.
+//! Buffered executions use `POST /execute`; streaming uses `GET /execute/ws` (WebSocket)
+//! and falls back to `POST /execute/stream` (server-sent events) when the upgrade fails,
+//! e.g. behind a proxy that does not pass WebSockets; files use `/file`. With a session
+//! id every call runs in that server-side persistent session, and `stop` deletes it.
 
-use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
 use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent};
 use serde_json::{json, Value};
 
 use crate::engine::{Engine, EventStream};
 use crate::{Error, Result};
+
+/// How a streamed execution reached the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTransport {
+    /// `GET /execute/ws`.
+    WebSocket,
+    /// `POST /execute/stream` (the fallback).
+    ServerSentEvents,
+}
 
 /// A client of `isol8 serve`.
 #[derive(Debug, Clone)]
@@ -19,6 +32,8 @@ pub struct RemoteEngine {
     session_id: Option<String>,
     options: EngineOptions,
     http: reqwest::Client,
+    /// 0: no stream yet; 1: WebSocket; 2: SSE.
+    last_transport: Arc<AtomicU8>,
 }
 
 impl RemoteEngine {
@@ -52,7 +67,160 @@ impl RemoteEngine {
             session_id,
             options,
             http,
+            last_transport: Arc::new(AtomicU8::new(0)),
         })
+    }
+
+    /// How the last `execute_stream` travelled (`None` before the first).
+    pub fn last_stream_transport(&self) -> Option<StreamTransport> {
+        match self.last_transport.load(Ordering::Relaxed) {
+            1 => Some(StreamTransport::WebSocket),
+            2 => Some(StreamTransport::ServerSentEvents),
+            _ => None,
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /sessions`: the caller's sessions (`{id, isActive, lastAccessedAt}`).
+    pub async fn list_sessions(&self) -> Result<Vec<Value>> {
+        let v = self.call(self.http.get(self.url("/sessions"))).await?;
+        Ok(v["sessions"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `DELETE /session/:id`: stops a session (fine if it does not exist).
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        self.call(self.http.delete(self.url(&format!("/session/{id}"))))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /auth/login` with `body`: a new key acting as the caller, with its metadata.
+    pub async fn login(&self, body: &Value) -> Result<Value> {
+        self.call(self.http.post(self.url("/auth/login")).json(body))
+            .await
+    }
+
+    /// `DELETE /auth/keys/:id`: revokes a key (a database key may revoke itself).
+    pub async fn revoke_key(&self, id: &str) -> Result<()> {
+        self.call(self.http.delete(self.url(&format!("/auth/keys/{id}"))))
+            .await
+            .map(drop)
+    }
+
+    /// Streams over `GET /execute/ws`. `Ok(None)`: the upgrade failed (use SSE).
+    async fn ws_stream(&self, req: &ExecutionRequest) -> Result<Option<EventStream>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = match self.base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}/execute/ws"),
+            Some((_, rest)) => format!("ws://{rest}/execute/ws"),
+            None => return Ok(None),
+        };
+        let Ok(mut request) = url.as_str().into_client_request() else {
+            return Ok(None);
+        };
+        let Ok(auth) = format!("Bearer {}", self.key).parse() else {
+            return Ok(None);
+        };
+        request.headers_mut().insert("authorization", auth);
+        let mut ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                tracing::debug!("WebSocket upgrade at {url} failed ({e}); falling back to SSE");
+                return Ok(None);
+            }
+        };
+        let mut msg = self.body(req);
+        msg["type"] = json!("execute");
+        ws.send(Message::Text(msg.to_string().into()))
+            .await
+            .map_err(|e| Error::Remote {
+                status: 0,
+                message: format!("WebSocket send failed: {e}"),
+            })?;
+        // The first frame tells a refused request (an error event, then a close other
+        // than 1000, before anything ran) from a started one.
+        let mut first = Vec::new();
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let Ok(ev) = serde_json::from_str::<StreamEvent>(&t) else {
+                        continue;
+                    };
+                    if ev.kind != isol8_protocol::StreamEventType::Error {
+                        first.push(ev);
+                        break;
+                    }
+                    match ws.next().await {
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                            return Err(match code {
+                                1003 => Error::InvalidRequest(ev.data),
+                                _ => Error::Remote {
+                                    status: 0,
+                                    message: ev.data,
+                                },
+                            });
+                        }
+                        Some(Ok(Message::Text(t))) => {
+                            first.push(ev);
+                            first.extend(serde_json::from_str::<StreamEvent>(&t).ok());
+                        }
+                        _ => first.push(ev),
+                    }
+                    break;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(Error::Remote {
+                        status: 0,
+                        message: format!("WebSocket failed: {e}"),
+                    })
+                }
+            }
+        }
+        let ended = first
+            .iter()
+            .any(|e| e.kind == isol8_protocol::StreamEventType::Exit);
+        let head = futures_util::stream::iter(first);
+        let rest = futures_util::stream::unfold((ws, ended), |(mut ws, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        let Ok(ev) = serde_json::from_str::<StreamEvent>(&t) else {
+                            continue;
+                        };
+                        let last = ev.kind == isol8_protocol::StreamEventType::Exit;
+                        return Some((vec![ev], (ws, last)));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        let events = vec![
+                            StreamEvent::error(format!("stream interrupted: {e}")),
+                            StreamEvent::exit(1),
+                        ];
+                        return Some((events, (ws, true)));
+                    }
+                    None => {
+                        let events = vec![
+                            StreamEvent::error("the server closed the stream early"),
+                            StreamEvent::exit(1),
+                        ];
+                        return Some((events, (ws, true)));
+                    }
+                }
+            }
+        })
+        .flat_map(futures_util::stream::iter);
+        Ok(Some(Box::pin(head.chain(rest))))
     }
 
     fn url(&self, path: &str) -> String {
@@ -161,6 +329,11 @@ impl Engine for RemoteEngine {
     }
 
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
+        if let Some(stream) = self.ws_stream(&req).await? {
+            self.last_transport.store(1, Ordering::Relaxed);
+            return Ok(stream);
+        }
+        self.last_transport.store(2, Ordering::Relaxed);
         let resp = self
             .http
             .post(self.url("/execute/stream"))
