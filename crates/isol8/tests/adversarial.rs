@@ -247,3 +247,44 @@ async fn a_sandbox_killed_from_outside_ends_the_run_with_an_error() {
     assert_eq!(run(&engine, code("bash", "echo ok")).await.stdout, "ok\n");
     assert_clean(&engine).await;
 }
+
+/// A consumer that stops reading a flood of output and goes away: the run is killed and
+/// its container removed promptly (the attach stream is closed before the removal, which
+/// the daemon would otherwise hold up until its own request timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_that_abandons_a_flood_gets_the_run_killed_and_reclaimed() {
+    use futures_util::StreamExt;
+    let Some(engine) = engine(EngineOptions {
+        max_output_size: Some(256 << 20),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut events = engine
+        .execute_stream(code(
+            "python",
+            "import sys\nwhile True: sys.stdout.write('x' * 65536)",
+        ))
+        .await
+        .expect("stream");
+    for _ in 0..10 {
+        events.next().await.expect("output flows");
+    }
+    // Let the sandbox fill every buffer on the way, then walk away.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(events);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (engine.running() > 0 || !common::leftovers(&engine).await.is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(engine.running(), 0, "the abandoned run is still running");
+    assert!(
+        common::leftovers(&engine).await.is_empty(),
+        "its container is still there"
+    );
+    assert_clean(&engine).await;
+}

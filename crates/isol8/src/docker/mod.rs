@@ -676,7 +676,7 @@ impl Run {
                 // The session's container cannot be trusted any more: the next execution
                 // starts a new one.
                 if let Some(s) = guard.take() {
-                    sandbox::remove(&self.inner, &s.sandbox.id).await;
+                    s.sandbox.destroy(&self.inner).await;
                 }
                 match other {
                     Ok(Ending::Dirty(exited)) | Ok(Ending::Clean(exited)) => {
@@ -697,18 +697,21 @@ impl Run {
         let exec = Frame::json(Kind::Exec, &prepared.spec);
         let (mut result, mut logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
         if let Err(Stop::Unsent(e)) = &result {
+            let e = e.to_string();
             if !warm {
-                sandbox::remove(&self.inner, &sb.id).await;
-                return Err(Stop::Failed(Error::Sandbox(e.to_string())));
+                sb.destroy(&self.inner).await;
+                return Err(Stop::Failed(Error::Sandbox(e)));
             }
             // A pooled sandbox that died while idle: replace it with a fresh one.
             tracing::warn!(container = %sb.id, error = %e, "pooled sandbox is dead; starting a new one");
-            sandbox::remove(&self.inner, &sb.id).await;
-            sb = sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.host.clone())
-                .await?;
+            let fresh =
+                sandbox::Sandbox::start(&self.inner, &key.image, runtime, self.host.clone());
+            std::mem::replace(&mut sb, fresh.await?)
+                .destroy(&self.inner)
+                .await;
             (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
             if let Err(Stop::Unsent(e)) = result {
-                sandbox::remove(&self.inner, &sb.id).await;
+                sb.destroy(&self.inner).await;
                 return Err(Stop::Failed(e));
             }
         }
@@ -762,7 +765,7 @@ impl Run {
         if self.settings.persist {
             self.forget(&sb.id);
         } else {
-            sandbox::remove(&self.inner, &sb.id).await;
+            sb.destroy(&self.inner).await;
         }
     }
 

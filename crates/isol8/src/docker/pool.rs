@@ -23,7 +23,7 @@ use isol8_protocol::{PoolSize, PoolStrategy};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::sandbox::{self, Sandbox};
+use super::sandbox::Sandbox;
 use super::Inner;
 use crate::Result;
 
@@ -254,10 +254,10 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
             };
             inner.pool.changed.notify_waiters();
             if let Some(sb) = back {
-                sandbox::remove(&inner, &sb.id).await;
+                sb.destroy(&inner).await;
             }
         } else {
-            sandbox::remove(&inner, &sb.id).await;
+            sb.destroy(&inner).await;
         }
         replenish(&inner, &key);
     });
@@ -305,7 +305,7 @@ pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
             };
             inner.pool.changed.notify_waiters();
             if let Some(sb) = extra {
-                sandbox::remove(&inner, &sb.id).await;
+                sb.destroy(&inner).await;
             }
         });
     }

@@ -237,6 +237,16 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// Closes the attach streams, then removes the container. The order matters: a
+    /// daemon whose attach copy is blocked on a full, unread stream (a flood of output
+    /// the consumer stopped reading) does not finish removing the container until that
+    /// stream goes away.
+    pub async fn destroy(self, inner: &Inner) {
+        let id = self.id.clone();
+        drop(self);
+        remove(inner, &id).await;
+    }
+
     /// Sends one frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<()> {
         let bytes = frame.encode();
