@@ -6,18 +6,8 @@
 
 mod common;
 
-use common::docker_available;
-use std::process::{Command, Output, Stdio};
-
-fn isol8_in(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isol8"));
-    cmd.stdin(Stdio::null()).current_dir(dir).env("HOME", dir);
-    cmd
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{docker_available, isol8_in, text};
+use std::process::{Command, Output};
 
 fn remove_image(tag: &str) {
     let _ = Command::new("docker").args(["rmi", "-f", tag]).output();

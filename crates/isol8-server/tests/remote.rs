@@ -1,11 +1,13 @@
 //! `RemoteEngine` against a real server socket: streaming over WebSocket, the SSE
 //! fallback when the upgrade is refused, and refused requests reported as errors.
 
+mod common;
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use isol8::remote::StreamTransport;
-use isol8::{DockerEngine, Engine, EngineOptions, ExecutionRequest, RemoteEngine, StreamEvent};
+use isol8::{Engine, EngineOptions, ExecutionRequest, RemoteEngine, StreamEvent};
 use isol8::{Error, StreamEventType};
 use isol8_server::{app, AppState};
 
@@ -14,16 +16,7 @@ const KEY: &str = "remote-test-master-key-0123456789";
 /// Serves the API; with `refuse_ws`, a proxy-like layer answers upgrade requests on
 /// `/execute/ws` with 400 as a proxy without WebSocket support would.
 async fn serve(refuse_ws: bool) -> Option<(Arc<AppState>, String)> {
-    let engine = match DockerEngine::connect(EngineOptions::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            return None;
-        }
-    };
+    let engine = common::engine_or_skip().await?;
     let state = AppState::new(engine, EngineOptions::default(), KEY.into());
     let mut router = app(state.clone());
     if refuse_ws {

@@ -1,6 +1,8 @@
 //! The router driven without a socket (`tower::ServiceExt::oneshot`): auth, validation
 //! and error shapes, plus real executions on the shared engine.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -358,16 +360,7 @@ async fn keyed_state(
     dir: &std::path::Path,
     default_ttl: Option<std::time::Duration>,
 ) -> Option<Arc<AppState>> {
-    let engine = match DockerEngine::connect(EngineOptions::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            return None;
-        }
-    };
+    let engine = common::engine_or_skip().await?;
     let path = dir.join("auth.db");
     let store = isol8_server::keys::open(path.to_str().expect("utf-8"))
         .await

@@ -2,10 +2,12 @@
 //! mid-way gets a JSON 408 within the bound, a client that never reads its response is
 //! dropped (and its execution killed), and the server keeps serving everyone else.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isol8::{DockerEngine, EngineOptions};
+use isol8::EngineOptions;
 use isol8_server::net::GuardedListener;
 use isol8_server::{app, AppState, ServerSettings};
 use serde_json::{json, Value};
@@ -17,16 +19,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_STALL: Duration = Duration::from_secs(1);
 
 async fn serve() -> Option<(Arc<AppState>, std::net::SocketAddr)> {
-    let engine = match DockerEngine::connect(EngineOptions::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            return None;
-        }
-    };
+    let engine = common::engine_or_skip().await?;
     let state = AppState::with_settings(
         engine,
         EngineOptions::default(),

@@ -1,11 +1,13 @@
 //! `GET /execute/ws` over a real socket: events out, stdin and signals in, invalid
 //! messages closed with 1003, and a disconnect kills the execution.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use isol8::{DockerEngine, EngineOptions};
+use isol8::EngineOptions;
 use isol8_server::{app, AppState};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -14,16 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 const KEY: &str = "ws-test-master-key-0123456789";
 
 async fn serve() -> Option<(Arc<AppState>, String)> {
-    let engine = match DockerEngine::connect(EngineOptions::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            return None;
-        }
-    };
+    let engine = common::engine_or_skip().await?;
     let state = AppState::new(engine, EngineOptions::default(), KEY.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -55,3 +55,18 @@ pub fn spawn_long_run() -> Child {
     }
     child
 }
+
+/// The `isol8` binary run in `dir`, with `dir` as its home (so configs and logins there
+/// are the only ones it sees) and no standard input.
+pub fn isol8_in(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_isol8"));
+    cmd.stdin(std::process::Stdio::null())
+        .current_dir(dir)
+        .env("HOME", dir);
+    cmd
+}
+
+/// Bytes as (lossy) text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
