@@ -58,7 +58,9 @@ pub fn check(
             ));
         }
     }
-    if let Some(network) = opts.network {
+    // installPackages with no network asks the engine for `filtered`: the policy sees it so.
+    let implied = (!req.install_packages.is_empty()).then_some(NetworkMode::Filtered);
+    if let Some(network) = opts.network.or(implied) {
         if network == NetworkMode::Host && !policy.allow_host_network.unwrap_or(false) {
             return Err("options.network `host` is not allowed by this server".into());
         }
@@ -66,9 +68,14 @@ pub fn check(
             if !allowed.contains(&network) {
                 let names: Vec<&str> = allowed.iter().map(|n| n.as_str()).collect();
                 return Err(format!(
-                    "options.network `{}` is not allowed by this server (allowed: {})",
+                    "options.network `{}` is not allowed by this server (allowed: {}){}",
                     network.as_str(),
-                    names.join(", ")
+                    names.join(", "),
+                    if opts.network.is_none() {
+                        "; installPackages needs it"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -181,6 +188,22 @@ mod tests {
             ..Default::default()
         };
         assert!(check(&policy, &req(), &fine).is_ok());
+    }
+
+    #[test]
+    fn installing_counts_as_asking_for_the_filtered_network() {
+        let p = ServerPolicy {
+            allowed_networks: Some(vec![NetworkMode::None]),
+            ..Default::default()
+        };
+        let mut r = req();
+        r.install_packages = vec!["six".into()];
+        let e = check(&p, &r, &EngineOptions::default()).expect_err("implied filtered");
+        assert!(
+            e.contains("filtered") && e.contains("installPackages"),
+            "{e}"
+        );
+        assert!(check(&ServerPolicy::default(), &r, &EngineOptions::default()).is_ok());
     }
 
     #[test]
