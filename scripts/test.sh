@@ -15,6 +15,10 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
+# A short fuzzing run of every cargo-fuzz target (longer runs: scripts/fuzz.sh 600).
+say "fuzzing (cargo fuzz, ${ISOL8_FUZZ_SECONDS:-30}s per target)"
+"$ROOT/scripts/fuzz.sh" "${ISOL8_FUZZ_SECONDS:-30}"
+
 # isol8 containers that existed before the tests (e.g. a running server's) are not ours.
 before="$(docker ps -aq --filter label=isol8.managed=true | sort)"
 
