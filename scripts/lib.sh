@@ -59,7 +59,7 @@ restart_docker() {
     as_root systemctl restart docker
   else
     local pid
-    pid="$(pidof dockerd || true)"
+    pid="$(pidof -s dockerd || true)"
     [ -n "$pid" ] || die "no dockerd process to restart"
     say "restarting the Docker daemon (stopping dockerd, pid $pid)"
     as_root kill -TERM $pid
