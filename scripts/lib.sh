@@ -49,6 +49,36 @@ ensure_docker() {
   die "the Docker daemon did not start (see /var/log/isol8-dockerd.log)"
 }
 
+# restart_docker: restarts the daemon the way ensure_docker started it — `systemctl
+# restart docker` under systemd, otherwise TERM to dockerd (it stops its containers and
+# exits; KILL after 60 s), then `setsid dockerd` again — and waits until it answers.
+# Every container on the host is stopped by this: only the fault-injection test uses it.
+restart_docker() {
+  if [ "$(ps -o comm= -p 1 2>/dev/null)" = "systemd" ] && systemctl is-active --quiet docker 2>/dev/null; then
+    say "restarting the Docker daemon (systemctl restart docker)"
+    as_root systemctl restart docker
+  else
+    local pid
+    pid="$(pidof -s dockerd || true)"
+    [ -n "$pid" ] || die "no dockerd process to restart"
+    say "restarting the Docker daemon (stopping dockerd, pid $pid)"
+    as_root kill -TERM $pid
+    for _ in $(seq 1 120); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
+    if [ -d "/proc/$pid" ]; then
+      say "dockerd did not stop within 60 s: killing it"
+      as_root kill -KILL $pid || true
+      for _ in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
+    fi
+    as_root bash -c 'setsid dockerd >>/var/log/isol8-dockerd.log 2>&1 < /dev/null &'
+  fi
+  for _ in $(seq 1 120); do
+    docker_up && { say "Docker $(docker version --format '{{.Server.Version}}') is running again"; return; }
+    sleep 0.5
+  done
+  tail -n 20 /var/log/isol8-dockerd.log >&2 2>/dev/null || true
+  die "the Docker daemon did not come back (see /var/log/isol8-dockerd.log)"
+}
+
 ensure_tools() {
   command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
   # debootstrap is only needed for offline image builds.

@@ -17,6 +17,22 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
+# A short fuzzing run of every cargo-fuzz target (longer runs: scripts/fuzz.sh 600).
+say "fuzzing (cargo fuzz, ${ISOL8_FUZZ_SECONDS:-30}s per target)"
+"$ROOT/scripts/fuzz.sh" "${ISOL8_FUZZ_SECONDS:-30}"
+
+# Fault injection that restarts the Docker daemon stops every container on the host, so
+# it runs alone, before the main suite (where it is ignored).
+say "fault injection: the Docker daemon restarted mid-execution (run alone)"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run -p isol8 --test fault --run-ignored only -E 'test(daemon_restart)' \
+    || die "the daemon-restart fault-injection test failed"
+else
+  cargo test -p isol8 --test fault -- --ignored daemon_restart \
+    || die "the daemon-restart fault-injection test failed"
+fi
+docker_up || die "the Docker daemon is not running after the daemon-restart test"
+
 # isol8 containers that existed before the tests (e.g. a running server's) are not ours.
 before="$(docker ps -aq --filter label=isol8.managed=true | sort)"
 

@@ -507,7 +507,8 @@ async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok", "version": VERSION}))
 }
 
-fn check_session_id(id: &str) -> Result<(), ApiError> {
+/// Checks a client-chosen `sessionId` (public for the request fuzzer in `fuzz/`).
+pub fn check_session_id(id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id

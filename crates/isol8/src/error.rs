@@ -104,6 +104,10 @@ impl Error {
             | B::RequestTimeoutError => Error::DockerUnavailable {
                 detail: source.to_string(),
             },
+            // Connection refused on an existing socket: the daemon is stopping or restarting.
+            B::HyperLegacyError { err } if err.is_connect() => Error::DockerUnavailable {
+                detail: source.to_string(),
+            },
             _ => Error::Docker { op, source },
         }
     }
@@ -126,5 +130,30 @@ impl Error {
                 | Error::PackageInstall { .. }
                 | Error::Config(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_daemon_connection_is_docker_unavailable() {
+        // A socket file nobody listens on: what a stopping or restarting daemon leaves.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        let docker = bollard::Docker::connect_with_unix(
+            path.to_str().expect("utf-8 path"),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .expect("client");
+        let err = docker
+            .inspect_container("isol8-none", None)
+            .await
+            .expect_err("nobody listens");
+        let err = Error::docker("inspect container", err);
+        assert!(matches!(err, Error::DockerUnavailable { .. }), "{err:?}");
     }
 }

@@ -184,8 +184,15 @@ pub async fn acquire(
                 slot.waiting -= 1;
                 counted = false;
             }
-            if let Some(sb) = slot.idle.pop() {
-                return Ok((sb, true));
+            while let Some(mut sb) = slot.idle.pop() {
+                if sb.is_alive() {
+                    return Ok((sb, true));
+                }
+                // It died while it waited (killed, OOM, Docker daemon restarted): never
+                // hand it out; remove it and look on (or start a new one below).
+                tracing::warn!(container = %sb.id, "pooled sandbox is dead; discarding it");
+                let inner = inner.clone();
+                tokio::spawn(async move { sb.destroy(&inner).await });
             }
             // Wait only if a sandbox being reset or started is not already promised to an
             // earlier waiter.

@@ -282,6 +282,27 @@ impl Sandbox {
         }
     }
 
+    /// False when the container's output has already ended or failed: the container died
+    /// while the sandbox waited in the pool (killed from outside, OOM, or the Docker daemon
+    /// was restarted, which stops every container). Never waits.
+    pub fn is_alive(&mut self) -> bool {
+        use futures_util::FutureExt;
+        loop {
+            match self.output.next().now_or_never() {
+                // Nothing to read: still attached.
+                None => return true,
+                Some(None) | Some(Some(Err(_))) => return false,
+                Some(Some(Ok(LogOutput::StdOut { message }))) => self.decoder.push(&message),
+                Some(Some(Ok(LogOutput::StdErr { message }))) => {
+                    if self.agent_log.len() < 8192 {
+                        self.agent_log.push_str(&String::from_utf8_lossy(&message));
+                    }
+                }
+                Some(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// Asks the agent to return the sandbox to its pristine state; Ok only if it says
     /// nothing is left.
     pub async fn reset(&mut self) -> Result<()> {
@@ -322,12 +343,19 @@ impl Sandbox {
         if inner.is_stopped() {
             return Error::Stopped;
         }
-        let state = inner
-            .docker
-            .inspect_container(&self.id, None)
-            .await
-            .ok()
-            .and_then(|i| i.state);
+        let state = match inner.docker.inspect_container(&self.id, None).await {
+            Ok(info) => info.state,
+            Err(e) => match Error::docker("inspect container", e) {
+                // The daemon itself went away (stopped or restarting): say that, not
+                // merely that the container stopped.
+                Error::DockerUnavailable { detail } => {
+                    return Error::DockerUnavailable {
+                        detail: format!("lost it while the sandbox ran: {detail}"),
+                    }
+                }
+                _ => None,
+            },
+        };
         let code = state
             .as_ref()
             .and_then(|s| s.exit_code)
@@ -417,10 +445,13 @@ async fn create(
     Ok(created.id)
 }
 
-/// Force-removes a container and forgets it.
+/// Force-removes a container and forgets it. A container that could not be removed (the
+/// daemon was unreachable, e.g. restarting) stays in the engine's live set, so `stop` (or
+/// dropping the engine) tries again instead of leaving it on the daemon.
 pub async fn remove(inner: &Inner, id: &str) {
     if let Err(e) = crate::maintenance::remove_container(&inner.docker, id).await {
         tracing::warn!(container = %id, error = %e, "could not remove container");
+        return;
     }
     if let Ok(mut live) = inner.live.lock() {
         live.remove(id);

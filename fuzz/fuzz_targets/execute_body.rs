@@ -1,0 +1,121 @@
+//! The body of `POST /execute` (and `/execute/stream`): `{request, options?, sessionId?}`
+//! taken through the production code a request meets before any container is involved:
+//!
+//! 1. `axum::Json::<ExecuteBody>::from_bytes` — what the server's `ApiJson` extractor
+//!    runs once the content type is checked;
+//! 2. the server's `route`: the server policy ([`isol8_server::policy::check`]) and, with a
+//!    `sessionId`, [`isol8_server::check_session_id`];
+//! 3. the engine's `launch_with`: per-request options laid over the server's
+//!    ([`merge_options`]), resolved and validated ([`SandboxSettings::resolve`]), turned
+//!    into the container's `HostConfig` ([`host_config`]) and the pool key, then the request
+//!    validated and turned into the agent's `ExecSpec` ([`prepare`]).
+//!
+//! Properties: nothing panics; whatever passes keeps every path inside `/sandbox`, carries
+//! no NUL byte into argv or the environment, never grants what the default policy refuses
+//! (host network, another image, a weaker seccomp mode, a kept container), and its
+//! `ExecSpec` reaches the agent intact through the frame codec.
+
+#![no_main]
+
+use isol8::docker::{host_config, merge_options, PoolKey};
+use isol8::limits::SandboxSettings;
+use isol8::prepare::prepare;
+use isol8::RuntimeRegistry;
+use isol8_protocol::agent::{ExecSpec, Frame, FrameDecoder, Kind};
+use isol8_protocol::options::Mode;
+use isol8_protocol::{EngineOptions, NetworkMode, SeccompMode};
+use isol8_server::ExecuteBody;
+use libfuzzer_sys::fuzz_target;
+
+fn inside_sandbox(path: &str, allow_root: bool) -> bool {
+    let ok_parts = path
+        .split('/')
+        .skip(1)
+        .all(|c| !c.is_empty() && c != "." && c != "..");
+    ok_parts
+        && !path.contains('\0')
+        && (path.starts_with("/sandbox/") || (allow_root && path == "/sandbox"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(axum::Json(body)) = axum::Json::<ExecuteBody>::from_bytes(data) else {
+        return;
+    };
+    // The server's own options: those of a server started without a configuration file.
+    let server = EngineOptions::default();
+    let options = body.options.clone().unwrap_or_default();
+    if isol8_server::policy::check(&Default::default(), &body.request, &options).is_err() {
+        return;
+    }
+    let (merged, client_options) = match body.session_id.as_deref() {
+        Some(id) => {
+            if isol8_server::check_session_id(id).is_err() {
+                return;
+            }
+            // A session's engine runs on the server's options in persistent mode; the
+            // client's options are not applied there.
+            let session = EngineOptions {
+                mode: Some(Mode::Persistent),
+                ..server.clone()
+            };
+            (merge_options(&session, &EngineOptions::default()), false)
+        }
+        None => {
+            if options.mode == Some(Mode::Persistent) {
+                return;
+            }
+            (merge_options(&server, &options), true)
+        }
+    };
+    let Ok(settings) = SandboxSettings::resolve(&merged) else {
+        return;
+    };
+    let Ok(host) = host_config(&settings) else {
+        return;
+    };
+    let registry = RuntimeRegistry::default();
+    let Ok(prepared) = prepare(&body.request, &registry, &settings) else {
+        return;
+    };
+    let _key = PoolKey::new(&prepared.image, &host);
+
+    // What the default policy refuses never gets through.
+    if client_options {
+        assert_ne!(settings.network, NetworkMode::Host);
+        assert_eq!(settings.image, None);
+        assert_eq!(settings.seccomp, SeccompMode::Strict);
+        assert_eq!(settings.custom_profile_path, None);
+        assert_eq!(settings.oci_runtime, None);
+        assert!(!settings.persist);
+        assert_eq!(settings.mode, Mode::Ephemeral);
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+    }
+    assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
+
+    // Paths stay in /sandbox, normalised.
+    let spec = &prepared.spec;
+    assert!(inside_sandbox(&spec.cwd, true), "cwd {:?}", spec.cwd);
+    for f in &spec.files {
+        assert!(inside_sandbox(&f.path, false), "file {:?}", f.path);
+    }
+    for p in &spec.output_paths {
+        assert!(inside_sandbox(p, false), "output path {p:?}");
+    }
+    // execve() would cut strings at a NUL byte.
+    for step in &spec.steps {
+        assert!(!step.argv.is_empty());
+        assert!(step.argv.iter().all(|a| !a.contains('\0')), "{step:?}");
+    }
+    for (k, v) in &spec.env {
+        assert!(!k.is_empty() && !k.contains(['\0', '=']) && !v.contains('\0'));
+    }
+
+    // The spec reaches the agent exactly as prepared.
+    let frame = Frame::json(Kind::Exec, spec);
+    let mut dec = FrameDecoder::new();
+    dec.push(&frame.encode());
+    let got = dec.next_frame().expect("valid frame").expect("whole frame");
+    assert_eq!(got.kind, Kind::Exec);
+    let back: ExecSpec = got.parse().expect("the agent parses what the engine sends");
+    assert_eq!(&back, spec);
+});
