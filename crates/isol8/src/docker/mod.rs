@@ -222,10 +222,12 @@ impl DockerEngine {
             registry.get(r)?;
         }
         let docker = connect().await?;
-        // A crashed engine of this host may have left containers behind: remove them.
+        // A crashed engine of this host may have left containers behind: remove them,
+        // and the proxy socket directories of its filtered sandboxes.
         if let Err(e) = crate::maintenance::reap_orphans(&docker).await {
             tracing::warn!(error = %e, "could not look for orphaned containers");
         }
+        crate::egress::reap_stale_dirs();
         Ok(DockerEngine {
             inner: Arc::new(Inner {
                 docker,

@@ -232,7 +232,12 @@ impl Egress {
             .recursive(true)
             .mode(0o755)
             .create(&base)?;
-        let dir = base.join(uuid::Uuid::new_v4().simple().to_string());
+        // Named after this process, so a later engine can remove what a killed one left.
+        let dir = base.join(format!(
+            "{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::DirBuilder::new().mode(0o755).create(&dir)?;
         let socket = dir.join(SOCKET_NAME);
         let listener = match UnixListener::bind(&socket) {
@@ -266,6 +271,32 @@ impl Drop for Egress {
         self.task.abort();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes socket directories left by engine processes that no longer exist (killed
+/// before they could clean up); returns how many were removed.
+pub fn reap_stale_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(socket_base()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Host directory holding the per-sandbox socket directories.

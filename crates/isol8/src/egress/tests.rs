@@ -349,3 +349,19 @@ async fn tunnels_and_plain_requests_are_relayed_and_logged_per_execution() {
     begin(&shared, Arc::new(rules(&[], &[])), false);
     assert_eq!(finish(&shared), None);
 }
+
+#[tokio::test]
+async fn socket_directories_of_dead_processes_are_reaped_and_live_ones_kept() {
+    let live = Egress::bind(FakeNet::with(&[])).expect("bind");
+    assert!(live.dir().join(SOCKET_NAME).exists());
+    // A directory named after a process that cannot exist (beyond pid_max).
+    let dead = socket_base().join("4194305-deadbeef");
+    std::fs::create_dir_all(&dead).expect("dead dir");
+    std::fs::write(dead.join(SOCKET_NAME), b"").expect("stale socket file");
+    assert!(reap_stale_dirs() >= 1);
+    assert!(!dead.exists(), "a dead process's directory survived");
+    assert!(live.dir().exists(), "this process's directory was removed");
+    let dir = live.dir().to_path_buf();
+    drop(live);
+    assert!(!dir.exists(), "dropping the proxy removes its directory");
+}
