@@ -9,8 +9,16 @@ mod common;
 use common::{docker_available, isol8_in, text};
 use std::process::{Command, Output};
 
-fn remove_image(tag: &str) {
-    let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+/// Removes the test's images and directory however the test ends.
+struct Cleanup(Vec<String>, std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
 }
 
 fn ok(o: &Output) {
@@ -40,6 +48,7 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
     std::fs::create_dir_all(&dir).expect("dir");
     let py_tag = format!("isol8-test-prebuilt:six-{}", std::process::id());
     let node_tag = format!("isol8-test-built:isnum-{}", std::process::id());
+    let _cleanup = Cleanup(vec![py_tag.clone(), node_tag.clone()], dir.clone());
     let ca = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
     let config = serde_json::json!({
         "caBundle": ca.exists().then_some(ca),
@@ -138,7 +147,4 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
             "{args:?}: {err}"
         );
     }
-    remove_image(&py_tag);
-    remove_image(&node_tag);
-    let _ = std::fs::remove_dir_all(&dir);
 }

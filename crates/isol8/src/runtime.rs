@@ -116,11 +116,10 @@ impl RuntimeRegistry {
                     "--no-fund",
                     "--no-update-notifier",
                 ])
-                .with_env("NODE_PATH", "/sandbox/node_modules:/opt/isol8/node_modules"),
+                .with_env("NODE_PATH", "/sandbox/node_modules"),
             Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
                 .with_inline(&["bun", "-e"])
                 .with_install(&["bun", "add", "--cwd", "/sandbox"])
-                .with_env("NODE_PATH", "/sandbox/node_modules:/opt/isol8/node_modules")
                 .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
             Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
             Runtime::new(

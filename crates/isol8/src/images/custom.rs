@@ -1,9 +1,10 @@
 //! Custom images with baked-in packages (`isol8 build`, config `prebuiltImages`).
 //!
 //! A custom image is the runtime's image plus packages installed at build time outside
-//! `/sandbox` (which is a tmpfs at run time): Python packages in
-//! [`PY_PACKAGES`], npm packages in [`NODE_MODULES`] — both already on the runtime's
-//! `PYTHONPATH` / `NODE_PATH`. Labels record the runtime, the package list and a content
+//! `/sandbox` (which is a tmpfs at run time): Python packages in [`PY_PACKAGES`] (on the
+//! python runtime's `PYTHONPATH`), npm packages in [`NODE_MODULES`], linked as the
+//! root's `/node_modules`, which Node's and Bun's resolvers reach from `/sandbox` by
+//! walking up, for `require` and ESM `import` alike. Labels record the runtime, the package list and a content
 //! hash (base image id, packages, setup commands, CA bundle), so an unchanged build is
 //! skipped and the engine can find an image whose packages cover a request's
 //! `installPackages` and use it instead of installing at run time.
@@ -22,7 +23,8 @@ pub const LABEL_BUILD_RUNTIME: &str = "isol8.build.runtime";
 pub const LABEL_BUILD_PACKAGES: &str = "isol8.build.packages";
 /// Where baked Python packages live (on the python runtime's `PYTHONPATH`).
 pub const PY_PACKAGES: &str = "/opt/isol8/pypackages";
-/// Where baked npm packages live (on the node and bun runtimes' `NODE_PATH`).
+/// Where baked npm packages live; `/node_modules` links here, so they are found from
+/// `/sandbox` by walking up the directories (npm cannot install into `/` itself).
 pub const NODE_MODULES: &str = "/opt/isol8/node_modules";
 
 /// What to build.
@@ -108,7 +110,12 @@ impl CustomImage {
                 env.push(format!("{k}={BUILD_CA}"));
             }
         }
-        df.push_str("RUN [\"mkdir\", \"-p\", \"/opt/isol8\"]\n");
+        df.push_str(&format!("RUN [\"mkdir\", \"-p\", \"{NODE_MODULES}\"]\n"));
+        if self.runtime != "python" {
+            df.push_str(&format!(
+                "RUN [\"ln\", \"-s\", \"{NODE_MODULES}\", \"/node_modules\"]\n"
+            ));
+        }
         if !self.install.is_empty() {
             for p in &self.install {
                 crate::prepare::check_package(p).map_err(|e| invalid(&self.tag, e.to_string()))?;
@@ -253,7 +260,7 @@ pub async fn build(
 }
 
 /// A built image of `runtime` whose packages include every one of `wanted`, if any
-/// (the one with the fewest extra packages).
+/// (the one with the fewest extra packages; the newest among equals).
 pub async fn covering_image(docker: &Docker, runtime: &str, wanted: &[String]) -> Option<String> {
     let filters = HashMap::from([(
         "label".to_string(),
@@ -270,10 +277,13 @@ pub async fn covering_image(docker: &Docker, runtime: &str, wanted: &[String]) -
             let baked: BTreeSet<String> =
                 serde_json::from_str(img.labels.get(LABEL_BUILD_PACKAGES)?).ok()?;
             let tag = img.repo_tags.into_iter().find(|t| t != "<none>:<none>")?;
-            wanted.is_subset(&baked).then_some((baked.len(), tag))
+            // Fewest extra packages first, then the newest build.
+            wanted
+                .is_subset(&baked)
+                .then_some((baked.len(), std::cmp::Reverse(img.created), tag))
         })
         .min()
-        .map(|(_, tag)| tag)
+        .map(|(_, _, tag)| tag)
 }
 
 #[cfg(test)]
