@@ -312,9 +312,6 @@ impl Config {
         if self.audit != AuditConfig::default() {
             keys.push("audit");
         }
-        if !self.prebuilt_images.is_empty() {
-            keys.push("prebuiltImages");
-        }
         keys
     }
 }
