@@ -371,6 +371,10 @@ def udp():
 attempt('udp', udp)
 attempt('raw', lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 attempt('dns', lambda: socket.getaddrinfo('pypi.org', 443))
+def docker_socket():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect('/var/run/docker.sock')
+attempt('docker', docker_socket)
 "#;
     let r = run(&engine, code("python", &probe)).await;
     for (name, status) in [
@@ -386,7 +390,7 @@ attempt('dns', lambda: socket.getaddrinfo('pypi.org', 443))
             "{name} not refused with {status}: {r:?}"
         );
     }
-    for name in ["tcp", "udp", "raw", "dns"] {
+    for name in ["tcp", "udp", "raw", "dns", "docker"] {
         assert!(
             r.stdout
                 .lines()
