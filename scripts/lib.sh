@@ -36,17 +36,27 @@ ensure_docker() {
   fi
   command -v docker >/dev/null || die "the docker client is missing after installing docker.io"
   say "starting the Docker daemon"
-  if [ "$(ps -o comm= -p 1 2>/dev/null)" = "systemd" ] && as_root systemctl start docker 2>/dev/null; then
+  if under_systemd && as_root systemctl start docker 2>/dev/null; then
     :
   else
-    as_root bash -c 'setsid dockerd >/var/log/isol8-dockerd.log 2>&1 < /dev/null &'
+    start_dockerd
   fi
-  for _ in $(seq 1 60); do
-    docker_up && { say "Docker $(docker version --format '{{.Server.Version}}') is running"; return; }
+  wait_for_docker "is running" "did not start"
+}
+
+under_systemd() { [ "$(ps -o comm= -p 1 2>/dev/null)" = "systemd" ]; }
+
+start_dockerd() { as_root bash -c 'setsid dockerd >>/var/log/isol8-dockerd.log 2>&1 < /dev/null &'; }
+
+# wait_for_docker OK FAILED: waits up to 60 s for the daemon to answer, then says
+# "Docker <version> OK", or dies with "the Docker daemon FAILED" and the log's tail.
+wait_for_docker() {
+  for _ in $(seq 1 120); do
+    docker_up && { say "Docker $(docker version --format '{{.Server.Version}}') $1"; return; }
     sleep 0.5
   done
   tail -n 20 /var/log/isol8-dockerd.log >&2 2>/dev/null || true
-  die "the Docker daemon did not start (see /var/log/isol8-dockerd.log)"
+  die "the Docker daemon $2 (see /var/log/isol8-dockerd.log)"
 }
 
 # restart_docker: restarts the daemon the way ensure_docker started it — `systemctl
@@ -54,7 +64,7 @@ ensure_docker() {
 # exits; KILL after 60 s), then `setsid dockerd` again — and waits until it answers.
 # Every container on the host is stopped by this: only the fault-injection test uses it.
 restart_docker() {
-  if [ "$(ps -o comm= -p 1 2>/dev/null)" = "systemd" ] && systemctl is-active --quiet docker 2>/dev/null; then
+  if under_systemd && systemctl is-active --quiet docker 2>/dev/null; then
     say "restarting the Docker daemon (systemctl restart docker)"
     as_root systemctl restart docker
   else
@@ -69,14 +79,9 @@ restart_docker() {
       as_root kill -KILL $pid || true
       for _ in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
     fi
-    as_root bash -c 'setsid dockerd >>/var/log/isol8-dockerd.log 2>&1 < /dev/null &'
+    start_dockerd
   fi
-  for _ in $(seq 1 120); do
-    docker_up && { say "Docker $(docker version --format '{{.Server.Version}}') is running again"; return; }
-    sleep 0.5
-  done
-  tail -n 20 /var/log/isol8-dockerd.log >&2 2>/dev/null || true
-  die "the Docker daemon did not come back (see /var/log/isol8-dockerd.log)"
+  wait_for_docker "is running again" "did not come back"
 }
 
 ensure_tools() {

@@ -21,6 +21,18 @@ impl Drop for Cleanup {
     }
 }
 
+/// Runs `isol8 ARGS` in `dir` and requires it to succeed.
+fn succeed(dir: &std::path::Path, args: &[&str]) -> Output {
+    let o = isol8_in(dir).args(args).output().expect("isol8");
+    ok(&o);
+    o
+}
+
+/// Runs `isol8 ARGS` in `dir`, requires success and parses the `--json` result.
+fn result_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&succeed(dir, args).stdout).expect("result JSON")
+}
+
 fn ok(o: &Output) {
     assert!(
         o.status.success(),
@@ -62,22 +74,14 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
     std::fs::write(dir.join("isol8.config.json"), config.to_string()).expect("config");
 
     // `isol8 setup` builds the prebuilt image after the (up-to-date) runtime image…
-    let o = isol8_in(&dir)
-        .args(["setup", "-r", "python"])
-        .output()
-        .expect("setup");
-    ok(&o);
+    let o = succeed(&dir, &["setup", "-r", "python"]);
     assert!(
         text(&o.stderr).contains(&format!("built {py_tag}")),
         "{}",
         text(&o.stderr)
     );
     // …and skips it when nothing changed.
-    let o = isol8_in(&dir)
-        .args(["setup", "-r", "python"])
-        .output()
-        .expect("setup");
-    ok(&o);
+    let o = succeed(&dir, &["setup", "-r", "python"]);
     assert!(
         text(&o.stderr).contains(&format!("{py_tag} is up to date")),
         "{}",
@@ -85,13 +89,10 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
     );
 
     // A run asking for six uses the image: no install, so no proxy traffic at all.
-    let o = isol8_in(&dir)
-        .args(["run", "-r", "python", "--install", "SIX", "--json", "--log-network", "-e"])
-        .arg("import six, pathlib; print(six.__file__, pathlib.Path('/opt/isol8/marker').read_text().strip())")
-        .output()
-        .expect("run");
-    ok(&o);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = result_json(
+        &dir,
+        &["run", "-r", "python", "--install", "SIX", "--json", "--log-network", "-e", "import six, pathlib; print(six.__file__, pathlib.Path('/opt/isol8/marker').read_text().strip())"],
+    );
     assert_eq!(
         v["stdout"], "/opt/isol8/pypackages/six.py prebuilt\n",
         "{v}"
@@ -99,8 +100,9 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
     assert!(v.get("networkLogs").is_none(), "installed at run time: {v}");
 
     // `isol8 build` for node; the package then resolves from the image.
-    let o = isol8_in(&dir)
-        .args([
+    let o = succeed(
+        &dir,
+        &[
             "build",
             "--base",
             "node",
@@ -108,13 +110,12 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
             &node_tag,
             "--install",
             "is-number",
-        ])
-        .output()
-        .expect("build");
-    ok(&o);
+        ],
+    );
     assert_eq!(text(&o.stdout).trim(), node_tag);
-    let o = isol8_in(&dir)
-        .args([
+    let v = result_json(
+        &dir,
+        &[
             "run",
             "-r",
             "node",
@@ -122,16 +123,30 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
             "is-number",
             "--json",
             "-e",
-        ])
-        .arg("console.log(require.resolve('is-number'), require('is-number')(7))")
-        .output()
-        .expect("run");
-    ok(&o);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            "console.log(require.resolve('is-number'), require('is-number')(7))",
+        ],
+    );
     assert_eq!(
         v["stdout"], "/opt/isol8/node_modules/is-number/index.js true\n",
         "{v}"
     );
+    // An ESM `import` from a file in /sandbox (.mjs, node's default) finds it too.
+    let v = result_json(
+        &dir,
+        &[
+            "run",
+            "-r",
+            "node",
+            "--install",
+            "is-number",
+            "--json",
+            "--ext",
+            ".mjs",
+            "-e",
+            "import isNumber from 'is-number'; console.log('esm', isNumber(8))",
+        ],
+    );
+    assert_eq!(v["stdout"], "esm true\n", "{v}");
 
     // Runtimes without a build recipe and missing input are one clear error line.
     for args in [

@@ -23,51 +23,30 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn bad_network_and_package_flags_fail_before_anything_runs() {
     let dir = temp_dir("bad");
-    let o = isol8_in(&dir)
-        .args([
-            "run",
-            "-r",
-            "python",
-            "--net",
-            "none",
-            "--install",
-            "six",
-            "-e",
-            "1",
-        ])
-        .output()
-        .expect("run");
-    one_error_line(&o, "installPackages needs the network");
-    let o = isol8_in(&dir)
-        .args(["run", "-r", "python", "--install", "six;id", "-e", "1"])
-        .output()
-        .expect("run");
-    one_error_line(&o, "installPackages entry");
-    let o = isol8_in(&dir)
-        .args([
-            "run", "-r", "python", "--net", "filtered", "--allow", "(", "-e", "1",
-        ])
-        .output()
-        .expect("run");
-    one_error_line(&o, "not a valid regex");
-    let o = isol8_in(&dir)
-        .args([
-            "run",
-            "-r",
-            "python",
-            "--files",
-            "/nonexistent-dir",
-            "-e",
-            "1",
-        ])
-        .output()
-        .expect("run");
-    one_error_line(&o, "is not a directory");
-    let o = isol8_in(&dir)
-        .args(["run", "-r", "python", "--url", "https://example.com/x.py"])
-        .output()
-        .expect("run");
-    one_error_line(&o, "remoteCode.enabled");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--net", "none", "--install", "six", "-e", "1"],
+            "installPackages needs the network",
+        ),
+        (&["--install", "six;id", "-e", "1"], "installPackages entry"),
+        (
+            &["--net", "filtered", "--allow", "(", "-e", "1"],
+            "not a valid regex",
+        ),
+        (
+            &["--files", "/nonexistent-dir", "-e", "1"],
+            "is not a directory",
+        ),
+        (&["--url", "https://example.com/x.py"], "remoteCode.enabled"),
+    ];
+    for (flags, want) in cases {
+        let o = isol8_in(&dir)
+            .args(["run", "-r", "python"])
+            .args(flags)
+            .output()
+            .expect("run");
+        one_error_line(&o, want);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -16,16 +16,8 @@ use tower::ServiceExt;
 const KEY: &str = "test-master-key-0123456789";
 
 async fn state() -> Option<Arc<AppState>> {
-    match DockerEngine::connect(EngineOptions::default()).await {
-        Ok(engine) => Some(AppState::new(engine, EngineOptions::default(), KEY.into())),
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            None
-        }
-    }
+    let engine = common::engine_or_skip().await?;
+    Some(AppState::new(engine, EngineOptions::default(), KEY.into()))
 }
 
 async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Value) {

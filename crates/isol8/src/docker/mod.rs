@@ -393,6 +393,42 @@ impl DockerEngine {
         Ok((event_stream(run), Controller { tx }))
     }
 
+    /// What must happen to a request before it is prepared: its `codeUrl` fetched, and
+    /// its `installPackages` served by a built image that has them (which then replaces
+    /// the image and drops the install). Returns the rewritten request, if any.
+    async fn resolve_request(
+        &self,
+        req: &ExecutionRequest,
+        settings: Arc<SandboxSettings>,
+    ) -> Result<(Option<ExecutionRequest>, Arc<SandboxSettings>)> {
+        let mut owned: Option<ExecutionRequest> = None;
+        if req.code_url.is_some() || req.code_hash.is_some() {
+            let mut r = req.clone();
+            self.inner.code_fetcher.resolve(&mut r).await?;
+            owned = Some(r);
+        }
+        if req.install_packages.is_empty() || settings.image.is_some() {
+            return Ok((owned, settings));
+        }
+        let covering = crate::images::custom::covering_image(
+            &self.inner.docker,
+            &req.runtime,
+            &req.install_packages,
+        )
+        .await;
+        let Some(tag) = covering else {
+            return Ok((owned, settings));
+        };
+        tracing::debug!(image = %tag, "using a built image that has the packages");
+        let mut r = owned.unwrap_or_else(|| req.clone());
+        r.install_packages.clear();
+        let settings = SandboxSettings {
+            image: Some(tag),
+            ..(*settings).clone()
+        };
+        Ok((Some(r), Arc::new(settings)))
+    }
+
     async fn launch_with(
         &self,
         req: &ExecutionRequest,
@@ -402,6 +438,9 @@ impl DockerEngine {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
+        // Empty per-request options (the server's usual case) are the engine's own
+        // settings: no resolving or hashing on the warm path.
+        let overrides = overrides.filter(|o| **o != EngineOptions::default());
         let (settings, host, host_hash) = match overrides {
             None => (
                 self.inner.settings.clone(),
@@ -418,38 +457,10 @@ impl DockerEngine {
                 let mut settings =
                     SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
                 settings.ca_bundle = self.inner.settings.ca_bundle.clone();
-                let host = host_config(&settings)?;
-                let hash = PoolKey::hash_of(&host);
-                (Arc::new(settings), host, hash)
+                with_host(settings)?
             }
         };
-        let mut owned: Option<ExecutionRequest> = None;
-        if req.code_url.is_some() || req.code_hash.is_some() {
-            let mut r = req.clone();
-            self.inner.code_fetcher.resolve(&mut r).await?;
-            owned = Some(r);
-        }
-        let mut settings = settings;
-        if !req.install_packages.is_empty() && settings.image.is_none() {
-            // An image built with these packages (`isol8 build`) runs the request
-            // without installing anything.
-            let covering = crate::images::custom::covering_image(
-                &self.inner.docker,
-                &req.runtime,
-                &req.install_packages,
-            )
-            .await;
-            if let Some(tag) = covering {
-                tracing::debug!(image = %tag, "using a built image that has the packages");
-                let mut r = owned.take().unwrap_or_else(|| req.clone());
-                r.install_packages.clear();
-                owned = Some(r);
-                settings = Arc::new(SandboxSettings {
-                    image: Some(tag),
-                    ..(*settings).clone()
-                });
-            }
-        }
+        let (owned, settings) = self.resolve_request(req, settings).await?;
         let req = owned.as_ref().unwrap_or(req);
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
         prepared.spec.interactive = control.is_some();
@@ -457,13 +468,10 @@ impl DockerEngine {
             (settings, host, host_hash)
         } else {
             // installPackages chose the filtered network: a sandbox of that kind is needed.
-            let settings = SandboxSettings {
+            with_host(SandboxSettings {
                 network: prepared.network,
                 ..(*settings).clone()
-            };
-            let host = host_config(&settings)?;
-            let hash = PoolKey::hash_of(&host);
-            (Arc::new(settings), host, hash)
+            })?
         };
         let egress_rules = match prepared.network {
             NetworkMode::Filtered => Some(Arc::new(crate::egress::Rules::new(
@@ -1163,6 +1171,13 @@ fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
     })
     .flat_map(futures_util::stream::iter);
     Box::pin(stream)
+}
+
+/// Settings with the `HostConfig` they give and its pool hash.
+fn with_host(settings: SandboxSettings) -> Result<(Arc<SandboxSettings>, HostConfig, String)> {
+    let host = host_config(&settings)?;
+    let hash = PoolKey::hash_of(&host);
+    Ok((Arc::new(settings), host, hash))
 }
 
 /// The absolute path of a readable PEM bundle holding at least one certificate.
