@@ -597,15 +597,9 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         home.as_deref(),
     )
     .await?;
-    let options = loaded.config.engine_options();
-    let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
-        options: options.clone(),
-        max_concurrent: loaded.config.max_concurrent.map(|n| n as usize),
-        ca_bundle: loaded.config.ca_bundle.clone(),
-        remote_code: loaded.config.remote_code.clone(),
-        ..Default::default()
-    })
-    .await?;
+    let engine_config = isol8::docker::EngineConfig::from_config(&loaded.config);
+    let options = engine_config.options.clone();
+    let engine = isol8::DockerEngine::connect_with(engine_config).await?;
     let (keys, keys_desc) = match keys {
         Some((k, d)) => (Some(k), Some(d)),
         None => (None, None),

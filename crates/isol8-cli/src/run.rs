@@ -388,10 +388,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
         registry: Some(registry),
-        max_concurrent: config.config.max_concurrent.map(|n| n as usize),
-        ca_bundle: config.config.ca_bundle.clone(),
-        remote_code: config.config.remote_code.clone(),
-        ..Default::default()
+        ..EngineConfig::from_config(&config.config)
     })
     .await?;
     let work = execute(&engine, req, &args);

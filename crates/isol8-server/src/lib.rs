@@ -549,9 +549,8 @@ async fn session_engine(
     };
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
-        ca_bundle: state.engine.settings().ca_bundle.clone(),
-        remote_code: state.engine.remote_code().clone(),
-        ..Default::default()
+        prewarm: Vec::new(),
+        ..state.engine.config().clone()
     })
     .await?;
     sessions.insert(

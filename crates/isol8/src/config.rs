@@ -61,6 +61,35 @@ pub struct Defaults {
     pub max_output_size: Option<u64>,
 }
 
+/// The filtered network (`network.*`): host rules, and the addresses egress may dial
+/// although they are special-purpose.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Host regexes allowed through the egress proxy (empty: every host not blacklisted).
+    #[serde(default)]
+    pub whitelist: Vec<String>,
+    /// Host regexes refused by the egress proxy (wins over the whitelist).
+    #[serde(default)]
+    pub blacklist: Vec<String>,
+    /// Addresses (`203.0.113.80`) or CIDR ranges (`203.0.113.0/24`) that the egress
+    /// proxy and the `codeUrl` fetcher may dial although they are private, loopback,
+    /// special-purpose or this host's own — e.g. a package-registry gateway inside a
+    /// documentation range. Host rules still apply. Operator-only: clients cannot set it.
+    #[serde(default)]
+    pub exempt_ranges: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// The host rules, as engine options carry them.
+    pub fn filter(&self) -> NetworkFilter {
+        NetworkFilter {
+            whitelist: self.whitelist.clone(),
+            blacklist: self.blacklist.clone(),
+        }
+    }
+}
+
 /// Container housekeeping (`cleanup.*`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -186,9 +215,9 @@ pub struct Config {
     /// Default sandbox settings.
     #[serde(default)]
     pub defaults: Defaults,
-    /// Host rules for the filtered network.
+    /// Host rules and address exemptions of the filtered network.
     #[serde(default)]
-    pub network: NetworkFilter,
+    pub network: NetworkConfig,
     /// Container housekeeping.
     #[serde(default)]
     pub cleanup: CleanupConfig,
@@ -286,7 +315,7 @@ impl Config {
         let d = &self.defaults;
         EngineOptions {
             network: d.network,
-            network_filter: Some(self.network.clone()),
+            network_filter: Some(self.network.filter()),
             timeout_ms: d.timeout_ms,
             memory_limit: d.memory_limit.clone(),
             cpu_limit: d.cpu_limit,
@@ -360,6 +389,18 @@ mod tests {
         );
         assert!(crate::limits::SandboxSettings::resolve(&c.engine_options()).is_ok());
         assert!(Config::default().inactive_keys().is_empty());
+    }
+
+    #[test]
+    fn exempt_ranges_are_read_and_stay_out_of_engine_options() {
+        let c = Config::from_json_str(
+            r#"{"network": {"blacklist": ["x"], "exemptRanges": ["203.0.113.80", "198.18.0.0/15"]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.network.exempt_ranges, ["203.0.113.80", "198.18.0.0/15"]);
+        let filter = c.engine_options().network_filter.expect("filter");
+        assert_eq!(filter.blacklist, ["x"]);
+        assert!(Config::from_json_str(r#"{"network": {"exempt": []}}"#).is_err());
     }
 
     #[test]

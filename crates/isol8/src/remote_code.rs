@@ -4,13 +4,15 @@
 //! Every hop of a fetch — the URL given and each redirect — is checked the same way before
 //! anything is dialled: scheme (`https` only unless the policy lists `http` *and* the
 //! request allows it), host rules (blocked wins, a non-empty allow list admits only
-//! matching hosts), then every address the host resolves to against the address check
-//! of the egress proxy (no loopback, private, link-local, CGNAT, ULA or metadata
-//! address). The connection goes to exactly the checked addresses. The body is read up to
+//! matching hosts), then every address the host resolves to against the engine's
+//! [`AddressPolicy`], the same one the egress proxy applies (no loopback, private,
+//! special-purpose or metadata address, none of this host's own addresses, unless the
+//! operator exempted it). The connection goes to exactly the checked addresses. The body is read up to
 //! `maxCodeSize`, the whole fetch is bounded by `fetchTimeoutMs`, and `codeHash` (SHA-256,
 //! hex) is verified before the code is used.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,6 +21,7 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use crate::config::RemoteCodeConfig;
+use crate::egress::AddressPolicy;
 use crate::{Error, Result};
 
 /// Default cap on fetched code.
@@ -27,9 +30,6 @@ pub const DEFAULT_MAX_CODE_SIZE: u64 = 1 << 20;
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 10_000;
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
-
-/// Decides whether an address may be dialled; `Some(reason)` refuses it.
-pub type AddressCheck = fn(IpAddr) -> Option<&'static str>;
 
 /// Fetches `codeUrl`s under one policy.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct CodeFetcher {
     max_size: u64,
     timeout: Duration,
     require_hash: bool,
-    check_addr: AddressCheck,
+    addresses: Arc<AddressPolicy>,
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -49,8 +49,9 @@ fn refused(why: impl std::fmt::Display) -> Error {
 }
 
 impl CodeFetcher {
-    /// The fetcher of a `remoteCode` policy; bad patterns or limits are config errors.
-    pub fn new(cfg: &RemoteCodeConfig) -> Result<CodeFetcher> {
+    /// The fetcher of a `remoteCode` policy, dialling only what `addresses` admits; bad
+    /// patterns or limits are config errors.
+    pub fn new(cfg: &RemoteCodeConfig, addresses: Arc<AddressPolicy>) -> Result<CodeFetcher> {
         let compile = |field: &str, pats: &Option<Vec<String>>| -> Result<Vec<Regex>> {
             pats.iter()
                 .flatten()
@@ -89,14 +90,8 @@ impl CodeFetcher {
             max_size,
             timeout: Duration::from_millis(timeout_ms),
             require_hash: cfg.require_hash.unwrap_or(false),
-            check_addr: crate::egress::addr::forbidden,
+            addresses,
         })
-    }
-
-    /// Replaces the address check (tests that serve code from loopback).
-    pub fn with_address_check(mut self, check: AddressCheck) -> CodeFetcher {
-        self.check_addr = check;
-        self
     }
 
     /// If `req` has a `codeUrl`, fetches it into `code` (and clears `codeUrl`/`codeHash`).
@@ -201,7 +196,7 @@ impl CodeFetcher {
                 return Err(refused(format!("{host} has no address")));
             }
             for a in &addrs {
-                if let Some(why) = (self.check_addr)(a.ip()) {
+                if let Some(why) = self.addresses.refusal(a.ip()) {
                     return Err(refused(format!("{host} resolves to {}, {why}", a.ip())));
                 }
             }

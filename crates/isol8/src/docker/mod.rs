@@ -102,8 +102,11 @@ pub struct Inner {
     /// The persistent session's sandbox (mode `persistent`), created on first use.
     session: tokio::sync::Mutex<Option<Session>>,
     max_file_bytes: u64,
-    remote_code: crate::config::RemoteCodeConfig,
+    /// What the engine was connected with (sessions of a server start from it).
+    config: EngineConfig,
     code_fetcher: crate::remote_code::CodeFetcher,
+    /// The addresses egress may dial (proxy and `codeUrl` fetcher).
+    address_policy: Arc<crate::egress::AddressPolicy>,
 }
 
 /// The container of a persistent session, bound to the runtime it was created for.
@@ -182,6 +185,24 @@ pub struct EngineConfig {
     pub ca_bundle: Option<String>,
     /// Policy for `codeUrl` (config `remoteCode`; off by default).
     pub remote_code: crate::config::RemoteCodeConfig,
+    /// Addresses or CIDR ranges egress may dial although they are special-purpose
+    /// (config `network.exemptRanges`; see [`crate::egress::AddressPolicy`]).
+    pub exempt_ranges: Vec<String>,
+}
+
+impl EngineConfig {
+    /// The engine a configuration file describes: its options, `maxConcurrent`,
+    /// `caBundle`, `remoteCode` and `network.exemptRanges`.
+    pub fn from_config(config: &crate::config::Config) -> EngineConfig {
+        EngineConfig {
+            options: config.engine_options(),
+            max_concurrent: config.max_concurrent.map(|n| n as usize),
+            ca_bundle: config.ca_bundle.clone(),
+            remote_code: config.remote_code.clone(),
+            exempt_ranges: config.network.exempt_ranges.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 impl DockerEngine {
@@ -216,8 +237,10 @@ impl DockerEngine {
                 "must be between 1 byte and 32 MiB",
             ));
         }
-        let code_fetcher = crate::remote_code::CodeFetcher::new(&config.remote_code)?;
-        let registry = config.registry.unwrap_or_default();
+        let address_policy = Arc::new(crate::egress::AddressPolicy::new(&config.exempt_ranges)?);
+        let code_fetcher =
+            crate::remote_code::CodeFetcher::new(&config.remote_code, address_policy.clone())?;
+        let registry = config.registry.clone().unwrap_or_default();
         for r in &config.prewarm {
             registry.get(r)?;
         }
@@ -234,7 +257,7 @@ impl DockerEngine {
                 registry,
                 pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
                 settings: Arc::new(settings),
-                options: config.options,
+                options: config.options.clone(),
                 host_hash: PoolKey::hash_of(&host),
                 host,
                 owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
@@ -242,11 +265,12 @@ impl DockerEngine {
                 stopped: AtomicBool::new(false),
                 slots: Semaphore::new(max),
                 max_concurrent: max,
-                prewarm: config.prewarm,
+                prewarm: config.prewarm.clone(),
                 session: tokio::sync::Mutex::new(None),
                 max_file_bytes,
-                remote_code: config.remote_code,
+                config,
                 code_fetcher,
+                address_policy,
             }),
         })
     }
@@ -261,9 +285,9 @@ impl DockerEngine {
         &self.inner.owner
     }
 
-    /// The `remoteCode` policy this engine applies to `codeUrl`.
-    pub fn remote_code(&self) -> &crate::config::RemoteCodeConfig {
-        &self.inner.remote_code
+    /// What this engine was connected with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 
     /// The runtime registry.

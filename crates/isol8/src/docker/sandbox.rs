@@ -164,7 +164,11 @@ impl Sandbox {
             .flatten()
             .find(|m| m.source.as_deref() == Some(egress::MOUNT_PLACEHOLDER))
         {
-            let e = Egress::bind(std::sync::Arc::new(egress::SystemNet)).map_err(|e| {
+            let e = Egress::bind(
+                std::sync::Arc::new(egress::SystemNet),
+                inner.address_policy.clone(),
+            )
+            .map_err(|e| {
                 Error::Sandbox(format!(
                     "cannot start the egress proxy of the filtered network: {e}"
                 ))

@@ -12,10 +12,12 @@
 //!
 //! Order of checks for one request: parse (absolute-form HTTP or `CONNECT host:port`),
 //! Host header consistency, port, blacklist, whitelist, name resolution, then every
-//! resolved address against [`addr::forbidden`]; only then is one of exactly those
+//! resolved address against the engine's [`AddressPolicy`]; only then is one of exactly those
 //! addresses dialled (no second lookup, so DNS rebinding gains nothing).
 
 pub mod addr;
+
+pub use addr::AddressPolicy;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -181,14 +183,18 @@ pub struct State {
     generation: u64,
     rules: Arc<Rules>,
     logs: Option<Vec<NetworkLog>>,
+    /// The addresses this proxy may dial (the engine's, fixed for the proxy's life).
+    policy: Arc<AddressPolicy>,
 }
 
-impl Default for State {
-    fn default() -> Self {
+impl State {
+    /// The state of a new proxy: nothing admitted until an execution begins.
+    pub fn new(policy: Arc<AddressPolicy>) -> State {
         State {
             generation: 0,
             rules: Arc::new(Rules::deny_all()),
             logs: None,
+            policy,
         }
     }
 }
@@ -224,8 +230,9 @@ pub struct Egress {
 }
 
 impl Egress {
-    /// Binds a new proxy socket in a fresh directory under [`socket_base`].
-    pub fn bind(net: Arc<dyn Net>) -> io::Result<Egress> {
+    /// Binds a new proxy socket in a fresh directory under [`socket_base`]; the proxy
+    /// dials through `net` only addresses that `policy` admits.
+    pub fn bind(net: Arc<dyn Net>, policy: Arc<AddressPolicy>) -> io::Result<Egress> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let base = socket_base();
         std::fs::DirBuilder::new()
@@ -250,7 +257,7 @@ impl Egress {
         // The agent relays as root, but any user in the sandbox may use the proxy: the
         // socket grants nothing the relay does not.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
-        let shared: Shared = Arc::default();
+        let shared: Shared = Arc::new(Mutex::new(State::new(policy)));
         let task = tokio::spawn(accept_loop(listener, net, shared.clone()));
         Ok(Egress { dir, shared, task })
     }
@@ -379,8 +386,8 @@ pub async fn serve_connection<C>(mut client: C, net: &dyn Net, shared: &Mutex<St
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (generation, rules) = match shared.lock() {
-        Ok(s) => (s.generation, s.rules.clone()),
+    let (generation, rules, policy) = match shared.lock() {
+        Ok(s) => (s.generation, s.rules.clone(), s.policy.clone()),
         Err(_) => return,
     };
     let started = Instant::now();
@@ -410,7 +417,7 @@ where
             }
         }
     };
-    let addrs = match decide(&target, &rules, net).await {
+    let addrs = match decide(&target, &rules, &policy, net).await {
         Ok(a) => a,
         Err(r) => {
             record("BLOCK");
@@ -460,6 +467,7 @@ async fn dial(net: &dyn Net, addrs: &[SocketAddr]) -> io::Result<Box<dyn Upstrea
 pub async fn decide(
     target: &Target,
     rules: &Rules,
+    policy: &AddressPolicy,
     net: &dyn Net,
 ) -> Result<Vec<SocketAddr>, Refusal> {
     if let Some(h) = &target.host_mismatch {
@@ -510,7 +518,7 @@ pub async fn decide(
     };
     // Every address must pass: the client must not be able to steer which one is used.
     for a in &addrs {
-        if let Some(why) = addr::forbidden(a.ip()) {
+        if let Some(why) = policy.refusal(a.ip()) {
             return Err(refuse(
                 403,
                 format!("{} resolves to {}, {why}", target.host, a.ip()),

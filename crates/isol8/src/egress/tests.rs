@@ -128,9 +128,14 @@ async fn private_literals_are_refused_without_any_lookup_or_dial() {
         "[::ffff:192.168.0.1]",
     ] {
         let t = target(&format!("CONNECT {host}:443 HTTP/1.1\r\n\r\n"));
-        let r = decide(&t, &rules(&[], &[]), net.as_ref())
-            .await
-            .expect_err(host);
+        let r = decide(
+            &t,
+            &rules(&[], &[]),
+            &AddressPolicy::default(),
+            net.as_ref(),
+        )
+        .await
+        .expect_err(host);
         assert_eq!(r.status, 403, "{host}: {r:?}");
     }
     assert!(net.resolved().is_empty() && net.dialled().is_empty());
@@ -145,9 +150,14 @@ async fn names_resolving_to_private_or_metadata_addresses_are_refused_before_dia
     ]);
     for host in ["metadata.internal", "intranet.example", "sneaky.example"] {
         let t = target(&format!("CONNECT {host}:443 HTTP/1.1\r\n\r\n"));
-        let r = decide(&t, &rules(&[], &[]), net.as_ref())
-            .await
-            .expect_err(host);
+        let r = decide(
+            &t,
+            &rules(&[], &[]),
+            &AddressPolicy::default(),
+            net.as_ref(),
+        )
+        .await
+        .expect_err(host);
         assert_eq!(r.status, 403);
         assert!(r.reason.contains("resolves to"), "{r:?}");
     }
@@ -158,13 +168,13 @@ async fn names_resolving_to_private_or_metadata_addresses_are_refused_before_dia
 #[tokio::test]
 async fn lists_ports_and_host_headers_are_enforced_before_resolution() {
     let net = FakeNet::with(&[
-        ("pypi.org", "203.0.113.80"),
-        ("evil.example", "203.0.113.9"),
+        ("pypi.org", "151.101.0.223"),
+        ("evil.example", "151.101.64.9"),
     ]);
     let check = |head: &str, r: Rules| {
         let t = target(head);
         let net = net.clone();
-        async move { decide(&t, &r, net.as_ref()).await }
+        async move { decide(&t, &r, &AddressPolicy::default(), net.as_ref()).await }
     };
     // A non-empty whitelist admits only matching hosts.
     assert!(check(
@@ -214,7 +224,7 @@ async fn lists_ports_and_host_headers_are_enforced_before_resolution() {
     )
     .await
     .expect("allowed");
-    assert_eq!(ok, vec!["203.0.113.80:443".parse().expect("addr")]);
+    assert_eq!(ok, vec!["151.101.0.223:443".parse().expect("addr")]);
     assert!(net.dialled().is_empty());
 }
 
@@ -253,8 +263,8 @@ async fn roundtrip(
 
 #[tokio::test]
 async fn tunnels_and_plain_requests_are_relayed_and_logged_per_execution() {
-    let net = FakeNet::with(&[("pypi.org", "203.0.113.80")]);
-    let shared: Shared = Arc::default();
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
 
     // Between executions nothing is admitted.
     let (reply, _) = roundtrip(
@@ -340,8 +350,8 @@ async fn tunnels_and_plain_requests_are_relayed_and_logged_per_execution() {
     assert_eq!(
         net.dialled(),
         vec![
-            "203.0.113.80:443".parse().expect("a"),
-            "203.0.113.80:80".parse().expect("a")
+            "151.101.0.223:443".parse().expect("a"),
+            "151.101.0.223:80".parse().expect("a")
         ]
     );
 
@@ -352,7 +362,7 @@ async fn tunnels_and_plain_requests_are_relayed_and_logged_per_execution() {
 
 #[tokio::test]
 async fn socket_directories_of_dead_processes_are_reaped_and_live_ones_kept() {
-    let live = Egress::bind(FakeNet::with(&[])).expect("bind");
+    let live = Egress::bind(FakeNet::with(&[]), Arc::default()).expect("bind");
     assert!(live.dir().join(SOCKET_NAME).exists());
     // A directory named after a process that cannot exist (beyond pid_max).
     let dead = socket_base().join("4194305-deadbeef");

@@ -1,6 +1,6 @@
 //! Remote-code fetching against a small HTTP server on loopback. The production address
-//! check refuses loopback, so these tests swap in one that admits loopback only — every
-//! other refusal (private, metadata…) is still the production one.
+//! policy refuses loopback, so these tests exempt 127.0.0.1 the way an operator would
+//! (`network.exemptRanges`) — every other refusal (private, metadata…) is unchanged.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,14 +69,6 @@ fn redirect(to: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn loopback_only(ip: IpAddr) -> Option<&'static str> {
-    if ip.is_loopback() {
-        None
-    } else {
-        crate::egress::addr::forbidden(ip)
-    }
-}
-
 fn policy() -> RemoteCodeConfig {
     RemoteCodeConfig {
         enabled: Some(true),
@@ -87,9 +79,10 @@ fn policy() -> RemoteCodeConfig {
 }
 
 fn fetcher(cfg: RemoteCodeConfig) -> CodeFetcher {
-    CodeFetcher::new(&cfg)
-        .expect("policy")
-        .with_address_check(loopback_only)
+    // The operator's exemption for the test server's address; every other refusal is
+    // the production one.
+    let addresses = AddressPolicy::new(&["127.0.0.1"]).expect("exemption");
+    CodeFetcher::new(&cfg, Arc::new(addresses)).expect("policy")
 }
 
 fn req(url: &str) -> ExecutionRequest {
@@ -149,7 +142,7 @@ async fn code_is_fetched_through_redirects_and_its_hash_verified() {
 #[tokio::test]
 async fn the_policy_is_off_by_default_and_http_needs_two_opt_ins() {
     let (base, hits) = server().await;
-    let off = CodeFetcher::new(&RemoteCodeConfig::default()).expect("default");
+    let off = CodeFetcher::new(&RemoteCodeConfig::default(), Arc::default()).expect("default");
     assert!(fetch_err(&off, req(&format!("{base}/code")))
         .await
         .contains("remoteCode.enabled"));
@@ -205,7 +198,7 @@ async fn every_redirect_is_rechecked_and_private_targets_are_never_dialled() {
     assert!(err.contains("redirects more than"), "{err}");
     // The production check refuses loopback itself, before any connection.
     let before = hits.load(Ordering::SeqCst);
-    let production = CodeFetcher::new(&policy()).expect("policy");
+    let production = CodeFetcher::new(&policy(), Arc::default()).expect("policy");
     let err = fetch_err(&production, req(&format!("{base}/code"))).await;
     assert!(err.contains("loopback"), "{err}");
     assert_eq!(
@@ -251,14 +244,20 @@ async fn size_and_content_limits_hold() {
             .await
             .contains("404")
     );
-    assert!(CodeFetcher::new(&RemoteCodeConfig {
-        max_code_size: Some(0),
-        ..policy()
-    })
+    assert!(CodeFetcher::new(
+        &RemoteCodeConfig {
+            max_code_size: Some(0),
+            ..policy()
+        },
+        Arc::default()
+    )
     .is_err());
-    assert!(CodeFetcher::new(&RemoteCodeConfig {
-        allowed_schemes: Some(vec!["ftp".into()]),
-        ..policy()
-    })
+    assert!(CodeFetcher::new(
+        &RemoteCodeConfig {
+            allowed_schemes: Some(vec!["ftp".into()]),
+            ..policy()
+        },
+        Arc::default()
+    )
     .is_err());
 }

@@ -93,3 +93,32 @@ pub async fn assert_clean(engine: &DockerEngine) {
     let left = leftovers(engine).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
+
+/// The package-registry hosts the tests reach (through the egress proxy or the
+/// `codeUrl` fetcher).
+pub const REGISTRY_HOSTS: [&str; 4] = [
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "jsr.io",
+];
+
+/// The `network.exemptRanges` these tests need: every address the registry hosts
+/// resolve to *right now* that the egress address policy would refuse (on some machines
+/// the registries are reached through a gateway inside a documentation range). Looked
+/// up at test time, never hard-coded; empty where the registries have public addresses.
+pub fn registry_exemptions() -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let policy = isol8::egress::AddressPolicy::default();
+    let mut out: Vec<String> = REGISTRY_HOSTS
+        .iter()
+        .filter_map(|h| (*h, 443).to_socket_addrs().ok())
+        .flatten()
+        .map(|a| a.ip())
+        .filter(|ip| policy.refusal(*ip).is_some())
+        .map(|ip| ip.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
