@@ -351,14 +351,18 @@ async fn proxy_tricks_and_direct_sockets_reach_nothing() {
         return;
     };
     // Speaks to the proxy by hand: a CONNECT to a non-allowed port, a Host header that
-    // differs from the target, an origin-form request; then tries to bypass the proxy
-    // with raw TCP, UDP (DNS), a raw socket and name resolution.
+    // differs from the target, an origin-form request, a host with an empty label, two
+    // Host headers, a body framed both ways; then tries to bypass the proxy with raw
+    // TCP, UDP (DNS), a raw socket and name resolution.
     let probe = ASK.to_string()
         + r#"
 print('port22', ask('CONNECT pypi.org:22 HTTP/1.1\r\nHost: pypi.org:22\r\n\r\n'))
 print('hostmismatch', ask('GET http://example.com/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n'))
 print('originform', ask('GET / HTTP/1.1\r\nHost: example.com\r\n\r\n'))
 print('connectmeta', ask('CONNECT 169.254.169.254:443 HTTP/1.1\r\n\r\n'))
+print('emptylabel', ask('CONNECT pypi.org..:443 HTTP/1.1\r\n\r\n'))
+print('twohosts', ask('GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nHost: 10.0.0.1\r\n\r\n'))
+print('clte', ask('POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'))
 def attempt(name, fn):
     try:
         fn(); print(name, 'REACHED')
@@ -383,6 +387,9 @@ attempt('docker', docker_socket)
         ("hostmismatch", "403"),
         ("originform", "400"),
         ("connectmeta", "403"),
+        ("emptylabel", "400"),
+        ("twohosts", "400"),
+        ("clte", "400"),
     ] {
         assert!(
             r.stdout
@@ -410,6 +417,97 @@ attempt('docker', docker_socket)
         vec!["pypi.org", "example.com", "169.254.169.254"],
         "{logs:?}"
     );
+    assert_clean(&engine).await;
+}
+
+/// This host's interface addresses other than loopback, found now, leaving out any the
+/// test engine exempts (the registry gateway on some machines).
+fn own_addresses(exempt: &[String]) -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .expect("list this host's interfaces")
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback() && !exempt.contains(&ip.to_string()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn this_hosts_own_addresses_are_refused_before_anything_is_dialled() {
+    let exempt = common::registry_exemptions();
+    let Some(engine) = engine(filtered(&[], &[])).await else {
+        return;
+    };
+    let addrs = own_addresses(&exempt);
+    assert!(
+        addrs.iter().any(|a| a.is_ipv4()),
+        "this host has no non-loopback IPv4 address to try: {addrs:?}"
+    );
+    // Stand-ins for an `isol8 serve` bound to 0.0.0.0: listeners of this test on the two
+    // ports the proxy dials, when they are free. Whatever reaches them was dialled.
+    let listeners: Vec<(u16, std::net::TcpListener)> = [80u16, 443]
+        .into_iter()
+        .filter_map(
+            |port| match std::net::TcpListener::bind(("0.0.0.0", port)) {
+                Ok(l) => Some((port, l)),
+                Err(e) => {
+                    eprintln!(
+                        "port {port} is taken ({e}): that nothing is dialled rests on the \
+                     recording-network unit tests in src/egress/tests.rs"
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    let mut probe = ASK.to_string();
+    for a in &addrs {
+        let host = match a {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        probe += &format!(
+            "print('get {host}', ask('GET http://{host}/health HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n'))\n\
+             print('connect {host}', ask('CONNECT {host}:443 HTTP/1.1\\r\\nHost: {host}:443\\r\\n\\r\\n'))\n"
+        );
+    }
+    let r = run(&engine, code("python", &probe)).await;
+    for a in &addrs {
+        let host = match a {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        for verb in ["get", "connect"] {
+            assert!(
+                r.stdout
+                    .contains(&format!("{verb} {host} HTTP/1.1 403 Forbidden")),
+                "{verb} {host} not refused: {r:?}"
+            );
+        }
+    }
+    let logs = r.network_logs.expect("networkLogs");
+    assert_eq!(logs.len(), 2 * addrs.len(), "{logs:?}");
+    for a in &addrs {
+        let entries: Vec<(&str, &str)> = logs
+            .iter()
+            .filter(|l| l.host == a.to_string())
+            .map(|l| (l.method.as_str(), l.action.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            vec![("GET", "BLOCK"), ("CONNECT", "BLOCK")],
+            "{a}: {logs:?}"
+        );
+    }
+    for (port, listener) in listeners {
+        listener.set_nonblocking(true).expect("nonblocking");
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the proxy dialled this host's port {port}: {other:?}"),
+        }
+    }
     assert_clean(&engine).await;
 }
 

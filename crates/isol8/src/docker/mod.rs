@@ -251,6 +251,11 @@ impl DockerEngine {
             tracing::warn!(error = %e, "could not look for orphaned containers");
         }
         crate::egress::reap_stale_dirs();
+        // Proxies and streams need descriptors; a low soft limit (1024) would make accepts
+        // fail under load. Once per process.
+        if let Err(e) = crate::egress::raise_open_files_limit() {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+        }
         Ok(DockerEngine {
             inner: Arc::new(Inner {
                 docker,

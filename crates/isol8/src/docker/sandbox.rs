@@ -288,9 +288,13 @@ impl Sandbox {
 
     /// False when the container's output has already ended or failed: the container died
     /// while the sandbox waited in the pool (killed from outside, OOM, or the Docker daemon
-    /// was restarted, which stops every container). Never waits.
+    /// was restarted, which stops every container); or when the sandbox's egress proxy
+    /// has stopped, so its filtered network would only reset connections. Never waits.
     pub fn is_alive(&mut self) -> bool {
         use futures_util::FutureExt;
+        if self.egress.as_ref().is_some_and(|e| !e.is_running()) {
+            return false;
+        }
         loop {
             match self.output.next().now_or_never() {
                 // Nothing to read: still attached.
@@ -459,5 +463,65 @@ pub async fn remove(inner: &Inner, id: &str) {
     }
     if let Ok(mut live) = inner.live.lock() {
         live.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A proxy listener whose socket has failed for good.
+    struct BrokenSocket;
+
+    #[async_trait::async_trait]
+    impl egress::conn::Listener for BrokenSocket {
+        type Conn = tokio::io::DuplexStream;
+        async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+            Err(std::io::Error::from_raw_os_error(libc::EBADF))
+        }
+    }
+
+    /// A sandbox whose container is attached and silent, with `egress` as its proxy.
+    fn sandbox(egress: Option<Egress>) -> Sandbox {
+        Sandbox {
+            id: "test".into(),
+            output: Box::pin(futures_util::stream::pending()),
+            input: Box::pin(tokio::io::sink()),
+            decoder: FrameDecoder::new(),
+            agent_log: String::new(),
+            uses: 0,
+            egress,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_whose_egress_proxy_stopped_is_not_alive() {
+        assert!(sandbox(None).is_alive());
+        let live = Egress::bind(Arc::new(egress::SystemNet), Arc::default()).expect("bind");
+        let mut sb = sandbox(Some(live));
+        assert!(sb.is_alive(), "a running proxy keeps the sandbox usable");
+
+        let dir = egress::socket_base().join(format!("test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let broken = Egress::serve(
+            dir,
+            BrokenSocket,
+            Arc::new(egress::SystemNet),
+            Arc::default(),
+            egress::conn::Budget::new(8),
+        );
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while broken.is_running() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the accept loop ended on the failed socket");
+        let mut sb = sandbox(Some(broken));
+        assert!(
+            !sb.is_alive(),
+            "a sandbox whose proxy ended must not be handed out"
+        );
     }
 }

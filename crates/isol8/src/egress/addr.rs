@@ -13,7 +13,9 @@
 //!
 //! An operator can exempt addresses or ranges (config `network.exemptRanges`), e.g. a
 //! package-registry gateway that sits in a documentation range; an exemption admits
-//! exactly the addresses it covers and nothing else.
+//! exactly the addresses it covers and nothing else. This host's own addresses are only
+//! admitted by an exemption naming exactly that address, never by a range around it (an
+//! exemption of `10.0.0.0/8` for a mirror must not open the engine host's `10.0.0.5`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -64,10 +66,18 @@ impl AddressPolicy {
     /// Why `ip` must not be dialled, or `None` when it may be.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         let ip = ip.to_canonical();
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
-            return None;
+        let exempt = self.exempt.iter().any(|net| net.contains(&ip));
+        let exactly = self
+            .exempt
+            .iter()
+            .any(|net| net.prefix_len() == net.max_prefix_len() && net.addr() == ip);
+        let local = || is_local(ip).then_some("an address of this host");
+        match (exactly, exempt) {
+            (true, _) => None,
+            // A range never opens this host's own addresses.
+            (false, true) => local(),
+            (false, false) => forbidden(ip).or_else(local),
         }
-        forbidden(ip).or_else(|| is_local(ip).then_some("an address of this host"))
     }
 }
 
@@ -375,5 +385,22 @@ mod tests {
             }
         }
         assert_eq!(p.refusal("8.8.8.8".parse().expect("ip")), None);
+    }
+
+    #[test]
+    fn only_an_exact_exemption_opens_one_of_this_hosts_addresses() {
+        let wide = policy(&["0.0.0.0/0", "::/0"]);
+        for iface in if_addrs::get_if_addrs().expect("interfaces") {
+            let ip = iface.ip();
+            assert_eq!(
+                wide.refusal(ip),
+                Some("an address of this host"),
+                "{ip} ({}) opened by a range",
+                iface.name
+            );
+            let exact = policy(&[ip.to_string().as_str()]);
+            assert_eq!(exact.refusal(ip), None, "{ip} exempted exactly");
+        }
+        assert_eq!(wide.refusal("10.255.255.53".parse().expect("ip")), None);
     }
 }

@@ -10,14 +10,23 @@
 //! process: code in the sandbox can neither reconfigure nor bypass it, and has no route
 //! to anything else (raw TCP, UDP and DNS have no interface to leave by).
 //!
-//! Order of checks for one request: parse (absolute-form HTTP or `CONNECT host:port`),
-//! Host header consistency, port, blacklist, whitelist, name resolution, then every
-//! resolved address against the engine's [`AddressPolicy`]; only then is one of exactly those
-//! addresses dialled (no second lookup, so DNS rebinding gains nothing).
+//! Order of checks for one request: parse (absolute-form HTTP or `CONNECT host:port`,
+//! every host in one canonical form, see [`host`]; unambiguous body framing, see
+//! [`framing`]), Host header consistency, port, blacklist, whitelist, name resolution,
+//! then every resolved address against the engine's [`AddressPolicy`]; only then is one
+//! of exactly those addresses dialled (no second lookup, so DNS rebinding gains nothing).
+//! Exactly one request is forwarded per client connection: nothing the client sends after
+//! the end of that request's body reaches the upstream.
+//!
+//! Connections are accepted, capped and timed out by [`conn`].
 
 pub mod addr;
+pub mod conn;
+pub mod framing;
+pub mod host;
 
 pub use addr::AddressPolicy;
+pub use conn::raise_open_files_limit;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -29,7 +38,9 @@ use isol8_protocol::{NetworkFilter, NetworkLog};
 use regex::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tokio::task::JoinSet;
+
+use conn::{Activity, Budget, Listener, Tracked, IDLE_TIMEOUT};
+use framing::{Body, Chunked};
 
 use crate::limits::compile_regex;
 use crate::{Error, Result};
@@ -51,14 +62,14 @@ pub const HTTP_PORTS: &[u16] = &[80];
 
 /// Largest request head the proxy reads.
 const MAX_HEAD: usize = 16 << 10;
+/// Most header fields in a request head.
+const MAX_HEADERS: usize = 96;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection to an upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections per sandbox.
-const MAX_CONNECTIONS: usize = 128;
 
 /// The package-registry hosts a runtime's installer needs (SPEC section 5).
 pub fn registry_hosts(runtime: &str) -> &'static [&'static str] {
@@ -257,9 +268,27 @@ impl Egress {
         // The agent relays as root, but any user in the sandbox may use the proxy: the
         // socket grants nothing the relay does not.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        Ok(Egress::serve(dir, listener, net, policy, Budget::global()))
+    }
+
+    /// Serves clients of `listener` in a new task, with `dir` as the socket directory
+    /// (removed when the proxy is dropped) and connections counted against `budget`.
+    pub fn serve<L: Listener>(
+        dir: PathBuf,
+        listener: L,
+        net: Arc<dyn Net>,
+        policy: Arc<AddressPolicy>,
+        budget: Arc<Budget>,
+    ) -> Egress {
         let shared: Shared = Arc::new(Mutex::new(State::new(policy)));
-        let task = tokio::spawn(accept_loop(listener, net, shared.clone()));
-        Ok(Egress { dir, shared, task })
+        let task = tokio::spawn(conn::accept_loop(listener, net, shared.clone(), budget));
+        Egress { dir, shared, task }
+    }
+
+    /// False once the proxy has stopped accepting for good (its socket failed, or its
+    /// task ended otherwise): a sandbox whose proxy is not running must not be used again.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
     }
 
     /// The host directory to mount at [`SOCKET_DIR_IN_SANDBOX`].
@@ -319,33 +348,6 @@ pub fn socket_base() -> PathBuf {
     }
 }
 
-async fn accept_loop(listener: UnixListener, net: Arc<dyn Net>, shared: Shared) {
-    // Connections live in this set: aborting the loop drops the set, which cuts them all.
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if conns.len() >= MAX_CONNECTIONS {
-                        let mut stream = stream;
-                        conns.spawn(async move {
-                            let _ = reply(&mut stream, 429, "too many open proxy connections").await;
-                        });
-                        continue;
-                    }
-                    let (net, shared) = (net.clone(), shared.clone());
-                    conns.spawn(async move { serve_connection(stream, net.as_ref(), &shared).await });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "egress proxy stopped accepting");
-                    return;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-}
-
 /// The target of one proxied request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -361,6 +363,8 @@ pub struct Target {
     pub tunnel: bool,
     /// A `Host` header that names another host or port than the target.
     pub host_mismatch: Option<String>,
+    /// How the request's body is framed ([`Body::Empty`] for tunnels).
+    pub body: Body,
     /// The request head to send upstream (plain requests only).
     pub forward_head: Vec<u8>,
 }
@@ -381,7 +385,10 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
     }
 }
 
-/// Serves one client connection: read the head, decide, dial, relay.
+/// Serves one client connection: read the head, decide, dial, forward exactly that one
+/// request (or open the tunnel) and relay the answer. Bytes after the end of the request
+/// are never read, let alone forwarded; the connection closes when the upstream closes
+/// or when nothing moves either way for [`conn::IDLE_TIMEOUT`].
 pub async fn serve_connection<C>(mut client: C, net: &dyn Net, shared: &Mutex<State>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -425,7 +432,7 @@ where
             return reply(&mut client, r.status, &r.reason).await;
         }
     };
-    let mut upstream = match dial(net, &addrs).await {
+    let upstream = match dial(net, &addrs).await {
         Ok(u) => u,
         Err(e) => {
             record("ALLOW");
@@ -436,18 +443,125 @@ where
     // Logged before the client hears back, so the entry is in before the program can
     // finish and the execution's log is collected.
     record("ALLOW");
-    let sent = if target.tunnel {
-        client
-            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            .await
-    } else {
-        match upstream.write_all(&target.forward_head).await {
-            Ok(()) => upstream.write_all(&rest).await,
-            Err(e) => Err(e),
+    let activity = Activity::new();
+    let mut client = Tracked::new(client, activity.clone());
+    let mut upstream = Tracked::new(upstream, activity.clone());
+    let relay = async {
+        if target.tunnel {
+            client
+                .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                .await?;
+            // Bytes the client sent right behind its CONNECT belong to the tunnel.
+            upstream.write_all(&rest).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                .await
+                .map(|_| ())
+        } else {
+            relay_one_request(&mut client, &mut upstream, &target, &rest).await
         }
     };
-    if sent.is_ok() {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    tokio::select! {
+        r = relay => {
+            if let Err(e) = r {
+                tracing::debug!(host = %target.host, error = %e, "egress connection ended");
+            }
+        }
+        _ = activity.idle_for(IDLE_TIMEOUT) => {
+            tracing::debug!(host = %target.host, "egress connection idle; closed");
+        }
+    }
+}
+
+/// Sends the rewritten head and exactly the body its framing announces to `upstream`,
+/// while relaying the answer to `client`, until the upstream closes. `rest` holds the
+/// bytes read past the head.
+async fn relay_one_request<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    target: &Target,
+    rest: &[u8],
+) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut up_r, mut up_w) = tokio::io::split(upstream);
+    let request = async {
+        up_w.write_all(&target.forward_head).await?;
+        forward_body(target.body, rest, &mut client_r, &mut up_w).await?;
+        up_w.flush().await
+    };
+    let answer = async {
+        tokio::io::copy(&mut up_r, &mut client_w).await?;
+        client_w.shutdown().await
+    };
+    tokio::pin!(request, answer);
+    tokio::select! {
+        sent = &mut request => match sent {
+            Ok(()) => answer.await,
+            Err(e) => Err(e),
+        },
+        answered = &mut answer => answered,
+    }
+}
+
+/// Forwards the body `body` describes: first from `rest`, then from `client`, reading
+/// nothing past its end.
+async fn forward_body<R, W>(
+    body: Body,
+    rest: &[u8],
+    client: &mut R,
+    upstream: &mut W,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let truncated = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the client closed the connection inside its request body",
+        )
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    match body {
+        Body::Empty => Ok(()),
+        Body::Length(n) => {
+            let first = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+            upstream.write_all(&rest[..first]).await?;
+            let mut left = n - first as u64;
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let got = client.read(&mut buf[..want]).await?;
+                if got == 0 {
+                    return Err(truncated());
+                }
+                upstream.write_all(&buf[..got]).await?;
+                left -= got as u64;
+            }
+            Ok(())
+        }
+        Body::Chunked => {
+            let mut decoder = Chunked::new();
+            let mut out = Vec::new();
+            let mut input: &[u8] = rest;
+            loop {
+                out.clear();
+                decoder
+                    .feed(input, &mut out)
+                    .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))?;
+                upstream.write_all(&out).await?;
+                if decoder.done() {
+                    return Ok(());
+                }
+                let got = client.read(&mut buf).await?;
+                if got == 0 {
+                    return Err(truncated());
+                }
+                input = &buf[..got];
+            }
+        }
     }
 }
 
@@ -535,13 +649,6 @@ async fn read_head<C: AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        if let Some(end) = find_head_end(&buf) {
-            let rest = buf.split_off(end);
-            return Ok((buf, rest));
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err(format!("request head larger than {MAX_HEAD} bytes"));
-        }
         let n = client
             .read(&mut chunk)
             .await
@@ -549,12 +656,26 @@ async fn read_head<C: AsyncRead + Unpin>(
         if n == 0 {
             return Err("connection closed before the request head ended".into());
         }
+        let searched = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
+        // The head ends at the first empty line (CRLF or, as the parser also takes, LF):
+        // only then is it parsed, and the parser says exactly where it ends.
+        let tail = &buf[searched..];
+        if tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n") {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::Request::new(&mut headers).parse(&buf) {
+                Ok(httparse::Status::Complete(end)) => {
+                    let rest = buf.split_off(end);
+                    return Ok((buf, rest));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(format!("malformed request: {e}")),
+            }
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(format!("request head larger than {MAX_HEAD} bytes"));
+        }
     }
-}
-
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
 /// Headers that concern the proxy hop only and are not forwarded.
@@ -569,26 +690,111 @@ const HOP_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-/// Parses a proxy request head (`CONNECT host:port` or an absolute `http://` URI).
+/// Headers the proxy reads itself and forwards only in its own canonical form.
+const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"];
+
+/// Parses a proxy request head (`CONNECT host:port` or an absolute `http://` URI), ending
+/// with its empty line. An error (answered 400) says what is malformed: besides bad
+/// syntax, a host that is not canonicalisable (see [`host`]), more than one `Host`,
+/// `Content-Length` or `Transfer-Encoding` header, both of the latter, a
+/// `Content-Length` that is not plain digits, any transfer coding but `chunked` (or
+/// `chunked` in HTTP/1.0), a body on a `CONNECT`, and header names that servers may read
+/// as one of those (`Content_Length`).
 pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 96];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => {
+            return Err("bytes after the end of the request head".into())
+        }
         Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
         Err(e) => return Err(format!("malformed request: {e}")),
     }
     let method = req.method.unwrap_or_default().to_string();
     let raw_target = req.path.unwrap_or_default();
     let minor = req.version.unwrap_or(1);
-    let host_header = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase());
-    let (host, port, path, tunnel) = if method.eq_ignore_ascii_case("CONNECT") {
+    let tunnel = method.eq_ignore_ascii_case("CONNECT");
+
+    let mut host_header: Option<(String, Option<u16>)> = None;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        if name.contains('_') && FRAMING_HEADERS.contains(&name.replace('_', "-").as_str()) {
+            return Err(format!(
+                "the header name `{}` could be read as `{}`; refused",
+                h.name,
+                name.replace('_', "-")
+            ));
+        }
+        if !FRAMING_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| format!("the {} header is not ASCII", h.name))?
+            .trim_matches([' ', '\t']);
+        match name.as_str() {
+            "host" => {
+                if host_header.is_some() {
+                    return Err("more than one Host header".into());
+                }
+                host_header = Some(
+                    host::split_host_port(value)
+                        .map_err(|why| format!("bad Host header: {why}"))?,
+                );
+            }
+            "content-length" => {
+                if length.is_some() {
+                    return Err("more than one Content-Length header".into());
+                }
+                if value.is_empty()
+                    || value.len() > 18
+                    || !value.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(format!(
+                        "Content-Length `{value}` is not a plain decimal length"
+                    ));
+                }
+                length = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("bad Content-Length `{value}`"))?,
+                );
+            }
+            _ => {
+                if chunked {
+                    return Err("more than one Transfer-Encoding header".into());
+                }
+                if !value.eq_ignore_ascii_case("chunked") {
+                    return Err(format!(
+                        "Transfer-Encoding `{value}` cannot be framed by this proxy (only `chunked` is)"
+                    ));
+                }
+                chunked = true;
+            }
+        }
+    }
+    let body = match (length, chunked) {
+        (Some(_), true) => {
+            return Err(
+                "both Content-Length and Transfer-Encoding: the body's end is ambiguous".into(),
+            )
+        }
+        (_, true) if minor == 0 => {
+            return Err("Transfer-Encoding in an HTTP/1.0 request".into());
+        }
+        (_, true) => Body::Chunked,
+        (Some(0), false) | (None, false) => Body::Empty,
+        (Some(n), false) => Body::Length(n),
+    };
+    if tunnel && body != Body::Empty {
+        return Err("a CONNECT request has no body".into());
+    }
+
+    let (host, port, path) = if tunnel {
         let (host, port) = split_authority(raw_target)?;
-        (host, port, String::new(), true)
+        (host, port, String::new())
     } else {
         let lower = raw_target.to_ascii_lowercase();
         if lower.starts_with("https://") {
@@ -605,9 +811,9 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
             return Err("credentials in proxied URLs are not supported".into());
         }
         let host = match url.host() {
-            Some(url::Host::Domain(d)) => normalise_host(d)?,
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => {
+                host::from_url_host(&h).map_err(|why| format!("bad URL `{raw_target}`: {why}"))?
+            }
             None => return Err("the URL has no host".into()),
         };
         let port = url.port_or_known_default().unwrap_or(80);
@@ -616,20 +822,53 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
             path.push('?');
             path.push_str(q);
         }
-        (host, port, path, false)
+        (host, port, path)
     };
-    let host_mismatch = host_header.filter(|h| !same_authority(h, &host, port, tunnel));
+    let host_mismatch = host_header.and_then(|(h, p)| {
+        let default = if tunnel {
+            TUNNEL_PORTS[0]
+        } else {
+            HTTP_PORTS[0]
+        };
+        let port_ok = match p {
+            Some(p) => p == port,
+            None => port == default || tunnel,
+        };
+        (h != host || !port_ok).then(|| match p {
+            Some(p) => format!("{}:{p}", bracketed(&h)),
+            None => bracketed(&h),
+        })
+    });
     let mut forward_head = Vec::new();
     if !tunnel {
-        forward_head.extend_from_slice(format!("{method} {path} HTTP/1.{minor}\r\n").as_bytes());
+        let default = HTTP_PORTS[0];
+        let authority = if port == default {
+            bracketed(&host)
+        } else {
+            format!("{}:{port}", bracketed(&host))
+        };
+        forward_head.extend_from_slice(
+            format!("{method} {path} HTTP/1.{minor}\r\nHost: {authority}\r\n").as_bytes(),
+        );
         for h in req.headers.iter() {
-            if HOP_HEADERS.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            let skip = |names: &[&str]| names.iter().any(|n| h.name.eq_ignore_ascii_case(n));
+            if skip(HOP_HEADERS) || skip(FRAMING_HEADERS) {
                 continue;
             }
             forward_head.extend_from_slice(h.name.as_bytes());
             forward_head.extend_from_slice(b": ");
             forward_head.extend_from_slice(h.value);
             forward_head.extend_from_slice(b"\r\n");
+        }
+        match body {
+            Body::Empty if length == Some(0) => {
+                forward_head.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+            Body::Empty => {}
+            Body::Length(n) => {
+                forward_head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+            }
+            Body::Chunked => forward_head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         forward_head.extend_from_slice(b"Connection: close\r\n\r\n");
     }
@@ -640,79 +879,34 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
         path,
         tunnel,
         host_mismatch,
+        body,
         forward_head,
     })
 }
 
-/// `host:port` / `[v6]:port` of a CONNECT request.
+/// A host as written in an authority: IPv6 addresses in brackets.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// `host:port` / `[v6]:port` of a CONNECT request, the host in canonical form.
 fn split_authority(auth: &str) -> std::result::Result<(String, u16), String> {
-    if auth.is_empty()
-        || auth.chars().any(|c| {
-            matches!(c, '@' | '/' | '?' | '#' | '\\' | '%') || c.is_whitespace() || c.is_control()
-        })
-    {
-        return Err(format!("`{auth}` is not a host:port CONNECT target"));
-    }
-    let (host, port) = if let Some(rest) = auth.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once("]:")
-            .ok_or_else(|| format!("`{auth}` is not a [ipv6]:port CONNECT target"))?;
-        let ip: std::net::Ipv6Addr = h
-            .parse()
-            .map_err(|_| format!("`{h}` is not an IPv6 address"))?;
-        (ip.to_string(), p)
+    let (host, port) = if auth.starts_with('[') {
+        auth.split_once("]:")
+            .map(|(h, p)| (format!("{h}]"), p))
+            .ok_or_else(|| format!("`{auth}` is not a [ipv6]:port CONNECT target"))?
     } else {
-        let (h, p) = auth
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{auth}` has no port (CONNECT needs host:port)"))?;
-        (normalise_host(h)?, p)
+        auth.rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p))
+            .ok_or_else(|| format!("`{auth}` has no port (CONNECT needs host:port)"))?
     };
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("`{port}` is not a port"))?;
-    Ok((host, port))
-}
-
-/// Lower-cases a DNS name, drops one trailing dot and refuses what is not a plain
-/// ASCII name (`[a-z0-9.-_]`), so rules and logs see exactly what is resolved.
-fn normalise_host(host: &str) -> std::result::Result<String, String> {
-    let h = host.to_ascii_lowercase();
-    let h = h.strip_suffix('.').unwrap_or(&h).to_string();
-    if h.is_empty()
-        || h.len() > 253
-        || !h
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        return Err(format!("`{host}` is not a valid host name"));
-    }
-    Ok(h)
-}
-
-/// Does a `Host` header name the target? A missing port means the scheme's default.
-fn same_authority(header: &str, host: &str, port: u16, tunnel: bool) -> bool {
-    let (h, p) = if let Some(rest) = header.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((h, tail)) => (h.to_string(), tail.strip_prefix(':')),
-            None => return false,
-        }
-    } else {
-        match header.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (header.to_string(), None),
-        }
-    };
-    let h = h.strip_suffix('.').unwrap_or(&h);
-    let default = if tunnel { 443 } else { 80 };
-    let p_ok = match p {
-        Some(p) => p.parse::<u16>().ok() == Some(port),
-        None => port == default || tunnel,
-    };
-    let host_ok = h == host
-        || (h.parse::<IpAddr>().ok().is_some() && h.parse::<IpAddr>().ok() == host.parse().ok());
-    host_ok && p_ok
+    let host = host::canonical_host(&host)
+        .map_err(|why| format!("`{auth}` is not a host:port CONNECT target: {why}"))?;
+    Ok((host, host::parse_port(port)?))
 }
 
 async fn reply<C: AsyncWrite + Unpin>(client: &mut C, status: u16, reason: &str) {

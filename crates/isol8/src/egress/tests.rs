@@ -375,3 +375,463 @@ async fn socket_directories_of_dead_processes_are_reaped_and_live_ones_kept() {
     drop(live);
     assert!(!dir.exists(), "dropping the proxy removes its directory");
 }
+
+/// Waits (up to a generous bound, only to avoid hanging) for the proxy to dial, and
+/// returns the upstream's end of that connection.
+async fn next_server(net: &FakeNet) -> DuplexStream {
+    for _ in 0..2000 {
+        if let Some(s) = net.servers.lock().expect("lock").pop() {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the proxy never dialled upstream");
+}
+
+/// Starts serving one client connection; returns the client's end and the task.
+fn connect(net: &Arc<FakeNet>, shared: &Shared) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+    let (client, proxy_side) = tokio::io::duplex(1 << 16);
+    let (net, shared) = (net.clone(), shared.clone());
+    let task =
+        tokio::spawn(async move { serve_connection(proxy_side, net.as_ref(), &shared).await });
+    (client, task)
+}
+
+fn open_rules(shared: &Shared, deny: &[&str]) {
+    begin(shared, Arc::new(rules(&[], deny)), true);
+}
+
+#[tokio::test]
+async fn hosts_with_empty_labels_are_refused_wherever_a_host_enters() {
+    let net = FakeNet::with(&[("denied.example", "151.101.0.1")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[r"^denied\.example$"]);
+    // Refused as malformed: empty labels in the CONNECT authority, the URL host or the
+    // Host header, leading dots, and escapes or spaces where no decoding happens.
+    for head in [
+        "CONNECT denied.example..:443 HTTP/1.1\r\n\r\n",
+        "CONNECT denied.example...:443 HTTP/1.1\r\n\r\n",
+        "CONNECT denied..example:443 HTTP/1.1\r\n\r\n",
+        "CONNECT .denied.example:443 HTTP/1.1\r\n\r\n",
+        "CONNECT denied%2eexample:443 HTTP/1.1\r\n\r\n",
+        "CONNECT denied.example:+443 HTTP/1.1\r\n\r\n",
+        "GET http://denied.example../ HTTP/1.1\r\n\r\n",
+        "GET http://denied..example/ HTTP/1.1\r\n\r\n",
+        "GET http://.denied.example/ HTTP/1.1\r\n\r\n",
+        "GET http://denied.example.%2e/ HTTP/1.1\r\n\r\n",
+        "GET http://denied.example/ HTTP/1.1\r\nHost: denied.example..\r\n\r\n",
+        "CONNECT denied.example:443 HTTP/1.1\r\nHost: a..b:443\r\n\r\n",
+        "GET http://denied.example/ HTTP/1.1\r\nHost: denied%2eexample\r\n\r\n",
+    ] {
+        let (reply, _) = roundtrip(net.clone(), shared.clone(), head.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
+    }
+    // Accepted spellings of the denied host all reach the rule as `denied.example`: one
+    // trailing dot, upper case, percent-escapes and full-width dots in a URL (which the
+    // URL parser decodes, as the client's resolver would).
+    for head in [
+        "CONNECT denied.example.:443 HTTP/1.1\r\n\r\n",
+        "CONNECT DENIED.Example:443 HTTP/1.1\r\nHost: denied.example.:443\r\n\r\n",
+        "GET http://denied.example./ HTTP/1.1\r\nHost: DENIED.example.\r\n\r\n",
+        "GET http://denied%2eexample/ HTTP/1.1\r\n\r\n",
+        "GET http://denied\u{ff0e}example/ HTTP/1.1\r\n\r\n",
+    ] {
+        let (reply, _) = roundtrip(net.clone(), shared.clone(), head.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 403"), "{head:?}: {reply}");
+        assert!(reply.contains("blacklist"), "{head:?}: {reply}");
+    }
+    assert!(net.resolved().is_empty(), "looked up {:?}", net.resolved());
+    assert!(net.dialled().is_empty(), "dialled {:?}", net.dialled());
+    let logs = finish(&shared).expect("logs");
+    assert_eq!(logs.len(), 5, "{logs:?}");
+    assert!(logs
+        .iter()
+        .all(|l| l.host == "denied.example" && l.action == "BLOCK"));
+}
+
+#[tokio::test]
+async fn numeric_ipv4_forms_meet_the_rules_as_the_address_they_mean() {
+    let net = FakeNet::with(&[]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[r"^151\.101\.0\.1$"]);
+    // 2539978753 = 0x97650001 = 151.101.0.1; the resolver would read each form so.
+    for head in [
+        "CONNECT 2539978753:443 HTTP/1.1\r\n\r\n",
+        "CONNECT 0x97.0x65.0.1:443 HTTP/1.1\r\n\r\n",
+        "CONNECT 151.101.1:443 HTTP/1.1\r\n\r\n",
+        "CONNECT 151.101.0.1.:443 HTTP/1.1\r\n\r\n",
+        "GET http://0227.0145.0.01/ HTTP/1.1\r\n\r\n",
+    ] {
+        let (reply, _) = roundtrip(net.clone(), shared.clone(), head.as_bytes()).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 403") && reply.contains("blacklist"),
+            "{head:?}: {reply}"
+        );
+    }
+    assert!(net.resolved().is_empty() && net.dialled().is_empty());
+}
+
+#[tokio::test]
+async fn more_than_one_host_header_is_a_400_and_nothing_is_dialled() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[]);
+    for head in [
+        "GET http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\r\nHost: evil.example\r\n\r\n",
+        "GET http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\r\nhost: pypi.org\r\n\r\n",
+        "CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\nHOST: evil.example:443\r\n\r\n",
+    ] {
+        let (reply, _) = roundtrip(net.clone(), shared.clone(), head.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
+    }
+    assert!(net.resolved().is_empty() && net.dialled().is_empty());
+}
+
+#[tokio::test]
+async fn bodies_whose_end_is_ambiguous_or_unbounded_are_refused_before_dialling() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[]);
+    let post = |headers: &str| {
+        format!("POST http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\r\n{headers}\r\n")
+    };
+    for head in [
+        post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+        post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+        post("Content-Length: 5\r\nContent-Length: 5\r\n"),
+        post("Content-Length: 5\r\nContent-Length: 6\r\n"),
+        post("Content-Length: 5, 5\r\n"),
+        post("Content-Length: +5\r\n"),
+        post("Content-Length: -1\r\n"),
+        post("Content-Length: 0x5\r\n"),
+        post("Content-Length: 99999999999999999999999\r\n"),
+        post("Transfer-Encoding: gzip\r\n"),
+        post("Transfer-Encoding: gzip, chunked\r\n"),
+        post("Transfer-Encoding: chunked, chunked\r\n"),
+        post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+        post("Transfer-Encoding: xchunked\r\n"),
+        post("Content_Length: 5\r\n"),
+        post("Transfer_Encoding: chunked\r\n"),
+        "POST http://pypi.org/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+        "CONNECT pypi.org:443 HTTP/1.1\r\nContent-Length: 5\r\n\r\n".to_string(),
+        "CONNECT pypi.org:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+    ] {
+        let (reply, _) = roundtrip(net.clone(), shared.clone(), head.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
+    }
+    assert!(net.resolved().is_empty(), "looked up {:?}", net.resolved());
+    assert!(net.dialled().is_empty(), "dialled {:?}", net.dialled());
+}
+
+/// Sends `request` through the proxy to a fake upstream that reads `expect.len()` bytes,
+/// answers and closes; returns every byte the upstream ever received and the answer
+/// the client got.
+async fn one_exchange(
+    net: &Arc<FakeNet>,
+    shared: &Shared,
+    request: &[u8],
+    expect: &[u8],
+) -> (Vec<u8>, String) {
+    let (mut client, task) = connect(net, shared);
+    client.write_all(request).await.expect("write");
+    let mut server = next_server(net).await;
+    let mut got = vec![0u8; expect.len()];
+    server
+        .read_exact(&mut got)
+        .await
+        .expect("the request reaches upstream");
+    // The client goes on talking; none of it may reach the upstream either.
+    client
+        .write_all(b"GET http://evil.example/late HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        .await
+        .expect("write");
+    server
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        .await
+        .expect("answer");
+    server.shutdown().await.expect("close");
+    // Everything else the proxy sent before it closed the upstream connection.
+    server.read_to_end(&mut got).await.expect("upstream read");
+    let mut answer = String::new();
+    client
+        .read_to_string(&mut answer)
+        .await
+        .expect("client read");
+    task.await.expect("task");
+    (got, answer)
+}
+
+#[tokio::test]
+async fn a_second_request_on_the_connection_never_reaches_the_upstream() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[r"^evil\.example$"]);
+    let smuggled = "GET http://evil.example/secret HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    let cases = [
+        // Pipelined behind a request without a body.
+        (
+            format!("GET http://pypi.org/a HTTP/1.1\r\nHost: pypi.org\r\n\r\n{smuggled}"),
+            "GET /a HTTP/1.1\r\nHost: pypi.org\r\nConnection: close\r\n\r\n".to_string(),
+        ),
+        // Behind a Content-Length body.
+        (
+            format!("POST http://pypi.org/b HTTP/1.1\r\nHost: pypi.org\r\nContent-Length: 5\r\n\r\nhello{smuggled}"),
+            "POST /b HTTP/1.1\r\nHost: pypi.org\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_string(),
+        ),
+        // Behind a chunked body with an extension and a trailer (both dropped).
+        (
+            format!("POST http://pypi.org/c HTTP/1.1\r\nHost: pypi.org\r\nTransfer-Encoding: Chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n{smuggled}"),
+            "POST /c HTTP/1.1\r\nHost: pypi.org\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(),
+        ),
+        // Head lines ended by bare LF: the head ends where the parser says.
+        (
+            format!("GET http://pypi.org/d HTTP/1.1\nHost: pypi.org\n\n{smuggled}"),
+            "GET /d HTTP/1.1\r\nHost: pypi.org\r\nConnection: close\r\n\r\n".to_string(),
+        ),
+    ];
+    for (request, expect) in &cases {
+        let (got, answer) =
+            one_exchange(&net, &shared, request.as_bytes(), expect.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            *expect,
+            "the upstream got more than the first request"
+        );
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    }
+    assert!(
+        !net.resolved().iter().any(|h| h.contains("evil")),
+        "{:?}",
+        net.resolved()
+    );
+    assert_eq!(net.dialled().len(), cases.len(), "{:?}", net.dialled());
+    let logs = finish(&shared).expect("logs");
+    let paths: Vec<(&str, &str)> = logs
+        .iter()
+        .map(|l| (l.host.as_str(), l.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("pypi.org", "/a"),
+            ("pypi.org", "/b"),
+            ("pypi.org", "/c"),
+            ("pypi.org", "/d")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_cuts_the_request_short() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[]);
+    let (mut client, task) = connect(&net, &shared);
+    // The chunk claims 2 bytes but carries a whole request after them.
+    client
+        .write_all(b"POST http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhiGET http://evil.example/ HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut server = next_server(&net).await;
+    // The proxy ends the exchange by itself (the upstream never answers) …
+    task.await.expect("task");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.expect("read");
+    let got = String::from_utf8_lossy(&got);
+    // … and the upstream got the head at most, never what followed the bad chunk.
+    assert!(got.starts_with("POST / HTTP/1.1\r\n"), "{got}");
+    assert!(!got.contains("evil"), "{got}");
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.expect("client read");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
+
+/// A listener that hands out what the test sends it: clients or accept errors.
+struct Scripted(tokio::sync::mpsc::UnboundedReceiver<io::Result<DuplexStream>>);
+
+#[async_trait::async_trait]
+impl conn::Listener for Scripted {
+    type Conn = DuplexStream;
+    async fn accept(&mut self) -> io::Result<DuplexStream> {
+        match self.0.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+type Script = tokio::sync::mpsc::UnboundedSender<io::Result<DuplexStream>>;
+
+fn scripted_proxy(net: Arc<FakeNet>, budget: Arc<conn::Budget>) -> (Egress, Script) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = socket_base().join(format!("test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let egress = Egress::serve(dir, Scripted(rx), net, Arc::default(), budget);
+    (egress, tx)
+}
+
+/// Hands a new client to the proxy, sends `head` and returns the first line answered.
+async fn ask(script: &Script, head: &str) -> (DuplexStream, String) {
+    let (mut client, proxy_side) = tokio::io::duplex(1 << 16);
+    script.send(Ok(proxy_side)).expect("proxy is listening");
+    client.write_all(head.as_bytes()).await.expect("write");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if client.read(&mut byte).await.expect("read") == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    (
+        client,
+        String::from_utf8_lossy(&line).trim_end().to_string(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_errors_are_retried_and_the_proxy_keeps_serving() {
+    let net = FakeNet::with(&[]);
+    let (egress, script) = scripted_proxy(net, conn::Budget::new(16));
+    // Out of descriptors (process and system), an aborted handshake, and many more:
+    // each is retried after a backoff, never the end of the proxy.
+    for errno in [
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::ECONNABORTED,
+        libc::ENOBUFS,
+        libc::ENOMEM,
+    ]
+    .into_iter()
+    .chain(std::iter::repeat_n(libc::EMFILE, 20))
+    {
+        script
+            .send(Err(io::Error::from_raw_os_error(errno)))
+            .expect("send");
+    }
+    let (_c, status) = ask(&script, "CONNECT pypi.org:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(
+        status, "HTTP/1.1 403 Forbidden",
+        "the proxy stopped serving"
+    );
+    assert!(egress.is_running());
+    // A socket that is unusable for good ends the proxy, and says so.
+    script
+        .send(Err(io::Error::from_raw_os_error(libc::EBADF)))
+        .expect("send");
+    tokio::time::timeout(Duration::from_secs(3600), async {
+        while egress.is_running() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the proxy ends on a failed socket");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_sandbox_and_process_caps_get_429() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let tunnel = "CONNECT pypi.org:443 HTTP/1.1\r\n\r\n";
+    // Per sandbox: conn::MAX_CONNECTIONS open tunnels, then 429.
+    let budget = conn::Budget::new(conn::MAX_CONNECTIONS + 10);
+    let (a, script_a) = scripted_proxy(net.clone(), budget.clone());
+    open_rules(a.shared(), &[]);
+    let mut held = Vec::new();
+    for _ in 0..conn::MAX_CONNECTIONS {
+        let (c, status) = ask(&script_a, tunnel).await;
+        assert_eq!(status, "HTTP/1.1 200 Connection Established");
+        held.push(c);
+    }
+    let (_c, status) = ask(&script_a, tunnel).await;
+    assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+    assert_eq!(budget.open(), conn::MAX_CONNECTIONS);
+
+    // Per process: another sandbox's proxy shares the budget and gets 429 at its end.
+    let (b, script_b) = scripted_proxy(net.clone(), budget.clone());
+    open_rules(b.shared(), &[]);
+    for _ in 0..10 {
+        let (c, status) = ask(&script_b, tunnel).await;
+        assert_eq!(status, "HTTP/1.1 200 Connection Established");
+        held.push(c);
+    }
+    let (_c, status) = ask(&script_b, tunnel).await;
+    assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+    // Closing one connection (client and upstream) frees its slot for the next client.
+    drop(held.pop());
+    drop(net.servers.lock().expect("lock").pop());
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while budget.open() >= budget.max() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a closed connection gives its slot back");
+    let (_c, status) = ask(&script_b, tunnel).await;
+    assert_eq!(status, "HTTP/1.1 200 Connection Established");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    open_rules(&shared, &[]);
+
+    // A tunnel on which nothing moves is closed (the proxy's task ends by itself).
+    let (mut client, task) = connect(&net, &shared);
+    client
+        .write_all(b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut server = next_server(&net).await;
+    tokio::time::timeout(conn::IDLE_TIMEOUT * 10, task)
+        .await
+        .expect("an idle tunnel is closed")
+        .expect("task");
+    let mut rest = Vec::new();
+    server
+        .read_to_end(&mut rest)
+        .await
+        .expect("upstream sees the close");
+
+    // A slow download that never pauses for the idle time goes on past it.
+    let (mut client, task) = connect(&net, &shared);
+    client
+        .write_all(b"GET http://pypi.org/slow HTTP/1.1\r\nHost: pypi.org\r\n\r\n")
+        .await
+        .expect("write");
+    let mut server = next_server(&net).await;
+    let steps = 6u32;
+    let upstream = tokio::spawn(async move {
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("head");
+        for _ in 0..steps {
+            tokio::time::sleep(conn::IDLE_TIMEOUT / 2).await;
+            server.write_all(b"x").await.expect("body byte");
+        }
+        server.shutdown().await.expect("close");
+    });
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.ends_with(&"x".repeat(steps as usize)), "{answer}");
+    upstream.await.expect("upstream");
+    task.await.expect("task");
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let (soft, hard) = raise_open_files_limit().expect("limits");
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    assert_eq!(soft, hard.min(nr_open));
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `now` is a valid, exclusively borrowed rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+    assert_eq!(now.rlim_cur, soft);
+}
