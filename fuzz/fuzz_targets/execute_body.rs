@@ -87,6 +87,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(settings.custom_profile_path, None);
         assert_eq!(settings.oci_runtime, None);
         assert!(!settings.persist);
+        assert!(settings.readonly_root_fs);
+        assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(settings.mode, Mode::Ephemeral);
         assert_eq!(host.network_mode.as_deref(), Some("none"));
     }

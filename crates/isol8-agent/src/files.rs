@@ -128,8 +128,9 @@ fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, St
     })
 }
 
-/// Empties `wipe` (and removes the sandbox user's System V IPC objects), as the sandbox
-/// user; fails if anything is left.
+/// Empties `wipe`, removes every System V IPC object the sandbox user may remove and
+/// scrubs the sandbox root (extended attributes, ACLs, timestamps), as the sandbox user;
+/// fails if anything is left.
 pub fn reset_all(ident: &Identity, reaper: &Reaper, wipe: &[String]) -> Result<(), String> {
     let req = Request::Reset {
         root: ident.root.clone(),
@@ -141,16 +142,27 @@ pub fn reset_all(ident: &Identity, reaper: &Reaper, wipe: &[String]) -> Result<(
     }
 }
 
+/// The status-change time (seconds, nanoseconds) of `path`. It moves whenever anything
+/// about the directory changes (entries, mode, owner, extended attributes, timestamps set
+/// explicitly) and never merely because it is read.
+pub fn change_time(path: &str) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.ctime(), m.ctime_nsec()))
+}
+
 /// True unless the agent can see, without the helper, that the run left nothing: every
 /// directory to wipe is empty and readable, the sandbox root has its original owner and
-/// mode, and no System V IPC object exists. Checking costs a few syscalls; the helper
-/// costs a fork and an exec, so most resets skip it.
-pub fn needs_wipe(ident: &Identity, wipe: &[String]) -> bool {
+/// mode and has not changed since it was last known clean (`clean_root`, its
+/// [`change_time`] then), and no System V IPC object exists. Checking costs a few
+/// syscalls; the helper costs a fork and an exec, so most resets skip it.
+pub fn needs_wipe(ident: &Identity, wipe: &[String], clean_root: Option<(i64, i64)>) -> bool {
     use std::os::unix::fs::MetadataExt;
     let root_ok = std::fs::metadata(&ident.root)
         .map(|m| m.uid() == ident.uid && m.mode() & 0o7777 == 0o755)
         .unwrap_or(false);
-    if !root_ok {
+    if !root_ok || clean_root.is_none() || change_time(&ident.root) != clean_root {
         return true;
     }
     let dirty_dir = |d: &String| {
@@ -161,17 +173,116 @@ pub fn needs_wipe(ident: &Identity, wipe: &[String]) -> bool {
     if wipe.iter().any(dirty_dir) {
         return true;
     }
+    !ipc_objects().is_empty()
+}
+
+/// True when `path` is the mount point of an mqueue filesystem (where `mq_open` queues
+/// of the caller's IPC namespace appear as files).
+pub fn is_mqueue_fs(path: &str) -> bool {
+    const MQUEUE_MAGIC: i64 = 0x1980_0202;
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data, filled by the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == MQUEUE_MAGIC }
+}
+
+/// The three kinds of System V IPC object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpcKind {
+    /// Shared memory segment.
+    Shm,
+    /// Semaphore set.
+    Sem,
+    /// Message queue.
+    Msg,
+}
+
+/// One System V IPC object of the agent's IPC namespace, as `/proc/sysvipc` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpcObject {
+    /// Which kind.
+    pub kind: IpcKind,
+    /// Its id (for `*ctl`).
+    pub id: i32,
+    /// Owner uid (changeable by the owner or creator with `IPC_SET`).
+    pub uid: u32,
+    /// Creator uid (fixed).
+    pub cuid: u32,
+}
+
+impl std::fmt::Display for IpcObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            IpcKind::Shm => "shared memory",
+            IpcKind::Sem => "semaphore set",
+            IpcKind::Msg => "message queue",
+        };
+        write!(
+            f,
+            "{kind} {} (owner {}, creator {})",
+            self.id, self.uid, self.cuid
+        )
+    }
+}
+
+/// Parses one `/proc/sysvipc/{shm,sem,msg}` listing: columns id, uid and cuid are
+/// 1, 7, 9 for shm and msg and 1, 4, 6 for sem. Unparseable lines are skipped.
+pub fn parse_sysvipc(kind: IpcKind, text: &str) -> Vec<IpcObject> {
+    let (uid_col, cuid_col) = match kind {
+        IpcKind::Sem => (4, 6),
+        IpcKind::Shm | IpcKind::Msg => (7, 9),
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            Some(IpcObject {
+                kind,
+                id: cols.get(1)?.parse().ok()?,
+                uid: cols.get(uid_col)?.parse().ok()?,
+                cuid: cols.get(cuid_col)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every System V IPC object of the caller's IPC namespace (listed whatever their modes).
+pub fn ipc_objects() -> Vec<IpcObject> {
     [
-        "/proc/sysvipc/shm",
-        "/proc/sysvipc/sem",
-        "/proc/sysvipc/msg",
+        (IpcKind::Shm, "/proc/sysvipc/shm"),
+        (IpcKind::Sem, "/proc/sysvipc/sem"),
+        (IpcKind::Msg, "/proc/sysvipc/msg"),
     ]
     .iter()
-    .any(|f| {
-        std::fs::read_to_string(f)
-            .map(|t| t.lines().count() > 1)
-            .unwrap_or(false)
+    .flat_map(|(kind, file)| {
+        std::fs::read_to_string(file)
+            .map(|t| parse_sysvipc(*kind, &t))
+            .unwrap_or_default()
     })
+    .collect()
+}
+
+/// Removes every System V IPC object whose owner *or creator* is `me`: exactly what
+/// `IPC_RMID` permits without CAP_SYS_ADMIN. An object whose owner was moved to another
+/// uid with `IPC_SET` is still removed by its creator. Errors are left to the caller's
+/// check of what remains.
+pub fn remove_ipc_of(me: u32) {
+    for obj in ipc_objects() {
+        if obj.uid != me && obj.cuid != me {
+            continue;
+        }
+        // SAFETY: IPC_RMID with a null buffer is valid for all three calls.
+        unsafe {
+            match obj.kind {
+                IpcKind::Shm => libc::shmctl(obj.id, libc::IPC_RMID, std::ptr::null_mut()),
+                IpcKind::Sem => libc::semctl(obj.id, 0, libc::IPC_RMID),
+                IpcKind::Msg => libc::msgctl(obj.id, libc::IPC_RMID, std::ptr::null_mut()),
+            };
+        }
+    }
 }
 
 /// Entry point of helper mode.
@@ -333,12 +444,21 @@ fn write_files(root: &str, cwd: &str, files: &[FileWrite]) -> Result<(), String>
         let (dir, name) = walk(root, &f.path, true)?;
         let c = cstr(name)?;
         let mode = f.mode.unwrap_or(0o644) & 0o777;
+        // O_NONBLOCK: a FIFO planted by earlier code must not hang the helper (opening one
+        // for writing with no reader would wait forever; non-blocking, it fails with
+        // ENXIO). Anything that opens but is not a regular file is refused below, before
+        // a byte is written.
         // SAFETY: valid dirfd and C string.
         let fd = unsafe {
             libc::openat(
                 dir.as_raw_fd(),
                 c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK
+                    | libc::O_NOCTTY
+                    | libc::O_CLOEXEC,
                 mode,
             )
         };
@@ -347,11 +467,24 @@ fn write_files(root: &str, cwd: &str, files: &[FileWrite]) -> Result<(), String>
             return Err(match e.raw_os_error() {
                 Some(libc::ELOOP) => format!("cannot write {}: it is a symlink", f.path),
                 Some(libc::EISDIR) => format!("cannot write {}: it is a directory", f.path),
+                Some(libc::ENXIO) => format!(
+                    "cannot write {}: it is not a regular file (a FIFO or socket)",
+                    f.path
+                ),
                 _ => format!("cannot write {}: {e}", f.path),
             });
         }
         // SAFETY: fd is a fresh, valid descriptor.
         let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot write {}: {e}", f.path))?;
+        if !meta.is_file() {
+            return Err(format!("cannot write {}: it is not a regular file", f.path));
+        }
+        // Truncate only once the file is known to be a regular one.
+        file.set_len(0)
+            .map_err(|e| format!("cannot write {}: {e}", f.path))?;
         file.write_all(&content)
             .map_err(|e| format!("cannot write {}: {e}", f.path))?;
     }
@@ -441,7 +574,11 @@ fn reset(root: &str, wipe: &[String]) -> Result<(), String> {
             problems.push(format!("{} is not empty after the wipe", dir.display()));
         }
     }
-    remove_sysv_ipc();
+    // SAFETY: getuid has no preconditions.
+    remove_ipc_of(unsafe { libc::getuid() });
+    if let Err(e) = scrub_root(root) {
+        problems.push(e);
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -449,45 +586,83 @@ fn reset(root: &str, wipe: &[String]) -> Result<(), String> {
     }
 }
 
-/// Removes the System V shared memory segments, semaphore sets and message queues the
-/// sandbox user created (they outlive processes within the container's IPC namespace).
-fn remove_sysv_ipc() {
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() }.to_string();
-    for (file, uid_col) in [
-        ("/proc/sysvipc/shm", 7),
-        ("/proc/sysvipc/sem", 4),
-        ("/proc/sysvipc/msg", 7),
-    ] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(id), Some(uid)) = (
-                cols.get(1).and_then(|c| c.parse::<i32>().ok()),
-                cols.get(uid_col),
-            ) else {
-                continue;
-            };
-            if *uid != me {
-                continue;
-            }
-            // SAFETY: IPC_RMID with a null buffer is valid for all three calls.
-            unsafe {
-                match file {
-                    "/proc/sysvipc/shm" => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
-                    "/proc/sysvipc/sem" => libc::semctl(id, 0, libc::IPC_RMID),
-                    _ => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
-                };
-            }
+/// Names of the extended attributes of `fd` (ACLs included, as `system.posix_acl_*`).
+fn xattr_names(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: valid fd; buf is writable for its length.
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(format!("cannot list extended attributes: {e}")),
         }
     }
+}
+
+/// The sandbox root survives every reset (it is a mount point), so what its owner may
+/// attach to it must go: extended attributes in `user.*`, POSIX ACLs (which can carry
+/// data in their uids), and explicitly set timestamps (reset to now). `security.*`
+/// attributes are the kernel's and out of the sandbox user's reach.
+fn scrub_root(root: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let fd = open_root(root)?;
+    let removable = |names: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        names
+            .into_iter()
+            .filter(|n| !n.starts_with(b"security."))
+            .collect()
+    };
+    for name in removable(xattr_names(&fd)?) {
+        let Ok(c) = CString::new(name) else { continue };
+        // SAFETY: valid fd and C string.
+        unsafe { libc::fremovexattr(fd.as_raw_fd(), c.as_ptr()) };
+    }
+    let left = removable(xattr_names(&fd)?);
+    if !left.is_empty() {
+        let names: Vec<String> = left
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        return Err(format!(
+            "extended attributes of {root} remain: {}",
+            names.join(", ")
+        ));
+    }
+    let now = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+    ];
+    // SAFETY: valid fd and a two-element timespec array.
+    if unsafe { libc::futimens(fd.as_raw_fd(), now.as_ptr()) } != 0 {
+        return Err(format!(
+            "cannot reset the timestamps of {root}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
     #[test]
     fn components_stay_below_the_root() {
@@ -541,6 +716,151 @@ mod tests {
         assert!(
             read_file(&root, &format!("{root}/a"), 1 << 20).is_err(),
             "directory"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sysvipc_listings_give_id_owner_and_creator() {
+        let shm = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n         0          7     0               1048576     8     0      0     0     0  1000  1000          0          0 1795993081                     0                     0\n";
+        let msg = "       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime\n         0          3   600          5          1     9     0     0     0  1000  1000          0          0 1795993081\n";
+        let sem = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n  12345678         32768   600          1  1000  1000  1000  1000          0 1795993081\n";
+        assert_eq!(
+            parse_sysvipc(IpcKind::Shm, shm),
+            vec![IpcObject {
+                kind: IpcKind::Shm,
+                id: 7,
+                uid: 0,
+                cuid: 1000
+            }]
+        );
+        assert_eq!(
+            parse_sysvipc(IpcKind::Msg, msg),
+            vec![IpcObject {
+                kind: IpcKind::Msg,
+                id: 3,
+                uid: 0,
+                cuid: 1000
+            }]
+        );
+        assert_eq!(
+            parse_sysvipc(IpcKind::Sem, sem),
+            vec![IpcObject {
+                kind: IpcKind::Sem,
+                id: 32768,
+                uid: 1000,
+                cuid: 1000
+            }]
+        );
+        assert!(parse_sysvipc(IpcKind::Msg, "header only\n").is_empty());
+        assert!(parse_sysvipc(IpcKind::Msg, "header\ngarbage line\n").is_empty());
+    }
+
+    fn temp_root(name: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("isol8-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let root = dir.to_str().expect("utf-8").to_string();
+        (dir, root)
+    }
+
+    #[test]
+    fn writing_over_a_fifo_or_socket_fails_at_once_instead_of_hanging() {
+        let (dir, root) = temp_root("fifo");
+        let fifo = dir.join("in.txt");
+        let c = CString::new(fifo.to_str().expect("utf-8")).expect("c path");
+        // SAFETY: valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        let _sock = std::os::unix::net::UnixListener::bind(dir.join("sock")).expect("bind");
+        let file = |name: &str| FileWrite {
+            path: format!("{root}/{name}"),
+            content: base64::engine::general_purpose::STANDARD.encode("data"),
+            mode: None,
+        };
+        // In a thread: a regression would block forever, and the test must say so.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = root.clone();
+        let files = [file("in.txt"), file("sock")];
+        std::thread::spawn(move || {
+            let out: Vec<_> = files
+                .iter()
+                .map(|f| write_files(&r, &r, std::slice::from_ref(f)))
+                .collect();
+            let _ = tx.send(out);
+        });
+        let results = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("writing to a FIFO hung");
+        for r in &results {
+            let e = r.as_ref().expect_err("not a regular file");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .expect("fifo")
+                .file_type()
+                .is_fifo(),
+            "the FIFO is left as it was"
+        );
+        // A FIFO with a reader opens fine without blocking, and is still refused.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("open reader");
+        let e = write_files(&root, &root, &[file("in.txt")]).expect_err("fifo with a reader");
+        assert!(e.contains("not a regular file"), "{e}");
+        drop(reader);
+        // Regular files are still written, and truncated first.
+        std::fs::write(dir.join("plain"), "a much longer old content").expect("seed");
+        write_files(&root, &root, &[file("plain")]).expect("regular file");
+        assert_eq!(std::fs::read(dir.join("plain")).expect("read"), b"data");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn scrubbing_the_root_removes_extended_attributes_and_set_timestamps() {
+        let (dir, root) = temp_root("scrub");
+        let c = CString::new(root.clone()).expect("c path");
+        let name = c"user.isol8-leak";
+        // SAFETY: valid C strings and buffer.
+        let set =
+            unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"secret".as_ptr().cast(), 6, 0) };
+        if set != 0 {
+            // The temp directory's filesystem has no user attributes: nothing to scrub.
+            eprintln!(
+                "extended attributes unsupported here: {}",
+                io::Error::last_os_error()
+            );
+        }
+        let old = [
+            libc::timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 2_000_000,
+                tv_nsec: 0,
+            },
+        ];
+        // SAFETY: valid C string and two timespecs.
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), old.as_ptr(), 0) },
+            0
+        );
+        scrub_root(&root).expect("scrub");
+        let fd = open_root(&root).expect("open");
+        let left: Vec<_> = xattr_names(&fd)
+            .expect("list")
+            .into_iter()
+            .filter(|n| !n.starts_with(b"security."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&dir).expect("meta");
+        assert!(
+            meta.mtime() > 2_000_000 && meta.atime() > 1_000_000,
+            "{meta:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -85,10 +85,12 @@ fn main() {
     let ident = Identity::from_env();
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
     proc::block_sigchld();
+    let mut relay = None;
     if let Ok(socket) = std::env::var(agent::EGRESS_SOCKET_ENV) {
         // Before any user code exists, so nothing else can hold the port.
-        if let Err(e) = relay::start(socket.into(), agent::EGRESS_PORT) {
-            log(&format!("cannot start the egress relay: {e}"));
+        match relay::start(socket.into(), agent::EGRESS_PORT) {
+            Ok(r) => relay = Some(r),
+            Err(e) => log(&format!("cannot start the egress relay: {e}")),
         }
     }
 
@@ -96,6 +98,8 @@ fn main() {
     let reaper = Reaper::start(tx.clone());
     spawn_stdin_reader(tx.clone());
     let out = Out(Arc::new(Mutex::new(io::stdout())));
+    // Counted before the hello, so before anything can connect to the relay.
+    let fd_baseline = proc::open_fds();
     out.frame(&Frame::json(
         Kind::Hello,
         &Hello {
@@ -104,12 +108,16 @@ fn main() {
         },
     ));
 
+    let clean_root = files::change_time(&ident.root);
     let mut agent = Agent {
         ident,
         out,
         tx,
         rx,
         reaper,
+        relay,
+        clean_root,
+        fd_baseline,
     };
     loop {
         match agent.rx.recv() {
@@ -159,7 +167,17 @@ struct Agent {
     tx: Sender<Event>,
     rx: Receiver<Event>,
     reaper: Reaper,
+    /// The egress relay of a `filtered` sandbox.
+    relay: Option<relay::Relay>,
+    /// [`files::change_time`] of the sandbox root when it was last known clean.
+    clean_root: Option<(i64, i64)>,
+    /// Descriptors the agent held when it started serving; a reset fails if it holds more.
+    fd_baseline: usize,
 }
+
+/// Where the IPC namespace's POSIX message queues appear (Docker mounts it in every
+/// container with a private IPC namespace).
+const MQUEUE_DIR: &str = "/dev/mqueue";
 
 /// State of the step being run.
 struct Running {
@@ -176,9 +194,13 @@ impl Agent {
         std::process::exit(0);
     }
 
-    /// Kills every process of the sandbox user and empties the writable directories, so
-    /// the next execution finds the sandbox as new. Reports what was left, if anything.
+    /// Returns the sandbox to the state of a fresh one, so the next execution finds
+    /// nothing of this one: no process (of any uid, in a container), no relayed
+    /// connection, no file in the writable directories, no POSIX message queue, no System
+    /// V IPC object, nothing attached to the sandbox root, no extra descriptor held by the
+    /// agent. Reports what was left, if anything; the engine then destroys the sandbox.
     fn reset(&mut self, spec: &ResetSpec) {
+        let whole = proc::owns_namespaces();
         let mut problems = Vec::new();
         // Every step already ends with a kill of everything the sandbox user runs, so
         // usually nothing is left; verify, and kill again until nothing is.
@@ -188,22 +210,89 @@ impl Agent {
                 break;
             }
             proc::kill_all(&self.ident, &self.reaper);
+            if whole {
+                // Processes of another uid (only root's can exist: the agent's own kind)
+                // are killed by the agent itself; for the sandbox user's this fails
+                // harmlessly (no CAP_KILL), kill_all took care of them.
+                for pid in &survivors {
+                    // SAFETY: kill with integer arguments.
+                    unsafe { libc::kill(*pid, libc::SIGKILL) };
+                }
+            }
             thread::sleep(Duration::from_millis(attempt + 1));
             survivors = proc::survivors(&self.ident);
         }
         if !survivors.is_empty() {
             problems.push(format!("processes survived: {survivors:?}"));
         }
-        if files::needs_wipe(&self.ident, &spec.wipe) {
-            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &spec.wipe) {
+        // Connections relayed for executions that are over.
+        if let Some(relay) = &self.relay {
+            if let Err(e) = relay.close_all() {
                 problems.push(e);
             }
+        }
+        let mut wipe = spec.wipe.clone();
+        if whole {
+            // Message queues live in the container's IPC namespace and outlive processes;
+            // they can only be listed (and so removed) where their filesystem is mounted.
+            if files::is_mqueue_fs(MQUEUE_DIR) {
+                if !wipe.iter().any(|d| d == MQUEUE_DIR) {
+                    wipe.push(MQUEUE_DIR.to_string());
+                }
+            } else {
+                problems.push(format!(
+                    "cannot check POSIX message queues: {MQUEUE_DIR} is not an mqueue mount"
+                ));
+            }
+        }
+        if files::needs_wipe(&self.ident, &wipe, self.clean_root) {
+            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &wipe) {
+                problems.push(e);
+            }
+            if whole {
+                // The helper removed what the sandbox user created or owns; an object
+                // handed to root with IPC_SET is the agent's to remove.
+                files::remove_ipc_of(0);
+            }
+            self.clean_root = files::change_time(&self.ident.root);
+        }
+        // The IPC namespace is the container's own: nothing may remain in it. (Outside a
+        // container only the sandbox user's objects are the agent's business.)
+        let uid = self.ident.uid;
+        let left: Vec<String> = files::ipc_objects()
+            .into_iter()
+            .filter(|o| whole || o.uid == uid || o.cuid == uid)
+            .map(|o| o.to_string())
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("System V IPC objects remain: {}", left.join(", ")));
+        }
+        if let Err(e) = self.check_descriptors() {
+            problems.push(e);
         }
         self.reset_done(if problems.is_empty() {
             None
         } else {
             Some(problems.join("; "))
         });
+    }
+
+    /// Fails if the agent holds more descriptors than when it started serving (a pipe or
+    /// connection of a finished execution). Threads that are about to drop one (a stdin
+    /// writer seeing EPIPE) get a few milliseconds.
+    fn check_descriptors(&self) -> Result<(), String> {
+        let mut open = proc::open_fds();
+        for attempt in 0..10 {
+            if open <= self.fd_baseline {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(attempt + 1));
+            open = proc::open_fds();
+        }
+        Err(format!(
+            "the agent holds {open} file descriptors, {} at start",
+            self.fd_baseline
+        ))
     }
 
     fn reset_done(&self, problem: Option<String>) {

@@ -267,6 +267,13 @@ pub fn kill_all(ident: &Identity, reaper: &Reaper) {
     signal_as_sandbox(ident, reaper, -1, libc::SIGKILL);
 }
 
+/// How many descriptors this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Every pid listed in `/proc` (of the agent's PID namespace).
 fn all_pids() -> impl Iterator<Item = libc::pid_t> {
     std::fs::read_dir("/proc")
@@ -281,16 +288,31 @@ fn all_pids() -> impl Iterator<Item = libc::pid_t> {
         })
 }
 
-/// Processes of the sandbox user still alive (zombies excluded); without root, the
-/// agent's live descendants.
+/// True when the agent is PID 1 of its own PID namespace, i.e. of a sandbox container:
+/// every process it sees, the IPC namespace and `/dev/mqueue` then belong to the sandbox
+/// alone, and a reset may clear them entirely. Outside a container (tests run the agent
+/// on a host) a reset touches only what belongs to the sandbox user.
+pub fn owns_namespaces() -> bool {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() == 1 }
+}
+
+/// Processes that must not outlive an execution and are still alive (zombies excluded):
+/// as PID 1 of a container, every process but the agent itself, whatever its uid; as
+/// root elsewhere, the sandbox user's; without root, the agent's live descendants.
 pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
     if !ident.drop_privileges {
-        // SAFETY: getpid has no preconditions.
-        return descendants(unsafe { libc::getpid() });
+        return descendants(me);
     }
+    let everyone = me == 1;
     let uid = ident.uid.to_string();
     let mut found = Vec::new();
     for pid in all_pids() {
+        if pid == me {
+            continue;
+        }
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
@@ -301,7 +323,7 @@ pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
         };
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
         let owner = field("Uid:").and_then(|u| u.split_whitespace().next());
-        if !zombie && owner == Some(uid.as_str()) {
+        if !zombie && (everyone || owner == Some(uid.as_str())) {
             found.push(pid);
         }
     }

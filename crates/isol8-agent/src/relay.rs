@@ -5,13 +5,22 @@
 //! checks all happen in the engine's proxy, outside the sandbox. One thread multiplexes
 //! every connection with `poll(2)`, so a program opening many connections cannot make
 //! the agent spend the container's PID budget on threads.
+//!
+//! A reset closes every relayed connection and drops connections still waiting to be
+//! accepted ([`Relay::close_all`]): nothing a program opened outlives its execution in
+//! the agent, and the next execution starts with the relay's full capacity.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crate::log;
 
@@ -20,15 +29,74 @@ const BUF: usize = 64 << 10;
 /// Connections relayed at once; more are closed at accept.
 const MAX_PAIRS: usize = 256;
 
+/// How long [`Relay::close_all`] waits for the relay thread to answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent's handle on the running relay.
+pub struct Relay {
+    /// Write end of the pipe that wakes the relay's `poll`.
+    wake: File,
+    /// Requests to close everything; each is answered with the number of connections closed.
+    requests: Sender<Sender<usize>>,
+    /// False once the relay thread has ended.
+    alive: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Closes every relayed connection and every connection waiting to be accepted,
+    /// returning how many were relayed. Called when no program is running, so all of them
+    /// belong to executions that are over. Fails when the relay has stopped or does not
+    /// answer within 2 s (the sandbox then must not be reused).
+    pub fn close_all(&self) -> Result<usize, String> {
+        if !self.alive.load(Ordering::SeqCst) {
+            return Err("the egress relay has stopped".into());
+        }
+        let (tx, rx) = mpsc::channel();
+        self.requests
+            .send(tx)
+            .map_err(|_| "the egress relay has stopped".to_string())?;
+        // A full pipe already holds a wake-up: nothing is lost when this write fails.
+        let _ = (&self.wake).write(&[1]);
+        rx.recv_timeout(CLOSE_TIMEOUT)
+            .map_err(|_| "the egress relay did not close its connections within 2 s".to_string())
+    }
+}
+
+/// Marks the relay as ended when its thread returns or unwinds.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Binds the listener now (before any user code runs, so the port cannot be taken) and
 /// relays in a thread of its own.
-pub fn start(socket: PathBuf, port: u16) -> io::Result<()> {
+pub fn start(socket: PathBuf, port: u16) -> io::Result<Relay> {
     let listener = TcpListener::bind(("127.0.0.1", port))?;
     listener.set_nonblocking(true)?;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nothing else.
+    let (wake_rx, wake) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let (requests, pending) = mpsc::channel();
+    let alive = Arc::new(AtomicBool::new(true));
+    let guard = AliveGuard(alive.clone());
     thread::Builder::new()
         .name("egress-relay".into())
-        .spawn(move || run(listener, socket))?;
-    Ok(())
+        .spawn(move || {
+            let _guard = guard;
+            run(listener, socket, wake_rx, pending)
+        })?;
+    Ok(Relay {
+        wake,
+        requests,
+        alive,
+    })
 }
 
 /// One relayed connection: the program's TCP stream and the proxy's Unix stream.
@@ -45,14 +113,25 @@ struct Pair {
     down_shut: bool,
 }
 
-fn run(listener: TcpListener, socket: PathBuf) {
+/// Index in the poll set of the first connection's first descriptor (after the listener
+/// and the wake-up pipe).
+const FIRST_PAIR: usize = 2;
+
+fn run(listener: TcpListener, socket: PathBuf, mut wake: File, requests: Receiver<Sender<usize>>) {
     let mut pairs: Vec<Pair> = Vec::new();
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         for p in &pairs {
             let want = |eof: bool, inbuf: &Vec<u8>, outbuf: &Vec<u8>| {
                 let mut ev = 0;
@@ -86,9 +165,21 @@ fn run(listener: TcpListener, socket: PathBuf) {
             log("egress relay: poll failed; stopping");
             return;
         }
+        if fds[1].revents != 0 {
+            let mut drained = [0u8; 64];
+            while matches!(wake.read(&mut drained), Ok(n) if n > 0) {}
+            while let Ok(reply) = requests.try_recv() {
+                let closed = pairs.len();
+                pairs.clear();
+                drop_pending(&listener);
+                let _ = reply.send(closed);
+            }
+            continue;
+        }
         let mut active = vec![false; pairs.len()];
         for (i, slot) in active.iter_mut().enumerate() {
-            *slot = fds[1 + 2 * i].revents != 0 || fds[2 + 2 * i].revents != 0;
+            *slot =
+                fds[FIRST_PAIR + 2 * i].revents != 0 || fds[FIRST_PAIR + 1 + 2 * i].revents != 0;
         }
         let mut i = 0;
         pairs.retain_mut(|p| {
@@ -98,6 +189,18 @@ fn run(listener: TcpListener, socket: PathBuf) {
         });
         if fds[0].revents != 0 {
             accept_all(&listener, &socket, &mut pairs);
+        }
+    }
+}
+
+/// Accepts and closes every connection waiting in the listener's backlog.
+fn drop_pending(listener: &TcpListener) {
+    // Bounded: connections aborted while queued answer errors other than WouldBlock.
+    for _ in 0..4096 {
+        if let Err(e) = listener.accept() {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return;
+            }
         }
     }
 }

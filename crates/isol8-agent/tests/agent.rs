@@ -39,6 +39,11 @@ struct Outcome {
 
 impl Agent {
     fn start(name: &str, n: u32) -> Agent {
+        Self::start_with(name, n, &[])
+    }
+
+    /// Starts an agent with extra environment variables.
+    fn start_with(name: &str, n: u32, env: &[(&str, &str)]) -> Agent {
         let root =
             std::env::temp_dir().join(format!("isol8-agent-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -58,6 +63,7 @@ impl Agent {
             .env("ISOL8_AGENT_UID", uid.to_string())
             .env("ISOL8_AGENT_GID", uid.to_string())
             .env("ISOL8_AGENT_ROOT", &root)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -130,6 +136,23 @@ impl Agent {
                 other => panic!("unexpected frame {other:?}"),
             }
         }
+    }
+}
+
+impl Agent {
+    /// Sends a reset of the agent's root and returns its answer.
+    fn reset(&mut self) -> agent::ResetDone {
+        let wipe = vec![self.root.display().to_string()];
+        agent::write_frame(
+            &mut self.stdin,
+            &Frame::json(Kind::Reset, &agent::ResetSpec { wipe }),
+        )
+        .expect("send reset");
+        let f = agent::read_frame(&mut self.stdout)
+            .expect("read")
+            .expect("frame");
+        assert_eq!(f.kind, Kind::ResetDone);
+        f.parse().expect("json")
     }
 }
 
@@ -402,4 +425,59 @@ fn reset_wipes_files_including_read_only_and_hidden_ones() {
     // The agent still serves executions after a reset.
     let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "ls -A | wc -l")]));
     assert_eq!(out.stdout, b"0\n");
+}
+
+#[test]
+fn reset_closes_every_connection_the_relay_holds() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::os::unix::net::UnixListener;
+    let dir = std::env::temp_dir().join(format!("isol8-agent-relay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("proxy.sock");
+    let proxy = UnixListener::bind(&sock).expect("bind the stand-in proxy");
+    let mut a = Agent::start_with(
+        "relay",
+        21,
+        &[(agent::EGRESS_SOCKET_ENV, sock.to_str().expect("utf-8"))],
+    );
+    // What a program does: open a connection through the relay and leave it open.
+    let mut client = TcpStream::connect(("127.0.0.1", agent::EGRESS_PORT)).expect("connect");
+    client
+        .write_all(b"CONNECT example.org:443 HTTP/1.1\r\n")
+        .expect("write");
+    let (mut upstream, _) = proxy.accept().expect("the relay dials the proxy");
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = upstream.read(&mut buf).expect("relayed bytes");
+    assert!(n > 0 && buf[..n].starts_with(b"CONNECT"), "{:?}", &buf[..n]);
+
+    let done = a.reset();
+    assert!(done.ok, "{:?}", done.problem);
+    // The relay closed its side: the proxy end reads end of file (not a timeout).
+    assert_eq!(
+        upstream.read(&mut buf).expect("end of file, not a timeout"),
+        0,
+        "the relayed connection outlived the reset"
+    );
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the program's end is still open: {other:?}"),
+    }
+    // The relay keeps serving new connections after the reset.
+    let mut again = TcpStream::connect(("127.0.0.1", agent::EGRESS_PORT)).expect("connect");
+    again.write_all(b"x").expect("write");
+    let (mut up2, _) = proxy.accept().expect("relayed again");
+    up2.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(up2.read(&mut buf).expect("read"), 1);
+    drop(a);
+    let _ = std::fs::remove_dir_all(&dir);
 }

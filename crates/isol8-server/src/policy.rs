@@ -3,7 +3,7 @@
 //! A request over a cap is refused with 400 naming the field and the cap. Without a
 //! configured policy, clients may still not pick host networking, their own image, a
 //! seccomp mode other than `strict`, a seccomp profile file or OCI runtime on the host,
-//! or `persist` — those choices belong to the operator.
+//! a writable root filesystem, or `persist` — those choices belong to the operator.
 
 use isol8::config::ServerPolicy;
 use isol8::limits::parse_size;
@@ -104,6 +104,9 @@ pub fn check(
                 "options.security.runtime is chosen by the server operator, not by clients".into(),
             );
         }
+    }
+    if opts.readonly_root_fs == Some(false) && !policy.allow_writable_root_fs.unwrap_or(false) {
+        return Err("options.readonlyRootFs false is not allowed by this server (serverPolicy.allowWritableRootFs)".into());
     }
     if opts.persist == Some(true) {
         return Err("options.persist: clients may not leave containers behind".into());
@@ -260,5 +263,33 @@ mod tests {
             }
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_writable_root_filesystem_needs_the_operators_consent() {
+        let writable = EngineOptions {
+            readonly_root_fs: Some(false),
+            ..Default::default()
+        };
+        let e = check(&ServerPolicy::default(), &req(), &writable).expect_err("refused");
+        assert!(
+            e.contains("readonlyRootFs") && e.contains("serverPolicy.allowWritableRootFs"),
+            "{e}"
+        );
+        let read_only = EngineOptions {
+            readonly_root_fs: Some(true),
+            ..Default::default()
+        };
+        assert!(check(&ServerPolicy::default(), &req(), &read_only).is_ok());
+        let allowed = ServerPolicy {
+            allow_writable_root_fs: Some(true),
+            ..Default::default()
+        };
+        assert!(check(&allowed, &req(), &writable).is_ok());
+        let parsed = isol8::config::Config::from_json_str(
+            r#"{"serverPolicy": {"allowWritableRootFs": true}}"#,
+        )
+        .expect("the key parses");
+        assert_eq!(parsed.server_policy.allow_writable_root_fs, Some(true));
     }
 }

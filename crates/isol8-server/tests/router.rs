@@ -630,3 +630,61 @@ async fn sessions_belong_to_the_tenant_that_created_them() {
     );
     state.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_over_a_planted_fifo_is_refused_and_the_session_stays_usable() {
+    let Some(state) = state().await else { return };
+    let exec = |code: &str| {
+        json!({"request": {"runtime": "bash", "code": code}, "sessionId": "s-fifo"}).to_string()
+    };
+    let (status, v) = call(
+        &state,
+        post(
+            "/execute",
+            Some(KEY),
+            exec("mkfifo /sandbox/in.txt && echo planted"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("planted\n")),
+        "{v}"
+    );
+    let put = json!({"sessionId": "s-fifo", "path": "/sandbox/in.txt", "content": "ZGF0YQ=="})
+        .to_string();
+    // The timeout only keeps a regression (a request that never returns) from hanging.
+    let (status, v) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        call(&state, post("/file", Some(KEY), put)),
+    )
+    .await
+    .expect("POST /file over a FIFO hung");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a regular file")),
+        "{v}"
+    );
+    // The session's lock was released: the next request on it runs.
+    let (status, v) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        call(
+            &state,
+            post(
+                "/execute",
+                Some(KEY),
+                exec("test -p /sandbox/in.txt && echo still-here"),
+            ),
+        ),
+    )
+    .await
+    .expect("the session stays locked");
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("still-here\n")),
+        "{v}"
+    );
+    state.shutdown().await;
+}

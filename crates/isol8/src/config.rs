@@ -185,6 +185,9 @@ pub struct ServerPolicy {
     pub allow_custom_image: Option<bool>,
     /// Seccomp modes clients may pick (default `strict` only).
     pub allowed_seccomp: Option<Vec<SeccompMode>>,
+    /// Let clients ask for a writable root filesystem (`readonlyRootFs: false`; default
+    /// no). Such sandboxes are never reused: each serves one execution.
+    pub allow_writable_root_fs: Option<bool>,
 }
 
 /// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).

@@ -211,3 +211,100 @@ async fn file_transfer_needs_a_persistent_session() {
     assert!(err.to_string().contains("execute code first"), "{err}");
     assert_clean(&engine).await;
 }
+
+/// A FIFO planted by the session's own code where a file is then written or read: the
+/// transfer is refused at once (opening a FIFO for writing with no reader would block the
+/// agent forever and with it the session), and the session goes on in the same container.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_transfer_over_a_planted_fifo_is_refused_without_hanging() {
+    use std::time::Duration;
+    let Some(engine) = engine(persistent()).await else {
+        return;
+    };
+    let r1 = run(
+        &engine,
+        code("bash", "mkfifo /sandbox/in.txt && echo planted"),
+    )
+    .await;
+    assert_eq!(r1.stdout, "planted\n", "{r1:?}");
+    // The timeout only keeps a regression from hanging the suite.
+    let put = tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.put_file("/sandbox/in.txt", b"data"),
+    )
+    .await
+    .expect("put_file over a FIFO hung");
+    let err = put.expect_err("a FIFO is not a regular file");
+    assert!(
+        matches!(err, isol8::Error::InvalidRequest(_))
+            && err.to_string().contains("not a regular file"),
+        "{err}"
+    );
+    let get = tokio::time::timeout(Duration::from_secs(120), engine.get_file("/sandbox/in.txt"))
+        .await
+        .expect("get_file of a FIFO hung");
+    let err = get.expect_err("a FIFO is not a regular file");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    // Same container, the FIFO untouched, and ordinary transfers still work.
+    let r2 = run(
+        &engine,
+        code("bash", "test -p /sandbox/in.txt && echo still-a-fifo"),
+    )
+    .await;
+    assert_eq!(r2.stdout, "still-a-fifo\n", "{r2:?}");
+    assert_eq!(r1.container_id, r2.container_id);
+    engine
+        .put_file("/sandbox/ok.txt", b"fine")
+        .await
+        .expect("put a regular file");
+    assert_eq!(
+        engine.get_file("/sandbox/ok.txt").await.expect("get"),
+        b"fine"
+    );
+    assert_clean(&engine).await;
+}
+
+/// An agent that does not answer (its container frozen with `docker pause`): the file
+/// transfer ends with a clear error at the engine's own timeout instead of holding the
+/// session, the session's container is removed, and the next execution starts afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_file_transfer_times_out_and_discards_the_sessions_container() {
+    use std::time::Duration;
+    let Some(engine) = engine(persistent()).await else {
+        return;
+    };
+    let r1 = run(
+        &engine,
+        code("bash", "echo x > /sandbox/kept && echo ready"),
+    )
+    .await;
+    assert_eq!(r1.stdout, "ready\n", "{r1:?}");
+    let id = r1.container_id.clone().expect("container id");
+    engine
+        .docker()
+        .pause_container(&id)
+        .await
+        .expect("pause the session's container");
+    // The outer timeout only keeps a regression from hanging the suite.
+    let put = tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.put_file("/sandbox/new.txt", b"data"),
+    )
+    .await
+    .expect("the engine's transfer timeout did not fire");
+    let err = put.expect_err("a frozen agent cannot answer");
+    assert!(
+        matches!(err, isol8::Error::Sandbox(_))
+            && err.to_string().contains("did not finish a file transfer")
+            && err.to_string().contains("discarded"),
+        "{err}"
+    );
+    assert!(
+        engine.docker().inspect_container(&id, None).await.is_err(),
+        "the stuck session container is still on the daemon"
+    );
+    let r2 = run(&engine, code("bash", "ls -A /sandbox | wc -l")).await;
+    assert_ne!(r2.container_id, r1.container_id, "a new container");
+    assert_eq!(r2.stdout, "0\n", "{r2:?}");
+    assert_clean(&engine).await;
+}

@@ -1103,8 +1103,24 @@ impl Engine for DockerEngine {
 
 use futures_util::StreamExt as _;
 
+/// Longest a file transfer with a session's agent may take: 15 s plus 2 s per MiB that
+/// may travel (base64 content sent, or the read cap). A transfer past it means the agent
+/// is stuck (paused container, a helper blocked on something the session's code planted).
+fn transfer_timeout(spec: &isol8_protocol::agent::ExecSpec) -> Duration {
+    let sent: u64 = spec.files.iter().map(|f| f.content.len() as u64).sum();
+    let read = if spec.output_paths.is_empty() {
+        0
+    } else {
+        spec.max_read_bytes
+    };
+    Duration::from_secs(15) + Duration::from_secs(2 * ((sent + read) >> 20))
+}
+
 impl DockerEngine {
-    /// Sends a pure file transfer to the persistent session's agent.
+    /// Sends a pure file transfer to the persistent session's agent, within
+    /// [`transfer_timeout`]. A transfer that times out or breaks the frame stream discards
+    /// the session's container (the next execution starts a new one), so a stuck agent
+    /// never holds the session; a transfer the agent refuses leaves the session as it is.
     async fn transfer(&self, spec: isol8_protocol::agent::ExecSpec) -> Result<Exited> {
         if self.inner.settings.mode != isol8_protocol::options::Mode::Persistent {
             return Err(Error::InvalidRequest(
@@ -1120,25 +1136,45 @@ impl DockerEngine {
                 "the persistent session has no container yet: execute code first (the session is bound to the runtime of its first execution)".into(),
             )
         })?;
-        session
-            .sandbox
-            .send(&Frame::json(Kind::Exec, &spec))
-            .await?;
-        let frame =
-            session.sandbox.next_frame().await?.ok_or_else(|| {
-                Error::Sandbox("the session's container stopped unexpectedly".into())
-            })?;
-        match frame.kind {
-            Kind::Exited => frame.parse().map_err(|e| Error::Sandbox(e.to_string())),
-            Kind::ExecFailed => {
-                let failed: ExecFailed =
-                    frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
-                Err(Error::InvalidRequest(failed.message))
-            }
-            other => Err(Error::Sandbox(format!(
-                "unexpected {other:?} frame from the agent"
-            ))),
+        let limit = transfer_timeout(&spec);
+        let outcome = tokio::time::timeout(limit, exchange(&mut session.sandbox, &spec)).await;
+        let err = match outcome {
+            Ok(Ok(exited)) => return Ok(exited),
+            Ok(Err(e @ Error::InvalidRequest(_))) => return Err(e),
+            Ok(Err(e)) => e,
+            Err(_) => Error::Sandbox(format!(
+                "the session's sandbox did not finish a file transfer within {} s; its container was discarded with its files, and the next execution starts a new one",
+                limit.as_secs()
+            )),
+        };
+        if let Some(s) = guard.take() {
+            tracing::warn!(container = %s.sandbox.id, error = %err, "file transfer failed; discarding the session's container");
+            s.sandbox.destroy(&self.inner).await;
         }
+        Err(err)
+    }
+}
+
+/// One transfer frame out, its answer back: `Exited`, or the agent's refusal as
+/// [`Error::InvalidRequest`].
+async fn exchange(
+    sandbox: &mut sandbox::Sandbox,
+    spec: &isol8_protocol::agent::ExecSpec,
+) -> Result<Exited> {
+    sandbox.send(&Frame::json(Kind::Exec, spec)).await?;
+    let frame = sandbox
+        .next_frame()
+        .await?
+        .ok_or_else(|| Error::Sandbox("the session's container stopped unexpectedly".into()))?;
+    match frame.kind {
+        Kind::Exited => frame.parse().map_err(|e| Error::Sandbox(e.to_string())),
+        Kind::ExecFailed => {
+            let failed: ExecFailed = frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+            Err(Error::InvalidRequest(failed.message))
+        }
+        other => Err(Error::Sandbox(format!(
+            "unexpected {other:?} frame from the agent"
+        ))),
     }
 }
 

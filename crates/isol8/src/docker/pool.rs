@@ -1,8 +1,10 @@
 //! The warm pool: started sandboxes waiting for work, per image and security settings.
 //!
-//! * `fast`: after an execution the agent resets the sandbox (kills every process of the
-//!   sandbox user, wipes `/sandbox`, `/tmp`, `/dev/shm`, removes System V IPC objects)
-//!   and it goes back to the pool; a failed or slow reset destroys it instead.
+//! * `fast`: after an execution the agent resets the sandbox (see "What a reset clears"
+//!   in `docs/SECURITY.md`: processes, relayed connections, `/sandbox`, `/tmp`,
+//!   `/dev/shm`, POSIX message queues, every System V IPC object) and it goes back to the
+//!   pool; a failed or slow reset destroys it instead. A sandbox with a writable root
+//!   filesystem is never reset: it is destroyed after one execution.
 //! * `secure`: a sandbox serves one execution and is destroyed; the pool refills in the
 //!   background.
 //!
@@ -220,10 +222,12 @@ pub async fn acquire(
 }
 
 /// Gives a sandbox back after an execution. `reusable` is false when the execution did
-/// not end cleanly (protocol error, consumer gone, watchdog): such a sandbox is destroyed.
+/// not end cleanly (protocol error, consumer gone, watchdog): such a sandbox is destroyed,
+/// as is one a reset cannot make fresh (writable root filesystem), whatever the strategy.
 pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool) {
     let pool = &inner.pool;
     let reset = reusable
+        && sb.resettable
         && pool.strategy == PoolStrategy::Fast
         && pool.clean > 0
         && !inner.is_stopped()

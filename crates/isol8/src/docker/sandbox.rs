@@ -32,8 +32,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a reset may take before the sandbox is given up.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Directories a reset empties.
-pub const WIPED_DIRS: [&str; 3] = ["/sandbox", "/tmp", "/dev/shm"];
+/// Directories a reset empties: the writable tmpfs mounts, and the container's POSIX
+/// message queues (the agent adds the last itself when it runs as PID 1).
+pub const WIPED_DIRS: [&str; 4] = ["/sandbox", "/tmp", "/dev/shm", "/dev/mqueue"];
 
 type OutputStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
@@ -51,6 +52,10 @@ pub struct Sandbox {
     pub uses: u32,
     /// The egress proxy of a `filtered` sandbox (dropped with it).
     pub egress: Option<Egress>,
+    /// False when a reset cannot return the container to a fresh state (its root
+    /// filesystem is writable, so any path the sandbox user can write may keep data):
+    /// such a container serves one execution and is destroyed.
+    pub resettable: bool,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -176,10 +181,12 @@ impl Sandbox {
             m.source = Some(e.dir().to_string_lossy().into_owned());
             egress = Some(e);
         }
+        let resettable = host.readonly_rootfs == Some(true);
         let id = create(inner, image, runtime, host, egress.is_some()).await?;
         match Self::attach_and_start(inner, id.clone()).await {
             Ok(mut sb) => {
                 sb.egress = egress;
+                sb.resettable = resettable;
                 Ok(sb)
             }
             Err(e) => {
@@ -214,6 +221,7 @@ impl Sandbox {
             agent_log: String::new(),
             uses: 0,
             egress: None,
+            resettable: false,
         };
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, sb.next_frame()).await {
             Err(_) => {
