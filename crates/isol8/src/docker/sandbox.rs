@@ -499,6 +499,7 @@ mod tests {
             decoder: FrameDecoder::new(),
             agent_log: String::new(),
             uses: 0,
+            resettable: true,
             egress,
         }
     }
