@@ -185,6 +185,12 @@ pub struct ServerPolicy {
     pub allow_custom_image: Option<bool>,
     /// Seccomp modes clients may pick (default `strict` only).
     pub allowed_seccomp: Option<Vec<SeccompMode>>,
+    /// Most sessions (each holding at most one container) alive at once on the server
+    /// (default 32); a request creating one more gets 429 with `Retry-After`.
+    pub max_sessions: Option<u32>,
+    /// Most sessions one tenant may hold at once (default 16; the master key is one
+    /// tenant); a request creating one more gets 429 with `Retry-After`.
+    pub max_sessions_per_tenant: Option<u32>,
 }
 
 /// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).
@@ -210,8 +216,12 @@ pub struct Config {
     /// JSON Schema reference (ignored).
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
-    /// Bound on concurrent executions (default 10).
+    /// Bound on concurrent executions (default 10). On a server it is one budget shared
+    /// by ephemeral requests and every session.
     pub max_concurrent: Option<u32>,
+    /// How long `isol8 serve` lets running executions finish after SIGTERM/SIGINT before
+    /// killing them, in milliseconds (default 10000; `--shutdown-grace-ms` wins).
+    pub shutdown_grace_ms: Option<u64>,
     /// Default sandbox settings.
     #[serde(default)]
     pub defaults: Defaults,
@@ -409,6 +419,7 @@ mod tests {
         let props = schema["properties"].as_object().expect("properties");
         for key in [
             "maxConcurrent",
+            "shutdownGraceMs",
             "defaults",
             "network",
             "cleanup",
