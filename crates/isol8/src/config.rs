@@ -402,6 +402,18 @@ mod tests {
     }
 
     #[test]
+    fn session_caps_and_the_shutdown_grace_are_read() {
+        let c = Config::from_json_str(
+            r#"{"shutdownGraceMs": 2500, "serverPolicy": {"maxSessions": 4, "maxSessionsPerTenant": 2}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.shutdown_grace_ms, Some(2500));
+        assert_eq!(c.server_policy.max_sessions, Some(4));
+        assert_eq!(c.server_policy.max_sessions_per_tenant, Some(2));
+        assert!(Config::from_json_str(r#"{"serverPolicy": {"maxSession": 4}}"#).is_err());
+    }
+
+    #[test]
     fn exempt_ranges_are_read_and_stay_out_of_engine_options() {
         let c = Config::from_json_str(
             r#"{"network": {"blacklist": ["x"], "exemptRanges": ["203.0.113.80", "198.18.0.0/15"]}}"#,
