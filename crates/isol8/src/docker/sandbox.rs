@@ -497,7 +497,7 @@ pub async fn remove(inner: &Inner, id: &str) {
 }
 
 /// Stops tracking a container: it leaves the live set and the set of containers Docker
-/// flagged (the locks are taken in the order [`super::watch`] takes them).
+/// flagged (the locks are taken in the order the Docker events watcher takes them).
 pub fn forget(inner: &Inner, id: &str) {
     if let Ok(mut live) = inner.live.lock() {
         live.remove(id);
