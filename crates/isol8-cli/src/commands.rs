@@ -541,6 +541,40 @@ pub struct ServeArgs {
     /// postgres:// connection string (overrides auth.connectionString; enables keys).
     #[arg(long, value_name = "PATH_OR_URL")]
     pub auth_db: Option<String>,
+    /// On SIGTERM/SIGINT, how long running executions may still finish before they are
+    /// killed, in milliseconds (default: shutdownGraceMs in the config, else 10000). A
+    /// second signal stops at once.
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Grace for running executions after SIGTERM/SIGINT when neither the flag nor the
+/// config sets one.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// After the grace, how long killed executions' clients get to receive their answers
+/// before the process exits anyway.
+const ANSWER_BOUND: Duration = Duration::from_secs(5);
+
+/// The same after a second signal: just long enough for answers already on their way.
+const SECOND_SIGNAL_ANSWER_BOUND: Duration = Duration::from_secs(1);
+
+/// Counts SIGTERM and SIGINT deliveries, from now on.
+fn count_signals() -> Result<tokio::sync::watch::Receiver<u32>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(rx)
 }
 
 /// The key store named by `--auth-db` and `auth.*`: the flag wins and enables keys;
@@ -631,20 +665,88 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
     }
     let listener =
         isol8_server::net::GuardedListener::new(listener, isol8_server::net::DEFAULT_WRITE_STALL);
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    let grace = args
+        .shutdown_grace_ms
+        .or(loaded.config.shutdown_grace_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let signals = count_signals()?;
+    let mut first = signals.clone();
+    let server = axum::serve(listener, isol8_server::app(state.clone()))
+        // The first signal stops the accept loop (no new connections).
+        .with_graceful_shutdown(async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
+        });
+    let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let mut signals_seen = signals.clone();
+    tokio::select! {
+        _ = signals_seen.wait_for(|n| *n >= 1) => {}
+        ended = &mut server => {
+            state.shutdown().await;
+            ended??;
+            return Ok(0);
         }
-        eprintln!("shutting down: removing this server's containers");
-    };
-    axum::serve(listener, isol8_server::app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    state.shutdown().await;
+    }
+    shut_down(&state, server, signals, grace).await;
     Ok(0)
+}
+
+/// The graceful shutdown after the first SIGTERM/SIGINT: queued and new requests get 503
+/// at once ([`isol8_server::AppState::drain`]); running executions get `grace` to finish
+/// (a second signal ends the wait); then every execution still running is killed and
+/// every container removed; clients get a bounded moment to receive their answers.
+async fn shut_down(
+    state: &std::sync::Arc<isol8_server::AppState>,
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    mut signals: tokio::sync::watch::Receiver<u32>,
+    grace: Duration,
+) {
+    state.drain();
+    eprintln!(
+        "shutting down: new and queued requests get 503; {} running execution(s) have {:.1} s to finish (a second signal stops at once)",
+        state.executing(),
+        grace.as_secs_f64()
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut again = false;
+    while state.executing() > 0 || state.open_websockets() > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = signals.wait_for(|n| *n >= 2) => {
+                again = true;
+                break;
+            }
+        }
+    }
+    if state.executing() > 0 {
+        eprintln!(
+            "{}: killing {} execution(s) and removing this server's containers",
+            if again { "second signal" } else { "grace over" },
+            state.executing()
+        );
+    } else {
+        eprintln!("removing this server's containers");
+    }
+    state.shutdown().await;
+    // Let the clients of killed executions receive their answers (503, or a final
+    // `sandbox lost` event), within a bound (short after a second signal).
+    let (bound, more) = if again {
+        (SECOND_SIGNAL_ANSWER_BOUND, 3)
+    } else {
+        (ANSWER_BOUND, 2)
+    };
+    let answered = async {
+        let _ = (&mut server).await;
+        while state.open_websockets() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = answered => {}
+        _ = tokio::time::sleep(bound) => {}
+        _ = signals.wait_for(|n| *n >= more) => {}
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,8 @@ fn main() {
             1
         }
     };
-    drop(runtime);
+    // Tasks still pending (a stream whose client went quiet…) are dropped; blocking work
+    // (a name lookup…) gets a bounded moment, so exiting never hangs on it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
 }

@@ -9,6 +9,13 @@
 //! Callers authenticate with the master key or, when a key store is configured
 //! ([`keys`]), with a database key: the key's tenant owns the sessions it creates, and
 //! key management (`/auth/*`) and `/cleanup` need the master key.
+//!
+//! Load: every execution, ephemeral or in a session, draws from one budget of
+//! `maxConcurrent` slots (session engines are [`DockerEngine::sibling`]s of the shared
+//! engine); sessions are capped in total and per tenant (`serverPolicy.maxSessions`,
+//! `maxSessionsPerTenant`: 429). Every 429 and 503 carries `Retry-After`. Shutdown is
+//! [`AppState::drain`] (queued and new requests: 503 at once; running executions go
+//! on), then [`AppState::shutdown`] (kill and remove everything).
 
 pub mod keys;
 pub mod net;
@@ -16,6 +23,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +38,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use base64::Engine as _;
 use futures_util::StreamExt;
-use isol8::docker::EngineConfig;
 use isol8::{DockerEngine, Engine, EngineOptions, ExecutionRequest};
 use isol8_protocol::options::Mode;
 use serde::{Deserialize, Serialize};
@@ -52,6 +59,20 @@ pub const DEFAULT_LOGIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The tenant of the master key.
 pub const MASTER_TENANT: &str = "master";
+
+/// Sessions alive at once when `serverPolicy.maxSessions` is not set.
+pub const DEFAULT_MAX_SESSIONS: usize = 32;
+
+/// Sessions one tenant may hold when `serverPolicy.maxSessionsPerTenant` is not set.
+pub const DEFAULT_MAX_SESSIONS_PER_TENANT: usize = 16;
+
+/// `Retry-After` (seconds) of a 503: no slot in time, shutting down, Docker or the key
+/// store unreachable.
+pub const RETRY_AFTER_BUSY_SECS: u32 = 1;
+
+/// `Retry-After` (seconds) of a 429: the session caps are reached (a session frees up
+/// only when one is deleted or pruned).
+pub const RETRY_AFTER_SESSIONS_SECS: u32 = 5;
 
 /// Server settings beyond the engine and the master key.
 #[derive(Debug, Clone)]
@@ -86,10 +107,15 @@ pub struct AppState {
     engine: DockerEngine,
     options: EngineOptions,
     master_key: String,
+    /// Held only for map operations, never across a Docker call.
     sessions: Mutex<HashMap<String, Session>>,
     policy: isol8::config::ServerPolicy,
     keys: Option<keys::Keys>,
     body_timeout: Duration,
+    /// Set by [`AppState::drain`]: new requests get 503.
+    draining: AtomicBool,
+    /// WebSocket executions whose socket is still open.
+    websockets: AtomicUsize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -144,6 +170,8 @@ impl AppState {
             policy: settings.policy,
             keys: settings.keys,
             body_timeout: settings.body_timeout,
+            draining: AtomicBool::new(false),
+            websockets: AtomicUsize::new(0),
         })
     }
 
@@ -194,13 +222,51 @@ impl AppState {
         &self.engine
     }
 
-    /// Stops every session and the shared engine, removing all their containers.
-    pub async fn shutdown(&self) {
-        let sessions: Vec<Session> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
-        for s in sessions {
-            let _ = s.engine.stop().await;
+    /// First step of a graceful shutdown: from now on every request gets 503 (with
+    /// `Retry-After`), and executions queued for a slot or for their session are refused
+    /// at once with 503; executions already running go on. Irreversible.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.engine.slots().close();
+    }
+
+    /// The answer to an engine error: while draining, an execution refused because the
+    /// slots closed says the server is shutting down.
+    fn refusal(&self, e: isol8::Error) -> ApiError {
+        match e {
+            isol8::Error::Stopped if self.is_draining() => shutting_down(),
+            e => e.into(),
         }
-        let _ = self.engine.stop().await;
+    }
+
+    /// True once [`AppState::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Executions holding a slot right now, on the shared engine and in every session.
+    pub fn executing(&self) -> usize {
+        self.engine.slots().in_use()
+    }
+
+    /// WebSocket executions whose socket is still open (they outlive their HTTP request,
+    /// so a graceful shutdown waits for them separately).
+    pub fn open_websockets(&self) -> usize {
+        self.websockets.load(Ordering::SeqCst)
+    }
+
+    /// Stops every session and the shared engine at once: running executions are killed
+    /// (buffered requests get 503, streams a final `sandbox lost` error) and every
+    /// container removed.
+    pub async fn shutdown(&self) {
+        self.drain();
+        let sessions: Vec<Session> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        let stops = sessions
+            .iter()
+            .map(|s| &s.engine)
+            .chain(std::iter::once(&self.engine))
+            .map(|e| e.stop());
+        futures_util::future::join_all(stops).await;
     }
 }
 
@@ -218,6 +284,9 @@ impl ApiError {
     fn forbidden(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::FORBIDDEN, msg.into())
     }
+    fn too_many(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::TOO_MANY_REQUESTS, msg.into())
+    }
 }
 
 impl From<keys::StoreError> for ApiError {
@@ -228,8 +297,19 @@ impl From<keys::StoreError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// `{"error": message}`; a 503 or 429 (busy: retry) also carries `Retry-After`.
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let retry_after = match self.0 {
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_BUSY_SECS),
+            StatusCode::TOO_MANY_REQUESTS => Some(RETRY_AFTER_SESSIONS_SECS),
+            _ => None,
+        };
+        let mut resp = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 
@@ -239,6 +319,10 @@ impl From<isol8::Error> for ApiError {
             isol8::Error::QueueTimeout { .. }
             | isol8::Error::Stopped
             | isol8::Error::DockerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // The run was cut off by the infrastructure, not by the request.
+            isol8::Error::SandboxLost(_) | isol8::Error::SandboxUnresponsive(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             e if e.is_user_error() => StatusCode::BAD_REQUEST,
             isol8::Error::ImageMissing { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -418,8 +502,32 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("Not found") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_when_draining,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// While the server drains for shutdown, every request (health checks included, so load
+/// balancers move away) gets 503 with `Retry-After`.
+async fn refuse_when_draining(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.is_draining() {
+        return shutting_down().into_response();
+    }
+    next.run(req).await
+}
+
+fn shutting_down() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down; retry later or on another instance".into(),
+    )
 }
 
 /// The OpenAPI description of every route.
@@ -434,7 +542,9 @@ pub fn openapi_document() -> serde_json::Value {
         "408": {"description": "the request body was not received in time"},
         "404": {"description": "unknown session or route"},
         "413": {"description": "body too large"},
-        "503": {"description": "no execution slot within the request's timeout, or the engine is stopping"}
+        "429": {"description": "the session caps (serverPolicy.maxSessions, maxSessionsPerTenant) are reached; carries Retry-After"},
+        "500": {"description": "engine failure, e.g. `sandbox lost: …` (its container was killed from outside) or `sandbox unresponsive: …` (paused)"},
+        "503": {"description": "no execution slot within the request's timeout, the server is shutting down, or Docker is unreachable; carries Retry-After"}
     });
     let with_errors = |mut responses: serde_json::Value| {
         if let (Some(r), Some(e)) = (responses.as_object_mut(), errors.as_object()) {
@@ -477,8 +587,8 @@ pub fn openapi_document() -> serde_json::Value {
             "/health": {"get": {"security": [], "summary": "liveness and version", "responses": {"200": ok("{status, version}")}}},
             "/openapi.json": {"get": {"security": [], "summary": "this document", "responses": {"200": ok("OpenAPI 3")}}},
             "/execute": {"post": {"summary": "run and return the ExecutionResult", "requestBody": json_body("ExecuteBody"), "responses": with_errors(json!({"200": ok("ExecutionResult")}))}},
-            "/execute/stream": {"post": {"summary": "run and stream StreamEvents as server-sent events", "requestBody": json_body("ExecuteBody"), "responses": with_errors(json!({"200": {"description": "text/event-stream of `data: <StreamEvent>`", "content": {"text/event-stream": {}}}}))}},
-            "/execute/ws": {"get": {"summary": "WebSocket: send {type:execute}, then {type:stdin,data} / {type:signal,signal}; receive StreamEvents; close 1000 when done, 1003 on invalid messages", "responses": {"101": {"description": "switching protocols"}}}},
+            "/execute/stream": {"post": {"summary": "run and stream StreamEvents as server-sent events; ends with an exit event, or, when the sandbox was lost, with an error event `sandbox lost: …` and no exit event", "requestBody": json_body("ExecuteBody"), "responses": with_errors(json!({"200": {"description": "text/event-stream of `data: <StreamEvent>`", "content": {"text/event-stream": {}}}}))}},
+            "/execute/ws": {"get": {"summary": "WebSocket: send {type:execute}, then {type:stdin,data} / {type:signal,signal}; receive StreamEvents; close 1000 after the exit event, 1003 on invalid messages, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)", "responses": {"101": {"description": "switching protocols"}}}},
             "/file": {
                 "post": {"summary": "write a file into a session", "requestBody": json_body("PutFile"), "responses": with_errors(json!({"200": ok("{ok: true}")}))},
                 "get": {"summary": "read a file from a session", "parameters": [
@@ -543,16 +653,35 @@ async fn session_engine(
     if !create {
         return Err(ApiError::not_found(format!("session `{id}` not found")));
     }
-    let options = EngineOptions {
+    let max_total = state
+        .policy
+        .max_sessions
+        .map_or(DEFAULT_MAX_SESSIONS, |n| n as usize);
+    if sessions.len() >= max_total {
+        return Err(ApiError::too_many(format!(
+            "the server holds its maximum of {max_total} sessions (serverPolicy.maxSessions); delete one or retry later"
+        )));
+    }
+    let max_tenant = state
+        .policy
+        .max_sessions_per_tenant
+        .map_or(DEFAULT_MAX_SESSIONS_PER_TENANT, |n| n as usize);
+    if sessions
+        .values()
+        .filter(|s| s.owner == caller.tenant)
+        .count()
+        >= max_tenant
+    {
+        return Err(ApiError::too_many(format!(
+            "you hold the maximum of {max_tenant} sessions per tenant (serverPolicy.maxSessionsPerTenant); delete one or retry later"
+        )));
+    }
+    // No Docker call under the lock: a sibling engine is created without one, and its
+    // container is started by its first execution, outside this lock.
+    let engine = state.engine.sibling(EngineOptions {
         mode: Some(Mode::Persistent),
         ..state.options.clone()
-    };
-    let engine = DockerEngine::connect_with(EngineConfig {
-        options,
-        prewarm: Vec::new(),
-        ..state.engine.config().clone()
-    })
-    .await?;
+    })?;
     sessions.insert(
         id.to_string(),
         Session {
@@ -598,7 +727,10 @@ async fn execute(
         body.session_id.as_deref(),
     )
     .await?;
-    let result = engine.execute_with(body.request, &options).await?;
+    let result = engine
+        .execute_with(body.request, &options)
+        .await
+        .map_err(|e| state.refusal(e))?;
     Ok(axum::Json(result).into_response())
 }
 
@@ -615,7 +747,10 @@ async fn execute_stream(
         body.session_id.as_deref(),
     )
     .await?;
-    let events = engine.execute_stream_with(body.request, &options).await?;
+    let events = engine
+        .execute_stream_with(body.request, &options)
+        .await
+        .map_err(|e| state.refusal(e))?;
     // Dropping this stream (client gone) drops the run's receiver: the engine kills the
     // execution and reclaims its container.
     let sse = events.map(|ev| {
@@ -668,8 +803,35 @@ async fn ws_fail(socket: &mut WebSocket, code: u16, message: String) {
         .await;
 }
 
+/// Counts an open WebSocket execution for as long as it lives.
+struct OpenSocket(Arc<AppState>);
+
+impl OpenSocket {
+    fn new(state: &Arc<AppState>) -> OpenSocket {
+        state.websockets.fetch_add(1, Ordering::SeqCst);
+        OpenSocket(state.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.websockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Close code of a WebSocket whose execution could not start: 1003 for invalid input,
+/// 1013 ("try again later") when busy or shutting down, 1011 otherwise.
+fn close_code(status: StatusCode) -> u16 {
+    match status {
+        StatusCode::BAD_REQUEST => 1003,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => 1013,
+        _ => 1011,
+    }
+}
+
 async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     const INVALID: u16 = 1003;
+    let _open = OpenSocket::new(&state);
     let first = match socket.recv().await {
         Some(Ok(Message::Text(t))) => serde_json::from_str::<WsIn>(&t),
         _ => return,
@@ -702,7 +864,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         Ok((engine, options)) => engine
             .execute_interactive(*request, Some(&options))
             .await
-            .map_err(ApiError::from),
+            .map_err(|e| state.refusal(e)),
         Err(ApiError(StatusCode::BAD_REQUEST, message)) => {
             return ws_fail(&mut socket, INVALID, message).await
         }
@@ -711,15 +873,19 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     let (mut events, control) = match started {
         Ok(s) => s,
         // Refused by validation (the engine's included): like invalid input, 1003.
-        Err(ApiError(StatusCode::BAD_REQUEST, message)) => {
-            return ws_fail(&mut socket, INVALID, message).await
+        Err(ApiError(status, message)) => {
+            return ws_fail(&mut socket, close_code(status), message).await
         }
-        Err(ApiError(_, message)) => return ws_fail(&mut socket, 1011, message).await,
     };
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { break };
+                let Some(ev) = ev else {
+                    // The stream ended without an exit event: the sandbox was lost (its
+                    // last event said so). Not a normal close.
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "sandbox lost".into() }))).await;
+                    return;
+                };
                 let last = ev.kind == isol8::StreamEventType::Exit;
                 if socket.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await.is_err() {
                     // Client gone: dropping `events` kills the execution.
@@ -1007,6 +1173,55 @@ async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_busy_answer_carries_retry_after_and_nothing_else_does() {
+        let busy = [
+            isol8::Error::QueueTimeout {
+                waited_ms: 10,
+                max_concurrent: 1,
+            },
+            isol8::Error::Stopped,
+            isol8::Error::DockerUnavailable {
+                detail: "gone".into(),
+            },
+        ];
+        let mut answers: Vec<ApiError> = busy.into_iter().map(ApiError::from).collect();
+        answers.push(shutting_down());
+        answers.push(ApiError::from(keys::StoreError {
+            op: "find",
+            message: "database unreachable".into(),
+        }));
+        answers.push(ApiError::too_many("caps"));
+        for a in answers {
+            let status = a.0;
+            let resp = a.into_response();
+            assert!(
+                matches!(
+                    resp.status(),
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+                ),
+                "{status}"
+            );
+            let secs: u32 = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no Retry-After on {status}"));
+            assert!(secs >= 1);
+        }
+        for e in [
+            isol8::Error::SandboxLost("killed".into()),
+            isol8::Error::SandboxUnresponsive("paused".into()),
+        ] {
+            let resp = ApiError::from(e).into_response();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        }
+        let resp = ApiError::bad_request("no").into_response();
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn session_ids_are_validated() {

@@ -188,6 +188,12 @@ pub struct ServerPolicy {
     /// Let clients ask for a writable root filesystem (`readonlyRootFs: false`; default
     /// no). Such sandboxes are never reused: each serves one execution.
     pub allow_writable_root_fs: Option<bool>,
+    /// Most sessions (each holding at most one container) alive at once on the server
+    /// (default 32); a request creating one more gets 429 with `Retry-After`.
+    pub max_sessions: Option<u32>,
+    /// Most sessions one tenant may hold at once (default 16; the master key is one
+    /// tenant); a request creating one more gets 429 with `Retry-After`.
+    pub max_sessions_per_tenant: Option<u32>,
 }
 
 /// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).
@@ -213,8 +219,12 @@ pub struct Config {
     /// JSON Schema reference (ignored).
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
-    /// Bound on concurrent executions (default 10).
+    /// Bound on concurrent executions (default 10). On a server it is one budget shared
+    /// by ephemeral requests and every session.
     pub max_concurrent: Option<u32>,
+    /// How long `isol8 serve` lets running executions finish after SIGTERM/SIGINT before
+    /// killing them, in milliseconds (default 10000; `--shutdown-grace-ms` wins).
+    pub shutdown_grace_ms: Option<u64>,
     /// Default sandbox settings.
     #[serde(default)]
     pub defaults: Defaults,
@@ -395,6 +405,18 @@ mod tests {
     }
 
     #[test]
+    fn session_caps_and_the_shutdown_grace_are_read() {
+        let c = Config::from_json_str(
+            r#"{"shutdownGraceMs": 2500, "serverPolicy": {"maxSessions": 4, "maxSessionsPerTenant": 2}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.shutdown_grace_ms, Some(2500));
+        assert_eq!(c.server_policy.max_sessions, Some(4));
+        assert_eq!(c.server_policy.max_sessions_per_tenant, Some(2));
+        assert!(Config::from_json_str(r#"{"serverPolicy": {"maxSession": 4}}"#).is_err());
+    }
+
+    #[test]
     fn exempt_ranges_are_read_and_stay_out_of_engine_options() {
         let c = Config::from_json_str(
             r#"{"network": {"blacklist": ["x"], "exemptRanges": ["203.0.113.80", "198.18.0.0/15"]}}"#,
@@ -412,6 +434,7 @@ mod tests {
         let props = schema["properties"].as_object().expect("properties");
         for key in [
             "maxConcurrent",
+            "shutdownGraceMs",
             "defaults",
             "network",
             "cleanup",

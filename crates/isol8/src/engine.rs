@@ -7,7 +7,11 @@ use isol8_protocol::{ExecutionRequest, ExecutionResult, StreamEvent};
 
 use crate::Result;
 
-/// Events of a streamed execution; always ends with exactly one `exit` event.
+/// Events of a streamed execution. Ends with exactly one `exit` event, except when the
+/// sandbox was lost mid-run (killed from outside, unresponsive, the Docker daemon or the
+/// engine stopped — [`crate::Error::is_sandbox_lost`]): then it ends with an `error`
+/// event whose data starts with `sandbox lost: ` or `sandbox unresponsive: ` and no
+/// `exit` event, because there is no exit code to report.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
 
 /// Something that runs [`ExecutionRequest`]s in sandboxes.
@@ -24,8 +28,10 @@ pub trait Engine: Send + Sync {
 
     /// Runs a request, yielding output as it is produced.
     ///
-    /// Validation errors are returned before anything runs; failures after the sandbox
-    /// started arrive as an `error` event followed by the `exit` event.
+    /// Validation errors (and, for the local engine, a queue timeout or a stopped engine)
+    /// are returned before anything runs; other failures after that arrive as an `error`
+    /// event followed by the `exit` event, or, when the sandbox was lost, as a final
+    /// `error` event with no `exit` (see [`EventStream`]).
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream>;
 
     /// Writes a file into the persistent session (binary-safe; the path must be inside

@@ -44,9 +44,18 @@ pub enum Error {
         #[source]
         source: bollard::errors::Error,
     },
-    /// The in-sandbox agent misbehaved or the sandbox died.
+    /// The in-sandbox agent misbehaved, or the sandbox could not be started.
     #[error("sandbox failure: {0}")]
     Sandbox(String),
+    /// The sandbox went away while it ran the execution (its container was killed or
+    /// removed from outside): how the program ended is unknown. Retrying runs on a new
+    /// sandbox.
+    #[error("sandbox lost: {0}")]
+    SandboxLost(String),
+    /// The sandbox stopped answering (its container is paused/frozen): the program may
+    /// never have run. The sandbox is discarded; retrying runs on a new one.
+    #[error("sandbox unresponsive: {0}")]
+    SandboxUnresponsive(String),
     /// Every execution slot stayed busy for the request's whole timeout.
     #[error("no execution slot became free within {waited_ms} ms (maxConcurrent = {max_concurrent}); retry later or raise maxConcurrent")]
     QueueTimeout {
@@ -118,6 +127,20 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// True when a started execution was cut off with no way to know how its program
+    /// ended: the sandbox was lost or stopped answering, the Docker daemon went away, or
+    /// the engine was stopped. A stream ends such a run with an `error` event and no
+    /// `exit` event (there is no exit code to report).
+    pub fn is_sandbox_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::SandboxLost(_)
+                | Error::SandboxUnresponsive(_)
+                | Error::DockerUnavailable { .. }
+                | Error::Stopped
+        )
     }
 
     /// True for mistakes in the caller's input (as opposed to engine or Docker failures).

@@ -4,6 +4,12 @@
 //! and falls back to `POST /execute/stream` (server-sent events) when the upgrade fails,
 //! e.g. behind a proxy that does not pass WebSockets; files use `/file`. With a session
 //! id every call runs in that server-side persistent session, and `stop` deletes it.
+//!
+//! Streams end like the local engine's: with one `exit` event, or — when the sandbox was
+//! lost on the server (`sandbox lost: …` and a WebSocket close 1011) or the connection
+//! broke — with an `error` event and no `exit`: no exit code is made up. The server's
+//! `sandbox lost` / `sandbox unresponsive` answers become [`Error::SandboxLost`] /
+//! [`Error::SandboxUnresponsive`].
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -160,10 +166,12 @@ impl RemoteEngine {
                             let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
                             return Err(match code {
                                 1003 => Error::InvalidRequest(ev.data),
-                                _ => Error::Remote {
-                                    status: 0,
+                                // Try again later: busy or shutting down.
+                                1013 => Error::Remote {
+                                    status: 503,
                                     message: ev.data,
                                 },
+                                _ => server_error(0, ev.data),
                             });
                         }
                         Some(Ok(Message::Text(t))) => {
@@ -187,38 +195,54 @@ impl RemoteEngine {
         let ended = first
             .iter()
             .any(|e| e.kind == isol8_protocol::StreamEventType::Exit);
+        let after_error = first
+            .last()
+            .is_some_and(|e| e.kind == isol8_protocol::StreamEventType::Error);
         let head = futures_util::stream::iter(first);
-        let rest = futures_util::stream::unfold((ws, ended), |(mut ws, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        let Ok(ev) = serde_json::from_str::<StreamEvent>(&t) else {
-                            continue;
-                        };
-                        let last = ev.kind == isol8_protocol::StreamEventType::Exit;
-                        return Some((vec![ev], (ws, last)));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        let events = vec![
-                            StreamEvent::error(format!("stream interrupted: {e}")),
-                            StreamEvent::exit(1),
-                        ];
-                        return Some((events, (ws, true)));
-                    }
-                    None => {
-                        let events = vec![
-                            StreamEvent::error("the server closed the stream early"),
-                            StreamEvent::exit(1),
-                        ];
-                        return Some((events, (ws, true)));
+        let rest = futures_util::stream::unfold(
+            (ws, ended, after_error),
+            |(mut ws, done, after_error)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            let Ok(ev) = serde_json::from_str::<StreamEvent>(&t) else {
+                                continue;
+                            };
+                            let last = ev.kind == isol8_protocol::StreamEventType::Exit;
+                            let error = ev.kind == isol8_protocol::StreamEventType::Error;
+                            return Some((vec![ev], (ws, last, error)));
+                        }
+                        // Closed before the exit event (1011: the sandbox was lost, and
+                        // the server's last event said so).
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            let events = ended_early(
+                                after_error,
+                                format!("the server ended the stream before the exit event (WebSocket close {code}{}{reason})", if reason.is_empty() { "" } else { ": " }),
+                            );
+                            return Some((events, (ws, true, true)));
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            let events = vec![StreamEvent::error(format!(
+                                "stream interrupted: {e}"
+                            ))];
+                            return Some((events, (ws, true, true)));
+                        }
+                        None => {
+                            let events =
+                                ended_early(after_error, "the server closed the stream early");
+                            return Some((events, (ws, true, true)));
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .flat_map(futures_util::stream::iter);
         Ok(Some(Box::pin(head.chain(rest))))
     }
@@ -269,7 +293,30 @@ fn remote_error(status: u16, value: &Value) -> Error {
         .to_string();
     match status {
         400 => Error::InvalidRequest(message),
-        _ => Error::Remote { status, message },
+        _ => server_error(status, message),
+    }
+}
+
+/// A server failure; the server's `sandbox lost: …` and `sandbox unresponsive: …` keep
+/// their meaning.
+fn server_error(status: u16, message: String) -> Error {
+    if let Some(why) = message.strip_prefix("sandbox lost: ") {
+        return Error::SandboxLost(why.to_string());
+    }
+    if let Some(why) = message.strip_prefix("sandbox unresponsive: ") {
+        return Error::SandboxUnresponsive(why.to_string());
+    }
+    Error::Remote { status, message }
+}
+
+/// The end of a stream cut before its exit event: nothing more when its last event was
+/// already the error saying why, else an error event with `why`. Never an `exit`: the
+/// program's exit code is unknown.
+fn ended_early(after_error: bool, why: impl Into<String>) -> Vec<StreamEvent> {
+    if after_error {
+        Vec::new()
+    } else {
+        vec![StreamEvent::error(why)]
     }
 }
 
@@ -349,8 +396,8 @@ impl Engine for RemoteEngine {
         }
         let bytes = resp.bytes_stream();
         let stream = futures_util::stream::unfold(
-            (bytes, String::new(), false),
-            |(mut bytes, mut buf, done)| async move {
+            (bytes, String::new(), false, false),
+            |(mut bytes, mut buf, done, after_error)| async move {
                 if done {
                     return None;
                 }
@@ -364,23 +411,25 @@ impl Engine for RemoteEngine {
                         let ended = parsed
                             .iter()
                             .any(|e| e.kind == isol8_protocol::StreamEventType::Exit);
-                        return Some((parsed, (bytes, buf, ended)));
+                        let after_error = match parsed.last() {
+                            Some(e) => e.kind == isol8_protocol::StreamEventType::Error,
+                            None => after_error,
+                        };
+                        return Some((parsed, (bytes, buf, ended, after_error)));
                     }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
                         Some(Err(e)) => {
-                            let events = vec![
-                                StreamEvent::error(format!("stream interrupted: {e}")),
-                                StreamEvent::exit(1),
-                            ];
-                            return Some((events, (bytes, buf, true)));
+                            let events =
+                                vec![StreamEvent::error(format!("stream interrupted: {e}"))];
+                            return Some((events, (bytes, buf, true, true)));
                         }
+                        // Ended before the exit event: the sandbox was lost (the server's
+                        // last event says so) or the connection broke.
                         None => {
-                            let events = vec![
-                                StreamEvent::error("the server closed the stream early"),
-                                StreamEvent::exit(1),
-                            ];
-                            return Some((events, (bytes, buf, true)));
+                            let events =
+                                ended_early(after_error, "the server closed the stream early");
+                            return Some((events, (bytes, buf, true, true)));
                         }
                     }
                 }

@@ -1,5 +1,6 @@
-//! Fault injection: sandboxes that die while they wait in the pool, and the Docker daemon
-//! restarted in the middle of an execution.
+//! Fault injection: sandboxes that die or are paused (frozen) while they wait in the pool
+//! or while they run, containers killed mid-stream, and the Docker daemon restarted in
+//! the middle of an execution.
 //!
 //! The daemon restart stops every container on the host, so it would break any test
 //! running at the same time: `daemon_restart_*` is `#[ignore]`d and run alone by
@@ -75,6 +76,185 @@ async fn a_pooled_sandbox_that_died_while_idle_is_replaced_not_used() {
     let r = run(&engine, code("bash", "echo ok")).await;
     assert_eq!((r.exit_code, r.stdout.as_str()), (0, "ok\n"), "{r:?}");
     assert_ne!(r.container_id.as_deref(), Some(idle[0].as_str()));
+    assert_clean(&engine).await;
+}
+
+/// `docker pause` on a container (what an operator or a frozen cgroup does).
+async fn pause(engine: &isol8::DockerEngine, id: &str) {
+    engine
+        .docker()
+        .pause_container(id)
+        .await
+        .unwrap_or_else(|e| panic!("pause {id}: {e}"));
+}
+
+/// Reads a stream until a stdout event containing `marker`; panics after 30 s.
+async fn until_stdout(events: &mut isol8::EventStream, marker: &str) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut out = String::new();
+        while !out.contains(marker) {
+            let ev = events.next().await.expect("the stream ended early");
+            if ev.kind == StreamEventType::Stdout {
+                out.push_str(&ev.data);
+            }
+        }
+    })
+    .await
+    .expect("the program's first output");
+}
+
+/// The only container the engine owns (the one running the execution).
+fn only_container(engine: &isol8::DockerEngine) -> String {
+    let live = engine.live_containers();
+    assert_eq!(live.len(), 1, "exactly one container: {live:?}");
+    live[0].clone()
+}
+
+/// No warm pool: the only container an engine owns is the one running its execution.
+fn unpooled() -> EngineConfig {
+    EngineConfig {
+        options: EngineOptions {
+            pool_size: Some(PoolSize::Total(0)),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Waits (at most 30 s) until the engine's only container runs a process whose command
+/// line contains `needle`, and returns the container.
+async fn running_process(engine: &isol8::DockerEngine, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let [id] = engine.live_containers().as_slice() {
+            let top = engine
+                .docker()
+                .top_processes(id, None::<bollard::query_parameters::TopOptions>)
+                .await;
+            let found = top
+                .ok()
+                .and_then(|t| t.processes)
+                .is_some_and(|ps| ps.iter().any(|p| p.iter().any(|col| col.contains(needle))));
+            if found {
+                return id.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "`{needle}` never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_pooled_sandbox_is_evicted_and_never_handed_out() {
+    let Some(engine) = engine_with(pooled(1)).await else {
+        return;
+    };
+    engine.start().await.expect("prewarm");
+    let idle = engine.live_containers();
+    assert_eq!(idle.len(), 1, "one warm sandbox: {idle:?}");
+    // Frozen while it waits for work: its agent can no longer answer.
+    pause(&engine, &idle[0]).await;
+    // Docker's event reaches the engine's watcher, which flags it and evicts it from the
+    // pool (no round trip on the warm path).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !engine.sandbox_flagged(&idle[0]) && engine.live_containers().contains(&idle[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "Docker's pause event never reached the engine"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut req = code("bash", "echo ok");
+    req.timeout_ms = Some(5_000);
+    let r = tokio::time::timeout(Duration::from_secs(60), engine.execute(req))
+        .await
+        .expect("no hang")
+        .expect("runs on a fresh sandbox, not on the frozen one");
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "ok\n"), "{r:?}");
+    assert!(!r.stderr.contains("TIMED OUT"), "{r:?}");
+    assert_ne!(r.container_id.as_deref(), Some(idle[0].as_str()));
+    // The frozen container itself is removed (force removal works on paused ones).
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_paused_mid_run_is_unresponsive_not_the_programs_timeout() {
+    let Some(engine) = engine_with(unpooled()).await else {
+        return;
+    };
+    let mut req = code("bash", "echo started; sleep 60; echo finished");
+    req.timeout_ms = Some(5_000);
+    let mut events = engine.execute_stream(req).await.expect("stream");
+    until_stdout(&mut events, "started").await;
+    let id = only_container(&engine);
+    pause(&engine, &id).await;
+    // The agent cannot enforce the timeout while frozen; the engine's watchdog fires
+    // (timeout + its grace), finds the container paused and says so.
+    let rest = tokio::time::timeout(Duration::from_secs(60), events.collect::<Vec<_>>())
+        .await
+        .expect("the run must end, not hang");
+    let last = rest.last().expect("a final event");
+    assert_eq!(last.kind, StreamEventType::Error, "{rest:?}");
+    assert!(
+        last.data.starts_with("sandbox unresponsive: ") && last.data.contains("paused"),
+        "{rest:?}"
+    );
+    assert!(
+        !rest
+            .iter()
+            .any(|e| e.kind == StreamEventType::Exit || e.data.contains("TIMED OUT")),
+        "neither an exit code nor the program's timeout: {rest:?}"
+    );
+    // Buffered, the same fault is an error, not a result with exit code 137.
+    let e2 = engine.clone();
+    let mut req = code("bash", "sleep 61");
+    req.timeout_ms = Some(5_000);
+    let buffered = tokio::spawn(async move { e2.execute(req).await });
+    let id = running_process(&engine, "sleep 61").await;
+    pause(&engine, &id).await;
+    let err = tokio::time::timeout(Duration::from_secs(60), buffered)
+        .await
+        .expect("no hang")
+        .expect("join")
+        .expect_err("a frozen sandbox is an error");
+    assert!(
+        matches!(err, isol8::Error::SandboxUnresponsive(_)),
+        "{err:?}"
+    );
+    assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_and_no_exit_code() {
+    let Some(engine) = engine_with(unpooled()).await else {
+        return;
+    };
+    let mut req = code("bash", "echo started; sleep 60; echo finished");
+    req.timeout_ms = Some(120_000);
+    let mut events = engine.execute_stream(req).await.expect("stream");
+    until_stdout(&mut events, "started").await;
+    let id = only_container(&engine);
+    engine
+        .docker()
+        .kill_container(&id, None::<bollard::query_parameters::KillContainerOptions>)
+        .await
+        .expect("kill");
+    let rest = tokio::time::timeout(Duration::from_secs(60), events.collect::<Vec<_>>())
+        .await
+        .expect("the run must end, not hang");
+    let last = rest.last().expect("a final event");
+    assert_eq!(last.kind, StreamEventType::Error, "{rest:?}");
+    assert!(
+        last.data
+            .starts_with("sandbox lost: the sandbox container stopped unexpectedly"),
+        "{rest:?}"
+    );
+    assert!(
+        !rest.iter().any(|e| e.kind == StreamEventType::Exit),
+        "no exit code is made up: {rest:?}"
+    );
+    // The engine goes on.
+    assert_eq!(run(&engine, code("bash", "echo ok")).await.stdout, "ok\n");
     assert_clean(&engine).await;
 }
 
@@ -155,9 +335,17 @@ async fn daemon_restart_mid_execution_fails_clearly_and_the_engine_recovers() {
         !rest.iter().any(|e| e.data.contains("finished")),
         "{rest:?}"
     );
-    let exit = rest.last().expect("events");
-    assert_eq!(exit.kind, StreamEventType::Exit, "{rest:?}");
-    assert_ne!(exit.data, "0");
+    // The sandbox was lost: the stream ends with that error, and no exit code is made up.
+    let last = rest.last().expect("events");
+    assert_eq!(
+        (last.kind, last.data.starts_with("sandbox lost: ")),
+        (StreamEventType::Error, true),
+        "{rest:?}"
+    );
+    assert!(
+        !rest.iter().any(|e| e.kind == StreamEventType::Exit),
+        "{rest:?}"
+    );
 
     // The same engine recovers: the dead pooled sandbox is dropped, new ones are started.
     let deadline = Instant::now() + Duration::from_secs(60);

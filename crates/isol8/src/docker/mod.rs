@@ -9,9 +9,11 @@
 
 pub mod pool;
 pub mod sandbox;
+pub mod slots;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use isol8_protocol::{
     EngineOptions, ExecutionRequest, ExecutionResult, NetworkLog, NetworkMode, Phase, StreamEvent,
     StreamEventType,
 };
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch as signal, OwnedMutexGuard, OwnedSemaphorePermit};
 
 use crate::engine::{Engine, EventStream};
 use crate::limits::SandboxSettings;
@@ -35,6 +37,7 @@ use crate::{Error, Result};
 
 pub use pool::{PoolKey, PoolStats};
 pub use sandbox::{host_config, SANDBOX_UID};
+pub use slots::Slots;
 
 /// Extra time the engine gives the agent past the request's timeout before killing the
 /// container itself.
@@ -94,13 +97,22 @@ pub struct Inner {
     host_hash: String,
     owner: String,
     live: Mutex<HashSet<String>>,
+    /// Live containers Docker reported paused, killed or dead ([`watch`]): never handed
+    /// out. Locked after `live` when both are needed.
+    flagged: Mutex<HashSet<String>>,
     stopped: AtomicBool,
-    slots: Semaphore,
-    max_concurrent: usize,
+    /// Becomes true on `stop`; dropped with the engine. Wakes queued executions and ends
+    /// the event watcher.
+    halt: signal::Sender<bool>,
+    /// The execution slots, possibly shared with other engines (`maxConcurrent`).
+    slots: Slots,
+    /// Executions of this engine launched and not yet ended (queued ones included).
+    active: AtomicUsize,
     pool: pool::Pool,
     prewarm: Vec<String>,
-    /// The persistent session's sandbox (mode `persistent`), created on first use.
-    session: tokio::sync::Mutex<Option<Session>>,
+    /// The persistent session's sandbox (mode `persistent`), created on first use. An
+    /// execution holds it from before it queues for a slot until it ends.
+    session: Arc<tokio::sync::Mutex<Option<Session>>>,
     max_file_bytes: u64,
     /// What the engine was connected with (sessions of a server start from it).
     config: EngineConfig,
@@ -127,6 +139,36 @@ impl std::fmt::Debug for Inner {
 impl Inner {
     fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// True when Docker reported the container paused, killed or dead.
+    pub(crate) fn is_flagged(&self, id: &str) -> bool {
+        self.flagged
+            .lock()
+            .map(|f| !f.is_empty() && f.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Resolves once the engine is stopped (or dropped).
+    async fn halted(&self) {
+        let mut rx = self.halt.subscribe();
+        let _ = rx.wait_for(|h| *h).await;
+    }
+}
+
+/// Counts an execution as active for as long as it lives.
+struct Active(Arc<Inner>);
+
+impl Active {
+    fn new(inner: &Arc<Inner>) -> Active {
+        inner.active.fetch_add(1, Ordering::SeqCst);
+        Active(inner.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -174,8 +216,11 @@ pub struct EngineConfig {
     pub options: EngineOptions,
     /// The runtime registry (the five built-ins by default).
     pub registry: Option<RuntimeRegistry>,
-    /// Bound on concurrent executions (default 10).
+    /// Bound on concurrent executions (default 10); ignored when `slots` is given.
     pub max_concurrent: Option<usize>,
+    /// Execution slots shared with other engines (see [`Slots`]); `None`: a budget of
+    /// `max_concurrent` of its own.
+    pub slots: Option<Slots>,
     /// Runtimes whose pools `start()` fills before returning.
     pub prewarm: Vec<String>,
     /// Largest file `put_file` / `get_file` move (default 16 MiB, at most 32 MiB).
@@ -205,27 +250,21 @@ impl EngineConfig {
     }
 }
 
-impl DockerEngine {
-    /// Connects with these options and the built-in runtimes.
-    pub async fn connect(options: EngineOptions) -> Result<Self> {
-        Self::connect_with(EngineConfig {
-            options,
-            ..Default::default()
-        })
-        .await
-    }
+/// What an engine is made of that needs no Docker daemon, checked before connecting.
+struct Parts {
+    settings: SandboxSettings,
+    host: HostConfig,
+    registry: RuntimeRegistry,
+    max_file_bytes: u64,
+}
 
-    /// Connects with full control over options, runtimes, concurrency and prewarming.
-    pub async fn connect_with(config: EngineConfig) -> Result<Self> {
+impl Parts {
+    /// Resolves and checks `config` (with its CA bundle already checked).
+    fn new(config: &EngineConfig, ca_bundle: Option<String>) -> Result<Parts> {
         let mut settings = SandboxSettings::resolve(&config.options)?;
-        settings.ca_bundle = config
-            .ca_bundle
-            .as_deref()
-            .map(check_ca_bundle)
-            .transpose()?;
+        settings.ca_bundle = ca_bundle;
         let host = host_config(&settings)?;
-        let max = config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
-        if max == 0 {
+        if config.slots.is_none() && config.max_concurrent == Some(0) {
             return Err(Error::option("maxConcurrent", "must be at least 1"));
         }
         let max_file_bytes = config
@@ -237,13 +276,46 @@ impl DockerEngine {
                 "must be between 1 byte and 32 MiB",
             ));
         }
-        let address_policy = Arc::new(crate::egress::AddressPolicy::new(&config.exempt_ranges)?);
-        let code_fetcher =
-            crate::remote_code::CodeFetcher::new(&config.remote_code, address_policy.clone())?;
         let registry = config.registry.clone().unwrap_or_default();
         for r in &config.prewarm {
             registry.get(r)?;
         }
+        Ok(Parts {
+            settings,
+            host,
+            registry,
+            max_file_bytes,
+        })
+    }
+}
+
+impl DockerEngine {
+    /// Connects with these options and the built-in runtimes.
+    pub async fn connect(options: EngineOptions) -> Result<Self> {
+        Self::connect_with(EngineConfig {
+            options,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Connects with full control over options, runtimes, concurrency and prewarming.
+    /// Removes containers orphaned by dead isol8 processes of this host first.
+    pub async fn connect_with(config: EngineConfig) -> Result<Self> {
+        // Everything that can be checked without the daemon is checked first.
+        let ca_bundle = config
+            .ca_bundle
+            .as_deref()
+            .map(check_ca_bundle)
+            .transpose()?;
+        let parts = Parts::new(&config, ca_bundle)?;
+        let address_policy = Arc::new(crate::egress::AddressPolicy::new(&config.exempt_ranges)?);
+        let code_fetcher =
+            crate::remote_code::CodeFetcher::new(&config.remote_code, address_policy.clone())?;
+        let slots = match &config.slots {
+            Some(s) => s.clone(),
+            None => Slots::new(config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT))?,
+        };
         let docker = connect().await?;
         // A crashed engine of this host may have left containers behind: remove them,
         // and the proxy socket directories of its filtered sandboxes.
@@ -256,28 +328,89 @@ impl DockerEngine {
         if let Err(e) = crate::egress::raise_open_files_limit() {
             tracing::warn!(error = %e, "cannot read the open-files limit");
         }
-        Ok(DockerEngine {
-            inner: Arc::new(Inner {
-                docker,
-                registry,
-                pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
-                settings: Arc::new(settings),
-                options: config.options.clone(),
-                host_hash: PoolKey::hash_of(&host),
-                host,
-                owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
-                live: Mutex::new(HashSet::new()),
-                stopped: AtomicBool::new(false),
-                slots: Semaphore::new(max),
-                max_concurrent: max,
-                prewarm: config.prewarm.clone(),
-                session: tokio::sync::Mutex::new(None),
-                max_file_bytes,
-                config,
-                code_fetcher,
-                address_policy,
-            }),
-        })
+        Ok(Self::assemble(
+            docker,
+            config,
+            parts,
+            address_policy,
+            code_fetcher,
+            slots,
+        ))
+    }
+
+    /// An engine with `options` (instead of this engine's) that shares this engine's
+    /// Docker client, runtimes, address policy, `codeUrl` policy, CA bundle and
+    /// execution slots: its executions count against the same `maxConcurrent`. Its
+    /// containers get an owner label of their own. No Docker call is made (no
+    /// connection, no orphan reaping), so it is cheap to create under a lock: how a
+    /// server creates its session engines.
+    pub fn sibling(&self, options: EngineOptions) -> Result<DockerEngine> {
+        let config = EngineConfig {
+            options,
+            prewarm: Vec::new(),
+            slots: Some(self.inner.slots.clone()),
+            ..self.inner.config.clone()
+        };
+        let parts = Parts::new(&config, self.inner.settings.ca_bundle.clone())?;
+        Ok(Self::assemble(
+            self.inner.docker.clone(),
+            config,
+            parts,
+            self.inner.address_policy.clone(),
+            self.inner.code_fetcher.clone(),
+            self.inner.slots.clone(),
+        ))
+    }
+
+    fn assemble(
+        docker: Docker,
+        config: EngineConfig,
+        parts: Parts,
+        address_policy: Arc<crate::egress::AddressPolicy>,
+        code_fetcher: crate::remote_code::CodeFetcher,
+        slots: Slots,
+    ) -> DockerEngine {
+        let Parts {
+            settings,
+            host,
+            registry,
+            max_file_bytes,
+        } = parts;
+        let pooled = settings.mode != isol8_protocol::options::Mode::Persistent;
+        let inner = Arc::new(Inner {
+            docker,
+            registry,
+            pool: pool::Pool::new(settings.pool_strategy, settings.pool_size),
+            settings: Arc::new(settings),
+            options: config.options.clone(),
+            host_hash: PoolKey::hash_of(&host),
+            host,
+            owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
+            live: Mutex::new(HashSet::new()),
+            flagged: Mutex::new(HashSet::new()),
+            stopped: AtomicBool::new(false),
+            halt: signal::Sender::new(false),
+            slots,
+            active: AtomicUsize::new(0),
+            prewarm: config.prewarm.clone(),
+            session: Arc::new(tokio::sync::Mutex::new(None)),
+            max_file_bytes,
+            config,
+            code_fetcher,
+            address_policy,
+        });
+        // Pooled sandboxes are watched so a paused or dead one is never handed out.
+        if pooled {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(watch::run(
+                    Arc::downgrade(&inner),
+                    inner.docker.clone(),
+                    inner.owner.clone(),
+                    inner.halt.subscribe(),
+                ));
+            }
+        }
+        DockerEngine { inner }
     }
 
     /// The Docker client.
@@ -305,14 +438,24 @@ impl DockerEngine {
         &self.inner.settings
     }
 
-    /// Executions running (or waiting for a sandbox) right now.
+    /// This engine's executions launched and not yet ended (queued for a slot, waiting
+    /// for a sandbox, or running).
     pub fn running(&self) -> usize {
         if self.inner.is_stopped() {
             return 0;
         }
-        self.inner
-            .max_concurrent
-            .saturating_sub(self.inner.slots.available_permits())
+        self.inner.active.load(Ordering::SeqCst)
+    }
+
+    /// The execution slots this engine draws from (shared with its siblings).
+    pub fn slots(&self) -> &Slots {
+        &self.inner.slots
+    }
+
+    /// True when Docker reported this engine's container `id` paused (frozen), killed or
+    /// dead: it is never handed out again (a pooled one is evicted at once).
+    pub fn sandbox_flagged(&self, id: &str) -> bool {
+        self.inner.is_flagged(id)
     }
 
     /// Containers this engine currently owns (running, pooled or being reset).
@@ -467,6 +610,8 @@ impl DockerEngine {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
+        // Active (for `running()`) from now until the run ends or this future is dropped.
+        let active = Active::new(&self.inner);
         // Empty per-request options (the server's usual case) are the engine's own
         // settings: no resolving or hashing on the warm path.
         let overrides = overrides.filter(|o| **o != EngineOptions::default());
@@ -510,28 +655,23 @@ impl DockerEngine {
             )?)),
             _ => None,
         };
+        // Queue here, before anything is returned: a request that gets no slot (or meets a
+        // stopped engine or a closed budget) is an error, not a stream that fails. A
+        // session's execution first waits for the session (executions of a session run
+        // one at a time), so it never holds a slot while it waits for its turn.
+        let session = if self.inner.settings.mode == isol8_protocol::options::Mode::Persistent {
+            Some(self.session_turn().await?)
+        } else {
+            None
+        };
+        let permit = self
+            .slot(Duration::from_millis(prepared.spec.timeout_ms))
+            .await?;
         let control = control.map(tokio::sync::Mutex::new);
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
         let runtime = prepared.runtime.name.clone();
         tokio::spawn(async move {
-            let wait = Duration::from_millis(prepared.spec.timeout_ms);
-            let permit = match tokio::time::timeout(wait, inner.slots.acquire()).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => {
-                    let _ = tx.send(Msg::Failed(Error::Stopped)).await;
-                    return;
-                }
-                Err(_) => {
-                    let _ = tx
-                        .send(Msg::Failed(Error::QueueTimeout {
-                            waited_ms: prepared.spec.timeout_ms,
-                            max_concurrent: inner.max_concurrent,
-                        }))
-                        .await;
-                    return;
-                }
-            };
             Run {
                 inner: inner.clone(),
                 tx,
@@ -542,11 +682,31 @@ impl DockerEngine {
                 egress_rules,
                 setup_tail: Mutex::new(String::new()),
             }
-            .execute(prepared)
+            .execute(prepared, session)
             .await;
             drop(permit);
+            drop(active);
         });
         Ok((rx, runtime))
+    }
+
+    /// Waits for the persistent session to be free (no other execution or transfer in
+    /// it). Refused with [`Error::Stopped`] once the engine stops or its slots close.
+    async fn session_turn(&self) -> Result<OwnedMutexGuard<Option<Session>>> {
+        tokio::select! {
+            guard = self.inner.session.clone().lock_owned() => Ok(guard),
+            _ = self.inner.halted() => Err(Error::Stopped),
+            _ = self.inner.slots.wait_closed() => Err(Error::Stopped),
+        }
+    }
+
+    /// Waits up to `wait` for an execution slot (see [`Slots`]).
+    async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit> {
+        tokio::select! {
+            biased;
+            _ = self.inner.halted() => Err(Error::Stopped),
+            permit = self.inner.slots.acquire(wait) => permit,
+        }
     }
 }
 
@@ -645,9 +805,14 @@ enum Ending {
 }
 
 impl Run {
-    async fn execute(self, prepared: Prepared) {
+    /// Runs the execution: in the persistent session when `session` is given (held by
+    /// this execution), else in a pooled sandbox.
+    async fn execute(self, prepared: Prepared, session: Option<OwnedMutexGuard<Option<Session>>>) {
         let key = PoolKey::with_hash(&prepared.image, &self.host_hash);
-        let outcome = self.drive(&key, &prepared).await;
+        let outcome = match session {
+            Some(guard) => self.drive_session(&prepared, guard).await,
+            None => self.drive(&key, &prepared).await,
+        };
         match outcome {
             Ok(summary) => {
                 let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
@@ -671,9 +836,12 @@ impl Run {
     /// Runs the execution in the persistent session's container, creating it on first
     /// use. Executions of a session run one at a time; each is a fresh process, files
     /// and installed packages stay.
-    async fn drive_session(&self, prepared: &Prepared) -> Result<Summary, Stop> {
+    async fn drive_session(
+        &self,
+        prepared: &Prepared,
+        mut guard: OwnedMutexGuard<Option<Session>>,
+    ) -> Result<Summary, Stop> {
         let runtime = &prepared.runtime.name;
-        let mut guard = self.inner.session.lock().await;
         if let Some(s) = guard.as_ref() {
             if &s.runtime != runtime {
                 return Err(Error::InvalidRequest(format!(
@@ -728,9 +896,6 @@ impl Run {
     }
 
     async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
-        if self.settings.mode == isol8_protocol::options::Mode::Persistent {
-            return self.drive_session(prepared).await;
-        }
         let runtime = &prepared.runtime.name;
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let exec = Frame::json(Kind::Exec, &prepared.spec);
@@ -810,9 +975,7 @@ impl Run {
 
     /// Stops tracking a container left for inspection (`persist`).
     fn forget(&self, id: &str) {
-        if let Ok(mut live) = self.inner.live.lock() {
-            live.remove(id);
-        }
+        sandbox::forget(&self.inner, id);
     }
 
     /// Relays the agent's frames as events until the execution ends.
@@ -849,6 +1012,13 @@ impl Run {
             };
             let frame = match next {
                 Err(_) => {
+                    // A frozen or vanished container is not the program's timeout: the
+                    // program may never have run.
+                    if let Some(e) = sb.unresponsive(&self.inner).await {
+                        tracing::warn!(container = %sb.id, error = %e, "agent missed the deadline");
+                        self.flush_texts(&mut texts, &last_phase).await?;
+                        return Err(Stop::Failed(e));
+                    }
                     tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
                     let exited = Exited {
                         exit_code: 137,
@@ -1033,7 +1203,8 @@ impl Engine for DockerEngine {
 
     async fn stop(&self) -> Result<()> {
         self.inner.stopped.store(true, Ordering::SeqCst);
-        self.inner.slots.close();
+        // Wakes this engine's queued executions (the slots may be shared: not closed).
+        self.inner.halt.send_replace(true);
         let idle = self.inner.pool.drain();
         drop(idle);
         let ids = self.live_containers();
@@ -1212,12 +1383,15 @@ async fn collect((mut rx, runtime): (mpsc::Receiver<Msg>, String)) -> Result<Exe
             Msg::Failed(e) => return Err(e),
         }
     }
-    Err(Error::Sandbox(
+    Err(Error::SandboxLost(
         "the execution ended without a result".into(),
     ))
 }
 
-/// Turns a run's messages into stream events ending with exactly one `exit`.
+/// Turns a run's messages into stream events ending with exactly one `exit` — except
+/// when the sandbox was lost ([`Error::is_sandbox_lost`]): then the last event is an
+/// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
+/// `exit` follows, since no exit code exists.
 fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
@@ -1226,16 +1400,24 @@ fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
         let events = match rx.recv().await {
             Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
             Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
+            Some(Msg::Failed(e)) if e.is_sandbox_lost() => vec![lost_event(&e)],
             Some(Msg::Failed(e)) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
-            None => vec![
-                StreamEvent::error("the execution ended without a result"),
-                StreamEvent::exit(1),
-            ],
+            None => vec![lost_event(&Error::SandboxLost(
+                "the execution ended without a result".into(),
+            ))],
         };
         Some((events, (rx, true)))
     })
     .flat_map(futures_util::stream::iter);
     Box::pin(stream)
+}
+
+/// The final `error` event of a run whose sandbox was lost.
+pub(crate) fn lost_event(e: &Error) -> StreamEvent {
+    match e {
+        Error::SandboxLost(_) | Error::SandboxUnresponsive(_) => StreamEvent::error(e.to_string()),
+        other => StreamEvent::error(format!("sandbox lost: {other}")),
+    }
 }
 
 /// Settings with the `HostConfig` they give and its pool hash.

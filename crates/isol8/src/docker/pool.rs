@@ -187,12 +187,13 @@ pub async fn acquire(
                 counted = false;
             }
             while let Some(mut sb) = slot.idle.pop() {
-                if sb.is_alive() {
+                if sb.is_alive() && !inner.is_flagged(&sb.id) {
                     return Ok((sb, true));
                 }
-                // It died while it waited (killed, OOM, Docker daemon restarted): never
-                // hand it out; remove it and look on (or start a new one below).
-                tracing::warn!(container = %sb.id, "pooled sandbox is dead; discarding it");
+                // It died or was frozen while it waited (killed, OOM, `docker pause`,
+                // Docker daemon restarted): never hand it out; remove it and look on (or
+                // start a new one below).
+                tracing::warn!(container = %sb.id, "pooled sandbox is dead or paused; discarding it");
                 let inner = inner.clone();
                 tokio::spawn(async move { sb.destroy(&inner).await });
             }
@@ -272,6 +273,28 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
         }
         replenish(&inner, &key);
     });
+}
+
+/// Takes the sandbox of container `id` out of the pool if it waits there, destroys it and
+/// refills its key (Docker reported it paused or dead). False when it was not idle.
+pub fn evict(inner: &Arc<Inner>, id: &str) -> bool {
+    let found = {
+        let mut slots = inner.pool.lock();
+        slots.iter_mut().find_map(|(key, slot)| {
+            let i = slot.idle.iter().position(|sb| sb.id == id)?;
+            Some((key.clone(), slot.idle.remove(i)))
+        })
+    };
+    let Some((key, sb)) = found else {
+        return false;
+    };
+    tracing::warn!(container = %id, "pooled sandbox was paused or died; evicting it");
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        sb.destroy(&inner).await;
+        replenish(&inner, &key);
+    });
+    true
 }
 
 /// Starts sandboxes in the background until `clean` are ready or on their way.

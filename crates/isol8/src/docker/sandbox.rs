@@ -236,7 +236,13 @@ impl Sandbox {
                     f.kind
                 )))
             }
-            Ok(Ok(None)) => return Err(sb.died(inner).await),
+            // Died before it was ever used: a failed start, not a lost run.
+            Ok(Ok(None)) => {
+                return Err(match sb.died(inner).await {
+                    Error::SandboxLost(why) => Error::Sandbox(why),
+                    e => e,
+                })
+            }
             Ok(Err(e)) => return Err(e),
         };
         let hello: Hello = hello.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
@@ -383,9 +389,39 @@ impl Sandbox {
         } else {
             format!(": {}", log.lines().last().unwrap_or(log))
         };
-        Error::Sandbox(format!(
+        Error::SandboxLost(format!(
             "the sandbox container stopped unexpectedly{code}{log}"
         ))
+    }
+
+    /// Called when the agent missed its deadline (the program's timeout plus the
+    /// watchdog's grace): asks Docker why. A paused (frozen) container is
+    /// [`Error::SandboxUnresponsive`] and a container that is no longer running is
+    /// [`Error::SandboxLost`] — neither is the program's timeout, since the program may
+    /// never have run. `None` when the container is running normally (a late agent: the
+    /// program did use up its time).
+    pub async fn unresponsive(&mut self, inner: &Inner) -> Option<Error> {
+        let state = match inner.docker.inspect_container(&self.id, None).await {
+            Ok(info) => info.state?,
+            Err(e) => {
+                return Some(match Error::docker("inspect container", e) {
+                    e @ Error::DockerUnavailable { .. } => e,
+                    e => Error::SandboxLost(format!(
+                        "the sandbox container did not answer and cannot be inspected: {e}"
+                    )),
+                })
+            }
+        };
+        let short = &self.id[..12.min(self.id.len())];
+        if state.paused == Some(true) {
+            return Some(Error::SandboxUnresponsive(format!(
+                "container {short} is paused (frozen), so its agent could not answer and the code may never have run; the sandbox is discarded, retry the execution"
+            )));
+        }
+        if state.running == Some(false) {
+            return Some(self.died(inner).await);
+        }
+        None
     }
 }
 
@@ -469,8 +505,17 @@ pub async fn remove(inner: &Inner, id: &str) {
         tracing::warn!(container = %id, error = %e, "could not remove container");
         return;
     }
+    forget(inner, id);
+}
+
+/// Stops tracking a container: it leaves the live set and the set of containers Docker
+/// flagged (the locks are taken in the order the Docker events watcher takes them).
+pub fn forget(inner: &Inner, id: &str) {
     if let Ok(mut live) = inner.live.lock() {
         live.remove(id);
+        if let Ok(mut flagged) = inner.flagged.lock() {
+            flagged.remove(id);
+        }
     }
 }
 
