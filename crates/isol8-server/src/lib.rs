@@ -147,8 +147,12 @@ impl AppState {
         })
     }
 
+    /// Checks `req` and the client's `opts` against the policy, on the settings the run
+    /// would actually get: `opts` laid over the shared engine's options and resolved.
     fn allow(&self, req: &ExecutionRequest, opts: &EngineOptions) -> Result<(), ApiError> {
-        policy::check(&self.policy, req, opts).map_err(ApiError::bad_request)
+        let merged = self.engine.settings_with(opts)?;
+        policy::check(&self.policy, req, opts, self.engine.settings(), &merged)
+            .map_err(ApiError::bad_request)
     }
 
     /// Removes idle sessions (no execution running) not used for `max_age`; checks

@@ -309,11 +309,18 @@ async fn the_server_policy_caps_what_clients_ask_for() {
         eprintln!("SKIPPED: no Docker daemon");
         return;
     };
+    drop(engine);
     let policy = isol8::config::ServerPolicy {
         max_timeout_ms: Some(2000),
         ..Default::default()
     };
-    let state = AppState::with_policy(engine, EngineOptions::default(), KEY.into(), policy);
+    // As `isol8 serve` does: defaults above a cap are lowered to it.
+    let mut options = EngineOptions::default();
+    isol8_server::policy::bound_defaults(&policy, &mut options).expect("valid policy");
+    let engine = DockerEngine::connect(options.clone())
+        .await
+        .expect("engine");
+    let state = AppState::with_policy(engine, options, KEY.into(), policy);
     let cases = [
         (
             json!({"request": {"runtime": "bash", "code": "true", "timeoutMs": 60000}}),
