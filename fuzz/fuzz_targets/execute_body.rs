@@ -3,21 +3,24 @@
 //!
 //! 1. `axum::Json::<ExecuteBody>::from_bytes` — what the server's `ApiJson` extractor
 //!    runs once the content type is checked;
-//! 2. the server's `route`: the server policy ([`isol8_server::policy::check`]) and, with a
-//!    `sessionId`, [`isol8_server::check_session_id`];
-//! 3. the engine's `launch_with`: per-request options laid over the server's
-//!    ([`merge_options`]), resolved and validated ([`SandboxSettings::resolve`]), turned
-//!    into the container's `HostConfig` ([`host_config`]) and the pool key, then the request
-//!    validated and turned into the agent's `ExecSpec` ([`prepare`]).
+//! 2. the server's `route`: per-request options laid over the server's
+//!    ([`EngineOptions::overlay`]) and resolved ([`SandboxSettings::resolve`]) as
+//!    `DockerEngine::settings_with` does, the server policy checked on that result
+//!    ([`isol8_server::policy::check`]) and, with a `sessionId`,
+//!    [`isol8_server::check_session_id`];
+//! 3. the engine's `launch_with`: the same settings turned into the container's
+//!    `HostConfig` ([`host_config`]) and the pool key, then the request validated and
+//!    turned into the agent's `ExecSpec` ([`prepare`]).
 //!
 //! Properties: nothing panics; whatever passes keeps every path inside `/sandbox`, carries
 //! no NUL byte into argv or the environment, never grants what the default policy refuses
-//! (host network, another image, a weaker seccomp mode, a kept container), and its
-//! `ExecSpec` reaches the agent intact through the frame codec.
+//! (host network, another image, a weaker seccomp mode, a kept container, more than the
+//! server's own limits, a limit Docker would read as "none"), and its `ExecSpec` reaches
+//! the agent intact through the frame codec.
 
 #![no_main]
 
-use isol8::docker::{host_config, merge_options, PoolKey};
+use isol8::docker::{host_config, PoolKey};
 use isol8::limits::SandboxSettings;
 use isol8::prepare::prepare;
 use isol8::RuntimeRegistry;
@@ -43,8 +46,13 @@ fuzz_target!(|data: &[u8]| {
     };
     // The server's own options: those of a server started without a configuration file.
     let server = EngineOptions::default();
+    let own = SandboxSettings::resolve(&server).expect("the default options are valid");
     let options = body.options.clone().unwrap_or_default();
-    if isol8_server::policy::check(&Default::default(), &body.request, &options).is_err() {
+    let Ok(checked) = SandboxSettings::resolve(&server.overlay(&options)) else {
+        return;
+    };
+    let policy = Default::default();
+    if isol8_server::policy::check(&policy, &body.request, &options, &own, &checked).is_err() {
         return;
     }
     let (merged, client_options) = match body.session_id.as_deref() {
@@ -58,13 +66,13 @@ fuzz_target!(|data: &[u8]| {
                 mode: Some(Mode::Persistent),
                 ..server.clone()
             };
-            (merge_options(&session, &EngineOptions::default()), false)
+            (session.overlay(&EngineOptions::default()), false)
         }
         None => {
             if options.mode == Some(Mode::Persistent) {
                 return;
             }
-            (merge_options(&server, &options), true)
+            (server.overlay(&options), true)
         }
     };
     let Ok(settings) = SandboxSettings::resolve(&merged) else {
@@ -91,7 +99,20 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(settings.mode, Mode::Ephemeral);
         assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(settings, checked, "the policy saw what runs");
+        // Without a policy, at most the server's own limits.
+        assert!(settings.memory_bytes <= own.memory_bytes);
+        assert!(settings.nano_cpus <= own.nano_cpus);
+        assert!(settings.pids_limit <= own.pids_limit);
+        assert!(settings.max_output <= own.max_output);
+        assert!(settings.sandbox_bytes <= own.sandbox_bytes);
+        assert!(settings.tmp_bytes <= own.tmp_bytes);
+        assert!(body.request.timeout_ms.unwrap_or(settings.timeout_ms) <= own.timeout_ms);
     }
+    // Never a value Docker reads as "no limit".
+    assert!(host.nano_cpus.is_some_and(|n| n >= 10_000_000));
+    assert!(host.pids_limit.is_some_and(|n| n >= 1));
+    assert!(host.memory.is_some_and(|n| n >= 6 << 20));
     assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
 
     // Paths stay in /sandbox, normalised.

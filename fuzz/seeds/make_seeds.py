@@ -88,6 +88,11 @@ bodies = {
     "rejected_policy": {"request": {"runtime": "python", "code": "1"},
                         "options": {"network": "host", "image": "alpine", "persist": True,
                                     "security": {"seccomp": "unconfined", "runtime": "runsc"}}},
+    "empty_objects": {"request": {"runtime": "bash", "code": "true"},
+                      "options": {"security": {}, "networkFilter": {}}},
+    "unlimited_limits": {"request": {"runtime": "bash", "code": "true", "timeoutMs": 86400000},
+                         "options": {"cpuLimit": 4e-10, "pidsLimit": 0, "memoryLimit": "16g",
+                                     "maxOutputSize": 1099511627776}},
 }
 for name, body in bodies.items():
     write("execute_body", name + ".json", json.dumps(body, indent=1).encode())

@@ -631,7 +631,17 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         home.as_deref(),
     )
     .await?;
-    let engine_config = isol8::docker::EngineConfig::from_config(&loaded.config);
+    let mut engine_config = isol8::docker::EngineConfig::from_config(&loaded.config);
+    // Clients get at most the server's own settings unless serverPolicy raises a cap;
+    // defaults above a cap are lowered to it, so a request leaving a field out fits.
+    let lowered = isol8_server::policy::bound_defaults(
+        &loaded.config.server_policy,
+        &mut engine_config.options,
+    )
+    .map_err(anyhow::Error::msg)?;
+    for line in lowered {
+        eprintln!("note: {line}");
+    }
     let options = engine_config.options.clone();
     let engine = isol8::DockerEngine::connect_with(engine_config).await?;
     let (keys, keys_desc) = match keys {

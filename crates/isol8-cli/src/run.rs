@@ -33,10 +33,10 @@ pub struct RunArgs {
     /// Memory limit, e.g. 512m.
     #[arg(long)]
     pub memory: Option<String>,
-    /// CPU limit as a fraction of cores, e.g. 0.5.
+    /// CPU limit as a fraction of cores, e.g. 0.5 (at least 0.01).
     #[arg(long, allow_negative_numbers = true)]
     pub cpu: Option<f64>,
-    /// Process limit.
+    /// Process limit (at least 1).
     #[arg(long, allow_negative_numbers = true)]
     pub pids: Option<i64>,
     /// Size of the /sandbox tmpfs, e.g. 512m.

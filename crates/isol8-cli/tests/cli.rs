@@ -132,6 +132,27 @@ fn bad_input_is_one_error_line_before_anything_runs() {
             vec!["run", "-r", "python", "-e", "1", "--cpu", "-2"],
             "cpuLimit",
         ),
+        // Values Docker would read as "no limit" (0 nano-CPUs, pids 0 / -1).
+        (
+            vec!["run", "-r", "python", "-e", "1", "--cpu", "4e-10"],
+            "between 0.01 and 1024",
+        ),
+        (
+            vec!["run", "-r", "python", "-e", "1", "--pids", "0"],
+            "pidsLimit",
+        ),
+        (
+            vec!["run", "-r", "python", "-e", "1", "--pids", "-1"],
+            "pidsLimit",
+        ),
+        (
+            vec!["run", "-r", "python", "-e", "1", "--memory", "0"],
+            "memoryLimit",
+        ),
+        (
+            vec!["run", "-r", "python", "-e", "1", "--max-output", "0"],
+            "maxOutputSize",
+        ),
         (
             vec!["run", "missing-file.py"],
             "cannot read `missing-file.py`",

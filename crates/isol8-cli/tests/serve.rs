@@ -413,7 +413,8 @@ fn database_keys_tenants_and_login_against_a_real_server() {
     );
     assert_eq!(status, 200, "{r}");
 
-    // Sessions are per tenant: B sees none and gets 404 for A's.
+    // Session ids are per tenant: B sees none of A's, and its own "sa" is another
+    // session in another container, which A does not see either.
     let (_, v) = call(&s, "GET", "/sessions", key_a, None);
     assert_eq!(session_ids(&v), vec!["sa"]);
     let (_, v) = call(&s, "GET", "/sessions", key_b, None);
@@ -425,25 +426,31 @@ fn database_keys_tenants_and_login_against_a_real_server() {
         key_b,
         None,
     );
-    assert_eq!(status, 404);
-    let (status, _) = call(
+    assert_eq!(status, 404, "B has no session `sa` yet, whatever A has");
+    let (status, v) = call(
         &s,
         "POST",
         "/execute",
         key_b,
         Some(
-            json!({"request": {"runtime": "bash", "code": "cat /sandbox/who"}, "sessionId": "sa"}),
+            json!({"request": {"runtime": "bash", "code": "cat /sandbox/who || echo b > /sandbox/who"}, "sessionId": "sa"}),
         ),
     );
-    assert_eq!(status, 404);
-    let (status, v) = call(
-        &s,
-        "GET",
-        "/file?sessionId=sa&path=/sandbox/who",
-        key_a,
-        None,
+    assert_eq!((status, v["stdout"].as_str()), (200, Some("")), "{v}");
+    assert!(
+        v["stderr"]
+            .as_str()
+            .is_some_and(|e| e.contains("No such file")),
+        "B must not see A's file: {v}"
     );
-    assert_eq!((status, v), (200, json!({"content": "YQo="})));
+    let (_, v) = call(&s, "GET", "/sessions", key_b, None);
+    assert_eq!(session_ids(&v), vec!["sa"]);
+    for (key, content) in [(key_a, "YQo="), (key_b, "Ygo=")] {
+        let (status, v) = call(&s, "GET", "/file?sessionId=sa&path=/sandbox/who", key, None);
+        assert_eq!((status, v), (200, json!({"content": content})));
+    }
+    let (status, _) = call(&s, "DELETE", "/session/sa", key_b, None);
+    assert_eq!(status, 200);
 
     // Database keys may not manage keys or clean up.
     for (method, path) in [

@@ -54,6 +54,44 @@ pub struct NetworkFilter {
     /// Hosts matching any of these are blocked (wins over the whitelist).
     #[serde(default)]
     pub blacklist: Vec<String>,
+    /// Further whitelists, each of which must also admit a host (one of its patterns
+    /// matches). When options are laid over others ([`EngineOptions::overlay`]) a second
+    /// whitelist lands here, so it narrows what the first admits instead of widening it.
+    /// Empty lists admit every host and are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub narrowing_whitelists: Vec<Vec<String>>,
+}
+
+impl NetworkFilter {
+    /// Every non-empty whitelist: a host is admitted only if each of them admits it.
+    pub fn whitelists(&self) -> impl Iterator<Item = &Vec<String>> {
+        std::iter::once(&self.whitelist)
+            .chain(&self.narrowing_whitelists)
+            .filter(|w| !w.is_empty())
+    }
+
+    /// `over` laid on `self` so that it can only narrow: the blacklists are joined, and a
+    /// host must pass every whitelist of both (an empty one admits every host).
+    pub fn narrowed_by(&self, over: &NetworkFilter) -> NetworkFilter {
+        let mut blacklist = self.blacklist.clone();
+        for p in &over.blacklist {
+            if !blacklist.contains(p) {
+                blacklist.push(p.clone());
+            }
+        }
+        let mut whitelists: Vec<Vec<String>> = Vec::new();
+        for w in self.whitelists().chain(over.whitelists()) {
+            if !whitelists.contains(w) {
+                whitelists.push(w.clone());
+            }
+        }
+        let mut layers = whitelists.into_iter();
+        NetworkFilter {
+            whitelist: layers.next().unwrap_or_default(),
+            blacklist,
+            narrowing_whitelists: layers.collect(),
+        }
+    }
 }
 
 /// How pooled containers are recycled.
@@ -121,6 +159,20 @@ pub struct SecurityOptions {
     pub runtime: Option<String>,
 }
 
+impl SecurityOptions {
+    /// `over` laid on `self` field by field: a field `over` leaves unset keeps `self`'s.
+    pub fn overlay(&self, over: &SecurityOptions) -> SecurityOptions {
+        SecurityOptions {
+            seccomp: over.seccomp.or(self.seccomp),
+            custom_profile_path: over
+                .custom_profile_path
+                .clone()
+                .or_else(|| self.custom_profile_path.clone()),
+            runtime: over.runtime.clone().or_else(|| self.runtime.clone()),
+        }
+    }
+}
+
 /// Engine options; `None` means "use the configured default".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -141,10 +193,11 @@ pub struct EngineOptions {
     /// Memory limit such as `512m` (k/m/g suffixes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
-    /// CPU limit as a fraction of cores.
+    /// CPU limit as a fraction of cores, at least 0.01 (a smaller value would round to
+    /// 0 nano-CPUs, which Docker reads as "no limit").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<f64>,
-    /// Maximum number of processes.
+    /// Maximum number of processes, at least 1 (0 and -1 mean "unlimited" to Docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
     /// Mount the root filesystem read-only.
@@ -182,9 +235,170 @@ pub struct EngineOptions {
     pub persist: Option<bool>,
 }
 
+impl EngineOptions {
+    /// `over` laid on `self`: how per-request options (a server client's `options`, the
+    /// library's `execute_with`) are applied to an engine's. The one place options are
+    /// combined; every field is merged on its own, so leaving a field out — or sending an
+    /// empty object such as `security: {}` — never removes what `self` set:
+    ///
+    /// * values `over` sets win (`timeoutMs`, `memoryLimit`, `network`, …); whether a
+    ///   client may change them is the server policy's decision, taken on the result;
+    /// * `security` is merged field by field (an unset `runtime` keeps `self`'s);
+    /// * `networkFilter` can only narrow: blacklists are joined and both whitelists
+    ///   must admit a host ([`NetworkFilter::narrowed_by`]);
+    /// * `secrets` are joined (`over`'s value wins for the same name);
+    /// * `poolStrategy` and `poolSize` stay `self`'s: pools belong to the engine.
+    pub fn overlay(&self, over: &EngineOptions) -> EngineOptions {
+        let mut secrets = self.secrets.clone();
+        secrets.extend(over.secrets.clone());
+        let network_filter = match (&self.network_filter, &over.network_filter) {
+            (Some(base), Some(over)) => Some(base.narrowed_by(over)),
+            (base, over) => base.clone().or_else(|| over.clone()),
+        };
+        let security = match (&self.security, &over.security) {
+            (Some(base), Some(over)) => Some(base.overlay(over)),
+            (base, over) => base.clone().or_else(|| over.clone()),
+        };
+        EngineOptions {
+            mode: over.mode.or(self.mode),
+            network: over.network.or(self.network),
+            network_filter,
+            timeout_ms: over.timeout_ms.or(self.timeout_ms),
+            memory_limit: over
+                .memory_limit
+                .clone()
+                .or_else(|| self.memory_limit.clone()),
+            cpu_limit: over.cpu_limit.or(self.cpu_limit),
+            pids_limit: over.pids_limit.or(self.pids_limit),
+            readonly_root_fs: over.readonly_root_fs.or(self.readonly_root_fs),
+            sandbox_size: over
+                .sandbox_size
+                .clone()
+                .or_else(|| self.sandbox_size.clone()),
+            tmp_size: over.tmp_size.clone().or_else(|| self.tmp_size.clone()),
+            max_output_size: over.max_output_size.or(self.max_output_size),
+            secrets,
+            image: over.image.clone().or_else(|| self.image.clone()),
+            log_network: over.log_network.or(self.log_network),
+            pool_strategy: self.pool_strategy,
+            pool_size: self.pool_size,
+            security,
+            persist: over.persist.or(self.persist),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn filter(white: &[&str], black: &[&str]) -> NetworkFilter {
+        NetworkFilter {
+            whitelist: white.iter().map(|s| s.to_string()).collect(),
+            blacklist: black.iter().map(|s| s.to_string()).collect(),
+            narrowing_whitelists: Vec::new(),
+        }
+    }
+
+    fn operator() -> EngineOptions {
+        EngineOptions {
+            network_filter: Some(filter(&["^pypi\\.org$"], &["^evil\\.example$"])),
+            security: Some(SecurityOptions {
+                seccomp: Some(SeccompMode::Strict),
+                custom_profile_path: None,
+                runtime: Some("runsc".into()),
+            }),
+            memory_limit: Some("256m".into()),
+            secrets: BTreeMap::from([("A".into(), "1".into())]),
+            pool_strategy: Some(PoolStrategy::Secure),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_objects_in_the_overlay_remove_nothing() {
+        let base = operator();
+        let over: EngineOptions =
+            serde_json::from_str(r#"{"security": {}, "networkFilter": {}}"#).expect("json");
+        let merged = base.overlay(&over);
+        assert_eq!(
+            merged.security, base.security,
+            "security: {{}} dropped fields"
+        );
+        assert_eq!(
+            merged.network_filter, base.network_filter,
+            "networkFilter: {{}}"
+        );
+        assert_eq!(base.overlay(&EngineOptions::default()), base);
+        // Unset on the base side: the overlay's own values apply.
+        let alone = EngineOptions::default().overlay(&over);
+        assert_eq!(alone.security, Some(SecurityOptions::default()));
+    }
+
+    #[test]
+    fn security_is_merged_field_by_field() {
+        let over = EngineOptions {
+            security: Some(SecurityOptions {
+                seccomp: Some(SeccompMode::Unconfined),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sec = operator().overlay(&over).security.expect("security");
+        assert_eq!(sec.runtime.as_deref(), Some("runsc"), "runtime kept");
+        assert_eq!(
+            sec.seccomp,
+            Some(SeccompMode::Unconfined),
+            "the change is visible to the policy"
+        );
+    }
+
+    #[test]
+    fn a_client_filter_adds_blacklist_entries_and_narrows_the_whitelist() {
+        let over = EngineOptions {
+            network_filter: Some(filter(&["^files\\.pythonhosted\\.org$"], &["^pypi\\.org$"])),
+            ..Default::default()
+        };
+        let f = operator().overlay(&over).network_filter.expect("filter");
+        assert_eq!(f.blacklist, ["^evil\\.example$", "^pypi\\.org$"]);
+        assert_eq!(
+            f.whitelist,
+            ["^pypi\\.org$"],
+            "the operator's whitelist stays first"
+        );
+        assert_eq!(
+            f.narrowing_whitelists,
+            [vec!["^files\\.pythonhosted\\.org$".to_string()]]
+        );
+        let all: Vec<_> = f.whitelists().collect();
+        assert_eq!(all.len(), 2, "both must admit a host");
+        // Without an operator whitelist the client's is the only one.
+        let open = NetworkFilter::default().narrowed_by(&filter(&["^a$"], &[]));
+        assert_eq!(
+            (open.whitelist, open.narrowing_whitelists),
+            (vec!["^a$".to_string()], vec![])
+        );
+        // A narrowed filter sent on again keeps every layer (the remote CLI does this).
+        let json = serde_json::to_string(&f).expect("serialize");
+        let back: NetworkFilter = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, f);
+        assert_eq!(NetworkFilter::default().narrowed_by(&back), f);
+    }
+
+    #[test]
+    fn scalars_of_the_overlay_win_and_pools_stay_the_engines() {
+        let over = EngineOptions {
+            memory_limit: Some("1g".into()),
+            secrets: BTreeMap::from([("A".into(), "2".into()), ("B".into(), "3".into())]),
+            pool_strategy: Some(PoolStrategy::Fast),
+            ..Default::default()
+        };
+        let m = operator().overlay(&over);
+        assert_eq!(m.memory_limit.as_deref(), Some("1g"));
+        assert_eq!(m.pool_strategy, Some(PoolStrategy::Secure));
+        assert_eq!(m.secrets.len(), 2);
+        assert_eq!(m.secrets["A"], "2");
+    }
 
     #[test]
     fn pool_size_accepts_number_or_split() {

@@ -95,10 +95,17 @@ impl Default for ServerSettings {
     }
 }
 
-/// One persistent session.
+/// Sessions are keyed by tenant and id: each tenant has its own namespace of session
+/// ids, so two tenants may both use `job-1` and neither can observe the other's.
+type SessionKey = (String, String);
+
+fn session_key(caller: &Caller, id: &str) -> SessionKey {
+    (caller.tenant.clone(), id.to_string())
+}
+
+/// One persistent session (its tenant is the first half of its key).
 struct Session {
     engine: DockerEngine,
-    owner: String,
     last_accessed: chrono::DateTime<chrono::Utc>,
 }
 
@@ -108,7 +115,7 @@ pub struct AppState {
     options: EngineOptions,
     master_key: String,
     /// Held only for map operations, never across a Docker call.
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<HashMap<SessionKey, Session>>,
     policy: isol8::config::ServerPolicy,
     keys: Option<keys::Keys>,
     body_timeout: Duration,
@@ -175,8 +182,12 @@ impl AppState {
         })
     }
 
+    /// Checks `req` and the client's `opts` against the policy, on the settings the run
+    /// would actually get: `opts` laid over the shared engine's options and resolved.
     fn allow(&self, req: &ExecutionRequest, opts: &EngineOptions) -> Result<(), ApiError> {
-        policy::check(&self.policy, req, opts).map_err(ApiError::bad_request)
+        let merged = self.engine.settings_with(opts)?;
+        policy::check(&self.policy, req, opts, self.engine.settings(), &merged)
+            .map_err(ApiError::bad_request)
     }
 
     /// Removes idle sessions (no execution running) not used for `max_age`; checks
@@ -198,9 +209,9 @@ impl AppState {
     pub async fn prune(&self, max_age: Duration) -> usize {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-        let expired: Vec<(String, Session)> = {
+        let expired: Vec<(SessionKey, Session)> = {
             let mut sessions = self.sessions.lock().await;
-            let ids: Vec<String> = sessions
+            let ids: Vec<SessionKey> = sessions
                 .iter()
                 .filter(|(_, s)| s.engine.running() == 0 && s.last_accessed < cutoff)
                 .map(|(id, _)| id.clone())
@@ -210,8 +221,8 @@ impl AppState {
                 .collect()
         };
         let n = expired.len();
-        for (id, s) in expired {
-            tracing::info!(session = %id, "pruning idle session");
+        for ((tenant, id), s) in expired {
+            tracing::info!(session = %id, tenant = %tenant, "pruning idle session");
             let _ = s.engine.stop().await;
         }
         n
@@ -641,12 +652,11 @@ async fn session_engine(
     create: bool,
 ) -> Result<DockerEngine, ApiError> {
     check_session_id(id)?;
+    let key = session_key(caller, id);
     let mut sessions = state.sessions.lock().await;
-    if let Some(s) = sessions.get_mut(id) {
-        // Another tenant's session does not exist as far as this caller can tell.
-        if s.owner != caller.tenant {
-            return Err(ApiError::not_found(format!("session `{id}` not found")));
-        }
+    // Only the caller's tenant's sessions are looked at: another tenant's `id` is not
+    // there, busy or not.
+    if let Some(s) = sessions.get_mut(&key) {
         s.last_accessed = chrono::Utc::now();
         return Ok(s.engine.clone());
     }
@@ -666,12 +676,7 @@ async fn session_engine(
         .policy
         .max_sessions_per_tenant
         .map_or(DEFAULT_MAX_SESSIONS_PER_TENANT, |n| n as usize);
-    if sessions
-        .values()
-        .filter(|s| s.owner == caller.tenant)
-        .count()
-        >= max_tenant
-    {
+    if sessions.keys().filter(|(t, _)| *t == caller.tenant).count() >= max_tenant {
         return Err(ApiError::too_many(format!(
             "you hold the maximum of {max_tenant} sessions per tenant (serverPolicy.maxSessionsPerTenant); delete one or retry later"
         )));
@@ -683,10 +688,9 @@ async fn session_engine(
         ..state.options.clone()
     })?;
     sessions.insert(
-        id.to_string(),
+        key,
         Session {
             engine: engine.clone(),
-            owner: caller.tenant.clone(),
             last_accessed: chrono::Utc::now(),
         },
     );
@@ -947,8 +951,8 @@ async fn list_sessions(
     let sessions = state.sessions.lock().await;
     let mut list: Vec<SessionInfo> = sessions
         .iter()
-        .filter(|(_, s)| s.owner == caller.tenant)
-        .map(|(id, s)| SessionInfo {
+        .filter(|((tenant, _), _)| *tenant == caller.tenant)
+        .map(|((_, id), s)| SessionInfo {
             id: id.clone(),
             is_active: s.engine.running() > 0,
             last_accessed_at: s
@@ -965,13 +969,11 @@ async fn delete_session(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let removed = {
-        let mut sessions = state.sessions.lock().await;
-        match sessions.get(&id) {
-            Some(s) if s.owner == caller.tenant => sessions.remove(&id),
-            _ => None,
-        }
-    };
+    let removed = state
+        .sessions
+        .lock()
+        .await
+        .remove(&session_key(&caller, &id));
     if let Some(s) = removed {
         s.engine.stop().await?;
     }

@@ -309,11 +309,18 @@ async fn the_server_policy_caps_what_clients_ask_for() {
         eprintln!("SKIPPED: no Docker daemon");
         return;
     };
+    drop(engine);
     let policy = isol8::config::ServerPolicy {
         max_timeout_ms: Some(2000),
         ..Default::default()
     };
-    let state = AppState::with_policy(engine, EngineOptions::default(), KEY.into(), policy);
+    // As `isol8 serve` does: defaults above a cap are lowered to it.
+    let mut options = EngineOptions::default();
+    isol8_server::policy::bound_defaults(&policy, &mut options).expect("valid policy");
+    let engine = DockerEngine::connect(options.clone())
+        .await
+        .expect("engine");
+    let state = AppState::with_policy(engine, options, KEY.into(), policy);
     let cases = [
         (
             json!({"request": {"runtime": "bash", "code": "true", "timeoutMs": 60000}}),
@@ -579,22 +586,20 @@ async fn sessions_belong_to_the_tenant_that_created_them() {
         post(
             "/execute",
             Some(key),
-            json!({"request": {"runtime": "bash", "code": code}, "sessionId": "shared-name"})
-                .to_string(),
+            json!({"request": {"runtime": "bash", "code": code}, "sessionId": "job-1"}).to_string(),
         )
     };
+    let file = "/file?sessionId=job-1&path=/sandbox/owner";
+    // Before alpha has the id, beta's view of it; it must not change once alpha has it.
+    let beta_before = call(&state, get(file, &b)).await;
+    assert_eq!(beta_before.0, StatusCode::NOT_FOUND, "{beta_before:?}");
+
     let (status, v) = call(&state, run(&a, "echo alpha > /sandbox/owner")).await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    let alpha_container = v["containerId"].clone();
 
-    // Another tenant cannot see, use, read or take over the session.
-    let (status, v) = call(&state, run(&b, "cat /sandbox/owner")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
-    let (status, _) = call(
-        &state,
-        get("/file?sessionId=shared-name&path=/sandbox/owner", &b),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Beta cannot tell that alpha uses the id: same answer as before.
+    assert_eq!(call(&state, get(file, &b)).await, beta_before);
     assert_eq!(
         call(&state, get("/sessions", &b)).await,
         (StatusCode::OK, json!({"sessions": []}))
@@ -604,30 +609,59 @@ async fn sessions_belong_to_the_tenant_that_created_them() {
         (StatusCode::OK, json!({"sessions": []})),
         "the master key is a tenant of its own"
     );
-    // Deleting someone else's session is a no-op that reveals nothing.
-    let (status, _) = call(&state, delete("/session/shared-name", &b)).await;
+    // Deleting "job-1" as beta touches only beta's namespace.
+    let (status, _) = call(&state, delete("/session/job-1", &b)).await;
     assert_eq!(status, StatusCode::OK);
 
-    // Every key of the owning tenant shares it.
-    let (_, v) = call(&state, get("/sessions", &a2)).await;
-    let ids: Vec<&str> = v["sessions"]
-        .as_array()
-        .expect("sessions")
-        .iter()
-        .filter_map(|s| s["id"].as_str())
-        .collect();
-    assert_eq!(ids, vec!["shared-name"]);
+    // Beta may use the same id: its own session, in its own container, alpha's unseen.
+    let (status, v) = call(
+        &state,
+        run(
+            &b,
+            "cat /sandbox/owner 2>/dev/null || echo none; echo beta > /sandbox/owner",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("none\n")),
+        "{v}"
+    );
+    assert_ne!(v["containerId"], alpha_container);
+    let (_, v) = call(&state, run(&b, "cat /sandbox/owner")).await;
+    assert_eq!(v["stdout"], "beta\n");
+
+    // Every key of the owning tenant shares alpha's, untouched by beta.
     let (status, v) = call(&state, run(&a2, "cat /sandbox/owner")).await;
     assert_eq!(
         (status, v["stdout"].as_str()),
         (StatusCode::OK, Some("alpha\n"))
     );
-    let (status, _) = call(&state, delete("/session/shared-name", &a)).await;
+    assert_eq!(v["containerId"], alpha_container);
+    for key in [&a, &a2, &b] {
+        let (_, v) = call(&state, get("/sessions", key)).await;
+        let ids: Vec<&str> = v["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, vec!["job-1"], "each tenant lists its own");
+    }
+    assert_eq!(
+        call(&state, get(file, &b)).await,
+        (StatusCode::OK, json!({"content": "YmV0YQo="}))
+    );
+
+    // Deleting as alpha leaves beta's session alone.
+    let (status, _) = call(&state, delete("/session/job-1", &a)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         call(&state, get("/sessions", &a)).await,
         (StatusCode::OK, json!({"sessions": []}))
     );
+    let (_, v) = call(&state, run(&b, "cat /sandbox/owner")).await;
+    assert_eq!(v["stdout"], "beta\n");
     state.shutdown().await;
 }
 

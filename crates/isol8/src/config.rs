@@ -45,7 +45,7 @@ pub struct Defaults {
     pub timeout_ms: Option<u64>,
     /// Memory limit such as `512m`.
     pub memory_limit: Option<String>,
-    /// CPU limit as a fraction of cores.
+    /// CPU limit as a fraction of cores (at least 0.01).
     pub cpu_limit: Option<f64>,
     /// Network mode.
     pub network: Option<NetworkMode>,
@@ -55,7 +55,7 @@ pub struct Defaults {
     pub tmp_size: Option<String>,
     /// Read-only root filesystem.
     pub readonly_root_fs: Option<bool>,
-    /// Process limit.
+    /// Process limit (at least 1).
     pub pids_limit: Option<i64>,
     /// Cap on stdout and on stderr, in bytes.
     pub max_output_size: Option<u64>,
@@ -86,6 +86,7 @@ impl NetworkConfig {
         NetworkFilter {
             whitelist: self.whitelist.clone(),
             blacklist: self.blacklist.clone(),
+            narrowing_whitelists: Vec::new(),
         }
     }
 }
@@ -164,26 +165,45 @@ pub struct AuthConfig {
 }
 
 /// Caps on what server clients may request (`serverPolicy`).
+///
+/// Every cap has a default: without it, a client may ask for at most the server's own
+/// setting (its `defaults.*`, else the engine default: 30000 ms, `512m`, 1 CPU, 64
+/// processes, 1 MiB of output per stream, `512m` `/sandbox`, `256m` `/tmp`), so a server
+/// started without a policy is bounded too. A cap may raise that; a value the server
+/// itself uses is always accepted. Caps apply to what the request would actually run
+/// with (the client's `options` laid over the server's), and a client can never remove
+/// the server's OCI runtime, seccomp profile or network rules by leaving them out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerPolicy {
-    /// Largest `timeoutMs`.
+    /// Largest `timeoutMs` (request or options), in milliseconds (default: the server's
+    /// `defaults.timeoutMs`, else 30000).
     pub max_timeout_ms: Option<u64>,
-    /// Largest `memoryLimit`.
+    /// Largest `memoryLimit`, such as `1g` (default: the server's `defaults.memoryLimit`,
+    /// else `512m`).
     pub max_memory_limit: Option<String>,
-    /// Largest `cpuLimit`.
+    /// Largest `cpuLimit`, in cores (default: the server's `defaults.cpuLimit`, else 1).
+    /// Every CPU limit is at least 0.01.
     pub max_cpu_limit: Option<f64>,
-    /// Largest `pidsLimit`.
+    /// Largest `pidsLimit` (default: the server's `defaults.pidsLimit`, else 64).
     pub max_pids_limit: Option<i64>,
-    /// Largest `maxOutputSize`.
+    /// Largest `maxOutputSize`, in bytes per stream (default: the server's
+    /// `defaults.maxOutputSize`, else 1048576). This also bounds the server's memory per
+    /// buffered `/execute`.
     pub max_output_size: Option<u64>,
-    /// Network modes clients may pick (default `none` and `filtered`).
+    /// Largest `sandboxSize` (default: the server's `defaults.sandboxSize`, else `512m`).
+    pub max_sandbox_size: Option<String>,
+    /// Largest `tmpSize` (default: the server's `defaults.tmpSize`, else `256m`).
+    pub max_tmp_size: Option<String>,
+    /// Network modes clients may pick besides the server's own (default `none` and
+    /// `filtered`; `host` also needs `allowHostNetwork`).
     pub allowed_networks: Option<Vec<NetworkMode>>,
     /// Let clients pick `host` networking.
     pub allow_host_network: Option<bool>,
     /// Let clients pick their own `image`.
     pub allow_custom_image: Option<bool>,
-    /// Seccomp modes clients may pick (default `strict` only).
+    /// Seccomp modes clients may pick besides the server's own `security.seccomp`
+    /// (default: none — clients keep the server's mode).
     pub allowed_seccomp: Option<Vec<SeccompMode>>,
     /// Let clients ask for a writable root filesystem (`readonlyRootFs: false`; default
     /// no). Such sandboxes are never reused: each serves one execution.

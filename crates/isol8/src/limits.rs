@@ -18,6 +18,25 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
 /// Largest timeout accepted (24 h).
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Default memory limit.
+pub const DEFAULT_MEMORY: &str = "512m";
+/// Smallest memory limit accepted, in bytes (Docker's minimum, 6 MiB).
+pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+/// Default CPU limit, in cores.
+pub const DEFAULT_CPU: f64 = 1.0;
+/// Smallest CPU limit accepted, in cores (Docker's minimum). A smaller positive value
+/// would round to 0 nano-CPUs, which Docker reads as "no limit".
+pub const MIN_CPU: f64 = 0.01;
+/// Largest CPU limit accepted, in cores.
+pub const MAX_CPU: f64 = 1024.0;
+/// Default process limit.
+pub const DEFAULT_PIDS: i64 = 64;
+/// Smallest process limit accepted (0 and -1 would mean "unlimited" to Docker).
+pub const MIN_PIDS: i64 = 1;
+/// Default size of `/sandbox`.
+pub const DEFAULT_SANDBOX_SIZE: &str = "512m";
+/// Default size of `/tmp`.
+pub const DEFAULT_TMP_SIZE: &str = "256m";
 
 /// Fully resolved settings of a sandbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +53,10 @@ pub struct SandboxSettings {
     pub timeout_ms: u64,
     /// Memory limit in bytes (swap may not exceed it: memory+swap = memory).
     pub memory_bytes: i64,
-    /// CPU limit in billionths of a core.
+    /// CPU limit in billionths of a core (at least [`MIN_CPU`] cores: never 0, which
+    /// Docker reads as "no limit").
     pub nano_cpus: i64,
-    /// Process limit.
+    /// Process limit (at least [`MIN_PIDS`]: never 0 or -1, "unlimited" to Docker).
     pub pids_limit: i64,
     /// Read-only root filesystem.
     pub readonly_root_fs: bool,
@@ -119,29 +139,28 @@ pub fn parse_size(field: &str, value: &str) -> Result<u64> {
 
 impl SandboxSettings {
     /// Resolves `opts` (missing values take SPEC defaults) and validates every value.
+    ///
+    /// No value may mean "unlimited" to Docker or the kernel: the CPU limit is at least
+    /// [`MIN_CPU`] cores, memory at least [`MIN_MEMORY_BYTES`], the process limit at
+    /// least [`MIN_PIDS`], and sizes, the timeout and the output cap at least 1; NaN,
+    /// infinities and negative values are refused. Errors name the field.
     pub fn resolve(opts: &EngineOptions) -> Result<SandboxSettings> {
         let memory = parse_size(
             "memoryLimit",
-            opts.memory_limit.as_deref().unwrap_or("512m"),
+            opts.memory_limit.as_deref().unwrap_or(DEFAULT_MEMORY),
         )?;
-        if memory < 6 << 20 {
+        if memory < MIN_MEMORY_BYTES {
             return Err(Error::option(
                 "memoryLimit",
                 "must be at least 6m (Docker's minimum)",
             ));
         }
-        let cpu = opts.cpu_limit.unwrap_or(1.0);
-        if !cpu.is_finite() || cpu <= 0.0 || cpu > 1024.0 {
-            return Err(Error::option(
-                "cpuLimit",
-                format!("`{cpu}` is not a positive fraction of cores such as 0.5 or 2"),
-            ));
-        }
-        let pids = opts.pids_limit.unwrap_or(64);
-        if pids < 1 {
+        let nano_cpus = nano_cpus("cpuLimit", opts.cpu_limit.unwrap_or(DEFAULT_CPU))?;
+        let pids = opts.pids_limit.unwrap_or(DEFAULT_PIDS);
+        if pids < MIN_PIDS {
             return Err(Error::option(
                 "pidsLimit",
-                format!("`{pids}` must be a positive number of processes"),
+                format!("`{pids}` must be a positive number of processes (0 and -1 would mean unlimited)"),
             ));
         }
         let timeout_ms = opts.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -155,14 +174,17 @@ impl SandboxSettings {
         }
         let sandbox_bytes = parse_size(
             "sandboxSize",
-            opts.sandbox_size.as_deref().unwrap_or("512m"),
+            opts.sandbox_size.as_deref().unwrap_or(DEFAULT_SANDBOX_SIZE),
         )?;
-        let tmp_bytes = parse_size("tmpSize", opts.tmp_size.as_deref().unwrap_or("256m"))?;
+        let tmp_bytes = parse_size(
+            "tmpSize",
+            opts.tmp_size.as_deref().unwrap_or(DEFAULT_TMP_SIZE),
+        )?;
         for name in opts.secrets.keys() {
             check_env_name("secrets", name)?;
         }
         let filter = opts.network_filter.clone().unwrap_or_default();
-        for pattern in filter.whitelist.iter().chain(&filter.blacklist) {
+        for pattern in filter.whitelists().flatten().chain(&filter.blacklist) {
             compile_regex("networkFilter", pattern)?;
         }
         let SecurityOptions {
@@ -205,7 +227,7 @@ impl SandboxSettings {
             timeout_ms,
             memory_bytes: i64::try_from(memory)
                 .map_err(|_| Error::option("memoryLimit", "is too large"))?,
-            nano_cpus: (cpu * 1e9).round() as i64,
+            nano_cpus,
             pids_limit: pids,
             readonly_root_fs: opts.readonly_root_fs.unwrap_or(true),
             sandbox_bytes,
@@ -223,6 +245,21 @@ impl SandboxSettings {
             ca_bundle: None,
         })
     }
+}
+
+/// A CPU limit in cores as Docker's nano-CPUs: refuses NaN, infinities, values below
+/// [`MIN_CPU`] (which could round to 0, "no limit" to Docker) and above [`MAX_CPU`].
+pub fn nano_cpus(field: &str, cores: f64) -> Result<i64> {
+    if !cores.is_finite() || !(MIN_CPU..=MAX_CPU).contains(&cores) {
+        return Err(Error::option(
+            field,
+            format!(
+                "`{cores}` is not a number of cores between {MIN_CPU} and {MAX_CPU}, such as 0.5 or 2"
+            ),
+        ));
+    }
+    // At least 10,000,000 for MIN_CPU: never 0.
+    Ok((cores * 1e9).round() as i64)
 }
 
 /// Checks a timeout value.
@@ -264,6 +301,171 @@ mod tests {
             let err = parse_size("memoryLimit", bad).expect_err(bad).to_string();
             assert!(err.contains("memoryLimit"), "{err}");
         }
+    }
+
+    #[test]
+    fn no_value_can_mean_unlimited_to_docker() {
+        // Each of these would reach Docker as 0 (or -1), which it reads as "no limit",
+        // or is no number at all.
+        let refused: Vec<(EngineOptions, &str)> = vec![
+            (
+                EngineOptions {
+                    cpu_limit: Some(4e-10),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(0.009),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(f64::MIN_POSITIVE),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(0.0),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(-0.0),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(f64::INFINITY),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    cpu_limit: Some(1e12),
+                    ..Default::default()
+                },
+                "cpuLimit",
+            ),
+            (
+                EngineOptions {
+                    pids_limit: Some(0),
+                    ..Default::default()
+                },
+                "pidsLimit",
+            ),
+            (
+                EngineOptions {
+                    pids_limit: Some(-1),
+                    ..Default::default()
+                },
+                "pidsLimit",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("0".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("0g".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("5m".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+            ),
+            (
+                EngineOptions {
+                    sandbox_size: Some("0k".into()),
+                    ..Default::default()
+                },
+                "sandboxSize",
+            ),
+            (
+                EngineOptions {
+                    tmp_size: Some("0".into()),
+                    ..Default::default()
+                },
+                "tmpSize",
+            ),
+            (
+                EngineOptions {
+                    timeout_ms: Some(0),
+                    ..Default::default()
+                },
+                "timeoutMs",
+            ),
+            (
+                EngineOptions {
+                    max_output_size: Some(0),
+                    ..Default::default()
+                },
+                "maxOutputSize",
+            ),
+        ];
+        for (opts, field) in refused {
+            let err = SandboxSettings::resolve(&opts)
+                .expect_err(field)
+                .to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        // The documented minimum is accepted and never rounds to 0.
+        let s = SandboxSettings::resolve(&EngineOptions {
+            cpu_limit: Some(MIN_CPU),
+            pids_limit: Some(MIN_PIDS),
+            memory_limit: Some("6m".into()),
+            sandbox_size: Some("1".into()),
+            tmp_size: Some("1".into()),
+            max_output_size: Some(1),
+            timeout_ms: Some(1),
+            ..Default::default()
+        })
+        .expect("the minimum is valid");
+        assert_eq!(s.nano_cpus, 10_000_000);
+        assert_eq!(s.pids_limit, 1);
+        assert_eq!(s.memory_bytes, 6 << 20);
+        assert!(s.sandbox_bytes > 0 && s.tmp_bytes > 0 && s.max_output > 0 && s.timeout_ms > 0);
+        assert_eq!(
+            host_limits(&s),
+            (6 << 20, 6 << 20, 10_000_000, 1),
+            "the HostConfig carries them as resolved"
+        );
+    }
+
+    /// Memory, memory+swap, nano-CPUs and pids of the container these settings create.
+    fn host_limits(s: &SandboxSettings) -> (i64, i64, i64, i64) {
+        let h = crate::docker::host_config(s).expect("host config");
+        (
+            h.memory.expect("memory"),
+            h.memory_swap.expect("swap"),
+            h.nano_cpus.expect("cpus"),
+            h.pids_limit.expect("pids"),
+        )
     }
 
     #[test]
@@ -331,6 +533,7 @@ mod tests {
                     network_filter: Some(NetworkFilter {
                         whitelist: vec!["(".into()],
                         blacklist: vec![],
+                        narrowing_whitelists: vec![],
                     }),
                     ..Default::default()
                 },

@@ -53,6 +53,7 @@ fn filtered(whitelist: &[&str], blacklist: &[&str]) -> EngineOptions {
         network_filter: Some(NetworkFilter {
             whitelist: whitelist.iter().map(|s| s.to_string()).collect(),
             blacklist: blacklist.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }),
         log_network: Some(true),
         ..Default::default()
@@ -273,6 +274,69 @@ async fn an_allowlisted_host_is_reachable_and_others_get_403_with_block_logs() {
         .expect("run");
     assert!(r.stdout.contains("-> 403"), "{r:?}");
     assert_eq!(r.network_logs.expect("logs")[0].action, "BLOCK");
+    assert_clean(&engine).await;
+}
+
+#[tokio::test]
+async fn per_request_host_rules_narrow_the_engines_and_never_remove_them() {
+    if !registries_reachable().await {
+        return;
+    }
+    // The operator admits the two registries only. `.invalid` names never resolve, so
+    // nothing is dialled even if a rule were lost.
+    let Some(engine) = engine(filtered(&[r"^pypi\.org$", r"^registry\.npmjs\.org$"], &[])).await
+    else {
+        return;
+    };
+    let urls = [
+        "https://pypi.org/simple/six/",
+        "https://registry.npmjs.org/is-number",
+        "http://isol8-test.invalid/",
+    ];
+    let actions = |r: &isol8::ExecutionResult| -> Vec<String> {
+        r.network_logs
+            .iter()
+            .flatten()
+            .map(|l| format!("{} {}", l.host, l.action))
+            .collect()
+    };
+    let cases = [
+        // Empty objects used to replace the operator's rules (and with them, the whitelist).
+        (
+            r#"{"networkFilter": {}, "security": {}}"#,
+            [
+                "pypi.org ALLOW",
+                "registry.npmjs.org ALLOW",
+                "isol8-test.invalid BLOCK",
+            ],
+        ),
+        // A client whitelist applies in addition: both must admit a host.
+        (
+            r#"{"networkFilter": {"whitelist": ["^registry\\.npmjs\\.org$", "invalid$"]}}"#,
+            [
+                "pypi.org BLOCK",
+                "registry.npmjs.org ALLOW",
+                "isol8-test.invalid BLOCK",
+            ],
+        ),
+        // A client blacklist adds to the operator's.
+        (
+            r#"{"networkFilter": {"blacklist": ["^pypi\\.org$"]}}"#,
+            [
+                "pypi.org BLOCK",
+                "registry.npmjs.org ALLOW",
+                "isol8-test.invalid BLOCK",
+            ],
+        ),
+    ];
+    for (json, want) in cases {
+        let mut options: EngineOptions = serde_json::from_str(json).expect("options");
+        options.log_network = Some(true);
+        let mut req = code("python", &fetch(&urls));
+        req.timeout_ms = Some(60_000);
+        let r = engine.execute_with(req, &options).await.expect("run");
+        assert_eq!(actions(&r), want, "{json}: {r:?}");
+    }
     assert_clean(&engine).await;
 }
 

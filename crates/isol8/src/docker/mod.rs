@@ -501,6 +501,21 @@ impl DockerEngine {
         Ok(event_stream(rx))
     }
 
+    /// The settings a run with these per-request options gets: `options` laid over the
+    /// engine's ([`EngineOptions::overlay`], field by field, so nothing the engine set is
+    /// dropped by omission), resolved and validated. This is what the server's policy
+    /// checks before it runs a client's request; empty options are the engine's own
+    /// settings, unresolved again. A request's `installPackages` may still switch an
+    /// unset network to `filtered` when it runs.
+    pub fn settings_with(&self, options: &EngineOptions) -> Result<Arc<SandboxSettings>> {
+        if *options == EngineOptions::default() {
+            return Ok(self.inner.settings.clone());
+        }
+        let mut settings = SandboxSettings::resolve(&self.inner.options.overlay(options))?;
+        settings.ca_bundle = self.inner.settings.ca_bundle.clone();
+        Ok(Arc::new(settings))
+    }
+
     /// Pool counts for `runtime`.
     pub fn pool_stats(&self, runtime: &str) -> Result<PoolStats> {
         Ok(self.inner.pool.stats(&self.pool_key(runtime)?))
@@ -628,10 +643,7 @@ impl DockerEngine {
                             .into(),
                     ));
                 }
-                let mut settings =
-                    SandboxSettings::resolve(&merge_options(&self.inner.options, o))?;
-                settings.ca_bundle = self.inner.settings.ca_bundle.clone();
-                with_host(settings)?
+                with_host((*self.settings_with(o)?).clone())?
             }
         };
         let (owned, settings) = self.resolve_request(req, settings).await?;
@@ -1438,41 +1450,6 @@ fn check_ca_bundle(path: &str) -> Result<String> {
     Ok(full.to_string_lossy().into_owned())
 }
 
-/// `over` laid on `base`: every option `over` sets wins; secrets are merged.
-pub fn merge_options(base: &EngineOptions, over: &EngineOptions) -> EngineOptions {
-    let mut secrets = base.secrets.clone();
-    secrets.extend(over.secrets.clone());
-    EngineOptions {
-        mode: over.mode.or(base.mode),
-        network: over.network.or(base.network),
-        network_filter: over
-            .network_filter
-            .clone()
-            .or_else(|| base.network_filter.clone()),
-        timeout_ms: over.timeout_ms.or(base.timeout_ms),
-        memory_limit: over
-            .memory_limit
-            .clone()
-            .or_else(|| base.memory_limit.clone()),
-        cpu_limit: over.cpu_limit.or(base.cpu_limit),
-        pids_limit: over.pids_limit.or(base.pids_limit),
-        readonly_root_fs: over.readonly_root_fs.or(base.readonly_root_fs),
-        sandbox_size: over
-            .sandbox_size
-            .clone()
-            .or_else(|| base.sandbox_size.clone()),
-        tmp_size: over.tmp_size.clone().or_else(|| base.tmp_size.clone()),
-        max_output_size: over.max_output_size.or(base.max_output_size),
-        secrets,
-        image: over.image.clone().or_else(|| base.image.clone()),
-        log_network: over.log_network.or(base.log_network),
-        pool_strategy: base.pool_strategy,
-        pool_size: base.pool_size,
-        security: over.security.clone().or_else(|| base.security.clone()),
-        persist: over.persist.or(base.persist),
-    }
-}
-
 /// Decodes the base64 `files` of a result.
 pub fn decode_file(content: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
@@ -1488,11 +1465,45 @@ mod tests {
     fn empty_per_request_options_give_the_engine_own_settings() {
         let base = EngineOptions::default();
         let own = SandboxSettings::resolve(&base).expect("defaults");
-        let merged = SandboxSettings::resolve(&merge_options(&base, &EngineOptions::default()))
-            .expect("merged");
+        let merged =
+            SandboxSettings::resolve(&base.overlay(&EngineOptions::default())).expect("merged");
         assert_eq!(own, merged);
         let a = PoolKey::new("isol8:python", &host_config(&own).expect("host"));
         let b = PoolKey::new("isol8:python", &host_config(&merged).expect("host"));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn an_empty_client_security_object_keeps_the_operators_oci_runtime() {
+        // What `isol8 serve` with `security.runtime: "runsc"` does with a client's
+        // `options: {"security": {}, "networkFilter": {}}`: the container it would create
+        // keeps the runtime, and the filter keeps the operator's lists.
+        let operator = EngineOptions {
+            security: Some(isol8_protocol::options::SecurityOptions {
+                runtime: Some("runsc".into()),
+                ..Default::default()
+            }),
+            network: Some(NetworkMode::Filtered),
+            network_filter: Some(isol8_protocol::NetworkFilter {
+                whitelist: vec![r"^pypi\.org$".into()],
+                blacklist: vec![r"^evil\.example$".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let client: EngineOptions =
+            serde_json::from_str(r#"{"security": {}, "networkFilter": {}, "memoryLimit": "256m"}"#)
+                .expect("json");
+        let s = SandboxSettings::resolve(&operator.overlay(&client)).expect("merged");
+        assert_eq!(s.oci_runtime.as_deref(), Some("runsc"));
+        let host = host_config(&s).expect("host config");
+        assert_eq!(host.runtime.as_deref(), Some("runsc"));
+        assert_eq!(s.network_filter.whitelist, [r"^pypi\.org$"]);
+        assert_eq!(s.network_filter.blacklist, [r"^evil\.example$"]);
+        assert_eq!(
+            s.memory_bytes,
+            256 << 20,
+            "the client's own value still applies"
+        );
     }
 }

@@ -100,25 +100,32 @@ pub fn proxy_env() -> Vec<(String, String)> {
     env
 }
 
-/// Host rules of one execution: blacklist wins, a non-empty whitelist admits only
-/// matching hosts. Patterns are regexes searched in the lower-case host name.
+/// Host rules of one execution: blacklist wins, and each non-empty whitelist (the
+/// filter's own and its narrowing ones) must admit a host. Patterns are regexes searched
+/// in the lower-case host name.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    whitelist: Vec<Regex>,
+    whitelists: Vec<Vec<Regex>>,
     blacklist: Vec<Regex>,
     deny_all: bool,
 }
 
 impl Rules {
-    /// Compiles `filter`, adding `extra_hosts` (exact names) to a whitelist that is
-    /// already non-empty or when `restrict` asks for a whitelist of those hosts only.
+    /// Compiles `filter`, adding `extra_hosts` (exact names) to every whitelist, or
+    /// making them the only whitelist when there is none and `restrict` asks for one.
     pub fn new(filter: &NetworkFilter, extra_hosts: &[&str], restrict: bool) -> Result<Rules> {
         let compile = |field: &str, patterns: &[String]| -> Result<Vec<Regex>> {
             patterns.iter().map(|p| compile_regex(field, p)).collect()
         };
-        let mut whitelist = compile("networkFilter.whitelist", &filter.whitelist)?;
+        let mut whitelists = filter
+            .whitelists()
+            .map(|w| compile("networkFilter.whitelist", w))
+            .collect::<Result<Vec<_>>>()?;
         let blacklist = compile("networkFilter.blacklist", &filter.blacklist)?;
-        if !whitelist.is_empty() || restrict {
+        if whitelists.is_empty() && restrict {
+            whitelists.push(Vec::new());
+        }
+        for whitelist in &mut whitelists {
             for host in extra_hosts {
                 whitelist.push(
                     Regex::new(&format!("^{}$", regex::escape(host)))
@@ -127,7 +134,7 @@ impl Rules {
             }
         }
         Ok(Rules {
-            whitelist,
+            whitelists,
             blacklist,
             deny_all: false,
         })
@@ -136,7 +143,7 @@ impl Rules {
     /// Rules that admit nothing (between executions).
     pub fn deny_all() -> Rules {
         Rules {
-            whitelist: Vec::new(),
+            whitelists: Vec::new(),
             blacklist: Vec::new(),
             deny_all: true,
         }
@@ -150,7 +157,11 @@ impl Rules {
         if let Some(re) = self.blacklist.iter().find(|re| re.is_match(host)) {
             return Some(format!("{host} matches the blacklist pattern `{re}`"));
         }
-        if !self.whitelist.is_empty() && !self.whitelist.iter().any(|re| re.is_match(host)) {
+        if self
+            .whitelists
+            .iter()
+            .any(|w| !w.iter().any(|re| re.is_match(host)))
+        {
             return Some(format!("{host} matches no whitelist pattern"));
         }
         None

@@ -55,6 +55,7 @@ fn rules(white: &[&str], black: &[&str]) -> Rules {
         &NetworkFilter {
             whitelist: white.iter().map(|s| s.to_string()).collect(),
             blacklist: black.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         },
         &[],
         false,
@@ -238,6 +239,54 @@ fn registry_hosts_join_a_whitelist_only_when_one_applies() {
     assert!(restricted.refusal("pypi.org.evil.example").is_some());
     assert!(restricted.refusal("example.com").is_some());
     assert!(Rules::deny_all().refusal("pypi.org").is_some());
+}
+
+#[tokio::test]
+async fn a_narrowing_whitelist_must_admit_a_host_as_well_before_anything_is_looked_up() {
+    // The operator admits pypi.org and files.pythonhosted.org; a server client's
+    // `networkFilter` laid over that admits `files\.` hosts only (whitelists intersect)
+    // and blacklists nothing the operator does not.
+    let operator = NetworkFilter {
+        whitelist: vec![r"^pypi\.org$".into(), r"^files\.pythonhosted\.org$".into()],
+        blacklist: vec![r"^evil\.example$".into()],
+        ..Default::default()
+    };
+    let client = NetworkFilter {
+        whitelist: vec![r"^files\.".into(), r"^evil\.example$".into()],
+        ..Default::default()
+    };
+    let merged = operator.narrowed_by(&client);
+    let r = Rules::new(&merged, &[], false).expect("rules");
+    assert_eq!(r.refusal("files.pythonhosted.org"), None, "both admit it");
+    assert!(
+        r.refusal("pypi.org").is_some(),
+        "the client's whitelist narrows"
+    );
+    assert!(
+        r.refusal("files.example.com").is_some(),
+        "the operator's still applies"
+    );
+    assert!(
+        r.refusal("evil.example").is_some(),
+        "the operator's blacklist stays"
+    );
+    // Through the proxy's decision: refused before any lookup or dial.
+    let net = FakeNet::with(&[
+        ("pypi.org", "151.101.0.223"),
+        ("files.example.com", "151.101.0.224"),
+    ]);
+    for head in [
+        "CONNECT pypi.org:443 HTTP/1.1\r\n\r\n",
+        "CONNECT files.example.com:443 HTTP/1.1\r\n\r\n",
+    ] {
+        let refused = decide(&target(head), &r, &AddressPolicy::default(), net.as_ref()).await;
+        assert!(refused.is_err(), "{head}");
+    }
+    assert!(net.resolved().is_empty(), "looked up {:?}", net.resolved());
+    assert!(net.dialled().is_empty());
+    // Registry hosts of an install join every whitelist, so installs keep working.
+    let install = Rules::new(&merged, &["pypi.org"], false).expect("rules");
+    assert_eq!(install.refusal("pypi.org"), None);
 }
 
 async fn roundtrip(
