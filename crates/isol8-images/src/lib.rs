@@ -33,15 +33,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt as _;
+use isol8::maintenance::Check;
+use isol8::RuntimeRegistry;
 
 pub use agent::locate_agent;
 pub use recipe::Recipe;
 
-/// The five built-in runtimes, in registration order.
-pub const RUNTIMES: [&str; 5] = ["python", "node", "bun", "bash", "deno"];
-
-/// Tag of the base image every runtime image is built on.
-pub const BASE_IMAGE: &str = "isol8-base:bookworm";
+pub use isol8::BASE_IMAGE;
 
 /// Registry image the base is taken from when a registry is reachable.
 pub const REGISTRY_BASE: &str = "debian:bookworm-slim";
@@ -172,6 +170,14 @@ impl ImageError {
         }
     }
 
+    /// `runtime` is not one of the engine's built-in runtimes.
+    pub(crate) fn unknown_runtime(runtime: &str) -> Self {
+        ImageError::UnknownRuntime {
+            runtime: runtime.to_string(),
+            known: RuntimeRegistry::builtin().names().join(", "),
+        }
+    }
+
     fn docker(op: &'static str, e: &bollard::errors::Error) -> Self {
         ImageError::Docker {
             op,
@@ -261,9 +267,13 @@ pub struct ImageStatus {
     pub hash_found: Option<String>,
 }
 
-/// Image reference of a built-in runtime (`isol8:<runtime>`).
-pub fn image_for(runtime: &str) -> String {
-    format!("isol8:{runtime}")
+/// Image reference of a built-in runtime (`isol8:<runtime>`), as the engine's
+/// [`RuntimeRegistry::builtin`] names it.
+pub fn image_for(runtime: &str) -> Result<String, ImageError> {
+    RuntimeRegistry::builtin()
+        .get(runtime)
+        .map(|r| r.image.clone())
+        .map_err(|_| ImageError::unknown_runtime(runtime))
 }
 
 /// Id and labels of an image, or None when it does not exist.
@@ -292,7 +302,7 @@ pub async fn status(
     agent_path: Option<&Path>,
 ) -> Result<ImageStatus, ImageError> {
     let recipe = Recipe::for_runtime(runtime)?;
-    let image = image_for(runtime);
+    let image = image_for(runtime)?;
     let found = image_info(docker, &image).await?;
     let base = image_info(docker, BASE_IMAGE).await?;
     let agent_sha256 = match agent_path {
@@ -307,7 +317,7 @@ pub async fn status(
     };
     let hash_found = found
         .as_ref()
-        .and_then(|(_, labels)| labels.get(crate::LABEL_CONTENT_HASH).cloned());
+        .and_then(|(_, labels)| labels.get(isol8::LABEL_CONTENT_HASH).cloned());
     Ok(ImageStatus {
         image,
         present: found.is_some(),
@@ -315,6 +325,50 @@ pub async fn status(
         hash_expected,
         hash_found,
     })
+}
+
+/// `isol8 doctor`'s line for each built-in runtime image: present and current, present
+/// with unknown freshness (no agent binary to compare), outdated (not essential: the
+/// image still runs), missing, or not checkable.
+pub async fn checks(docker: &Docker) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for runtime in RuntimeRegistry::builtin().names() {
+        let check = match status(docker, runtime, None).await {
+            Ok(s) if s.current => Check {
+                name: s.image,
+                ok: true,
+                detail: "present and current".into(),
+                essential: true,
+            },
+            Ok(s) if s.present && s.hash_expected.is_none() => Check {
+                name: s.image,
+                ok: true,
+                detail: "present (freshness unknown: the agent binary was not found to compare)"
+                    .into(),
+                essential: true,
+            },
+            Ok(s) if s.present => Check {
+                name: s.image,
+                ok: false,
+                detail: "present but outdated; run `isol8 setup`".into(),
+                essential: false,
+            },
+            Ok(s) => Check {
+                name: s.image,
+                ok: false,
+                detail: "missing; run `isol8 setup`".into(),
+                essential: true,
+            },
+            Err(e) => Check {
+                name: image_for(runtime).unwrap_or_else(|_| runtime.to_string()),
+                ok: false,
+                detail: e.to_string(),
+                essential: true,
+            },
+        };
+        checks.push(check);
+    }
+    checks
 }
 
 /// Builds the requested runtime images (all five by default), skipping those that are
@@ -328,9 +382,10 @@ pub async fn setup(
     opts: &SetupOptions,
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<Vec<ImageReport>, ImageError> {
+    let builtin = RuntimeRegistry::builtin();
     let mut names: Vec<&str> = Vec::new();
     if opts.runtimes.is_empty() {
-        names.extend(RUNTIMES);
+        names.extend(builtin.names());
     } else {
         for r in &opts.runtimes {
             if !names.contains(&r.as_str()) {
@@ -356,12 +411,12 @@ pub async fn setup(
 
     let mut reports = Vec::new();
     for recipe in recipes {
-        let image = image_for(recipe.runtime);
+        let image = image_for(recipe.runtime)?;
         let hash = recipe.content_hash(&agent.sha256, &base_id);
         let previous = image_info(docker, &image).await?;
         let found = previous
             .as_ref()
-            .and_then(|(_, labels)| labels.get(crate::LABEL_CONTENT_HASH));
+            .and_then(|(_, labels)| labels.get(isol8::LABEL_CONTENT_HASH));
         if !opts.force && found == Some(&hash) {
             progress(SetupEvent::UpToDate {
                 image: image.clone(),
@@ -413,7 +468,7 @@ pub async fn setup(
                 .await
                 .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
         };
-        let labels = HashMap::from([(crate::LABEL_CONTENT_HASH.to_string(), hash.clone())]);
+        let labels = HashMap::from([(isol8::LABEL_CONTENT_HASH.to_string(), hash.clone())]);
         build_image(docker, &image, context, Some(labels), opts.force, progress).await?;
         if let Some((old_id, _)) = previous {
             remove_if_unused(docker, &image, &old_id, progress).await;
@@ -441,7 +496,7 @@ pub async fn setup(
 async fn prune_replaced(docker: &Docker, progress: &(dyn Fn(SetupEvent) + Send + Sync)) {
     let filters = HashMap::from([
         ("dangling", vec!["true".to_string()]),
-        ("label", vec![format!("{}=true", crate::LABEL_MANAGED)]),
+        ("label", vec![format!("{}=true", isol8::LABEL_MANAGED)]),
     ]);
     let opts = PruneImagesOptionsBuilder::default()
         .filters(&filters)
@@ -665,9 +720,11 @@ mod tests {
 
     #[test]
     fn images_are_named_after_runtimes() {
-        assert_eq!(image_for("python"), "isol8:python");
-        assert_eq!(RUNTIMES, ["python", "node", "bun", "bash", "deno"]);
-        for rt in RUNTIMES {
+        assert_eq!(image_for("python").expect("built-in"), "isol8:python");
+        assert!(image_for("cobol").is_err());
+        let builtin = RuntimeRegistry::builtin();
+        assert_eq!(builtin.names(), ["python", "node", "bun", "bash", "deno"]);
+        for rt in builtin.names() {
             assert!(Recipe::for_runtime(rt).is_ok(), "{rt} has a recipe");
         }
     }
