@@ -9,7 +9,7 @@ use isol8_protocol::{EngineOptions, PoolSize, PoolStrategy};
 use crate::{summarize, BenchError, PathResult, Result, Throughput};
 
 /// Concurrent requests of the throughput measurement (and the size of the warm pool).
-const CONCURRENCY: usize = 8;
+pub const CONCURRENCY: usize = 8;
 
 /// Runs `n` sequential requests (after one unmeasured warm-up) and then `execs` requests
 /// spread over [`CONCURRENCY`] workers against a server started for the purpose and

@@ -289,8 +289,8 @@ async fn finish(
     let dockerfile = BASE_DOCKERFILE
         .replace("{{SOURCE_LABEL}}", &source_label.replace('"', ""))
         .replace("{{SOURCE}}", source);
-    let context = super::build_context(&dockerfile, &[])?;
-    super::build_image(docker, BASE_IMAGE, context, None, nocache, progress).await
+    let context = crate::builder::build_context(&dockerfile, &[])?;
+    crate::builder::build_image(docker, BASE_IMAGE, context, None, nocache, progress).await
 }
 
 /// Whether a pull error means no registry could be reached at all (as opposed to, say, a

@@ -16,7 +16,8 @@ use bollard::Docker;
 use isol8::maintenance::package_key;
 use sha2::{Digest as _, Sha256};
 
-use super::{build_image, ImageError, SetupEvent};
+use crate::builder::build_image;
+use crate::{ImageError, SetupEvent};
 
 pub use isol8::{LABEL_BUILD_PACKAGES, LABEL_BUILD_RUNTIME};
 /// Where baked Python packages live (on the python runtime's `PYTHONPATH`).

@@ -1,5 +1,5 @@
-//! Building the runtime images (`isol8 setup`) and checking them (`isol8 doctor`, the
-//! engine's "image missing" check).
+//! isol8-images: building isol8's runtime images (`isol8 setup`), custom images with
+//! baked-in packages (`isol8 build`), and checking them (`isol8 doctor`).
 //!
 //! * Five images, `isol8:python`, `isol8:node`, `isol8:bun`, `isol8:deno` and `isol8:bash`,
 //!   all built from one Dockerfile template (`images/runtime.Dockerfile`, see [`recipe`])
@@ -16,28 +16,33 @@
 //!   skips an image whose label matches without touching the network, rebuilds it when it
 //!   differs, and always rebuilds with `force`.
 //! * Images are built with the Docker build API (classic builder) from a tar context made
-//!   in memory; the daemon's build output is forwarded as [`SetupEvent::Output`] lines.
+//!   in memory; the daemon's build output is forwarded as [`SetupEvent::Output`] lines
+//!   (see [`builder`]).
+//!
+//! Where it sits: this crate depends on the engine (`isol8`: labels, the runtime registry,
+//! package-name checks, Docker housekeeping), never the other way round, so embedding the
+//! engine does not compile image building. The CLI (`isol8 setup`, `isol8 build`,
+//! `isol8 doctor`) is its dependent. Both sides name images and labels from the engine
+//! (its runtime registry, [`BASE_IMAGE`], the `isol8::LABEL_*` constants), so what this
+//! crate writes is what the engine looks up.
 
 pub mod agent;
 pub mod artifacts;
 pub mod base;
+pub mod builder;
 pub mod custom;
 pub mod recipe;
+pub mod setup;
+pub mod status;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PruneImagesOptionsBuilder, RemoveImageOptionsBuilder,
-};
-use bollard::Docker;
-use futures_util::StreamExt as _;
-use isol8::maintenance::Check;
 use isol8::RuntimeRegistry;
 
 pub use agent::locate_agent;
 pub use recipe::Recipe;
+pub use setup::{setup, ImageReport, SetupEvent, SetupOptions};
+pub use status::{checks, status, ImageStatus};
 
 pub use isol8::BASE_IMAGE;
 
@@ -195,78 +200,6 @@ pub(crate) fn docker_message(e: &bollard::errors::Error) -> String {
     }
 }
 
-/// What `isol8 setup` should do.
-#[derive(Debug, Clone, Default)]
-pub struct SetupOptions {
-    /// Runtimes to build; empty means all five.
-    pub runtimes: Vec<String>,
-    /// Recreate the base (pull or bootstrap again) and rebuild every image without the
-    /// layer cache.
-    pub force: bool,
-    /// Bootstrap the base from the Debian mirror instead of pulling it from a registry.
-    pub offline: bool,
-    /// Agent binary to bake in (default: [`locate_agent`]).
-    pub agent_path: Option<PathBuf>,
-}
-
-/// Progress of [`setup`], for the CLI to show.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SetupEvent {
-    /// A step begins.
-    Step {
-        /// Runtime concerned, if any.
-        runtime: Option<String>,
-        /// What is happening.
-        message: String,
-    },
-    /// A line of output from a long-running step (Docker build, pull, debootstrap,
-    /// download), so progress is never silent.
-    Output {
-        /// The line, without its newline.
-        line: String,
-    },
-    /// An image (a runtime image or the base) was built.
-    Built {
-        /// Image reference.
-        image: String,
-        /// Build time.
-        seconds: f64,
-    },
-    /// An image was already current.
-    UpToDate {
-        /// Image reference.
-        image: String,
-    },
-}
-
-/// Outcome of [`setup`] for one runtime image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageReport {
-    /// Image reference.
-    pub image: String,
-    /// True when it was (re)built, false when it was up to date.
-    pub built: bool,
-    /// Time spent on it.
-    pub seconds: f64,
-    /// Its content hash (the `isol8.content-hash` label).
-    pub content_hash: String,
-}
-
-/// State of a runtime image on the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageStatus {
-    /// Image reference.
-    pub image: String,
-    /// The image exists.
-    pub present: bool,
-    /// Its content hash matches the recipe, pinned binaries, agent and base.
-    pub current: bool,
-    /// The hash the recipe gives now (None when the base image or the agent is missing).
-    pub hash_expected: Option<String>,
-    /// The hash in the image's label (None when absent).
-    pub hash_found: Option<String>,
-}
-
 /// Image reference of a built-in runtime (`isol8:<runtime>`), as the engine's
 /// [`RuntimeRegistry::builtin`] names it.
 pub fn image_for(runtime: &str) -> Result<String, ImageError> {
@@ -276,447 +209,9 @@ pub fn image_for(runtime: &str) -> Result<String, ImageError> {
         .map_err(|_| ImageError::unknown_runtime(runtime))
 }
 
-/// Id and labels of an image, or None when it does not exist.
-async fn image_info(
-    docker: &Docker,
-    image: &str,
-) -> Result<Option<(String, HashMap<String, String>)>, ImageError> {
-    match docker.inspect_image(image).await {
-        Ok(info) => Ok(Some((
-            info.id.unwrap_or_default(),
-            info.config.and_then(|c| c.labels).unwrap_or_default(),
-        ))),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
-        Err(e) => Err(ImageError::docker("inspect image", &e)),
-    }
-}
-
-/// The state of `runtime`'s image: present, and current for the recipe, pinned binaries,
-/// base image and agent (`agent_path`, else [`locate_agent`]'s search). Never touches the
-/// network.
-pub async fn status(
-    docker: &Docker,
-    runtime: &str,
-    agent_path: Option<&Path>,
-) -> Result<ImageStatus, ImageError> {
-    let recipe = Recipe::for_runtime(runtime)?;
-    let image = image_for(runtime)?;
-    let found = image_info(docker, &image).await?;
-    let base = image_info(docker, BASE_IMAGE).await?;
-    let agent_sha256 = match agent_path {
-        Some(p) => Some(agent::agent_sha256(&locate_agent(Some(p))?)?),
-        None => locate_agent(None)
-            .ok()
-            .and_then(|p| agent::agent_sha256(&p).ok()),
-    };
-    let hash_expected = match (&base, &agent_sha256) {
-        (Some((base_id, _)), Some(sha)) => Some(recipe.content_hash(sha, base_id)),
-        _ => None,
-    };
-    let hash_found = found
-        .as_ref()
-        .and_then(|(_, labels)| labels.get(isol8::LABEL_CONTENT_HASH).cloned());
-    Ok(ImageStatus {
-        image,
-        present: found.is_some(),
-        current: hash_expected.is_some() && hash_expected == hash_found,
-        hash_expected,
-        hash_found,
-    })
-}
-
-/// `isol8 doctor`'s line for each built-in runtime image: present and current, present
-/// with unknown freshness (no agent binary to compare), outdated (not essential: the
-/// image still runs), missing, or not checkable.
-pub async fn checks(docker: &Docker) -> Vec<Check> {
-    let mut checks = Vec::new();
-    for runtime in RuntimeRegistry::builtin().names() {
-        let check = match status(docker, runtime, None).await {
-            Ok(s) if s.current => Check {
-                name: s.image,
-                ok: true,
-                detail: "present and current".into(),
-                essential: true,
-            },
-            Ok(s) if s.present && s.hash_expected.is_none() => Check {
-                name: s.image,
-                ok: true,
-                detail: "present (freshness unknown: the agent binary was not found to compare)"
-                    .into(),
-                essential: true,
-            },
-            Ok(s) if s.present => Check {
-                name: s.image,
-                ok: false,
-                detail: "present but outdated; run `isol8 setup`".into(),
-                essential: false,
-            },
-            Ok(s) => Check {
-                name: s.image,
-                ok: false,
-                detail: "missing; run `isol8 setup`".into(),
-                essential: true,
-            },
-            Err(e) => Check {
-                name: image_for(runtime).unwrap_or_else(|_| runtime.to_string()),
-                ok: false,
-                detail: e.to_string(),
-                essential: true,
-            },
-        };
-        checks.push(check);
-    }
-    checks
-}
-
-/// Builds the requested runtime images (all five by default), skipping those that are
-/// current, and returns one report per image in the order asked.
-///
-/// The base image is reused when present (unless `force`); otherwise it is pulled, or
-/// bootstrapped with `offline`. When nothing changed this makes only a few local Docker
-/// API calls and no network access.
-pub async fn setup(
-    docker: &Docker,
-    opts: &SetupOptions,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) -> Result<Vec<ImageReport>, ImageError> {
-    let builtin = RuntimeRegistry::builtin();
-    let mut names: Vec<&str> = Vec::new();
-    if opts.runtimes.is_empty() {
-        names.extend(builtin.names());
-    } else {
-        for r in &opts.runtimes {
-            if !names.contains(&r.as_str()) {
-                names.push(r);
-            }
-        }
-    }
-    let recipes = names
-        .iter()
-        .map(|r| Recipe::for_runtime(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let agent = agent::Agent::load(&locate_agent(opts.agent_path.as_deref())?)?;
-    if !agent.is_static() {
-        progress(SetupEvent::Step {
-            runtime: None,
-            message: format!(
-                "warning: {} is not a static executable and may not run in the images; build the static agent with `{AGENT_BUILD_COMMAND}`",
-                agent.path.display()
-            ),
-        });
-    }
-    let base_id = ensure_base(docker, opts, progress).await?;
-
-    let mut reports = Vec::new();
-    for recipe in recipes {
-        let image = image_for(recipe.runtime)?;
-        let hash = recipe.content_hash(&agent.sha256, &base_id);
-        let previous = image_info(docker, &image).await?;
-        let found = previous
-            .as_ref()
-            .and_then(|(_, labels)| labels.get(isol8::LABEL_CONTENT_HASH));
-        if !opts.force && found == Some(&hash) {
-            progress(SetupEvent::UpToDate {
-                image: image.clone(),
-            });
-            reports.push(ImageReport {
-                image,
-                built: false,
-                seconds: 0.0,
-                content_hash: hash,
-            });
-            continue;
-        }
-        let started = Instant::now();
-        progress(SetupEvent::Step {
-            runtime: Some(recipe.runtime.to_string()),
-            message: format!(
-                "building {image} ({})",
-                match (&previous, opts.force) {
-                    (None, _) => "missing",
-                    (Some(_), true) => "forced",
-                    (Some(_), false) => "out of date",
-                }
-            ),
-        });
-        let mut downloads = Vec::new();
-        for a in &recipe.binaries {
-            if artifacts::is_cached(a) {
-                progress(SetupEvent::Output {
-                    line: format!(
-                        "using the cached {} {} ({})",
-                        a.binary, a.version, a.package
-                    ),
-                });
-            } else {
-                progress(SetupEvent::Step {
-                    runtime: Some(recipe.runtime.to_string()),
-                    message: format!(
-                        "downloading {} {} from {} (verified against its pinned digest)",
-                        a.package, a.version, a.registry
-                    ),
-                });
-            }
-            downloads.push((a.binary, artifacts::fetch(a, progress).await?));
-        }
-        let dockerfile = recipe.dockerfile();
-        let context = {
-            let agent = agent.bytes.clone();
-            tokio::task::spawn_blocking(move || runtime_context(&dockerfile, &agent, &downloads))
-                .await
-                .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
-        };
-        let labels = HashMap::from([(isol8::LABEL_CONTENT_HASH.to_string(), hash.clone())]);
-        build_image(docker, &image, context, Some(labels), opts.force, progress).await?;
-        if let Some((old_id, _)) = previous {
-            remove_if_unused(docker, &image, &old_id, progress).await;
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        progress(SetupEvent::Built {
-            image: image.clone(),
-            seconds,
-        });
-        reports.push(ImageReport {
-            image,
-            built: true,
-            seconds,
-            content_hash: hash,
-        });
-    }
-    if reports.iter().any(|r| r.built) {
-        prune_replaced(docker, progress).await;
-    }
-    Ok(reports)
-}
-
-/// Removes isol8's dangling images (replaced by a rebuild and used by no container), so
-/// repeated setups do not pile up old images. Never touches images without isol8's label.
-async fn prune_replaced(docker: &Docker, progress: &(dyn Fn(SetupEvent) + Send + Sync)) {
-    let filters = HashMap::from([
-        ("dangling", vec!["true".to_string()]),
-        ("label", vec![format!("{}=true", isol8::LABEL_MANAGED)]),
-    ]);
-    let opts = PruneImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    match docker.prune_images(Some(opts)).await {
-        Ok(r) => {
-            let n = r.images_deleted.map(|d| d.len()).unwrap_or(0);
-            let mb = r.space_reclaimed.unwrap_or(0) as f64 / 1_048_576.0;
-            if n > 0 {
-                progress(SetupEvent::Output {
-                    line: format!("removed {n} replaced isol8 image layers ({mb:.0} MB)"),
-                });
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "pruning replaced images failed"),
-    }
-}
-
-/// Makes sure [`BASE_IMAGE`] exists (reused unless `force`); returns its id.
-async fn ensure_base(
-    docker: &Docker,
-    opts: &SetupOptions,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) -> Result<String, ImageError> {
-    let previous = image_info(docker, BASE_IMAGE).await?.map(|(id, _)| id);
-    if let (Some(id), false) = (&previous, opts.force) {
-        return Ok(id.clone());
-    }
-    let started = Instant::now();
-    if opts.offline {
-        base::bootstrap(docker, progress).await?;
-    } else {
-        base::pull(docker, opts.force, progress).await?;
-    }
-    let id = image_info(docker, BASE_IMAGE)
-        .await?
-        .map(|(id, _)| id)
-        .ok_or_else(|| ImageError::Import(format!("{BASE_IMAGE} is missing after creating it")))?;
-    if let Some(old) = previous {
-        remove_if_unused(docker, BASE_IMAGE, &old, progress).await;
-    }
-    progress(SetupEvent::Built {
-        image: BASE_IMAGE.to_string(),
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    Ok(id)
-}
-
-/// Removes a replaced image when nothing uses it any more (no tag, container or child
-/// image); otherwise leaves it.
-async fn remove_if_unused(
-    docker: &Docker,
-    image: &str,
-    old_id: &str,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) {
-    let now = image_info(docker, image).await.ok().flatten();
-    if now.is_some_and(|(id, _)| id == old_id) {
-        return;
-    }
-    let opts = RemoveImageOptionsBuilder::default()
-        .force(false)
-        .noprune(false)
-        .build();
-    match docker.remove_image(old_id, Some(opts), None).await {
-        Ok(_) => progress(SetupEvent::Output {
-            line: format!("removed the previous {image} ({})", short_id(old_id)),
-        }),
-        Err(e) => tracing::debug!(image, old_id, error = %e, "previous image kept"),
-    }
-}
-
-/// `sha256:0123456789ab…` → `0123456789ab`.
-fn short_id(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
-}
-
-/// A tar build context holding a Dockerfile and extra files (path, bytes, mode).
-pub(crate) fn build_context(
-    dockerfile: &str,
-    files: &[(&str, &[u8], u32)],
-) -> Result<Vec<u8>, ImageError> {
-    let io = |e| ImageError::io("assemble the build context", Path::new("Dockerfile"), e);
-    let mut tar = tar::Builder::new(Vec::new());
-    append_file(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644).map_err(io)?;
-    for (path, data, mode) in files {
-        append_file(&mut tar, path, data, *mode).map_err(io)?;
-    }
-    tar.into_inner().map_err(io)
-}
-
-fn append_file(
-    tar: &mut tar::Builder<Vec<u8>>,
-    path: &str,
-    data: &[u8],
-    mode: u32,
-) -> std::io::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(mode);
-    header.set_mtime(0);
-    header.set_cksum();
-    tar.append_data(&mut header, path, data)
-}
-
-/// The build context of a runtime image: `Dockerfile`, `isol8-agent` and
-/// `bin/<binary>` for each cached runtime binary (all executable).
-fn runtime_context(
-    dockerfile: &str,
-    agent: &[u8],
-    binaries: &[(&'static str, PathBuf)],
-) -> Result<Vec<u8>, ImageError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e| ImageError::io("add to the build context", &path, e)
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    append_file(&mut tar, "Dockerfile", dockerfile.as_bytes(), 0o644)
-        .map_err(io(Path::new("Dockerfile")))?;
-    append_file(&mut tar, "isol8-agent", agent, 0o755).map_err(io(Path::new("isol8-agent")))?;
-    for (name, path) in binaries {
-        let file = std::fs::File::open(path).map_err(io(path))?;
-        let len = file.metadata().map_err(io(path))?.len();
-        let mut header = tar::Header::new_gnu();
-        header.set_size(len);
-        header.set_mode(0o755);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, format!("bin/{name}"), file)
-            .map_err(io(path))?;
-    }
-    tar.into_inner().map_err(io(Path::new("build context")))
-}
-
-/// Builds `context` as `tag` with the classic builder, forwarding the build output.
-pub(crate) async fn build_image(
-    docker: &Docker,
-    tag: &str,
-    context: Vec<u8>,
-    labels: Option<HashMap<String, String>>,
-    nocache: bool,
-    progress: &(dyn Fn(SetupEvent) + Send + Sync),
-) -> Result<(), ImageError> {
-    let mut opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .nocache(nocache);
-    if let Some(labels) = &labels {
-        opts = opts.labels(labels);
-    }
-    let mut stream =
-        docker.build_image(opts.build(), None, Some(bollard::body_full(context.into())));
-    let mut tail: Vec<String> = Vec::new();
-    while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
-            Err(e) => {
-                let last = tail.len().saturating_sub(3);
-                return Err(ImageError::Build {
-                    image: tag.to_string(),
-                    message: docker_message(&e).trim().to_string(),
-                    tail: tail[last..].join(" | "),
-                });
-            }
-        };
-        let text = info.stream.or(info.status).map(|t| strip_ansi(&t));
-        for line in text.iter().flat_map(|t| t.lines()) {
-            let line = line.trim_end();
-            if line.trim().is_empty() {
-                continue;
-            }
-            progress(SetupEvent::Output {
-                line: line.to_string(),
-            });
-            tail.push(line.to_string());
-            if tail.len() > 8 {
-                tail.remove(0);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes terminal escape sequences (the daemon colours a build's stderr lines).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // Parameters and intermediates, then one final byte in '@'..='~'.
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn build_output_loses_its_colours() {
-        assert_eq!(
-            strip_ansi("\u{1b}[91mdebconf: delaying\u{1b}[0m\n"),
-            "debconf: delaying\n"
-        );
-        assert_eq!(strip_ansi("plain ünïcode"), "plain ünïcode");
-    }
 
     #[test]
     fn images_are_named_after_runtimes() {
@@ -741,35 +236,6 @@ mod tests {
         assert!(
             msg.starts_with("no container registry is reachable"),
             "{msg}"
-        );
-    }
-
-    #[test]
-    fn runtime_context_holds_dockerfile_agent_and_binaries() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let node = tmp.path().join("node-22");
-        std::fs::write(&node, b"node").expect("write");
-        let ctx = runtime_context("FROM x\n", b"\x7fELFagent", &[("node", node)]).expect("context");
-        let mut archive = tar::Archive::new(&ctx[..]);
-        let entries: Vec<(String, u32, u64)> = archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                let e = e.expect("entry");
-                (
-                    e.path().expect("path").to_string_lossy().into_owned(),
-                    e.header().mode().expect("mode"),
-                    e.size(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            entries,
-            vec![
-                ("Dockerfile".to_string(), 0o644, 7),
-                ("isol8-agent".to_string(), 0o755, 9),
-                ("bin/node".to_string(), 0o755, 4),
-            ]
         );
     }
 
