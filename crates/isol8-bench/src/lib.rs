@@ -606,6 +606,22 @@ mod tests {
     }
 
     #[test]
+    fn options_default_to_every_builtin_runtime_and_quick_shortens_the_run() {
+        let full = BenchOptions::new(vec![], None, false);
+        assert_eq!(full.runtimes, ["python", "node", "bun", "bash", "deno"]);
+        assert_eq!(full.throughput_runtimes, full.runtimes);
+        assert_eq!((full.n, full.throughput_execs), (30, 200));
+        assert_eq!(full.concurrency, [1, 4, 8]);
+        let quick = BenchOptions::new(vec!["bash".into(), "python".into()], None, true);
+        assert_eq!(quick.runtimes, ["bash", "python"]);
+        assert_eq!(quick.throughput_runtimes, ["python"]);
+        assert_eq!((quick.n, quick.throughput_execs), (10, 40));
+        let bash = BenchOptions::new(vec!["bash".into()], Some(2), true);
+        assert_eq!(bash.n, 2);
+        assert!(bash.throughput_runtimes.is_empty());
+    }
+
+    #[test]
     fn every_builtin_runtime_has_a_benchmark_program() {
         for rt in RuntimeRegistry::builtin().names() {
             assert!(hello(rt).is_ok(), "{rt}");
