@@ -10,27 +10,22 @@
 //! * `warm` — an ephemeral execution from a warm pool (one request frame, frames back);
 //! * `docker_exec` — baseline: create exec + start attached + inspect into a running
 //!   container of the same image (what most sandboxes do per execution);
-//! * `docker_run` — baseline: create + start + wait + remove of the same image and command;
+//! * `docker_run` — baseline: create + start + wait + remove of the same image and command
+//!   (both baselines: [`baseline`]);
 //! * `server` (python only) — the warm path through `POST /execute` of an in-process
 //!   server on loopback (see [`server`]).
 //!
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 
+pub mod baseline;
 pub mod server;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
 use isol8::docker::{connect, host_config, EngineConfig};
 use isol8::limits::SandboxSettings;
-use isol8::{DockerEngine, Engine, RuntimeRegistry, LABEL_MANAGED, LABEL_PID, LABEL_RUNTIME};
+use isol8::{DockerEngine, Engine, RuntimeRegistry};
 use isol8_protocol::{EngineOptions, ExecutionRequest, PoolSize, PoolStrategy};
 use serde::Serialize;
 
@@ -229,7 +224,7 @@ pub fn summarize(runtime: &str, path: &str, mut samples: Vec<f64>) -> PathResult
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -302,7 +297,7 @@ pub async fn run(
         results.push(summarize(
             runtime,
             "docker_exec",
-            docker_exec(&docker, &image, runtime, &argv, &host, opts.n).await?,
+            baseline::docker_exec(&docker, &image, runtime, &argv, &host, opts.n).await?,
         ));
 
         progress(format!("{runtime}: cold"));
@@ -317,7 +312,7 @@ pub async fn run(
         progress(format!("{runtime}: docker run"));
         let mut run = Vec::new();
         for _ in 0..opts.n {
-            run.push(docker_run(&docker, &image, runtime, &argv, &host).await?);
+            run.push(baseline::docker_run(&docker, &image, runtime, &argv, &host).await?);
         }
         results.push(summarize(runtime, "docker_run", run));
     }
@@ -376,177 +371,6 @@ pub async fn run(
         throughput,
         peak_rss_mb,
     })
-}
-
-fn labels(runtime: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (LABEL_MANAGED.to_string(), "true".to_string()),
-        (LABEL_RUNTIME.to_string(), runtime.to_string()),
-        (LABEL_PID.to_string(), std::process::id().to_string()),
-        ("isol8.bench".to_string(), "true".to_string()),
-    ])
-}
-
-async fn remove(docker: &bollard::Docker, id: &str) {
-    let opts = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    let _ = docker.remove_container(id, Some(opts)).await;
-}
-
-/// Baseline: `docker exec` of the command into a running container of the same image.
-async fn docker_exec(
-    docker: &bollard::Docker,
-    image: &str,
-    runtime: &str,
-    argv: &[&str],
-    host: &bollard::models::HostConfig,
-    n: usize,
-) -> Result<Vec<f64>> {
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec!["sleep".into(), "infinity".into()]),
-        user: Some("1000:1000".into()),
-        working_dir: Some("/sandbox".into()),
-        network_disabled: Some(true),
-        labels: Some(labels(runtime)),
-        host_config: Some(host.clone()),
-        ..Default::default()
-    };
-    let name = format!(
-        "isol8-bench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let id = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(|e| isol8::Error::docker("create container", e))?
-        .id;
-    let result = async {
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| isol8::Error::docker("start container", e))?;
-        let mut samples = Vec::new();
-        for i in 0..=n {
-            let t = Instant::now();
-            let exec = docker
-                .create_exec(
-                    &id,
-                    CreateExecOptions::<String> {
-                        cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        env: Some(vec!["DENO_DIR=/tmp/deno".into(), "HOME=/sandbox".into()]),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| isol8::Error::docker("create exec", e))?;
-            let mut out = Vec::new();
-            if let StartExecResults::Attached { mut output, .. } = docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|e| isol8::Error::docker("start exec", e))?
-            {
-                while let Some(chunk) = output.next().await {
-                    out.extend_from_slice(
-                        &chunk
-                            .map_err(|e| isol8::Error::docker("read exec output", e))?
-                            .into_bytes(),
-                    );
-                }
-            }
-            let info = docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(|e| isol8::Error::docker("inspect exec", e))?;
-            if info.exit_code != Some(0) {
-                return Err(BenchError::BaselineFailed {
-                    path: "exec",
-                    runtime: runtime.to_string(),
-                    detail: format!("{:?} {}", info.exit_code, String::from_utf8_lossy(&out)),
-                });
-            }
-            if i > 0 {
-                samples.push(ms(t.elapsed()));
-            }
-        }
-        Ok(samples)
-    }
-    .await;
-    remove(docker, &id).await;
-    result
-}
-
-/// Baseline: create + start + wait + remove of the same image and command.
-async fn docker_run(
-    docker: &bollard::Docker,
-    image: &str,
-    runtime: &str,
-    argv: &[&str],
-    host: &bollard::models::HostConfig,
-) -> Result<f64> {
-    let t = Instant::now();
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(argv.iter().map(|s| s.to_string()).collect()),
-        user: Some("1000:1000".into()),
-        working_dir: Some("/sandbox".into()),
-        env: Some(vec!["DENO_DIR=/tmp/deno".into(), "HOME=/sandbox".into()]),
-        network_disabled: Some(true),
-        labels: Some(labels(runtime)),
-        host_config: Some(host.clone()),
-        ..Default::default()
-    };
-    let id = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-        .map_err(|e| isol8::Error::docker("create container", e))?
-        .id;
-    let outcome = async {
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| isol8::Error::docker("start container", e))?;
-        let mut wait =
-            docker.wait_container(&id, Some(WaitContainerOptionsBuilder::default().build()));
-        let mut code = None;
-        while let Some(item) = wait.next().await {
-            match item {
-                Ok(r) => code = Some(r.status_code),
-                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => {
-                    code = Some(c)
-                }
-                Err(e) => return Err(isol8::Error::docker("wait container", e).into()),
-            }
-        }
-        if code != Some(0) {
-            return Err(BenchError::BaselineFailed {
-                path: "run",
-                runtime: runtime.to_string(),
-                detail: format!("exit {code:?}"),
-            });
-        }
-        Ok(())
-    }
-    .await;
-    remove(docker, &id).await;
-    outcome?;
-    Ok(ms(t.elapsed()))
 }
 
 async fn machine(docker: &bollard::Docker) -> Machine {
