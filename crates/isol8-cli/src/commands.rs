@@ -1,4 +1,4 @@
-//! `isol8 setup`, `cleanup`, `config` and `doctor`.
+//! `isol8 setup`, `build`, `cleanup`, `config`, `doctor`, `bench` and `serve`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use isol8::config::{Config, LoadedConfig};
-use isol8::images::{SetupEvent, SetupOptions};
 use isol8::maintenance::{self, CleanupOptions};
+use isol8_images::custom::{Built, CustomImage};
+use isol8_images::{SetupEvent, SetupOptions};
 
 /// Flags of `isol8 setup`.
 #[derive(clap::Args, Debug)]
@@ -88,7 +89,7 @@ pub async fn setup(args: SetupArgs, verbose: bool, config: &LoadedConfig) -> Res
     };
     let started = std::time::Instant::now();
     let progress = Progress::new(verbose);
-    let reports = isol8::images::setup(&docker, &opts, &|ev| progress.report(ev)).await?;
+    let reports = isol8_images::setup(&docker, &opts, &|ev| progress.report(ev)).await?;
     let mut built = reports.iter().filter(|r| r.built).count();
     let mut total = reports.len();
     for p in &config.config.prebuilt_images {
@@ -142,8 +143,8 @@ fn custom_image(
     install: Vec<String>,
     setup: Vec<String>,
     config: &LoadedConfig,
-) -> isol8::images::custom::CustomImage {
-    let mut image = isol8::images::custom::CustomImage {
+) -> CustomImage {
+    let mut image = CustomImage {
         runtime: runtime.to_string(),
         tag: tag.unwrap_or_default(),
         install,
@@ -159,12 +160,11 @@ fn custom_image(
 /// Builds one custom image; `true` when it was built (not up to date).
 async fn build_custom(
     docker: &isol8::docker::Docker,
-    image: &isol8::images::custom::CustomImage,
+    image: &CustomImage,
     force: bool,
     progress: &Progress,
 ) -> Result<bool> {
-    use isol8::images::custom::Built;
-    match isol8::images::custom::build(docker, image, force, &|ev| progress.report(ev)).await? {
+    match isol8_images::custom::build(docker, image, force, &|ev| progress.report(ev)).await? {
         Built::Built => Ok(true),
         Built::UpToDate => {
             progress.report(SetupEvent::UpToDate {
@@ -311,9 +311,13 @@ pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
     Ok(0)
 }
 
-/// Runs the doctor checks; exit 1 when something essential is wrong.
+/// Runs the doctor checks (the daemon's, then the runtime images' when it answers); exit 1
+/// when something essential is wrong.
 pub async fn doctor() -> Result<i32> {
-    let checks = maintenance::doctor().await;
+    let (mut checks, docker) = maintenance::doctor().await;
+    if let Some(docker) = &docker {
+        checks.extend(isol8_images::checks(docker).await);
+    }
     let mut failed = false;
     for c in &checks {
         println!(
@@ -346,43 +350,11 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints a table (or JSON).
 pub async fn bench(args: BenchArgs) -> Result<i32> {
-    let all: Vec<String> = isol8::images::RUNTIMES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let runtimes = if args.runtimes.is_empty() {
-        all
-    } else {
-        args.runtimes
-    };
-    let n = args.n.unwrap_or(if args.quick { 10 } else { 30 });
-    if n == 0 {
+    if args.n == Some(0) {
         bail!("-n must be at least 1");
     }
-    let throughput_runtimes: Vec<String> = if args.quick {
-        runtimes
-            .iter()
-            .filter(|r| r.as_str() == "python")
-            .take(1)
-            .cloned()
-            .collect()
-    } else {
-        runtimes.clone()
-    };
-    let opts = isol8::bench::BenchOptions {
-        runtimes,
-        n,
-        concurrency: vec![1, 4, 8],
-        throughput_execs: if args.quick { 40 } else { 200 },
-        throughput_runtimes,
-    };
-    let mut report = isol8::bench::run(&opts, &|line| eprintln!("bench: {line}")).await?;
-    if opts.runtimes.iter().any(|r| r == "python") {
-        eprintln!("bench: python through the HTTP server");
-        let (latency, throughput) = bench_server(n, opts.throughput_execs).await?;
-        report.results.push(latency);
-        report.throughput.push(throughput);
-    }
+    let opts = isol8_bench::BenchOptions::new(args.runtimes, args.n, args.quick);
+    let report = isol8_bench::run(&opts, &|line| eprintln!("bench: {line}")).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -439,89 +411,6 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
     println!();
     println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
     Ok(0)
-}
-
-/// Warm python `print(1)` through `POST /execute` of an in-process server on loopback:
-/// sequential latency, and throughput at concurrency 8.
-async fn bench_server(
-    n: usize,
-    execs: usize,
-) -> Result<(isol8::bench::PathResult, isol8::bench::Throughput)> {
-    use isol8_protocol::{PoolSize, PoolStrategy};
-    let concurrency = 8;
-    let options = isol8::EngineOptions {
-        pool_strategy: Some(PoolStrategy::Fast),
-        pool_size: Some(PoolSize::Split {
-            clean: concurrency as u32,
-            dirty: concurrency as u32,
-        }),
-        ..Default::default()
-    };
-    let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
-        options: options.clone(),
-        max_concurrent: Some(concurrency),
-        prewarm: vec!["python".into()],
-        ..Default::default()
-    })
-    .await?;
-    isol8::Engine::start(&engine).await?;
-    let key = "bench-key-0123456789abcdef".to_string();
-    let state = isol8_server::AppState::new(engine, options, key.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/execute", listener.local_addr()?);
-    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
-        listener,
-        isol8_server::app(state.clone()),
-    )));
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({"request": {"runtime": "python", "code": "print(1)"}});
-    let once = |client: reqwest::Client, url: String, key: String, body: serde_json::Value| async move {
-        let v: serde_json::Value = client
-            .post(&url)
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if v["stdout"] != "1\n" {
-            bail!("server benchmark request failed: {v}");
-        }
-        Ok::<_, anyhow::Error>(())
-    };
-    once(client.clone(), url.clone(), key.clone(), body.clone()).await?; // warm-up
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = std::time::Instant::now();
-        once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let per_worker = execs.div_ceil(concurrency);
-    let t = std::time::Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let (client, url, key, body) = (client.clone(), url.clone(), key.clone(), body.clone());
-        tokio::spawn(async move {
-            for _ in 0..per_worker {
-                once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-    });
-    for w in futures_util::future::join_all(workers).await {
-        w??;
-    }
-    let execs_per_s = (per_worker * concurrency) as f64 / t.elapsed().as_secs_f64();
-    server.abort();
-    state.shutdown().await;
-    Ok((
-        isol8::bench::summarize("python", "server", samples),
-        isol8::bench::Throughput {
-            runtime: "python".into(),
-            path: "server".into(),
-            concurrency,
-            execs_per_s,
-        },
-    ))
 }
 
 /// Flags of `isol8 serve`.

@@ -112,7 +112,7 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 pub fn generate_key() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| err("generate")(&e))?;
-    Ok(format!("{KEY_PREFIX}{}", hex(&bytes)))
+    Ok(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
 }
 
 /// True when `s` has the shape of a database key.
@@ -126,11 +126,7 @@ pub fn is_key_shaped(s: &str) -> bool {
 
 /// The SHA-256 of a key, as lowercase hex (what the stores keep).
 pub fn hash_key(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Compares two byte strings in time independent of where they differ.

@@ -186,7 +186,7 @@ async fn a_flood_of_output_leaves_the_servers_memory_bounded_by_the_cap() {
     };
     let (status, _) = call(&state, body(json!({"maxOutputSize": 1_u64 << 40}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let before = isol8::bench::peak_rss_mb();
+    let before = common::peak_rss_mb();
     let (status, v) = call(&state, body(json!({}))).await;
     assert_eq!(
         status,
@@ -202,7 +202,7 @@ async fn a_flood_of_output_leaves_the_servers_memory_bounded_by_the_cap() {
         &stdout[stdout.len().saturating_sub(200)..]
     );
     assert_eq!(v["truncated"], true);
-    let grown = isol8::bench::peak_rss_mb() - before;
+    let grown = common::peak_rss_mb() - before;
     assert!(
         grown < 64.0,
         "server memory grew by {grown} MiB for 800 MiB of output"

@@ -88,9 +88,6 @@ pub enum Error {
     /// Loading or validating the configuration failed.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// Building or checking images failed.
-    #[error(transparent)]
-    Image(#[from] crate::images::ImageError),
     /// A local I/O operation failed.
     #[error("{op}: {source}")]
     Io {

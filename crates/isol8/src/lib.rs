@@ -10,16 +10,18 @@
 //! * [`limits`] — engine options resolved into validated sandbox settings;
 //! * [`seccomp`] — isol8's default-deny seccomp profile;
 //! * [`docker`] — [`DockerEngine`]: containers, the agent session, output handling;
-//! * [`images`] — building the runtime images (`isol8 setup`);
+//! * [`maintenance`] — housekeeping on the daemon (cleanup, orphans, the built image that
+//!   covers a request's packages, `isol8 doctor`'s Docker checks);
 //! * [`config`] — the configuration file and its JSON Schema.
+//!
+//! Building the images is not part of the engine: the `isol8-images` crate builds them
+//! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
 
-pub mod bench;
 pub mod config;
 pub mod docker;
 pub mod egress;
 pub mod engine;
 pub mod error;
-pub mod images;
 pub mod limits;
 pub mod maintenance;
 pub mod output;
@@ -53,3 +55,12 @@ pub const LABEL_PERSIST: &str = "isol8.persist";
 pub const LABEL_CONTENT_HASH: &str = "isol8.content-hash";
 /// Label naming the runtime an image or container serves.
 pub const LABEL_RUNTIME: &str = "isol8.runtime";
+/// Label: the runtime a custom image (`isol8 build`) extends.
+pub const LABEL_BUILD_RUNTIME: &str = "isol8.build.runtime";
+/// Label: the packages baked into a custom image (JSON array of
+/// [`maintenance::package_key`]s, sorted).
+pub const LABEL_BUILD_PACKAGES: &str = "isol8.build.packages";
+
+/// Tag of the base image every runtime image is built on (`isol8-images` creates it;
+/// `isol8 cleanup --images` removes it with isol8's other images).
+pub const BASE_IMAGE: &str = "isol8-base:bookworm";

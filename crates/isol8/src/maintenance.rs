@@ -1,7 +1,9 @@
 //! Housekeeping on the daemon: listing and removing isol8's containers and images (only
-//! ever those labelled as isol8's), and the `isol8 doctor` checks.
+//! ever those labelled as isol8's), finding a built image whose packages cover a request,
+//! and `isol8 doctor`'s checks of the daemon itself (the images are checked by
+//! `isol8-images`, which builds them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -9,7 +11,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::{Error, Result, LABEL_MANAGED, LABEL_OWNER};
+use crate::{
+    Error, Result, BASE_IMAGE, LABEL_BUILD_PACKAGES, LABEL_BUILD_RUNTIME, LABEL_MANAGED,
+    LABEL_OWNER,
+};
 
 /// One isol8 container on the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,13 +116,8 @@ pub async fn list_images(docker: &Docker) -> Result<Vec<String>> {
         })
         .collect();
     // The base image is imported or pulled, so it may carry no label: include it by name.
-    if docker
-        .inspect_image(crate::images::BASE_IMAGE)
-        .await
-        .is_ok()
-        && !images.iter().any(|i| i == crate::images::BASE_IMAGE)
-    {
-        images.push(crate::images::BASE_IMAGE.to_string());
+    if docker.inspect_image(BASE_IMAGE).await.is_ok() && !images.iter().any(|i| i == BASE_IMAGE) {
+        images.push(BASE_IMAGE.to_string());
     }
     Ok(images)
 }
@@ -172,6 +172,41 @@ pub async fn remove_container(docker: &Docker, id: &str) -> Result<()> {
         }
         Err(e) => Err(Error::docker("remove container", e)),
     }
+}
+
+/// How a package spec is compared and recorded in [`LABEL_BUILD_PACKAGES`]: trimmed and
+/// lower-cased (package names compare case-insensitively).
+pub fn package_key(spec: &str) -> String {
+    spec.trim().to_ascii_lowercase()
+}
+
+/// A built image of `runtime` (labelled [`LABEL_BUILD_RUNTIME`] by `isol8 build`) whose
+/// [`LABEL_BUILD_PACKAGES`] include every one of `wanted`, if any: the one with the fewest
+/// extra packages, the newest among equals. `None` too when the daemon cannot list images
+/// (the request then installs its packages at run time).
+pub async fn covering_image(docker: &Docker, runtime: &str, wanted: &[String]) -> Option<String> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_BUILD_RUNTIME}={runtime}")],
+    )]);
+    let opts = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker.list_images(Some(opts)).await.ok()?;
+    let wanted: BTreeSet<String> = wanted.iter().map(|p| package_key(p)).collect();
+    images
+        .into_iter()
+        .filter_map(|img| {
+            let baked: BTreeSet<String> =
+                serde_json::from_str(img.labels.get(LABEL_BUILD_PACKAGES)?).ok()?;
+            let tag = img.repo_tags.into_iter().find(|t| t != "<none>:<none>")?;
+            // Fewest extra packages first, then the newest build.
+            wanted
+                .is_subset(&baked)
+                .then_some((baked.len(), std::cmp::Reverse(img.created), tag))
+        })
+        .min()
+        .map(|(_, _, tag)| tag)
 }
 
 /// This machine's host name (as the kernel knows it).
@@ -241,8 +276,10 @@ pub struct Check {
     pub essential: bool,
 }
 
-/// Checks Docker, its version, seccomp and cgroup support, and the runtime images.
-pub async fn doctor() -> Vec<Check> {
+/// Checks that the Docker daemon answers, its version, and its seccomp and cgroup support.
+/// Returns the checks and, when the daemon answered, the client, for the checks of the
+/// runtime images that follow (`isol8-images`' `status::checks`).
+pub async fn doctor() -> (Vec<Check>, Option<Docker>) {
     let mut checks = Vec::new();
     let docker = match crate::docker::connect().await {
         Ok(d) => d,
@@ -253,7 +290,7 @@ pub async fn doctor() -> Vec<Check> {
                 detail: e.to_string(),
                 essential: true,
             });
-            return checks;
+            return (checks, None);
         }
     };
     let version = docker.version().await.ok();
@@ -318,41 +355,5 @@ pub async fn doctor() -> Vec<Check> {
             essential: missing.iter().any(|m| *m != "swap"),
         });
     }
-    for runtime in crate::images::RUNTIMES {
-        let check = match crate::images::status(&docker, runtime, None).await {
-            Ok(s) if s.current => Check {
-                name: s.image,
-                ok: true,
-                detail: "present and current".into(),
-                essential: true,
-            },
-            Ok(s) if s.present && s.hash_expected.is_none() => Check {
-                name: s.image,
-                ok: true,
-                detail: "present (freshness unknown: the agent binary was not found to compare)"
-                    .into(),
-                essential: true,
-            },
-            Ok(s) if s.present => Check {
-                name: s.image,
-                ok: false,
-                detail: "present but outdated; run `isol8 setup`".into(),
-                essential: false,
-            },
-            Ok(s) => Check {
-                name: s.image,
-                ok: false,
-                detail: "missing; run `isol8 setup`".into(),
-                essential: true,
-            },
-            Err(e) => Check {
-                name: crate::images::image_for(runtime),
-                ok: false,
-                detail: e.to_string(),
-                essential: true,
-            },
-        };
-        checks.push(check);
-    }
-    checks
+    (checks, Some(docker))
 }

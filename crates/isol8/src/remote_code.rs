@@ -129,7 +129,7 @@ impl CodeFetcher {
                 ))
             })??;
         if let Some(expected) = expected {
-            let got = crate::images::artifacts::hex(&Sha256::digest(&body));
+            let got = hex::encode(Sha256::digest(&body));
             if got != expected {
                 return Err(refused(format!(
                     "the SHA-256 of `{url}` is {got}, not the expected {expected}"

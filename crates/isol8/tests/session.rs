@@ -109,8 +109,11 @@ async fn put_and_get_file_round_trip_five_mebibytes_of_random_bytes() {
         code("python", "import hashlib\nd = open('/sandbox/in/blob.bin', 'rb').read()\nprint(hashlib.sha256(d).hexdigest())\nopen('/sandbox/out.bin', 'wb').write(d[::-1])"),
     )
     .await;
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(r.stdout.trim(), hex, "the sandbox saw different bytes");
+    assert_eq!(
+        r.stdout.trim(),
+        hex::encode(digest),
+        "the sandbox saw different bytes"
+    );
     let back = engine
         .get_file("/sandbox/in/blob.bin")
         .await

@@ -18,3 +18,15 @@ pub async fn engine_or_skip() -> Option<DockerEngine> {
         }
     }
 }
+
+/// Peak resident memory of this test process (the server's), MiB: `VmHWM` of
+/// `/proc/self/status`, in kB there.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kb / 1024.0
+}

@@ -597,7 +597,7 @@ impl DockerEngine {
         if req.install_packages.is_empty() || settings.image.is_some() {
             return Ok((owned, settings));
         }
-        let covering = crate::images::custom::covering_image(
+        let covering = crate::maintenance::covering_image(
             &self.inner.docker,
             &req.runtime,
             &req.install_packages,

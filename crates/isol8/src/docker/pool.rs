@@ -66,10 +66,7 @@ impl PoolKey {
         let json = serde_json::to_value(host)
             .and_then(|v| serde_json::to_vec(&v))
             .unwrap_or_default();
-        Sha256::digest(&json)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(Sha256::digest(&json))
     }
 }
 

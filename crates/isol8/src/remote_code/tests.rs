@@ -105,7 +105,7 @@ async fn fetch_err(f: &CodeFetcher, r: ExecutionRequest) -> String {
 const CODE_SHA256: &str = "sha256-of-code";
 
 fn code_sha() -> String {
-    crate::images::artifacts::hex(&Sha256::digest(b"print('hello from a URL')"))
+    hex::encode(Sha256::digest(b"print('hello from a URL')"))
 }
 
 #[tokio::test]

@@ -7,20 +7,19 @@
 //! walking up, for `require` and ESM `import` alike. Labels record the runtime, the package list and a content
 //! hash (base image id, packages, setup commands, CA bundle), so an unchanged build is
 //! skipped and the engine can find an image whose packages cover a request's
-//! `installPackages` and use it instead of installing at run time.
+//! `installPackages` ([`isol8::maintenance::covering_image`]) and use it instead of
+//! installing at run time.
 
 use std::collections::{BTreeSet, HashMap};
 
-use bollard::query_parameters::ListImagesOptionsBuilder;
 use bollard::Docker;
+use isol8::maintenance::package_key;
 use sha2::{Digest as _, Sha256};
 
-use super::{artifacts, build_image, ImageError, SetupEvent};
+use crate::builder::build_image;
+use crate::{ImageError, SetupEvent};
 
-/// Label: the runtime a custom image extends.
-pub const LABEL_BUILD_RUNTIME: &str = "isol8.build.runtime";
-/// Label: the packages baked into a custom image (JSON array, sorted).
-pub const LABEL_BUILD_PACKAGES: &str = "isol8.build.packages";
+pub use isol8::{LABEL_BUILD_PACKAGES, LABEL_BUILD_RUNTIME};
 /// Where baked Python packages live (on the python runtime's `PYTHONPATH`).
 pub const PY_PACKAGES: &str = "/opt/isol8/pypackages";
 /// Where baked npm packages live; `/node_modules` links here, so they are found from
@@ -118,7 +117,7 @@ impl CustomImage {
         }
         if !self.install.is_empty() {
             for p in &self.install {
-                crate::prepare::check_package(p).map_err(|e| invalid(&self.tag, e.to_string()))?;
+                isol8::prepare::check_package(p).map_err(|e| invalid(&self.tag, e.to_string()))?;
             }
             let mut argv = vec!["env".to_string()];
             argv.extend(env.iter().cloned());
@@ -146,19 +145,14 @@ impl CustomImage {
     pub fn default_tag(&self) -> String {
         let mut names: Vec<String> = self.package_set().into_iter().collect();
         names.extend(self.setup.iter().cloned());
-        let digest = artifacts::hex(&Sha256::digest(names.join("\n").as_bytes()));
+        let digest = hex::encode(Sha256::digest(names.join("\n").as_bytes()));
         format!("isol8-custom:{}-{}", self.runtime, &digest[..12])
     }
 
-    /// The packages, normalised and sorted (what the label records).
+    /// The packages, normalised ([`package_key`]) and sorted (what the label records).
     pub fn package_set(&self) -> BTreeSet<String> {
-        self.install.iter().map(|p| normalise(p)).collect()
+        self.install.iter().map(|p| package_key(p)).collect()
     }
-}
-
-/// Package specs compare case-insensitively.
-fn normalise(spec: &str) -> String {
-    spec.trim().to_ascii_lowercase()
 }
 
 /// Builds `image` unless an image with its tag and content hash exists (or `force`).
@@ -174,7 +168,7 @@ pub async fn build(
             "give the custom image a tag of its own (the isol8:<runtime> tags belong to isol8 setup)",
         ));
     }
-    let base = super::image_for(&image.runtime);
+    let base = super::image_for(&image.runtime)?;
     let base_id = docker
         .inspect_image(&base)
         .await
@@ -203,11 +197,11 @@ pub async fn build(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    let hash = artifacts::hex(&h.finalize());
+    let hash = hex::encode(h.finalize());
     if !force {
         if let Ok(existing) = docker.inspect_image(&image.tag).await {
             let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
-            if labels.get(crate::LABEL_CONTENT_HASH) == Some(&hash) {
+            if labels.get(isol8::LABEL_CONTENT_HASH) == Some(&hash) {
                 return Ok(Built::UpToDate);
             }
         }
@@ -243,7 +237,7 @@ pub async fn build(
     let context = tar.into_inner().map_err(io)?;
     let packages: Vec<String> = image.package_set().into_iter().collect();
     let labels = HashMap::from([
-        (crate::LABEL_CONTENT_HASH.to_string(), hash),
+        (isol8::LABEL_CONTENT_HASH.to_string(), hash),
         (LABEL_BUILD_RUNTIME.to_string(), image.runtime.clone()),
         (
             LABEL_BUILD_PACKAGES.to_string(),
@@ -257,33 +251,6 @@ pub async fn build(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(Built::Built)
-}
-
-/// A built image of `runtime` whose packages include every one of `wanted`, if any
-/// (the one with the fewest extra packages; the newest among equals).
-pub async fn covering_image(docker: &Docker, runtime: &str, wanted: &[String]) -> Option<String> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{LABEL_BUILD_RUNTIME}={runtime}")],
-    )]);
-    let opts = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let images = docker.list_images(Some(opts)).await.ok()?;
-    let wanted: BTreeSet<String> = wanted.iter().map(|p| normalise(p)).collect();
-    images
-        .into_iter()
-        .filter_map(|img| {
-            let baked: BTreeSet<String> =
-                serde_json::from_str(img.labels.get(LABEL_BUILD_PACKAGES)?).ok()?;
-            let tag = img.repo_tags.into_iter().find(|t| t != "<none>:<none>")?;
-            // Fewest extra packages first, then the newest build.
-            wanted
-                .is_subset(&baked)
-                .then_some((baked.len(), std::cmp::Reverse(img.created), tag))
-        })
-        .min()
-        .map(|(_, _, tag)| tag)
 }
 
 #[cfg(test)]

@@ -33,9 +33,9 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Security archive used with [`DEFAULT_MIRROR`].
 pub const DEFAULT_SECURITY: &str = "http://deb.debian.org/debian-security";
 
-const DPKG_CFG: &str = include_str!("../../../../images/offline/dpkg.cfg");
-const APT_CONF: &str = include_str!("../../../../images/offline/apt.conf");
-const BASE_DOCKERFILE: &str = include_str!("../../../../images/base.Dockerfile");
+const DPKG_CFG: &str = include_str!("../../../images/offline/dpkg.cfg");
+const APT_CONF: &str = include_str!("../../../images/offline/apt.conf");
+const BASE_DOCKERFILE: &str = include_str!("../../../images/base.Dockerfile");
 
 /// Tag of the imported debootstrap rootfs while the base is built from it.
 pub const ROOTFS_IMAGE: &str = "isol8-base:rootfs";
@@ -289,8 +289,8 @@ async fn finish(
     let dockerfile = BASE_DOCKERFILE
         .replace("{{SOURCE_LABEL}}", &source_label.replace('"', ""))
         .replace("{{SOURCE}}", source);
-    let context = super::build_context(&dockerfile, &[])?;
-    super::build_image(docker, BASE_IMAGE, context, None, nocache, progress).await
+    let context = crate::builder::build_context(&dockerfile, &[])?;
+    crate::builder::build_image(docker, BASE_IMAGE, context, None, nocache, progress).await
 }
 
 /// Whether a pull error means no registry could be reached at all (as opposed to, say, a

@@ -1,35 +1,88 @@
-//! `isol8 bench`: end-to-end latency of isol8's paths against Docker's own, measured in
-//! the same run on the same images.
+//! isol8-bench: `isol8 bench`, the end-to-end latency of isol8's paths against Docker's
+//! own, measured in the same run on the same images.
+//!
+//! It drives the engine (`isol8`) and the HTTP server (`isol8-server`) from outside, as a
+//! user would; the CLI (`isol8-cli`) is its only dependent and prints its [`BenchReport`].
+//! Nothing in the engine depends on it, so embedding the engine does not compile it.
 //!
 //! Paths, per runtime, for a hello-world program:
 //! * `cold` — an ephemeral execution with no pool (create, attach, start, agent, remove);
 //! * `warm` — an ephemeral execution from a warm pool (one request frame, frames back);
 //! * `docker_exec` — baseline: create exec + start attached + inspect into a running
 //!   container of the same image (what most sandboxes do per execution);
-//! * `docker_run` — baseline: create + start + wait + remove of the same image and command.
+//! * `docker_run` — baseline: create + start + wait + remove of the same image and command
+//!   (both baselines: [`baseline`]);
+//! * `server` (python only) — the warm path through `POST /execute` of an in-process
+//!   server on loopback (see [`server`]).
 //!
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 
-use std::collections::HashMap;
+pub mod baseline;
+pub mod server;
+
 use std::time::{Duration, Instant};
 
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures_util::StreamExt;
+use isol8::docker::{connect, host_config, EngineConfig};
+use isol8::limits::SandboxSettings;
+use isol8::{DockerEngine, Engine, RuntimeRegistry};
 use isol8_protocol::{EngineOptions, ExecutionRequest, PoolSize, PoolStrategy};
 use serde::Serialize;
 
-use crate::docker::{connect, host_config, EngineConfig};
-use crate::engine::Engine;
-use crate::limits::SandboxSettings;
-use crate::{DockerEngine, Error, Result, LABEL_MANAGED, LABEL_PID, LABEL_RUNTIME};
+/// Result alias of the benchmark.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// Why a benchmark run stopped. The engine's and the daemon's errors pass through as
+/// [`BenchError::Engine`].
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The engine (or the Docker daemon under it) failed.
+    #[error(transparent)]
+    Engine(#[from] isol8::Error),
+    /// There is no hello-world program for the runtime.
+    #[error("no benchmark program for runtime `{0}`")]
+    UnknownRuntime(String),
+    /// The hello-world program did not print `1` and exit 0 through the engine.
+    #[error("benchmark program failed in {runtime}: exit {exit_code} stdout {stdout:?} stderr {stderr:?}")]
+    ProgramFailed {
+        /// Runtime.
+        runtime: String,
+        /// Its exit code.
+        exit_code: i32,
+        /// What it printed on stdout.
+        stdout: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A Docker baseline's command failed.
+    #[error("docker {path} baseline failed for {runtime}: {detail}")]
+    BaselineFailed {
+        /// `exec` or `run`.
+        path: &'static str,
+        /// Runtime.
+        runtime: String,
+        /// Exit code and output.
+        detail: String,
+    },
+    /// A throughput worker task panicked or was cancelled.
+    #[error("a throughput worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+    /// The in-process server of the `server` path could not be started.
+    #[error("server benchmark: cannot {op}: {source}")]
+    ServerIo {
+        /// What was being done.
+        op: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request of the `server` path failed or its answer was not the expected result.
+    #[error("server benchmark request failed: {0}")]
+    ServerRequest(String),
+}
 
 /// What to measure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchOptions {
     /// Runtimes to measure.
     pub runtimes: Vec<String>,
@@ -43,12 +96,48 @@ pub struct BenchOptions {
     pub throughput_runtimes: Vec<String>,
 }
 
+impl BenchOptions {
+    /// The options of `isol8 bench`: `runtimes` (empty: every built-in runtime of
+    /// [`RuntimeRegistry::builtin`]), `n` samples per path (default 30), throughput of every
+    /// runtime at concurrency 1, 4 and 8 with 200 executions each. `quick` makes it short:
+    /// 10 samples by default, python's throughput only (when python is measured), 40
+    /// executions per level.
+    pub fn new(runtimes: Vec<String>, n: Option<usize>, quick: bool) -> BenchOptions {
+        let runtimes = if runtimes.is_empty() {
+            RuntimeRegistry::builtin()
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else {
+            runtimes
+        };
+        let throughput_runtimes: Vec<String> = if quick {
+            runtimes
+                .iter()
+                .filter(|r| r.as_str() == "python")
+                .take(1)
+                .cloned()
+                .collect()
+        } else {
+            runtimes.clone()
+        };
+        BenchOptions {
+            runtimes,
+            n: n.unwrap_or(if quick { 10 } else { 30 }),
+            concurrency: vec![1, 4, 8],
+            throughput_execs: if quick { 40 } else { 200 },
+            throughput_runtimes,
+        }
+    }
+}
+
 /// Latency of one path for one runtime.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathResult {
     /// Runtime.
     pub runtime: String,
-    /// `cold`, `warm`, `docker_exec` or `docker_run`.
+    /// `cold`, `warm`, `docker_exec`, `docker_run` or `server`.
     pub path: String,
     /// Samples.
     pub n: usize,
@@ -111,11 +200,7 @@ fn hello(runtime: &str) -> Result<(&'static str, Vec<&'static str>)> {
         "bun" => ("console.log(1)", vec!["bun", "-e", "console.log(1)"]),
         "deno" => ("console.log(1)", vec!["deno", "eval", "console.log(1)"]),
         "bash" => ("echo 1", vec!["bash", "-c", "echo 1"]),
-        other => {
-            return Err(Error::InvalidRequest(format!(
-                "no benchmark program for runtime `{other}`"
-            )))
-        }
+        other => return Err(BenchError::UnknownRuntime(other.to_string())),
     })
 }
 
@@ -139,7 +224,7 @@ pub fn summarize(runtime: &str, path: &str, mut samples: Vec<f64>) -> PathResult
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -152,26 +237,29 @@ async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
         }),
         ..Default::default()
     };
-    DockerEngine::connect_with(EngineConfig {
+    Ok(DockerEngine::connect_with(EngineConfig {
         options,
         max_concurrent: Some(max_concurrent),
         ..Default::default()
     })
-    .await
+    .await?)
 }
 
 async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<()> {
     let r = engine.execute(req.clone()).await?;
     if r.exit_code != 0 || r.stdout.trim() != "1" {
-        return Err(Error::Sandbox(format!(
-            "benchmark program failed in {}: exit {} stdout {:?} stderr {:?}",
-            req.runtime, r.exit_code, r.stdout, r.stderr
-        )));
+        return Err(BenchError::ProgramFailed {
+            runtime: req.runtime.clone(),
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        });
     }
     Ok(())
 }
 
-/// Runs the benchmark; `progress` receives a line per step.
+/// Runs the benchmark (with the `server` path when python is measured); `progress`
+/// receives a line per step.
 pub async fn run(
     opts: &BenchOptions,
     progress: &(dyn Fn(String) + Send + Sync),
@@ -180,13 +268,14 @@ pub async fn run(
     let machine = machine(&docker).await;
     let settings = SandboxSettings::resolve(&EngineOptions::default())?;
     let host = host_config(&settings)?;
+    let registry = RuntimeRegistry::builtin();
     let mut results = Vec::new();
     let cold_engine = engine(0, 1).await?;
     let warm_engine = engine(1, 1).await?;
 
     for runtime in &opts.runtimes {
         let (src, argv) = hello(runtime)?;
-        let image = crate::images::image_for(runtime);
+        let image = registry.get(runtime)?.image.clone();
         let req = ExecutionRequest {
             runtime: runtime.clone(),
             code: Some(src.to_string()),
@@ -208,7 +297,7 @@ pub async fn run(
         results.push(summarize(
             runtime,
             "docker_exec",
-            docker_exec(&docker, &image, runtime, &argv, &host, opts.n).await?,
+            baseline::docker_exec(&docker, &image, runtime, &argv, &host, opts.n).await?,
         ));
 
         progress(format!("{runtime}: cold"));
@@ -223,7 +312,7 @@ pub async fn run(
         progress(format!("{runtime}: docker run"));
         let mut run = Vec::new();
         for _ in 0..opts.n {
-            run.push(docker_run(&docker, &image, runtime, &argv, &host).await?);
+            run.push(baseline::docker_run(&docker, &image, runtime, &argv, &host).await?);
         }
         results.push(summarize(runtime, "docker_run", run));
     }
@@ -252,11 +341,11 @@ pub async fn run(
                     for _ in 0..per_worker {
                         check(&e, &req).await?;
                     }
-                    Ok::<_, Error>(())
+                    Ok::<_, BenchError>(())
                 })
             });
             for w in futures_util::future::join_all(workers).await {
-                w.map_err(|e| Error::Sandbox(e.to_string()))??;
+                w??;
             }
             let elapsed = t.elapsed().as_secs_f64();
             throughput.push(Throughput {
@@ -268,181 +357,20 @@ pub async fn run(
             e.stop().await?;
         }
     }
+    // The engine's own peak, before the server path adds the server's.
+    let peak_rss_mb = peak_rss_mb();
+    if opts.runtimes.iter().any(|r| r == "python") {
+        progress("python through the HTTP server".to_string());
+        let (latency, rate) = server::run(opts.n, opts.throughput_execs).await?;
+        results.push(latency);
+        throughput.push(rate);
+    }
     Ok(BenchReport {
         machine,
         results,
         throughput,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb,
     })
-}
-
-fn labels(runtime: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (LABEL_MANAGED.to_string(), "true".to_string()),
-        (LABEL_RUNTIME.to_string(), runtime.to_string()),
-        (LABEL_PID.to_string(), std::process::id().to_string()),
-        ("isol8.bench".to_string(), "true".to_string()),
-    ])
-}
-
-async fn remove(docker: &bollard::Docker, id: &str) {
-    let opts = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    let _ = docker.remove_container(id, Some(opts)).await;
-}
-
-/// Baseline: `docker exec` of the command into a running container of the same image.
-async fn docker_exec(
-    docker: &bollard::Docker,
-    image: &str,
-    runtime: &str,
-    argv: &[&str],
-    host: &bollard::models::HostConfig,
-    n: usize,
-) -> Result<Vec<f64>> {
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec!["sleep".into(), "infinity".into()]),
-        user: Some("1000:1000".into()),
-        working_dir: Some("/sandbox".into()),
-        network_disabled: Some(true),
-        labels: Some(labels(runtime)),
-        host_config: Some(host.clone()),
-        ..Default::default()
-    };
-    let name = format!(
-        "isol8-bench-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let id = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(|e| Error::docker("create container", e))?
-        .id;
-    let result = async {
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| Error::docker("start container", e))?;
-        let mut samples = Vec::new();
-        for i in 0..=n {
-            let t = Instant::now();
-            let exec = docker
-                .create_exec(
-                    &id,
-                    CreateExecOptions::<String> {
-                        cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        env: Some(vec!["DENO_DIR=/tmp/deno".into(), "HOME=/sandbox".into()]),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| Error::docker("create exec", e))?;
-            let mut out = Vec::new();
-            if let StartExecResults::Attached { mut output, .. } = docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|e| Error::docker("start exec", e))?
-            {
-                while let Some(chunk) = output.next().await {
-                    out.extend_from_slice(
-                        &chunk
-                            .map_err(|e| Error::docker("read exec output", e))?
-                            .into_bytes(),
-                    );
-                }
-            }
-            let info = docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(|e| Error::docker("inspect exec", e))?;
-            if info.exit_code != Some(0) {
-                return Err(Error::Sandbox(format!(
-                    "docker exec baseline failed for {runtime}: {:?} {}",
-                    info.exit_code,
-                    String::from_utf8_lossy(&out)
-                )));
-            }
-            if i > 0 {
-                samples.push(ms(t.elapsed()));
-            }
-        }
-        Ok(samples)
-    }
-    .await;
-    remove(docker, &id).await;
-    result
-}
-
-/// Baseline: create + start + wait + remove of the same image and command.
-async fn docker_run(
-    docker: &bollard::Docker,
-    image: &str,
-    runtime: &str,
-    argv: &[&str],
-    host: &bollard::models::HostConfig,
-) -> Result<f64> {
-    let t = Instant::now();
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(argv.iter().map(|s| s.to_string()).collect()),
-        user: Some("1000:1000".into()),
-        working_dir: Some("/sandbox".into()),
-        env: Some(vec!["DENO_DIR=/tmp/deno".into(), "HOME=/sandbox".into()]),
-        network_disabled: Some(true),
-        labels: Some(labels(runtime)),
-        host_config: Some(host.clone()),
-        ..Default::default()
-    };
-    let id = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-        .map_err(|e| Error::docker("create container", e))?
-        .id;
-    let outcome = async {
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| Error::docker("start container", e))?;
-        let mut wait =
-            docker.wait_container(&id, Some(WaitContainerOptionsBuilder::default().build()));
-        let mut code = None;
-        while let Some(item) = wait.next().await {
-            match item {
-                Ok(r) => code = Some(r.status_code),
-                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => {
-                    code = Some(c)
-                }
-                Err(e) => return Err(Error::docker("wait container", e)),
-            }
-        }
-        if code != Some(0) {
-            return Err(Error::Sandbox(format!(
-                "docker run baseline failed for {runtime}: exit {code:?}"
-            )));
-        }
-        Ok(())
-    }
-    .await;
-    remove(docker, &id).await;
-    outcome?;
-    Ok(ms(t.elapsed()))
 }
 
 async fn machine(docker: &bollard::Docker) -> Machine {
@@ -502,8 +430,24 @@ mod tests {
     }
 
     #[test]
+    fn options_default_to_every_builtin_runtime_and_quick_shortens_the_run() {
+        let full = BenchOptions::new(vec![], None, false);
+        assert_eq!(full.runtimes, ["python", "node", "bun", "bash", "deno"]);
+        assert_eq!(full.throughput_runtimes, full.runtimes);
+        assert_eq!((full.n, full.throughput_execs), (30, 200));
+        assert_eq!(full.concurrency, [1, 4, 8]);
+        let quick = BenchOptions::new(vec!["bash".into(), "python".into()], None, true);
+        assert_eq!(quick.runtimes, ["bash", "python"]);
+        assert_eq!(quick.throughput_runtimes, ["python"]);
+        assert_eq!((quick.n, quick.throughput_execs), (10, 40));
+        let bash = BenchOptions::new(vec!["bash".into()], Some(2), true);
+        assert_eq!(bash.n, 2);
+        assert!(bash.throughput_runtimes.is_empty());
+    }
+
+    #[test]
     fn every_builtin_runtime_has_a_benchmark_program() {
-        for rt in crate::images::RUNTIMES {
+        for rt in RuntimeRegistry::builtin().names() {
             assert!(hello(rt).is_ok(), "{rt}");
         }
         assert!(hello("cobol").is_err());

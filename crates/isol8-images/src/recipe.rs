@@ -5,14 +5,14 @@
 use sha2::{Digest as _, Sha256};
 
 use super::artifacts::{self, Artifact};
-use super::{ImageError, BASE_IMAGE, RUNTIMES};
+use super::{ImageError, BASE_IMAGE};
 
 /// Bumped whenever the way images are assembled changes in a way the inputs below do not
 /// capture (build context layout, build options): every image is then rebuilt once.
 pub const SCHEMA_VERSION: &str = "isol8-image-v2";
 
 /// The runtime image template; `{{NAME}}` placeholders are filled by [`Recipe::dockerfile`].
-pub const TEMPLATE: &str = include_str!("../../../../images/runtime.Dockerfile");
+pub const TEMPLATE: &str = include_str!("../../../images/runtime.Dockerfile");
 
 /// The ingredients of one runtime image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +74,7 @@ impl Recipe {
                 env: &[],
                 check: &["bash", "--version"],
             },
-            other => {
-                return Err(ImageError::UnknownRuntime {
-                    runtime: other.to_string(),
-                    known: RUNTIMES.join(", "),
-                })
-            }
+            other => return Err(ImageError::unknown_runtime(other)),
         })
     }
 
@@ -177,7 +172,7 @@ pub fn content_hash(
     }
     field("agent-sha256", agent_sha256);
     field("base", base_id.as_bytes());
-    artifacts::hex(&h.finalize())
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]
@@ -194,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_runtime_renders_a_complete_dockerfile() {
-        for rt in RUNTIMES {
+        for rt in isol8::RuntimeRegistry::builtin().names() {
             let df = recipe(rt).dockerfile();
             assert!(!df.contains("{{"), "{rt}: unfilled placeholder in\n{df}");
             assert!(df.contains(&format!("\nFROM {BASE_IMAGE}\n")), "{rt}");

@@ -31,7 +31,7 @@ impl Digest {
     pub fn matches(&self, bytes: &[u8]) -> bool {
         match self {
             Digest::Integrity(sri) => verify_integrity(bytes, sri),
-            Digest::Sha256(want) => hex(&Sha256::digest(bytes)).eq_ignore_ascii_case(want),
+            Digest::Sha256(want) => hex::encode(Sha256::digest(bytes)).eq_ignore_ascii_case(want),
         }
     }
 
@@ -226,15 +226,6 @@ fn bun_for_cpuinfo(cpuinfo: &str) -> Artifact {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// The download cache: `$XDG_CACHE_HOME/isol8/artifacts`, else `~/.cache/isol8/artifacts`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
@@ -249,7 +240,7 @@ pub fn cache_dir() -> PathBuf {
 /// Where the verified binary of `artifact` is cached: named by binary, version and a
 /// prefix of the pinned digest, so a new pin never reuses an old file.
 pub fn cached_path(artifact: &Artifact) -> PathBuf {
-    let tag = hex(&Sha256::digest(artifact.digest.as_str().as_bytes()));
+    let tag = hex::encode(Sha256::digest(artifact.digest.as_str().as_bytes()));
     cache_dir().join(format!(
         "{}-{}-{}",
         artifact.binary,
@@ -529,7 +520,7 @@ mod tests {
     #[test]
     fn pypi_sha256_is_verified() {
         let data = b"wheel";
-        let want = hex(&Sha256::digest(data));
+        let want = hex::encode(Sha256::digest(data));
         let leaked: &'static str = Box::leak(want.into_boxed_str());
         assert!(Digest::Sha256(leaked).matches(data));
         assert!(!Digest::Sha256(leaked).matches(b"other"));

@@ -1,0 +1,113 @@
+//! The `server` path of `isol8 bench`: python `print(1)` through `POST /execute` of an
+//! in-process `isol8 serve` on loopback (a JSON request, the warm pool, the JSON result),
+//! measured sequentially and at concurrency 8.
+
+use std::time::Instant;
+
+use isol8_protocol::{EngineOptions, PoolSize, PoolStrategy};
+
+use crate::{summarize, BenchError, PathResult, Result, Throughput};
+
+/// Concurrent requests of the throughput measurement (and the size of the warm pool).
+pub const CONCURRENCY: usize = 8;
+
+/// Runs `n` sequential requests (after one unmeasured warm-up) and then `execs` requests
+/// spread over [`CONCURRENCY`] workers against a server started for the purpose and
+/// stopped afterwards. Returns the latency row (`server`) and the throughput.
+pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
+    let options = EngineOptions {
+        pool_strategy: Some(PoolStrategy::Fast),
+        pool_size: Some(PoolSize::Split {
+            clean: CONCURRENCY as u32,
+            dirty: CONCURRENCY as u32,
+        }),
+        ..Default::default()
+    };
+    let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
+        options: options.clone(),
+        max_concurrent: Some(CONCURRENCY),
+        prewarm: vec!["python".into()],
+        ..Default::default()
+    })
+    .await?;
+    isol8::Engine::start(&engine).await?;
+    let key = "bench-key-0123456789abcdef".to_string();
+    let state = isol8_server::AppState::new(engine, options, key.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| BenchError::ServerIo {
+            op: "listen on 127.0.0.1",
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| BenchError::ServerIo {
+            op: "read the listening address",
+            source,
+        })?;
+    let url = format!("http://{addr}/execute");
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        isol8_server::app(state.clone()),
+    )));
+    let measured = measure(&url, &key, n, execs).await;
+    server.abort();
+    state.shutdown().await;
+    let (samples, execs_per_s) = measured?;
+    Ok((
+        summarize("python", "server", samples),
+        Throughput {
+            runtime: "python".into(),
+            path: "server".into(),
+            concurrency: CONCURRENCY,
+            execs_per_s,
+        },
+    ))
+}
+
+/// The latency samples (ms) and the throughput (executions per second) against `url`.
+async fn measure(url: &str, key: &str, n: usize, execs: usize) -> Result<(Vec<f64>, f64)> {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"request": {"runtime": "python", "code": "print(1)"}});
+    let once = |client: reqwest::Client, url: String, key: String, body: serde_json::Value| async move {
+        let failed = |e: reqwest::Error| BenchError::ServerRequest(e.to_string());
+        let v: serde_json::Value = client
+            .post(&url)
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(failed)?
+            .json()
+            .await
+            .map_err(failed)?;
+        if v["stdout"] != "1\n" {
+            return Err(BenchError::ServerRequest(v.to_string()));
+        }
+        Ok::<_, BenchError>(())
+    };
+    let (url, key) = (url.to_string(), key.to_string());
+    once(client.clone(), url.clone(), key.clone(), body.clone()).await?; // warm-up
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let per_worker = execs.div_ceil(CONCURRENCY);
+    let t = Instant::now();
+    let workers = (0..CONCURRENCY).map(|_| {
+        let (client, url, key, body) = (client.clone(), url.clone(), key.clone(), body.clone());
+        tokio::spawn(async move {
+            for _ in 0..per_worker {
+                once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+            }
+            Ok::<_, BenchError>(())
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w??;
+    }
+    let execs_per_s = (per_worker * CONCURRENCY) as f64 / t.elapsed().as_secs_f64();
+    Ok((samples, execs_per_s))
+}
