@@ -16,6 +16,7 @@ pub fn check(
     req: &ExecutionRequest,
     opts: &EngineOptions,
 ) -> Result<(), String> {
+    check_secrets(policy, opts)?;
     if let Some(max) = policy.max_timeout_ms {
         for (field, value) in [
             ("request.timeoutMs", req.timeout_ms),
@@ -113,6 +114,31 @@ pub fn check(
         .is_some_and(|m| m != isol8_protocol::options::Mode::Ephemeral)
     {
         return Err("options.mode: use sessionId for a persistent session".into());
+    }
+    Ok(())
+}
+
+/// Caps the size of a client's `secrets`: every secret is compiled into the execution's
+/// masking automaton, so their number and size bound that work (`serverPolicy.maxSecrets`,
+/// `serverPolicy.maxSecretBytes`, with defaults). The error never quotes a value.
+fn check_secrets(policy: &ServerPolicy, opts: &EngineOptions) -> Result<(), String> {
+    let max = policy
+        .max_secrets
+        .unwrap_or(ServerPolicy::DEFAULT_MAX_SECRETS);
+    if opts.secrets.len() > max {
+        return Err(format!(
+            "options.secrets has {} entries; this server accepts at most {max} (serverPolicy.maxSecrets)",
+            opts.secrets.len()
+        ));
+    }
+    let max = policy
+        .max_secret_bytes
+        .unwrap_or(ServerPolicy::DEFAULT_MAX_SECRET_BYTES);
+    let bytes: usize = opts.secrets.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > max {
+        return Err(format!(
+            "options.secrets holds {bytes} bytes (names and values); this server accepts at most {max} (serverPolicy.maxSecretBytes)"
+        ));
     }
     Ok(())
 }
@@ -260,5 +286,38 @@ mod tests {
             }
         )
         .is_ok());
+    }
+
+    #[test]
+    fn secrets_are_capped_in_number_and_size_by_default_and_by_policy() {
+        let many = |n: usize, len: usize| EngineOptions {
+            secrets: (0..n).map(|i| (format!("S{i}"), "v".repeat(len))).collect(),
+            ..Default::default()
+        };
+        let p = ServerPolicy::default();
+        assert!(check(&p, &req(), &many(100, 600)).is_ok());
+        // The load: 30,000 secrets in one request.
+        let e = check(&p, &req(), &many(30_000, 20)).expect_err("count");
+        assert!(
+            e.contains("serverPolicy.maxSecrets") && e.contains("100"),
+            "{e}"
+        );
+        let e = check(&p, &req(), &many(2, 40_000)).expect_err("size");
+        assert!(
+            e.contains("serverPolicy.maxSecretBytes") && e.contains("65536"),
+            "{e}"
+        );
+        assert!(!e.contains("vvvv"), "values are never quoted: {e}");
+        let wider = ServerPolicy {
+            max_secrets: Some(1000),
+            max_secret_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        assert!(check(&wider, &req(), &many(1000, 500)).is_ok());
+        let narrower = ServerPolicy {
+            max_secrets: Some(1),
+            ..Default::default()
+        };
+        assert!(check(&narrower, &req(), &many(2, 5)).is_err());
     }
 }
