@@ -979,6 +979,7 @@ impl Run {
         network_logs: Option<Vec<NetworkLog>>,
     ) -> Result<Summary, Stop> {
         for (path, reason) in &exited.file_errors {
+            let (path, reason) = (self.secrets.mask_str(path), self.secrets.mask_str(reason));
             tracing::debug!(%path, %reason, "output path not read");
         }
         if prepared.installs && exited.steps_run == 1 && exited.exit_code != 0 && !exited.timed_out
