@@ -1,18 +1,19 @@
 //! The engine's side of the agent protocol: bytes a (compromised) agent writes to the
 //! container's stdout, fed in chunks to the engine's incremental [`FrameDecoder`], and each
 //! frame handled as the engine handles it (`docker/sandbox.rs` and `docker/mod.rs`): the
-//! hello, output payloads through the secret-masking UTF-8 [`TextStream`], and the JSON of
-//! `Exited`, `ExecFailed` and `ResetDone`.
+//! hello, output payloads through the secret-masking UTF-8 [`TextStream`] (one per stream,
+//! continuous across phases), and the JSON of `Exited`, `ExecFailed` and `ResetDone`.
 //!
 //! Input: `[chunk seed][stream bytes…]`. Properties: nothing panics; the decoder returns
 //! exactly the frames of a re-encoding of what it returned (whatever the chunking); a
-//! secret never survives masking, however the output is split.
+//! secret never survives masking, however the output is split between chunks and phases.
 
 #![no_main]
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
-use isol8::output::TextStream;
+use isol8::output::{Secrets, TextStream};
 use isol8_protocol::agent::{
     decode_output, ExecFailed, Exited, Frame, FrameDecoder, FrameError, Hello, Kind, ResetDone,
     HEADER_LEN, MAX_PAYLOAD,
@@ -20,6 +21,11 @@ use isol8_protocol::agent::{
 use libfuzzer_sys::fuzz_target;
 
 const SECRETS: [&str; 2] = ["s3cr3t", "tok-ab"];
+
+fn secrets() -> &'static Secrets {
+    static COMPILED: OnceLock<Secrets> = OnceLock::new();
+    COMPILED.get_or_init(|| Secrets::new(SECRETS).expect("two short secrets compile"))
+}
 
 /// Decodes `bytes` fed in chunks whose sizes `next_size` picks.
 fn decode(mut next_size: impl FnMut() -> usize, bytes: &[u8]) -> (Vec<Frame>, Option<FrameError>) {
@@ -78,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(err, err2, "chunking changed the error");
 
     // Each frame as the engine treats it.
-    let mut texts: HashMap<(u8, u8), (TextStream, Vec<u8>)> = HashMap::new();
+    let mut texts: HashMap<u8, (TextStream, Vec<u8>)> = HashMap::new();
     for f in &frames {
         match f.kind {
             Kind::Hello => {
@@ -87,9 +93,11 @@ fuzz_target!(|data: &[u8]| {
             Kind::Output => {
                 if let Ok((s, p, bytes)) = decode_output(&f.payload) {
                     let (t, out) = texts
-                        .entry((s as u8, p as u8))
-                        .or_insert_with(|| (TextStream::new(SECRETS), Vec::new()));
-                    out.extend_from_slice(t.push(bytes).as_bytes());
+                        .entry(s as u8)
+                        .or_insert_with(|| (TextStream::new(secrets()), Vec::new()));
+                    for (_, text) in t.push(p, bytes) {
+                        out.extend_from_slice(text.as_bytes());
+                    }
                 }
             }
             Kind::Exited => {
@@ -108,7 +116,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for (mut t, mut out) in texts.into_values() {
-        out.extend_from_slice(t.finish().as_bytes());
+        for (_, text) in t.finish() {
+            out.extend_from_slice(text.as_bytes());
+        }
         for s in SECRETS {
             assert!(
                 !out.windows(s.len()).any(|w| w == s.as_bytes()),

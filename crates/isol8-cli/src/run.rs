@@ -54,9 +54,16 @@ pub struct RunArgs {
     /// Environment variable for the program (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    /// Secret environment variable, masked as *** in all output (repeatable).
-    #[arg(long = "secret", value_name = "K=V")]
+    /// Secret environment variable, masked as *** in all output (repeatable): NAME=VALUE,
+    /// or NAME alone to pass this environment's $NAME without putting the value on the
+    /// command line (which other local users can read).
+    #[arg(long = "secret", value_name = "NAME[=VALUE]")]
     pub secret: Vec<String>,
+    /// File of secrets, one NAME=VALUE per line (repeatable): the value is the rest of the
+    /// line, verbatim; blank lines and lines starting with # are skipped; a NAME alone
+    /// takes $NAME from this environment. --secret flags win over the files.
+    #[arg(long = "secret-file", value_name = "PATH")]
+    pub secret_file: Vec<PathBuf>,
     /// Data fed to the program's standard input.
     #[arg(long, value_name = "DATA")]
     pub stdin: Option<String>,
@@ -285,8 +292,50 @@ fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
     if args.persistent {
         o.mode = Some(isol8_protocol::options::Mode::Persistent);
     }
-    o.secrets.extend(parse_kv("--secret", &args.secret)?);
+    o.secrets.extend(secrets(args)?);
     Ok(o)
+}
+
+/// The secrets of the `--secret-file` files, then of the `--secret` flags (a later entry
+/// wins). Errors name the flag, file, line and variable, never a value.
+fn secrets(args: &RunArgs) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for path in &args.secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--secret-file: cannot read `{}`", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let (name, value) = secret_entry(line, || {
+                format!("--secret-file `{}` line {}", path.display(), i + 1)
+            })?;
+            map.insert(name, value);
+        }
+    }
+    for item in &args.secret {
+        let (name, value) = secret_entry(item, || "--secret".to_string())?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// `NAME=VALUE`, or `NAME` with the value of `$NAME` in this process's environment.
+fn secret_entry(item: &str, place: impl Fn() -> String) -> Result<(String, String)> {
+    if let Some((name, value)) = item.split_once('=') {
+        return Ok((name.to_string(), value.to_string()));
+    }
+    match std::env::var(item) {
+        Ok(value) => Ok((item.to_string(), value)),
+        Err(std::env::VarError::NotPresent) => bail!(
+            "{}: `{item}` has no value and ${item} is not set in this environment; export {item}, or give {item}=VALUE in a --secret-file",
+            place()
+        ),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{}: ${item} is not valid UTF-8", place())
+        }
+    }
 }
 
 /// The request: code from FILE, -e, --cmd or standard input.

@@ -122,9 +122,14 @@ pub struct ExecutionResult {
     /// Docker id of the container that ran the code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// Files read back from `outputPaths`: path → base64 content.
+    /// Files read back from `outputPaths`: path → base64 content, secrets masked (each
+    /// occurrence in a text or binary file replaced by `***`; see `maskedFiles`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<BTreeMap<String, String>>,
+    /// Paths of the `files` whose content was changed because it held a secret (a binary
+    /// file listed here is no longer the file the program wrote); absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked_files: Option<Vec<String>>,
     /// Resource figures, where measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_usage: Option<ResourceUsage>,

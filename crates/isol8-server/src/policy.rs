@@ -164,6 +164,7 @@ pub fn check(
     server: &SandboxSettings,
     merged: &SandboxSettings,
 ) -> Result<(), String> {
+    check_secrets(policy, client)?;
     // Timeouts: the request's wins over the options', and what runs is capped.
     let timeout_cap = policy
         .max_timeout_ms
@@ -328,6 +329,31 @@ fn seccomp_name(mode: SeccompMode) -> &'static str {
         SeccompMode::Unconfined => "unconfined",
         SeccompMode::Custom => "custom",
     }
+}
+
+/// Caps the size of a client's `secrets`: every secret is compiled into the execution's
+/// masking automaton, so their number and size bound that work (`serverPolicy.maxSecrets`,
+/// `serverPolicy.maxSecretBytes`, with defaults). The error never quotes a value.
+fn check_secrets(policy: &ServerPolicy, opts: &EngineOptions) -> Result<(), String> {
+    let max = policy
+        .max_secrets
+        .unwrap_or(ServerPolicy::DEFAULT_MAX_SECRETS);
+    if opts.secrets.len() > max {
+        return Err(format!(
+            "options.secrets has {} entries; this server accepts at most {max} (serverPolicy.maxSecrets)",
+            opts.secrets.len()
+        ));
+    }
+    let max = policy
+        .max_secret_bytes
+        .unwrap_or(ServerPolicy::DEFAULT_MAX_SECRET_BYTES);
+    let bytes: usize = opts.secrets.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > max {
+        return Err(format!(
+            "options.secrets holds {bytes} bytes (names and values); this server accepts at most {max} (serverPolicy.maxSecretBytes)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -835,5 +861,38 @@ mod tests {
         assert_eq!(format_size(1 << 30), "1g");
         assert_eq!(format_size(64 << 10), "64k");
         assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn secrets_are_capped_in_number_and_size_by_default_and_by_policy() {
+        let many = |n: usize, len: usize| EngineOptions {
+            secrets: (0..n).map(|i| (format!("S{i}"), "v".repeat(len))).collect(),
+            ..Default::default()
+        };
+        let p = ServerPolicy::default();
+        assert!(allowed(&p, &many(100, 600)).is_ok());
+        // The load: 30,000 secrets in one request.
+        let e = allowed(&p, &many(30_000, 20)).expect_err("count");
+        assert!(
+            e.contains("serverPolicy.maxSecrets") && e.contains("100"),
+            "{e}"
+        );
+        let e = allowed(&p, &many(2, 40_000)).expect_err("size");
+        assert!(
+            e.contains("serverPolicy.maxSecretBytes") && e.contains("65536"),
+            "{e}"
+        );
+        assert!(!e.contains("vvvv"), "values are never quoted: {e}");
+        let wider = ServerPolicy {
+            max_secrets: Some(1000),
+            max_secret_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        assert!(allowed(&wider, &many(1000, 500)).is_ok());
+        let narrower = ServerPolicy {
+            max_secrets: Some(1),
+            ..Default::default()
+        };
+        assert!(allowed(&narrower, &many(2, 5)).is_err());
     }
 }

@@ -214,6 +214,19 @@ pub struct ServerPolicy {
     /// Most sessions one tenant may hold at once (default 16; the master key is one
     /// tenant); a request creating one more gets 429 with `Retry-After`.
     pub max_sessions_per_tenant: Option<u32>,
+    /// Most entries a client's `secrets` may have (default
+    /// [`ServerPolicy::DEFAULT_MAX_SECRETS`]).
+    pub max_secrets: Option<usize>,
+    /// Most bytes a client's `secrets` may hold, names and values together (default
+    /// [`ServerPolicy::DEFAULT_MAX_SECRET_BYTES`]).
+    pub max_secret_bytes: Option<usize>,
+}
+
+impl ServerPolicy {
+    /// `maxSecrets` when the configuration does not set it.
+    pub const DEFAULT_MAX_SECRETS: usize = 100;
+    /// `maxSecretBytes` when the configuration does not set it (64 KiB).
+    pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 << 10;
 }
 
 /// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).

@@ -180,8 +180,16 @@ impl SandboxSettings {
             "tmpSize",
             opts.tmp_size.as_deref().unwrap_or(DEFAULT_TMP_SIZE),
         )?;
-        for name in opts.secrets.keys() {
+        for (name, value) in &opts.secrets {
             check_env_name("secrets", name)?;
+            // An empty pattern would match everywhere (or, ignored, mask nothing while the
+            // caller believes something is masked): refuse it.
+            if value.is_empty() {
+                return Err(Error::option(
+                    "secrets",
+                    format!("`{name}` has an empty value; give it a value or leave it out"),
+                ));
+            }
         }
         let filter = opts.network_filter.clone().unwrap_or_default();
         for pattern in filter.whitelists().flatten().chain(&filter.blacklist) {
@@ -290,6 +298,24 @@ pub fn check_env_name(field: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_secret_values_are_refused_by_name() {
+        let opts = EngineOptions {
+            secrets: BTreeMap::from([("TOKEN".to_string(), String::new())]),
+            ..Default::default()
+        };
+        let e = SandboxSettings::resolve(&opts).expect_err("empty secret");
+        assert!(e.to_string().contains("`TOKEN` has an empty value"), "{e}");
+        let opts = EngineOptions {
+            secrets: BTreeMap::from([("TOKEN".to_string(), "x".to_string())]),
+            ..Default::default()
+        };
+        assert!(
+            SandboxSettings::resolve(&opts).is_ok(),
+            "a one-byte secret is allowed"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

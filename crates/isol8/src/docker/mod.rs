@@ -12,7 +12,7 @@ pub mod sandbox;
 pub mod slots;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch as signal, OwnedMutexGuard, OwnedSemaphorePermit};
 
 use crate::engine::{Engine, EventStream};
 use crate::limits::SandboxSettings;
-use crate::output::{truncation_trailer, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
+use crate::output::{truncation_trailer, Secrets, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
 use crate::prepare::{prepare, Prepared};
 use crate::runtime::RuntimeRegistry;
 use crate::{Error, Result};
@@ -565,7 +565,34 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
     ) -> Result<(mpsc::Receiver<Msg>, String)> {
-        self.launch_with(req, overrides, None).await
+        match self.launch_with(req, overrides, None).await {
+            Ok(run) => Ok(run),
+            Err(e) => Err(self.mask_launch_error(overrides, e).await),
+        }
+    }
+
+    /// A refused launch's error with every secret the execution would have had (the
+    /// engine's and the request's) masked: `codeUrl`, `prepare` and option errors can
+    /// quote request text.
+    async fn mask_launch_error(&self, overrides: Option<&EngineOptions>, e: Error) -> Error {
+        let values: Vec<String> = self
+            .inner
+            .settings
+            .secrets
+            .values()
+            .chain(overrides.into_iter().flat_map(|o| o.secrets.values()))
+            .cloned()
+            .collect();
+        match Secrets::compile(values).await {
+            Ok(secrets) => secrets.mask_error(e),
+            // Secrets too large to compile: that is the error to report.
+            Err(too_big) => too_big,
+        }
+    }
+
+    /// The engine's own secrets, compiled (for file transfers of a session).
+    async fn engine_secrets(&self) -> Result<Secrets> {
+        Secrets::compile(self.inner.settings.secrets.values().cloned().collect()).await
     }
 
     /// Runs a request whose standard input stays open for [`Controller`] input, and which
@@ -576,7 +603,10 @@ impl DockerEngine {
         options: Option<&EngineOptions>,
     ) -> Result<(EventStream, Controller)> {
         let (tx, rx) = mpsc::channel(64);
-        let run = self.launch_with(&req, options, Some(rx)).await?;
+        let run = match self.launch_with(&req, options, Some(rx)).await {
+            Ok(run) => run,
+            Err(e) => return Err(self.mask_launch_error(options, e).await),
+        };
         Ok((event_stream(run), Controller { tx }))
     }
 
@@ -646,6 +676,8 @@ impl DockerEngine {
                 with_host((*self.settings_with(o)?).clone())?
             }
         };
+        // Compiled once for the whole execution: every stream, log, file and error of it.
+        let secrets = Secrets::compile(settings.secrets.values().cloned().collect()).await?;
         let (owned, settings) = self.resolve_request(req, settings).await?;
         let req = owned.as_ref().unwrap_or(req);
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
@@ -693,6 +725,7 @@ impl DockerEngine {
                 control,
                 egress_rules,
                 setup_tail: Mutex::new(String::new()),
+                secrets,
             }
             .execute(prepared, session)
             .await;
@@ -735,6 +768,7 @@ struct Summary {
     duration_ms: u64,
     container_id: String,
     files: Option<BTreeMap<String, String>>,
+    masked_files: Option<Vec<String>>,
     network_logs: Option<Vec<NetworkLog>>,
 }
 
@@ -754,6 +788,8 @@ struct Run {
     egress_rules: Option<Arc<crate::egress::Rules>>,
     /// The end of the setup phase's output (for a failed install's error).
     setup_tail: Mutex<String>,
+    /// This execution's secrets: masked in its output, network log, files and errors.
+    secrets: Secrets,
 }
 
 /// Input for a running interactive execution.
@@ -835,7 +871,7 @@ impl Run {
                 } else {
                     e
                 };
-                let _ = self.tx.send(Msg::Failed(e)).await;
+                let _ = self.tx.send(Msg::Failed(self.secrets.mask_error(e))).await;
             }
             Err(Stop::Gone) => {}
         }
@@ -992,9 +1028,12 @@ impl Run {
 
     /// Relays the agent's frames as events until the execution ends.
     async fn relay(&self, sb: &mut sandbox::Sandbox, prepared: &Prepared) -> Result<Ending, Stop> {
-        let secrets: Vec<&str> = self.settings.secrets.values().map(String::as_str).collect();
-        let mut texts: HashMap<(u8, u8), TextStream> = HashMap::new();
-        let mut last_phase = [None::<StepPhase>; 3];
+        // One masking text per stream across all phases: a secret split between the
+        // setup's output and the code's is still one secret.
+        let mut texts = [
+            TextStream::new(&self.secrets),
+            TextStream::new(&self.secrets),
+        ];
         let deadline =
             Instant::now() + Duration::from_millis(prepared.spec.timeout_ms) + WATCHDOG_GRACE;
         let exited = loop {
@@ -1028,7 +1067,7 @@ impl Run {
                     // program may never have run.
                     if let Some(e) = sb.unresponsive(&self.inner).await {
                         tracing::warn!(container = %sb.id, error = %e, "agent missed the deadline");
-                        self.flush_texts(&mut texts, &last_phase).await?;
+                        self.flush_texts(&mut texts).await?;
                         return Err(Stop::Failed(e));
                     }
                     tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
@@ -1037,14 +1076,14 @@ impl Run {
                         timed_out: true,
                         ..Default::default()
                     };
-                    self.flush_texts(&mut texts, &last_phase).await?;
+                    self.flush_texts(&mut texts).await?;
                     self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
                     return Ok(Ending::Dirty(exited));
                 }
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => {
                     if sb.oom_killed(&self.inner).await {
-                        self.flush_texts(&mut texts, &last_phase).await?;
+                        self.flush_texts(&mut texts).await?;
                         return Ok(Ending::Dirty(Exited {
                             exit_code: 137,
                             ..Default::default()
@@ -1058,20 +1097,8 @@ impl Run {
                 Kind::Output => {
                     let (stream, phase, data) = agent::decode_output(&frame.payload)
                         .map_err(|e| Error::Sandbox(e.to_string()))?;
-                    let slot = stream as usize;
-                    // A phase change flushes what the previous phase held back.
-                    if let Some(prev) = last_phase[slot].filter(|p| *p != phase) {
-                        if let Some(t) = texts.get_mut(&(stream as u8, prev as u8)) {
-                            let rest = t.finish();
-                            self.emit_text(stream, prev, rest).await?;
-                        }
-                    }
-                    last_phase[slot] = Some(phase);
-                    let text = texts
-                        .entry((stream as u8, phase as u8))
-                        .or_insert_with(|| TextStream::new(secrets.iter().copied()))
-                        .push(data);
-                    self.emit_text(stream, phase, text).await?;
+                    let released = texts[text_slot(stream)].push(phase, data);
+                    self.emit_texts(stream, released).await?;
                 }
                 Kind::Exited => {
                     break frame
@@ -1091,7 +1118,7 @@ impl Run {
                 }
             }
         };
-        self.flush_texts(&mut texts, &last_phase).await?;
+        self.flush_texts(&mut texts).await?;
         let phase = exited.phase.unwrap_or(StepPhase::Code);
         for (stream, stats) in [
             (Stream::Stdout, exited.stdout),
@@ -1111,18 +1138,22 @@ impl Run {
         Ok(Ending::Clean(exited))
     }
 
-    async fn flush_texts(
-        &self,
-        texts: &mut HashMap<(u8, u8), TextStream>,
-        last_phase: &[Option<StepPhase>; 3],
-    ) -> Result<(), Stop> {
+    /// Releases what the streams' maskers still hold (the execution's output ended).
+    async fn flush_texts(&self, texts: &mut [TextStream; 2]) -> Result<(), Stop> {
         for stream in [Stream::Stdout, Stream::Stderr] {
-            if let Some(phase) = last_phase[stream as usize] {
-                if let Some(t) = texts.get_mut(&(stream as u8, phase as u8)) {
-                    let rest = t.finish();
-                    self.emit_text(stream, phase, rest).await?;
-                }
-            }
+            let rest = texts[text_slot(stream)].finish();
+            self.emit_texts(stream, rest).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit_texts(
+        &self,
+        stream: Stream,
+        texts: Vec<(StepPhase, String)>,
+    ) -> Result<(), Stop> {
+        for (phase, text) in texts {
+            self.emit_text(stream, phase, text).await?;
         }
         Ok(())
     }
@@ -1135,6 +1166,7 @@ impl Run {
         network_logs: Option<Vec<NetworkLog>>,
     ) -> Result<Summary, Stop> {
         for (path, reason) in &exited.file_errors {
+            let (path, reason) = (self.secrets.mask_str(path), self.secrets.mask_str(reason));
             tracing::debug!(%path, %reason, "output path not read");
         }
         if prepared.installs && exited.steps_run == 1 && exited.exit_code != 0 && !exited.timed_out
@@ -1158,13 +1190,24 @@ impl Run {
             }
             .into());
         }
+        let mut network_logs = network_logs.filter(|_| self.settings.log_network);
+        if let Some(logs) = network_logs.as_mut() {
+            self.secrets.mask_network_logs(logs);
+        }
+        let (files, masked_files) = if prepared.spec.output_paths.is_empty() {
+            (None, None)
+        } else {
+            let (files, masked) = self.secrets.mask_files_async(exited.files).await;
+            (Some(files), (!masked.is_empty()).then_some(masked))
+        };
         Ok(Summary {
             exit_code: exited.exit_code,
             truncated: exited.stdout.truncated || exited.stderr.truncated,
             duration_ms: exited.duration_ms,
             container_id,
-            files: (!prepared.spec.output_paths.is_empty()).then_some(exited.files),
-            network_logs: network_logs.filter(|_| self.settings.log_network),
+            files,
+            masked_files,
+            network_logs,
         })
     }
 
@@ -1251,12 +1294,16 @@ impl Engine for DockerEngine {
             content: base64::engine::general_purpose::STANDARD.encode(content),
             mode: None,
         };
-        self.transfer(crate::prepare::transfer_spec(
-            vec![file],
-            vec![],
-            self.inner.max_file_bytes,
-        ))
-        .await?;
+        if let Err(e) = self
+            .transfer(crate::prepare::transfer_spec(
+                vec![file],
+                vec![],
+                self.inner.max_file_bytes,
+            ))
+            .await
+        {
+            return Err(self.engine_secrets().await?.mask_error(e));
+        }
         Ok(())
     }
 
@@ -1264,17 +1311,22 @@ impl Engine for DockerEngine {
         let path = crate::prepare::sandbox_path("file path", path, false)?;
         let spec =
             crate::prepare::transfer_spec(vec![], vec![path.clone()], self.inner.max_file_bytes);
-        let exited = self.transfer(spec).await?;
+        let secrets = self.engine_secrets().await?;
+        let exited = match self.transfer(spec).await {
+            Ok(exited) => exited,
+            Err(e) => return Err(secrets.mask_error(e)),
+        };
         match exited.files.get(&path) {
-            Some(b64) => decode_file(b64),
-            None => Err(Error::InvalidRequest(format!(
+            // What a session's code wrote is masked like its output.
+            Some(b64) => secrets.mask_owned(decode_file(b64)?).await,
+            None => Err(secrets.mask_error(Error::InvalidRequest(format!(
                 "cannot read {path}: {}",
                 exited
                     .file_errors
                     .get(&path)
                     .map(String::as_str)
                     .unwrap_or("not found")
-            ))),
+            )))),
         }
     }
 
@@ -1361,6 +1413,14 @@ async fn exchange(
     }
 }
 
+/// Index of a stream's [`TextStream`] in a run.
+fn text_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
 /// Collects a run's messages into a buffered result.
 async fn collect((mut rx, runtime): (mpsc::Receiver<Msg>, String)) -> Result<ExecutionResult> {
     let started = chrono::Utc::now();
@@ -1389,6 +1449,7 @@ async fn collect((mut rx, runtime): (mpsc::Receiver<Msg>, String)) -> Result<Exe
                 result.truncated = summary.truncated;
                 result.container_id = Some(summary.container_id);
                 result.files = summary.files;
+                result.masked_files = summary.masked_files;
                 result.network_logs = summary.network_logs;
                 return Ok(result);
             }
