@@ -187,7 +187,7 @@ impl AppState {
     fn allow(&self, req: &ExecutionRequest, opts: &EngineOptions) -> Result<(), ApiError> {
         let merged = self.engine.settings_with(opts)?;
         policy::check(&self.policy, req, opts, self.engine.settings(), &merged)
-            .map_err(ApiError::bad_request)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
     /// Removes idle sessions (no execution running) not used for `max_age`; checks
