@@ -1,0 +1,3 @@
+//! The router's tests without Docker.
+
+mod errors;
