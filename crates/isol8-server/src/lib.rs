@@ -1,7 +1,8 @@
 //! `isol8 serve`: the isol8 HTTP API (SPEC section 7) on one shared warm pool.
 //!
 //! [`app`] builds the router, separate from any socket, so tests drive it with
-//! `tower::ServiceExt::oneshot`. Ephemeral requests run on the server's
+//! `tower::ServiceExt::oneshot`; [`serve()`] runs a whole server process (engine, key
+//! store, listener, signals, graceful shutdown). Ephemeral requests run on the server's
 //! shared engine (its warm pool serves every client); a request with a `sessionId` runs
 //! in that session's persistent container, created on first use and owned by the tenant
 //! of the key that created it.
@@ -22,7 +23,7 @@
 //!
 //! Modules: [`state`] (what handlers share), [`sessions`], [`error`] (every failure and
 //! its status), [`extractors`], [`auth`], [`routes`] (one module per route group),
-//! [`openapi`], [`backend`], [`keys`], [`policy`], [`net`].
+//! [`openapi`], [`backend`], [`serve`](mod@serve), [`keys`], [`policy`], [`net`].
 
 pub mod auth;
 pub mod backend;
@@ -33,6 +34,7 @@ pub mod net;
 pub mod openapi;
 pub mod policy;
 pub mod routes;
+pub mod serve;
 pub mod sessions;
 pub mod state;
 
@@ -48,5 +50,6 @@ pub use routes::files::{GetFileQuery, PutFileBody};
 pub use routes::health::VERSION;
 pub use routes::keys::DEFAULT_LOGIN_TTL;
 pub use routes::{app, MAX_BODY_BYTES};
+pub use serve::{serve, ServeConfig, ServeError, ServeEvent};
 pub use sessions::{check_session_id, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_TENANT};
 pub use state::{AppState, ServerSettings, DEFAULT_BODY_TIMEOUT};
