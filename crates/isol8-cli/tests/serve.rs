@@ -583,7 +583,7 @@ fn stream_on_thread(
     started: std::sync::mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<Vec<Value>> {
     let url = format!("{base}/execute/stream");
-    let body = json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 600000}});
+    let body = json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 30000}});
     std::thread::spawn(move || {
         let resp = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(180))
@@ -661,7 +661,7 @@ fn sigterm_refuses_the_queue_at_once_gives_running_executions_a_grace_then_kills
                     .expect("client")
                     .post(url)
                     .bearer_auth(KEY)
-                    .json(&json!({"request": {"runtime": "bash", "code": "echo queued", "timeoutMs": 600000}}))
+                    .json(&json!({"request": {"runtime": "bash", "code": "echo queued", "timeoutMs": 30000}}))
                     .send()
                     .expect("queued request");
                 let retry = resp

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Every database key starts with this.
@@ -67,24 +68,51 @@ pub struct KeyInfo {
     pub revoked: bool,
 }
 
-fn rfc3339(ms: i64) -> Value {
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        None => Value::Null,
-    }
+/// A time in milliseconds since the epoch as RFC 3339 (milliseconds, UTC); `None` when
+/// out of range.
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// The wire form of a key's metadata: `{id, name, tenant, createdAt, expiresAt,
+/// revoked}` (never the key, never its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "KeyInfo")]
+pub struct KeyView {
+    /// Stable identifier (used to revoke it).
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// The tenant the key acts as (owner of its sessions).
+    pub tenant: String,
+    /// Creation time, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub created_at: Option<String>,
+    /// Expiry time, RFC 3339; `null`: never.
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
+    /// Revoked keys are refused.
+    pub revoked: bool,
 }
 
 impl KeyInfo {
-    /// The wire form: `{id, name, tenant, createdAt, expiresAt, revoked}`.
+    /// The wire form ([`KeyView`]).
+    pub fn view(&self) -> KeyView {
+        KeyView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            tenant: self.tenant.clone(),
+            created_at: rfc3339(self.created_at_ms),
+            expires_at: self.expires_at_ms.and_then(rfc3339),
+            revoked: self.revoked,
+        }
+    }
+
+    /// The wire form as JSON: `{id, name, tenant, createdAt, expiresAt, revoked}`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "tenant": self.tenant,
-            "createdAt": rfc3339(self.created_at_ms),
-            "expiresAt": self.expires_at_ms.map(rfc3339),
-            "revoked": self.revoked,
-        })
+        serde_json::to_value(self.view()).unwrap_or(Value::Null)
     }
 
     /// True when the key may be used at `now_ms`.
@@ -129,13 +157,10 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// Compares two byte strings in time independent of where they differ.
+/// Compares two byte strings in time independent of where they differ (`subtle`; only
+/// the lengths may show).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 fn now_ms() -> i64 {

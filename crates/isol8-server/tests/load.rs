@@ -133,7 +133,7 @@ async fn executions_in_sessions_share_the_servers_max_concurrent() {
         .chain([None, None])
         .map(|s| {
             let state = state.clone();
-            tokio::spawn(async move { call(&state, execute(code, s, 120_000)).await })
+            tokio::spawn(async move { call(&state, execute(code, s, 30_000)).await })
         });
     let mut intervals = Vec::new();
     for r in futures_util::future::join_all(requests).await {
@@ -251,7 +251,7 @@ async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_mea
     // Eight concurrent first uses of one id: one session, one container.
     let same = (0..8).map(|_| {
         let state = state.clone();
-        tokio::spawn(async move { call(&state, execute("echo $$", Some("same"), 120_000)).await })
+        tokio::spawn(async move { call(&state, execute("echo $$", Some("same"), 30_000)).await })
     });
     let mut containers = std::collections::HashSet::new();
     for r in futures_util::future::join_all(same).await {
@@ -267,7 +267,7 @@ async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_mea
         .map(|i| {
             let state = state.clone();
             tokio::spawn(async move {
-                call(&state, execute("sleep 3", Some(&format!("b{i}")), 120_000)).await
+                call(&state, execute("sleep 3", Some(&format!("b{i}")), 30_000)).await
             })
         })
         .collect();
@@ -311,7 +311,7 @@ async fn busy_answers_carry_retry_after_and_draining_refuses_the_queue_while_run
     let a = client
         .post(format!("http://{addr}/execute/stream"))
         .bearer_auth(KEY)
-        .json(&json!({"request": {"runtime": "bash", "code": "echo started; sleep 3; echo done", "timeoutMs": 120000}}))
+        .json(&json!({"request": {"runtime": "bash", "code": "echo started; sleep 3; echo done", "timeoutMs": 30000}}))
         .send()
         .await
         .expect("stream");
@@ -355,7 +355,7 @@ async fn busy_answers_carry_retry_after_and_draining_refuses_the_queue_while_run
     // C queues for the slot; draining refuses it at once while A runs on.
     let c = tokio::spawn({
         let state = state.clone();
-        async move { call(&state, execute("echo c", None, 120_000)).await }
+        async move { call(&state, execute("echo c", None, 30_000)).await }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while state.engine().running() < 2 {
@@ -495,7 +495,7 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     let state = AppState::new(engine.clone(), EngineOptions::default(), KEY.into());
     let (addr, _server) = serve_state(state.clone()).await;
     let run =
-        |code: &str| json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 120000}});
+        |code: &str| json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 30000}});
 
     // Server-sent events: the stream ends after the error, with no exit event.
     let resp = reqwest::Client::new()
@@ -563,7 +563,7 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     )
     .expect("client");
     let req = |code: &str| -> isol8::ExecutionRequest {
-        serde_json::from_value(json!({"runtime": "bash", "code": code, "timeoutMs": 120000}))
+        serde_json::from_value(json!({"runtime": "bash", "code": code, "timeoutMs": 30000}))
             .expect("request")
     };
     let mut events = remote

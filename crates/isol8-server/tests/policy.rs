@@ -45,10 +45,10 @@ async fn server(options: EngineOptions) -> Option<Arc<AppState>> {
     Some(AppState::new(engine, options, KEY.into()))
 }
 
-async fn runtime_of(state: &AppState, container: &str) -> Option<String> {
-    state
-        .engine()
-        .docker()
+async fn runtime_of(_state: &AppState, container: &str) -> Option<String> {
+    isol8::docker::connect()
+        .await
+        .expect("the daemon the server uses")
         .inspect_container(container, None)
         .await
         .expect("inspect the run's container")

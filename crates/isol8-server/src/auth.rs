@@ -1,0 +1,103 @@
+//! Authentication: the middleware in front of every route but `/health` and
+//! `/openapi.json`, and [`Caller`], who it found.
+//!
+//! `Authorization: Bearer KEY` with the master key (compared in constant time, with the
+//! `subtle` crate) or, when a key store is configured, a valid database key (known,
+//! unrevoked, unexpired; [`crate::keys::Keys::authenticate`]). Unknown, revoked and
+//! expired keys all get the same `403 {"error":"Invalid API key"}`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, AuthError};
+use crate::extractors::Trace;
+use crate::state::AppState;
+
+/// The tenant of the master key.
+pub const MASTER_TENANT: &str = "master";
+
+/// Who is calling: a tenant, and the database key used (none for the master key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Owner of the sessions the caller creates and sees.
+    pub tenant: String,
+    /// The database key's id; `None` for the master key.
+    pub key_id: Option<String>,
+}
+
+impl Caller {
+    /// The master key's caller.
+    pub fn master() -> Caller {
+        Caller {
+            tenant: MASTER_TENANT.into(),
+            key_id: None,
+        }
+    }
+
+    /// True for the master key.
+    pub fn is_master(&self) -> bool {
+        self.key_id.is_none()
+    }
+
+    /// Refuses database keys (`403`).
+    pub fn require_master(&self) -> Result<(), ApiError> {
+        if self.is_master() {
+            Ok(())
+        } else {
+            Err(AuthError::MasterKeyRequired.into())
+        }
+    }
+}
+
+/// True when `token` is the master key; the time taken does not depend on where they
+/// differ.
+pub fn is_master_key(token: &str, master_key: &str) -> bool {
+    crate::keys::constant_time_eq(token.as_bytes(), master_key.as_bytes())
+}
+
+/// The caller a request's `Authorization` header names.
+async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(AuthError::MissingHeader.into());
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    if is_master_key(&token, state.master_key()) {
+        return Ok(Caller::master());
+    }
+    let Some(keys) = state.keys() else {
+        return Err(AuthError::InvalidKey.into());
+    };
+    match keys.authenticate(&token).await {
+        Ok(Some(info)) => Ok(Caller {
+            tenant: info.tenant,
+            key_id: Some(info.id),
+        }),
+        Ok(None) => Err(AuthError::InvalidKey.into()),
+        Err(e) => Err(ApiError::key_store(e, &Trace::of_request(req))),
+    }
+}
+
+/// The auth middleware: identifies the caller (see the module docs) and hands it to the
+/// route as a request extension ([`Caller`] is an extractor), or answers 401/403.
+pub async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match identify(&state, &mut req).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

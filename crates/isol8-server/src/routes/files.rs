@@ -1,0 +1,89 @@
+//! `POST /file` and `GET /file`: moving bytes into and out of a session's sandbox
+//! (base64 in JSON).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, InputError};
+use crate::extractors::{ApiJson, Trace};
+use crate::routes::Done;
+use crate::state::AppState;
+
+/// Body of `POST /file`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "PutFile")]
+pub struct PutFileBody {
+    /// The session to write into (it must exist).
+    pub session_id: String,
+    /// Where, inside `/sandbox`.
+    pub path: String,
+    /// The file's bytes, base64.
+    #[schemars(extend("format" = "byte"))]
+    pub content: String,
+}
+
+/// Query of `GET /file`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetFileQuery {
+    /// The session to read from.
+    pub session_id: String,
+    /// Which file, inside `/sandbox`.
+    pub path: String,
+}
+
+/// Reply of `GET /file`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct FileContent {
+    /// The file's bytes, base64.
+    #[schemars(extend("format" = "byte"))]
+    pub content: String,
+}
+
+/// `POST /file`: writes a file into the caller's session.
+pub async fn put_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    trace: Trace,
+    ApiJson(body): ApiJson<PutFileBody>,
+) -> Result<axum::Json<Done>, ApiError> {
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(&body.content)
+        .map_err(InputError::Base64)?;
+    let engine = state
+        .session(&caller, &body.session_id, false, &trace)
+        .await?;
+    engine
+        .put_file(&body.path, &content)
+        .await
+        .map_err(|e| ApiError::engine(e, &trace))?;
+    Ok(Done::reply())
+}
+
+/// `GET /file`: reads a file from the caller's session.
+pub async fn get_file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    trace: Trace,
+    query: Result<Query<GetFileQuery>, QueryRejection>,
+) -> Result<axum::Json<FileContent>, ApiError> {
+    let Query(q) = query.map_err(|e| InputError::Rejected {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+    })?;
+    let engine = state.session(&caller, &q.session_id, false, &trace).await?;
+    let bytes = engine
+        .get_file(&q.path)
+        .await
+        .map_err(|e| ApiError::engine(e, &trace))?;
+    Ok(axum::Json(FileContent {
+        content: base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+}

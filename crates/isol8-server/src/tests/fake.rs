@@ -1,0 +1,403 @@
+//! An in-memory [`Backend`]: no Docker, no containers, but the engine's real request
+//! validation ([`isol8::prepare::prepare`] on the settings the options resolve to), and
+//! a tiny script language in `code`, one command per line:
+//!
+//! * `echo TEXT` / `err TEXT`: a line on stdout / stderr;
+//! * `exit N`: ends with exit code N (default 0 at the end of the script);
+//! * `write PATH TEXT` / `cat PATH`: a file of the engine's sandbox (a session keeps its
+//!   files; the shared engine forgets them after each run);
+//! * `wait`: blocks until [`Fake::release`] (so an execution is running meanwhile);
+//! * `read`: reads a line of stdin (interactive runs) and echoes it upper-cased;
+//! * `trap`: waits for a signal (interactive runs) and ends with 128 + its number;
+//! * `lose` / `pause` / `break`: the sandbox is lost / unresponsive / fails, with an
+//!   error full of internal details (container ids, daemon paths) a client must not see.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use isol8::limits::SandboxSettings;
+use isol8::{
+    EngineOptions, EventStream, ExecutionRequest, ExecutionResult, Phase, RuntimeRegistry,
+    StreamEvent,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::backend::{Backend, Control, Controls, Executor, Interactive, Removed};
+
+/// Internal text the fake's failures carry (must never reach a client).
+pub const INTERNAL: &str = "container 4f2a9c0d1e2b at /var/lib/docker/overlay2/secret";
+
+/// What the shared engine and its sessions have in common.
+#[derive(Debug)]
+struct Shared {
+    /// Executions holding a slot.
+    in_use: AtomicUsize,
+    /// Closed slots refuse new executions.
+    closed: AtomicBool,
+    /// `wait` returns once this is true.
+    released: watch::Sender<bool>,
+    /// Session engines created, in order.
+    sessions: Mutex<Vec<Arc<Fake>>>,
+}
+
+/// An engine of the fake backend (the shared one, or a session's).
+#[derive(Debug)]
+pub struct Fake {
+    shared: Arc<Shared>,
+    options: EngineOptions,
+    settings: SandboxSettings,
+    persistent: bool,
+    running: Arc<AtomicUsize>,
+    stopped: AtomicBool,
+    /// The session's files.
+    files: Mutex<HashMap<String, String>>,
+    /// Executions seen: the request and the options it ran with.
+    pub seen: Mutex<Vec<(ExecutionRequest, EngineOptions)>>,
+}
+
+impl Fake {
+    /// A shared engine with these options.
+    pub fn new(options: EngineOptions) -> Arc<Fake> {
+        let shared = Arc::new(Shared {
+            in_use: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            released: watch::channel(false).0,
+            sessions: Mutex::new(Vec::new()),
+        });
+        Arc::new(Fake::with(shared, options, false))
+    }
+
+    fn with(shared: Arc<Shared>, options: EngineOptions, persistent: bool) -> Fake {
+        let settings = SandboxSettings::resolve(&options).expect("valid fake options");
+        Fake {
+            shared,
+            options,
+            settings,
+            persistent,
+            running: Arc::new(AtomicUsize::new(0)),
+            stopped: AtomicBool::new(false),
+            files: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Lets every `wait` (now and later) go on.
+    pub fn release(&self) {
+        self.shared.released.send_replace(true);
+    }
+
+    /// The session engines created so far.
+    pub fn sessions(&self) -> Vec<Arc<Fake>> {
+        self.shared.sessions.lock().expect("lock").clone()
+    }
+
+    /// True once stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// The settings with `options` laid over the engine's own, as `DockerEngine` does.
+    fn resolve(&self, options: &EngineOptions) -> isol8::Result<Arc<SandboxSettings>> {
+        Ok(Arc::new(SandboxSettings::resolve(
+            &self.options.overlay(options),
+        )?))
+    }
+
+    /// Checks the request as the engine would, and takes a slot.
+    fn launch(
+        &self,
+        req: &ExecutionRequest,
+        options: &EngineOptions,
+    ) -> isol8::Result<(Vec<String>, Active)> {
+        if self.is_stopped() || self.shared.closed.load(Ordering::SeqCst) {
+            return Err(isol8::Error::Stopped);
+        }
+        let settings = self.resolve(options)?;
+        isol8::prepare::prepare(req, &RuntimeRegistry::default(), &settings)?;
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((req.clone(), options.clone()));
+        let script = req
+            .code
+            .as_deref()
+            .or(req.cmd.as_deref())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Ok((script, Active::new(&self.shared, &self.running)))
+    }
+
+    /// Runs a script, sending its events; `None` control: not interactive.
+    async fn run(
+        &self,
+        script: Vec<String>,
+        events: mpsc::Sender<StreamEvent>,
+        mut control: Option<mpsc::Receiver<Control>>,
+    ) -> isol8::Result<i32> {
+        let mut released = self.shared.released.subscribe();
+        for line in script {
+            let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            let event = match cmd {
+                "echo" => StreamEvent::stdout(format!("{arg}\n"), Phase::Code),
+                "err" => StreamEvent::stderr(format!("{arg}\n"), Phase::Code),
+                "exit" => return Ok(arg.parse().unwrap_or(1)),
+                "write" => {
+                    let (path, text) = arg.split_once(' ').unwrap_or((arg, ""));
+                    self.files
+                        .lock()
+                        .expect("lock")
+                        .insert(path.to_string(), text.to_string());
+                    continue;
+                }
+                "cat" => {
+                    let text = self.files.lock().expect("lock").get(arg).cloned();
+                    match text {
+                        Some(t) => StreamEvent::stdout(t, Phase::Code),
+                        None => StreamEvent::stderr(format!("cat: {arg}: missing\n"), Phase::Code),
+                    }
+                }
+                "wait" => {
+                    tokio::select! {
+                        _ = released.wait_for(|r| *r) => {}
+                        _ = events.closed() => return Ok(137),
+                    }
+                    continue;
+                }
+                "read" | "trap" => {
+                    let Some(rx) = control.as_mut() else {
+                        return Err(isol8::Error::InvalidRequest(format!(
+                            "`{cmd}` needs an interactive run"
+                        )));
+                    };
+                    match (cmd, rx.recv().await) {
+                        ("read", Some(Control::Stdin(data))) => StreamEvent::stdout(
+                            String::from_utf8_lossy(&data).to_uppercase(),
+                            Phase::Code,
+                        ),
+                        (_, Some(Control::Signal(n))) => return Ok(128 + n),
+                        _ => return Ok(1),
+                    }
+                }
+                "lose" => return Err(isol8::Error::SandboxLost(format!("{INTERNAL} was killed"))),
+                "pause" => {
+                    return Err(isol8::Error::SandboxUnresponsive(format!(
+                        "{INTERNAL} is paused"
+                    )))
+                }
+                "break" => {
+                    return Err(isol8::Error::Sandbox(format!(
+                        "agent frame from {INTERNAL}"
+                    )))
+                }
+                other => {
+                    return Err(isol8::Error::InvalidRequest(format!(
+                        "fake: unknown command `{other}`"
+                    )))
+                }
+            };
+            if events.send(event).await.is_err() {
+                return Ok(137);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Starts a run in a task; its events end as the engine's do (an `exit`, or a final
+    /// `sandbox lost: …` error and no exit).
+    fn spawn(
+        self: &Arc<Self>,
+        script: Vec<String>,
+        active: Active,
+        control: Option<mpsc::Receiver<Control>>,
+    ) -> EventStream {
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _active = active;
+            let end = match this.run(script, tx.clone(), control).await {
+                Ok(code) => vec![StreamEvent::exit(code)],
+                Err(e) if e.is_sandbox_lost() => vec![StreamEvent::error(e.to_string())],
+                Err(e) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
+            };
+            for ev in end {
+                let _ = tx.send(ev).await;
+            }
+        });
+        Box::pin(tokio_stream(rx))
+    }
+}
+
+/// A receiver as a stream.
+fn tokio_stream(
+    mut rx: mpsc::Receiver<StreamEvent>,
+) -> impl futures_util::Stream<Item = StreamEvent> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A running execution: a slot and a `running` count, released when dropped.
+#[derive(Debug)]
+struct Active(Arc<Shared>, Arc<AtomicUsize>);
+
+impl Active {
+    fn new(shared: &Arc<Shared>, running: &Arc<AtomicUsize>) -> Active {
+        shared.in_use.fetch_add(1, Ordering::SeqCst);
+        running.fetch_add(1, Ordering::SeqCst);
+        Active(shared.clone(), running.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Controls of an interactive fake run.
+struct FakeControls(mpsc::Sender<Control>);
+
+#[async_trait::async_trait]
+impl Controls for FakeControls {
+    async fn send(&self, control: Control) -> bool {
+        self.0.send(control).await.is_ok()
+    }
+}
+
+/// The [`Executor`] of a fake engine held in an `Arc` (runs are spawned tasks).
+#[derive(Debug, Clone)]
+pub struct FakeRef(pub Arc<Fake>);
+
+#[async_trait::async_trait]
+impl Executor for FakeRef {
+    async fn execute(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> isol8::Result<ExecutionResult> {
+        let (script, active) = self.0.launch(&req, options)?;
+        let (tx, mut rx) = mpsc::channel(16);
+        let this = self.0.clone();
+        let run = tokio::spawn(async move {
+            let _active = active;
+            this.run(script, tx, None).await
+        });
+        let mut result = ExecutionResult {
+            runtime: req.runtime.clone(),
+            execution_id: uuid::Uuid::new_v4().to_string(),
+            container_id: Some("fake".into()),
+            ..Default::default()
+        };
+        while let Some(ev) = rx.recv().await {
+            match ev.kind {
+                isol8::StreamEventType::Stdout => result.stdout.push_str(&ev.data),
+                isol8::StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+                _ => {}
+            }
+        }
+        result.exit_code = run
+            .await
+            .map_err(|e| isol8::Error::Sandbox(e.to_string()))??;
+        Ok(result)
+    }
+
+    async fn execute_stream(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> isol8::Result<EventStream> {
+        let (script, active) = self.0.launch(&req, options)?;
+        Ok(self.0.spawn(script, active, None))
+    }
+
+    async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> isol8::Result<Interactive> {
+        let (script, active) = self.0.launch(&req, options)?;
+        let (tx, rx) = mpsc::channel(16);
+        let events = self.0.spawn(script, active, Some(rx));
+        Ok((events, Box::new(FakeControls(tx))))
+    }
+
+    async fn put_file(&self, path: &str, content: &[u8]) -> isol8::Result<()> {
+        let path = isol8::prepare::sandbox_path("path", path, false)?;
+        self.0.files.lock().expect("lock").insert(
+            path,
+            String::from_utf8(content.to_vec())
+                .map_err(|_| isol8::Error::InvalidRequest("fake: text files only".into()))?,
+        );
+        Ok(())
+    }
+
+    async fn get_file(&self, path: &str) -> isol8::Result<Vec<u8>> {
+        let path = isol8::prepare::sandbox_path("path", path, false)?;
+        match self.0.files.lock().expect("lock").get(&path) {
+            Some(t) => Ok(t.clone().into_bytes()),
+            None => Err(isol8::Error::InvalidRequest(format!(
+                "`{path}` does not exist"
+            ))),
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.0.running.load(Ordering::SeqCst)
+    }
+
+    fn live_containers(&self) -> Vec<String> {
+        if self.0.is_stopped() {
+            return Vec::new();
+        }
+        let n = if self.0.persistent {
+            usize::from(!self.0.seen.lock().expect("lock").is_empty())
+        } else {
+            self.running()
+        };
+        (0..n).map(|i| format!("fake-{i}")).collect()
+    }
+
+    async fn stop(&self) -> isol8::Result<()> {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FakeRef {
+    fn settings(&self) -> &SandboxSettings {
+        &self.0.settings
+    }
+
+    fn settings_with(&self, options: &EngineOptions) -> isol8::Result<Arc<SandboxSettings>> {
+        self.0.resolve(options)
+    }
+
+    fn executing(&self) -> usize {
+        self.0.shared.in_use.load(Ordering::SeqCst)
+    }
+
+    fn close_slots(&self) {
+        self.0.shared.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn new_session(&self, options: EngineOptions) -> isol8::Result<Arc<dyn Executor>> {
+        let session = Arc::new(Fake::with(self.0.shared.clone(), options, true));
+        self.0
+            .shared
+            .sessions
+            .lock()
+            .expect("lock")
+            .push(session.clone());
+        Ok(Arc::new(FakeRef(session)))
+    }
+
+    async fn cleanup(&self, images: bool) -> isol8::Result<Removed> {
+        Ok(Removed {
+            containers: self.live_containers().len(),
+            images: if images { 2 } else { 0 },
+        })
+    }
+}
