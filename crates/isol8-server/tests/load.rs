@@ -30,6 +30,24 @@ async fn bounded(max: usize) -> DockerEngine {
     .await
 }
 
+/// Server state whose operator allows runs of up to 120 s (these tests ask for long
+/// timeouts so that only what they test ends a run; the server's own default, 30 s, is
+/// otherwise the cap).
+fn long_runs(engine: DockerEngine) -> Arc<AppState> {
+    AppState::with_settings(
+        engine,
+        EngineOptions::default(),
+        KEY.into(),
+        ServerSettings {
+            policy: isol8::config::ServerPolicy {
+                max_timeout_ms: Some(120_000),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
 /// Status, `Retry-After` and JSON body of a request through the router.
 async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Option<String>, Value) {
     let resp = app(state.clone()).oneshot(req).await.expect("infallible");
@@ -104,7 +122,7 @@ fn max_overlap(intervals: &[(u128, u128)]) -> usize {
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn executions_in_sessions_share_the_servers_max_concurrent() {
     let engine = bounded(2).await;
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let state = long_runs(engine);
     // Four new sessions and two ephemeral requests at once; each reports when it ran
     // (host clock, read inside the sandbox).
     let code = "date +%s%N; sleep 2; date +%s%N";
@@ -222,7 +240,7 @@ async fn session_caps_answer_429_with_retry_after_in_total_and_per_tenant() {
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_meanwhile() {
     let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let state = long_runs(engine);
     // Eight concurrent first uses of one id: one session, one container.
     let same = (0..8).map(|_| {
         let state = state.clone();
@@ -277,7 +295,7 @@ async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_mea
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn busy_answers_carry_retry_after_and_draining_refuses_the_queue_while_running_ones_finish() {
     let engine = bounded(1).await;
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let state = long_runs(engine);
     let (addr, _server) = serve_state(state.clone()).await;
     // A holds the only slot.
     let client = reqwest::Client::new();
@@ -463,7 +481,7 @@ fn assert_lost(events: &[Value]) {
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
-    let state = AppState::new(engine.clone(), EngineOptions::default(), KEY.into());
+    let state = long_runs(engine.clone());
     let (addr, _server) = serve_state(state.clone()).await;
     let run =
         |code: &str| json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 120000}});
