@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{docker_available, isol8_in, text};
+use common::{isol8_in, text};
 use std::process::Output;
 
 fn one_error_line(o: &Output, want: &str) {
@@ -50,11 +50,8 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn a_directory_is_injected_without_vcs_dependencies_or_virtualenvs() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("files");
     let project = dir.join("project");
     for (path, content) in [
@@ -87,11 +84,8 @@ fn a_directory_is_injected_without_vcs_dependencies_or_virtualenvs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn filtered_network_flags_reach_the_proxy_and_log() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("net");
     let code = "import urllib.request as u\n\
                 for url in ['http://example.com/', 'http://10.0.0.1/']:\n\
