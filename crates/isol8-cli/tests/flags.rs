@@ -23,7 +23,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn bad_network_and_package_flags_fail_before_anything_runs() {
     let dir = temp_dir("bad");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["--net", "none", "--install", "six", "-e", "1"],
             "installPackages needs the network",
@@ -37,7 +37,6 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
             &["--files", "/nonexistent-dir", "-e", "1"],
             "is not a directory",
         ),
-        (&["--url", "https://example.com/x.py"], "remoteCode.enabled"),
     ];
     for (flags, want) in cases {
         let o = isol8_in(&dir)
@@ -47,6 +46,19 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
             .expect("run");
         one_error_line(&o, want);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--url` without `remoteCode.enabled` is refused by the engine, so this case needs the
+/// daemon (the flags above are refused before it is reached).
+#[isol8_testkit::test(docker)]
+fn a_code_url_without_remote_code_enabled_fails_before_anything_runs() {
+    let dir = temp_dir("url");
+    let o = isol8_in(&dir)
+        .args(["run", "-r", "python", "--url", "https://example.com/x.py"])
+        .output()
+        .expect("run");
+    one_error_line(&o, "remoteCode.enabled");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
