@@ -73,7 +73,7 @@ fn expand(
             ),
         ));
     }
-    if func.sig.output != ReturnType::Default {
+    if !matches!(func.sig.output, ReturnType::Default) {
         return Err(Error::new_spanned(
             &func.sig.output,
             "an #[isol8_testkit::test] returns nothing: a skipped test returns early",
@@ -99,6 +99,7 @@ fn expand(
         vis,
         sig,
         block,
+        ..
     } = func;
     let name = sig.ident.to_string();
     Ok(quote! {
