@@ -21,6 +21,17 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 say "fuzzing (cargo fuzz, ${ISOL8_FUZZ_SECONDS:-30}s per target)"
 "$ROOT/scripts/fuzz.sh" "${ISOL8_FUZZ_SECONDS:-30}"
 
+# Tests that skip at run time (outside CI, when Docker, the registries, PostgreSQL or root
+# are missing; in CI they fail instead) append "<test><TAB><reason>" here
+# (crates/isol8-testkit); the closing line counts them as skipped, not passed.
+skips="$(mktemp)"
+export ISOL8_TEST_SKIP_LOG="$skips"
+print_skips() {
+  [ -s "$skips" ] || return 0
+  echo "skipped at run time ($(wc -l <"$skips")):"
+  sed 's/^/  SKIPPED: /; s/\t/: /' "$skips"
+}
+
 # Fault injection that restarts the Docker daemon stops every container on the host, so
 # it runs alone, before the main suite (where it is ignored).
 say "fault injection: the Docker daemon restarted mid-execution (run alone)"
@@ -32,6 +43,8 @@ else
     || die "the daemon-restart fault-injection test failed"
 fi
 docker_up || die "the Docker daemon is not running after the daemon-restart test"
+print_skips
+: >"$skips"
 
 # isol8 containers that existed before the tests (e.g. a running server's) are not ours.
 before="$(docker ps -aq --filter label=isol8.managed=true | sort)"
@@ -56,8 +69,28 @@ if [ -n "$left" ]; then
 fi
 say "no isol8 container left on the daemon by the test suite"
 
-# The test runner's own summary closes the output.
-summary="$(grep -E '^ *Summary \[|^test result:' "$log" | tail -n 1)"
+# The runner's own summary, then the closing line: its counts with the tests that skipped
+# at run time moved from "passed" (where the runner counts them: neither libtest nor
+# nextest can report a skip at run time) to "skipped".
+count() { { grep -oE "[0-9]+ $1" <<<"$2" || true; } | awk '{ n += $1 } END { print n + 0 }'; }
+summary="$(grep -E '^ *Summary \[' "$log" | tail -n 1 || true)"
+if [ -n "$summary" ]; then
+  # nextest: "Summary [ 53.8s] 162 tests run: 160 passed, 1 failed, 1 timed out, 1 skipped"
+  passed="$(count passed "$summary")"
+  failed=$(( $(count failed "$summary") + $(count 'timed out' "$summary") ))
+  ignored="$(count skipped "$summary")"
+else
+  # cargo test: one "test result: ok. 9 passed; 0 failed; 1 ignored; …" per test binary
+  summary="$(grep -E '^test result:' "$log" || true)"
+  passed="$(count passed "$summary")"
+  failed="$(count failed "$summary")"
+  ignored="$(count ignored "$summary")"
+  summary="$(tail -n 1 <<<"$summary")"
+fi
 rm -f "$log"
+runtime_skipped="$(wc -l <"$skips")"
+print_skips
+rm -f "$skips"
 echo "$summary"
+echo "tests: $((passed - runtime_skipped)) passed, $failed failed, $((ignored + runtime_skipped)) skipped"
 exit "$status"

@@ -96,7 +96,15 @@ fn parse() -> Cli {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see `isol8 --help`)");
+            // A value outside a fixed set (`--net bridge`): the accepted ones, on the same
+            // line (clap puts them on the next).
+            let accepted = match e.get(clap::error::ContextKind::ValidValue) {
+                Some(clap::error::ContextValue::Strings(values)) if !values.is_empty() => {
+                    format!("; use one of: {}", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            eprintln!("error: {first}{accepted} (see `isol8 --help`)");
             std::process::exit(1);
         }
     }

@@ -12,6 +12,7 @@ use isol8::docker::EngineConfig;
 use isol8::{
     DockerEngine, Engine, EngineOptions, ExecutionRequest, RuntimeRegistry, StreamEventType,
 };
+use isol8_protocol::{NetworkMode, SeccompMode};
 
 /// Flags of `isol8 run`.
 #[derive(clap::Args, Debug, Default)]
@@ -48,9 +49,9 @@ pub struct RunArgs {
     /// Cap on stdout and on stderr, in bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_output: Option<u64>,
-    /// Network mode: none, filtered or host.
+    /// Network mode of the sandbox.
     #[arg(long, value_name = "MODE")]
-    pub net: Option<String>,
+    pub net: Option<NetworkMode>,
     /// Environment variable for the program (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -88,9 +89,9 @@ pub struct RunArgs {
     /// Image overriding the runtime's.
     #[arg(long)]
     pub image: Option<String>,
-    /// Seccomp mode: strict, unconfined or custom.
+    /// Seccomp profile of the sandbox.
     #[arg(long, value_name = "MODE")]
-    pub seccomp: Option<String>,
+    pub seccomp: Option<SeccompMode>,
     /// OCI runtime registered with Docker, e.g. runsc (gVisor).
     #[arg(long, value_name = "NAME")]
     pub oci_runtime: Option<String>,
@@ -225,15 +226,6 @@ fn parse_kv(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(
-    flag: &str,
-    value: &str,
-    accepted: &str,
-) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(value.to_string()))
-        .map_err(|_| anyhow::anyhow!("--{flag} `{value}` is not valid; use one of: {accepted}"))
-}
-
 /// Engine options: the config file's defaults, overridden by flags.
 fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
     let mut o = config.config.engine_options();
@@ -258,15 +250,15 @@ fn options(args: &RunArgs, config: &LoadedConfig) -> Result<EngineOptions> {
     if let Some(v) = args.max_output {
         o.max_output_size = Some(v);
     }
-    if let Some(v) = &args.net {
-        o.network = Some(parse_enum("net", v, "none, filtered, host")?);
+    if let Some(v) = args.net {
+        o.network = Some(v);
     }
     if let Some(v) = &args.image {
         o.image = Some(v.clone());
     }
-    if let Some(v) = &args.seccomp {
+    if let Some(v) = args.seccomp {
         let mut sec = o.security.clone().unwrap_or_default();
-        sec.seccomp = Some(parse_enum("seccomp", v, "strict, unconfined, custom")?);
+        sec.seccomp = Some(v);
         o.security = Some(sec);
     }
     if let Some(v) = &args.oci_runtime {

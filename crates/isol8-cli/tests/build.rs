@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{docker_available, isol8_in, text};
+use common::{isol8_in, text};
 use std::process::{Command, Output};
 
 /// Removes the test's images and directory however the test ends.
@@ -42,20 +42,8 @@ fn ok(o: &Output) {
     );
 }
 
-#[test]
+#[isol8_testkit::test(docker, registries)]
 fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
-    if !docker_available() {
-        return;
-    }
-    let registry_up = std::net::TcpStream::connect(("pypi.org", 443)).is_ok();
-    if !registry_up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "registries must be reachable in CI"
-        );
-        eprintln!("SKIPPED: pypi.org is unreachable");
-        return;
-    }
     let dir = std::env::temp_dir().join(format!("isol8-build-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let py_tag = format!("isol8-test-prebuilt:six-{}", std::process::id());

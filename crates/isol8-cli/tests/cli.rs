@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::{docker_available, isol8_containers_of, spawn_long_run};
+use common::spawn_long_run;
+use isol8_testkit::containers_of_pid;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -204,11 +205,8 @@ fn docker_not_running_says_how_to_start_it() {
     assert!(stderr(&o).contains("start it"), "{}", stderr(&o));
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn runs_code_and_exits_with_its_status() {
-    if !docker_available() {
-        return;
-    }
     let o = isol8()
         .args(["run", "-r", "python", "-e", "print(6*7)"])
         .output()
@@ -241,11 +239,8 @@ fn runs_code_and_exits_with_its_status() {
     assert!(v["executionId"].as_str().is_some_and(|s| s.len() == 36));
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn code_from_a_file_or_stdin_and_out_file() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("files");
     std::fs::write(dir.join("hello.sh"), "echo from $0 file").expect("write");
     let o = in_dir(&dir)
@@ -294,11 +289,8 @@ fn code_from_a_file_or_stdin_and_out_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn missing_image_says_to_run_setup() {
-    if !docker_available() {
-        return;
-    }
     let o = isol8()
         .args([
             "run",
@@ -314,11 +306,8 @@ fn missing_image_says_to_run_setup() {
     assert_one_error_line(&o, "run `isol8 setup`");
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn ctrl_c_removes_the_container() {
-    if !docker_available() {
-        return;
-    }
     let mut child = spawn_long_run();
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(300));
@@ -328,18 +317,15 @@ fn ctrl_c_removes_the_container() {
     let status = child.wait().expect("wait");
     assert!(t.elapsed() < Duration::from_secs(15));
     assert_eq!(status.code(), Some(130));
-    let leaked = isol8_containers_of(pid);
+    let leaked = containers_of_pid(pid);
     assert!(
         leaked.is_empty(),
         "containers left after Ctrl-C: {leaked:?}"
     );
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn bench_reports_every_path_with_a_docker_exec_baseline() {
-    if !docker_available() {
-        return;
-    }
     let o = isol8()
         .args(["bench", "--quick", "-n", "2", "-r", "bash", "--json"])
         .output()
@@ -361,18 +347,15 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
     assert!(v["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0));
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn containers_of_a_killed_engine_are_reaped_by_the_next_one() {
-    if !docker_available() {
-        return;
-    }
     let mut child = spawn_long_run();
     let pid = child.id();
     // SIGKILL: the engine gets no chance to clean up.
     child.kill().expect("kill");
     child.wait().expect("wait");
     assert_eq!(
-        isol8_containers_of(pid).len(),
+        containers_of_pid(pid).len(),
         1,
         "the orphan should still be there"
     );
@@ -383,7 +366,7 @@ fn containers_of_a_killed_engine_are_reaped_by_the_next_one() {
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        isol8_containers_of(pid).is_empty(),
+        containers_of_pid(pid).is_empty(),
         "the orphan was not reaped"
     );
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{docker_available, isol8_in, text};
+use common::{isol8_in, text};
 use std::process::Output;
 
 fn one_error_line(o: &Output, want: &str) {
@@ -23,7 +23,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn bad_network_and_package_flags_fail_before_anything_runs() {
     let dir = temp_dir("bad");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["--net", "none", "--install", "six", "-e", "1"],
             "installPackages needs the network",
@@ -37,7 +37,6 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
             &["--files", "/nonexistent-dir", "-e", "1"],
             "is not a directory",
         ),
-        (&["--url", "https://example.com/x.py"], "remoteCode.enabled"),
     ];
     for (flags, want) in cases {
         let o = isol8_in(&dir)
@@ -50,11 +49,21 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+/// `--url` without `remoteCode.enabled` is refused by the engine, so this case needs the
+/// daemon (the flags above are refused before it is reached).
+#[isol8_testkit::test(docker)]
+fn a_code_url_without_remote_code_enabled_fails_before_anything_runs() {
+    let dir = temp_dir("url");
+    let o = isol8_in(&dir)
+        .args(["run", "-r", "python", "--url", "https://example.com/x.py"])
+        .output()
+        .expect("run");
+    one_error_line(&o, "remoteCode.enabled");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[isol8_testkit::test(docker)]
 fn a_directory_is_injected_without_vcs_dependencies_or_virtualenvs() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("files");
     let project = dir.join("project");
     for (path, content) in [
@@ -87,11 +96,8 @@ fn a_directory_is_injected_without_vcs_dependencies_or_virtualenvs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn filtered_network_flags_reach_the_proxy_and_log() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("net");
     let code = "import urllib.request as u\n\
                 for url in ['http://example.com/', 'http://10.0.0.1/']:\n\

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{docker_available, isol8_in, text};
+use common::{isol8_in, text};
 use std::process::Output;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -61,11 +61,8 @@ fn secret_flags_that_cannot_work_fail_before_anything_runs_and_never_quote_value
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn secrets_come_from_the_environment_or_a_file_and_are_masked() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("run");
     let file = dir.join("secrets.env");
     std::fs::write(
@@ -92,11 +89,8 @@ fn secrets_come_from_the_environment_or_a_file_and_are_masked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn a_secret_printed_half_by_setup_and_half_by_code_is_masked() {
-    if !docker_available() {
-        return;
-    }
     let dir = temp_dir("phases");
     for stream in ["--no-stream", "--json"] {
         let o = isol8_in(&dir)

@@ -3,9 +3,6 @@
 //! executions running and queued (503 at once, a grace, then killed) and a second
 //! signal.
 
-mod common;
-
-use common::docker_available;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,12 +120,7 @@ impl Server {
     }
 
     fn containers(&self) -> usize {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=isol8.pid={}", self.child.id()))
-            .output()
-            .expect("docker ps");
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        containers_of(self.child.id())
     }
 
     /// SIGTERM, then checks a clean exit with nothing left behind.
@@ -143,11 +135,8 @@ impl Server {
     }
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn every_route_over_http_then_a_clean_shutdown() {
-    if !docker_available() {
-        return;
-    }
     let s = Server::start();
     let health: Value = reqwest::blocking::get(format!("{}/health", s.base))
         .expect("health")
@@ -204,11 +193,8 @@ fn every_route_over_http_then_a_clean_shutdown() {
     s.stop();
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn load_from_a_separate_process_with_no_failures_and_nothing_left() {
-    if !docker_available() {
-        return;
-    }
     let s = Server::start();
     let total = 500;
     let concurrency = 16;
@@ -244,11 +230,8 @@ fn load_from_a_separate_process_with_no_failures_and_nothing_left() {
     s.stop();
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn the_cli_runs_code_on_a_server_with_host_and_sessions() {
-    if !docker_available() {
-        return;
-    }
     let s = Server::start();
     let isol8 = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_isol8"))
@@ -359,11 +342,8 @@ fn session_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn database_keys_tenants_and_login_against_a_real_server() {
-    if !docker_available() {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keys.db");
     let s = Server::start_with(&["--auth-db", db.to_str().expect("utf-8")]);
@@ -626,16 +606,14 @@ fn assert_lost(events: &[Value]) {
     assert!(!events.iter().any(|e| e["type"] == "exit"), "{events:?}");
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn sigterm_refuses_the_queue_at_once_gives_running_executions_a_grace_then_kills_them() {
-    if !docker_available() {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let grace_ms = 6000;
     std::fs::write(
         dir.path().join("isol8.config.json"),
-        json!({"maxConcurrent": 3, "shutdownGraceMs": grace_ms}).to_string(),
+        // The executions ask for 600 s: above the server's own 30 s, so the operator allows it.
+        json!({"maxConcurrent": 3, "shutdownGraceMs": grace_ms, "serverPolicy": {"maxTimeoutMs": 600_000}}).to_string(),
     )
     .expect("config");
     let mut s = Server::start_in(Some(dir.path()), &[]);
@@ -731,13 +709,17 @@ fn sigterm_refuses_the_queue_at_once_gives_running_executions_a_grace_then_kills
     );
 }
 
-#[test]
+#[isol8_testkit::test(docker)]
 fn a_second_signal_skips_the_grace_and_still_removes_every_container() {
-    if !docker_available() {
-        return;
-    }
-    // A grace far longer than the test's bound: only the second signal can end it.
-    let mut s = Server::start_with(&["--shutdown-grace-ms", "3600000"]);
+    // A grace far longer than the test's bound: only the second signal can end it. The
+    // execution asks for 600 s, which the operator allows.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("isol8.config.json"),
+        json!({"serverPolicy": {"maxTimeoutMs": 600_000}}).to_string(),
+    )
+    .expect("config");
+    let mut s = Server::start_in(Some(dir.path()), &["--shutdown-grace-ms", "3600000"]);
     let (tx, started) = std::sync::mpsc::channel();
     let long = stream_on_thread(&s.base, "echo started; sleep 600", tx);
     started
@@ -757,12 +739,7 @@ fn a_second_signal_skips_the_grace_and_still_removes_every_container() {
     assert_lost(&long.join().expect("stream"));
 }
 
-/// isol8 containers created by the server process `pid`.
+/// How many isol8 containers the server process `pid` has on the daemon.
 fn containers_of(pid: u32) -> usize {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=isol8.pid={pid}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    isol8_testkit::containers_of_pid(pid).len()
 }

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(
+    feature = "clap",
+    derive(clap::ValueEnum),
+    value(rename_all = "lowercase")
+)]
 pub enum Mode {
     /// A clean container per execution.
     #[default]
@@ -22,6 +27,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(
+    feature = "clap",
+    derive(clap::ValueEnum),
+    value(rename_all = "lowercase")
+)]
 pub enum NetworkMode {
     /// Loopback only.
     #[default]
@@ -98,6 +108,11 @@ impl NetworkFilter {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(
+    feature = "clap",
+    derive(clap::ValueEnum),
+    value(rename_all = "lowercase")
+)]
 pub enum PoolStrategy {
     /// Reset and reuse containers.
     #[default]
@@ -132,6 +147,11 @@ impl Default for PoolSize {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(
+    feature = "clap",
+    derive(clap::ValueEnum),
+    value(rename_all = "lowercase")
+)]
 pub enum SeccompMode {
     /// isol8's default-deny profile.
     #[default]
@@ -291,6 +311,27 @@ impl EngineOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The words the CLI accepts (`--net`, `--seccomp`…) are the JSON ones.
+    #[cfg(feature = "clap")]
+    #[test]
+    fn command_line_words_are_the_json_words() {
+        use clap::ValueEnum;
+        fn check<T: ValueEnum + Serialize>() {
+            for v in T::value_variants() {
+                let word = v
+                    .to_possible_value()
+                    .expect("a word")
+                    .get_name()
+                    .to_string();
+                assert_eq!(serde_json::to_value(v).expect("json"), word);
+            }
+        }
+        check::<Mode>();
+        check::<NetworkMode>();
+        check::<PoolStrategy>();
+        check::<SeccompMode>();
+    }
 
     fn filter(white: &[&str], black: &[&str]) -> NetworkFilter {
         NetworkFilter {

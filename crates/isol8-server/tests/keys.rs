@@ -143,25 +143,9 @@ async fn sqlite_store_reports_an_unusable_path() {
     assert!(e.to_string().contains("open failed"), "{e}");
 }
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("ISOL8_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(
-                !ci,
-                "ISOL8_TEST_POSTGRES_URL is required in CI (scripts/test.sh starts PostgreSQL)"
-            );
-            eprintln!("SKIPPED: set ISOL8_TEST_POSTGRES_URL to test the PostgreSQL key store");
-            None
-        }
-    }
-}
-
-#[tokio::test]
+#[isol8_testkit::test(postgres)]
 async fn postgres_store() {
-    let Some(url) = postgres_url() else { return };
+    let url = isol8_testkit::postgres_url();
     assert!(keys::is_postgres_url(&url), "{url}");
     let store = keys::open(&url).await.expect("connect to PostgreSQL");
     exercise(store).await;

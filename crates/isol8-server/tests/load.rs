@@ -4,8 +4,6 @@
 //! as lost on every route (SSE, WebSocket close 1011, `/execute` 500, `RemoteEngine`),
 //! never as an exit code.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,27 +21,31 @@ use tower::ServiceExt;
 
 const KEY: &str = "load-test-master-key-0123456789";
 
-/// An engine with `config`, or `None` (saying so) without Docker outside CI.
-async fn engine_with(config: EngineConfig) -> Option<DockerEngine> {
-    match DockerEngine::connect_with(config).await {
-        Ok(e) => Some(e),
-        Err(e) => {
-            let ci =
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(!ci, "Docker is required in CI: {e}");
-            eprintln!("SKIPPED: no Docker daemon: {e}");
-            None
-        }
-    }
-}
-
 /// A shared engine bounded to `max` concurrent executions.
-async fn bounded(max: usize) -> Option<DockerEngine> {
-    engine_with(EngineConfig {
+async fn bounded(max: usize) -> DockerEngine {
+    isol8_testkit::engine_with(EngineConfig {
         max_concurrent: Some(max),
         ..Default::default()
     })
     .await
+}
+
+/// Server state whose operator allows runs of up to 120 s (these tests ask for long
+/// timeouts so that only what they test ends a run; the server's own default, 30 s, is
+/// otherwise the cap).
+fn long_runs(engine: DockerEngine) -> Arc<AppState> {
+    AppState::with_settings(
+        engine,
+        EngineOptions::default(),
+        KEY.into(),
+        ServerSettings {
+            policy: isol8::config::ServerPolicy {
+                max_timeout_ms: Some(120_000),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
 }
 
 /// Status, `Retry-After` and JSON body of a request through the router.
@@ -117,12 +119,10 @@ fn max_overlap(intervals: &[(u128, u128)]) -> usize {
     most as usize
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn executions_in_sessions_share_the_servers_max_concurrent() {
-    let Some(engine) = bounded(2).await else {
-        return;
-    };
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let engine = bounded(2).await;
+    let state = long_runs(engine);
     // Four new sessions and two ephemeral requests at once; each reports when it ran
     // (host clock, read inside the sandbox).
     let code = "date +%s%N; sleep 2; date +%s%N";
@@ -159,15 +159,12 @@ async fn executions_in_sessions_share_the_servers_max_concurrent() {
 }
 
 /// State with a SQLite key store in `dir` and `policy`.
-async fn keyed_state(
-    dir: &std::path::Path,
-    policy: isol8::config::ServerPolicy,
-) -> Option<Arc<AppState>> {
-    let engine = engine_with(EngineConfig::default()).await?;
+async fn keyed_state(dir: &std::path::Path, policy: isol8::config::ServerPolicy) -> Arc<AppState> {
+    let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
     let store = isol8_server::keys::open(dir.join("auth.db").to_str().expect("utf-8"))
         .await
         .expect("key store");
-    Some(AppState::with_settings(
+    AppState::with_settings(
         engine,
         EngineOptions::default(),
         KEY.into(),
@@ -176,7 +173,7 @@ async fn keyed_state(
             keys: Some(isol8_server::keys::Keys::new(store, None)),
             ..Default::default()
         },
-    ))
+    )
 }
 
 async fn key_for(state: &Arc<AppState>, tenant: &str) -> String {
@@ -189,7 +186,7 @@ async fn key_for(state: &Arc<AppState>, tenant: &str) -> String {
     v["key"].as_str().expect("key").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn session_caps_answer_429_with_retry_after_in_total_and_per_tenant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = isol8::config::ServerPolicy {
@@ -197,9 +194,7 @@ async fn session_caps_answer_429_with_retry_after_in_total_and_per_tenant() {
         max_sessions_per_tenant: Some(2),
         ..Default::default()
     };
-    let Some(state) = keyed_state(dir.path(), policy).await else {
-        return;
-    };
+    let state = keyed_state(dir.path(), policy).await;
     let alpha = key_for(&state, "alpha").await;
     let beta = key_for(&state, "beta").await;
     let in_session = |key: &str, id: &str| {
@@ -242,12 +237,10 @@ async fn session_caps_answer_429_with_retry_after_in_total_and_per_tenant() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_meanwhile() {
-    let Some(engine) = engine_with(EngineConfig::default()).await else {
-        return;
-    };
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
+    let state = long_runs(engine);
     // Eight concurrent first uses of one id: one session, one container.
     let same = (0..8).map(|_| {
         let state = state.clone();
@@ -299,12 +292,10 @@ async fn a_burst_of_first_uses_makes_one_session_per_id_and_the_list_answers_mea
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn busy_answers_carry_retry_after_and_draining_refuses_the_queue_while_running_ones_finish() {
-    let Some(engine) = bounded(1).await else {
-        return;
-    };
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
+    let engine = bounded(1).await;
+    let state = long_runs(engine);
     let (addr, _server) = serve_state(state.clone()).await;
     // A holds the only slot.
     let client = reqwest::Client::new();
@@ -487,12 +478,10 @@ fn assert_lost(events: &[Value]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
-    let Some(engine) = engine_with(EngineConfig::default()).await else {
-        return;
-    };
-    let state = AppState::new(engine.clone(), EngineOptions::default(), KEY.into());
+    let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
+    let state = long_runs(engine.clone());
     let (addr, _server) = serve_state(state.clone()).await;
     let run =
         |code: &str| json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 30000}});
@@ -594,11 +583,9 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_paused_mid_run_is_a_5xx_sandbox_unresponsive_not_a_timeout() {
-    let Some(engine) = engine_with(EngineConfig::default()).await else {
-        return;
-    };
+    let engine = isol8_testkit::engine_with(EngineConfig::default()).await;
     let state = AppState::new(engine.clone(), EngineOptions::default(), KEY.into());
     let buffered = tokio::spawn({
         let state = state.clone();

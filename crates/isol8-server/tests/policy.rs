@@ -2,14 +2,12 @@
 //! cannot remove what the operator set, and a server without `serverPolicy` still caps
 //! every limit (and so its own memory).
 
-mod common;
-
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use isol8::{DockerEngine, EngineOptions};
+use isol8::EngineOptions;
 use isol8_protocol::options::SecurityOptions;
 use isol8_server::{app, AppState};
 use serde_json::{json, Value};
@@ -36,13 +34,9 @@ async fn call(state: &Arc<AppState>, body: Value) -> (StatusCode, Value) {
 }
 
 /// A server whose operator options are `options` and which has no `serverPolicy`.
-async fn server(options: EngineOptions) -> Option<Arc<AppState>> {
-    // Skips (or fails in CI) without Docker.
-    common::engine_or_skip().await?;
-    let engine = DockerEngine::connect(options.clone())
-        .await
-        .expect("engine with the operator's options");
-    Some(AppState::new(engine, options, KEY.into()))
+async fn server(options: EngineOptions) -> Arc<AppState> {
+    let engine = isol8_testkit::engine(options.clone()).await;
+    AppState::new(engine, options, KEY.into())
 }
 
 async fn runtime_of(_state: &AppState, container: &str) -> Option<String> {
@@ -56,7 +50,7 @@ async fn runtime_of(_state: &AppState, container: &str) -> Option<String> {
         .and_then(|h| h.runtime)
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn an_empty_client_security_object_keeps_the_operators_oci_runtime() {
     let operator = EngineOptions {
         security: Some(SecurityOptions {
@@ -65,9 +59,7 @@ async fn an_empty_client_security_object_keeps_the_operators_oci_runtime() {
         }),
         ..Default::default()
     };
-    let Some(state) = server(operator).await else {
-        return;
-    };
+    let state = server(operator).await;
     // Each of these used to replace the operator's whole `security` object (or filter):
     // the run then went to the daemon's default runtime.
     for options in [
@@ -110,11 +102,9 @@ async fn an_empty_client_security_object_keeps_the_operators_oci_runtime() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn without_a_policy_every_limit_is_capped_at_the_servers_own() {
-    let Some(state) = server(EngineOptions::default()).await else {
-        return;
-    };
+    let state = server(EngineOptions::default()).await;
     let run = |options: Value| json!({"request": {"runtime": "bash", "code": "true"}, "options": options});
     let cases = [
         (
@@ -173,11 +163,9 @@ async fn without_a_policy_every_limit_is_capped_at_the_servers_own() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_flood_of_output_leaves_the_servers_memory_bounded_by_the_cap() {
-    let Some(state) = server(EngineOptions::default()).await else {
-        return;
-    };
+    let state = server(EngineOptions::default()).await;
     // A client asking for a 1 TiB output cap is refused, so 800 MiB of output is cut at
     // the server's 1 MiB and never held whole.
     let body = |options: Value| {
@@ -186,7 +174,7 @@ async fn a_flood_of_output_leaves_the_servers_memory_bounded_by_the_cap() {
     };
     let (status, _) = call(&state, body(json!({"maxOutputSize": 1_u64 << 40}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let before = common::peak_rss_mb();
+    let before = isol8_testkit::peak_rss_mb();
     let (status, v) = call(&state, body(json!({}))).await;
     assert_eq!(
         status,
@@ -202,7 +190,7 @@ async fn a_flood_of_output_leaves_the_servers_memory_bounded_by_the_cap() {
         &stdout[stdout.len().saturating_sub(200)..]
     );
     assert_eq!(v["truncated"], true);
-    let grown = common::peak_rss_mb() - before;
+    let grown = isol8_testkit::peak_rss_mb() - before;
     assert!(
         grown < 64.0,
         "server memory grew by {grown} MiB for 800 MiB of output"

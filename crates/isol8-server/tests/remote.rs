@@ -1,8 +1,6 @@
 //! `RemoteEngine` against a real server socket: streaming over WebSocket, the SSE
 //! fallback when the upgrade is refused, and refused requests reported as errors.
 
-mod common;
-
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -15,8 +13,8 @@ const KEY: &str = "remote-test-master-key-0123456789";
 
 /// Serves the API; with `refuse_ws`, a proxy-like layer answers upgrade requests on
 /// `/execute/ws` with 400 as a proxy without WebSocket support would.
-async fn serve(refuse_ws: bool) -> Option<(Arc<AppState>, String)> {
-    let engine = common::engine_or_skip().await?;
+async fn serve(refuse_ws: bool) -> (Arc<AppState>, String) {
+    let engine = isol8_testkit::engine(EngineOptions::default()).await;
     let state = AppState::new(engine, EngineOptions::default(), KEY.into());
     let mut router = app(state.clone());
     if refuse_ws {
@@ -37,7 +35,7 @@ async fn serve(refuse_ws: bool) -> Option<(Arc<AppState>, String)> {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Some((state, format!("http://{addr}")))
+    (state, format!("http://{addr}"))
 }
 
 fn request(code: &str) -> ExecutionRequest {
@@ -68,11 +66,9 @@ fn output(events: &[StreamEvent]) -> (String, String, Option<String>) {
     (out, err, exit)
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn execute_stream_goes_over_websocket() {
-    let Some((state, base)) = serve(false).await else {
-        return;
-    };
+    let (state, base) = serve(false).await;
     let engine = RemoteEngine::new(&base, KEY, None, EngineOptions::default()).expect("client");
     assert_eq!(engine.last_stream_transport(), None);
     let events = collect(
@@ -134,11 +130,9 @@ async fn execute_stream_goes_over_websocket() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn execute_stream_falls_back_to_sse_when_the_upgrade_fails() {
-    let Some((state, base)) = serve(true).await else {
-        return;
-    };
+    let (state, base) = serve(true).await;
     let engine = RemoteEngine::new(&base, KEY, None, EngineOptions::default()).expect("client");
     let events = collect(&engine, "echo via-sse; exit 2").await;
     assert_eq!(

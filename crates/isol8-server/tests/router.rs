@@ -1,8 +1,6 @@
 //! The router driven without a socket (`tower::ServiceExt::oneshot`): auth, validation
 //! and error shapes, plus real executions on the shared engine.
 
-mod common;
-
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,9 +13,9 @@ use tower::ServiceExt;
 
 const KEY: &str = "test-master-key-0123456789";
 
-async fn state() -> Option<Arc<AppState>> {
-    let engine = common::engine_or_skip().await?;
-    Some(AppState::new(engine, EngineOptions::default(), KEY.into()))
+async fn state() -> Arc<AppState> {
+    let engine = isol8_testkit::engine(EngineOptions::default()).await;
+    AppState::new(engine, EngineOptions::default(), KEY.into())
 }
 
 async fn call(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Value) {
@@ -37,9 +35,9 @@ fn post(path: &str, key: Option<&str>, body: impl Into<Body>) -> Request<Body> {
     b.body(body.into()).expect("request")
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn health_needs_no_key_and_everything_else_does() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let (status, body) = call(
         &state,
         Request::get("/health").body(Body::empty()).expect("req"),
@@ -72,9 +70,9 @@ async fn health_needs_no_key_and_everything_else_does() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn bad_bodies_get_json_errors_with_the_right_status() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let cases: Vec<(Body, StatusCode, &str)> = vec![
         (Body::from("{not json"), StatusCode::BAD_REQUEST, ""),
         (Body::from(json!({"request": {"code": "x"}}).to_string()), StatusCode::BAD_REQUEST, "runtime"),
@@ -126,9 +124,9 @@ async fn bad_bodies_get_json_errors_with_the_right_status() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn execute_runs_on_the_shared_warm_pool() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let req = json!({"request": {"runtime": "python", "code": "print(6*7)"}}).to_string();
     let (status, a) = call(&state, post("/execute", Some(KEY), req.clone())).await;
     assert_eq!(status, StatusCode::OK, "{a}");
@@ -142,9 +140,9 @@ async fn execute_runs_on_the_shared_warm_pool() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn sessions_keep_files_and_move_bytes() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let exec = |code: &str| {
         json!({"request": {"runtime": "bash", "code": code}, "sessionId": "s-1"}).to_string()
     };
@@ -189,9 +187,9 @@ async fn sessions_keep_files_and_move_bytes() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn execute_stream_sends_server_sent_events_ending_with_exit() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let body = json!({"request": {"runtime": "bash", "code": "echo one; echo two >&2; exit 3"}})
         .to_string();
     let resp = app(state.clone())
@@ -226,9 +224,9 @@ async fn execute_stream_sends_server_sent_events_ending_with_exit() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn pruning_removes_idle_sessions_and_never_an_executing_one() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let exec = |id: &str, code: &str| {
         json!({"request": {"runtime": "bash", "code": code}, "sessionId": id}).to_string()
     };
@@ -268,9 +266,9 @@ async fn pruning_removes_idle_sessions_and_never_an_executing_one() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn openapi_describes_every_route() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let (status, v) = call(
         &state,
         Request::get("/openapi.json")
@@ -301,15 +299,8 @@ async fn openapi_describes_every_route() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn the_server_policy_caps_what_clients_ask_for() {
-    let Some(engine) = DockerEngine::connect(EngineOptions::default()).await.ok() else {
-        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(!ci, "Docker is required in CI");
-        eprintln!("SKIPPED: no Docker daemon");
-        return;
-    };
-    drop(engine);
     let policy = isol8::config::ServerPolicy {
         max_timeout_ms: Some(2000),
         ..Default::default()
@@ -358,13 +349,13 @@ async fn the_server_policy_caps_what_clients_ask_for() {
 async fn keyed_state(
     dir: &std::path::Path,
     default_ttl: Option<std::time::Duration>,
-) -> Option<Arc<AppState>> {
-    let engine = common::engine_or_skip().await?;
+) -> Arc<AppState> {
+    let engine = isol8_testkit::engine(EngineOptions::default()).await;
     let path = dir.join("auth.db");
     let store = isol8_server::keys::open(path.to_str().expect("utf-8"))
         .await
         .expect("key store");
-    Some(AppState::with_settings(
+    AppState::with_settings(
         engine,
         EngineOptions::default(),
         KEY.into(),
@@ -372,7 +363,7 @@ async fn keyed_state(
             keys: Some(isol8_server::keys::Keys::new(store, default_ttl)),
             ..Default::default()
         },
-    ))
+    )
 }
 
 fn get(path: &str, key: &str) -> Request<Body> {
@@ -403,12 +394,10 @@ fn invalid() -> (StatusCode, Value) {
     (StatusCode::FORBIDDEN, json!({"error": "Invalid API key"}))
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn database_keys_are_managed_with_the_master_key_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(state) = keyed_state(dir.path(), None).await else {
-        return;
-    };
+    let state = keyed_state(dir.path(), None).await;
 
     let (status, v) = call(
         &state,
@@ -519,13 +508,11 @@ async fn database_keys_are_managed_with_the_master_key_only() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn login_issues_an_expiring_key_acting_as_the_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ttl = std::time::Duration::from_secs(600);
-    let Some(state) = keyed_state(dir.path(), Some(ttl)).await else {
-        return;
-    };
+    let state = keyed_state(dir.path(), Some(ttl)).await;
     // An empty body is `{}`: name `login`, the master's tenant, auth.defaultTtlMs.
     let (status, v) = call(&state, post("/auth/login", Some(KEY), "")).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -558,9 +545,9 @@ async fn login_issues_an_expiring_key_acting_as_the_caller() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn without_a_key_store_auth_routes_say_so_and_db_shaped_keys_are_refused() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let (status, v) = call(&state, get("/auth/keys", KEY)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
@@ -572,12 +559,10 @@ async fn without_a_key_store_auth_routes_say_so_and_db_shaped_keys_are_refused()
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn sessions_belong_to_the_tenant_that_created_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(state) = keyed_state(dir.path(), None).await else {
-        return;
-    };
+    let state = keyed_state(dir.path(), None).await;
     let (a, _) = new_key(&state, json!({"name": "a", "tenant": "alpha"})).await;
     let (a2, _) = new_key(&state, json!({"name": "a2", "tenant": "alpha"})).await;
     let (b, _) = new_key(&state, json!({"name": "b", "tenant": "beta"})).await;
@@ -665,9 +650,9 @@ async fn sessions_belong_to_the_tenant_that_created_them() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_file_written_over_a_planted_fifo_is_refused_and_the_session_stays_usable() {
-    let Some(state) = state().await else { return };
+    let state = state().await;
     let exec = |code: &str| {
         json!({"request": {"runtime": "bash", "code": code}, "sessionId": "s-fifo"}).to_string()
     };

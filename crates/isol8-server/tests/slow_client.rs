@@ -2,8 +2,6 @@
 //! mid-way gets a JSON 408 within the bound, a client that never reads its response is
 //! dropped (and its execution killed), and the server keeps serving everyone else.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +16,8 @@ const KEY: &str = "slow-client-master-key-0123456789";
 const BODY_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_STALL: Duration = Duration::from_secs(1);
 
-async fn serve() -> Option<(Arc<AppState>, std::net::SocketAddr)> {
-    let engine = common::engine_or_skip().await?;
+async fn serve() -> (Arc<AppState>, std::net::SocketAddr) {
+    let engine = isol8_testkit::engine(EngineOptions::default()).await;
     let state = AppState::with_settings(
         engine,
         EngineOptions::default(),
@@ -37,7 +35,7 @@ async fn serve() -> Option<(Arc<AppState>, std::net::SocketAddr)> {
     tokio::spawn(
         async move { axum::serve(GuardedListener::new(listener, WRITE_STALL), router).await },
     );
-    Some((state, addr))
+    (state, addr)
 }
 
 /// The server still answers a normal client quickly.
@@ -92,11 +90,9 @@ fn assert_408(text: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_body_stalled_mid_way_gets_a_json_408_within_the_bound() {
-    let Some((state, addr)) = serve().await else {
-        return;
-    };
+    let (state, addr) = serve().await;
     let mut s = head(addr, "/execute", 200).await;
     s.write_all(br#"{"request": {"runtime": "#)
         .await
@@ -119,11 +115,9 @@ async fn a_body_stalled_mid_way_gets_a_json_408_within_the_bound() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_body_trickled_byte_by_byte_is_cut_off_at_the_total_bound() {
-    let Some((state, addr)) = serve().await else {
-        return;
-    };
+    let (state, addr) = serve().await;
     let body = json!({"request": {"runtime": "bash", "code": "echo never"}}).to_string();
     let mut s = head(addr, "/execute", body.len()).await;
     let t = Instant::now();
@@ -153,11 +147,9 @@ async fn a_body_trickled_byte_by_byte_is_cut_off_at_the_total_bound() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_client_that_never_reads_its_response_is_dropped() {
-    let Some((state, addr)) = serve().await else {
-        return;
-    };
+    let (state, addr) = serve().await;
     // A 16 MiB file in a session: its GET /file answer (~21 MiB of base64 JSON) is far
     // larger than every socket buffer between the server and a client that never reads.
     let client = reqwest::Client::new();

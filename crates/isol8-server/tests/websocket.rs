@@ -1,8 +1,6 @@
 //! `GET /execute/ws` over a real socket: events out, stdin and signals in, invalid
 //! messages closed with 1003, and a disconnect kills the execution.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "ws-test-master-key-0123456789";
 
-async fn serve() -> Option<(Arc<AppState>, String)> {
-    let engine = common::engine_or_skip().await?;
+async fn serve() -> (Arc<AppState>, String) {
+    let engine = isol8_testkit::engine(EngineOptions::default()).await;
     let state = AppState::new(engine, EngineOptions::default(), KEY.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -24,7 +22,7 @@ async fn serve() -> Option<(Arc<AppState>, String)> {
     let addr = listener.local_addr().expect("addr");
     let router = app(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Some((state, format!("ws://{addr}/execute/ws")))
+    (state, format!("ws://{addr}/execute/ws"))
 }
 
 type Ws =
@@ -70,11 +68,9 @@ async fn send(ws: &mut Ws, v: Value) {
         .expect("send");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn stdin_and_signals_flow_and_the_socket_closes_with_1000() {
-    let Some((state, url)) = serve().await else {
-        return;
-    };
+    let (state, url) = serve().await;
     let mut ws = connect(&url).await;
     send(&mut ws, json!({"type": "execute", "request": {"runtime": "python", "code": "print(input().upper(), flush=True)"}})).await;
     send(&mut ws, json!({"type": "stdin", "data": "shout\n"})).await;
@@ -103,11 +99,9 @@ async fn stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn invalid_json_gets_an_error_frame_and_close_1003() {
-    let Some((state, url)) = serve().await else {
-        return;
-    };
+    let (state, url) = serve().await;
     let mut ws = connect(&url).await;
     ws.send(Message::Text("{this is not json".into()))
         .await
@@ -119,11 +113,9 @@ async fn invalid_json_gets_an_error_frame_and_close_1003() {
     state.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_disconnect_kills_the_execution_and_reclaims_its_container() {
-    let Some((state, url)) = serve().await else {
-        return;
-    };
+    let (state, url) = serve().await;
     let mut ws = connect(&url).await;
     send(&mut ws, json!({"type": "execute", "request": {"runtime": "bash", "code": "echo started; sleep 60"}})).await;
     let first = ws.next().await.expect("event").expect("message");

@@ -320,23 +320,58 @@ fn ended_early(after_error: bool, why: impl Into<String>) -> Vec<StreamEvent> {
     }
 }
 
-/// Splits server-sent events out of a byte stream: yields the `data:` payload of each.
-fn sse_events(buf: &mut String) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some(end) = buf.find("\n\n") {
-        let block: String = buf.drain(..end + 2).collect();
-        let data: Vec<&str> = block
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("data:")
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            })
-            .collect();
-        if !data.is_empty() {
-            out.push(data.join("\n"));
-        }
-    }
-    out
+/// The events of `POST /execute/stream`, decoded from its server-sent events (the
+/// `sse-stream` crate splits the blocks): each block's `data` is one JSON
+/// [`StreamEvent`]; blocks without one (keep-alive comments) or with data that is not an
+/// event are skipped. Nothing is read after the `exit` event. A stream cut before it
+/// ends with an error event saying why, unless its last event already was one (the
+/// server's `sandbox lost: …`).
+fn sse_stream_events<S>(sse: S) -> impl futures_util::Stream<Item = StreamEvent> + Send
+where
+    S: futures_util::Stream<Item = std::result::Result<sse_stream::Sse, sse_stream::Error>>
+        + Send
+        + 'static,
+{
+    use isol8_protocol::StreamEventType;
+    futures_util::stream::unfold(
+        (Box::pin(sse), false, false),
+        |(mut sse, done, after_error)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match sse.next().await {
+                    Some(Ok(block)) => {
+                        let Some(event) = block
+                            .data
+                            .as_deref()
+                            .and_then(|d| serde_json::from_str::<StreamEvent>(d).ok())
+                        else {
+                            continue;
+                        };
+                        let ended = event.kind == StreamEventType::Exit;
+                        let after_error = event.kind == StreamEventType::Error;
+                        return Some((vec![event], (sse, ended, after_error)));
+                    }
+                    Some(Err(e)) => {
+                        let why = match e {
+                            sse_stream::Error::Body(cause) => cause.to_string(),
+                            other => other.to_string(),
+                        };
+                        let event = StreamEvent::error(format!("stream interrupted: {why}"));
+                        return Some((vec![event], (sse, true, true)));
+                    }
+                    // Ended before the exit event: the sandbox was lost (the server's last
+                    // event says so) or the connection broke.
+                    None => {
+                        let why = "the server closed the stream early";
+                        return Some((ended_early(after_error, why), (sse, true, true)));
+                    }
+                }
+            }
+        },
+    )
+    .flat_map(futures_util::stream::iter)
 }
 
 #[async_trait::async_trait]
@@ -394,49 +429,8 @@ impl Engine for RemoteEngine {
             let value: Value = resp.json().await.unwrap_or(Value::Null);
             return Err(remote_error(status.as_u16(), &value));
         }
-        let bytes = resp.bytes_stream();
-        let stream = futures_util::stream::unfold(
-            (bytes, String::new(), false, false),
-            |(mut bytes, mut buf, done, after_error)| async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let events = sse_events(&mut buf);
-                    if !events.is_empty() {
-                        let parsed: Vec<StreamEvent> = events
-                            .iter()
-                            .filter_map(|d| serde_json::from_str(d).ok())
-                            .collect();
-                        let ended = parsed
-                            .iter()
-                            .any(|e| e.kind == isol8_protocol::StreamEventType::Exit);
-                        let after_error = match parsed.last() {
-                            Some(e) => e.kind == isol8_protocol::StreamEventType::Error,
-                            None => after_error,
-                        };
-                        return Some((parsed, (bytes, buf, ended, after_error)));
-                    }
-                    match bytes.next().await {
-                        Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
-                        Some(Err(e)) => {
-                            let events =
-                                vec![StreamEvent::error(format!("stream interrupted: {e}"))];
-                            return Some((events, (bytes, buf, true, true)));
-                        }
-                        // Ended before the exit event: the sandbox was lost (the server's
-                        // last event says so) or the connection broke.
-                        None => {
-                            let events =
-                                ended_early(after_error, "the server closed the stream early");
-                            return Some((events, (bytes, buf, true, true)));
-                        }
-                    }
-                }
-            },
-        )
-        .flat_map(futures_util::stream::iter);
-        Ok(Box::pin(stream))
+        let events = sse_stream_events(sse_stream::SseByteStream::new(resp.bytes_stream()));
+        Ok(Box::pin(events))
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
@@ -471,14 +465,63 @@ impl Engine for RemoteEngine {
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_sent_events_are_split_on_blank_lines() {
-        let mut buf = "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: {\"c\"".to_string();
-        assert_eq!(sse_events(&mut buf), vec!["{\"a\":1}", "{\"b\":2}"]);
-        assert_eq!(buf, "data: {\"c\"");
-        buf.push_str(":3}\n\n: keep-alive\n\n");
-        assert_eq!(sse_events(&mut buf), vec!["{\"c\":3}"]);
-        assert!(buf.is_empty());
+    /// The events decoded from server-sent-event bytes arriving in `chunks`.
+    async fn decoded(chunks: &[&str]) -> Vec<StreamEvent> {
+        let bytes = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(std::io::Cursor::new(c.as_bytes().to_vec())))
+                .collect::<Vec<_>>(),
+        );
+        sse_stream_events(sse_stream::SseByteStream::new(bytes))
+            .collect()
+            .await
+    }
+
+    fn event(kind: isol8_protocol::StreamEventType, data: &str) -> StreamEvent {
+        StreamEvent {
+            kind,
+            data: data.into(),
+            phase: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn server_sent_events_are_split_on_blank_lines() {
+        use isol8_protocol::StreamEventType::{Exit, Stdout};
+        // Events split across chunks, a keep-alive comment, and an event after `exit`
+        // that is never read.
+        let events = decoded(&[
+            "data: {\"type\":\"stdout\",\"data\":\"a\"}\n\ndata: {\"type\":\"stdout\",",
+            "\"data\":\"b\"}\n\n: keep-alive\n\ndata: {\"type\":\"exit\",\"data\":\"0\"}\n\n",
+            "data: {\"type\":\"stdout\",\"data\":\"late\"}\n\n",
+        ])
+        .await;
+        assert_eq!(
+            events,
+            vec![event(Stdout, "a"), event(Stdout, "b"), event(Exit, "0")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_exit_ends_with_one_error_and_no_exit() {
+        use isol8_protocol::StreamEventType::{Error, Stdout};
+        // Cut mid-run (and mid-event): the client says so.
+        let events = decoded(&["data: {\"type\":\"stdout\",\"data\":\"a\"}\n\ndata: {\"ty"]).await;
+        assert_eq!(
+            events,
+            vec![
+                event(Stdout, "a"),
+                event(Error, "the server closed the stream early")
+            ]
+        );
+        // Cut after the server's own error (a lost sandbox): nothing is added.
+        let lost = "sandbox lost: the sandbox container stopped unexpectedly";
+        let events = decoded(&[&format!(
+            "data: {{\"type\":\"error\",\"data\":\"{lost}\"}}\n\n"
+        )])
+        .await;
+        assert_eq!(events, vec![event(Error, lost)]);
     }
 
     #[test]

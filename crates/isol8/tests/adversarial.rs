@@ -5,30 +5,14 @@
 //! from a sandbox with no interface but loopback: the kernel refuses them with
 //! ENETUNREACH before anything is sent.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{assert_clean, code, engine, run};
 use isol8::{Engine, EngineOptions};
+use isol8_testkit::{assert_clean, code, engine, peak_rss_mb, run};
 
-/// Peak resident memory of this test process (the engine's), MiB: `VmHWM` of
-/// `/proc/self/status`, in kB there.
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    kb / 1024.0
-}
-
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn flooding_stdout_and_stderr_keeps_engine_memory_bounded() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let before = peak_rss_mb();
     let mut req = code(
         "bash",
@@ -56,11 +40,9 @@ async fn flooding_stdout_and_stderr_keeps_engine_memory_bounded() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_single_ten_megabyte_line_is_capped() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(
         &engine,
         code("python", "import sys\nsys.stdout.write('z' * 10_000_000)\n"),
@@ -72,15 +54,13 @@ async fn a_single_ten_megabyte_line_is_capped() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn thousands_of_zombies_are_reaped_and_the_sandbox_stays_usable() {
     let options = EngineOptions {
         pids_limit: Some(4096),
         ..Default::default()
     };
-    let Some(engine) = engine(options).await else {
-        return;
-    };
+    let engine = engine(options).await;
     // Each child forks a grandchild and exits at once: 2000 orphans land on the agent.
     let src = "import os\nfor i in range(2000):\n    pid = os.fork()\n    if pid == 0:\n        if os.fork() == 0:\n            os._exit(0)\n        os._exit(0)\n    os.waitpid(pid, 0)\nprint('forked')";
     let mut req = code("python", src);
@@ -92,11 +72,9 @@ async fn thousands_of_zombies_are_reaped_and_the_sandbox_stays_usable() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn huge_environment_and_arguments_fail_clearly_or_work() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     // 1000 variables of 1 KiB each are fine.
     let mut req = code("bash", "env | grep -c '^BIG_'");
     req.env = (0..1000)
@@ -115,11 +93,9 @@ async fn huge_environment_and_arguments_fail_clearly_or_work() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn host_information_and_kernel_interfaces_are_hidden() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(
         &engine,
         code(
@@ -142,11 +118,9 @@ async fn host_information_and_kernel_interfaces_are_hidden() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn setuid_binaries_grant_nothing() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(
         &engine,
         code(
@@ -164,11 +138,9 @@ async fn setuid_binaries_grant_nothing() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn output_paths_refuse_symlinks_and_hard_links_to_system_files() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code(
         "bash",
         "ln -s /etc/shadow /sandbox/shadow; ln -s /etc /sandbox/etc; ln /etc/passwd /sandbox/hard 2>/dev/null || echo no-hardlink; mkdir /sandbox/dir",
@@ -189,11 +161,9 @@ async fn output_paths_refuse_symlinks_and_hard_links_to_system_files() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn network_none_reaches_nothing() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let src = r#"
 import errno, socket
 def attempt(kind, fn):
@@ -223,11 +193,9 @@ except socket.gaierror:
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_killed_from_outside_ends_the_run_with_an_error() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let e2 = engine.clone();
     let running = tokio::spawn(async move { e2.execute(code("bash", "sleep 60")).await });
     let mut id = None;
@@ -259,17 +227,14 @@ async fn a_sandbox_killed_from_outside_ends_the_run_with_an_error() {
 /// A consumer that stops reading a flood of output and goes away: the run is killed and
 /// its container removed promptly (the attach stream is closed before the removal, which
 /// the daemon would otherwise hold up until its own request timeout).
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_consumer_that_abandons_a_flood_gets_the_run_killed_and_reclaimed() {
     use futures_util::StreamExt;
-    let Some(engine) = engine(EngineOptions {
+    let engine = engine(EngineOptions {
         max_output_size: Some(256 << 20),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let mut events = engine
         .execute_stream(code(
             "python",
@@ -284,14 +249,14 @@ async fn a_consumer_that_abandons_a_flood_gets_the_run_killed_and_reclaimed() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     drop(events);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while (engine.running() > 0 || !common::leftovers(&engine).await.is_empty())
+    while (engine.running() > 0 || !isol8_testkit::leftovers(&engine).await.is_empty())
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(engine.running(), 0, "the abandoned run is still running");
     assert!(
-        common::leftovers(&engine).await.is_empty(),
+        isol8_testkit::leftovers(&engine).await.is_empty(),
         "its container is still there"
     );
     assert_clean(&engine).await;

@@ -1,24 +1,20 @@
 //! Ephemeral execution through the library against a real Docker daemon: every request
 //! field of SPEC section 2, streaming, caps, masking and timeouts, for all five runtimes.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use common::{assert_clean, code, engine, engine_with, run};
 use futures_util::StreamExt;
 use isol8::docker::EngineConfig;
 use isol8::runtime::Runtime;
 use isol8::{
     Engine, EngineOptions, ExecutionRequest, Phase, RuntimeRegistry, StreamEvent, StreamEventType,
 };
+use isol8_testkit::{assert_clean, code, engine, engine_with, run};
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn hello_world_in_all_five_runtimes() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let cases = [
         ("python", "print('hello from python')", "hello from python"),
         ("node", "console.log('hello from node')", "hello from node"),
@@ -55,11 +51,9 @@ fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn stdout_stderr_exit_code_env_and_stdin() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code(
         "python",
         "import os, sys\ndata = sys.stdin.read()\nprint('in:', data.upper())\nprint('env:', os.environ['GREETING'], file=sys.stderr)\nsys.exit(7)",
@@ -73,11 +67,9 @@ async fn stdout_stderr_exit_code_env_and_stdin() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn cmd_runs_bash_in_the_runtime_image() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let req = ExecutionRequest {
         runtime: "python".into(),
         cmd: Some("python3 -c 'print(6*7)' && echo $0".into()),
@@ -87,11 +79,9 @@ async fn cmd_runs_bash_in_the_runtime_image() {
     assert_eq!(r.stdout, "42\nbash\n", "{r:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn files_nested_output_paths_workdir_and_extension() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code(
         "node",
         "const fs = require('fs');\nconst x = fs.readFileSync('/sandbox/data/in/nums.txt', 'utf8');\nfs.mkdirSync('out', {recursive: true});\nfs.writeFileSync('out/sum.txt', String(x.split(',').map(Number).reduce((a, b) => a + b)));\nconsole.log(process.cwd());",
@@ -118,11 +108,9 @@ async fn files_nested_output_paths_workdir_and_extension() {
     assert!(!files.contains_key("/sandbox/missing.txt"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn paths_outside_sandbox_are_refused_before_anything_runs() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     for (field, mut req) in [
         ("file path", code("bash", "true")),
         ("workdir", code("bash", "true")),
@@ -144,11 +132,9 @@ async fn paths_outside_sandbox_are_refused_before_anything_runs() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn setup_script_events_have_phase_setup() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code("bash", "echo code-out; cat /sandbox/prepared.txt");
     req.setup_script =
         Some("echo setup-out; echo setup-err >&2; echo ready > /sandbox/prepared.txt".into());
@@ -196,16 +182,14 @@ async fn setup_script_events_have_phase_setup() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn secrets_are_masked_in_all_output_even_across_chunks() {
     let secret = "sk-live-0123456789abcdef";
     let options = EngineOptions {
         secrets: BTreeMap::from([("API_KEY".to_string(), secret.to_string())]),
         ..Default::default()
     };
-    let Some(engine) = engine(options).await else {
-        return;
-    };
+    let engine = engine(options).await;
     // The secret is printed whole, to stderr, in the setup phase, and split over two
     // writes with a flush (and a pause) in between so it crosses a chunk boundary.
     let mut req = code(
@@ -233,15 +217,13 @@ async fn secrets_are_masked_in_all_output_even_across_chunks() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn output_cap_holds_in_buffered_and_streaming_mode() {
     let options = EngineOptions {
         max_output_size: Some(1000),
         ..Default::default()
     };
-    let Some(engine) = engine(options).await else {
-        return;
-    };
+    let engine = engine(options).await;
     let req = code(
         "bash",
         "head -c 200000 /dev/zero | tr '\\0' 'a'; echo done >&2",
@@ -279,11 +261,9 @@ async fn output_cap_holds_in_buffered_and_streaming_mode() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn timeout_kills_the_whole_tree_with_137() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code(
         "bash",
         "echo started; (trap '' TERM; setsid sleep 300 &) ; sleep 300",
@@ -319,11 +299,9 @@ async fn timeout_kills_the_whole_tree_with_137() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn streaming_delivers_output_before_the_program_ends() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let req = code(
         "python",
         "import time\nprint('first', flush=True)\ntime.sleep(3)\nprint('second')",
@@ -353,7 +331,7 @@ async fn streaming_delivers_output_before_the_program_ends() {
     assert_eq!(rest.last().map(|e| e.kind), Some(StreamEventType::Exit));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_registered_sixth_runtime_runs() {
     let mut registry = RuntimeRegistry::builtin();
     registry
@@ -361,14 +339,11 @@ async fn a_registered_sixth_runtime_runs() {
             Runtime::new("perl", "isol8:bash", &[".pl"], &["perl"]).with_inline(&["perl", "-e"]),
         )
         .expect("register perl");
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         registry: Some(registry),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let r = run(&engine, code("perl", "print 6 * 7, qq{\\n};")).await;
     assert_eq!(r.stdout, "42\n", "{r:?}");
     assert_eq!(r.runtime, "perl");
@@ -381,11 +356,9 @@ async fn a_registered_sixth_runtime_runs() {
         .is_some_and(|r| r.name == "perl"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn unsupported_fields_and_bad_input_fail_clearly() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code("bash", "jq --version");
     req.install_packages = vec!["jq".into()];
     let err = engine
@@ -410,20 +383,16 @@ async fn unsupported_fields_and_bad_input_fail_clearly() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn invalid_utf8_output_is_replaced_not_fatal() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(&engine, code("bash", "printf 'a\\377b\\n'")).await;
     assert_eq!(r.stdout, "a\u{fffd}b\n");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn stop_removes_running_containers_and_refuses_new_work() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let e2 = engine.clone();
     let running = tokio::spawn(async move { e2.execute(code("bash", "sleep 60")).await });
     // Wait for the container to exist.
@@ -446,12 +415,10 @@ async fn stop_removes_running_containers_and_refuses_new_work() {
 
 /// A test that panics (or a program whose runtime shuts down) mid-run drops the engine
 /// with a container still running: the engine's drop must remove it.
-#[test]
+#[isol8_testkit::test(docker)]
 fn dropping_the_engine_mid_run_removes_its_containers() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(engine) = rt.block_on(engine(EngineOptions::default())) else {
-        return;
-    };
+    let engine = rt.block_on(engine(EngineOptions::default()));
     let owner = engine.owner().to_string();
     let e2 = engine.clone();
     rt.spawn(async move { e2.execute(code("bash", "sleep 60")).await });
@@ -471,31 +438,21 @@ fn dropping_the_engine_mid_run_removes_its_containers() {
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
 
     let check = tokio::runtime::Runtime::new().expect("runtime");
-    let left = check.block_on(async {
-        let docker = isol8::docker::connect().await.expect("docker");
-        let filters = std::collections::HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={owner}", isol8::LABEL_OWNER)],
-        )]);
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        docker
-            .list_containers(Some(opts))
-            .await
-            .expect("list")
-            .len()
-    });
-    assert_eq!(left, 0, "containers left after the engine was dropped");
+    let left = check.block_on(isol8_testkit::containers_labelled(
+        isol8::LABEL_OWNER,
+        &owner,
+    ));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "containers left after the engine was dropped"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn interactive_stdin_and_signals_reach_the_running_program() {
     use isol8::docker::Control;
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let req = code("python", "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\nprint('eof')");
     let (mut events, ctl) = engine.execute_interactive(req, None).await.expect("start");
     assert!(ctl.send(Control::Stdin(b"hello\n".to_vec())).await);
@@ -539,11 +496,9 @@ async fn interactive_stdin_and_signals_reach_the_running_program() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn per_request_secrets_are_masked_too() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let options = EngineOptions {
         secrets: BTreeMap::from([("TOKEN".to_string(), "per-request-secret-value".to_string())]),
         ..Default::default()

@@ -10,16 +10,14 @@
 //! process and starting it again with `setsid dockerd`), which needs root (or sudo). In CI
 //! it never skips.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_clean, code, engine_with, in_ci, run};
 use futures_util::StreamExt;
 use isol8::docker::EngineConfig;
 use isol8::{Engine, EngineOptions, StreamEventType};
 use isol8_protocol::{PoolSize, PoolStrategy};
+use isol8_testkit::{assert_clean, code, engine_with, run};
 
 /// A `fast` pool keeping `clean` sandboxes ready for bash.
 fn pooled(clean: u32) -> EngineConfig {
@@ -53,11 +51,9 @@ async fn wait_stopped(engine: &isol8::DockerEngine, id: &str) {
     panic!("container {id} is still running");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_pooled_sandbox_that_died_while_idle_is_replaced_not_used() {
-    let Some(engine) = engine_with(pooled(1)).await else {
-        return;
-    };
+    let engine = engine_with(pooled(1)).await;
     engine.start().await.expect("prewarm");
     let idle = engine.live_containers();
     assert_eq!(idle.len(), 1, "one warm sandbox: {idle:?}");
@@ -144,11 +140,9 @@ async fn running_process(engine: &isol8::DockerEngine, needle: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_paused_pooled_sandbox_is_evicted_and_never_handed_out() {
-    let Some(engine) = engine_with(pooled(1)).await else {
-        return;
-    };
+    let engine = engine_with(pooled(1)).await;
     engine.start().await.expect("prewarm");
     let idle = engine.live_containers();
     assert_eq!(idle.len(), 1, "one warm sandbox: {idle:?}");
@@ -177,11 +171,9 @@ async fn a_paused_pooled_sandbox_is_evicted_and_never_handed_out() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_paused_mid_run_is_unresponsive_not_the_programs_timeout() {
-    let Some(engine) = engine_with(unpooled()).await else {
-        return;
-    };
+    let engine = engine_with(unpooled()).await;
     let mut req = code("bash", "echo started; sleep 60; echo finished");
     req.timeout_ms = Some(5_000);
     let mut events = engine.execute_stream(req).await.expect("stream");
@@ -224,11 +216,9 @@ async fn a_sandbox_paused_mid_run_is_unresponsive_not_the_programs_timeout() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_and_no_exit_code() {
-    let Some(engine) = engine_with(unpooled()).await else {
-        return;
-    };
+    let engine = engine_with(unpooled()).await;
     let mut req = code("bash", "echo started; sleep 60; echo finished");
     req.timeout_ms = Some(120_000);
     let mut events = engine.execute_stream(req).await.expect("stream");
@@ -258,40 +248,21 @@ async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_and_no_exit_code(
     assert_clean(&engine).await;
 }
 
-/// `scripts/restart-docker.sh`, or why it cannot run here.
-fn restart_script() -> Result<std::path::PathBuf, String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// `scripts/restart-docker.sh` (root or password-less sudo is checked by the `root` need).
+fn restart_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scripts/restart-docker.sh")
         .canonicalize()
-        .map_err(|e| format!("scripts/restart-docker.sh: {e}"))?;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let sudo = Command::new("sudo")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !root && !sudo {
-        return Err("restarting the Docker daemon needs root or password-less sudo".into());
-    }
-    Ok(script)
+        .unwrap_or_else(|e| panic!("scripts/restart-docker.sh: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, root, flavor = "multi_thread")]
 #[ignore = "restarts the Docker daemon; run alone by scripts/test.sh"]
 async fn daemon_restart_mid_execution_fails_clearly_and_the_engine_recovers() {
-    let script = match restart_script() {
-        Ok(s) => s,
-        Err(why) if in_ci() => panic!("{why}"),
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
+    let script = restart_script();
     // Two warm sandboxes: one serves the run cut by the restart, the other waits in the
     // pool and is dead when the daemon is back.
-    let Some(engine) = engine_with(pooled(2)).await else {
-        return;
-    };
+    let engine = engine_with(pooled(2)).await;
     engine.start().await.expect("prewarm");
     let warm = engine.live_containers();
     assert_eq!(warm.len(), 2, "two warm sandboxes: {warm:?}");

@@ -1,10 +1,8 @@
 //! SPEC section 4: every default hardening measure, each shown by really attempting the
 //! forbidden thing inside a sandbox and checking that it failed.
 
-mod common;
-
-use common::{assert_clean, code, engine, run};
 use isol8::EngineOptions;
+use isol8_testkit::{assert_clean, code, engine, run};
 
 /// Runs a python snippet calling a raw syscall and returns the errno it printed.
 const SYSCALL_PROBE: &str = r#"
@@ -22,11 +20,9 @@ fn probe(nr: u32, args: &[i64]) -> String {
         .replace("ARGS", &format!("{args:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(&engine, code("bash", "echo x > /evil 2>&1 || echo root-denied; echo x > /usr/bin/evil 2>/dev/null || echo usr-denied; touch /sandbox/ok && echo sandbox-ok")).await;
     assert_eq!(r.stdout, "root-denied\nusr-denied\nsandbox-ok\n", "{r:?}");
 
@@ -42,11 +38,9 @@ async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn user_is_not_root_and_has_no_capabilities() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(
         &engine,
         code("bash", "id -u; id -g; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"),
@@ -75,11 +69,9 @@ async fn user_is_not_root_and_has_no_capabilities() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn dangerous_syscalls_are_refused() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     // x86_64 syscall numbers.
     let cases = [
         ("unshare(CLONE_NEWUSER)", 272, vec![0x1000_0000]),
@@ -111,11 +103,9 @@ fn libc_eperm() -> i32 {
     1
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn only_loopback_in_network_none() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(&engine, code("bash", "ls /sys/class/net")).await;
     assert_eq!(
         r.stdout.split_whitespace().collect::<Vec<_>>(),
@@ -131,11 +121,9 @@ async fn only_loopback_in_network_none() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn fork_bomb_stops_at_the_pids_limit() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let mut req = code(
         "bash",
         "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived",
@@ -156,11 +144,9 @@ async fn fork_bomb_stops_at_the_pids_limit() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn memory_limit_kills_with_137() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let r = run(
         &engine,
         code(
@@ -174,16 +160,14 @@ async fn memory_limit_kills_with_137() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn tmpfs_sizes_are_enforced() {
     let options = EngineOptions {
         tmp_size: Some("8m".into()),
         sandbox_size: Some("16m".into()),
         ..Default::default()
     };
-    let Some(engine) = engine(options).await else {
-        return;
-    };
+    let engine = engine(options).await;
     let r = run(&engine, code("bash", "head -c 20m /dev/zero > /tmp/big 2>/dev/null; echo tmp=$?; head -c 40m /dev/zero > /sandbox/big 2>/dev/null; echo sb=$?; df -k /tmp /sandbox | tail -2 | awk '{print $2}'")).await;
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "tmp=1", "{r:?}");
@@ -193,7 +177,7 @@ async fn tmpfs_sizes_are_enforced() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn the_oci_runtime_is_selectable() {
     use isol8_protocol::options::SecurityOptions;
     let with = |runtime: &str| EngineOptions {
@@ -204,18 +188,14 @@ async fn the_oci_runtime_is_selectable() {
         ..Default::default()
     };
     // runc is always registered; naming it explicitly works like the default.
-    let Some(engine) = engine(with("runc")).await else {
-        return;
-    };
+    let engine = engine(with("runc")).await;
     assert_eq!(
         run(&engine, code("bash", "echo runc")).await.stdout,
         "runc\n"
     );
     assert_clean(&engine).await;
     // A runtime the daemon does not know is a clear error, not a silent fallback.
-    let Some(broken) = common::engine(with("isol8-no-such-runtime")).await else {
-        return;
-    };
+    let broken = isol8_testkit::engine(with("isol8-no-such-runtime")).await;
     let err = isol8::Engine::execute(&broken, code("bash", "true"))
         .await
         .expect_err("unknown runtime");

@@ -7,12 +7,10 @@
 //! direct-socket probes use TEST-NET-1 (192.0.2.1) from a sandbox that has no interface
 //! to send them on.
 
-mod common;
-
-use common::{assert_clean, code, engine_with, in_ci, run};
 use isol8::docker::EngineConfig;
 use isol8::{DockerEngine, Engine, EngineOptions, Error};
 use isol8_protocol::{NetworkFilter, NetworkMode};
+use isol8_testkit::{assert_clean, code, engine_with, run};
 
 /// The CA bundle trusted inside sandboxes: this machine's own bundle, which includes the
 /// TLS-intercepting proxy's CA on machines that have one.
@@ -22,26 +20,11 @@ fn ca_bundle() -> Option<String> {
     std::path::Path::new(&path).exists().then_some(path)
 }
 
-/// Package registries are reachable from this host (always in CI).
-async fn registries_reachable() -> bool {
-    let ok = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect(("pypi.org", 443)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !ok {
-        assert!(!in_ci(), "the package registries must be reachable in CI");
-        eprintln!("SKIPPED: pypi.org is not reachable from this machine");
-    }
-    ok
-}
-
-async fn engine(options: EngineOptions) -> Option<DockerEngine> {
+async fn engine(options: EngineOptions) -> DockerEngine {
     engine_with(EngineConfig {
         options,
         ca_bundle: ca_bundle(),
-        exempt_ranges: common::registry_exemptions(),
+        exempt_ranges: isol8_testkit::registry_exemptions(),
         ..Default::default()
     })
     .await
@@ -69,19 +52,13 @@ fn installing(runtime: &str, packages: &[&str], source: &str) -> isol8::Executio
     req
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn pip_install_then_import_in_filtered_mode() {
-    if !registries_reachable().await {
-        return;
-    }
-    let Some(engine) = engine(EngineOptions {
+    let engine = engine(EngineOptions {
         log_network: Some(true),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     // No network given: installing switches to `filtered` with PyPI's hosts allowed.
     let r = run(
         &engine,
@@ -104,14 +81,9 @@ async fn pip_install_then_import_in_filtered_mode() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn npm_install_then_require_in_filtered_mode() {
-    if !registries_reachable().await {
-        return;
-    }
-    let Some(engine) = engine(filtered(&[], &[])).await else {
-        return;
-    };
+    let engine = engine(filtered(&[], &[])).await;
     let r = run(
         &engine,
         installing(
@@ -137,16 +109,13 @@ async fn npm_install_then_require_in_filtered_mode() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn installing_with_network_none_is_a_clear_error() {
-    let Some(engine) = engine(EngineOptions {
+    let engine = engine(EngineOptions {
         network: Some(NetworkMode::None),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let err = engine
         .execute(installing("python", &["six==1.17.0"], "import six"))
         .await
@@ -164,14 +133,9 @@ async fn installing_with_network_none_is_a_clear_error() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn a_failed_install_is_an_error_carrying_the_installers_message() {
-    if !registries_reachable().await {
-        return;
-    }
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let err = engine
         .execute(installing(
             "python",
@@ -221,14 +185,9 @@ fn fetch(urls: &[&str]) -> String {
     format!("URLS = {urls:?}\n{FETCH}")
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn an_allowlisted_host_is_reachable_and_others_get_403_with_block_logs() {
-    if !registries_reachable().await {
-        return;
-    }
-    let Some(engine) = engine(filtered(&[r"^pypi\.org$"], &[])).await else {
-        return;
-    };
+    let engine = engine(filtered(&[r"^pypi\.org$"], &[])).await;
     let r = run(
         &engine,
         code(
@@ -277,17 +236,11 @@ async fn an_allowlisted_host_is_reachable_and_others_get_403_with_block_logs() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn per_request_host_rules_narrow_the_engines_and_never_remove_them() {
-    if !registries_reachable().await {
-        return;
-    }
     // The operator admits the two registries only. `.invalid` names never resolve, so
     // nothing is dialled even if a rule were lost.
-    let Some(engine) = engine(filtered(&[r"^pypi\.org$", r"^registry\.npmjs\.org$"], &[])).await
-    else {
-        return;
-    };
+    let engine = engine(filtered(&[r"^pypi\.org$", r"^registry\.npmjs\.org$"], &[])).await;
     let urls = [
         "https://pypi.org/simple/six/",
         "https://registry.npmjs.org/is-number",
@@ -351,11 +304,9 @@ def ask(head):
     return status
 "#;
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn private_loopback_and_metadata_targets_are_refused_and_logged() {
-    let Some(engine) = engine(filtered(&[], &[])).await else {
-        return;
-    };
+    let engine = engine(filtered(&[], &[])).await;
     let urls = [
         "http://10.0.0.1/",
         "http://169.254.169.254/latest/meta-data/",
@@ -409,11 +360,9 @@ async fn private_loopback_and_metadata_targets_are_refused_and_logged() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn proxy_tricks_and_direct_sockets_reach_nothing() {
-    let Some(engine) = engine(filtered(&[], &[])).await else {
-        return;
-    };
+    let engine = engine(filtered(&[], &[])).await;
     // Speaks to the proxy by hand: a CONNECT to a non-allowed port, a Host header that
     // differs from the target, an origin-form request, a host with an empty label, two
     // Host headers, a body framed both ways; then tries to bypass the proxy with raw
@@ -498,12 +447,10 @@ fn own_addresses(exempt: &[String]) -> Vec<std::net::IpAddr> {
     out
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn this_hosts_own_addresses_are_refused_before_anything_is_dialled() {
-    let exempt = common::registry_exemptions();
-    let Some(engine) = engine(filtered(&[], &[])).await else {
-        return;
-    };
+    let exempt = isol8_testkit::registry_exemptions();
+    let engine = engine(filtered(&[], &[])).await;
     let addrs = own_addresses(&exempt);
     assert!(
         addrs.iter().any(|a| a.is_ipv4()),
@@ -575,21 +522,18 @@ async fn this_hosts_own_addresses_are_refused_before_anything_is_dialled() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn each_execution_gets_only_its_own_network_log() {
     for strategy in [
         isol8_protocol::PoolStrategy::Fast,
         isol8_protocol::PoolStrategy::Secure,
     ] {
-        let Some(engine) = engine(EngineOptions {
+        let engine = engine(EngineOptions {
             pool_strategy: Some(strategy),
             pool_size: Some(isol8_protocol::PoolSize::Total(1)),
             ..filtered(&[], &[])
         })
-        .await
-        else {
-            return;
-        };
+        .await;
         let first = run(&engine, code("python", &fetch(&["http://10.1.1.1/"]))).await;
         let second = run(&engine, code("python", &fetch(&["http://10.2.2.2/"]))).await;
         let third = run(&engine, code("python", "print('quiet')")).await;
@@ -612,33 +556,27 @@ async fn each_execution_gets_only_its_own_network_log() {
     }
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn without_log_network_there_are_no_logs_and_host_mode_works() {
-    let Some(engine) = engine(EngineOptions {
+    let engine = engine(EngineOptions {
         network: Some(NetworkMode::Filtered),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let r = run(&engine, code("python", &fetch(&["http://10.0.0.1/"]))).await;
     assert!(r.stdout.contains("-> 403"), "{r:?}");
     assert_eq!(r.network_logs, None);
     assert_clean(&engine).await;
 
     // `host`: the host's network; a listener on the host's loopback is reachable.
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         options: EngineOptions {
             network: Some(NetworkMode::Host),
             ..Default::default()
         },
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let r = run(
@@ -685,13 +623,13 @@ async fn serve_code(body: &'static str) -> String {
     base
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker)]
 async fn code_url_is_fetched_under_the_policy_and_verified() {
     // The code comes from a server this test runs, so its bytes and hash are known; the
     // operator's exemption for 127.0.0.1 is the only way the fetcher may reach it.
     const CODE: &str = "print('fetched', 6 * 7)";
     let base = serve_code(CODE).await;
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         remote_code: isol8::config::RemoteCodeConfig {
             enabled: Some(true),
             allowed_schemes: Some(vec!["http".into()]),
@@ -702,10 +640,7 @@ async fn code_url_is_fetched_under_the_policy_and_verified() {
         exempt_ranges: vec!["127.0.0.1".into()],
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let sha = sha256_hex(CODE.as_bytes());
     let req = |url: &str, hash: &str| isol8::ExecutionRequest {
         runtime: "python".into(),
@@ -746,7 +681,7 @@ async fn code_url_is_fetched_under_the_policy_and_verified() {
     assert_clean(&engine).await;
 
     // Without the exemption the same server is refused before it is dialled: loopback.
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         remote_code: isol8::config::RemoteCodeConfig {
             enabled: Some(true),
             allowed_schemes: Some(vec!["http".into()]),
@@ -754,35 +689,26 @@ async fn code_url_is_fetched_under_the_policy_and_verified() {
         },
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let err = engine.execute(req(&url, &sha)).await.expect_err("loopback");
     assert!(err.to_string().contains("loopback"), "{err}");
     assert_clean(&engine).await;
 }
 
-#[tokio::test]
+#[isol8_testkit::test(docker, registries)]
 async fn a_public_https_code_url_can_be_fetched() {
     // Only that a real HTTPS fetch works end to end: what the registry answers is not
     // ours, so neither its bytes nor the program's outcome are checked.
-    if !registries_reachable().await {
-        return;
-    }
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         remote_code: isol8::config::RemoteCodeConfig {
             enabled: Some(true),
             allowed_hosts: Some(vec![r"^registry\.npmjs\.org$".into()]),
             ..Default::default()
         },
-        exempt_ranges: common::registry_exemptions(),
+        exempt_ranges: isol8_testkit::registry_exemptions(),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let req = isol8::ExecutionRequest {
         runtime: "bash".into(),
         code_url: Some("https://registry.npmjs.org/-/ping".into()),

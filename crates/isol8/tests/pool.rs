@@ -1,14 +1,12 @@
 //! The warm pool (SPEC section 6): a reset leaks nothing into the next execution that
 //! runs in the same container, `secure` never reuses, and `maxConcurrent` queues.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{assert_clean, code, engine, engine_with, run};
 use isol8::docker::EngineConfig;
 use isol8::{Engine, EngineOptions, Error};
 use isol8_protocol::{PoolSize, PoolStrategy};
+use isol8_testkit::{assert_clean, code, engine, engine_with, run};
 
 fn pooled(strategy: PoolStrategy) -> EngineOptions {
     EngineOptions {
@@ -47,8 +45,8 @@ n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && n=$((
 echo "ipc: $(tail -n +2 /proc/sysvipc/shm | wc -l)"
 "#;
 
-async fn litter_then_inspect(strategy: PoolStrategy) -> Option<(String, String, String)> {
-    let engine = engine(pooled(strategy)).await?;
+async fn litter_then_inspect(strategy: PoolStrategy) -> (String, String, String) {
+    let engine = engine(pooled(strategy)).await;
     // The litter must not depend on the runtime: python3 exists only in isol8:python.
     let mut first = code("python", "");
     first.code = None;
@@ -70,14 +68,12 @@ async fn litter_then_inspect(strategy: PoolStrategy) -> Option<(String, String, 
         r2.container_id.clone().expect("id"),
     );
     assert_clean(&engine).await;
-    Some((ids.0, ids.1, r2.stdout))
+    (ids.0, ids.1, r2.stdout)
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn fast_reset_leaves_nothing_for_the_next_run_in_the_same_container() {
-    let Some((first, second, seen)) = litter_then_inspect(PoolStrategy::Fast).await else {
-        return;
-    };
+    let (first, second, seen) = litter_then_inspect(PoolStrategy::Fast).await;
     assert_eq!(
         first, second,
         "the second run must reuse the first run's container"
@@ -88,11 +84,9 @@ async fn fast_reset_leaves_nothing_for_the_next_run_in_the_same_container() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn secure_strategy_never_reuses_a_container() {
-    let Some((first, second, seen)) = litter_then_inspect(PoolStrategy::Secure).await else {
-        return;
-    };
+    let (first, second, seen) = litter_then_inspect(PoolStrategy::Secure).await;
     assert_ne!(first, second);
     assert_eq!(
         seen, CLEAN,
@@ -105,7 +99,7 @@ const CLEAN: &str = "sandbox: \ntmp: \nshm: \nenv: unset\npwd: /sandbox\nsleeper
 
 /// Each resource attack, then an inspection run in the same engine: under both strategies
 /// the next run works and sees nothing of the attack.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn after_every_attack_the_next_run_is_clean_under_both_strategies() {
     let attacks: [(&str, &str, u64); 6] = [
         ("fork bomb", "bomb() { bomb | bomb & }; bomb; sleep 5", 3000),
@@ -132,9 +126,7 @@ async fn after_every_attack_the_next_run_is_clean_under_both_strategies() {
         ),
     ];
     for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
-        let Some(engine) = engine(pooled(strategy)).await else {
-            return;
-        };
+        let engine = engine(pooled(strategy)).await;
         for (name, attack, timeout_ms) in attacks {
             let mut req = code("python", "");
             req.code = None;
@@ -157,16 +149,14 @@ async fn after_every_attack_the_next_run_is_clean_under_both_strategies() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn warm_runs_reuse_and_prewarm_fills_the_pool() {
     let config = EngineConfig {
         options: pooled(PoolStrategy::Fast),
         prewarm: vec!["bash".into()],
         ..Default::default()
     };
-    let Some(engine) = engine_with(config).await else {
-        return;
-    };
+    let engine = engine_with(config).await;
     engine.start().await.expect("start prewarms");
     let stats = engine.pool_stats("bash").expect("stats");
     assert_eq!(stats.idle, 1, "{stats:?}");
@@ -184,11 +174,9 @@ async fn warm_runs_reuse_and_prewarm_fills_the_pool() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_timed_out_or_killed_run_does_not_poison_the_pool() {
-    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
-        return;
-    };
+    let engine = engine(pooled(PoolStrategy::Fast)).await;
     let mut req = code("bash", "(trap '' TERM; setsid sleep 1000 &); sleep 1000");
     req.timeout_ms = Some(800);
     let r = run(&engine, req).await;
@@ -199,15 +187,13 @@ async fn a_timed_out_or_killed_run_does_not_poison_the_pool() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn max_concurrent_queues_in_order_and_times_out_clearly() {
     let config = EngineConfig {
         max_concurrent: Some(1),
         ..Default::default()
     };
-    let Some(engine) = engine_with(config).await else {
-        return;
-    };
+    let engine = engine_with(config).await;
     // Three runs of 400 ms each through one slot cannot overlap.
     let t = Instant::now();
     let runs = (0..3).map(|_| {
@@ -256,11 +242,9 @@ async fn max_concurrent_queues_in_order_and_times_out_clearly() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_container_whose_reset_fails_is_destroyed_not_reused() {
-    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
-        return;
-    };
+    let engine = engine(pooled(PoolStrategy::Fast)).await;
     // A directory tree deeper than PATH_MAX cannot be wiped by path: the reset fails.
     let deep = "d=$(printf 'x%.0s' $(seq 1 200)); for i in $(seq 1 30); do mkdir $d && cd $d; done; echo deep";
     let r1 = run(&engine, code("bash", deep)).await;
@@ -274,11 +258,9 @@ async fn a_container_whose_reset_fails_is_destroyed_not_reused() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn per_request_options_apply_and_never_share_a_container_with_other_settings() {
-    let Some(engine) = engine(pooled(PoolStrategy::Fast)).await else {
-        return;
-    };
+    let engine = engine(pooled(PoolStrategy::Fast)).await;
     let limit = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
     let default = run(&engine, code("bash", limit)).await;
     assert_eq!(default.stdout.trim(), (512u64 << 20).to_string());

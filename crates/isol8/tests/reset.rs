@@ -6,11 +6,9 @@
 //! reset really ran, and succeeded (a failed reset destroys the container). With `secure`
 //! it gets a new one, and the planted state must be absent all the same.
 
-mod common;
-
-use common::{assert_clean, code, engine, run};
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
 use isol8_protocol::{NetworkMode, PoolSize, PoolStrategy};
+use isol8_testkit::{assert_clean, code, engine, run};
 
 const STRATEGIES: [PoolStrategy; 2] = [PoolStrategy::Fast, PoolStrategy::Secure];
 
@@ -61,17 +59,17 @@ async fn both_strategies(
     options: EngineOptions,
     plant: ExecutionRequest,
     look: ExecutionRequest,
-) -> Option<Vec<(PoolStrategy, String, String)>> {
+) -> Vec<(PoolStrategy, String, String)> {
     let mut out = Vec::new();
     for strategy in STRATEGIES {
-        let engine = engine(merge(&pooled(strategy), &options)).await?;
+        let engine = engine(merge(&pooled(strategy), &options)).await;
         let (p, l) = plant_then_look(&engine, strategy, plant.clone(), look.clone()).await;
         assert_eq!(p.exit_code, 0, "{strategy:?} plant: {p:?}");
         assert_eq!(l.exit_code, 0, "{strategy:?} look: {l:?}");
         out.push((strategy, p.stdout, l.stdout));
         assert_clean(&engine).await;
     }
-    Some(out)
+    out
 }
 
 /// `extra`'s settings over `base`'s (only the fields these tests use).
@@ -87,7 +85,7 @@ fn merge(base: &EngineOptions, extra: &EngineOptions) -> EngineOptions {
 /// `/sandbox`, `/tmp`, `/dev/shm` and the sandbox root itself: files (hidden, read-only,
 /// in locked directories), a FIFO, extended attributes and explicitly set timestamps on
 /// `/sandbox` (the one directory the sandbox user owns and a wipe cannot remove).
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn files_and_the_sandbox_roots_attributes_do_not_survive() {
     let plant = python(
         r#"
@@ -112,9 +110,7 @@ print(sorted(os.listdir("/sandbox")), os.listdir("/tmp"), os.listdir("/dev/shm")
       st.st_atime in (1234567, 7654321))
 "#,
     );
-    let Some(runs) = both_strategies(EngineOptions::default(), plant, look).await else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), plant, look).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(planted, "planted ['user.leak'] 7654321\n", "{strategy:?}");
         assert_eq!(
@@ -125,7 +121,7 @@ print(sorted(os.listdir("/sandbox")), os.listdir("/tmp"), os.listdir("/dev/shm")
 }
 
 /// POSIX message queues live in the container's IPC namespace, outside every tmpfs.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn posix_message_queues_do_not_survive() {
     let plant = python(
         r#"
@@ -151,9 +147,7 @@ if q >= 0:
 print(q, os.strerror(err) if q < 0 else "opened", got, os.listdir("/dev/mqueue"))
 "#,
     );
-    let Some(runs) = both_strategies(EngineOptions::default(), plant, look).await else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), plant, look).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(
             planted, "planted True 0 True ['locked', 'q']\n",
@@ -169,7 +163,7 @@ print(q, os.strerror(err) if q < 0 else "opened", got, os.listdir("/dev/mqueue")
 /// System V IPC objects handed to root with `IPC_SET` (which their creator may do without
 /// privilege): a message queue holding a message, a 300 MiB shared memory segment that
 /// would starve the next run's memory, and a semaphore set.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn system_v_ipc_objects_do_not_survive_even_when_given_to_root() {
     let plant = python(
         r#"
@@ -212,9 +206,7 @@ for i in range(0, len(hog), 4096):
 print(left, found, len(hog))
 "#,
     );
-    let Some(runs) = both_strategies(EngineOptions::default(), plant, look).await else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), plant, look).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(
             planted, "planted True 0 True True 0 0 0\nowners ['0']\n",
@@ -230,7 +222,7 @@ print(left, found, len(hog))
 /// Kernel keyrings are not namespaced (the user keyring of uid 1000 is shared by every
 /// container on the host), so no run may put anything in them: `add_key`, `keyctl` and
 /// `request_key` are refused (EPERM) by the seccomp profile, for planting and for looking.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn kernel_keyrings_cannot_carry_anything_between_runs() {
     const KEYS: &str = r#"
 import ctypes
@@ -248,10 +240,7 @@ for ring in (-3, -4, -5):  # session, user, user-session keyrings
 out.append(call(SYS_request_key, b"user", b"isol8-leak", None, 0))
 print(set(out))
 "#;
-    let Some(runs) = both_strategies(EngineOptions::default(), python(KEYS), python(KEYS)).await
-    else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), python(KEYS), python(KEYS)).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(
             planted, "{(-1, 1)}\n",
@@ -266,7 +255,7 @@ print(set(out))
 
 /// Processes: double-forked, `setsid`, ignoring SIGTERM and SIGHUP, renamed, sleeping
 /// in the background when the step ends.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn no_process_survives_into_the_next_run() {
     let plant = shell(
         r#"
@@ -294,9 +283,7 @@ for p in os.listdir("/proc"):
 print(others)
 "#,
     );
-    let Some(runs) = both_strategies(EngineOptions::default(), plant, look).await else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), plant, look).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(planted, "planted 1\n", "{strategy:?}");
         assert_eq!(seen, "[]\n", "{strategy:?}: processes of the previous run");
@@ -305,7 +292,7 @@ print(others)
 
 /// Sockets in the container's network namespace: a TCP listener, a UDP socket and an
 /// abstract Unix socket held by a detached background process.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn listening_and_abstract_sockets_do_not_survive() {
     let plant = python(
         r#"
@@ -340,9 +327,7 @@ print(dial(socket.AF_INET, ("127.0.0.1", 7777)), dial(socket.AF_UNIX, "\0isol8-l
       abstract, listening, [c[1] for c in rows("udp")])
 "#,
     );
-    let Some(runs) = both_strategies(EngineOptions::default(), plant, look).await else {
-        return;
-    };
+    let runs = both_strategies(EngineOptions::default(), plant, look).await;
     for (strategy, planted, seen) in runs {
         assert_eq!(planted, "planted True\n", "{strategy:?}");
         assert_eq!(
@@ -355,7 +340,7 @@ print(dial(socket.AF_INET, ("127.0.0.1", 7777)), dial(socket.AF_UNIX, "\0isol8-l
 /// The agent's egress relay and the engine's proxy (`filtered`): connections the run left
 /// half-open, a request it left unfinished, and its proxy log. The next run finds no
 /// connection to the relay but its own, the relay working, and only its own log entries.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn relayed_connections_and_proxy_logs_do_not_survive() {
     let filtered = EngineOptions {
         network: Some(NetworkMode::Filtered),
@@ -394,9 +379,7 @@ print(relay_sockets(), get("look"))
     ));
     let mut saw = Vec::new();
     for strategy in STRATEGIES {
-        let Some(engine) = engine(merge(&pooled(strategy), &filtered)).await else {
-            return;
-        };
+        let engine = engine(merge(&pooled(strategy), &filtered)).await;
         let (p, l) = plant_then_look(&engine, strategy, plant.clone(), look.clone()).await;
         assert_eq!(
             p.stdout, "planted HTTP/1.1 403 Forbidden\n",
@@ -423,7 +406,7 @@ print(relay_sockets(), get("look"))
 /// `readonlyRootFs: false` makes every path the sandbox user may write a place to leave
 /// data (`/var/tmp`, `/run/lock`…), which no reset can enumerate: such a container serves
 /// one execution and is destroyed, under both strategies.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_container_with_a_writable_root_is_never_reused() {
     let writable = EngineOptions {
         readonly_root_fs: Some(false),
@@ -433,9 +416,7 @@ async fn a_container_with_a_writable_root_is_never_reused() {
         shell("echo tenant-a > /var/tmp/leak && echo tenant-a > /run/lock/leak && echo planted");
     let look = shell("cat /var/tmp/leak /run/lock/leak 2>/dev/null; echo looked");
     for strategy in STRATEGIES {
-        let Some(engine) = engine(merge(&pooled(strategy), &writable)).await else {
-            return;
-        };
+        let engine = engine(merge(&pooled(strategy), &writable)).await;
         let planted = run(&engine, plant.clone()).await;
         assert_eq!(planted.stdout, "planted\n", "{strategy:?}: {planted:?}");
         let seen = run(&engine, look.clone()).await;

@@ -5,16 +5,14 @@
 //! No traffic leaves this machine except, in the install test, to PyPI: refused proxy
 //! requests are refused by the host rules before any lookup or dial.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use common::{assert_clean, code, engine, engine_with, in_ci, run};
 use futures_util::StreamExt;
 use isol8::docker::EngineConfig;
 use isol8::{Engine, EngineOptions, Error, Phase, StreamEvent, StreamEventType};
 use isol8_protocol::{NetworkFilter, NetworkMode};
+use isol8_testkit::{assert_clean, code, engine, engine_with, run};
 
 const SECRET: &str = "hunter2secret";
 
@@ -37,11 +35,9 @@ fn by_phase(events: &[StreamEvent], kind: StreamEventType) -> [String; 2] {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_secret_split_between_setup_and_code_output_is_masked_with_phases_kept() {
-    let Some(engine) = engine(with_secret()).await else {
-        return;
-    };
+    let engine = engine(with_secret()).await;
     // The issue's reproduction: `isol8 run -r python --secret TOK=hunter2secret --setup
     // 'printf hunter2' -e 'print("secret")'` printed the whole secret.
     let mut req = code("python", "print('secret')");
@@ -87,7 +83,7 @@ async fn a_secret_split_between_setup_and_code_output_is_masked_with_phases_kept
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn refused_proxy_requests_are_logged_with_the_secret_masked() {
     let options = EngineOptions {
         network: Some(NetworkMode::Filtered),
@@ -100,9 +96,7 @@ async fn refused_proxy_requests_are_logged_with_the_secret_masked() {
         log_network: Some(true),
         ..with_secret()
     };
-    let Some(engine) = engine(options).await else {
-        return;
-    };
+    let engine = engine(options).await;
     let r = run(
         &engine,
         code(
@@ -145,11 +139,9 @@ for url in ['http://10.0.0.1/?t=' + t, 'http://' + t + '.example/x', 'https://' 
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn output_path_files_are_masked_text_and_binary_alike_and_listed() {
-    let Some(engine) = engine(with_secret()).await else {
-        return;
-    };
+    let engine = engine(with_secret()).await;
     let mut req = code(
         "bash",
         r#"printf 'token=%s\n' "$TOK" > /sandbox/key.txt
@@ -179,16 +171,13 @@ printf '\x00\xffclean' > /sandbox/clean.bin"#,
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_session_file_read_back_is_masked() {
-    let Some(engine) = engine(EngineOptions {
+    let engine = engine(EngineOptions {
         mode: Some(isol8_protocol::options::Mode::Persistent),
         ..with_secret()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let r = run(
         &engine,
         code("bash", r#"printf 'key: %s!' "$TOK" > /sandbox/k.txt"#),
@@ -200,9 +189,9 @@ async fn a_session_file_read_back_is_masked() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn errors_quoting_request_text_are_masked() {
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         options: with_secret(),
         remote_code: isol8::config::RemoteCodeConfig {
             enabled: Some(true),
@@ -210,10 +199,7 @@ async fn errors_quoting_request_text_are_masked() {
         },
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     // The agent refuses to write a file under a path that is a file (ExecFailed quotes
     // the path).
     let mut req = code("bash", "true");
@@ -254,41 +240,20 @@ async fn errors_quoting_request_text_are_masked() {
     assert_clean(&engine).await;
 }
 
-/// Package registries are reachable from this host (always in CI).
-async fn registries_reachable() -> bool {
-    let ok = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect(("pypi.org", 443)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !ok {
-        assert!(!in_ci(), "the package registries must be reachable in CI");
-        eprintln!("SKIPPED: pypi.org is not reachable from this machine");
-    }
-    ok
-}
-
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, registries, flavor = "multi_thread")]
 async fn a_failed_install_error_masks_the_installers_output() {
-    if !registries_reachable().await {
-        return;
-    }
     let secret = "isol8-no-such-package-5e1c7";
     let ca = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         options: EngineOptions {
             secrets: BTreeMap::from([("PKG".to_string(), secret.to_string())]),
             ..Default::default()
         },
         ca_bundle: ca.exists().then(|| ca.display().to_string()),
-        exempt_ranges: common::registry_exemptions(),
+        exempt_ranges: isol8_testkit::registry_exemptions(),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     // pip names the missing package (the secret) in its last lines, which the error
     // carries.
     let mut req = code("python", "print('never')");

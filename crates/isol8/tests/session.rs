@@ -2,12 +2,10 @@
 //! runtime, files kept between executions, each execution a fresh process; binary-safe
 //! `put_file` / `get_file` confined to `/sandbox` and refusing symlinks.
 
-mod common;
-
-use common::{assert_clean, code, engine, engine_with, run};
 use isol8::docker::EngineConfig;
 use isol8::{Engine, EngineOptions};
 use isol8_protocol::options::Mode;
+use isol8_testkit::{assert_clean, code, engine, engine_with, run};
 use sha2::{Digest, Sha256};
 
 fn persistent() -> EngineOptions {
@@ -28,11 +26,9 @@ fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn files_persist_and_every_execution_is_a_fresh_process() {
-    let Some(engine) = engine(persistent()).await else {
-        return;
-    };
+    let engine = engine(persistent()).await;
     let r1 = run(
         &engine,
         code(
@@ -73,11 +69,9 @@ async fn files_persist_and_every_execution_is_a_fresh_process() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_session_is_bound_to_its_runtime() {
-    let Some(engine) = engine(persistent()).await else {
-        return;
-    };
+    let engine = engine(persistent()).await;
     run(&engine, code("python", "print(1)")).await;
     let err = engine
         .execute(code("node", "console.log(1)"))
@@ -92,11 +86,9 @@ async fn a_session_is_bound_to_its_runtime() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn put_and_get_file_round_trip_five_mebibytes_of_random_bytes() {
-    let Some(engine) = engine(persistent()).await else {
-        return;
-    };
+    let engine = engine(persistent()).await;
     run(&engine, code("python", "print('session up')")).await;
     let data = random_bytes(5 << 20, 0x5eed);
     let digest = Sha256::digest(&data);
@@ -128,16 +120,14 @@ async fn put_and_get_file_round_trip_five_mebibytes_of_random_bytes() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn file_transfer_refuses_escapes_and_oversized_files() {
     let config = EngineConfig {
         options: persistent(),
         max_file_bytes: Some(1 << 20),
         ..Default::default()
     };
-    let Some(engine) = engine_with(config).await else {
-        return;
-    };
+    let engine = engine_with(config).await;
     run(
         &engine,
         code(
@@ -188,25 +178,20 @@ async fn file_transfer_refuses_escapes_and_oversized_files() {
     assert_clean(&engine).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn file_transfer_needs_a_persistent_session() {
-    let Some(engine) = engine(EngineOptions::default()).await else {
-        return;
-    };
+    let engine = engine(EngineOptions::default()).await;
     let err = engine
         .put_file("/sandbox/x", b"x")
         .await
         .expect_err("ephemeral");
     assert!(err.to_string().contains("persistent"), "{err}");
     assert_clean(&engine).await;
-    let Some(engine) = engine_with(EngineConfig {
+    let engine = engine_with(EngineConfig {
         options: persistent(),
         ..Default::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let err = engine
         .get_file("/sandbox/x")
         .await
@@ -218,12 +203,10 @@ async fn file_transfer_needs_a_persistent_session() {
 /// A FIFO planted by the session's own code where a file is then written or read: the
 /// transfer is refused at once (opening a FIFO for writing with no reader would block the
 /// agent forever and with it the session), and the session goes on in the same container.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn file_transfer_over_a_planted_fifo_is_refused_without_hanging() {
     use std::time::Duration;
-    let Some(engine) = engine(persistent()).await else {
-        return;
-    };
+    let engine = engine(persistent()).await;
     let r1 = run(
         &engine,
         code("bash", "mkfifo /sandbox/in.txt && echo planted"),
@@ -270,12 +253,10 @@ async fn file_transfer_over_a_planted_fifo_is_refused_without_hanging() {
 /// An agent that does not answer (its container frozen with `docker pause`): the file
 /// transfer ends with a clear error at the engine's own timeout instead of holding the
 /// session, the session's container is removed, and the next execution starts afresh.
-#[tokio::test(flavor = "multi_thread")]
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_stuck_file_transfer_times_out_and_discards_the_sessions_container() {
     use std::time::Duration;
-    let Some(engine) = engine(persistent()).await else {
-        return;
-    };
+    let engine = engine(persistent()).await;
     let r1 = run(
         &engine,
         code("bash", "echo x > /sandbox/kept && echo ready"),
