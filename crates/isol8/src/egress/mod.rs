@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use isol8_protocol::{NetworkFilter, NetworkLog};
+use isol8_protocol::{layout, NetworkFilter, NetworkLog};
 use regex::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -46,11 +46,11 @@ use crate::limits::compile_regex;
 use crate::{Error, Result};
 
 /// Port the agent listens on inside the sandbox.
-pub const PROXY_PORT: u16 = isol8_protocol::agent::EGRESS_PORT;
+pub const PROXY_PORT: u16 = layout::EGRESS_PORT;
 /// Where the socket directory appears inside the sandbox.
-pub const SOCKET_DIR_IN_SANDBOX: &str = "/run/isol8";
+pub const SOCKET_DIR_IN_SANDBOX: &str = layout::EGRESS_SOCKET_DIR;
 /// File name of the proxy socket in that directory.
-pub const SOCKET_NAME: &str = "egress.sock";
+pub const SOCKET_NAME: &str = layout::EGRESS_SOCKET_NAME;
 /// Stand-in source of the socket-directory mount in a `HostConfig`; each sandbox
 /// replaces it with its own directory when its container is created, so pool keys do
 /// not depend on the per-sandbox path.
