@@ -32,12 +32,12 @@ use base64::Engine as _;
 use isol8_protocol::agent::StepPhase;
 use isol8_protocol::NetworkLog;
 
+use crate::error::SandboxError;
 use crate::{Error, Result};
 
-/// Text appended to stderr when the timeout fired.
-pub const TIMEOUT_TRAILER: &str = "--- EXECUTION TIMED OUT ---";
-/// Message of the stream `error` event when the timeout fired.
-pub const TIMEOUT_EVENT: &str = "EXECUTION TIMED OUT";
+/// The texts that mark a timed-out run (the `error` event's data, the line appended to a
+/// buffered result's stderr), defined with the sandbox layout.
+pub use isol8_protocol::layout::{TIMEOUT_EVENT, TIMEOUT_TRAILER};
 /// What a run of hidden secret bytes is replaced with.
 pub const MASK: &str = "***";
 
@@ -161,7 +161,7 @@ impl Secrets {
         }
         tokio::task::spawn_blocking(move || Secrets::new(values.iter().map(String::as_str)))
             .await
-            .map_err(|e| Error::Sandbox(format!("compiling the secrets failed: {e}")))?
+            .map_err(|source| SandboxError::CompileSecrets { source })?
     }
 
     /// True when there is nothing to mask.
@@ -288,7 +288,7 @@ impl Secrets {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.mask_bytes(&data).into_owned())
             .await
-            .map_err(|e| Error::Sandbox(format!("masking secrets failed: {e}")))
+            .map_err(|source| SandboxError::MaskSecrets { source }.into())
     }
 
     /// The same error with every secret masked in its text. The variant is kept, except
@@ -313,7 +313,7 @@ impl Secrets {
                 image: m(image),
                 runtime: m(runtime),
             },
-            Error::Sandbox(s) => Error::Sandbox(m(s)),
+            Error::Sandbox(e) => Error::Sandbox(SandboxError::Masked(m(e.to_string()))),
             Error::SandboxLost(s) => Error::SandboxLost(m(s)),
             Error::SandboxUnresponsive(s) => Error::SandboxUnresponsive(m(s)),
             Error::PackageInstall {
@@ -334,7 +334,7 @@ impl Secrets {
                 source: std::io::Error::new(source.kind(), m(source.to_string())),
             },
             Error::Config(c) => Error::InvalidRequest(m(c.to_string())),
-            e @ Error::Docker { .. } => Error::Sandbox(m(e.to_string())),
+            e @ Error::Docker { .. } => Error::Sandbox(SandboxError::Masked(m(e.to_string()))),
             e @ (Error::QueueTimeout { .. } | Error::Stopped) => e,
         }
     }
