@@ -13,7 +13,7 @@
 //!
 //! One file per step: [`engine_config`] (building an engine), `launch` (admitting a
 //! request), [`pool`], [`sandbox`], `run` (one execution's state machine), `session`
-//! (persistent mode), [`host_config`] (the container's `HostConfig`), [`housekeeping`]
+//! (persistent mode), [`host_config`](mod@host_config) (the container's `HostConfig`), [`housekeeping`]
 //! (cleanup, orphans, covering images, the doctor's daemon checks), `watch` (Docker's
 //! events), [`slots`] (`maxConcurrent`), and [`backend`]: the [`ContainerApi`] trait,
 //! its Docker implementation and the in-memory fake the unit tests (`tests`) run on.

@@ -1,6 +1,7 @@
-//! An in-memory container daemon for tests: [`FakeDocker`] implements [`ContainerApi`]
-//! with containers whose agent ([`agent`]) speaks the real frame protocol over
-//! in-process pipes and runs small scripts instead of programs. An engine built on it
+//! An in-memory container daemon for tests: [`FakeDocker`] implements
+//! [`ContainerApi`](super::ContainerApi) with containers whose agent (`agent.rs`) speaks
+//! the real frame protocol over in-process pipes and runs small scripts instead of
+//! programs (the script language is documented in `agent.rs`). An engine built on it
 //! ([`crate::DockerEngine::with_backend`]) runs its real pool, run state machine and
 //! sessions with no Docker daemon.
 //!
