@@ -4,27 +4,7 @@
 //! `StdinClose` and `Signal` during a run, `Reset` — and runs *scripts* instead of
 //! programs.
 //!
-//! A step's script is the argument after `-c` / `-e` in its argv (inline code, `cmd`,
-//! a setup script), or the content of the file its last argument names (code written to
-//! a file). Any other step is a package installer: it succeeds (printing `installed …`)
-//! unless a package name starts with `fail`. A script is one command per line:
-//!
-//! | line | effect |
-//! |---|---|
-//! | `echo TEXT` / `err TEXT` | `TEXT` and a newline on stdout / stderr (`\n`, `\t` escapes) |
-//! | `print TEXT` | `TEXT` on stdout, no newline: one output chunk per line |
-//! | `exit N` | ends the step with code `N` (default 0 at the end of the script) |
-//! | `sleep MS` | waits `MS` milliseconds (a signal ends it) |
-//! | `hang` | waits until the timeout, a signal or the container's end |
-//! | `freeze` | the agent stops answering altogether (only the engine's watchdog ends it) |
-//! | `flood N` | `N` bytes of `x` on stdout, in chunks of at most 64 KiB |
-//! | `spew` | stdout lines forever |
-//! | `cat` | the step's stdin to stdout (interactive: until `StdinClose`) |
-//! | `wait-signal` | waits for a `Signal` frame, ends with 128 + its number |
-//! | `env NAME` | the value of the environment variable `NAME`, then a newline |
-//! | `write PATH TEXT` / `read PATH` | writes / prints a file of the container |
-//! | `die` / `oom` | the container dies (killed / by its memory limit) mid-step |
-//! | `refuse MESSAGE` | first line of the code step: the agent answers `ExecFailed` |
+//! The script language it runs is described in the parent module's documentation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! An in-memory container daemon for tests: [`FakeDocker`] implements
 //! [`ContainerApi`](super::ContainerApi) with containers whose agent (`agent.rs`) speaks
 //! the real frame protocol over in-process pipes and runs small scripts instead of
-//! programs (the script language is documented in `agent.rs`). An engine built on it
+//! programs (see [Scripts](#scripts)). An engine built on it
 //! ([`crate::DockerEngine::with_backend`]) runs its real pool, run state machine and
 //! sessions with no Docker daemon.
 //!
@@ -11,6 +11,32 @@
 //! hello or speak another protocol; resets that fail, hang or kill the container; and
 //! gates that hold starts or resets until the test releases them. Every container and
 //! removal is recorded for assertions.
+//!
+//! # Scripts
+//!
+//! What a fake container runs instead of a step's program: the argument after `-c` / `-e`
+//! in its argv (inline code, `cmd`, a setup script), or the content of the file its last
+//! argument names (code written to a file), read as a script. Any other step is a package
+//! installer: it succeeds (printing `installed …`) unless a package name starts with
+//! `fail`. A script is one command per line; for example, the request
+//! `{"runtime": "bash", "code": "echo hi\nexit 3"}` prints `hi` and exits with 3.
+//!
+//! | line | effect |
+//! |---|---|
+//! | `echo TEXT` / `err TEXT` | `TEXT` and a newline on stdout / stderr (`\n`, `\t` escapes) |
+//! | `print TEXT` | `TEXT` on stdout, no newline: one output chunk per line |
+//! | `exit N` | ends the step with code `N` (default 0 at the end of the script) |
+//! | `sleep MS` | waits `MS` milliseconds (a signal ends it) |
+//! | `hang` | waits until the timeout, a signal or the container's end |
+//! | `freeze` | the agent stops answering altogether (only the engine's watchdog ends it) |
+//! | `flood N` | `N` bytes of `x` on stdout, in chunks of at most 64 KiB |
+//! | `spew` | stdout lines forever |
+//! | `cat` | the step's stdin to stdout (interactive: until `StdinClose`) |
+//! | `wait-signal` | waits for a `Signal` frame, ends with 128 + its number |
+//! | `env NAME` | the value of the environment variable `NAME`, then a newline |
+//! | `write PATH TEXT` / `read PATH` | writes / prints a file of the container |
+//! | `die` / `oom` | the container dies (killed / by its memory limit) mid-step |
+//! | `refuse MESSAGE` | first line of the code step: the agent answers `ExecFailed` |
 //!
 //! Available to this crate's unit tests and, with the `testing` feature, to other
 //! crates' tests.
