@@ -86,9 +86,9 @@ fn main() {
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
     proc::block_sigchld();
     let mut relay = None;
-    if let Ok(socket) = std::env::var(agent::EGRESS_SOCKET_ENV) {
+    if let Ok(socket) = std::env::var(isol8_protocol::layout::EGRESS_SOCKET_ENV) {
         // Before any user code exists, so nothing else can hold the port.
-        match relay::start(socket.into(), agent::EGRESS_PORT) {
+        match relay::start(socket.into(), isol8_protocol::layout::EGRESS_PORT) {
             Ok(r) => relay = Some(r),
             Err(e) => log(&format!("cannot start the egress relay: {e}")),
         }
@@ -177,7 +177,7 @@ struct Agent {
 
 /// Where the IPC namespace's POSIX message queues appear (Docker mounts it in every
 /// container with a private IPC namespace).
-const MQUEUE_DIR: &str = "/dev/mqueue";
+const MQUEUE_DIR: &str = isol8_protocol::layout::MQUEUE_DIR;
 
 /// State of the step being run.
 struct Running {

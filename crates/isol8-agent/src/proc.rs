@@ -25,9 +25,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads `ISOL8_AGENT_UID`, `ISOL8_AGENT_GID` and `ISOL8_AGENT_ROOT` (defaults
-    /// 1000, 1000, `/sandbox`); these exist so the agent can be tested outside a container.
+    /// Reads `ISOL8_AGENT_{UID,GID,ROOT}` (tests outside a container); defaults: the layout.
     pub fn from_env() -> Self {
+        use isol8_protocol::layout::{SANDBOX_GID, SANDBOX_ROOT, SANDBOX_UID};
         let num = |k: &str, d: u32| {
             std::env::var(k)
                 .ok()
@@ -35,9 +35,9 @@ impl Identity {
                 .unwrap_or(d)
         };
         Identity {
-            uid: num("ISOL8_AGENT_UID", 1000),
-            gid: num("ISOL8_AGENT_GID", 1000),
-            root: std::env::var("ISOL8_AGENT_ROOT").unwrap_or_else(|_| "/sandbox".to_string()),
+            uid: num("ISOL8_AGENT_UID", SANDBOX_UID),
+            gid: num("ISOL8_AGENT_GID", SANDBOX_GID),
+            root: std::env::var("ISOL8_AGENT_ROOT").unwrap_or_else(|_| SANDBOX_ROOT.to_string()),
             // SAFETY: geteuid has no preconditions.
             drop_privileges: unsafe { libc::geteuid() } == 0,
         }

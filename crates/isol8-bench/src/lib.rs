@@ -267,7 +267,7 @@ pub async fn run(
     let docker = connect().await?;
     let machine = machine(&docker).await;
     let settings = SandboxSettings::resolve(&EngineOptions::default())?;
-    let host = host_config(&settings)?;
+    let host: bollard::models::HostConfig = host_config(&settings)?.into();
     let registry = RuntimeRegistry::builtin();
     let mut results = Vec::new();
     let cold_engine = engine(0, 1).await?;

@@ -42,12 +42,9 @@ use serde::{Deserialize, Serialize};
 /// Version of this frame protocol. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// Container environment variable naming the engine's egress-proxy socket (network mode
-/// `filtered`); when set, the agent relays `127.0.0.1:`[`EGRESS_PORT`] to it.
-pub const EGRESS_SOCKET_ENV: &str = "ISOL8_EGRESS_SOCKET";
-
-/// Port of the agent's egress relay inside the sandbox.
-pub const EGRESS_PORT: u16 = 3128;
+/// The egress relay's socket variable and port, defined with the rest of the sandbox's
+/// inside in [`crate::layout`] (re-exported here, where the agent protocol's users look).
+pub use crate::layout::{EGRESS_PORT, EGRESS_SOCKET_ENV};
 
 /// Size of a frame header: 4 length bytes and 1 kind byte.
 pub const HEADER_LEN: usize = 5;

@@ -6,8 +6,12 @@
 //!   `options` object.
 //! * [`agent`] — the versioned frame protocol spoken between the engine and the in-sandbox
 //!   agent (`isol8-agent`) over the container's attached stdio.
+//! * [`layout`] — the inside of a sandbox both sides rely on: the sandbox user, `/sandbox`,
+//!   the directories a reset wipes, where the CA bundle and the egress socket appear, the
+//!   timeout markers.
 
 pub mod agent;
+pub mod layout;
 pub mod options;
 pub mod wire;
 

@@ -28,12 +28,40 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid JSON for the configuration (unknown key, wrong type…).
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the key.
-        message: String,
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// Why configuration JSON does not parse, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A key the format does not have (a typo, or an option of another version).
+    #[error("unknown key `{key}`")]
+    UnknownKey {
+        /// Its path (`defaults.foo`).
+        key: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// Not JSON, or not an object at the top.
+    #[error("{source}")]
+    Syntax {
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// A value of the wrong type or form.
+    #[error("`{key}`: {source}")]
+    Value {
+        /// Its path (`defaults.network`).
+        key: String,
+        /// The decoder's error.
+        source: serde_json::Error,
     },
 }
 
@@ -327,25 +355,25 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_json_str(&text).map_err(|message| ConfigError::Invalid {
+        Self::from_json_str(&text).map_err(|source| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            source,
         })
     }
 
     /// Parses configuration JSON; the error names the offending key.
-    pub fn from_json_str(text: &str) -> Result<Config, String> {
+    pub fn from_json_str(text: &str) -> Result<Config, ParseError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
+            let key = e.path().to_string();
+            let source = e.into_inner();
             // serde says "unknown field `x`, expected one of …"; the path already ends in x.
-            if inner.starts_with("unknown field") {
-                format!("unknown key `{path}`")
-            } else if path == "." {
-                inner
+            if source.to_string().starts_with("unknown field") {
+                ParseError::UnknownKey { key, source }
+            } else if key == "." {
+                ParseError::Syntax { source }
             } else {
-                format!("`{path}`: {inner}")
+                ParseError::Value { key, source }
             }
         })?;
         Ok(config)
@@ -399,21 +427,23 @@ mod tests {
     fn unknown_keys_are_named_with_their_path() {
         let err = Config::from_json_str(r#"{"defaults": {"timeoutMs": 5, "foo": 1}}"#)
             .expect_err("unknown");
-        assert_eq!(err, "unknown key `defaults.foo`");
+        assert_eq!(err.to_string(), "unknown key `defaults.foo`");
+        assert!(matches!(err, ParseError::UnknownKey { .. }), "{err:?}");
         let err = Config::from_json_str(r#"{"maxConcurent": 3}"#).expect_err("typo");
-        assert_eq!(err, "unknown key `maxConcurent`");
+        assert_eq!(err.to_string(), "unknown key `maxConcurent`");
         let err = Config::from_json_str(r#"{"remoteCode": {"enabled": true, "x": 1}}"#)
             .expect_err("nested");
-        assert_eq!(err, "unknown key `remoteCode.x`");
+        assert_eq!(err.to_string(), "unknown key `remoteCode.x`");
     }
 
     #[test]
     fn wrong_types_name_the_key() {
         let err =
             Config::from_json_str(r#"{"defaults": {"network": "bridge"}}"#).expect_err("bad enum");
+        let text = err.to_string();
         assert!(
-            err.contains("defaults.network") && err.contains("filtered"),
-            "{err}"
+            text.contains("defaults.network") && text.contains("filtered"),
+            "{text}"
         );
     }
 
@@ -433,7 +463,6 @@ mod tests {
             o.network_filter.expect("filter").whitelist,
             vec!["^pypi\\.org$".to_string()]
         );
-        assert!(crate::limits::SandboxSettings::resolve(&c.engine_options()).is_ok());
         assert!(Config::default().inactive_keys().is_empty());
     }
 

@@ -40,13 +40,13 @@ pub enum Error {
     Docker {
         /// The operation (`create container`, `attach`, …).
         op: &'static str,
-        /// The API error.
+        /// What the container backend reported.
         #[source]
-        source: bollard::errors::Error,
+        source: ApiError,
     },
     /// The in-sandbox agent misbehaved, or the sandbox could not be started.
     #[error("sandbox failure: {0}")]
-    Sandbox(String),
+    Sandbox(SandboxError),
     /// The sandbox went away while it ran the execution (its container was killed or
     /// removed from outside): how the program ended is unknown. Retrying runs on a new
     /// sandbox.
@@ -100,21 +100,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps a Docker API error, recognising an unreachable daemon.
-    pub fn docker(op: &'static str, source: bollard::errors::Error) -> Self {
-        use bollard::errors::Error as B;
-        match &source {
-            B::HyperResponseError { .. }
-            | B::IOError { .. }
-            | B::SocketNotFoundError(_)
-            | B::RequestTimeoutError => Error::DockerUnavailable {
-                detail: source.to_string(),
+    /// Wraps an error of a container API call made for `op`, recognising an unreachable
+    /// daemon ([`ApiError::Unreachable`] becomes [`Error::DockerUnavailable`]).
+    pub fn docker(op: &'static str, source: impl Into<ApiError>) -> Self {
+        match source.into() {
+            e @ ApiError::Unreachable(_) => Error::DockerUnavailable {
+                detail: e.to_string(),
             },
-            // Connection refused on an existing socket: the daemon is stopping or restarting.
-            B::HyperLegacyError { err } if err.is_connect() => Error::DockerUnavailable {
-                detail: source.to_string(),
-            },
-            _ => Error::Docker { op, source },
+            source => Error::Docker { op, source },
         }
     }
 
@@ -153,27 +146,188 @@ impl Error {
     }
 }
 
+impl From<SandboxError> for Error {
+    fn from(e: SandboxError) -> Self {
+        Error::Sandbox(e)
+    }
+}
+
+/// A boxed error of a backend's own type (the Docker client's, or a test backend's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a call to the container API (`docker::ContainerApi`) failed, by what the
+/// engine does about it. Defined here, not in `docker`, so that [`Error`] can carry it
+/// without an import cycle. The text is the backend's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The daemon cannot be reached (not running, restarting, socket missing, timed out).
+    #[error(transparent)]
+    Unreachable(BoxError),
+    /// The container or image does not exist (HTTP 404).
+    #[error(transparent)]
+    NotFound(BoxError),
+    /// The object is busy: e.g. a removal of the container is already in progress (409).
+    #[error(transparent)]
+    Conflict(BoxError),
+    /// Any other failure the daemon reported.
+    #[error(transparent)]
+    Failed(BoxError),
+}
+
+impl ApiError {
+    /// A `NotFound` error with this message (for test backends).
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::NotFound(message.into().into())
+    }
+
+    /// A `Failed` error with this message (for test backends).
+    pub fn failed(message: impl Into<String>) -> ApiError {
+        ApiError::Failed(message.into().into())
+    }
+}
+
+/// What failed in a sandbox: starting it, talking to its agent, resetting it, moving
+/// files in and out of it. Each variant names the failed operation and carries what
+/// caused it. Defined here, not in `docker`, because secret masking (`output`) builds
+/// one too.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The per-sandbox egress proxy of a `filtered` network could not be bound.
+    #[error("cannot start the egress proxy of the filtered network: {source}")]
+    StartEgress {
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The agent did not say hello in time after its container started.
+    #[error("the sandbox agent did not start within {secs} s")]
+    HelloTimeout {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// The agent's first frame was not its hello.
+    #[error("agent sent {kind:?} before hello")]
+    FrameBeforeHello {
+        /// What it sent instead.
+        kind: isol8_protocol::agent::Kind,
+    },
+    /// The container stopped before its agent said hello.
+    #[error("{why}")]
+    DiedAtStart {
+        /// How it ended (exit code, the agent's last words).
+        why: String,
+    },
+    /// The image's agent speaks another protocol version.
+    #[error("the image's agent speaks protocol {agent} but this engine speaks {engine}; rebuild the images with `isol8 setup --force`")]
+    ProtocolMismatch {
+        /// The agent's version.
+        agent: u16,
+        /// The engine's version.
+        engine: u16,
+    },
+    /// A frame could not be written to the agent (its container is gone).
+    #[error("cannot send to the sandbox agent: {source}")]
+    Send {
+        /// The write error.
+        source: std::io::Error,
+    },
+    /// The agent's byte stream is not a valid frame sequence.
+    #[error("agent protocol error: {source}")]
+    Decode {
+        /// The decoder's error.
+        source: isol8_protocol::agent::FrameError,
+    },
+    /// A frame's payload is not what its kind requires.
+    #[error("{source}")]
+    BadFrame {
+        /// The payload error.
+        source: isol8_protocol::agent::FrameError,
+    },
+    /// The agent sent a frame the engine did not expect at this point.
+    #[error("unexpected {kind:?} frame {during}")]
+    UnexpectedFrame {
+        /// What it sent.
+        kind: isol8_protocol::agent::Kind,
+        /// When (`from the agent`, `during reset`).
+        during: &'static str,
+    },
+    /// The agent did not answer a reset in time.
+    #[error("reset timed out")]
+    ResetTimeout,
+    /// The container's output ended during a reset.
+    #[error("sandbox ended during reset")]
+    EndedDuringReset,
+    /// The agent could not return the sandbox to a fresh state.
+    #[error("reset failed: {problem}")]
+    ResetFailed {
+        /// What was left behind, as the agent reported it.
+        problem: String,
+    },
+    /// No sandbox of a prewarmed pool could be started.
+    #[error("could not warm {image}: see the log")]
+    Warm {
+        /// The image.
+        image: String,
+    },
+    /// A file transfer with a session's agent did not finish in time.
+    #[error("the session's sandbox did not finish a file transfer within {secs} s; its container was discarded with its files, and the next execution starts a new one")]
+    TransferTimeout {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// The session's container ended during a file transfer.
+    #[error("the session's container stopped unexpectedly")]
+    SessionEnded,
+    /// A file the agent read back is not valid base64.
+    #[error("invalid base64 in result file: {source}")]
+    DecodeFile {
+        /// The decoder's error.
+        source: base64::DecodeError,
+    },
+    /// A container removal another caller started did not finish.
+    #[error("container {id} is still being removed after 10 s")]
+    StillRemoving {
+        /// The container.
+        id: String,
+    },
+    /// Compiling large secret values on a blocking thread failed (the thread panicked or
+    /// was cancelled).
+    #[error("compiling the secrets failed: {source}")]
+    CompileSecrets {
+        /// The task's error.
+        source: tokio::task::JoinError,
+    },
+    /// Masking a large file on a blocking thread failed.
+    #[error("masking secrets failed: {source}")]
+    MaskSecrets {
+        /// The task's error.
+        source: tokio::task::JoinError,
+    },
+    /// The text of a failure that quoted a secret, with the secret masked (the original
+    /// error, which holds the secret, is dropped).
+    #[error("{0}")]
+    Masked(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_refused_daemon_connection_is_docker_unavailable() {
-        // A socket file nobody listens on: what a stopping or restarting daemon leaves.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("docker.sock");
-        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
-        let docker = bollard::Docker::connect_with_unix(
-            path.to_str().expect("utf-8 path"),
-            5,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .expect("client");
-        let err = docker
-            .inspect_container("isol8-none", None)
-            .await
-            .expect_err("nobody listens");
-        let err = Error::docker("inspect container", err);
-        assert!(matches!(err, Error::DockerUnavailable { .. }), "{err:?}");
+    #[test]
+    fn unreachable_daemons_are_docker_unavailable_and_other_failures_keep_their_op() {
+        let e = Error::docker("inspect container", ApiError::Unreachable("refused".into()));
+        assert!(
+            matches!(&e, Error::DockerUnavailable { detail } if detail == "refused"),
+            "{e:?}"
+        );
+        let e = Error::docker("remove container", ApiError::failed("boom"));
+        assert_eq!(e.to_string(), "docker remove container failed: boom");
+        let e: Error = SandboxError::ResetFailed {
+            problem: "processes survived".into(),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "sandbox failure: reset failed: processes survived"
+        );
     }
 }

@@ -9,15 +9,22 @@
 //! * [`runtime`] — the runtime registry (python, node, bun, deno, bash, and your own);
 //! * [`limits`] — engine options resolved into validated sandbox settings;
 //! * [`seccomp`] — isol8's default-deny seccomp profile;
-//! * [`docker`] — [`DockerEngine`]: containers, the agent session, output handling;
+//! * [`docker`] — [`DockerEngine`]: containers (through the [`docker::ContainerApi`]
+//!   trait, on Docker or on an in-memory fake for tests), the pool, one execution's run,
+//!   persistent sessions;
+//! * [`control`] — stdin and signals for a running interactive execution;
 //! * [`maintenance`] — housekeeping on the daemon (cleanup, orphans, the built image that
-//!   covers a request's packages, `isol8 doctor`'s Docker checks);
+//!   covers a request's packages, `isol8 doctor`'s Docker checks), under the path front
+//!   ends use;
 //! * [`config`] — the configuration file and its JSON Schema.
 //!
 //! Building the images is not part of the engine: the `isol8-images` crate builds them
 //! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
 
+#[cfg(test)]
+mod architecture;
 pub mod config;
+pub mod control;
 pub mod docker;
 pub mod egress;
 pub mod engine;

@@ -32,12 +32,12 @@ use base64::Engine as _;
 use isol8_protocol::agent::StepPhase;
 use isol8_protocol::NetworkLog;
 
+use crate::error::SandboxError;
 use crate::{Error, Result};
 
-/// Text appended to stderr when the timeout fired.
-pub const TIMEOUT_TRAILER: &str = "--- EXECUTION TIMED OUT ---";
-/// Message of the stream `error` event when the timeout fired.
-pub const TIMEOUT_EVENT: &str = "EXECUTION TIMED OUT";
+/// The texts that mark a timed-out run (the `error` event's data, the line appended to a
+/// buffered result's stderr), defined with the sandbox layout.
+pub use isol8_protocol::layout::{TIMEOUT_EVENT, TIMEOUT_TRAILER};
 /// What a run of hidden secret bytes is replaced with.
 pub const MASK: &str = "***";
 
@@ -161,7 +161,7 @@ impl Secrets {
         }
         tokio::task::spawn_blocking(move || Secrets::new(values.iter().map(String::as_str)))
             .await
-            .map_err(|e| Error::Sandbox(format!("compiling the secrets failed: {e}")))?
+            .map_err(|source| SandboxError::CompileSecrets { source })?
     }
 
     /// True when there is nothing to mask.
@@ -288,7 +288,7 @@ impl Secrets {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.mask_bytes(&data).into_owned())
             .await
-            .map_err(|e| Error::Sandbox(format!("masking secrets failed: {e}")))
+            .map_err(|source| SandboxError::MaskSecrets { source }.into())
     }
 
     /// The same error with every secret masked in its text. The variant is kept, except
@@ -313,7 +313,7 @@ impl Secrets {
                 image: m(image),
                 runtime: m(runtime),
             },
-            Error::Sandbox(s) => Error::Sandbox(m(s)),
+            Error::Sandbox(e) => Error::Sandbox(SandboxError::Masked(m(e.to_string()))),
             Error::SandboxLost(s) => Error::SandboxLost(m(s)),
             Error::SandboxUnresponsive(s) => Error::SandboxUnresponsive(m(s)),
             Error::PackageInstall {
@@ -334,7 +334,7 @@ impl Secrets {
                 source: std::io::Error::new(source.kind(), m(source.to_string())),
             },
             Error::Config(c) => Error::InvalidRequest(m(c.to_string())),
-            e @ Error::Docker { .. } => Error::Sandbox(m(e.to_string())),
+            e @ Error::Docker { .. } => Error::Sandbox(SandboxError::Masked(m(e.to_string()))),
             e @ (Error::QueueTimeout { .. } | Error::Stopped) => e,
         }
     }
@@ -567,111 +567,11 @@ impl Masker {
     }
 }
 
-/// Decodes UTF-8 incrementally: an incomplete character at the end of a chunk waits for
-/// the next one; invalid bytes become U+FFFD.
-#[derive(Debug, Clone, Default)]
-pub struct Utf8Decoder {
-    pending: Vec<u8>,
-}
+mod text;
 
-impl Utf8Decoder {
-    /// Decodes `bytes`, keeping an incomplete trailing character for later.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        let mut buf = std::mem::take(&mut self.pending);
-        buf.extend_from_slice(bytes);
-        let keep = incomplete_tail(&buf);
-        self.pending = buf.split_off(buf.len() - keep);
-        String::from_utf8_lossy(&buf).into_owned()
-    }
-
-    /// Decodes whatever is left.
-    pub fn finish(&mut self) -> String {
-        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
-    }
-}
-
-/// Length of an incomplete UTF-8 sequence at the end of `buf` (0 when it ends cleanly).
-fn incomplete_tail(buf: &[u8]) -> usize {
-    for back in 1..=buf.len().min(3) {
-        let b = buf[buf.len() - back];
-        if b & 0xC0 == 0x80 {
-            continue; // continuation byte: look further back for the lead byte
-        }
-        let need = match b {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => return 0,
-        };
-        return if need > back { back } else { 0 };
-    }
-    0
-}
-
-/// One output stream's pipeline across all phases of an execution: mask, then decode.
-/// Text comes back in segments tagged with their phase.
-#[derive(Debug, Default)]
-pub struct TextStream {
-    masker: Masker,
-    utf8: Utf8Decoder,
-    /// Phase of the bytes the decoder holds.
-    phase: Option<StepPhase>,
-}
-
-impl TextStream {
-    /// A stream masking these secrets.
-    pub fn new(secrets: &Secrets) -> Self {
-        TextStream {
-            masker: Masker::new(secrets),
-            ..Default::default()
-        }
-    }
-
-    /// Text releasable after `bytes` (written in `phase`) arrived; may be empty.
-    pub fn push(&mut self, phase: StepPhase, bytes: &[u8]) -> Vec<(StepPhase, String)> {
-        let segments = self.masker.push(phase, bytes);
-        self.decode(segments)
-    }
-
-    /// Flushes everything held back.
-    pub fn finish(&mut self) -> Vec<(StepPhase, String)> {
-        let segments = self.masker.finish();
-        let mut out = self.decode(segments);
-        if let Some(phase) = self.phase.take() {
-            let rest = self.utf8.finish();
-            if !rest.is_empty() {
-                push_text(&mut out, phase, rest);
-            }
-        }
-        out
-    }
-
-    fn decode(&mut self, segments: Vec<(StepPhase, Vec<u8>)>) -> Vec<(StepPhase, String)> {
-        let mut out = Vec::new();
-        for (phase, bytes) in segments {
-            // A character cut by a phase change is not completed by another process.
-            if let Some(prev) = self.phase.filter(|p| *p != phase) {
-                let rest = self.utf8.finish();
-                if !rest.is_empty() {
-                    push_text(&mut out, prev, rest);
-                }
-            }
-            self.phase = Some(phase);
-            let text = self.utf8.push(&bytes);
-            if !text.is_empty() {
-                push_text(&mut out, phase, text);
-            }
-        }
-        out
-    }
-}
-
-fn push_text(out: &mut Vec<(StepPhase, String)>, phase: StepPhase, text: String) {
-    match out.last_mut() {
-        Some((p, s)) if *p == phase => s.push_str(&text),
-        _ => out.push((phase, text)),
-    }
-}
+#[cfg(test)]
+use text::push_text;
+pub use text::{TextStream, Utf8Decoder};
 
 #[cfg(test)]
 mod tests;

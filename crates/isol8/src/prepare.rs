@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use isol8_protocol::agent::{ExecSpec, FileWrite, Step, StepPhase, PROTOCOL_VERSION};
+use isol8_protocol::layout::CA_BUNDLE as CA_BUNDLE_IN_SANDBOX;
 use isol8_protocol::{ExecutionRequest, NetworkMode};
 
-use crate::docker::sandbox::CA_BUNDLE_IN_SANDBOX;
 use crate::limits::{check_env_name, check_timeout, SandboxSettings};
 use crate::runtime::{Runtime, RuntimeRegistry};
 use crate::{Error, Result};
 
-/// Root of the sandbox's writable working area.
-pub const SANDBOX_ROOT: &str = "/sandbox";
+/// Root of the sandbox's writable working area (see [`isol8_protocol::layout`]).
+pub use isol8_protocol::layout::SANDBOX_ROOT;
 
 /// Inline code longer than this is written to a file instead (argv strings are limited).
 const MAX_INLINE_CODE: usize = 64 << 10;
@@ -28,7 +28,7 @@ const BASE_ENV: &[(&str, &str)] = &[
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     ),
-    ("HOME", "/sandbox"),
+    ("HOME", SANDBOX_ROOT),
     ("LANG", "C.UTF-8"),
     ("TMPDIR", "/tmp"),
     ("USER", "sandbox"),
@@ -98,7 +98,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let runtime = registry.get(&req.runtime)?.clone();
     if req.code_url.is_some() || req.code_hash.is_some() {
-        // The engine fetches codeUrl (crate::remote_code) before preparing.
+        // The engine fetches codeUrl (the `remote_code` module) before preparing.
         return Err(Error::InvalidRequest(
             "codeUrl must be fetched by the engine before the request is prepared".into(),
         ));

@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::models::HostConfig;
 use isol8_protocol::{PoolSize, PoolStrategy};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use super::host_config::HostConfig;
 use super::sandbox::Sandbox;
 use super::Inner;
 use crate::Result;
@@ -59,13 +59,10 @@ impl PoolKey {
         }
     }
 
-    /// SHA-256 (hex) of a `HostConfig`, independent of `HashMap` iteration order.
+    /// SHA-256 (hex) of a `HostConfig`'s JSON (its maps are ordered, so equal configs
+    /// hash alike).
     pub fn hash_of(host: &HostConfig) -> String {
-        // Through `Value`, whose maps are sorted: `HostConfig` holds `HashMap`s (tmpfs,
-        // sysctls…) whose iteration order differs between instances.
-        let json = serde_json::to_value(host)
-            .and_then(|v| serde_json::to_vec(&v))
-            .unwrap_or_default();
+        let json = serde_json::to_vec(host).unwrap_or_default();
         hex::encode(Sha256::digest(&json))
     }
 }
@@ -139,6 +136,11 @@ impl Pool {
                 warming: s.warming,
             })
             .unwrap_or_default()
+    }
+
+    /// Ready sandboxes kept per key (the `clean` part of the pool size).
+    pub fn clean_target(&self) -> usize {
+        self.clean
     }
 
     /// True while a sandbox is being started or reset in the background.

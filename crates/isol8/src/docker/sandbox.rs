@@ -1,30 +1,26 @@
 //! One sandbox container with its agent: created hardened, attached, started, and ready
 //! once the agent has said hello. Frames go in through the attached stdin and come back
-//! through the attached stdout; Docker is never asked to `exec`.
+//! through the attached stdout; the container is never asked to `exec`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
-use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures_util::StreamExt;
 use isol8_protocol::agent::{
     Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec, PROTOCOL_VERSION,
 };
-use isol8_protocol::NetworkMode;
+use isol8_protocol::layout;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::backend::{ApiStream, ContainerSpec, Output};
+use super::host_config::HostConfig;
 use super::Inner;
 use crate::egress::{self, Egress};
-use crate::limits::SandboxSettings;
+use crate::error::{ApiError, SandboxError};
 use crate::{
     Error, Result, LABEL_HOST, LABEL_MANAGED, LABEL_OWNER, LABEL_PERSIST, LABEL_PID, LABEL_RUNTIME,
 };
-
-/// Uid and gid of the sandbox user inside every image.
-pub const SANDBOX_UID: u32 = 1000;
 
 /// How long the agent may take to say hello after the container starts.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,18 +28,14 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a reset may take before the sandbox is given up.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Directories a reset empties: the writable tmpfs mounts, and the container's POSIX
-/// message queues (the agent adds the last itself when it runs as PID 1).
-pub const WIPED_DIRS: [&str; 4] = ["/sandbox", "/tmp", "/dev/shm", "/dev/mqueue"];
-
-type OutputStream =
-    Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+/// Bytes of the agent's stderr kept for error messages.
+const AGENT_LOG: usize = 8192;
 
 /// A started container whose agent is waiting for frames.
 pub struct Sandbox {
     /// Container id.
     pub id: String,
-    output: OutputStream,
+    output: ApiStream<Output>,
     input: Pin<Box<dyn AsyncWrite + Send>>,
     decoder: FrameDecoder,
     /// The agent's stderr (last few KiB), for error messages.
@@ -67,89 +59,6 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-/// Where the operator's CA bundle (`caBundle`) appears inside the sandbox.
-pub const CA_BUNDLE_IN_SANDBOX: &str = "/etc/isol8/ca-certificates.crt";
-
-/// The `HostConfig` implementing SPEC section 4 for these settings.
-pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
-    let seccomp =
-        crate::seccomp::security_opt(settings.seccomp, settings.custom_profile_path.as_deref())?;
-    let tmpfs = HashMap::from([
-        (
-            "/sandbox".to_string(),
-            format!(
-                "rw,exec,nosuid,nodev,size={},uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0755",
-                settings.sandbox_bytes
-            ),
-        ),
-        (
-            "/tmp".to_string(),
-            format!(
-                "rw,noexec,nosuid,nodev,size={},mode=1777",
-                settings.tmp_bytes
-            ),
-        ),
-    ]);
-    let mut mounts = Vec::new();
-    if settings.network == NetworkMode::Filtered {
-        // The per-sandbox proxy socket directory; `Sandbox::start` fills in the source.
-        mounts.push(read_only_bind(
-            egress::MOUNT_PLACEHOLDER,
-            egress::SOCKET_DIR_IN_SANDBOX,
-        ));
-    }
-    if let Some(bundle) = &settings.ca_bundle {
-        mounts.push(read_only_bind(bundle, CA_BUNDLE_IN_SANDBOX));
-    }
-    Ok(HostConfig {
-        mounts: (!mounts.is_empty()).then_some(mounts),
-        network_mode: Some(match settings.network {
-            NetworkMode::Host => "host".to_string(),
-            _ => "none".to_string(),
-        }),
-        readonly_rootfs: Some(settings.readonly_root_fs),
-        tmpfs: Some(tmpfs),
-        cap_drop: Some(vec!["ALL".to_string()]),
-        cap_add: Some(vec![
-            "SETUID".to_string(),
-            "SETGID".to_string(),
-            "SETPCAP".to_string(),
-        ]),
-        security_opt: Some(vec!["no-new-privileges:true".to_string(), seccomp]),
-        memory: Some(settings.memory_bytes),
-        memory_swap: Some(settings.memory_bytes),
-        nano_cpus: Some(settings.nano_cpus),
-        pids_limit: Some(settings.pids_limit),
-        ipc_mode: Some("private".to_string()),
-        shm_size: Some(64 << 20),
-        ulimits: Some(vec![
-            ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(4096),
-                hard: Some(4096),
-            },
-            ResourcesUlimits {
-                name: Some("core".into()),
-                soft: Some(0),
-                hard: Some(0),
-            },
-        ]),
-        init: Some(false),
-        runtime: settings.oci_runtime.clone(),
-        ..Default::default()
-    })
-}
-
-fn read_only_bind(source: &str, target: &str) -> Mount {
-    Mount {
-        target: Some(target.to_string()),
-        source: Some(source.to_string()),
-        typ: Some(MountType::BIND),
-        read_only: Some(true),
-        ..Default::default()
-    }
-}
-
 impl Sandbox {
     /// Creates, attaches and starts a container of `image`, and waits for the agent.
     /// The container is registered with the engine before anything can fail, so it is
@@ -167,18 +76,14 @@ impl Sandbox {
             .mounts
             .iter_mut()
             .flatten()
-            .find(|m| m.source.as_deref() == Some(egress::MOUNT_PLACEHOLDER))
+            .find(|m| m.source == egress::MOUNT_PLACEHOLDER)
         {
             let e = Egress::bind(
                 std::sync::Arc::new(egress::SystemNet),
                 inner.address_policy.clone(),
             )
-            .map_err(|e| {
-                Error::Sandbox(format!(
-                    "cannot start the egress proxy of the filtered network: {e}"
-                ))
-            })?;
-            m.source = Some(e.dir().to_string_lossy().into_owned());
+            .map_err(|source| SandboxError::StartEgress { source })?;
+            m.source = e.dir().to_string_lossy().into_owned();
             egress = Some(e);
         }
         let resettable = host.readonly_rootfs == Some(true);
@@ -197,26 +102,20 @@ impl Sandbox {
     }
 
     async fn attach_and_start(inner: &Inner, id: String) -> Result<Sandbox> {
-        let opts = AttachContainerOptionsBuilder::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .stream(true)
-            .build();
-        let attach = inner
-            .docker
-            .attach_container(&id, Some(opts))
+        let attached = inner
+            .api
+            .attach_container(&id)
             .await
             .map_err(|e| Error::docker("attach container", e))?;
         inner
-            .docker
-            .start_container(&id, None)
+            .api
+            .start_container(&id)
             .await
             .map_err(|e| Error::docker("start container", e))?;
         let mut sb = Sandbox {
             id,
-            output: attach.output,
-            input: attach.input,
+            output: attached.output,
+            input: attached.input,
             decoder: FrameDecoder::new(),
             agent_log: String::new(),
             uses: 0,
@@ -225,32 +124,31 @@ impl Sandbox {
         };
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, sb.next_frame()).await {
             Err(_) => {
-                return Err(Error::Sandbox(
-                    "the sandbox agent did not start within 20 s".into(),
-                ))
+                return Err(SandboxError::HelloTimeout {
+                    secs: HELLO_TIMEOUT.as_secs(),
+                }
+                .into())
             }
             Ok(Ok(Some(f))) if f.kind == Kind::Hello => f,
-            Ok(Ok(Some(f))) => {
-                return Err(Error::Sandbox(format!(
-                    "agent sent {:?} before hello",
-                    f.kind
-                )))
-            }
+            Ok(Ok(Some(f))) => return Err(SandboxError::FrameBeforeHello { kind: f.kind }.into()),
             // Died before it was ever used: a failed start, not a lost run.
             Ok(Ok(None)) => {
                 return Err(match sb.died(inner).await {
-                    Error::SandboxLost(why) => Error::Sandbox(why),
+                    Error::SandboxLost(why) => SandboxError::DiedAtStart { why }.into(),
                     e => e,
                 })
             }
             Ok(Err(e)) => return Err(e),
         };
-        let hello: Hello = hello.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+        let hello: Hello = hello
+            .parse()
+            .map_err(|source| SandboxError::BadFrame { source })?;
         if hello.protocol != PROTOCOL_VERSION {
-            return Err(Error::Sandbox(format!(
-                "the image's agent speaks protocol {} but this engine speaks {}; rebuild the images with `isol8 setup --force`",
-                hello.protocol, PROTOCOL_VERSION
-            )));
+            return Err(SandboxError::ProtocolMismatch {
+                agent: hello.protocol,
+                engine: PROTOCOL_VERSION,
+            }
+            .into());
         }
         Ok(sb)
     }
@@ -268,10 +166,19 @@ impl Sandbox {
     /// Sends one frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<()> {
         let bytes = frame.encode();
-        let fail =
-            |e: std::io::Error| Error::Sandbox(format!("cannot send to the sandbox agent: {e}"));
+        let fail = |source| SandboxError::Send { source };
         self.input.write_all(&bytes).await.map_err(fail)?;
-        self.input.flush().await.map_err(fail)
+        self.input.flush().await.map_err(fail)?;
+        Ok(())
+    }
+
+    /// Keeps the end of the agent's stderr (and logs it).
+    fn log_agent(&mut self, message: &[u8]) {
+        let text = String::from_utf8_lossy(message);
+        tracing::debug!(target: "isol8::agent", container = %self.id, "{}", text.trim_end());
+        if self.agent_log.len() < AGENT_LOG {
+            self.agent_log.push_str(&text);
+        }
     }
 
     /// The next frame from the agent; `Ok(None)` when the container's output ended.
@@ -280,22 +187,15 @@ impl Sandbox {
             if let Some(f) = self
                 .decoder
                 .next_frame()
-                .map_err(|e| Error::Sandbox(format!("agent protocol error: {e}")))?
+                .map_err(|source| SandboxError::Decode { source })?
             {
                 return Ok(Some(f));
             }
             match self.output.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Error::docker("read sandbox output", e)),
-                Some(Ok(LogOutput::StdOut { message })) => self.decoder.push(&message),
-                Some(Ok(LogOutput::StdErr { message })) => {
-                    let text = String::from_utf8_lossy(&message);
-                    tracing::debug!(target: "isol8::agent", container = %self.id, "{}", text.trim_end());
-                    if self.agent_log.len() < 8192 {
-                        self.agent_log.push_str(&text);
-                    }
-                }
-                Some(Ok(_)) => {}
+                Some(Ok(Output::Stdout(bytes))) => self.decoder.push(&bytes),
+                Some(Ok(Output::Stderr(bytes))) => self.log_agent(&bytes),
             }
         }
     }
@@ -314,13 +214,8 @@ impl Sandbox {
                 // Nothing to read: still attached.
                 None => return true,
                 Some(None) | Some(Some(Err(_))) => return false,
-                Some(Some(Ok(LogOutput::StdOut { message }))) => self.decoder.push(&message),
-                Some(Some(Ok(LogOutput::StdErr { message }))) => {
-                    if self.agent_log.len() < 8192 {
-                        self.agent_log.push_str(&String::from_utf8_lossy(&message));
-                    }
-                }
-                Some(Some(Ok(_))) => {}
+                Some(Some(Ok(Output::Stdout(bytes)))) => self.decoder.push(&bytes),
+                Some(Some(Ok(Output::Stderr(bytes)))) => self.log_agent(&bytes),
             }
         }
     }
@@ -329,35 +224,36 @@ impl Sandbox {
     /// nothing is left.
     pub async fn reset(&mut self) -> Result<()> {
         let spec = ResetSpec {
-            wipe: WIPED_DIRS.iter().map(|d| d.to_string()).collect(),
+            wipe: layout::WIPED_DIRS.iter().map(|d| d.to_string()).collect(),
         };
         self.send(&Frame::json(Kind::Reset, &spec)).await?;
         let frame = tokio::time::timeout(RESET_TIMEOUT, self.next_frame())
             .await
-            .map_err(|_| Error::Sandbox("reset timed out".into()))??
-            .ok_or_else(|| Error::Sandbox("sandbox ended during reset".into()))?;
+            .map_err(|_| SandboxError::ResetTimeout)??
+            .ok_or(SandboxError::EndedDuringReset)?;
         if frame.kind != Kind::ResetDone {
-            return Err(Error::Sandbox(format!(
-                "unexpected {:?} frame during reset",
-                frame.kind
-            )));
+            return Err(SandboxError::UnexpectedFrame {
+                kind: frame.kind,
+                during: "during reset",
+            }
+            .into());
         }
-        let done: ResetDone = frame.parse().map_err(|e| Error::Sandbox(e.to_string()))?;
+        let done: ResetDone = frame
+            .parse()
+            .map_err(|source| SandboxError::BadFrame { source })?;
         match done.ok {
             true => Ok(()),
-            false => Err(Error::Sandbox(format!(
-                "reset failed: {}",
-                done.problem.unwrap_or_default()
-            ))),
+            false => Err(SandboxError::ResetFailed {
+                problem: done.problem.unwrap_or_default(),
+            }
+            .into()),
         }
     }
 
     /// True when the container was killed by its memory limit.
     pub async fn oom_killed(&mut self, inner: &Inner) -> bool {
-        let info = inner.docker.inspect_container(&self.id, None).await.ok();
-        info.and_then(|i| i.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false)
+        let state = inner.api.inspect_container(&self.id).await.ok();
+        state.is_some_and(|s| s.oom_killed)
     }
 
     /// Describes why the sandbox went away without finishing.
@@ -365,21 +261,18 @@ impl Sandbox {
         if inner.is_stopped() {
             return Error::Stopped;
         }
-        let state = match inner.docker.inspect_container(&self.id, None).await {
-            Ok(info) => info.state,
-            Err(e) => match Error::docker("inspect container", e) {
-                // The daemon itself went away (stopped or restarting): say that, not
-                // merely that the container stopped.
-                Error::DockerUnavailable { detail } => {
-                    return Error::DockerUnavailable {
-                        detail: format!("lost it while the sandbox ran: {detail}"),
-                    }
+        let state = match inner.api.inspect_container(&self.id).await {
+            Ok(state) => Some(state),
+            // The daemon itself went away (stopped or restarting): say that, not merely
+            // that the container stopped.
+            Err(e @ ApiError::Unreachable(_)) => {
+                return Error::DockerUnavailable {
+                    detail: format!("lost it while the sandbox ran: {e}"),
                 }
-                _ => None,
-            },
+            }
+            Err(_) => None,
         };
         let code = state
-            .as_ref()
             .and_then(|s| s.exit_code)
             .map(|c| format!(" (exit code {c})"))
             .unwrap_or_default();
@@ -395,14 +288,14 @@ impl Sandbox {
     }
 
     /// Called when the agent missed its deadline (the program's timeout plus the
-    /// watchdog's grace): asks Docker why. A paused (frozen) container is
+    /// watchdog's grace): asks the daemon why. A paused (frozen) container is
     /// [`Error::SandboxUnresponsive`] and a container that is no longer running is
     /// [`Error::SandboxLost`] — neither is the program's timeout, since the program may
     /// never have run. `None` when the container is running normally (a late agent: the
     /// program did use up its time).
     pub async fn unresponsive(&mut self, inner: &Inner) -> Option<Error> {
-        let state = match inner.docker.inspect_container(&self.id, None).await {
-            Ok(info) => info.state?,
+        let state = match inner.api.inspect_container(&self.id).await {
+            Ok(state) => state,
             Err(e) => {
                 return Some(match Error::docker("inspect container", e) {
                     e @ Error::DockerUnavailable { .. } => e,
@@ -413,18 +306,19 @@ impl Sandbox {
             }
         };
         let short = &self.id[..12.min(self.id.len())];
-        if state.paused == Some(true) {
+        if state.paused {
             return Some(Error::SandboxUnresponsive(format!(
                 "container {short} is paused (frozen), so its agent could not answer and the code may never have run; the sandbox is discarded, retry the execution"
             )));
         }
-        if state.running == Some(false) {
+        if !state.running {
             return Some(self.died(inner).await);
         }
         None
     }
 }
 
+/// Creates the container of a sandbox and registers it with the engine.
 async fn create(
     inner: &Inner,
     image: &str,
@@ -432,53 +326,37 @@ async fn create(
     host: HostConfig,
     egress: bool,
 ) -> Result<String> {
-    let labels = HashMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_OWNER.to_string(), inner.owner.clone()),
         (LABEL_RUNTIME.to_string(), runtime.to_string()),
         (LABEL_PID.to_string(), std::process::id().to_string()),
-        (LABEL_HOST.to_string(), crate::maintenance::hostname()),
+        (LABEL_HOST.to_string(), super::housekeeping::hostname()),
     ]);
-    let mut labels = labels;
     if inner.settings.persist {
         labels.insert(LABEL_PERSIST.to_string(), "true".to_string());
     }
-    let network_disabled = host.network_mode.as_deref() == Some("none");
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        open_stdin: Some(true),
-        stdin_once: Some(false),
-        tty: Some(false),
-        working_dir: Some("/sandbox".to_string()),
-        network_disabled: Some(network_disabled),
-        env: egress.then(|| {
-            vec![format!(
-                "{}={}/{}",
-                isol8_protocol::agent::EGRESS_SOCKET_ENV,
-                egress::SOCKET_DIR_IN_SANDBOX,
-                egress::SOCKET_NAME
-            )]
-        }),
-        labels: Some(labels),
-        host_config: Some(host),
-        ..Default::default()
+    let env = match egress {
+        true => vec![format!(
+            "{}={}/{}",
+            layout::EGRESS_SOCKET_ENV,
+            layout::EGRESS_SOCKET_DIR,
+            layout::EGRESS_SOCKET_NAME
+        )],
+        false => Vec::new(),
     };
-    let name = format!("isol8-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let created = inner
-        .docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await;
-    let created = match created {
-        Ok(c) => c,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {
+    let spec = ContainerSpec {
+        name: format!("isol8-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        image: image.to_string(),
+        labels,
+        env,
+        working_dir: layout::SANDBOX_ROOT.to_string(),
+        network_disabled: host.network_mode.as_deref() == Some("none"),
+        host,
+    };
+    let id = match inner.api.create_container(spec).await {
+        Ok(id) => id,
+        Err(ApiError::NotFound(_)) => {
             return Err(Error::ImageMissing {
                 image: image.to_string(),
                 runtime: runtime.to_string(),
@@ -487,21 +365,21 @@ async fn create(
         Err(e) => return Err(Error::docker("create container", e)),
     };
     if let Ok(mut live) = inner.live.lock() {
-        live.insert(created.id.clone());
+        live.insert(id.clone());
     }
     // A stop() that raced with this creation must not leave the container behind.
     if inner.is_stopped() {
-        remove(inner, &created.id).await;
+        remove(inner, &id).await;
         return Err(Error::Stopped);
     }
-    Ok(created.id)
+    Ok(id)
 }
 
 /// Force-removes a container and forgets it. A container that could not be removed (the
 /// daemon was unreachable, e.g. restarting) stays in the engine's live set, so `stop` (or
 /// dropping the engine) tries again instead of leaving it on the daemon.
 pub async fn remove(inner: &Inner, id: &str) {
-    if let Err(e) = crate::maintenance::remove_container(&inner.docker, id).await {
+    if let Err(e) = super::housekeeping::remove_container(inner.api.as_ref(), id).await {
         tracing::warn!(container = %id, error = %e, "could not remove container");
         return;
     }

@@ -8,15 +8,13 @@
 //! daemon restarts; after a renewal the engine's containers are listed once, so what
 //! happened while nobody listened is flagged too. The task ends with the engine.
 
-use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::backend::{ContainerApi, ContainerFilter, EventFilter};
 use super::Inner;
 use crate::LABEL_OWNER;
 
@@ -32,36 +30,30 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Watches `owner`'s containers until the engine is stopped or dropped (`halt` says so).
 pub(crate) async fn run(
     engine: Weak<Inner>,
-    docker: Docker,
+    api: Arc<dyn ContainerApi>,
     owner: String,
     mut halt: watch::Receiver<bool>,
 ) {
     let label = format!("{LABEL_OWNER}={owner}");
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("label".to_string(), vec![label.clone()]),
-        (
-            "event".to_string(),
-            EVENTS.iter().map(|e| e.to_string()).collect(),
-        ),
-    ]);
+    let filter = EventFilter {
+        labels: vec![label.clone()],
+        actions: EVENTS.iter().map(|e| e.to_string()).collect(),
+    };
     let mut backoff = Duration::from_millis(200);
     let mut renewed = false;
     loop {
-        let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        let mut events = docker.events(Some(opts));
+        let mut events = api.container_events(&filter);
         if renewed {
-            sweep(&engine, &docker, &label).await;
+            sweep(&engine, api.as_ref(), &label).await;
         }
         loop {
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => {
                         backoff = Duration::from_millis(200);
-                        let Some(id) = ev.actor.and_then(|a| a.id) else { continue };
                         let Some(inner) = engine.upgrade() else { return };
-                        tracing::debug!(container = %id, action = ?ev.action, "Docker reports the sandbox unusable");
-                        flag(&inner, &id);
+                        tracing::debug!(container = %ev.id, action = %ev.action, "Docker reports the sandbox unusable");
+                        flag(&inner, &ev.id);
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "Docker event subscription failed; renewing it");
@@ -91,33 +83,26 @@ pub(crate) async fn run(
 
 /// Flags every container of the engine Docker lists as paused, exited, dead or being
 /// removed.
-async fn sweep(engine: &Weak<Inner>, docker: &Docker, label: &str) {
-    let filters = HashMap::from([
-        ("label".to_string(), vec![label.to_string()]),
-        (
-            "status".to_string(),
-            STATES.iter().map(|s| s.to_string()).collect(),
-        ),
-    ]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let Ok(list) = docker.list_containers(Some(opts)).await else {
+async fn sweep(engine: &Weak<Inner>, api: &dyn ContainerApi, label: &str) {
+    let filter = ContainerFilter {
+        labels: vec![label.to_string()],
+        states: STATES.iter().map(|s| s.to_string()).collect(),
+    };
+    let Ok(list) = api.list_containers(&filter).await else {
         return;
     };
     let Some(inner) = engine.upgrade() else {
         return;
     };
-    for id in list.into_iter().filter_map(|c| c.id) {
-        flag(&inner, &id);
+    for c in list {
+        flag(&inner, &c.id);
     }
 }
 
 /// Marks a container of the engine as unusable and evicts it from the pool if it waits
 /// there. Containers the engine no longer tracks (already removed) are ignored, so the
 /// set only holds live ones.
-fn flag(inner: &std::sync::Arc<Inner>, id: &str) {
+fn flag(inner: &Arc<Inner>, id: &str) {
     // Under the `live` lock (then `flagged`, the order `sandbox::remove` takes them in),
     // so a removal racing with this event cannot leave the id behind.
     let tracked = match inner.live.lock() {

@@ -61,6 +61,44 @@ impl Default for Chunked {
     }
 }
 
+/// Why a chunked body is malformed (the proxy drops the connection with this reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// A size line (with its extensions) over 4 KiB.
+    #[error("a chunk-size line longer than {MAX_SIZE_LINE} bytes")]
+    SizeLineTooLong,
+    /// A size line with no hex digit.
+    #[error("a chunk without a size")]
+    NoSize,
+    /// A control byte in a chunk extension.
+    #[error("a control byte in a chunk extension")]
+    ControlInExtension,
+    /// A byte that is not a hex digit in a chunk size.
+    #[error("byte {0:#04x} in a chunk size")]
+    BadSizeByte(u8),
+    /// More than 16 hex digits.
+    #[error("a chunk size that does not fit in 64 bits")]
+    SizeTooLarge,
+    /// A size line not ended by CRLF.
+    #[error("a chunk-size line not ended by CRLF")]
+    SizeLineNotCrlf,
+    /// More data than the chunk's size.
+    #[error("chunk data longer than its size")]
+    DataTooLong,
+    /// Chunk data not followed by CRLF.
+    #[error("chunk data not ended by CRLF")]
+    DataNotCrlf,
+    /// Trailers over 16 KiB.
+    #[error("trailers longer than {MAX_TRAILERS} bytes")]
+    TrailersTooLong,
+    /// A control byte or a bare LF in a trailer.
+    #[error("a control byte or bare LF in a trailer")]
+    BadTrailerByte,
+    /// A trailer line not ended by CRLF.
+    #[error("a trailer line not ended by CRLF")]
+    TrailerNotCrlf,
+}
+
 impl Chunked {
     /// A decoder at the start of a body.
     pub fn new() -> Chunked {
@@ -84,7 +122,7 @@ impl Chunked {
     /// Returns how many bytes of `input` belong to the body: fewer than `input.len()`
     /// only when the body ended inside `input` (the rest is never forwarded). An error
     /// says why the body is malformed.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -107,19 +145,17 @@ impl Chunked {
                 State::Size { size, digits, ext } => {
                     self.line += 1;
                     if self.line > MAX_SIZE_LINE {
-                        return Err(format!(
-                            "a chunk-size line longer than {MAX_SIZE_LINE} bytes"
-                        ));
+                        return Err(ChunkError::SizeLineTooLong);
                     }
                     if b == b'\r' {
                         if digits == 0 {
-                            return Err("a chunk without a size".into());
+                            return Err(ChunkError::NoSize);
                         }
                         self.state = State::SizeLf { size };
                     } else if ext {
                         // Extensions are dropped; only visible ASCII and tabs may appear.
                         if !(b == b'\t' || (0x20..0x7f).contains(&b)) {
-                            return Err("a control byte in a chunk extension".into());
+                            return Err(ChunkError::ControlInExtension);
                         }
                     } else if b == b';' && digits > 0 {
                         self.state = State::Size {
@@ -128,11 +164,9 @@ impl Chunked {
                             ext: true,
                         };
                     } else {
-                        let d = (b as char)
-                            .to_digit(16)
-                            .ok_or_else(|| format!("byte {b:#04x} in a chunk size"))?;
+                        let d = (b as char).to_digit(16).ok_or(ChunkError::BadSizeByte(b))?;
                         if digits >= 16 {
-                            return Err("a chunk size that does not fit in 64 bits".into());
+                            return Err(ChunkError::SizeTooLarge);
                         }
                         self.state = State::Size {
                             size: (size << 4) | u64::from(d),
@@ -143,7 +177,7 @@ impl Chunked {
                 }
                 State::SizeLf { size } => {
                     if b != b'\n' {
-                        return Err("a chunk-size line not ended by CRLF".into());
+                        return Err(ChunkError::SizeLineNotCrlf);
                     }
                     self.line = 0;
                     if size == 0 {
@@ -155,13 +189,13 @@ impl Chunked {
                 }
                 State::DataCr => {
                     if b != b'\r' {
-                        return Err("chunk data longer than its size".into());
+                        return Err(ChunkError::DataTooLong);
                     }
                     self.state = State::DataLf;
                 }
                 State::DataLf => {
                     if b != b'\n' {
-                        return Err("chunk data not ended by CRLF".into());
+                        return Err(ChunkError::DataNotCrlf);
                     }
                     out.extend_from_slice(b"\r\n");
                     self.state = State::Size {
@@ -173,19 +207,19 @@ impl Chunked {
                 State::Trailer { line_start } => {
                     self.trailers += 1;
                     if self.trailers > MAX_TRAILERS {
-                        return Err(format!("trailers longer than {MAX_TRAILERS} bytes"));
+                        return Err(ChunkError::TrailersTooLong);
                     }
                     if b == b'\r' {
                         self.state = State::TrailerLf { last: line_start };
                     } else if b == b'\n' || (b.is_ascii_control() && b != b'\t') {
-                        return Err("a control byte or bare LF in a trailer".into());
+                        return Err(ChunkError::BadTrailerByte);
                     } else {
                         self.state = State::Trailer { line_start: false };
                     }
                 }
                 State::TrailerLf { last } => {
                     if b != b'\n' {
-                        return Err("a trailer line not ended by CRLF".into());
+                        return Err(ChunkError::TrailerNotCrlf);
                     }
                     if last {
                         out.extend_from_slice(b"0\r\n\r\n");
@@ -207,7 +241,7 @@ mod tests {
 
     /// Feeds `input` in pieces of `step` bytes; returns the re-encoding and the bytes
     /// consumed, or the error.
-    fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), String> {
+    fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkError> {
         let mut c = Chunked::new();
         let mut out = Vec::new();
         let mut used = 0;

@@ -19,10 +19,61 @@ const MAX_NAME: usize = 253;
 /// Longest DNS label (RFC 1035).
 const MAX_LABEL: usize = 63;
 
+/// Why a host, authority or port is refused (the proxy answers 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// Not a host name or address at all (bad characters, brackets, an IPv6 zone id…).
+    #[error("`{raw}` is not a valid host name or address")]
+    NotAHost {
+        /// The text as given.
+        raw: String,
+    },
+    /// A name the resolver could read differently from the rules.
+    #[error("`{raw}`: {source}")]
+    BadName {
+        /// The text as given.
+        raw: String,
+        /// What is wrong with the name.
+        source: Box<HostError>,
+    },
+    /// Nothing but an optional trailing dot.
+    #[error("an empty host name")]
+    EmptyName,
+    /// Longer than a DNS name may be.
+    #[error("a host name longer than {MAX_NAME} bytes")]
+    NameTooLong,
+    /// `a..b`, `.a`, `a..`.
+    #[error("a host name with an empty label (`..`, or a leading or second trailing dot)")]
+    EmptyLabel,
+    /// Longer than a DNS label may be.
+    #[error("a host name label longer than {MAX_LABEL} bytes")]
+    LabelTooLong,
+    /// A label with characters other than `[a-z0-9-_]`.
+    #[error("the label `{label}` has characters other than a-z, 0-9, `-` and `_`")]
+    BadLabel {
+        /// The label.
+        label: String,
+    },
+    /// Not `host[:port]` / `[v6][:port]`.
+    #[error("`{authority}` is not a host[:port]")]
+    NotHostPort {
+        /// The authority as given.
+        authority: String,
+    },
+    /// Not 1 to 65535 in plain decimal digits.
+    #[error("`{port}` is not a port")]
+    NotAPort {
+        /// The port as given.
+        port: String,
+    },
+}
+
 /// The canonical form of a host written in a `CONNECT` authority or a `Host` header
 /// (`example.com`, `EXAMPLE.com.`, `127.0.0.1`, `[::1]`), or why it is not a host.
-pub fn canonical_host(raw: &str) -> Result<String, String> {
-    let bad = || format!("`{raw}` is not a valid host name or address");
+pub fn canonical_host(raw: &str) -> Result<String, HostError> {
+    let bad = || HostError::NotAHost {
+        raw: raw.to_string(),
+    };
     if let Some(inner) = raw.strip_prefix('[') {
         let inner = inner.strip_suffix(']').ok_or_else(bad)?;
         // `Ipv6Addr` takes no zone ids (`%eth0`) and no embedded garbage.
@@ -43,12 +94,15 @@ pub fn canonical_host(raw: &str) -> Result<String, String> {
         return Err(bad());
     }
     let host = url::Host::parse(raw).map_err(|_| bad())?;
-    from_url_host(&host).map_err(|why| format!("`{raw}`: {why}"))
+    from_url_host(&host).map_err(|why| HostError::BadName {
+        raw: raw.to_string(),
+        source: Box::new(why),
+    })
 }
 
 /// The canonical form of a host the `url` crate has parsed (the host of an absolute
 /// URL, after its percent-decoding and IDNA mapping).
-pub fn from_url_host<S: AsRef<str>>(host: &url::Host<S>) -> Result<String, String> {
+pub fn from_url_host<S: AsRef<str>>(host: &url::Host<S>) -> Result<String, HostError> {
     match host {
         url::Host::Ipv4(ip) => Ok(ip.to_string()),
         url::Host::Ipv6(ip) => Ok(ip.to_string()),
@@ -58,32 +112,29 @@ pub fn from_url_host<S: AsRef<str>>(host: &url::Host<S>) -> Result<String, Strin
 
 /// Checks a DNS name label by label; returns it lower-case, without the one trailing
 /// dot a fully qualified name may carry.
-fn dns_name(name: &str) -> Result<String, String> {
+fn dns_name(name: &str) -> Result<String, HostError> {
     let lower = name.to_ascii_lowercase();
     let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
     if trimmed.is_empty() {
-        return Err("an empty host name".into());
+        return Err(HostError::EmptyName);
     }
     if trimmed.len() > MAX_NAME {
-        return Err(format!("a host name longer than {MAX_NAME} bytes"));
+        return Err(HostError::NameTooLong);
     }
     for label in trimmed.split('.') {
         if label.is_empty() {
-            return Err(
-                "a host name with an empty label (`..`, or a leading or second trailing dot)"
-                    .into(),
-            );
+            return Err(HostError::EmptyLabel);
         }
         if label.len() > MAX_LABEL {
-            return Err(format!("a host name label longer than {MAX_LABEL} bytes"));
+            return Err(HostError::LabelTooLong);
         }
         if !label
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
         {
-            return Err(format!(
-                "the label `{label}` has characters other than a-z, 0-9, `-` and `_`"
-            ));
+            return Err(HostError::BadLabel {
+                label: label.to_string(),
+            });
         }
     }
     Ok(trimmed.to_string())
@@ -91,7 +142,10 @@ fn dns_name(name: &str) -> Result<String, String> {
 
 /// Splits `host[:port]` / `[v6][:port]` (a `Host` header) into the canonical host and
 /// the port, if one is given. An empty port (`host:`) means the default.
-pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), HostError> {
+    let not_host_port = || HostError::NotHostPort {
+        authority: authority.to_string(),
+    };
     let (host, port) = if authority.starts_with('[') {
         match authority.find(']') {
             Some(end) => {
@@ -99,10 +153,10 @@ pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String>
                 match tail.strip_prefix(':') {
                     Some(p) => (h, Some(p)),
                     None if tail.is_empty() => (h, None),
-                    None => return Err(format!("`{authority}` is not a host[:port]")),
+                    None => return Err(not_host_port()),
                 }
             }
-            None => return Err(format!("`{authority}` is not a host[:port]")),
+            None => return Err(not_host_port()),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -118,14 +172,17 @@ pub fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String>
 }
 
 /// A port: 1 to 65535 in plain decimal digits (no sign, no spaces).
-pub fn parse_port(p: &str) -> Result<u16, String> {
+pub fn parse_port(p: &str) -> Result<u16, HostError> {
+    let not_a_port = || HostError::NotAPort {
+        port: p.to_string(),
+    };
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("`{p}` is not a port"));
+        return Err(not_a_port());
     }
     p.parse::<u16>()
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("`{p}` is not a port"))
+        .ok_or_else(not_a_port)
 }
 
 #[cfg(test)]
@@ -241,5 +298,28 @@ mod tests {
         ] {
             assert!(split_host_port(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_as_before() {
+        let e = canonical_host("denied..example").expect_err("empty label");
+        assert_eq!(
+            e.to_string(),
+            "`denied..example`: a host name with an empty label (`..`, or a leading or second trailing dot)"
+        );
+        assert_eq!(
+            canonical_host("a/b").expect_err("slash").to_string(),
+            "`a/b` is not a valid host name or address"
+        );
+        assert_eq!(
+            split_host_port("example.com:0")
+                .expect_err("port")
+                .to_string(),
+            "`0` is not a port"
+        );
+        assert_eq!(
+            split_host_port("[::1]x").expect_err("tail").to_string(),
+            "`[::1]x` is not a host[:port]"
+        );
     }
 }

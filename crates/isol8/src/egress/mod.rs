@@ -24,6 +24,7 @@ pub mod addr;
 pub mod conn;
 pub mod framing;
 pub mod host;
+mod request_error;
 
 pub use addr::AddressPolicy;
 pub use conn::raise_open_files_limit;
@@ -34,23 +35,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use isol8_protocol::{NetworkFilter, NetworkLog};
+use isol8_protocol::{layout, NetworkFilter, NetworkLog};
 use regex::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use conn::{Activity, Budget, Listener, Tracked, IDLE_TIMEOUT};
 use framing::{Body, Chunked};
+pub use request_error::RequestError;
 
 use crate::limits::compile_regex;
 use crate::{Error, Result};
 
 /// Port the agent listens on inside the sandbox.
-pub const PROXY_PORT: u16 = isol8_protocol::agent::EGRESS_PORT;
+pub const PROXY_PORT: u16 = layout::EGRESS_PORT;
 /// Where the socket directory appears inside the sandbox.
-pub const SOCKET_DIR_IN_SANDBOX: &str = "/run/isol8";
+pub const SOCKET_DIR_IN_SANDBOX: &str = layout::EGRESS_SOCKET_DIR;
 /// File name of the proxy socket in that directory.
-pub const SOCKET_NAME: &str = "egress.sock";
+pub const SOCKET_NAME: &str = layout::EGRESS_SOCKET_NAME;
 /// Stand-in source of the socket-directory mount in a `HostConfig`; each sandbox
 /// replaces it with its own directory when its container is created, so pool keys do
 /// not depend on the per-sandbox path.
@@ -411,12 +413,12 @@ where
     let started = Instant::now();
     let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
         Ok(Ok(h)) => h,
-        Ok(Err(why)) => return reply(&mut client, 400, &why).await,
+        Ok(Err(why)) => return reply(&mut client, 400, &why.to_string()).await,
         Err(_) => return reply(&mut client, 408, "no request head within 10 s").await,
     };
     let target = match parse_request(&head) {
         Ok(t) => t,
-        Err(why) => return reply(&mut client, 400, &why).await,
+        Err(why) => return reply(&mut client, 400, &why.to_string()).await,
     };
     let record = |action: &str| {
         if let Ok(mut s) = shared.lock() {
@@ -656,16 +658,16 @@ pub async fn decide(
 /// Reads up to the end of the request head; returns it and any bytes read past it.
 async fn read_head<C: AsyncRead + Unpin>(
     client: &mut C,
-) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+) -> std::result::Result<(Vec<u8>, Vec<u8>), RequestError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
         let n = client
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("reading the request: {e}"))?;
+            .map_err(|source| RequestError::Read { source })?;
         if n == 0 {
-            return Err("connection closed before the request head ended".into());
+            return Err(RequestError::ClosedEarly);
         }
         let searched = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
@@ -680,11 +682,11 @@ async fn read_head<C: AsyncRead + Unpin>(
                     return Ok((buf, rest));
                 }
                 Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(format!("malformed request: {e}")),
+                Err(source) => return Err(RequestError::Malformed { source }),
             }
         }
         if buf.len() >= MAX_HEAD {
-            return Err(format!("request head larger than {MAX_HEAD} bytes"));
+            return Err(RequestError::HeadTooLarge);
         }
     }
 }
@@ -711,16 +713,14 @@ const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"
 /// `Content-Length` that is not plain digits, any transfer coding but `chunked` (or
 /// `chunked` in HTTP/1.0), a body on a `CONNECT`, and header names that servers may read
 /// as one of those (`Content_Length`).
-pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
+pub fn parse_request(head: &[u8]) -> std::result::Result<Target, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(httparse::Status::Complete(_)) => {
-            return Err("bytes after the end of the request head".into())
-        }
-        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
-        Err(e) => return Err(format!("malformed request: {e}")),
+        Ok(httparse::Status::Complete(_)) => return Err(RequestError::TrailingBytes),
+        Ok(httparse::Status::Partial) => return Err(RequestError::Incomplete),
+        Err(source) => return Err(RequestError::Malformed { source }),
     }
     let method = req.method.unwrap_or_default().to_string();
     let raw_target = req.path.unwrap_or_default();
@@ -733,74 +733,71 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         if name.contains('_') && FRAMING_HEADERS.contains(&name.replace('_', "-").as_str()) {
-            return Err(format!(
-                "the header name `{}` could be read as `{}`; refused",
-                h.name,
-                name.replace('_', "-")
-            ));
+            return Err(RequestError::AmbiguousHeaderName {
+                name: h.name.to_string(),
+                reads_as: name.replace('_', "-"),
+            });
         }
         if !FRAMING_HEADERS.contains(&name.as_str()) {
             continue;
         }
         let value = std::str::from_utf8(h.value)
-            .map_err(|_| format!("the {} header is not ASCII", h.name))?
+            .map_err(|_| RequestError::NotAscii {
+                name: h.name.to_string(),
+            })?
             .trim_matches([' ', '\t']);
         match name.as_str() {
             "host" => {
                 if host_header.is_some() {
-                    return Err("more than one Host header".into());
+                    return Err(RequestError::Repeated { header: "Host" });
                 }
                 host_header = Some(
                     host::split_host_port(value)
-                        .map_err(|why| format!("bad Host header: {why}"))?,
+                        .map_err(|source| RequestError::BadHostHeader { source })?,
                 );
             }
             "content-length" => {
                 if length.is_some() {
-                    return Err("more than one Content-Length header".into());
+                    return Err(RequestError::Repeated {
+                        header: "Content-Length",
+                    });
                 }
                 if value.is_empty()
                     || value.len() > 18
                     || !value.bytes().all(|b| b.is_ascii_digit())
                 {
-                    return Err(format!(
-                        "Content-Length `{value}` is not a plain decimal length"
-                    ));
+                    return Err(RequestError::BadContentLength {
+                        value: value.to_string(),
+                    });
                 }
-                length = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("bad Content-Length `{value}`"))?,
-                );
+                length = Some(value.parse().map_err(|_| RequestError::BadContentLength {
+                    value: value.to_string(),
+                })?);
             }
             _ => {
                 if chunked {
-                    return Err("more than one Transfer-Encoding header".into());
+                    return Err(RequestError::Repeated {
+                        header: "Transfer-Encoding",
+                    });
                 }
                 if !value.eq_ignore_ascii_case("chunked") {
-                    return Err(format!(
-                        "Transfer-Encoding `{value}` cannot be framed by this proxy (only `chunked` is)"
-                    ));
+                    return Err(RequestError::UnsupportedCoding {
+                        value: value.to_string(),
+                    });
                 }
                 chunked = true;
             }
         }
     }
     let body = match (length, chunked) {
-        (Some(_), true) => {
-            return Err(
-                "both Content-Length and Transfer-Encoding: the body's end is ambiguous".into(),
-            )
-        }
-        (_, true) if minor == 0 => {
-            return Err("Transfer-Encoding in an HTTP/1.0 request".into());
-        }
+        (Some(_), true) => return Err(RequestError::AmbiguousBody),
+        (_, true) if minor == 0 => return Err(RequestError::ChunkedHttp10),
         (_, true) => Body::Chunked,
         (Some(0), false) | (None, false) => Body::Empty,
         (Some(n), false) => Body::Length(n),
     };
     if tunnel && body != Body::Empty {
-        return Err("a CONNECT request has no body".into());
+        return Err(RequestError::ConnectBody);
     }
 
     let (host, port, path) = if tunnel {
@@ -809,23 +806,26 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Target, String> {
     } else {
         let lower = raw_target.to_ascii_lowercase();
         if lower.starts_with("https://") {
-            return Err("https URLs go through CONNECT, not a plain proxy request".into());
+            return Err(RequestError::HttpsWithoutConnect);
         }
         if !lower.starts_with("http://") {
-            return Err(format!(
-                "`{raw_target}` is not an absolute http:// URL (this is a proxy)"
-            ));
+            return Err(RequestError::NotAbsoluteUrl {
+                target: raw_target.to_string(),
+            });
         }
-        let url =
-            url::Url::parse(raw_target).map_err(|e| format!("bad URL `{raw_target}`: {e}"))?;
+        let url = url::Url::parse(raw_target).map_err(|source| RequestError::BadUrl {
+            target: raw_target.to_string(),
+            source,
+        })?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("credentials in proxied URLs are not supported".into());
+            return Err(RequestError::Credentials);
         }
         let host = match url.host() {
-            Some(h) => {
-                host::from_url_host(&h).map_err(|why| format!("bad URL `{raw_target}`: {why}"))?
-            }
-            None => return Err("the URL has no host".into()),
+            Some(h) => host::from_url_host(&h).map_err(|source| RequestError::BadUrlHost {
+                target: raw_target.to_string(),
+                source,
+            })?,
+            None => return Err(RequestError::NoHost),
         };
         let port = url.port_or_known_default().unwrap_or(80);
         let mut path = url.path().to_string();
@@ -905,19 +905,23 @@ fn bracketed(host: &str) -> String {
 }
 
 /// `host:port` / `[v6]:port` of a CONNECT request, the host in canonical form.
-fn split_authority(auth: &str) -> std::result::Result<(String, u16), String> {
+fn split_authority(auth: &str) -> std::result::Result<(String, u16), RequestError> {
+    let target = || auth.to_string();
     let (host, port) = if auth.starts_with('[') {
         auth.split_once("]:")
             .map(|(h, p)| (format!("{h}]"), p))
-            .ok_or_else(|| format!("`{auth}` is not a [ipv6]:port CONNECT target"))?
+            .ok_or_else(|| RequestError::NotIpv6Target { target: target() })?
     } else {
         auth.rsplit_once(':')
             .map(|(h, p)| (h.to_string(), p))
-            .ok_or_else(|| format!("`{auth}` has no port (CONNECT needs host:port)"))?
+            .ok_or_else(|| RequestError::NoPort { target: target() })?
     };
-    let host = host::canonical_host(&host)
-        .map_err(|why| format!("`{auth}` is not a host:port CONNECT target: {why}"))?;
-    Ok((host, host::parse_port(port)?))
+    let host = host::canonical_host(&host).map_err(|source| RequestError::BadConnectTarget {
+        target: target(),
+        source,
+    })?;
+    let port = host::parse_port(port).map_err(|source| RequestError::BadPort { source })?;
+    Ok((host, port))
 }
 
 async fn reply<C: AsyncWrite + Unpin>(client: &mut C, status: u16, reason: &str) {

@@ -1,0 +1,259 @@
+//! The `HostConfig` of a sandbox container: SPEC section 4 (limits, mounts, capabilities,
+//! seccomp, no network) as the Docker Engine API takes it, computed from resolved
+//! [`SandboxSettings`]. [`HostConfig`] holds exactly the fields isol8 sets, named as in
+//! the API; the bollard backend copies them into the client's own type.
+//!
+//! Its hash ([`super::PoolKey::hash_of`]) decides which executions may share a pooled
+//! sandbox, so everything that makes two sandboxes differ belongs here.
+
+use std::collections::BTreeMap;
+
+use isol8_protocol::layout::{self, SANDBOX_GID, SANDBOX_UID};
+use isol8_protocol::NetworkMode;
+use serde::Serialize;
+
+use crate::egress;
+use crate::limits::SandboxSettings;
+use crate::Result;
+
+/// A bind mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// Path on the host (or [`egress::MOUNT_PLACEHOLDER`] until the sandbox's own
+    /// proxy directory is known).
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// A resource limit (`setrlimit`) of the container's processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    /// Resource name (`nofile`, `core`).
+    pub name: String,
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// The host-side settings of a container (Docker's `HostConfig`, reduced to the fields
+/// isol8 sets; `None` leaves the daemon's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostConfig {
+    /// Bind mounts.
+    pub mounts: Option<Vec<Mount>>,
+    /// `none` or `host`.
+    pub network_mode: Option<String>,
+    /// Read-only root filesystem.
+    pub readonly_rootfs: Option<bool>,
+    /// tmpfs mounts: path → mount options.
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    /// Capabilities dropped.
+    pub cap_drop: Option<Vec<String>>,
+    /// Capabilities added back.
+    pub cap_add: Option<Vec<String>>,
+    /// Security options (`no-new-privileges`, `seccomp=…`).
+    pub security_opt: Option<Vec<String>>,
+    /// Memory limit, bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap limit, bytes (equal to `memory`: no swap).
+    pub memory_swap: Option<i64>,
+    /// CPU limit, billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Process limit.
+    pub pids_limit: Option<i64>,
+    /// IPC namespace mode.
+    pub ipc_mode: Option<String>,
+    /// Size of `/dev/shm`, bytes.
+    pub shm_size: Option<i64>,
+    /// Resource limits.
+    pub ulimits: Option<Vec<Ulimit>>,
+    /// Run Docker's init as PID 1 (never: the agent is PID 1).
+    pub init: Option<bool>,
+    /// OCI runtime (`runsc`…); `None` for the daemon's default.
+    pub runtime: Option<String>,
+}
+
+/// The `HostConfig` implementing SPEC section 4 for these settings.
+pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
+    let seccomp =
+        crate::seccomp::security_opt(settings.seccomp, settings.custom_profile_path.as_deref())?;
+    let tmpfs = BTreeMap::from([
+        (
+            layout::SANDBOX_ROOT.to_string(),
+            format!(
+                "rw,exec,nosuid,nodev,size={},uid={SANDBOX_UID},gid={SANDBOX_GID},mode=0755",
+                settings.sandbox_bytes
+            ),
+        ),
+        (
+            layout::TMP_DIR.to_string(),
+            format!(
+                "rw,noexec,nosuid,nodev,size={},mode=1777",
+                settings.tmp_bytes
+            ),
+        ),
+    ]);
+    let mut mounts = Vec::new();
+    if settings.network == NetworkMode::Filtered {
+        // The per-sandbox proxy socket directory; `Sandbox::start` fills in the source.
+        mounts.push(read_only_bind(
+            egress::MOUNT_PLACEHOLDER,
+            layout::EGRESS_SOCKET_DIR,
+        ));
+    }
+    if let Some(bundle) = &settings.ca_bundle {
+        mounts.push(read_only_bind(bundle, layout::CA_BUNDLE));
+    }
+    Ok(HostConfig {
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        network_mode: Some(match settings.network {
+            NetworkMode::Host => "host".to_string(),
+            _ => "none".to_string(),
+        }),
+        readonly_rootfs: Some(settings.readonly_root_fs),
+        tmpfs: Some(tmpfs),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(vec![
+            "SETUID".to_string(),
+            "SETGID".to_string(),
+            "SETPCAP".to_string(),
+        ]),
+        security_opt: Some(vec!["no-new-privileges:true".to_string(), seccomp]),
+        memory: Some(settings.memory_bytes),
+        memory_swap: Some(settings.memory_bytes),
+        nano_cpus: Some(settings.nano_cpus),
+        pids_limit: Some(settings.pids_limit),
+        ipc_mode: Some("private".to_string()),
+        shm_size: Some(64 << 20),
+        ulimits: Some(vec![
+            Ulimit {
+                name: "nofile".into(),
+                soft: 4096,
+                hard: 4096,
+            },
+            Ulimit {
+                name: "core".into(),
+                soft: 0,
+                hard: 0,
+            },
+        ]),
+        init: Some(false),
+        runtime: settings.oci_runtime.clone(),
+    })
+}
+
+fn read_only_bind(source: &str, target: &str) -> Mount {
+    Mount {
+        source: source.to_string(),
+        target: target.to_string(),
+        read_only: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isol8_protocol::EngineOptions;
+
+    #[test]
+    fn empty_per_request_options_give_the_engine_own_settings() {
+        let base = EngineOptions::default();
+        let own = SandboxSettings::resolve(&base).expect("defaults");
+        let merged =
+            SandboxSettings::resolve(&base.overlay(&EngineOptions::default())).expect("merged");
+        assert_eq!(own, merged);
+        let a = super::super::PoolKey::new("isol8:python", &host_config(&own).expect("host"));
+        let b = super::super::PoolKey::new("isol8:python", &host_config(&merged).expect("host"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn an_empty_client_security_object_keeps_the_operators_oci_runtime() {
+        // What `isol8 serve` with `security.runtime: "runsc"` does with a client's
+        // `options: {"security": {}, "networkFilter": {}}`: the container it would create
+        // keeps the runtime, and the filter keeps the operator's lists.
+        let operator = EngineOptions {
+            security: Some(isol8_protocol::options::SecurityOptions {
+                runtime: Some("runsc".into()),
+                ..Default::default()
+            }),
+            network: Some(NetworkMode::Filtered),
+            network_filter: Some(isol8_protocol::NetworkFilter {
+                whitelist: vec![r"^pypi\.org$".into()],
+                blacklist: vec![r"^evil\.example$".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let client: EngineOptions =
+            serde_json::from_str(r#"{"security": {}, "networkFilter": {}, "memoryLimit": "256m"}"#)
+                .expect("json");
+        let s = SandboxSettings::resolve(&operator.overlay(&client)).expect("merged");
+        assert_eq!(s.oci_runtime.as_deref(), Some("runsc"));
+        let host = host_config(&s).expect("host config");
+        assert_eq!(host.runtime.as_deref(), Some("runsc"));
+        assert_eq!(s.network_filter.whitelist, [r"^pypi\.org$"]);
+        assert_eq!(s.network_filter.blacklist, [r"^evil\.example$"]);
+        assert_eq!(
+            s.memory_bytes,
+            256 << 20,
+            "the client's own value still applies"
+        );
+    }
+
+    #[test]
+    fn the_minimum_limits_reach_the_container_as_resolved() {
+        let s = SandboxSettings::resolve(&EngineOptions {
+            cpu_limit: Some(crate::limits::MIN_CPU),
+            pids_limit: Some(crate::limits::MIN_PIDS),
+            memory_limit: Some("6m".into()),
+            sandbox_size: Some("1".into()),
+            tmp_size: Some("1".into()),
+            max_output_size: Some(1),
+            timeout_ms: Some(1),
+            ..Default::default()
+        })
+        .expect("the minimum is valid");
+        let h = host_config(&s).expect("host config");
+        assert_eq!(
+            (h.memory, h.memory_swap, h.nano_cpus, h.pids_limit),
+            (Some(6 << 20), Some(6 << 20), Some(10_000_000), Some(1)),
+        );
+    }
+
+    #[test]
+    fn the_sandbox_is_locked_down_and_mounts_follow_the_layout() {
+        let mut s = SandboxSettings::resolve(&EngineOptions {
+            network: Some(NetworkMode::Filtered),
+            ..Default::default()
+        })
+        .expect("filtered");
+        s.ca_bundle = Some("/etc/ssl/corp.pem".into());
+        let h = host_config(&s).expect("host config");
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.init, Some(false));
+        let opts = h.security_opt.expect("security options");
+        assert!(
+            opts.iter().any(|o| o == "no-new-privileges:true"),
+            "{opts:?}"
+        );
+        assert!(opts.iter().any(|o| o.starts_with("seccomp=")), "{opts:?}");
+        let tmpfs = h.tmpfs.expect("tmpfs");
+        assert!(tmpfs[layout::SANDBOX_ROOT].contains("uid=1000,gid=1000"));
+        assert!(tmpfs[layout::TMP_DIR].contains("noexec"));
+        let mounts = h.mounts.expect("mounts");
+        assert_eq!(
+            mounts,
+            [
+                read_only_bind(egress::MOUNT_PLACEHOLDER, layout::EGRESS_SOCKET_DIR),
+                read_only_bind("/etc/ssl/corp.pem", layout::CA_BUNDLE),
+            ]
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Admitting a request: everything between `execute` and the spawned [`Run`] — the
+//! per-request options laid over the engine's, the `codeUrl` fetched, a built image that
+//! covers `installPackages` looked up, the request validated and prepared, the secrets
+//! compiled, and the wait for the session and for an execution slot. Whatever fails
+//! here is returned as an error before anything runs (masked: it may quote request text).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use isol8_protocol::options::Mode;
+use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, NetworkMode};
+use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit};
+
+use super::host_config::{host_config, HostConfig};
+use super::pool::PoolKey;
+use super::run::{collect, event_stream, Msg, Run};
+use super::session::Session;
+use super::{Active, DockerEngine};
+use crate::control::{Control, Controller};
+use crate::engine::EventStream;
+use crate::limits::SandboxSettings;
+use crate::output::Secrets;
+use crate::prepare::prepare;
+use crate::{Error, Result};
+
+/// A run's messages, and the name of its runtime.
+pub(super) type Launched = (mpsc::Receiver<Msg>, String);
+
+/// Settings with the `HostConfig` they give and its pool hash.
+fn with_host(settings: SandboxSettings) -> Result<(Arc<SandboxSettings>, HostConfig, String)> {
+    let host = host_config(&settings)?;
+    let hash = PoolKey::hash_of(&host);
+    Ok((Arc::new(settings), host, hash))
+}
+
+impl DockerEngine {
+    /// Runs a request with per-request options laid over the engine's (how the server
+    /// applies a client's `options`). Sandboxes are only shared between executions whose
+    /// resulting security settings are identical.
+    pub async fn execute_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<ExecutionResult> {
+        let rx = self.launch(&req, Some(options)).await?;
+        collect(rx).await
+    }
+
+    /// Streams a request with per-request options laid over the engine's.
+    pub async fn execute_stream_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<EventStream> {
+        let rx = self.launch(&req, Some(options)).await?;
+        Ok(event_stream(rx))
+    }
+
+    /// Runs a request whose standard input stays open for [`Controller`] input, and which
+    /// accepts signals while it runs (the server's WebSocket route).
+    pub async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: Option<&EngineOptions>,
+    ) -> Result<(EventStream, Controller)> {
+        let (controller, rx) = Controller::channel();
+        let run = match self.launch_with(&req, options, Some(rx)).await {
+            Ok(run) => run,
+            Err(e) => return Err(self.mask_launch_error(options, e).await),
+        };
+        Ok((event_stream(run), controller))
+    }
+
+    /// The settings a run with these per-request options gets: `options` laid over the
+    /// engine's ([`EngineOptions::overlay`], field by field, so nothing the engine set is
+    /// dropped by omission), resolved and validated. This is what the server's policy
+    /// checks before it runs a client's request; empty options are the engine's own
+    /// settings, unresolved again. A request's `installPackages` may still switch an
+    /// unset network to `filtered` when it runs.
+    pub fn settings_with(&self, options: &EngineOptions) -> Result<Arc<SandboxSettings>> {
+        if *options == EngineOptions::default() {
+            return Ok(self.inner.settings.clone());
+        }
+        let mut settings = SandboxSettings::resolve(&self.inner.options.overlay(options))?;
+        settings.ca_bundle = self.inner.settings.ca_bundle.clone();
+        Ok(Arc::new(settings))
+    }
+
+    /// Validates the request and spawns its run; messages arrive on the returned channel.
+    pub(super) async fn launch(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+    ) -> Result<Launched> {
+        match self.launch_with(req, overrides, None).await {
+            Ok(run) => Ok(run),
+            Err(e) => Err(self.mask_launch_error(overrides, e).await),
+        }
+    }
+
+    /// A refused launch's error with every secret the execution would have had (the
+    /// engine's and the request's) masked: `codeUrl`, `prepare` and option errors can
+    /// quote request text.
+    async fn mask_launch_error(&self, overrides: Option<&EngineOptions>, e: Error) -> Error {
+        let values: Vec<String> = self
+            .inner
+            .settings
+            .secrets
+            .values()
+            .chain(overrides.into_iter().flat_map(|o| o.secrets.values()))
+            .cloned()
+            .collect();
+        match Secrets::compile(values).await {
+            Ok(secrets) => secrets.mask_error(e),
+            // Secrets too large to compile: that is the error to report.
+            Err(too_big) => too_big,
+        }
+    }
+
+    /// What must happen to a request before it is prepared: its `codeUrl` fetched, and
+    /// its `installPackages` served by a built image that has them (which then replaces
+    /// the image and drops the install). Returns the rewritten request, if any.
+    async fn resolve_request(
+        &self,
+        req: &ExecutionRequest,
+        settings: Arc<SandboxSettings>,
+    ) -> Result<(Option<ExecutionRequest>, Arc<SandboxSettings>)> {
+        let mut owned: Option<ExecutionRequest> = None;
+        if req.code_url.is_some() || req.code_hash.is_some() {
+            let mut r = req.clone();
+            self.inner.code_fetcher.resolve(&mut r).await?;
+            owned = Some(r);
+        }
+        if req.install_packages.is_empty() || settings.image.is_some() {
+            return Ok((owned, settings));
+        }
+        let covering = super::housekeeping::covering_image(
+            self.inner.api.as_ref(),
+            &req.runtime,
+            &req.install_packages,
+        )
+        .await;
+        let Some(tag) = covering else {
+            return Ok((owned, settings));
+        };
+        tracing::debug!(image = %tag, "using a built image that has the packages");
+        let mut r = owned.unwrap_or_else(|| req.clone());
+        r.install_packages.clear();
+        let settings = SandboxSettings {
+            image: Some(tag),
+            ..(*settings).clone()
+        };
+        Ok((Some(r), Arc::new(settings)))
+    }
+
+    async fn launch_with(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+        control: Option<mpsc::Receiver<Control>>,
+    ) -> Result<Launched> {
+        if self.inner.is_stopped() {
+            return Err(Error::Stopped);
+        }
+        // Active (for `running()`) from now until the run ends or this future is dropped.
+        let active = Active::new(&self.inner);
+        // Empty per-request options (the server's usual case) are the engine's own
+        // settings: no resolving or hashing on the warm path.
+        let overrides = overrides.filter(|o| **o != EngineOptions::default());
+        let (settings, host, host_hash) = match overrides {
+            None => (
+                self.inner.settings.clone(),
+                self.inner.host.clone(),
+                self.inner.host_hash.clone(),
+            ),
+            Some(o) => {
+                if o.mode == Some(Mode::Persistent) {
+                    return Err(Error::InvalidRequest(
+                        "per-request options cannot switch to persistent mode; use a session"
+                            .into(),
+                    ));
+                }
+                with_host((*self.settings_with(o)?).clone())?
+            }
+        };
+        // Compiled once for the whole execution: every stream, log, file and error of it.
+        let secrets = Secrets::compile(settings.secrets.values().cloned().collect()).await?;
+        let (owned, settings) = self.resolve_request(req, settings).await?;
+        let req = owned.as_ref().unwrap_or(req);
+        let mut prepared = prepare(req, &self.inner.registry, &settings)?;
+        prepared.spec.interactive = control.is_some();
+        let (settings, host, host_hash) = if prepared.network == settings.network {
+            (settings, host, host_hash)
+        } else {
+            // installPackages chose the filtered network: a sandbox of that kind is needed.
+            with_host(SandboxSettings {
+                network: prepared.network,
+                ..(*settings).clone()
+            })?
+        };
+        let egress_rules = match prepared.network {
+            NetworkMode::Filtered => Some(Arc::new(crate::egress::Rules::new(
+                &settings.network_filter,
+                &prepared.egress_hosts,
+                prepared.egress_restricted,
+            )?)),
+            _ => None,
+        };
+        // Queue here, before anything is returned: a request that gets no slot (or meets a
+        // stopped engine or a closed budget) is an error, not a stream that fails. A
+        // session's execution first waits for the session (executions of a session run
+        // one at a time), so it never holds a slot while it waits for its turn.
+        let session = if self.inner.settings.mode == Mode::Persistent {
+            Some(self.session_turn().await?)
+        } else {
+            None
+        };
+        let permit = self
+            .slot(Duration::from_millis(prepared.spec.timeout_ms))
+            .await?;
+        let control = control.map(tokio::sync::Mutex::new);
+        let (tx, rx) = mpsc::channel(64);
+        let inner = self.inner.clone();
+        let runtime = prepared.runtime.name.clone();
+        tokio::spawn(async move {
+            Run {
+                inner: inner.clone(),
+                tx,
+                settings,
+                host,
+                host_hash,
+                control,
+                egress_rules,
+                setup_tail: Mutex::new(String::new()),
+                secrets,
+            }
+            .execute(prepared, session)
+            .await;
+            drop(permit);
+            drop(active);
+        });
+        Ok((rx, runtime))
+    }
+
+    /// Waits for the persistent session to be free (no other execution or transfer in
+    /// it). Refused with [`Error::Stopped`] once the engine stops or its slots close.
+    async fn session_turn(&self) -> Result<OwnedMutexGuard<Option<Session>>> {
+        tokio::select! {
+            guard = self.inner.session.clone().lock_owned() => Ok(guard),
+            _ = self.inner.halted() => Err(Error::Stopped),
+            _ = self.inner.slots.wait_closed() => Err(Error::Stopped),
+        }
+    }
+
+    /// Waits up to `wait` for an execution slot (see [`super::Slots`]).
+    async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit> {
+        tokio::select! {
+            biased;
+            _ = self.inner.halted() => Err(Error::Stopped),
+            permit = self.inner.slots.acquire(wait) => permit,
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! One execution in one sandbox: the state machine from the `Exec` frame to the result.
+//!
+//! A run takes a sandbox from the pool (or the persistent session, see [`super::session`]),
+//! sends one `Exec` frame and turns the agent's frames into messages for its consumer:
+//! `Output` frames become masked stdout/stderr events tagged with their phase, `Exited`
+//! becomes the summary (after the output-cap trailers and the timeout marker), and
+//! `ExecFailed` becomes the agent's refusal. Around that loop it enforces what the agent
+//! cannot: a watchdog past the request's timeout (a frozen or vanished container is not
+//! the program's timeout), a consumer that went away (the run stops at once and its
+//! sandbox is discarded), an OOM-killed or dead container. A sandbox that ended cleanly
+//! goes back to the pool; any other is destroyed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use isol8_protocol::agent::{self, ExecFailed, Exited, Frame, Kind, StepPhase, Stream};
+use isol8_protocol::{ExecutionResult, NetworkLog, Phase, StreamEvent, StreamEventType};
+use tokio::sync::{mpsc, OwnedMutexGuard};
+
+use super::host_config::HostConfig;
+use super::pool::{self, PoolKey};
+use super::sandbox::{self, Sandbox};
+use super::session::Session;
+use super::Inner;
+use crate::control::Control;
+use crate::engine::EventStream;
+use crate::error::SandboxError;
+use crate::limits::SandboxSettings;
+use crate::output::{truncation_trailer, Secrets, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
+use crate::prepare::Prepared;
+use crate::{Error, Result};
+
+/// Extra time the engine gives the agent past the request's timeout before killing the
+/// container itself.
+pub(super) const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes of setup output kept for the error of a failed package install.
+const SETUP_TAIL: usize = 4096;
+
+/// The last `n` non-empty lines of `text`, joined by newlines.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a run reports to whoever consumes it.
+pub(super) enum Msg {
+    Event(StreamEvent),
+    Done(Box<Summary>),
+    Failed(Error),
+}
+
+/// How a run ended, for the buffered result.
+pub(super) struct Summary {
+    exit_code: i32,
+    truncated: bool,
+    duration_ms: u64,
+    container_id: String,
+    files: Option<BTreeMap<String, String>>,
+    masked_files: Option<Vec<String>>,
+    network_logs: Option<Vec<NetworkLog>>,
+}
+
+/// One execution in one sandbox.
+pub(super) struct Run {
+    pub(super) inner: Arc<Inner>,
+    pub(super) tx: mpsc::Sender<Msg>,
+    /// Settings of this execution (the engine's, or per-request options over them).
+    pub(super) settings: Arc<SandboxSettings>,
+    /// The `HostConfig` those settings give.
+    pub(super) host: HostConfig,
+    /// Its [`PoolKey::hash_of`].
+    pub(super) host_hash: String,
+    /// Stdin and signals for an interactive execution.
+    pub(super) control: Option<tokio::sync::Mutex<mpsc::Receiver<Control>>>,
+    /// What the egress proxy admits during this execution (`filtered` network).
+    pub(super) egress_rules: Option<Arc<crate::egress::Rules>>,
+    /// The end of the setup phase's output (for a failed install's error).
+    pub(super) setup_tail: Mutex<String>,
+    /// This execution's secrets: masked in its output, network log, files and errors.
+    pub(super) secrets: Secrets,
+}
+
+/// Why a run ended without a summary.
+pub(super) enum Stop {
+    /// The consumer went away (client disconnect, dropped stream).
+    Gone,
+    /// The run failed.
+    Failed(Error),
+    /// The exec frame could not be sent: the agent is gone (before anything ran).
+    Unsent(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<SandboxError> for Stop {
+    fn from(e: SandboxError) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// How the agent's part of a run ended.
+pub(super) enum Ending {
+    /// The agent reported `Exited`: the sandbox can be reset and reused.
+    Clean(Exited),
+    /// The sandbox must be destroyed (watchdog fired, OOM killed the agent…).
+    Dirty(Exited),
+}
+
+impl Run {
+    /// Runs the execution: in the persistent session when `session` is given (held by
+    /// this execution), else in a pooled sandbox.
+    pub(super) async fn execute(
+        self,
+        prepared: Prepared,
+        session: Option<OwnedMutexGuard<Option<Session>>>,
+    ) {
+        let key = PoolKey::with_hash(&prepared.image, &self.host_hash);
+        let outcome = match session {
+            Some(guard) => self.drive_session(&prepared, guard).await,
+            None => self.drive(&key, &prepared).await,
+        };
+        match outcome {
+            Ok(summary) => {
+                let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
+            }
+            Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
+                let e = if self.inner.is_stopped() {
+                    Error::Stopped
+                } else {
+                    e
+                };
+                let _ = self.tx.send(Msg::Failed(self.secrets.mask_error(e))).await;
+            }
+            Err(Stop::Gone) => {}
+        }
+    }
+
+    async fn emit(&self, ev: StreamEvent) -> Result<(), Stop> {
+        self.tx.send(Msg::Event(ev)).await.map_err(|_| Stop::Gone)
+    }
+
+    /// Runs the execution in a pooled sandbox (warm, or started for it), and gives the
+    /// sandbox back (clean) or destroys it.
+    async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
+        let runtime = &prepared.runtime.name;
+        let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
+        let exec = Frame::json(Kind::Exec, &prepared.spec);
+        let (mut result, mut logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+        if let Err(Stop::Unsent(e)) = result {
+            if !warm {
+                sb.destroy(&self.inner).await;
+                return Err(Stop::Failed(e));
+            }
+            // A pooled sandbox that died while idle: replace it with a fresh one.
+            tracing::warn!(container = %sb.id, error = %e, "pooled sandbox is dead; starting a new one");
+            let fresh =
+                match Sandbox::start(&self.inner, &key.image, runtime, self.host.clone()).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        sb.destroy(&self.inner).await;
+                        return Err(Stop::Failed(e));
+                    }
+                };
+            std::mem::replace(&mut sb, fresh).destroy(&self.inner).await;
+            (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+            if let Err(Stop::Unsent(e)) = result {
+                sb.destroy(&self.inner).await;
+                return Err(Stop::Failed(e));
+            }
+        }
+        let id = sb.id.clone();
+        let ended = match result {
+            Ok(Ending::Clean(exited)) => {
+                if self.settings.persist {
+                    sandbox::forget(&self.inner, &id);
+                } else {
+                    pool::release(&self.inner, key.clone(), sb, true);
+                }
+                exited
+            }
+            Ok(Ending::Dirty(exited)) => {
+                self.discard(sb).await;
+                exited
+            }
+            Err(e) => {
+                self.discard(sb).await;
+                return Err(e);
+            }
+        };
+        self.finish(ended, id, prepared, logs).await
+    }
+
+    /// Sends the exec frame and relays the execution, with the sandbox's egress proxy (if
+    /// any) applying this execution's rules for exactly that long. A failure to send is
+    /// [`Stop::Unsent`], so a dead pooled sandbox can be replaced.
+    pub(super) async fn send_and_relay(
+        &self,
+        sb: &mut Sandbox,
+        prepared: &Prepared,
+        exec: &Frame,
+    ) -> (Result<Ending, Stop>, Option<Vec<NetworkLog>>) {
+        if let (Some(e), Some(rules)) = (&sb.egress, &self.egress_rules) {
+            crate::egress::begin(e.shared(), rules.clone(), self.settings.log_network);
+        }
+        let result = match sb.send(exec).await {
+            Ok(()) => self.relay(sb, prepared).await,
+            Err(e) => Err(Stop::Unsent(e)),
+        };
+        let logs = sb
+            .egress
+            .as_ref()
+            .and_then(|e| crate::egress::finish(e.shared()));
+        (result, logs)
+    }
+
+    /// Destroys a sandbox that must not be reused (kept with `persist`).
+    async fn discard(&self, sb: Sandbox) {
+        if self.settings.persist {
+            sandbox::forget(&self.inner, &sb.id);
+        } else {
+            sb.destroy(&self.inner).await;
+        }
+    }
+
+    /// Relays the agent's frames as events until the execution ends.
+    async fn relay(&self, sb: &mut Sandbox, prepared: &Prepared) -> Result<Ending, Stop> {
+        // One masking text per stream across all phases: a secret split between the
+        // setup's output and the code's is still one secret.
+        let mut texts = [
+            TextStream::new(&self.secrets),
+            TextStream::new(&self.secrets),
+        ];
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(prepared.spec.timeout_ms)
+            + WATCHDOG_GRACE;
+        let exited = loop {
+            let next = tokio::time::timeout_at(deadline, sb.next_frame());
+            let control = async {
+                match &self.control {
+                    Some(c) => c.lock().await.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                r = next => r,
+                // The consumer went away (client disconnected): stop now, even if the
+                // program is silent, so its sandbox is reclaimed.
+                _ = self.tx.closed() => return Err(Stop::Gone),
+                Some(c) = control => {
+                    let frame = match c {
+                        Control::Stdin(data) => Frame { kind: Kind::Stdin, payload: data },
+                        Control::CloseStdin => Frame { kind: Kind::StdinClose, payload: Vec::new() },
+                        Control::Signal(signal) => {
+                            Frame::json(Kind::Signal, &isol8_protocol::agent::SignalSpec { signal })
+                        }
+                    };
+                    sb.send(&frame).await?;
+                    continue;
+                }
+            };
+            let frame = match next {
+                Err(_) => {
+                    // A frozen or vanished container is not the program's timeout: the
+                    // program may never have run.
+                    if let Some(e) = sb.unresponsive(&self.inner).await {
+                        tracing::warn!(container = %sb.id, error = %e, "agent missed the deadline");
+                        self.flush_texts(&mut texts).await?;
+                        return Err(Stop::Failed(e));
+                    }
+                    tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
+                    let exited = Exited {
+                        exit_code: 137,
+                        timed_out: true,
+                        ..Default::default()
+                    };
+                    self.flush_texts(&mut texts).await?;
+                    self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+                    return Ok(Ending::Dirty(exited));
+                }
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => {
+                    if sb.oom_killed(&self.inner).await {
+                        self.flush_texts(&mut texts).await?;
+                        return Ok(Ending::Dirty(Exited {
+                            exit_code: 137,
+                            ..Default::default()
+                        }));
+                    }
+                    return Err(sb.died(&self.inner).await.into());
+                }
+                Ok(Err(e)) => return Err(e.into()),
+            };
+            match frame.kind {
+                Kind::Output => {
+                    let (stream, phase, data) = agent::decode_output(&frame.payload)
+                        .map_err(|source| SandboxError::BadFrame { source })?;
+                    let released = texts[text_slot(stream)].push(phase, data);
+                    self.emit_texts(stream, released).await?;
+                }
+                Kind::Exited => {
+                    break frame
+                        .parse::<Exited>()
+                        .map_err(|source| SandboxError::BadFrame { source })?
+                }
+                Kind::ExecFailed => {
+                    let failed: ExecFailed = frame
+                        .parse()
+                        .map_err(|source| SandboxError::BadFrame { source })?;
+                    return Err(Error::InvalidRequest(failed.message).into());
+                }
+                kind => {
+                    return Err(SandboxError::UnexpectedFrame {
+                        kind,
+                        during: "from the agent",
+                    }
+                    .into())
+                }
+            }
+        };
+        self.flush_texts(&mut texts).await?;
+        let phase = exited.phase.unwrap_or(StepPhase::Code);
+        for (stream, stats) in [
+            (Stream::Stdout, exited.stdout),
+            (Stream::Stderr, exited.stderr),
+        ] {
+            if stats.truncated {
+                let trailer = format!(
+                    "\n{}\n",
+                    truncation_trailer(stats.total_bytes, self.settings.max_output)
+                );
+                self.emit_text(stream, phase, trailer).await?;
+            }
+        }
+        if exited.timed_out {
+            self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+        }
+        Ok(Ending::Clean(exited))
+    }
+
+    /// Releases what the streams' maskers still hold (the execution's output ended).
+    async fn flush_texts(&self, texts: &mut [TextStream; 2]) -> Result<(), Stop> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = texts[text_slot(stream)].finish();
+            self.emit_texts(stream, rest).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit_texts(
+        &self,
+        stream: Stream,
+        texts: Vec<(StepPhase, String)>,
+    ) -> Result<(), Stop> {
+        for (phase, text) in texts {
+            self.emit_text(stream, phase, text).await?;
+        }
+        Ok(())
+    }
+
+    /// The summary of an execution the agent reported ended: a failed install becomes
+    /// [`Error::PackageInstall`]; network logs and files are masked.
+    pub(super) async fn finish(
+        &self,
+        exited: Exited,
+        container_id: String,
+        prepared: &Prepared,
+        network_logs: Option<Vec<NetworkLog>>,
+    ) -> Result<Summary, Stop> {
+        for (path, reason) in &exited.file_errors {
+            let (path, reason) = (self.secrets.mask_str(path), self.secrets.mask_str(reason));
+            tracing::debug!(%path, %reason, "output path not read");
+        }
+        if prepared.installs && exited.steps_run == 1 && exited.exit_code != 0 && !exited.timed_out
+        {
+            let installer = prepared
+                .spec
+                .steps
+                .first()
+                .and_then(|s| s.argv.first())
+                .cloned()
+                .unwrap_or_default();
+            let output = self
+                .setup_tail
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default();
+            return Err(Error::PackageInstall {
+                installer,
+                exit_code: exited.exit_code,
+                output: last_lines(&output, 12),
+            }
+            .into());
+        }
+        let mut network_logs = network_logs.filter(|_| self.settings.log_network);
+        if let Some(logs) = network_logs.as_mut() {
+            self.secrets.mask_network_logs(logs);
+        }
+        let (files, masked_files) = if prepared.spec.output_paths.is_empty() {
+            (None, None)
+        } else {
+            let (files, masked) = self.secrets.mask_files_async(exited.files).await;
+            (Some(files), (!masked.is_empty()).then_some(masked))
+        };
+        Ok(Summary {
+            exit_code: exited.exit_code,
+            truncated: exited.stdout.truncated || exited.stderr.truncated,
+            duration_ms: exited.duration_ms,
+            container_id,
+            files,
+            masked_files,
+            network_logs,
+        })
+    }
+
+    async fn emit_text(&self, stream: Stream, phase: StepPhase, text: String) -> Result<(), Stop> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let phase = match phase {
+            StepPhase::Setup => {
+                if let Ok(mut tail) = self.setup_tail.lock() {
+                    tail.push_str(&text);
+                    if tail.len() > SETUP_TAIL {
+                        let mut cut = tail.len() - SETUP_TAIL;
+                        while !tail.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        tail.drain(..cut);
+                    }
+                }
+                Phase::Setup
+            }
+            StepPhase::Code => Phase::Code,
+        };
+        self.emit(match stream {
+            Stream::Stdout => StreamEvent::stdout(text, phase),
+            Stream::Stderr => StreamEvent::stderr(text, phase),
+        })
+        .await
+    }
+}
+
+/// Index of a stream's [`TextStream`] in a run.
+fn text_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+/// The message that ends a run whose consumer saw no result.
+fn ended_without_result() -> Error {
+    Error::SandboxLost("the execution ended without a result".into())
+}
+
+/// Collects a run's messages into a buffered result.
+pub(super) async fn collect(
+    (mut rx, runtime): (mpsc::Receiver<Msg>, String),
+) -> Result<ExecutionResult> {
+    let started = chrono::Utc::now();
+    let mut result = ExecutionResult {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        runtime,
+        timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ..Default::default()
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Event(ev) => match ev.kind {
+                StreamEventType::Stdout => result.stdout.push_str(&ev.data),
+                StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+                StreamEventType::Error if ev.data == TIMEOUT_EVENT => {
+                    if !result.stderr.is_empty() && !result.stderr.ends_with('\n') {
+                        result.stderr.push('\n');
+                    }
+                    result.stderr.push_str(TIMEOUT_TRAILER);
+                }
+                StreamEventType::Error | StreamEventType::Exit => {}
+            },
+            Msg::Done(summary) => {
+                result.exit_code = summary.exit_code;
+                result.duration_ms = summary.duration_ms;
+                result.truncated = summary.truncated;
+                result.container_id = Some(summary.container_id);
+                result.files = summary.files;
+                result.masked_files = summary.masked_files;
+                result.network_logs = summary.network_logs;
+                return Ok(result);
+            }
+            Msg::Failed(e) => return Err(e),
+        }
+    }
+    Err(ended_without_result())
+}
+
+/// Turns a run's messages into stream events ending with exactly one `exit` — except
+/// when the sandbox was lost ([`Error::is_sandbox_lost`]): then the last event is an
+/// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
+/// `exit` follows, since no exit code exists.
+pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
+    let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        let events = match rx.recv().await {
+            Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
+            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
+            Some(Msg::Failed(e)) if e.is_sandbox_lost() => vec![lost_event(&e)],
+            Some(Msg::Failed(e)) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
+            None => vec![lost_event(&ended_without_result())],
+        };
+        Some((events, (rx, true)))
+    })
+    .flat_map(futures_util::stream::iter);
+    Box::pin(stream)
+}
+
+/// The final `error` event of a run whose sandbox was lost.
+pub(crate) fn lost_event(e: &Error) -> StreamEvent {
+    match e {
+        Error::SandboxLost(_) | Error::SandboxUnresponsive(_) => StreamEvent::error(e.to_string()),
+        other => StreamEvent::error(format!("sandbox lost: {other}")),
+    }
+}
