@@ -188,7 +188,7 @@ impl Backend for DockerEngine {
     async fn cleanup(&self, images: bool) -> isol8::Result<Removed> {
         // Only this server's own containers: those labelled with this engine's owner.
         let report = isol8::maintenance::cleanup(
-            self.docker(),
+            self.backend(),
             &isol8::maintenance::CleanupOptions {
                 images,
                 owner: Some(self.owner().to_string()),

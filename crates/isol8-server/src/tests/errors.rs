@@ -81,7 +81,9 @@ fn every_busy_answer_carries_retry_after_and_nothing_else_does() {
 #[test]
 fn server_failures_name_the_execution_and_keep_engine_text_out() {
     let internal = [
-        isol8::Error::Sandbox("agent frame 7 malformed at /var/lib/docker/overlay2/abc".into()),
+        isol8::Error::Sandbox(isol8::error::SandboxError::DiedAtStart {
+            why: "agent frame 7 malformed at /var/lib/docker/overlay2/abc".into(),
+        }),
         isol8::Error::ImageMissing {
             image: "isol8:python".into(),
             runtime: "python".into(),

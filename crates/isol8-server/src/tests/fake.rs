@@ -188,9 +188,11 @@ impl Fake {
                     )))
                 }
                 "break" => {
-                    return Err(isol8::Error::Sandbox(format!(
-                        "agent frame from {INTERNAL}"
-                    )))
+                    return Err(isol8::Error::Sandbox(
+                        isol8::error::SandboxError::DiedAtStart {
+                            why: format!("agent frame from {INTERNAL}"),
+                        },
+                    ))
                 }
                 other => {
                     return Err(isol8::Error::InvalidRequest(format!(
@@ -297,9 +299,9 @@ impl Executor for FakeRef {
                 _ => {}
             }
         }
-        result.exit_code = run
-            .await
-            .map_err(|e| isol8::Error::Sandbox(e.to_string()))??;
+        result.exit_code = run.await.map_err(|e| {
+            isol8::Error::Sandbox(isol8::error::SandboxError::DiedAtStart { why: e.to_string() })
+        })??;
         Ok(result)
     }
 
