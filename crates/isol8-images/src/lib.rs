@@ -31,6 +31,7 @@ pub mod artifacts;
 pub mod base;
 pub mod builder;
 pub mod custom;
+pub mod event;
 pub mod recipe;
 pub mod setup;
 pub mod status;
@@ -40,8 +41,9 @@ use std::path::{Path, PathBuf};
 use isol8::RuntimeRegistry;
 
 pub use agent::locate_agent;
+pub use event::SetupEvent;
 pub use recipe::Recipe;
-pub use setup::{setup, ImageReport, SetupEvent, SetupOptions};
+pub use setup::{setup, ImageReport, SetupOptions};
 pub use status::{checks, status, ImageStatus};
 
 pub use isol8::BASE_IMAGE;

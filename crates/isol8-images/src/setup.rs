@@ -11,6 +11,7 @@ use isol8::RuntimeRegistry;
 
 use crate::agent::{self, locate_agent};
 use crate::builder::{append_file, build_image};
+use crate::event::SetupEvent;
 use crate::status::image_info;
 use crate::{artifacts, base, image_for, ImageError, Recipe, AGENT_BUILD_COMMAND, BASE_IMAGE};
 
@@ -26,36 +27,6 @@ pub struct SetupOptions {
     pub offline: bool,
     /// Agent binary to bake in (default: [`locate_agent`]).
     pub agent_path: Option<PathBuf>,
-}
-
-/// Progress of [`setup`], for the CLI to show.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SetupEvent {
-    /// A step begins.
-    Step {
-        /// Runtime concerned, if any.
-        runtime: Option<String>,
-        /// What is happening.
-        message: String,
-    },
-    /// A line of output from a long-running step (Docker build, pull, debootstrap,
-    /// download), so progress is never silent.
-    Output {
-        /// The line, without its newline.
-        line: String,
-    },
-    /// An image (a runtime image or the base) was built.
-    Built {
-        /// Image reference.
-        image: String,
-        /// Build time.
-        seconds: f64,
-    },
-    /// An image was already current.
-    UpToDate {
-        /// Image reference.
-        image: String,
-    },
 }
 
 /// Outcome of [`setup`] for one runtime image.

@@ -1,5 +1,5 @@
 //! Authentication: the middleware in front of every route but `/health` and
-//! `/openapi.json`, and [`Caller`], who it found.
+//! `/openapi.json`; who it found is a [`Caller`].
 //!
 //! `Authorization: Bearer KEY` with the master key (compared in constant time, with the
 //! `subtle` crate) or, when a key store is configured, a valid database key (known,
@@ -13,45 +13,10 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::caller::Caller;
 use crate::error::{ApiError, AuthError};
-use crate::extractors::Trace;
 use crate::state::AppState;
-
-/// The tenant of the master key.
-pub const MASTER_TENANT: &str = "master";
-
-/// Who is calling: a tenant, and the database key used (none for the master key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Owner of the sessions the caller creates and sees.
-    pub tenant: String,
-    /// The database key's id; `None` for the master key.
-    pub key_id: Option<String>,
-}
-
-impl Caller {
-    /// The master key's caller.
-    pub fn master() -> Caller {
-        Caller {
-            tenant: MASTER_TENANT.into(),
-            key_id: None,
-        }
-    }
-
-    /// True for the master key.
-    pub fn is_master(&self) -> bool {
-        self.key_id.is_none()
-    }
-
-    /// Refuses database keys (`403`).
-    pub fn require_master(&self) -> Result<(), ApiError> {
-        if self.is_master() {
-            Ok(())
-        } else {
-            Err(AuthError::MasterKeyRequired.into())
-        }
-    }
-}
+use crate::trace::Trace;
 
 /// True when `token` is the master key; the time taken does not depend on where they
 /// differ.

@@ -14,9 +14,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::extractors::Trace;
 use crate::keys::{StoreError, MAX_TTL};
 use crate::policy::PolicyError;
+use crate::trace::Trace;
 
 /// `Retry-After` (seconds) of a 503: no slot in time, shutting down, Docker or the key
 /// store unreachable.

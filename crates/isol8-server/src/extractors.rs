@@ -1,90 +1,16 @@
-//! Extractors: [`ApiJson`] (JSON bodies whose rejections are JSON errors, within the
-//! body timeout), [`optional_json`] (a body that may be empty), [`Trace`] (the ids a
-//! failure is logged under) and [`Caller`] (who is calling, set by the auth middleware).
+//! Extractors of request bodies: [`ApiJson`] (JSON bodies whose rejections are JSON
+//! errors, within the body timeout) and [`optional_json`] (a body that may be empty).
+//! The request's ids are [`crate::trace::Trace`] and its caller [`crate::caller::Caller`].
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, AuthError, InputError};
+use crate::error::{ApiError, InputError};
 use crate::state::AppState;
-
-/// The header a client may name its request by; failures are logged with it.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The ids a request's failures are logged under: `id`, assigned by the server (the
-/// "execution id" a 5xx answer names), and the client's `X-Request-Id`, if it sent a
-/// usable one (1-128 visible ASCII characters).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trace {
-    /// Server-assigned, unique per request (a UUID).
-    pub id: String,
-    /// The client's own request id.
-    pub request_id: Option<String>,
-}
-
-impl Trace {
-    /// A new id, with the request id found in `headers`.
-    pub fn from_headers(headers: &HeaderMap) -> Trace {
-        let request_id = headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string);
-        Trace {
-            id: uuid::Uuid::new_v4().to_string(),
-            request_id,
-        }
-    }
-
-    /// The request's trace: the one already assigned to it (by the auth middleware or
-    /// an earlier extractor), else a new one, remembered for the rest of the request.
-    pub fn of(parts: &mut Parts) -> Trace {
-        if let Some(t) = parts.extensions.get::<Trace>() {
-            return t.clone();
-        }
-        let t = Trace::from_headers(&parts.headers);
-        parts.extensions.insert(t.clone());
-        t
-    }
-
-    /// [`Trace::of`] for a whole request (in a middleware).
-    pub fn of_request(req: &mut Request) -> Trace {
-        if let Some(t) = req.extensions().get::<Trace>() {
-            return t.clone();
-        }
-        let t = Trace::from_headers(req.headers());
-        req.extensions_mut().insert(t.clone());
-        t
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Trace {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Trace::of(parts))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    /// The caller the auth middleware identified; on a route without it (a bug), the
-    /// request is refused as unauthenticated.
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(ApiError::Auth(AuthError::MissingHeader))
-    }
-}
 
 /// `Json` whose rejections (malformed JSON, wrong types, missing fields, too large) are
 /// JSON errors with the right status; a body not received within the server's body

@@ -27,29 +27,33 @@
 
 pub mod auth;
 pub mod backend;
+pub mod caller;
 pub mod error;
 pub mod extractors;
 pub mod keys;
 pub mod net;
 pub mod openapi;
 pub mod policy;
+pub mod router;
 pub mod routes;
 pub mod serve;
 pub mod sessions;
 pub mod state;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
 
-pub use auth::MASTER_TENANT;
+pub use caller::MASTER_TENANT;
 pub use error::{ApiError, RETRY_AFTER_BUSY_SECS, RETRY_AFTER_SESSIONS_SECS};
 pub use extractors::ApiJson;
 pub use openapi::openapi_document;
+pub use router::app;
 pub use routes::execute::ExecuteBody;
 pub use routes::files::{GetFileQuery, PutFileBody};
 pub use routes::health::VERSION;
 pub use routes::keys::DEFAULT_LOGIN_TTL;
-pub use routes::{app, MAX_BODY_BYTES};
+pub use routes::MAX_BODY_BYTES;
 pub use serve::{serve, ServeConfig, ServeError, ServeEvent};
 pub use sessions::{check_session_id, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_TENANT};
 pub use state::{AppState, ServerSettings, DEFAULT_BODY_TIMEOUT};

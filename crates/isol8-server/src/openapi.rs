@@ -126,7 +126,7 @@ const fn optional_body(schema: SchemaFn) -> Option<Body> {
     })
 }
 
-/// Every operation of the API, as [`crate::app`] routes them.
+/// Every operation of the API, as the router routes them.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/health",
@@ -447,4 +447,9 @@ pub fn document() -> &'static Value {
 /// The OpenAPI description of every route, as a value of its own.
 pub fn openapi_document() -> Value {
     document().clone()
+}
+
+/// `GET /openapi.json`: the OpenAPI document ([`document`]), without a key.
+pub async fn serve() -> axum::Json<Value> {
+    axum::Json(document().clone())
 }

@@ -11,11 +11,10 @@ use isol8::EngineOptions;
 use isol8_protocol::options::Mode;
 use tokio::sync::Mutex;
 
-use crate::auth::Caller;
-use crate::backend::Executor;
+use crate::backend::{Backend, Executor};
+use crate::caller::Caller;
 use crate::error::{ApiError, SessionError};
-use crate::extractors::Trace;
-use crate::state::AppState;
+use crate::trace::Trace;
 
 /// Sessions alive at once when `serverPolicy.maxSessions` is not set.
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
@@ -121,11 +120,14 @@ impl Sessions {
     }
 }
 
-impl AppState {
-    /// The engine of session `id` for `caller`; if `create`, a new persistent one when
-    /// the caller's tenant has none by that id (within the caps).
+impl Sessions {
+    /// The engine of session `id` for `caller`; if `create`, a new persistent one made
+    /// by `backend` with `options` when the caller's tenant has none by that id (within
+    /// the caps).
     pub(crate) async fn session(
         &self,
+        backend: &dyn Backend,
+        options: &EngineOptions,
         caller: &Caller,
         id: &str,
         create: bool,
@@ -133,7 +135,7 @@ impl AppState {
     ) -> Result<Arc<dyn Executor>, ApiError> {
         check_session_id(id)?;
         let key = (caller.tenant.clone(), id.to_string());
-        let mut map = self.sessions.map.lock().await;
+        let mut map = self.map.lock().await;
         // Only the caller's tenant's sessions are looked at: another tenant's `id` is not
         // there, busy or not.
         if let Some(s) = map.get_mut(&key) {
@@ -143,20 +145,19 @@ impl AppState {
         if !create {
             return Err(SessionError::NotFound(id.to_string()).into());
         }
-        if map.len() >= self.sessions.max_total {
-            return Err(SessionError::ServerFull(self.sessions.max_total).into());
+        if map.len() >= self.max_total {
+            return Err(SessionError::ServerFull(self.max_total).into());
         }
-        let max_tenant = self.sessions.max_per_tenant;
+        let max_tenant = self.max_per_tenant;
         if map.keys().filter(|(t, _)| *t == caller.tenant).count() >= max_tenant {
             return Err(SessionError::TenantFull(max_tenant).into());
         }
         // No engine call under the lock: a session engine is created without one, and
         // its container is started by its first execution, outside this lock.
-        let engine = self
-            .engine()
+        let engine = backend
             .new_session(EngineOptions {
                 mode: Some(Mode::Persistent),
-                ..self.session_options().clone()
+                ..options.clone()
             })
             .map_err(|e| ApiError::engine(e, trace))?;
         map.insert(

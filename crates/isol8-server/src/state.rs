@@ -9,11 +9,12 @@ use std::time::Duration;
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest};
 
 use crate::backend::{Backend, Executor};
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extractors::Trace;
 use crate::keys;
 use crate::policy;
 use crate::sessions::Sessions;
+use crate::trace::Trace;
 
 /// Default bound on receiving a whole request body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,9 +138,18 @@ impl AppState {
         self.shared.clone()
     }
 
-    /// The defaults of session engines.
-    pub(crate) fn session_options(&self) -> &EngineOptions {
-        &self.options
+    /// The engine of session `id` for `caller`; if `create`, a new persistent one when
+    /// the caller's tenant has none by that id (within the caps; see [`Sessions`]).
+    pub(crate) async fn session(
+        &self,
+        caller: &Caller,
+        id: &str,
+        create: bool,
+        trace: &Trace,
+    ) -> Result<Arc<dyn Executor>, ApiError> {
+        self.sessions
+            .session(self.engine(), &self.options, caller, id, create, trace)
+            .await
     }
 
     pub(crate) fn master_key(&self) -> &str {

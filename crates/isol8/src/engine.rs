@@ -41,3 +41,11 @@ pub trait Engine: Send + Sync {
     /// Reads a file from the persistent session (refusing symlinks and non-files).
     async fn get_file(&self, path: &str) -> Result<Vec<u8>>;
 }
+
+/// Decodes the base64 `files` of a result.
+pub fn decode_file(content: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .map_err(|source| crate::error::SandboxError::DecodeFile { source }.into())
+}

@@ -21,8 +21,6 @@
 //! Building the images is not part of the engine: the `isol8-images` crate builds them
 //! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
 
-#[cfg(test)]
-mod architecture;
 pub mod config;
 pub mod control;
 pub mod docker;

@@ -457,7 +457,7 @@ impl Engine for RemoteEngine {
                     .query(&[("sessionId", id.as_str()), ("path", path)]),
             )
             .await?;
-        crate::docker::decode_file(value["content"].as_str().unwrap_or_default())
+        crate::engine::decode_file(value["content"].as_str().unwrap_or_default())
     }
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extractors::{optional_json, Trace};
+use crate::extractors::optional_json;
 use crate::state::AppState;
+use crate::trace::Trace;
 
 /// Body of `POST /cleanup` (optional: an empty body is `{}`).
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -19,11 +19,12 @@ use futures_util::StreamExt;
 use isol8::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent, StreamEventType};
 use serde::Deserialize;
 
-use crate::auth::Caller;
 use crate::backend::{signal_number, Control, Executor};
+use crate::caller::Caller;
 use crate::error::{lost_message, unresponsive_message, ApiError};
-use crate::extractors::{ApiJson, Trace};
+use crate::extractors::ApiJson;
 use crate::state::AppState;
+use crate::trace::Trace;
 
 /// Body of `POST /execute` and `POST /execute/stream`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

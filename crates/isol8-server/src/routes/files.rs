@@ -9,11 +9,12 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::{ApiError, InputError};
-use crate::extractors::{ApiJson, Trace};
+use crate::extractors::ApiJson;
 use crate::routes::Done;
 use crate::state::AppState;
+use crate::trace::Trace;
 
 /// Body of `POST /file`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -1,4 +1,5 @@
-//! `GET /health` and `GET /openapi.json`: the two routes that need no key.
+//! `GET /health`: liveness and version, without a key (as is `GET /openapi.json`,
+//! served by the OpenAPI module).
 
 use serde::Serialize;
 
@@ -20,9 +21,4 @@ pub async fn health() -> axum::Json<Health> {
         status: "ok",
         version: VERSION,
     })
-}
-
-/// `GET /openapi.json`: the OpenAPI document ([`crate::openapi::document`]).
-pub async fn openapi() -> axum::Json<serde_json::Value> {
-    axum::Json(crate::openapi::document().clone())
 }

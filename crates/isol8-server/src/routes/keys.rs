@@ -8,12 +8,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::{ApiError, AuthError, InputError, KeyError};
-use crate::extractors::{optional_json, ApiJson, Trace};
+use crate::extractors::{optional_json, ApiJson};
 use crate::keys::{self, KeyView};
 use crate::routes::Done;
 use crate::state::AppState;
+use crate::trace::Trace;
 
 /// Lifetime of a key issued by `POST /auth/login` when neither the body nor
 /// `auth.defaultTtlMs` gives one.

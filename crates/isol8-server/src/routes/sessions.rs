@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extractors::Trace;
 use crate::routes::Done;
 use crate::state::AppState;
+use crate::trace::Trace;
 
 /// One entry of `GET /sessions`.
 #[derive(Debug, Serialize, schemars::JsonSchema)]

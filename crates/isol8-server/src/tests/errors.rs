@@ -4,9 +4,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 
 use crate::error::{ApiError, AuthError, SessionError};
-use crate::extractors::Trace;
 use crate::keys::StoreError;
 use crate::sessions::check_session_id;
+use crate::trace::Trace;
 
 fn trace() -> Trace {
     Trace {

@@ -28,6 +28,8 @@ mod run;
 pub mod sandbox;
 mod session;
 pub mod slots;
+
+pub use crate::engine::decode_file;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -37,7 +39,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult};
 use tokio::sync::watch as signal;
 
@@ -344,11 +345,4 @@ impl Engine for DockerEngine {
     async fn get_file(&self, path: &str) -> Result<Vec<u8>> {
         self.session_get_file(path).await
     }
-}
-
-/// Decodes the base64 `files` of a result.
-pub fn decode_file(content: &str) -> Result<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(content)
-        .map_err(|source| SandboxError::DecodeFile { source }.into())
 }
