@@ -20,7 +20,7 @@ pub(crate) fn unavailable() -> Option<String> {
     RESULT
         .get_or_init(|| {
             block_on(async {
-                let docker = match Docker::connect_with_local_defaults() {
+                let docker = match Docker::connect_with_defaults() {
                     Ok(d) => d,
                     Err(e) => return Some(format!("no Docker daemon: {e}")),
                 };
@@ -84,7 +84,7 @@ pub async fn engine(options: EngineOptions) -> DockerEngine {
 /// # Panics
 /// When the daemon cannot be asked.
 pub async fn containers_labelled(label: &str, value: &str) -> Vec<String> {
-    let docker = Docker::connect_with_local_defaults().expect("connect to the Docker daemon");
+    let docker = Docker::connect_with_defaults().expect("connect to the Docker daemon");
     let filters = HashMap::from([(
         "label".to_string(),
         vec![

@@ -27,13 +27,14 @@ use crate::docker::DockerEngine;
 use crate::error::ApiError;
 use crate::{Error, Result};
 
-/// Connects to the local Docker daemon (`DOCKER_HOST` or the default socket) and
+/// Connects to the Docker daemon `DOCKER_HOST` names (`unix://…` or `tcp://…`; the
+/// default socket `/var/run/docker.sock` when unset) and
 /// negotiates the API version, so daemons from 20.10 (API 1.41) up to current work.
 pub async fn connect() -> Result<Docker> {
     let unavailable = |e: BollardError| Error::DockerUnavailable {
         detail: e.to_string(),
     };
-    let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+    let docker = Docker::connect_with_defaults().map_err(unavailable)?;
     let docker = docker.negotiate_version().await.map_err(unavailable)?;
     docker.ping().await.map_err(unavailable)?;
     Ok(docker)
@@ -328,7 +329,7 @@ impl ContainerApi for Docker {
     }
 
     fn detached(&self) -> Result<Arc<dyn ContainerApi>, ApiError> {
-        Ok(Arc::new(Docker::connect_with_local_defaults()?))
+        Ok(Arc::new(Docker::connect_with_defaults()?))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
