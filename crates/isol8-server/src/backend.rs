@@ -10,63 +10,22 @@ use std::fmt;
 use std::sync::Arc;
 
 use isol8::limits::SandboxSettings;
-use isol8::{DockerEngine, EngineOptions, EventStream, ExecutionRequest, ExecutionResult};
+use isol8::{DockerEngine, Engine, EngineOptions};
 
-/// Input for a running interactive execution, and signal names (`SIGINT`…) to numbers.
-pub use isol8::docker::{signal_number, Control};
+/// Input for a running interactive execution, its sender, and signal names (`SIGINT`…)
+/// to numbers.
+pub use isol8::control::{signal_number, Control, Controller};
 
-/// Feeds a running interactive execution (the WebSocket route's stdin and signals).
-#[async_trait::async_trait]
-pub trait Controls: Send + Sync {
-    /// Sends input; false once the execution has ended.
-    async fn send(&self, control: Control) -> bool;
-}
-
-/// An execution started interactively: its events, and its input.
-pub type Interactive = (EventStream, Box<dyn Controls>);
-
-/// Runs executions: the shared engine (ephemeral requests, with the client's options
-/// laid over the server's) or one session's (its persistent container, with empty
-/// options). Errors are the engine's; the router maps them to statuses.
-#[async_trait::async_trait]
-pub trait Executor: Send + Sync + fmt::Debug {
-    /// Runs `req` to completion with `options` laid over the engine's.
-    async fn execute(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<ExecutionResult>;
-
-    /// Runs `req`, yielding its events as they come (see [`EventStream`]). Dropping the
-    /// stream kills the execution.
-    async fn execute_stream(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<EventStream>;
-
-    /// Runs `req` with its standard input open to [`Controls`], which also deliver
-    /// signals.
-    async fn execute_interactive(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<Interactive>;
-
-    /// Writes a file into the session's sandbox (a path inside `/sandbox`).
-    async fn put_file(&self, path: &str, content: &[u8]) -> isol8::Result<()>;
-
-    /// Reads a file from the session's sandbox (regular files only).
-    async fn get_file(&self, path: &str) -> isol8::Result<Vec<u8>>;
-
+/// What runs executions: the shared engine (ephemeral requests, with the client's
+/// options laid over the server's) or one session's (its persistent container, with
+/// empty options). Running them is the [`Engine`] trait's; the server also needs to
+/// know what each is doing. Errors are the engine's; the router maps them to statuses.
+pub trait Executor: Engine + fmt::Debug {
     /// Executions launched and not yet ended (queued, waiting or running).
     fn running(&self) -> usize;
 
     /// Ids of the containers this engine owns now.
     fn live_containers(&self) -> Vec<String>;
-
-    /// Kills running executions and removes every container of this engine.
-    async fn stop(&self) -> isol8::Result<()>;
 }
 
 /// What the cleanup route removed.
@@ -107,59 +66,13 @@ pub trait Backend: Executor {
     async fn cleanup(&self, images: bool) -> isol8::Result<Removed>;
 }
 
-#[async_trait::async_trait]
-impl Controls for isol8::docker::Controller {
-    async fn send(&self, control: Control) -> bool {
-        isol8::docker::Controller::send(self, control).await
-    }
-}
-
-#[async_trait::async_trait]
 impl Executor for DockerEngine {
-    async fn execute(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<ExecutionResult> {
-        self.execute_with(req, options).await
-    }
-
-    async fn execute_stream(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<EventStream> {
-        self.execute_stream_with(req, options).await
-    }
-
-    async fn execute_interactive(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> isol8::Result<Interactive> {
-        let (events, controller) =
-            DockerEngine::execute_interactive(self, req, Some(options)).await?;
-        Ok((events, Box::new(controller)))
-    }
-
-    async fn put_file(&self, path: &str, content: &[u8]) -> isol8::Result<()> {
-        isol8::Engine::put_file(self, path, content).await
-    }
-
-    async fn get_file(&self, path: &str) -> isol8::Result<Vec<u8>> {
-        isol8::Engine::get_file(self, path).await
-    }
-
     fn running(&self) -> usize {
         DockerEngine::running(self)
     }
 
     fn live_containers(&self) -> Vec<String> {
         DockerEngine::live_containers(self)
-    }
-
-    async fn stop(&self) -> isol8::Result<()> {
-        isol8::Engine::stop(self).await
     }
 }
 

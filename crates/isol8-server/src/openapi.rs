@@ -170,7 +170,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/execute/ws",
         method: Method::Get,
-        summary: "WebSocket: send {type:execute}, then {type:stdin,data} / {type:signal,signal} (schema WsIn); receive StreamEvents; close 1000 after the exit event, 1003 on invalid messages, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)",
+        summary: "WebSocket: send {type:execute}, then {type:stdin,data,eof?} (eof: true closes stdin after data) / {type:signal,signal} (schema WsIn); receive StreamEvents; close 1000 after the exit event, 1003 on invalid messages, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)",
         authenticated: true,
         params: Params::None,
         body: None,

@@ -145,3 +145,53 @@ async fn execute_stream_falls_back_to_sse_when_the_upgrade_fails() {
     );
     state.shutdown().await;
 }
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn interactive_input_end_of_file_and_signals_reach_the_program_over_the_websocket() {
+    use isol8::control::Control;
+    let (state, base) = serve(false).await;
+    let remote = RemoteEngine::new(&base, KEY, None, EngineOptions::default()).expect("client");
+    // `cat` copies its input and ends only at end-of-file.
+    let (events, controller) = remote
+        .execute_interactive(request("cat; echo end"), &EngineOptions::default())
+        .await
+        .expect("start");
+    assert!(controller.send(Control::Stdin(b"one\n".to_vec())).await);
+    assert!(controller.send(Control::Stdin(b"two\n".to_vec())).await);
+    assert!(controller.send(Control::CloseStdin).await);
+    let events: Vec<StreamEvent> = events.collect().await;
+    let (out, _, exit) = output(&events);
+    assert_eq!(out, "one\ntwo\nend\n", "{events:?}");
+    assert_eq!(exit.as_deref(), Some("0"), "{events:?}");
+
+    // A signal reaches the program's process group.
+    let (mut events, controller) = remote
+        .execute_interactive(
+            request("trap 'echo caught; exit 3' INT; echo ready; while :; do sleep 0.1; done"),
+            &EngineOptions::default(),
+        )
+        .await
+        .expect("start");
+    let first = events.next().await.expect("an event");
+    assert_eq!(first.data, "ready\n", "{first:?}");
+    assert!(controller.send(Control::Signal(2)).await);
+    let rest: Vec<StreamEvent> = events.collect().await;
+    let (out, _, exit) = output(&rest);
+    assert_eq!(out, "caught\n", "{rest:?}");
+    assert_eq!(exit.as_deref(), Some("3"), "{rest:?}");
+    state.shutdown().await;
+
+    // Without a WebSocket, interactive input is refused before anything runs.
+    let (state, base) = serve(true).await;
+    let remote = RemoteEngine::new(&base, KEY, None, EngineOptions::default()).expect("client");
+    let err = remote
+        .execute_interactive(request("cat"), &EngineOptions::default())
+        .await
+        .err()
+        .expect("no WebSocket, no interactive run");
+    assert!(
+        matches!(err, Error::NotSupported(_)) && err.to_string().contains("WebSocket"),
+        "{err:?}"
+    );
+    state.shutdown().await;
+}

@@ -16,15 +16,16 @@ pub enum Control {
     Signal(i32),
 }
 
-/// Feeds a running interactive execution (see `DockerEngine::execute_interactive`).
+/// Feeds a running interactive execution (the `Engine` trait's `execute_interactive`).
 #[derive(Debug, Clone)]
 pub struct Controller {
     tx: mpsc::Sender<Control>,
 }
 
 impl Controller {
-    /// A controller and the receiving end the execution reads its controls from.
-    pub(crate) fn channel() -> (Controller, mpsc::Receiver<Control>) {
+    /// A controller and the receiving end the execution reads its controls from (for
+    /// implementations of the `Engine` trait's `execute_interactive`).
+    pub fn channel() -> (Controller, mpsc::Receiver<Control>) {
         let (tx, rx) = mpsc::channel(64);
         (Controller { tx }, rx)
     }
@@ -47,6 +48,18 @@ pub fn signal_number(name: &str) -> Option<i32> {
     })
 }
 
+/// The name (`SIGINT`…) of a signal [`signal_number`] knows.
+pub fn signal_name(number: i32) -> Option<&'static str> {
+    Some(match number {
+        2 => "SIGINT",
+        15 => "SIGTERM",
+        9 => "SIGKILL",
+        1 => "SIGHUP",
+        3 => "SIGQUIT",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +70,9 @@ mod tests {
         assert_eq!(signal_number("TERM"), Some(15));
         assert_eq!(signal_number("SIGKILL"), Some(9));
         assert_eq!(signal_number("SIGSTOP"), None);
+        for name in ["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT"] {
+            assert_eq!(signal_number(name).and_then(signal_name), Some(name));
+        }
     }
 
     #[tokio::test]

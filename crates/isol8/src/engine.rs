@@ -3,8 +3,9 @@
 use std::pin::Pin;
 
 use futures_util::Stream;
-use isol8_protocol::{ExecutionRequest, ExecutionResult, StreamEvent};
+use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent};
 
+use crate::control::Controller;
 use crate::Result;
 
 /// Events of a streamed execution. Ends with exactly one `exit` event, except when the
@@ -14,25 +15,61 @@ use crate::Result;
 /// `exit` event, because there is no exit code to report.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
 
-/// Something that runs [`ExecutionRequest`]s in sandboxes.
+/// Something that runs [`ExecutionRequest`]s in sandboxes: the local [`DockerEngine`],
+/// the [`RemoteEngine`] of an `isol8 serve`, or a test double.
+///
+/// Per-request options (`options`) are laid over the engine's own, field by field
+/// ([`EngineOptions::overlay`]): they can only narrow what the engine was set up with.
+/// Empty options mean the engine's own settings.
+///
+/// [`DockerEngine`]: crate::docker::DockerEngine
+/// [`RemoteEngine`]: crate::remote::RemoteEngine
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
-    /// Prepares the engine (checks the daemon; later: warms the pool).
+    /// Prepares the engine (checks the daemon or server; warms the pools it was asked to).
     async fn start(&self) -> Result<()>;
 
     /// Stops the engine: running executions are killed and every container it owns removed.
     async fn stop(&self) -> Result<()>;
 
-    /// Runs a request to completion and returns its buffered result.
-    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult>;
+    /// Runs a request to completion with the engine's own options; the buffered result.
+    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
+        self.execute_with(req, &EngineOptions::default()).await
+    }
 
-    /// Runs a request, yielding output as it is produced.
+    /// Runs a request to completion with `options` laid over the engine's.
+    async fn execute_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<ExecutionResult>;
+
+    /// Runs a request with the engine's own options, yielding output as it is produced.
     ///
     /// Validation errors (and, for the local engine, a queue timeout or a stopped engine)
     /// are returned before anything runs; other failures after that arrive as an `error`
     /// event followed by the `exit` event, or, when the sandbox was lost, as a final
-    /// `error` event with no `exit` (see [`EventStream`]).
-    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream>;
+    /// `error` event with no `exit` (see [`EventStream`]). Dropping the stream kills the
+    /// execution.
+    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
+        self.execute_stream_with(req, &EngineOptions::default())
+            .await
+    }
+
+    /// [`Engine::execute_stream`] with `options` laid over the engine's.
+    async fn execute_stream_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<EventStream>;
+
+    /// Streams a request whose standard input stays open: the [`Controller`] feeds it
+    /// (bytes, then end-of-file) and delivers signals to the program while it runs.
+    async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(EventStream, Controller)>;
 
     /// Writes a file into the persistent session (binary-safe; the path must be inside
     /// `/sandbox`).

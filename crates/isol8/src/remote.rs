@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent};
 use serde_json::{json, Value};
 
+use crate::control::{signal_name, Control, Controller};
 use crate::engine::{Engine, EventStream};
 use crate::{Error, Result};
 
@@ -117,8 +118,15 @@ impl RemoteEngine {
             .map(drop)
     }
 
-    /// Streams over `GET /execute/ws`. `Ok(None)`: the upgrade failed (use SSE).
-    async fn ws_stream(&self, req: &ExecutionRequest) -> Result<Option<EventStream>> {
+    /// Streams over `GET /execute/ws`, forwarding `control` (stdin, end-of-file,
+    /// signals) to the server while the program runs. `Ok(None)`: the upgrade failed
+    /// (use SSE).
+    async fn ws_stream(
+        &self,
+        req: &ExecutionRequest,
+        options: &EngineOptions,
+        control: Option<tokio::sync::mpsc::Receiver<Control>>,
+    ) -> Result<Option<EventStream>> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::Message;
         let url = match self.base.split_once("://") {
@@ -133,25 +141,63 @@ impl RemoteEngine {
             return Ok(None);
         };
         request.headers_mut().insert("authorization", auth);
-        let mut ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+        let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((ws, _)) => ws,
             Err(e) => {
                 tracing::debug!("WebSocket upgrade at {url} failed ({e}); falling back to SSE");
                 return Ok(None);
             }
         };
-        let mut msg = self.body(req);
+        let (mut sink, mut ws) = ws.split();
+        let mut msg = self.body(req, options);
         msg["type"] = json!("execute");
-        ws.send(Message::Text(msg.to_string().into()))
+        sink.send(Message::Text(msg.to_string().into()))
             .await
             .map_err(|e| Error::Remote {
                 status: 0,
                 message: format!("WebSocket send failed: {e}"),
             })?;
+        // Controls go out on the same socket while events come in; the task ends when
+        // the controller is dropped or the socket closes.
+        let interactive = control.is_some();
+        let sink = match control {
+            Some(mut control) => {
+                tokio::spawn(async move {
+                    while let Some(c) = control.recv().await {
+                        let msg = match c {
+                            Control::Stdin(data) => {
+                                json!({"type": "stdin", "data": String::from_utf8_lossy(&data)})
+                            }
+                            Control::CloseStdin => {
+                                json!({"type": "stdin", "data": "", "eof": true})
+                            }
+                            Control::Signal(n) => match signal_name(n) {
+                                Some(name) => json!({"type": "signal", "signal": name}),
+                                None => continue,
+                            },
+                        };
+                        if sink
+                            .send(Message::Text(msg.to_string().into()))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                None
+            }
+            None => Some(sink),
+        };
         // The first frame tells a refused request (an error event, then a close other
-        // than 1000, before anything ran) from a started one.
+        // than 1000, before anything ran) from a started one. An interactive program
+        // may say nothing until it gets input, so there the refusal arrives in the
+        // stream instead (an error event, then the early close).
         let mut first = Vec::new();
         loop {
+            if interactive {
+                break;
+            }
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => {
                     let Ok(ev) = serde_json::from_str::<StreamEvent>(&t) else {
@@ -200,8 +246,8 @@ impl RemoteEngine {
             .is_some_and(|e| e.kind == isol8_protocol::StreamEventType::Error);
         let head = futures_util::stream::iter(first);
         let rest = futures_util::stream::unfold(
-            (ws, ended, after_error),
-            |(mut ws, done, after_error)| async move {
+            (ws, ended, after_error, sink),
+            |(mut ws, done, after_error, sink)| async move {
                 if done {
                     return None;
                 }
@@ -213,7 +259,7 @@ impl RemoteEngine {
                             };
                             let last = ev.kind == isol8_protocol::StreamEventType::Exit;
                             let error = ev.kind == isol8_protocol::StreamEventType::Error;
-                            return Some((vec![ev], (ws, last, error)));
+                            return Some((vec![ev], (ws, last, error, sink)));
                         }
                         // Closed before the exit event (1011: the sandbox was lost, and
                         // the server's last event said so).
@@ -225,19 +271,19 @@ impl RemoteEngine {
                                 after_error,
                                 format!("the server ended the stream before the exit event (WebSocket close {code}{}{reason})", if reason.is_empty() { "" } else { ": " }),
                             );
-                            return Some((events, (ws, true, true)));
+                            return Some((events, (ws, true, true, sink)));
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             let events = vec![StreamEvent::error(format!(
                                 "stream interrupted: {e}"
                             ))];
-                            return Some((events, (ws, true, true)));
+                            return Some((events, (ws, true, true, sink)));
                         }
                         None => {
                             let events =
                                 ended_early(after_error, "the server closed the stream early");
-                            return Some((events, (ws, true, true)));
+                            return Some((events, (ws, true, true, sink)));
                         }
                     }
                 }
@@ -251,8 +297,10 @@ impl RemoteEngine {
         format!("{}{path}", self.base)
     }
 
-    fn body(&self, req: &ExecutionRequest) -> Value {
-        let mut body = json!({ "request": req, "options": self.options });
+    /// The body of an execute call: the request, this client's options with `options`
+    /// laid over them, and the session id.
+    fn body(&self, req: &ExecutionRequest, options: &EngineOptions) -> Value {
+        let mut body = json!({ "request": req, "options": self.options.overlay(options) });
         if let Some(id) = &self.session_id {
             body["sessionId"] = json!(id);
         }
@@ -400,9 +448,17 @@ impl Engine for RemoteEngine {
         Ok(())
     }
 
-    async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
+    async fn execute_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<ExecutionResult> {
         let value = self
-            .call(self.http.post(self.url("/execute")).json(&self.body(&req)))
+            .call(
+                self.http
+                    .post(self.url("/execute"))
+                    .json(&self.body(&req, options)),
+            )
             .await?;
         serde_json::from_value(value).map_err(|e| Error::Remote {
             status: 200,
@@ -410,8 +466,12 @@ impl Engine for RemoteEngine {
         })
     }
 
-    async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
-        if let Some(stream) = self.ws_stream(&req).await? {
+    async fn execute_stream_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<EventStream> {
+        if let Some(stream) = self.ws_stream(&req, options, None).await? {
             self.last_transport.store(1, Ordering::Relaxed);
             return Ok(stream);
         }
@@ -420,7 +480,7 @@ impl Engine for RemoteEngine {
             .http
             .post(self.url("/execute/stream"))
             .bearer_auth(&self.key)
-            .json(&self.body(&req))
+            .json(&self.body(&req, options))
             .send()
             .await
             .map_err(|e| unreachable_server(&self.base, e))?;
@@ -431,6 +491,26 @@ impl Engine for RemoteEngine {
         }
         let events = sse_stream_events(sse_stream::SseByteStream::new(resp.bytes_stream()));
         Ok(Box::pin(events))
+    }
+
+    /// Over the WebSocket route only: server-sent events carry nothing back to the
+    /// server, so without a WebSocket this is [`Error::NotSupported`].
+    async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(EventStream, Controller)> {
+        let (controller, rx) = Controller::channel();
+        match self.ws_stream(&req, options, Some(rx)).await? {
+            Some(stream) => {
+                self.last_transport.store(1, Ordering::Relaxed);
+                Ok((stream, controller))
+            }
+            None => Err(Error::NotSupported(format!(
+                "interactive input needs the WebSocket route of {}, and the upgrade failed (a proxy in between that does not pass WebSockets?)",
+                self.base
+            ))),
+        }
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {

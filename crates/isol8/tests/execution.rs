@@ -454,7 +454,10 @@ async fn interactive_stdin_and_signals_reach_the_running_program() {
     use isol8::docker::Control;
     let engine = engine(EngineOptions::default()).await;
     let req = code("python", "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\nprint('eof')");
-    let (mut events, ctl) = engine.execute_interactive(req, None).await.expect("start");
+    let (mut events, ctl) = engine
+        .execute_interactive(req, &Default::default())
+        .await
+        .expect("start");
     assert!(ctl.send(Control::Stdin(b"hello\n".to_vec())).await);
     let mut out = String::new();
     while !out.contains("HELLO\n") {
@@ -475,7 +478,10 @@ async fn interactive_stdin_and_signals_reach_the_running_program() {
         "bash",
         "trap 'echo got-int; exit 5' INT; echo ready; while true; do sleep 0.05; done",
     );
-    let (mut events, ctl) = engine.execute_interactive(req, None).await.expect("start");
+    let (mut events, ctl) = engine
+        .execute_interactive(req, &Default::default())
+        .await
+        .expect("start");
     let mut out = String::new();
     while !out.contains("ready") {
         out.push_str(&events.next().await.expect("event").data);

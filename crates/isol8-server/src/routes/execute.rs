@@ -58,7 +58,12 @@ pub enum WsIn {
     /// Feed the running program's stdin.
     Stdin {
         /// Text for standard input.
+        #[serde(default)]
         data: String,
+        /// Close standard input after `data` (end-of-file), so a program that reads to
+        /// the end finishes; an isol8 addition (absent: `false`, stdin stays open).
+        #[serde(default)]
+        eof: bool,
     },
     /// Interrupt the running program.
     Signal {
@@ -130,7 +135,7 @@ pub async fn execute(
     )
     .await?;
     let result = engine
-        .execute(body.request, &options)
+        .execute_with(body.request, &options)
         .await
         .map_err(|e| state.refusal(e, &trace))?;
     Ok(axum::Json(result))
@@ -154,7 +159,7 @@ pub async fn execute_stream(
     )
     .await?;
     let events = engine
-        .execute_stream(body.request, &options)
+        .execute_stream_with(body.request, &options)
         .await
         .map_err(|e| state.refusal(e, &trace))?;
     // Dropping this stream (client gone) drops the run's receiver: the engine kills the
@@ -279,7 +284,14 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<WsIn>(&t) {
-                    Ok(WsIn::Stdin { data }) => { control.send(Control::Stdin(data.into_bytes())).await; }
+                    Ok(WsIn::Stdin { data, eof }) => {
+                        if !data.is_empty() {
+                            control.send(Control::Stdin(data.into_bytes())).await;
+                        }
+                        if eof {
+                            control.send(Control::CloseStdin).await;
+                        }
+                    }
                     Ok(WsIn::Signal { signal }) => match signal_number(&signal) {
                         Some(n) => { control.send(Control::Signal(n)).await; }
                         None => return ws_fail(&mut socket, INVALID, format!("unknown signal `{signal}`; use SIGINT or SIGTERM")).await,

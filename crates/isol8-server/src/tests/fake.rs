@@ -23,7 +23,8 @@ use isol8::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{Backend, Control, Controls, Executor, Interactive, Removed};
+use crate::backend::{Backend, Control, Controller, Executor, Removed};
+use isol8::Engine;
 
 /// Internal text the fake's failures carry (must never reach a client).
 pub const INTERNAL: &str = "container 4f2a9c0d1e2b at /var/lib/docker/overlay2/secret";
@@ -258,23 +259,17 @@ impl Drop for Active {
     }
 }
 
-/// Controls of an interactive fake run.
-struct FakeControls(mpsc::Sender<Control>);
-
-#[async_trait::async_trait]
-impl Controls for FakeControls {
-    async fn send(&self, control: Control) -> bool {
-        self.0.send(control).await.is_ok()
-    }
-}
-
 /// The [`Executor`] of a fake engine held in an `Arc` (runs are spawned tasks).
 #[derive(Debug, Clone)]
 pub struct FakeRef(pub Arc<Fake>);
 
 #[async_trait::async_trait]
-impl Executor for FakeRef {
-    async fn execute(
+impl Engine for FakeRef {
+    async fn start(&self) -> isol8::Result<()> {
+        Ok(())
+    }
+
+    async fn execute_with(
         &self,
         req: ExecutionRequest,
         options: &EngineOptions,
@@ -305,7 +300,7 @@ impl Executor for FakeRef {
         Ok(result)
     }
 
-    async fn execute_stream(
+    async fn execute_stream_with(
         &self,
         req: ExecutionRequest,
         options: &EngineOptions,
@@ -318,11 +313,11 @@ impl Executor for FakeRef {
         &self,
         req: ExecutionRequest,
         options: &EngineOptions,
-    ) -> isol8::Result<Interactive> {
+    ) -> isol8::Result<(EventStream, Controller)> {
         let (script, active) = self.0.launch(&req, options)?;
-        let (tx, rx) = mpsc::channel(16);
+        let (controller, rx) = Controller::channel();
         let events = self.0.spawn(script, active, Some(rx));
-        Ok((events, Box::new(FakeControls(tx))))
+        Ok((events, controller))
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> isol8::Result<()> {
@@ -345,6 +340,13 @@ impl Executor for FakeRef {
         }
     }
 
+    async fn stop(&self) -> isol8::Result<()> {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Executor for FakeRef {
     fn running(&self) -> usize {
         self.0.running.load(Ordering::SeqCst)
     }
@@ -359,11 +361,6 @@ impl Executor for FakeRef {
             self.running()
         };
         (0..n).map(|i| format!("fake-{i}")).collect()
-    }
-
-    async fn stop(&self) -> isol8::Result<()> {
-        self.0.stopped.store(true, Ordering::SeqCst);
-        Ok(())
     }
 }
 

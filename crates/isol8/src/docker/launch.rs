@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use isol8_protocol::options::Mode;
-use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, NetworkMode};
+use isol8_protocol::{EngineOptions, ExecutionRequest, NetworkMode};
 use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit};
 
 use super::host_config::{host_config, HostConfig};
 use super::pool::PoolKey;
-use super::run::{collect, event_stream, Msg, Run};
+use super::run::{event_stream, Msg, Run};
 use super::session::Session;
 use super::{Active, DockerEngine};
 use crate::control::{Control, Controller};
@@ -34,43 +34,6 @@ fn with_host(settings: SandboxSettings) -> Result<(Arc<SandboxSettings>, HostCon
 }
 
 impl DockerEngine {
-    /// Runs a request with per-request options laid over the engine's (how the server
-    /// applies a client's `options`). Sandboxes are only shared between executions whose
-    /// resulting security settings are identical.
-    pub async fn execute_with(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> Result<ExecutionResult> {
-        let rx = self.launch(&req, Some(options)).await?;
-        collect(rx).await
-    }
-
-    /// Streams a request with per-request options laid over the engine's.
-    pub async fn execute_stream_with(
-        &self,
-        req: ExecutionRequest,
-        options: &EngineOptions,
-    ) -> Result<EventStream> {
-        let rx = self.launch(&req, Some(options)).await?;
-        Ok(event_stream(rx))
-    }
-
-    /// Runs a request whose standard input stays open for [`Controller`] input, and which
-    /// accepts signals while it runs (the server's WebSocket route).
-    pub async fn execute_interactive(
-        &self,
-        req: ExecutionRequest,
-        options: Option<&EngineOptions>,
-    ) -> Result<(EventStream, Controller)> {
-        let (controller, rx) = Controller::channel();
-        let run = match self.launch_with(&req, options, Some(rx)).await {
-            Ok(run) => run,
-            Err(e) => return Err(self.mask_launch_error(options, e).await),
-        };
-        Ok((event_stream(run), controller))
-    }
-
     /// The settings a run with these per-request options gets: `options` laid over the
     /// engine's ([`EngineOptions::overlay`], field by field, so nothing the engine set is
     /// dropped by omission), resolved and validated. This is what the server's policy
@@ -84,6 +47,21 @@ impl DockerEngine {
         let mut settings = SandboxSettings::resolve(&self.inner.options.overlay(options))?;
         settings.ca_bundle = self.inner.settings.ca_bundle.clone();
         Ok(Arc::new(settings))
+    }
+
+    /// Runs a request whose standard input stays open for [`Controller`] input, and which
+    /// accepts signals while it runs (the server's WebSocket route).
+    pub(super) async fn launch_interactive(
+        &self,
+        req: &ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(EventStream, Controller)> {
+        let (controller, rx) = Controller::channel();
+        let run = match self.launch_with(req, Some(options), Some(rx)).await {
+            Ok(run) => run,
+            Err(e) => return Err(self.mask_launch_error(Some(options), e).await),
+        };
+        Ok((event_stream(run), controller))
     }
 
     /// Validates the request and spawns its run; messages arrive on the returned channel.

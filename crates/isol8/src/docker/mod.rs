@@ -333,9 +333,37 @@ impl Engine for DockerEngine {
         run::collect(rx).await
     }
 
+    /// Sandboxes are only shared between executions whose resulting security settings
+    /// are identical.
+    async fn execute_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<ExecutionResult> {
+        let rx = self.launch(&req, Some(options)).await?;
+        run::collect(rx).await
+    }
+
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {
         let rx = self.launch(&req, None).await?;
         Ok(run::event_stream(rx))
+    }
+
+    async fn execute_stream_with(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<EventStream> {
+        let rx = self.launch(&req, Some(options)).await?;
+        Ok(run::event_stream(rx))
+    }
+
+    async fn execute_interactive(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(EventStream, Controller)> {
+        self.launch_interactive(&req, options).await
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {

@@ -280,7 +280,7 @@ async fn interactive_stdin_and_signals_reach_the_program() {
     let fake = FakeDocker::new();
     let engine = engine_on(&fake, EngineOptions::default()).await;
     let (stream, control) = engine
-        .execute_interactive(bash("cat\necho done"), None)
+        .execute_interactive(bash("cat\necho done"), &Default::default())
         .await
         .expect("interactive");
     assert!(control.send(Control::Stdin(b"abc".to_vec())).await);
@@ -291,7 +291,7 @@ async fn interactive_stdin_and_signals_reach_the_program() {
     assert_eq!(events.last().map(|e| e.data.as_str()), Some("0"));
 
     let (stream, control) = engine
-        .execute_interactive(bash("wait-signal"), None)
+        .execute_interactive(bash("wait-signal"), &Default::default())
         .await
         .expect("interactive");
     assert!(control.send(Control::Signal(2)).await);
