@@ -21,7 +21,7 @@
 #![no_main]
 
 use isol8::docker::{host_config, PoolKey};
-use isol8::limits::SandboxSettings;
+use isol8::settings::SandboxSettings;
 use isol8::prepare::prepare;
 use isol8::RuntimeRegistry;
 use isol8_protocol::agent::{ExecSpec, Frame, FrameDecoder, Kind};

@@ -24,7 +24,7 @@ pub mod server;
 use std::time::{Duration, Instant};
 
 use isol8::docker::{connect, host_config, EngineConfig};
-use isol8::limits::SandboxSettings;
+use isol8::settings::SandboxSettings;
 use isol8::{DockerEngine, Engine, RuntimeRegistry};
 use isol8_protocol::{EngineOptions, ExecutionRequest, PoolSize, PoolStrategy};
 use serde::Serialize;

@@ -285,7 +285,7 @@ pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
             "# no config file found (./isol8.config.json, ~/.isol8/config.json): built-in defaults"
         ),
     }
-    let settings = isol8::limits::SandboxSettings::resolve(&loaded.config.engine_options())?;
+    let settings = isol8::settings::SandboxSettings::resolve(&loaded.config.engine_options())?;
     let c = &loaded.config;
     println!("maxConcurrent      {}", c.max_concurrent.unwrap_or(10));
     println!("timeoutMs          {}", settings.timeout_ms);

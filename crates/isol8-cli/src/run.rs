@@ -416,7 +416,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let options = options(&args, config)?;
     let req = request(&args, &registry)?;
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
-    let settings = isol8::limits::SandboxSettings::resolve(&options)?;
+    let settings = isol8::settings::SandboxSettings::resolve(&options)?;
     let mut check = req.clone();
     if check.code_url.take().is_some() {
         check.code_hash = None;

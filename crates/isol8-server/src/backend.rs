@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use isol8::limits::SandboxSettings;
+use isol8::settings::SandboxSettings;
 use isol8::{DockerEngine, Engine, EngineOptions};
 
 /// Input for a running interactive execution, its sender, and signal names (`SIGINT`…)

@@ -238,11 +238,10 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
 /// housekeeping façade the CLI and server use.
 fn engine_layer(module: &str) -> u8 {
     match module {
-        "config" | "error" | "engine" | "control" | "runtime" | "seccomp" | "limits" | "output" => {
-            0
-        }
+        "config" | "error" | "engine" | "control" | "runtime" | "seccomp" | "settings"
+        | "output" => 0,
         "egress" => 1,
-        "prepare" | "remote_code" => 2,
+        "prepare" | "code_url" => 2,
         "docker" | "remote" => 3,
         "maintenance" => 4,
         other => {

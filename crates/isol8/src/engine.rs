@@ -15,15 +15,12 @@ use crate::Result;
 /// `exit` event, because there is no exit code to report.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
 
-/// Something that runs [`ExecutionRequest`]s in sandboxes: the local [`DockerEngine`],
-/// the [`RemoteEngine`] of an `isol8 serve`, or a test double.
+/// Something that runs [`ExecutionRequest`]s in sandboxes: the local `DockerEngine`, the
+/// `RemoteEngine` of an `isol8 serve`, or a test double.
 ///
 /// Per-request options (`options`) are laid over the engine's own, field by field
 /// ([`EngineOptions::overlay`]): they can only narrow what the engine was set up with.
 /// Empty options mean the engine's own settings.
-///
-/// [`DockerEngine`]: crate::docker::DockerEngine
-/// [`RemoteEngine`]: crate::remote::RemoteEngine
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
     /// Prepares the engine (checks the daemon or server; warms the pools it was asked to).

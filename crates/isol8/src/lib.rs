@@ -7,7 +7,7 @@
 //!
 //! Modules, by boundary:
 //! * [`runtime`] — the runtime registry (python, node, bun, deno, bash, and your own);
-//! * [`limits`] — engine options resolved into validated sandbox settings;
+//! * [`settings`] — engine options resolved into validated sandbox settings;
 //! * [`seccomp`] — isol8's default-deny seccomp profile;
 //! * [`docker`] — [`DockerEngine`]: containers (through the [`docker::ContainerApi`]
 //!   trait, on Docker or on an in-memory fake for tests), the pool, one execution's run,
@@ -21,20 +21,20 @@
 //! Building the images is not part of the engine: the `isol8-images` crate builds them
 //! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
 
+pub mod code_url;
 pub mod config;
 pub mod control;
 pub mod docker;
 pub mod egress;
 pub mod engine;
 pub mod error;
-pub mod limits;
 pub mod maintenance;
 pub mod output;
 pub mod prepare;
 pub mod remote;
-pub mod remote_code;
 pub mod runtime;
 pub mod seccomp;
+pub mod settings;
 
 pub use docker::DockerEngine;
 pub use engine::{Engine, EventStream};

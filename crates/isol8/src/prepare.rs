@@ -9,8 +9,8 @@ use isol8_protocol::agent::{ExecSpec, FileWrite, Step, StepPhase, PROTOCOL_VERSI
 use isol8_protocol::layout::CA_BUNDLE as CA_BUNDLE_IN_SANDBOX;
 use isol8_protocol::{ExecutionRequest, NetworkMode};
 
-use crate::limits::{check_env_name, check_timeout, SandboxSettings};
 use crate::runtime::{Runtime, RuntimeRegistry};
+use crate::settings::{check_env_name, check_timeout, SandboxSettings};
 use crate::{Error, Result};
 
 /// Root of the sandbox's writable working area (see [`isol8_protocol::layout`]).
@@ -98,7 +98,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let runtime = registry.get(&req.runtime)?.clone();
     if req.code_url.is_some() || req.code_hash.is_some() {
-        // The engine fetches codeUrl (the `remote_code` module) before preparing.
+        // The engine fetches codeUrl (the `code_url` module) before preparing.
         return Err(Error::InvalidRequest(
             "codeUrl must be fetched by the engine before the request is prepared".into(),
         ));

@@ -1,7 +1,7 @@
 //! [`check`]: a client's request against the policy, on the settings it would run with.
 
 use isol8::config::ServerPolicy;
-use isol8::limits::{nano_cpus, parse_size, SandboxSettings, MAX_TIMEOUT_MS};
+use isol8::settings::{nano_cpus, parse_size, SandboxSettings, MAX_TIMEOUT_MS};
 use isol8_protocol::options::Mode;
 use isol8_protocol::{EngineOptions, ExecutionRequest, NetworkMode, SeccompMode};
 

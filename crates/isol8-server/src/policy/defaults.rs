@@ -1,7 +1,7 @@
 //! [`bound_defaults`]: the server's own defaults lowered to the policy's caps at start.
 
 use isol8::config::ServerPolicy;
-use isol8::limits::{nano_cpus, parse_size, SandboxSettings};
+use isol8::settings::{nano_cpus, parse_size, SandboxSettings};
 use isol8_protocol::EngineOptions;
 
 use super::{format_size, validate, PolicyConfigError};

@@ -30,7 +30,7 @@ pub use check::check;
 pub use defaults::bound_defaults;
 
 use isol8::config::ServerPolicy;
-use isol8::limits::{nano_cpus, parse_size, MIN_PIDS};
+use isol8::settings::{nano_cpus, parse_size, MIN_PIDS};
 
 /// Why a client's request is refused by the policy (answered 400 with this text).
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,7 @@ pub enum PolicyConfigError {
 pub fn validate(policy: &ServerPolicy) -> Result<(), PolicyConfigError> {
     let invalid = PolicyConfigError::InvalidCap;
     if let Some(ms) = policy.max_timeout_ms {
-        isol8::limits::check_timeout("serverPolicy.maxTimeoutMs", ms).map_err(invalid)?;
+        isol8::settings::check_timeout("serverPolicy.maxTimeoutMs", ms).map_err(invalid)?;
     }
     for (name, value) in [
         ("maxMemoryLimit", &policy.max_memory_limit),

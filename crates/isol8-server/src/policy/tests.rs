@@ -1,7 +1,7 @@
 //! Unit tests of the policy: caps, defaults lowered to caps, operator-only choices.
 
 use super::*;
-use isol8::limits::SandboxSettings;
+use isol8::settings::SandboxSettings;
 use isol8_protocol::options::Mode;
 use isol8_protocol::options::SecurityOptions;
 use isol8_protocol::NetworkFilter;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use isol8::limits::SandboxSettings;
+use isol8::settings::SandboxSettings;
 use isol8::{
     EngineOptions, EventStream, ExecutionRequest, ExecutionResult, Phase, RuntimeRegistry,
     StreamEvent,

@@ -17,11 +17,11 @@ use super::host_config::{host_config, HostConfig};
 use super::pool::{self, PoolKey};
 use super::slots::Slots;
 use super::{watch, DockerEngine, Inner, DEFAULT_MAX_CONCURRENT};
+use crate::code_url::CodeFetcher;
 use crate::config::{Config, RemoteCodeConfig};
 use crate::egress::AddressPolicy;
-use crate::limits::SandboxSettings;
-use crate::remote_code::CodeFetcher;
 use crate::runtime::RuntimeRegistry;
+use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
 /// Settings for [`DockerEngine::connect_with`].

@@ -13,7 +13,7 @@ use isol8_protocol::NetworkMode;
 use serde::Serialize;
 
 use crate::egress;
-use crate::limits::SandboxSettings;
+use crate::settings::SandboxSettings;
 use crate::Result;
 
 /// A bind mount.
@@ -208,8 +208,8 @@ mod tests {
     #[test]
     fn the_minimum_limits_reach_the_container_as_resolved() {
         let s = SandboxSettings::resolve(&EngineOptions {
-            cpu_limit: Some(crate::limits::MIN_CPU),
-            pids_limit: Some(crate::limits::MIN_PIDS),
+            cpu_limit: Some(crate::settings::MIN_CPU),
+            pids_limit: Some(crate::settings::MIN_PIDS),
             memory_limit: Some("6m".into()),
             sandbox_size: Some("1".into()),
             tmp_size: Some("1".into()),

@@ -18,9 +18,9 @@ use super::session::Session;
 use super::{Active, DockerEngine};
 use crate::control::{Control, Controller};
 use crate::engine::EventStream;
-use crate::limits::SandboxSettings;
 use crate::output::Secrets;
 use crate::prepare::prepare;
+use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
 /// A run's messages, and the name of its runtime.

@@ -44,8 +44,8 @@ use tokio::sync::watch as signal;
 
 use crate::engine::{Engine, EventStream};
 use crate::error::SandboxError;
-use crate::limits::SandboxSettings;
 use crate::runtime::RuntimeRegistry;
+use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
 pub use backend::bollard::{connect, doctor, Docker};
@@ -107,7 +107,7 @@ pub struct Inner {
     max_file_bytes: u64,
     /// What the engine was connected with (sessions of a server start from it).
     config: EngineConfig,
-    code_fetcher: crate::remote_code::CodeFetcher,
+    code_fetcher: crate::code_url::CodeFetcher,
     /// The addresses egress may dial (proxy and `codeUrl` fetcher).
     address_policy: Arc<crate::egress::AddressPolicy>,
 }

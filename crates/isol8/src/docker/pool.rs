@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn keys_do_not_depend_on_hash_map_order() {
         let settings =
-            crate::limits::SandboxSettings::resolve(&Default::default()).expect("defaults");
+            crate::settings::SandboxSettings::resolve(&Default::default()).expect("defaults");
         let first = PoolKey::new(
             "isol8:python",
             &super::super::host_config(&settings).expect("host"),

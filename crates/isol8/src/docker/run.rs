@@ -27,9 +27,9 @@ use super::Inner;
 use crate::control::Control;
 use crate::engine::EventStream;
 use crate::error::SandboxError;
-use crate::limits::SandboxSettings;
 use crate::output::{truncation_trailer, Secrets, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
 use crate::prepare::Prepared;
+use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
 /// Extra time the engine gives the agent past the request's timeout before killing the

@@ -44,7 +44,7 @@ use conn::{Activity, Budget, Listener, Tracked, IDLE_TIMEOUT};
 use framing::{Body, Chunked};
 pub use request_error::RequestError;
 
-use crate::limits::compile_regex;
+use crate::settings::compile_regex;
 use crate::{Error, Result};
 
 /// Port the agent listens on inside the sandbox.

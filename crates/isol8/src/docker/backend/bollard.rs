@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn the_host_config_reaches_the_client_field_by_field() {
         let settings =
-            crate::limits::SandboxSettings::resolve(&Default::default()).expect("defaults");
+            crate::settings::SandboxSettings::resolve(&Default::default()).expect("defaults");
         let ours = crate::docker::host_config(&settings).expect("host config");
         let theirs: bollard::models::HostConfig = (&ours).into();
         assert_eq!(theirs.memory, ours.memory);

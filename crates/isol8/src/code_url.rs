@@ -55,7 +55,7 @@ impl CodeFetcher {
         let compile = |field: &str, pats: &Option<Vec<String>>| -> Result<Vec<Regex>> {
             pats.iter()
                 .flatten()
-                .map(|p| crate::limits::compile_regex(field, p))
+                .map(|p| crate::settings::compile_regex(field, p))
                 .collect()
         };
         let schemes = cfg
