@@ -295,6 +295,21 @@ pub fn check_env_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Options at every documented minimum (for tests of what the minimum gives).
+#[cfg(test)]
+pub(crate) fn minimum_options() -> EngineOptions {
+    EngineOptions {
+        cpu_limit: Some(MIN_CPU),
+        pids_limit: Some(MIN_PIDS),
+        memory_limit: Some("6m".into()),
+        sandbox_size: Some("1".into()),
+        tmp_size: Some("1".into()),
+        max_output_size: Some(1),
+        timeout_ms: Some(1),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,149 +357,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_value_can_mean_unlimited_to_docker() {
-        // Each of these would reach Docker as 0 (or -1), which it reads as "no limit",
-        // or is no number at all.
-        let refused: Vec<(EngineOptions, &str)> = vec![
-            (
-                EngineOptions {
-                    cpu_limit: Some(4e-10),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(0.009),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(f64::MIN_POSITIVE),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(0.0),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(-0.0),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(f64::INFINITY),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(f64::NAN),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(1e12),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    pids_limit: Some(0),
-                    ..Default::default()
-                },
-                "pidsLimit",
-            ),
-            (
-                EngineOptions {
-                    pids_limit: Some(-1),
-                    ..Default::default()
-                },
-                "pidsLimit",
-            ),
-            (
-                EngineOptions {
-                    memory_limit: Some("0".into()),
-                    ..Default::default()
-                },
-                "memoryLimit",
-            ),
-            (
-                EngineOptions {
-                    memory_limit: Some("0g".into()),
-                    ..Default::default()
-                },
-                "memoryLimit",
-            ),
-            (
-                EngineOptions {
-                    memory_limit: Some("5m".into()),
-                    ..Default::default()
-                },
-                "memoryLimit",
-            ),
-            (
-                EngineOptions {
-                    sandbox_size: Some("0k".into()),
-                    ..Default::default()
-                },
-                "sandboxSize",
-            ),
-            (
-                EngineOptions {
-                    tmp_size: Some("0".into()),
-                    ..Default::default()
-                },
-                "tmpSize",
-            ),
-            (
-                EngineOptions {
-                    timeout_ms: Some(0),
-                    ..Default::default()
-                },
-                "timeoutMs",
-            ),
-            (
-                EngineOptions {
-                    max_output_size: Some(0),
-                    ..Default::default()
-                },
-                "maxOutputSize",
-            ),
-        ];
-        for (opts, field) in refused {
+    /// Default options with one change.
+    fn with(change: impl FnOnce(&mut EngineOptions)) -> EngineOptions {
+        let mut o = EngineOptions::default();
+        change(&mut o);
+        o
+    }
+
+    /// Every case must be refused by [`SandboxSettings::resolve`] with its field named.
+    fn refused_naming_their_field(cases: Vec<(EngineOptions, &str)>) {
+        for (opts, field) in cases {
             let err = SandboxSettings::resolve(&opts)
                 .expect_err(field)
                 .to_string();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn no_value_can_mean_unlimited_to_docker() {
+        // Each of these would reach Docker as 0 (or -1), which it reads as "no limit",
+        // or is no number at all.
+        refused_naming_their_field(vec![
+            (with(|o| o.cpu_limit = Some(4e-10)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(0.009)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(f64::MIN_POSITIVE)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(0.0)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(-0.0)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(f64::INFINITY)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(f64::NAN)), "cpuLimit"),
+            (with(|o| o.cpu_limit = Some(1e12)), "cpuLimit"),
+            (with(|o| o.pids_limit = Some(0)), "pidsLimit"),
+            (with(|o| o.pids_limit = Some(-1)), "pidsLimit"),
+            (with(|o| o.memory_limit = Some("0".into())), "memoryLimit"),
+            (with(|o| o.memory_limit = Some("0g".into())), "memoryLimit"),
+            (with(|o| o.memory_limit = Some("5m".into())), "memoryLimit"),
+            (with(|o| o.sandbox_size = Some("0k".into())), "sandboxSize"),
+            (with(|o| o.tmp_size = Some("0".into())), "tmpSize"),
+            (with(|o| o.timeout_ms = Some(0)), "timeoutMs"),
+            (with(|o| o.max_output_size = Some(0)), "maxOutputSize"),
+        ]);
         // The documented minimum is accepted and never rounds to 0.
-        let s = SandboxSettings::resolve(&EngineOptions {
-            cpu_limit: Some(MIN_CPU),
-            pids_limit: Some(MIN_PIDS),
-            memory_limit: Some("6m".into()),
-            sandbox_size: Some("1".into()),
-            tmp_size: Some("1".into()),
-            max_output_size: Some(1),
-            timeout_ms: Some(1),
-            ..Default::default()
-        })
-        .expect("the minimum is valid");
+        let s = SandboxSettings::resolve(&minimum_options()).expect("the minimum is valid");
         assert_eq!(s.nano_cpus, 10_000_000);
         assert_eq!(s.pids_limit, 1);
         assert_eq!(s.memory_bytes, 6 << 20);
@@ -510,66 +424,19 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: Vec<(EngineOptions, &str)> = vec![
+        let bad_regex = NetworkFilter {
+            whitelist: vec!["(".into()],
+            ..Default::default()
+        };
+        refused_naming_their_field(vec![
+            (with(|o| o.memory_limit = Some("12q".into())), "memoryLimit"),
+            (with(|o| o.cpu_limit = Some(-1.0)), "cpuLimit"),
+            (with(|o| o.pids_limit = Some(-3)), "pidsLimit"),
+            (with(|o| o.tmp_size = Some("big".into())), "tmpSize"),
             (
-                EngineOptions {
-                    memory_limit: Some("12q".into()),
-                    ..Default::default()
-                },
-                "memoryLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(-1.0),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    cpu_limit: Some(f64::NAN),
-                    ..Default::default()
-                },
-                "cpuLimit",
-            ),
-            (
-                EngineOptions {
-                    pids_limit: Some(-3),
-                    ..Default::default()
-                },
-                "pidsLimit",
-            ),
-            (
-                EngineOptions {
-                    timeout_ms: Some(0),
-                    ..Default::default()
-                },
-                "timeoutMs",
-            ),
-            (
-                EngineOptions {
-                    tmp_size: Some("big".into()),
-                    ..Default::default()
-                },
-                "tmpSize",
-            ),
-            (
-                EngineOptions {
-                    network_filter: Some(NetworkFilter {
-                        whitelist: vec!["(".into()],
-                        blacklist: vec![],
-                        narrowing_whitelists: vec![],
-                    }),
-                    ..Default::default()
-                },
+                with(|o| o.network_filter = Some(bad_regex)),
                 "networkFilter",
             ),
-        ];
-        for (opts, field) in cases {
-            let err = SandboxSettings::resolve(&opts)
-                .expect_err(field)
-                .to_string();
-            assert!(err.contains(field), "{err}");
-        }
+        ]);
     }
 }

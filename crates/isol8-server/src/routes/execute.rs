@@ -94,6 +94,31 @@ async fn route(
     }
 }
 
+/// [`route`] for the body of `POST /execute` or `/execute/stream`: where it runs, with
+/// what options, and the request itself.
+async fn route_body(
+    state: &AppState,
+    caller: &Caller,
+    body: ExecuteBody,
+    trace: &Trace,
+) -> Result<(Arc<dyn Executor>, EngineOptions, ExecutionRequest), ApiError> {
+    let ExecuteBody {
+        request,
+        options,
+        session_id,
+    } = body;
+    let (engine, options) = route(
+        state,
+        caller,
+        &request,
+        options,
+        session_id.as_deref(),
+        trace,
+    )
+    .await?;
+    Ok((engine, options, request))
+}
+
 /// An event as the client gets it: the final event of a lost sandbox says so in the
 /// words of [`ApiError::client_message`] (same prefix, no engine internals; the details
 /// are logged under the execution id); every other event as it is.
@@ -125,17 +150,9 @@ pub async fn execute(
     trace: Trace,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<axum::Json<ExecutionResult>, ApiError> {
-    let (engine, options) = route(
-        &state,
-        &caller,
-        &body.request,
-        body.options,
-        body.session_id.as_deref(),
-        &trace,
-    )
-    .await?;
+    let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
     let result = engine
-        .execute_with(body.request, &options)
+        .execute_with(request, &options)
         .await
         .map_err(|e| state.refusal(e, &trace))?;
     Ok(axum::Json(result))
@@ -149,17 +166,9 @@ pub async fn execute_stream(
     trace: Trace,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let (engine, options) = route(
-        &state,
-        &caller,
-        &body.request,
-        body.options,
-        body.session_id.as_deref(),
-        &trace,
-    )
-    .await?;
+    let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
     let events = engine
-        .execute_stream_with(body.request, &options)
+        .execute_stream_with(request, &options)
         .await
         .map_err(|e| state.refusal(e, &trace))?;
     // Dropping this stream (client gone) drops the run's receiver: the engine kills the

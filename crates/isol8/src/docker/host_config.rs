@@ -207,17 +207,8 @@ mod tests {
 
     #[test]
     fn the_minimum_limits_reach_the_container_as_resolved() {
-        let s = SandboxSettings::resolve(&EngineOptions {
-            cpu_limit: Some(crate::settings::MIN_CPU),
-            pids_limit: Some(crate::settings::MIN_PIDS),
-            memory_limit: Some("6m".into()),
-            sandbox_size: Some("1".into()),
-            tmp_size: Some("1".into()),
-            max_output_size: Some(1),
-            timeout_ms: Some(1),
-            ..Default::default()
-        })
-        .expect("the minimum is valid");
+        let s = SandboxSettings::resolve(&crate::settings::minimum_options())
+            .expect("the minimum is valid");
         let h = host_config(&s).expect("host config");
         assert_eq!(
             (h.memory, h.memory_swap, h.nano_cpus, h.pids_limit),

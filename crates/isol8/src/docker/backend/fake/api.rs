@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::pipes::{Stdin, Stdio};
-use super::{agent, AgentEnds, Container, CreateFailure, FakeDocker, Status};
+use super::{agent, AgentEnds, Container, CreateFailure, FakeDocker, State, Status};
 use crate::docker::backend::{
     ApiStream, Attached, ContainerApi, ContainerEvent, ContainerFilter, ContainerSpec,
     ContainerState, ContainerSummary, DaemonInfo, EventFilter, ImageSummary,
@@ -28,6 +28,14 @@ fn has_labels(labels: &BTreeMap<String, String>, wanted: &[String]) -> bool {
         let (k, v) = w.split_once('=').unwrap_or((w, ""));
         labels.get(k).is_some_and(|have| have == v)
     })
+}
+
+/// The container `id` of `state`, or the daemon's 404.
+fn container_mut<'a>(state: &'a mut State, id: &str) -> Result<&'a mut Container, ApiError> {
+    state
+        .containers
+        .get_mut(id)
+        .ok_or_else(|| no_such_container(id))
 }
 
 fn no_such_container(id: &str) -> ApiError {
@@ -85,10 +93,7 @@ impl ContainerApi for FakeDocker {
     async fn attach_container(&self, id: &str) -> Result<Attached, ApiError> {
         self.check_reachable()?;
         let mut state = self.lock();
-        let c = state
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| no_such_container(id))?;
+        let c = container_mut(&mut state, id)?;
         let (engine_stdin, agent_stdin) = tokio::io::duplex(256 << 10);
         let (out, rx) = mpsc::channel(16);
         c.ends = Some(AgentEnds {
@@ -110,10 +115,7 @@ impl ContainerApi for FakeDocker {
     async fn start_container(&self, id: &str) -> Result<(), ApiError> {
         self.check_reachable()?;
         let mut state = self.lock();
-        let c = state
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| no_such_container(id))?;
+        let c = container_mut(&mut state, id)?;
         let ends = c
             .ends
             .take()
