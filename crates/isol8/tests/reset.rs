@@ -62,7 +62,7 @@ async fn both_strategies(
 ) -> Vec<(PoolStrategy, String, String)> {
     let mut out = Vec::new();
     for strategy in STRATEGIES {
-        let engine = engine(merge(&pooled(strategy), &options)).await;
+        let engine = engine(pooled(strategy).overlay(&options)).await;
         let (p, l) = plant_then_look(&engine, strategy, plant.clone(), look.clone()).await;
         assert_eq!(p.exit_code, 0, "{strategy:?} plant: {p:?}");
         assert_eq!(l.exit_code, 0, "{strategy:?} look: {l:?}");
@@ -70,16 +70,6 @@ async fn both_strategies(
         assert_clean(&engine).await;
     }
     out
-}
-
-/// `extra`'s settings over `base`'s (only the fields these tests use).
-fn merge(base: &EngineOptions, extra: &EngineOptions) -> EngineOptions {
-    EngineOptions {
-        network: extra.network.or(base.network),
-        log_network: extra.log_network.or(base.log_network),
-        readonly_root_fs: extra.readonly_root_fs.or(base.readonly_root_fs),
-        ..base.clone()
-    }
 }
 
 /// `/sandbox`, `/tmp`, `/dev/shm` and the sandbox root itself: files (hidden, read-only,
@@ -379,7 +369,7 @@ print(relay_sockets(), get("look"))
     ));
     let mut saw = Vec::new();
     for strategy in STRATEGIES {
-        let engine = engine(merge(&pooled(strategy), &filtered)).await;
+        let engine = engine(pooled(strategy).overlay(&filtered)).await;
         let (p, l) = plant_then_look(&engine, strategy, plant.clone(), look.clone()).await;
         assert_eq!(
             p.stdout, "planted HTTP/1.1 403 Forbidden\n",
@@ -416,7 +406,7 @@ async fn a_container_with_a_writable_root_is_never_reused() {
         shell("echo tenant-a > /var/tmp/leak && echo tenant-a > /run/lock/leak && echo planted");
     let look = shell("cat /var/tmp/leak /run/lock/leak 2>/dev/null; echo looked");
     for strategy in STRATEGIES {
-        let engine = engine(merge(&pooled(strategy), &writable)).await;
+        let engine = engine(pooled(strategy).overlay(&writable)).await;
         let planted = run(&engine, plant.clone()).await;
         assert_eq!(planted.stdout, "planted\n", "{strategy:?}: {planted:?}");
         let seen = run(&engine, look.clone()).await;
