@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI's integration tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod serve;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -22,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use super::{reply, serve_connection, Net, Shared};
+use super::serve::reply;
+use super::{serve_connection, Net, Shared};
 
 /// Open connections per sandbox.
 pub const MAX_CONNECTIONS: usize = 128;

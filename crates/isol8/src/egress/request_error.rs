@@ -18,7 +18,7 @@ pub enum RequestError {
     #[error("connection closed before the request head ended")]
     ClosedEarly,
     /// The head is larger than the proxy reads.
-    #[error("request head larger than {} bytes", super::MAX_HEAD)]
+    #[error("request head larger than {} bytes", super::request::MAX_HEAD)]
     HeadTooLarge,
     /// Not HTTP/1.x request syntax.
     #[error("malformed request: {source}")]

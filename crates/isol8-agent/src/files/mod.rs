@@ -1,0 +1,204 @@
+//! Files: writing the request's files and reading output paths back, always *as the
+//! sandbox user* and without ever following a symlink.
+//!
+//! The agent re-executes itself in helper mode (`isol8-agent __files`) as the sandbox user;
+//! the helper takes one JSON request on stdin and answers on stdout. Every path is opened
+//! component by component from the sandbox root with `O_NOFOLLOW`, so a symlink planted
+//! by sandboxed code (at any depth) is refused instead of redirecting the write or read.
+//!
+//! This file holds the helper's protocol: the requests the agent sends (write, read,
+//! reset), the helper's entry point, and the agent-side calls that start it. The work is
+//! in [`walk`] (opening paths without following symlinks, writing and reading files),
+//! [`reset`] (wiping directories and scrubbing the sandbox root between runs) and [`ipc`]
+//! (listing and removing System V IPC objects).
+
+mod ipc;
+mod reset;
+#[cfg(test)]
+mod tests;
+mod walk;
+
+pub use ipc::{ipc_objects, is_mqueue_fs, remove_ipc_of};
+pub use reset::{change_time, needs_wipe};
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use isol8_protocol::agent::FileWrite;
+use serde::{Deserialize, Serialize};
+
+use crate::proc::{self, Identity, Reaper};
+use reset::reset;
+use walk::{read_file, write_files};
+
+/// First argument selecting helper mode.
+pub const HELPER_ARG: &str = "__files";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum Request {
+    Write {
+        root: String,
+        cwd: String,
+        files: Vec<FileWrite>,
+    },
+    Read {
+        root: String,
+        paths: Vec<String>,
+        max: u64,
+    },
+    Reset {
+        root: String,
+        wipe: Vec<String>,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Response {
+    error: Option<String>,
+    files: BTreeMap<String, String>,
+    errors: BTreeMap<String, String>,
+}
+
+/// Writes `files` and creates `cwd`, as the sandbox user.
+pub fn write_all(
+    ident: &Identity,
+    reaper: &Reaper,
+    cwd: &str,
+    files: &[FileWrite],
+) -> Result<(), String> {
+    // Nothing to write and the working directory is the sandbox root, which exists:
+    // skip the helper entirely (this is the warm path of most executions).
+    if files.is_empty() && cwd.trim_end_matches('/') == ident.root.trim_end_matches('/') {
+        return Ok(());
+    }
+    let req = Request::Write {
+        root: ident.root.clone(),
+        cwd: cwd.to_string(),
+        files: files.to_vec(),
+    };
+    let resp = call(ident, reaper, &req)?;
+    match resp.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Reads `paths` back as the sandbox user: (path → base64, path → reason).
+pub fn read_all(
+    ident: &Identity,
+    reaper: &Reaper,
+    paths: &[String],
+    max: u64,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let req = Request::Read {
+        root: ident.root.clone(),
+        paths: paths.to_vec(),
+        max,
+    };
+    match call(ident, reaper, &req) {
+        Ok(resp) => (resp.files, resp.errors),
+        Err(e) => (
+            BTreeMap::new(),
+            paths.iter().map(|p| (p.clone(), e.clone())).collect(),
+        ),
+    }
+}
+
+fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, String> {
+    let input = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if ident.drop_privileges {
+        let (uid, gid) = (ident.uid, ident.gid);
+        // SAFETY: drop_to only makes async-signal-safe system calls.
+        unsafe { cmd.pre_exec(move || proc::drop_to(uid, gid)) };
+    }
+    let (mut child, done) = reaper
+        .spawn_waited(&mut cmd)
+        .map_err(|e| format!("cannot start the file helper: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("file helper has no stdin")?;
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_end(&mut out);
+    }
+    let _ = writer.join();
+    let status = done.recv().unwrap_or(-1);
+    serde_json::from_slice(&out).map_err(|_| {
+        format!(
+            "the file helper failed (exit code {})",
+            proc::exit_code(status)
+        )
+    })
+}
+
+/// Empties `wipe`, removes every System V IPC object the sandbox user may remove and
+/// scrubs the sandbox root (extended attributes, ACLs, timestamps), as the sandbox user;
+/// fails if anything is left.
+pub fn reset_all(ident: &Identity, reaper: &Reaper, wipe: &[String]) -> Result<(), String> {
+    let req = Request::Reset {
+        root: ident.root.clone(),
+        wipe: wipe.to_vec(),
+    };
+    match call(ident, reaper, &req)?.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Entry point of helper mode.
+pub fn helper_main() -> i32 {
+    let mut input = Vec::new();
+    if io::stdin().read_to_end(&mut input).is_err() {
+        return 2;
+    }
+    let resp = match serde_json::from_slice::<Request>(&input) {
+        Ok(Request::Write { root, cwd, files }) => {
+            let error = write_files(&root, &cwd, &files).err();
+            Response {
+                error,
+                ..Default::default()
+            }
+        }
+        Ok(Request::Read { root, paths, max }) => {
+            let mut resp = Response::default();
+            for path in paths {
+                match read_file(&root, &path, max) {
+                    Ok(bytes) => {
+                        resp.files.insert(
+                            path,
+                            base64::engine::general_purpose::STANDARD.encode(bytes),
+                        );
+                    }
+                    Err(e) => {
+                        resp.errors.insert(path, e);
+                    }
+                }
+            }
+            resp
+        }
+        Ok(Request::Reset { root, wipe }) => Response {
+            error: reset(&root, &wipe).err(),
+            ..Default::default()
+        },
+        Err(e) => Response {
+            error: Some(format!("bad helper request: {e}")),
+            ..Default::default()
+        },
+    };
+    let out = serde_json::to_vec(&resp).unwrap_or_default();
+    if io::stdout().write_all(&out).is_err() {
+        return 2;
+    }
+    0
+}

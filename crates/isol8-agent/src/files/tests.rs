@@ -1,0 +1,213 @@
+//! Unit tests of the file helper's work: path walking, symlinks, FIFOs and sockets,
+//! System V IPC listings, and scrubbing the sandbox root.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+use base64::Engine as _;
+use isol8_protocol::agent::FileWrite;
+
+use super::ipc::{parse_sysvipc, IpcKind, IpcObject};
+use super::reset::{scrub_root, xattr_names};
+use super::walk::{components, open_root, read_file, write_files};
+
+#[test]
+fn components_stay_below_the_root() {
+    assert_eq!(
+        components("/sandbox", "/sandbox/a/b.txt").expect("ok"),
+        vec!["a", "b.txt"]
+    );
+    assert_eq!(
+        components("/sandbox/", "/sandbox/x").expect("ok"),
+        vec!["x"]
+    );
+    assert!(components("/sandbox", "/sandbox").expect("root").is_empty());
+    for bad in [
+        "/etc/passwd",
+        "/sandboxed/x",
+        "/sandbox/../etc",
+        "/sandbox/a//b",
+        "/sandbox/./a",
+        "relative",
+    ] {
+        assert!(components("/sandbox", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn writes_and_reads_refuse_symlinks() {
+    let dir = std::env::temp_dir().join(format!("isol8-agent-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let root = dir.to_str().expect("utf-8").to_string();
+    let f = |p: &str, c: &str| FileWrite {
+        path: format!("{root}/{p}"),
+        content: base64::engine::general_purpose::STANDARD.encode(c),
+        mode: None,
+    };
+    write_files(&root, &format!("{root}/work"), &[f("a/b/c.txt", "hello")]).expect("write");
+    assert_eq!(
+        read_file(&root, &format!("{root}/a/b/c.txt"), 100).expect("read"),
+        b"hello"
+    );
+    assert!(
+        read_file(&root, &format!("{root}/a/b/c.txt"), 3).is_err(),
+        "size limit"
+    );
+    std::os::unix::fs::symlink("/etc", dir.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("a/host")).expect("symlink");
+    assert!(read_file(&root, &format!("{root}/link/hostname"), 1 << 20).is_err());
+    assert!(read_file(&root, &format!("{root}/a/host"), 1 << 20).is_err());
+    assert!(write_files(&root, &root, &[f("link/evil", "x")]).is_err());
+    assert!(write_files(&root, &root, &[f("a/host", "x")]).is_err());
+    assert!(
+        read_file(&root, &format!("{root}/a"), 1 << 20).is_err(),
+        "directory"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sysvipc_listings_give_id_owner_and_creator() {
+    let shm = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n         0          7     0               1048576     8     0      0     0     0  1000  1000          0          0 1795993081                     0                     0\n";
+    let msg = "       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime\n         0          3   600          5          1     9     0     0     0  1000  1000          0          0 1795993081\n";
+    let sem = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n  12345678         32768   600          1  1000  1000  1000  1000          0 1795993081\n";
+    assert_eq!(
+        parse_sysvipc(IpcKind::Shm, shm),
+        vec![IpcObject {
+            kind: IpcKind::Shm,
+            id: 7,
+            uid: 0,
+            cuid: 1000
+        }]
+    );
+    assert_eq!(
+        parse_sysvipc(IpcKind::Msg, msg),
+        vec![IpcObject {
+            kind: IpcKind::Msg,
+            id: 3,
+            uid: 0,
+            cuid: 1000
+        }]
+    );
+    assert_eq!(
+        parse_sysvipc(IpcKind::Sem, sem),
+        vec![IpcObject {
+            kind: IpcKind::Sem,
+            id: 32768,
+            uid: 1000,
+            cuid: 1000
+        }]
+    );
+    assert!(parse_sysvipc(IpcKind::Msg, "header only\n").is_empty());
+    assert!(parse_sysvipc(IpcKind::Msg, "header\ngarbage line\n").is_empty());
+}
+
+fn temp_root(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("isol8-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let root = dir.to_str().expect("utf-8").to_string();
+    (dir, root)
+}
+
+#[test]
+fn writing_over_a_fifo_or_socket_fails_at_once_instead_of_hanging() {
+    let (dir, root) = temp_root("fifo");
+    let fifo = dir.join("in.txt");
+    let c = CString::new(fifo.to_str().expect("utf-8")).expect("c path");
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    let _sock = std::os::unix::net::UnixListener::bind(dir.join("sock")).expect("bind");
+    let file = |name: &str| FileWrite {
+        path: format!("{root}/{name}"),
+        content: base64::engine::general_purpose::STANDARD.encode("data"),
+        mode: None,
+    };
+    // In a thread: a regression would block forever, and the test must say so.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = root.clone();
+    let files = [file("in.txt"), file("sock")];
+    std::thread::spawn(move || {
+        let out: Vec<_> = files
+            .iter()
+            .map(|f| write_files(&r, &r, std::slice::from_ref(f)))
+            .collect();
+        let _ = tx.send(out);
+    });
+    let results = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("writing to a FIFO hung");
+    for r in &results {
+        let e = r.as_ref().expect_err("not a regular file");
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo(),
+        "the FIFO is left as it was"
+    );
+    // A FIFO with a reader opens fine without blocking, and is still refused.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open reader");
+    let e = write_files(&root, &root, &[file("in.txt")]).expect_err("fifo with a reader");
+    assert!(e.contains("not a regular file"), "{e}");
+    drop(reader);
+    // Regular files are still written, and truncated first.
+    std::fs::write(dir.join("plain"), "a much longer old content").expect("seed");
+    write_files(&root, &root, &[file("plain")]).expect("regular file");
+    assert_eq!(std::fs::read(dir.join("plain")).expect("read"), b"data");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scrubbing_the_root_removes_extended_attributes_and_set_timestamps() {
+    let (dir, root) = temp_root("scrub");
+    let c = CString::new(root.clone()).expect("c path");
+    let name = c"user.isol8-leak";
+    // SAFETY: valid C strings and buffer.
+    let set = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"secret".as_ptr().cast(), 6, 0) };
+    if set != 0 {
+        // The temp directory's filesystem has no user attributes: nothing to scrub.
+        eprintln!(
+            "extended attributes unsupported here: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let old = [
+        libc::timespec {
+            tv_sec: 1_000_000,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 2_000_000,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid C string and two timespecs.
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), old.as_ptr(), 0) },
+        0
+    );
+    scrub_root(&root).expect("scrub");
+    let fd = open_root(&root).expect("open");
+    let left: Vec<_> = xattr_names(&fd)
+        .expect("list")
+        .into_iter()
+        .filter(|n| !n.starts_with(b"security."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&dir).expect("meta");
+    assert!(
+        meta.mtime() > 2_000_000 && meta.atime() > 1_000_000,
+        "{meta:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,78 @@
+//! Unit tests of the remote client: decoding server-sent events, and checking its URL
+//! and key.
+
+use futures_util::StreamExt;
+
+use super::*;
+
+/// The events decoded from server-sent-event bytes arriving in `chunks`.
+async fn decoded(chunks: &[&str]) -> Vec<StreamEvent> {
+    let bytes = futures_util::stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok::<_, std::io::Error>(std::io::Cursor::new(c.as_bytes().to_vec())))
+            .collect::<Vec<_>>(),
+    );
+    sse_stream_events(sse_stream::SseByteStream::new(bytes))
+        .collect()
+        .await
+}
+
+fn event(kind: isol8_protocol::StreamEventType, data: &str) -> StreamEvent {
+    StreamEvent {
+        kind,
+        data: data.into(),
+        phase: None,
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_are_split_on_blank_lines() {
+    use isol8_protocol::StreamEventType::{Exit, Stdout};
+    // Events split across chunks, a keep-alive comment, and an event after `exit`
+    // that is never read.
+    let events = decoded(&[
+        "data: {\"type\":\"stdout\",\"data\":\"a\"}\n\ndata: {\"type\":\"stdout\",",
+        "\"data\":\"b\"}\n\n: keep-alive\n\ndata: {\"type\":\"exit\",\"data\":\"0\"}\n\n",
+        "data: {\"type\":\"stdout\",\"data\":\"late\"}\n\n",
+    ])
+    .await;
+    assert_eq!(
+        events,
+        vec![event(Stdout, "a"), event(Stdout, "b"), event(Exit, "0")]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_exit_ends_with_one_error_and_no_exit() {
+    use isol8_protocol::StreamEventType::{Error, Stdout};
+    // Cut mid-run (and mid-event): the client says so.
+    let events = decoded(&["data: {\"type\":\"stdout\",\"data\":\"a\"}\n\ndata: {\"ty"]).await;
+    assert_eq!(
+        events,
+        vec![
+            event(Stdout, "a"),
+            event(Error, "the server closed the stream early")
+        ]
+    );
+    // Cut after the server's own error (a lost sandbox): nothing is added.
+    let lost = "sandbox lost: the sandbox container stopped unexpectedly";
+    let events = decoded(&[&format!(
+        "data: {{\"type\":\"error\",\"data\":\"{lost}\"}}\n\n"
+    )])
+    .await;
+    assert_eq!(events, vec![event(Error, lost)]);
+}
+
+#[test]
+fn urls_and_keys_are_checked() {
+    assert!(RemoteEngine::new("ftp://x", "k", None, EngineOptions::default()).is_err());
+    assert!(RemoteEngine::new("http://x", "", None, EngineOptions::default()).is_err());
+    assert!(RemoteEngine::new(
+        "http://127.0.0.1:3000/",
+        "k",
+        None,
+        EngineOptions::default()
+    )
+    .is_ok());
+}
