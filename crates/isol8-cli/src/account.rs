@@ -9,22 +9,37 @@ use isol8::{EngineOptions, RemoteEngine};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// What `isol8 login` stores.
+/// What `isol8 login` stores: the reference CLI's layout, `{host, token, expiresAt,
+/// keyId}` (plus `tenant` when the server named one). The older layout of this CLI,
+/// `{host, key, id, tenant?, expiresAt?}`, is still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
     /// The server (`http://…`), without a trailing slash.
     pub host: String,
     /// The issued database key.
-    pub key: String,
-    /// Its id (what `logout` revokes).
-    pub id: String,
-    /// The tenant it acts as.
-    #[serde(default)]
-    pub tenant: Option<String>,
+    #[serde(alias = "key")]
+    pub token: String,
     /// When it expires (RFC 3339), if ever.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The key's id (what `logout` revokes).
+    #[serde(alias = "id")]
+    pub key_id: String,
+    /// The tenant it acts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl Credentials {
+    /// True when `expiresAt` is a time at or before `now`. An expiry that does not parse
+    /// as RFC 3339 counts as unknown (not expired): the server decides.
+    pub fn expired_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t <= now)
+    }
 }
 
 /// `~/.isol8/credentials.json`.
@@ -81,14 +96,23 @@ fn normalize(host: &str) -> String {
 }
 
 /// The key for `host`: `explicit` (flag or ISOL8_API_KEY) else the stored login for the
-/// same host.
+/// same host. A stored key past its `expiresAt` is an error saying to log in again.
 pub fn key_for(host: &str, explicit: Option<String>) -> Result<Option<String>> {
     if let Some(k) = explicit.filter(|k| !k.is_empty()) {
         return Ok(Some(k));
     }
-    Ok(load_credentials()?
-        .filter(|c| normalize(&c.host) == normalize(host))
-        .map(|c| c.key))
+    let Some(creds) = load_credentials()?.filter(|c| normalize(&c.host) == normalize(host)) else {
+        return Ok(None);
+    };
+    if creds.expired_at(chrono::Utc::now()) {
+        bail!(
+            "the API key stored by `isol8 login` for {} expired at {}: run `isol8 login --host {}` again (or pass --key)",
+            creds.host,
+            creds.expires_at.as_deref().unwrap_or("?"),
+            creds.host
+        );
+    }
+    Ok(Some(creds.token))
 }
 
 /// Flags of `isol8 login`.
@@ -107,14 +131,14 @@ pub struct LoginArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// Lifetime of the issued key in milliseconds (default the server's).
-    #[arg(long, value_name = "MS")]
+    #[arg(long = "ttl", visible_alias = "ttl-ms", value_name = "MS")]
     pub ttl_ms: Option<u64>,
 }
 
 /// Exchanges the master key for an expiring database key and stores it.
 pub async fn login(args: LoginArgs) -> Result<i32> {
     let Some(master) = args.key.filter(|k| !k.is_empty()) else {
-        bail!("no master key: set ISOL8_API_KEY (or pass --key)");
+        bail!("API key required: pass the server's master key with --key or ISOL8_API_KEY");
     };
     let engine = RemoteEngine::new(&args.host, &master, None, EngineOptions::default())?;
     let mut body = json!({});
@@ -128,22 +152,30 @@ pub async fn login(args: LoginArgs) -> Result<i32> {
         body["ttlMs"] = json!(ms);
     }
     let issued = engine.login(&body).await?;
-    let (Some(key), Some(id)) = (issued["key"].as_str(), issued["id"].as_str()) else {
-        bail!("the server's login reply has no key or id: {issued}");
+    // The reference's reply `{token, expiresAt, keyId}`, or this server's older
+    // `{key, id, tenant, expiresAt}`.
+    let field = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| issued[*n].as_str())
+            .map(str::to_string)
+    };
+    let (Some(token), Some(key_id)) = (field(&["token", "key"]), field(&["keyId", "id"])) else {
+        bail!("the server's login reply has no token or keyId (is it an isol8 server?)");
     };
     let creds = Credentials {
         host: normalize(&args.host),
-        key: key.to_string(),
-        id: id.to_string(),
-        tenant: issued["tenant"].as_str().map(str::to_string),
-        expires_at: issued["expiresAt"].as_str().map(str::to_string),
+        token,
+        expires_at: field(&["expiresAt"]),
+        key_id,
+        tenant: field(&["tenantId", "tenant"]),
     };
     let path = save_credentials(&creds)?;
     println!(
         "logged in to {} as tenant {} (key {}, expires {}); credentials in {}",
         creds.host,
         creds.tenant.as_deref().unwrap_or("?"),
-        creds.id,
+        creds.key_id,
         creds.expires_at.as_deref().unwrap_or("never"),
         path.display()
     );
@@ -156,8 +188,8 @@ pub async fn logout() -> Result<i32> {
     let Some(creds) = load_credentials()? else {
         bail!("not logged in (no {})", path.display());
     };
-    let engine = RemoteEngine::new(&creds.host, &creds.key, None, EngineOptions::default())?;
-    match engine.revoke_key(&creds.id).await {
+    let engine = RemoteEngine::new(&creds.host, &creds.token, None, EngineOptions::default())?;
+    match engine.revoke_key(&creds.key_id).await {
         Ok(()) => {}
         // Already revoked or expired: nothing left to revoke on the server.
         Err(isol8::Error::Remote { status: 403, .. }) => {
@@ -171,7 +203,7 @@ pub async fn logout() -> Result<i32> {
         }
     }
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    println!("logged out of {}: key {} revoked", creds.host, creds.id);
+    println!("logged out of {}: key {} revoked", creds.host, creds.key_id);
     Ok(0)
 }
 
@@ -215,7 +247,7 @@ pub async fn session(args: SessionArgs) -> Result<i32> {
     };
     let Some(key) = key_for(&host, args.key)? else {
         bail!(
-            "no API key for {host}: set ISOL8_API_KEY, pass --key, or `isol8 login --host {host}`"
+            "API key required for {host}: pass --key, set ISOL8_API_KEY, or run `isol8 login --host {host}`"
         );
     };
     let engine = RemoteEngine::new(&host, &key, None, EngineOptions::default())?;

@@ -59,7 +59,7 @@ impl Progress {
             SetupEvent::Built { image, seconds } => {
                 Some(format!("built {image} in {seconds:.1} s"))
             }
-            SetupEvent::UpToDate { image } => Some(format!("{image} is up to date")),
+            SetupEvent::UpToDate { image } => Some(format!("{image}: Up to date")),
         };
         if let Some(line) = line {
             match &self.spinner {
@@ -109,12 +109,17 @@ pub async fn setup(args: SetupArgs, verbose: bool, config: &LoadedConfig) -> Res
         }
     }
     drop(progress);
-    eprintln!(
-        "setup done in {:.1} s: {built} built, {} up to date",
-        started.elapsed().as_secs_f64(),
-        total - built
+    println!(
+        "{}",
+        setup_done_line(built, total - built, started.elapsed().as_secs_f64())
     );
     Ok(0)
+}
+
+/// The last line of `isol8 setup`, on stdout: the reference CLI's `[DONE] Setup
+/// complete!` marker, with what was done.
+fn setup_done_line(built: usize, up_to_date: usize, seconds: f64) -> String {
+    format!("[DONE] Setup complete! ({built} built, {up_to_date} up to date, {seconds:.1} s)")
 }
 
 /// Flags of `isol8 build`.
@@ -214,7 +219,14 @@ pub async fn cleanup(args: CleanupArgs) -> Result<i32> {
         Vec::new()
     };
     if containers.is_empty() && images.is_empty() {
-        println!("nothing to remove");
+        println!(
+            "{}",
+            if args.images {
+                "No isol8 containers or images found"
+            } else {
+                "No isol8 containers found"
+            }
+        );
         return Ok(0);
     }
     for c in &containers {
@@ -239,7 +251,7 @@ pub async fn cleanup(args: CleanupArgs) -> Result<i32> {
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("nothing removed");
+            println!("Cleanup cancelled");
             return Ok(0);
         }
     }
@@ -251,11 +263,73 @@ pub async fn cleanup(args: CleanupArgs) -> Result<i32> {
         },
     )
     .await?;
-    println!(
-        "removed {} container(s) and {} image(s)",
-        report.containers, report.images
-    );
+    for line in cleanup_summary(&report, args.images) {
+        println!("{line}");
+    }
     Ok(0)
+}
+
+/// The closing lines of `isol8 cleanup`, in the reference CLI's words: `Removed N
+/// container(s)`, then `Removed N image(s)` with `--images`.
+fn cleanup_summary(report: &maintenance::CleanupReport, images: bool) -> Vec<String> {
+    let mut lines = vec![format!("Removed {} container(s)", report.containers)];
+    if images {
+        lines.push(format!("Removed {} image(s)", report.images));
+    }
+    lines
+}
+
+/// Flags of `isol8 list-custom`.
+#[derive(clap::Args, Debug)]
+pub struct ListCustomArgs {
+    /// Print JSON: `[{tag, runtime, packages, created}]`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists the custom images on the daemon (those labelled by `isol8 build`): tag, base
+/// runtime and baked-in packages, as a table (or JSON).
+pub async fn list_custom(args: ListCustomArgs) -> Result<i32> {
+    let docker = isol8::docker::connect().await?;
+    let images = maintenance::custom_images(&docker).await?;
+    if args.json {
+        let list: Vec<serde_json::Value> = images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "tag": i.tag,
+                    "runtime": i.runtime,
+                    "packages": i.packages,
+                    "created": i.created,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    for line in custom_images_table(&images) {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// The table of `isol8 list-custom`: `TAG RUNTIME PACKAGES`, packages comma-separated
+/// (`(none)` for an image of setup commands only); one line saying so when empty.
+fn custom_images_table(images: &[maintenance::CustomImageInfo]) -> Vec<String> {
+    if images.is_empty() {
+        return vec!["No custom isol8 images found (build one with `isol8 build`)".into()];
+    }
+    let width = images.iter().map(|i| i.tag.len()).max().unwrap_or(0).max(3);
+    let mut lines = vec![format!("{:<width$}  {:<8} PACKAGES", "TAG", "RUNTIME")];
+    for i in images {
+        let packages = if i.packages.is_empty() {
+            "(none)".to_string()
+        } else {
+            i.packages.join(",")
+        };
+        lines.push(format!("{:<width$}  {:<8} {packages}", i.tag, i.runtime));
+    }
+    lines
 }
 
 /// Flags of `isol8 config`.
@@ -416,16 +490,20 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
 /// Flags of `isol8 serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Port to listen on.
-    #[arg(long, default_value_t = 3000)]
-    pub port: u16,
+    /// Port to listen on, 1-65535 (default: $ISOL8_PORT, else $PORT, else 3000).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub port: Option<String>,
     /// Address to bind (default loopback only).
     #[arg(long, default_value = "127.0.0.1")]
     pub host_addr: std::net::IpAddr,
     /// Master API key (prefer the ISOL8_API_KEY environment variable: command lines are
     /// visible to other users).
-    #[arg(long, env = "ISOL8_API_KEY", hide_env_values = true)]
+    #[arg(short = 'k', long, env = "ISOL8_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// Accepted for scripts of the reference CLI (which downloads its server with it);
+    /// not needed here: the server is built in.
+    #[arg(long)]
+    pub update: bool,
     /// Accept database API keys kept in this SQLite file, or in PostgreSQL given a
     /// postgres:// connection string (overrides auth.connectionString; enables keys).
     #[arg(long, value_name = "PATH_OR_URL")]
@@ -442,9 +520,26 @@ pub struct ServeArgs {
 /// the server reports.
 pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
     let Some(key) = args.key.clone().filter(|k| !k.is_empty()) else {
-        bail!("no API key: set ISOL8_API_KEY (or pass --key)");
+        bail!("API key required: pass --key (-k) or set ISOL8_API_KEY");
     };
-    let addr = std::net::SocketAddr::new(args.host_addr, args.port);
+    if args.update {
+        eprintln!(
+            "note: --update is not needed: this isol8 has the server built in, nothing to download"
+        );
+    }
+    let port = serve_port(
+        args.port.as_deref(),
+        std::env::var("ISOL8_PORT").ok().as_deref(),
+        std::env::var("PORT").ok().as_deref(),
+    )?;
+    let addr = std::net::SocketAddr::new(args.host_addr, port);
+    // A port in use fails here, in one line, before Docker is even asked.
+    if let Err(e) = std::net::TcpListener::bind(addr) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            bail!("port {port} is already in use on {}: stop what listens there or pick another with --port (or ISOL8_PORT)", args.host_addr);
+        }
+        bail!("cannot listen on {addr}: {e}");
+    }
     let mut config = isol8_server::ServeConfig::from_config(&loaded.config, addr, key);
     if let Some(ms) = args.shutdown_grace_ms {
         config.shutdown_grace = Duration::from_millis(ms);
@@ -455,6 +550,165 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         &loaded.config.auth,
         home.as_deref(),
     )?;
-    isol8_server::serve(config, &|event| eprintln!("{event}")).await?;
+    isol8_server::serve(config, &|event| match event {
+        isol8_server::serve::ServeEvent::Listening { addr } => {
+            eprintln!("{}", listening_line(addr))
+        }
+        other => eprintln!("{other}"),
+    })
+    .await?;
     Ok(0)
+}
+
+/// The port of `isol8 serve`: `--port`, else `$ISOL8_PORT`, else `$PORT`, else 3000;
+/// each must be a number from 1 to 65535 (the error names where it came from).
+fn serve_port(flag: Option<&str>, isol8_port: Option<&str>, port: Option<&str>) -> Result<u16> {
+    let (raw, source) = match (flag, isol8_port, port) {
+        (Some(v), _, _) => (v, "--port"),
+        (None, Some(v), _) if !v.is_empty() => (v, "ISOL8_PORT"),
+        (None, _, Some(v)) if !v.is_empty() => (v, "PORT"),
+        _ => return Ok(3000),
+    };
+    match raw.trim().parse::<u16>() {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => bail!("invalid port `{raw}` from {source}: expected a number from 1 to 65535"),
+    }
+}
+
+/// The start-up line of `isol8 serve`: the reference CLI's `isol8 server vX listening on
+/// http://localhost:PORT`, and which addresses are bound (loopback only unless
+/// --host-addr).
+fn listening_line(addr: std::net::SocketAddr) -> String {
+    let ip = addr.ip();
+    let (url_host, bound) = if ip.is_loopback() {
+        (
+            "localhost".to_string(),
+            format!("bound to {ip} only; --host-addr ADDR to accept other hosts"),
+        )
+    } else if ip.is_unspecified() {
+        (
+            "localhost".to_string(),
+            format!("bound to {ip}: all interfaces"),
+        )
+    } else {
+        (
+            std::net::SocketAddr::new(ip, 0)
+                .to_string()
+                .trim_end_matches(":0")
+                .to_string(),
+            format!("bound to {ip} only"),
+        )
+    };
+    format!(
+        "isol8 server v{} listening on http://{url_host}:{} ({bound})",
+        env!("CARGO_PKG_VERSION"),
+        addr.port()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn the_serve_port_comes_from_the_flag_then_isol8_port_then_port() {
+        assert_eq!(serve_port(None, None, None).expect("default"), 3000);
+        assert_eq!(
+            serve_port(Some("4000"), Some("5000"), Some("6000")).expect("flag"),
+            4000
+        );
+        assert_eq!(
+            serve_port(None, Some("5000"), Some("6000")).expect("env"),
+            5000
+        );
+        assert_eq!(serve_port(None, None, Some("6000")).expect("PORT"), 6000);
+        assert_eq!(
+            serve_port(None, Some(""), Some("6000")).expect("empty"),
+            6000
+        );
+        for (flag, isol8_port, port, source) in [
+            (Some("0"), None, None, "--port"),
+            (Some("70000"), None, None, "--port"),
+            (None, Some("abc"), Some("6000"), "ISOL8_PORT"),
+            (None, None, Some("-1"), "PORT"),
+        ] {
+            let e = serve_port(flag, isol8_port, port)
+                .expect_err(source)
+                .to_string();
+            assert!(e.contains(source) && e.contains("1 to 65535"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_startup_line_has_the_reference_words_and_the_bound_address() {
+        let line = listening_line(SocketAddr::from(([127, 0, 0, 1], 3000)));
+        assert!(
+            line.starts_with(&format!(
+                "isol8 server v{} listening on http://localhost:3000 (bound to 127.0.0.1 only",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{line}"
+        );
+        assert!(line.contains("--host-addr"), "{line}");
+        let line = listening_line(SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert!(
+            line.contains("listening on http://localhost:8080 (bound to 0.0.0.0: all interfaces)"),
+            "{line}"
+        );
+        let line = listening_line(SocketAddr::from(([192, 0, 2, 2], 8080)));
+        assert!(
+            line.contains("listening on http://192.0.2.2:8080 (bound to 192.0.2.2 only)"),
+            "{line}"
+        );
+        let line = listening_line("[2001:db8::1]:8080".parse().expect("v6"));
+        assert!(line.contains("http://[2001:db8::1]:8080"), "{line}");
+    }
+
+    #[test]
+    fn setup_and_cleanup_end_with_the_reference_lines() {
+        let line = setup_done_line(1, 4, 2.04);
+        assert!(line.starts_with("[DONE] Setup complete!"), "{line}");
+        assert!(line.contains("1 built") && line.contains("2.0 s"), "{line}");
+        // The reference's tests look for "Up to date" only when nothing was built.
+        assert!(!line.contains("Up to date"), "{line}");
+        let report = maintenance::CleanupReport {
+            containers: 3,
+            images: 2,
+        };
+        assert_eq!(cleanup_summary(&report, false), ["Removed 3 container(s)"]);
+        assert_eq!(
+            cleanup_summary(&report, true),
+            ["Removed 3 container(s)", "Removed 2 image(s)"]
+        );
+    }
+
+    #[test]
+    fn list_custom_prints_tag_runtime_and_packages() {
+        let none = custom_images_table(&[]);
+        assert_eq!(none.len(), 1);
+        assert!(none[0].starts_with("No custom isol8 images found"));
+        let lines = custom_images_table(&[
+            maintenance::CustomImageInfo {
+                tag: "my/py-data:latest".into(),
+                runtime: "python".into(),
+                packages: vec!["numpy".into(), "pandas".into()],
+                created: 1,
+            },
+            maintenance::CustomImageInfo {
+                tag: "isol8-custom:bun-0123".into(),
+                runtime: "bun".into(),
+                packages: vec![],
+                created: 2,
+            },
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "TAG                    RUNTIME  PACKAGES",
+                "my/py-data:latest      python   numpy,pandas",
+                "isol8-custom:bun-0123  bun      (none)",
+            ]
+        );
+    }
 }

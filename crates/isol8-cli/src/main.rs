@@ -9,13 +9,19 @@ use clap::{Parser, Subcommand};
 
 /// Run untrusted code in hardened Docker sandboxes.
 #[derive(Parser, Debug)]
-#[command(name = "isol8", version, about, long_about = None)]
+#[command(name = "isol8", about, long_about = None, disable_version_flag = true)]
 struct Cli {
+    /// Print the version number alone (e.g. `0.1.0`) and exit.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// More log output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Debug log output on stderr, `[DEBUG]` lines (the same as -vv).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,6 +30,8 @@ enum Command {
     Setup(commands::SetupArgs),
     /// Build a custom image with baked-in packages.
     Build(commands::BuildArgs),
+    /// List the custom images (`isol8 build`, `prebuiltImages`): tag, runtime, packages.
+    ListCustom(commands::ListCustomArgs),
     /// Run code in a sandbox.
     Run(Box<run::RunArgs>),
     /// Remove isol8's containers (and, with --images, its images).
@@ -44,6 +52,29 @@ enum Command {
     Bench(commands::BenchArgs),
 }
 
+/// Log lines as `<time> [LEVEL] message fields`: the level in brackets, as scripts of
+/// the reference CLI look for (`[DEBUG]`).
+struct LogFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime;
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
+        write!(writer, " [{}] ", event.metadata().level())?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -55,7 +86,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .event_format(LogFormat)
         .init();
 }
 
@@ -67,11 +98,12 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+async fn dispatch(cli: Cli, command: Command) -> anyhow::Result<i32> {
     let config = isol8::config::Config::load()?;
-    match cli.command {
+    match command {
         Command::Setup(args) => commands::setup(args, cli.verbose > 0, &config).await,
         Command::Build(args) => commands::build(args, cli.verbose > 0, &config).await,
+        Command::ListCustom(args) => commands::list_custom(args).await,
         Command::Run(args) => run::run(*args, &config).await,
         Command::Cleanup(args) => commands::cleanup(args).await,
         Command::Config(args) => commands::config(args, &config),
@@ -96,6 +128,19 @@ fn parse() -> Cli {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            // "…were not provided:" is followed by the indented list of what is missing.
+            let listed: Vec<&str> = rendered
+                .lines()
+                .skip_while(|l| !l.contains(first))
+                .skip(1)
+                .take_while(|l| l.starts_with(' '))
+                .map(str::trim)
+                .collect();
+            let first = if first.ends_with(':') && !listed.is_empty() {
+                format!("{first} {}", listed.join(", "))
+            } else {
+                first.to_string()
+            };
             // A value outside a fixed set (`--net bridge`): the accepted ones, on the same
             // line (clap puts them on the next).
             let accepted = match e.get(clap::error::ContextKind::ValidValue) {
@@ -111,7 +156,22 @@ fn parse() -> Cli {
 }
 
 fn main() {
-    let cli = parse();
+    let mut cli = parse();
+    if cli.version {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let Some(command) = cli.command.take() else {
+        // No subcommand: the help on stdout, exit 0 (as the reference CLI does).
+        let mut help = <Cli as clap::CommandFactory>::command();
+        if help.print_help().is_err() {
+            std::process::exit(1);
+        }
+        return;
+    };
+    if cli.debug {
+        cli.verbose = cli.verbose.max(2);
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,7 +183,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli, command)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {

@@ -16,16 +16,19 @@ use isol8_protocol::{NetworkMode, SeccompMode};
 
 /// Flags of `isol8 run`.
 #[derive(clap::Args, Debug, Default)]
+#[command(group(clap::ArgGroup::new("code_url").args(["url", "github", "gist"])))]
 pub struct RunArgs {
     /// File to run (runtime detected from its extension unless --runtime is given).
     pub file: Option<PathBuf>,
-    /// Inline code to run.
+    /// Inline code to run (python unless --runtime says otherwise).
     #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with_all = ["file", "cmd"])]
     pub eval: Option<String>,
-    /// Shell command run as `bash -c CMD` in the runtime's image.
+    /// Shell command run as `bash -c CMD` in the runtime's image (bash unless --runtime
+    /// says otherwise).
     #[arg(long, value_name = "CMD", conflicts_with = "file")]
     pub cmd: Option<String>,
-    /// Runtime: python, node, bun, deno, bash.
+    /// Runtime: python, node, bun, deno, bash (default: from the file's extension; python
+    /// for -e and code on standard input; bash for --cmd).
     #[arg(short, long)]
     pub runtime: Option<String>,
     /// Timeout in milliseconds (default 30000).
@@ -38,7 +41,12 @@ pub struct RunArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub cpu: Option<f64>,
     /// Process limit (at least 1).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(
+        long = "pids-limit",
+        visible_alias = "pids",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub pids: Option<i64>,
     /// Size of the /sandbox tmpfs, e.g. 512m.
     #[arg(long)]
@@ -68,9 +76,10 @@ pub struct RunArgs {
     /// Data fed to the program's standard input.
     #[arg(long, value_name = "DATA")]
     pub stdin: Option<String>,
-    /// Bash script run before the code.
-    #[arg(long, value_name = "SCRIPT")]
-    pub setup: Option<String>,
+    /// Bash script run before the code (repeatable, joined by newlines): the path of an
+    /// existing file means its contents, anything else is the script itself.
+    #[arg(long, value_name = "SCRIPT_OR_FILE")]
+    pub setup: Vec<String>,
     /// Working directory inside /sandbox.
     #[arg(long)]
     pub workdir: Option<String>,
@@ -136,11 +145,21 @@ pub struct RunArgs {
     /// Fetch the code from this URL (needs remoteCode.enabled in the config).
     #[arg(long, value_name = "URL", conflicts_with_all = ["file", "eval", "cmd"])]
     pub url: Option<String>,
-    /// Expected SHA-256 (hex) of the code fetched with --url.
-    #[arg(long, value_name = "SHA256", requires = "url")]
+    /// Fetch the code from GitHub: OWNER/REPO/REF/PATH, i.e.
+    /// https://raw.githubusercontent.com/OWNER/REPO/REF/PATH (under the same remoteCode
+    /// policy as --url).
+    #[arg(long, value_name = "OWNER/REPO/REF/PATH", conflicts_with_all = ["file", "eval", "cmd"])]
+    pub github: Option<String>,
+    /// Fetch the code from a gist: ID[/FILE], i.e.
+    /// https://gist.githubusercontent.com/ID/raw[/FILE] (under the same remoteCode policy
+    /// as --url).
+    #[arg(long, value_name = "ID[/FILE]", conflicts_with_all = ["file", "eval", "cmd"])]
+    pub gist: Option<String>,
+    /// Expected SHA-256 (hex) of the code fetched with --url, --github or --gist.
+    #[arg(long, value_name = "SHA256")]
     pub hash: Option<String>,
     /// Allow a plain-http --url (when the config's remoteCode.allowedSchemes has http).
-    #[arg(long, requires = "url")]
+    #[arg(long = "allow-insecure-code-url", visible_alias = "allow-insecure-url")]
     pub allow_insecure_url: bool,
     /// Run in a persistent container (with --host and --session-id it outlives this command).
     #[arg(long)]
@@ -330,23 +349,106 @@ fn secret_entry(item: &str, place: impl Fn() -> String) -> Result<(String, Strin
     }
 }
 
-/// The request: code from FILE, -e, --cmd or standard input.
+/// True for a path segment a shortcut may hold: not empty, not `.` or `..`.
+fn url_segment(s: &str) -> bool {
+    !matches!(s, "" | "." | "..")
+}
+
+/// The URL of `--github OWNER/REPO/REF/PATH`:
+/// `https://raw.githubusercontent.com/OWNER/REPO/REF/PATH`.
+pub fn github_url(spec: &str) -> Result<String> {
+    let parts: Vec<&str> = spec.split('/').collect();
+    if parts.len() < 4 || parts.iter().any(|p| !url_segment(p)) {
+        bail!("--github `{spec}` must look like OWNER/REPO/REF/PATH (e.g. octo/tools/main/scripts/job.py)");
+    }
+    Ok(format!(
+        "https://raw.githubusercontent.com/{}",
+        parts.join("/")
+    ))
+}
+
+/// The URL of `--gist ID[/FILE]`: `https://gist.githubusercontent.com/ID/raw[/FILE]`.
+pub fn gist_url(spec: &str) -> Result<String> {
+    let (id, file) = match spec.split_once('/') {
+        Some((id, file)) => (id, Some(file)),
+        None => (spec, None),
+    };
+    if id.is_empty()
+        || !id.chars().all(|c| c.is_ascii_alphanumeric())
+        || file.is_some_and(|f| !f.split('/').all(url_segment))
+    {
+        bail!("--gist `{spec}` must look like ID or ID/FILE (e.g. 0123abcd/job.py)");
+    }
+    Ok(match file {
+        Some(f) => format!("https://gist.githubusercontent.com/{id}/raw/{f}"),
+        None => format!("https://gist.githubusercontent.com/{id}/raw"),
+    })
+}
+
+/// The code URL of `--url`, `--github` or `--gist`, if one was given.
+fn code_url(args: &RunArgs) -> Result<Option<String>> {
+    Ok(match (&args.url, &args.github, &args.gist) {
+        (Some(url), _, _) => Some(url.clone()),
+        (_, Some(spec), _) => Some(github_url(spec)?),
+        (_, _, Some(spec)) => Some(gist_url(spec)?),
+        _ => None,
+    })
+}
+
+/// `--setup` values joined by newlines, each an existing file's contents or the text.
+fn setup_script(items: &[String]) -> Result<Option<String>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(items.len());
+    for item in items {
+        let path = std::path::Path::new(item);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--setup: cannot read `{item}`"))?;
+            parts.push(text);
+        } else {
+            parts.push(item.clone());
+        }
+    }
+    Ok(Some(parts.join("\n")))
+}
+
+/// The request: code from FILE, -e, --cmd, a code URL or standard input.
 fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionRequest> {
     let mut req = ExecutionRequest::default();
-    let mut detected = None;
+    // The runtime when --runtime is not given: the extension of the file or URL, else
+    // python for inline code and bash for a command (as the reference CLI does).
+    let detected: Option<String>;
+    let remote = args.url.is_some() || args.github.is_some() || args.gist.is_some();
+    if (args.hash.is_some() || args.allow_insecure_url) && !remote {
+        bail!("--hash and --allow-insecure-code-url go with --url, --github or --gist");
+    }
     if let Some(cmd) = &args.cmd {
         req.cmd = Some(cmd.clone());
-    } else if let Some(url) = &args.url {
-        req.code_url = Some(url.clone());
-        req.code_hash = args.hash.clone();
-        req.allow_insecure_code_url = args.allow_insecure_url.then_some(true);
+        detected = Some("bash".to_string());
+    } else if let Some(url) = code_url(args)? {
         let name = url.rsplit('/').next().unwrap_or_default();
         detected = registry.detect(name).map(|r| r.name.clone());
+        if args.runtime.is_none() && detected.is_none() {
+            bail!(
+                "cannot tell the runtime of `{url}` from its extension; pass --runtime ({})",
+                registry.names().join(", ")
+            );
+        }
+        req.code_url = Some(url);
+        req.code_hash = args.hash.clone();
+        req.allow_insecure_code_url = args.allow_insecure_url.then_some(true);
     } else if let Some(code) = &args.eval {
         req.code = Some(code.clone());
+        detected = Some("python".to_string());
     } else if let Some(path) = &args.file {
-        let code = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let code = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                anyhow::anyhow!("File not found: {}", path.display())
+            }
+            _ => anyhow::Error::new(e).context(format!("cannot read `{}`", path.display())),
+        })?;
         req.code = Some(code);
         let name = path
             .file_name()
@@ -374,6 +476,7 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
             bail!("no code given: standard input was empty; pass a FILE, -e CODE or --cmd CMD");
         }
         req.code = Some(code);
+        detected = Some("python".to_string());
     }
     req.runtime = match (&args.runtime, detected) {
         (Some(r), _) => r.clone(),
@@ -384,7 +487,7 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
     req.timeout_ms = args.timeout;
     req.env = parse_kv("--env", &args.env)?;
     req.stdin = args.stdin.clone();
-    req.setup_script = args.setup.clone();
+    req.setup_script = setup_script(&args.setup)?;
     req.workdir = args.workdir.clone();
     req.file_extension = args.ext.clone();
     req.output_paths = args.output_path.clone();
@@ -415,6 +518,11 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let registry = RuntimeRegistry::builtin();
     let options = options(&args, config)?;
     let req = request(&args, &registry)?;
+    tracing::debug!(
+        runtime = %req.runtime,
+        on = args.host.as_deref().unwrap_or("the local Docker daemon"),
+        "run: request ready"
+    );
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
     let settings = isol8::settings::SandboxSettings::resolve(&options)?;
     let mut check = req.clone();
@@ -458,9 +566,11 @@ async fn run_remote(
     req: ExecutionRequest,
 ) -> Result<i32> {
     // --key / ISOL8_API_KEY, else the key stored by `isol8 login` for this host.
-    let key = crate::account::key_for(host, args.key.clone())?.context(
-        "an API key is needed with --host: set ISOL8_API_KEY, pass --key, or run `isol8 login --host URL`",
-    )?;
+    let key = crate::account::key_for(host, args.key.clone())?.with_context(|| {
+        format!(
+            "API key required: pass --key, set ISOL8_API_KEY, or run `isol8 login --host {host}`"
+        )
+    })?;
     let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
     tokio::select! {
         status = execute(&engine, req, args) => status,
@@ -469,6 +579,17 @@ async fn run_remote(
             Ok(130)
         }
     }
+}
+
+/// The line `--no-stream` prints on stderr when the output was cut at `maxOutputSize`,
+/// after the program's own stderr (`stderr`, which it starts on a line of its own).
+fn truncation_warning(stderr: &str) -> String {
+    let sep = if stderr.is_empty() || stderr.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    format!("{sep}warning: output was truncated at the output limit (--max-output / maxOutputSize)")
 }
 
 async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
@@ -490,6 +611,9 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
             print!("{}", result.stdout);
             std::io::stdout().flush()?;
             eprint!("{}", result.stderr);
+            if result.truncated {
+                eprintln!("{}", truncation_warning(&result.stderr));
+            }
             for l in result.network_logs.iter().flatten() {
                 eprintln!(
                     "[network] {} {} {}{} ({} ms)",
@@ -524,4 +648,83 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
         }
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_shortcuts_expand_to_raw_githubusercontent_urls() {
+        assert_eq!(
+            github_url("octo/tools/main/scripts/job.py").expect("valid"),
+            "https://raw.githubusercontent.com/octo/tools/main/scripts/job.py"
+        );
+        assert_eq!(
+            github_url("octo/tools/v1.2/job.js").expect("valid"),
+            "https://raw.githubusercontent.com/octo/tools/v1.2/job.js"
+        );
+        for bad in [
+            "octo/tools/main",
+            "octo",
+            "",
+            "octo//main/job.py",
+            "o/r/main/a//b.py",
+            "o/r/main/../x.py",
+        ] {
+            let e = github_url(bad).expect_err(bad).to_string();
+            assert!(e.contains("OWNER/REPO/REF/PATH"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn gist_shortcuts_expand_to_gist_raw_urls() {
+        assert_eq!(
+            gist_url("0123abcd/job.py").expect("valid"),
+            "https://gist.githubusercontent.com/0123abcd/raw/job.py"
+        );
+        assert_eq!(
+            gist_url("0123abcd").expect("valid"),
+            "https://gist.githubusercontent.com/0123abcd/raw"
+        );
+        for bad in [
+            "",
+            "/job.py",
+            "01/../x",
+            "0123abcd/",
+            "a.b/job.py",
+            "id/a//b",
+        ] {
+            let e = gist_url(bad).expect_err(bad).to_string();
+            assert!(e.contains("ID or ID/FILE"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn setup_values_are_file_contents_or_the_text_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("setup.sh");
+        std::fs::write(&file, "echo from-file").expect("write");
+        let items = vec![
+            file.to_string_lossy().into_owned(),
+            "echo inline".to_string(),
+            dir.path().join("missing.sh").to_string_lossy().into_owned(),
+        ];
+        let script = setup_script(&items).expect("script").expect("some");
+        let missing = dir.path().join("missing.sh");
+        assert_eq!(
+            script,
+            format!("echo from-file\necho inline\n{}", missing.display())
+        );
+        assert_eq!(setup_script(&[]).expect("none"), None);
+    }
+
+    #[test]
+    fn the_truncation_warning_is_one_line_of_its_own() {
+        assert_eq!(truncation_warning("").lines().count(), 1);
+        assert_eq!(truncation_warning("err\n").lines().count(), 1);
+        let after_partial = truncation_warning("partial");
+        assert!(after_partial.starts_with('\n'), "{after_partial:?}");
+        assert!(after_partial.contains("truncated"));
+    }
 }

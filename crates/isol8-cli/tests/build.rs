@@ -71,7 +71,7 @@ fn built_and_prebuilt_images_serve_runs_that_ask_for_their_packages() {
     // …and skips it when nothing changed.
     let o = succeed(&dir, &["setup", "-r", "python"]);
     assert!(
-        text(&o.stderr).contains(&format!("{py_tag} is up to date")),
+        text(&o.stderr).contains(&format!("{py_tag}: Up to date")),
         "{}",
         text(&o.stderr)
     );

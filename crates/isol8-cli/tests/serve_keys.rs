@@ -167,7 +167,7 @@ fn database_keys_tenants_and_login_against_a_real_server() {
     assert_eq!(mode & 0o777, 0o600);
     let creds: Value =
         serde_json::from_slice(&std::fs::read(&creds_path).expect("read")).expect("json");
-    let login_key = creds["key"].as_str().expect("key").to_string();
+    let login_key = creds["token"].as_str().expect("token").to_string();
     assert!(login_key.starts_with("isol8_"), "{creds}");
     assert_ne!(login_key, KEY);
     assert_eq!(creds["host"], s.base.as_str());

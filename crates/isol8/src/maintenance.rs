@@ -6,6 +6,7 @@
 
 pub use crate::docker::doctor;
 pub use crate::docker::housekeeping::{
-    cleanup, covering_image, daemon_checks, hostname, list_containers, list_images, package_key,
-    reap_orphans, remove_container, Check, CleanupOptions, CleanupReport, ManagedContainer,
+    cleanup, covering_image, custom_images, daemon_checks, hostname, list_containers, list_images,
+    package_key, reap_orphans, remove_container, Check, CleanupOptions, CleanupReport,
+    CustomImageInfo, ManagedContainer,
 };

@@ -91,6 +91,7 @@ pub fn check(
         if want > cap {
             return Err(PolicyError::Size {
                 field,
+                key: name,
                 asked: given(asked, want),
                 cap: shown,
             });

@@ -52,7 +52,7 @@ pub enum PolicyError {
         max: usize,
     },
     /// A timeout over the cap.
-    #[error("{field} {value} exceeds the server's limit of {cap} ms")]
+    #[error("{field} {value} exceeds the server's limit of {cap} ms (serverPolicy.maxTimeoutMs)")]
     Timeout {
         /// Where it came from (`request.timeoutMs`, `options.timeoutMs`, or the default).
         field: &'static str,
@@ -62,17 +62,21 @@ pub enum PolicyError {
         cap: u64,
     },
     /// A size (`memoryLimit`, `sandboxSize`, `tmpSize`) over its cap.
-    #[error("options.{field} {asked} exceeds the server's limit of {cap}")]
+    #[error("options.{field} {asked} exceeds the server's limit of {cap} (serverPolicy.{key})")]
     Size {
         /// The option's name.
         field: &'static str,
+        /// The policy key of its cap (`maxMemoryLimit`…).
+        key: &'static str,
         /// The size as the client wrote it (or the resolved one, formatted).
         asked: String,
         /// The cap as written.
         cap: String,
     },
     /// A CPU limit over the cap.
-    #[error("options.cpuLimit {asked} exceeds the server's limit of {cap}")]
+    #[error(
+        "options.cpuLimit {asked} exceeds the server's limit of {cap} (serverPolicy.maxCpuLimit)"
+    )]
     Cpu {
         /// Cores asked for.
         asked: f64,
@@ -80,7 +84,9 @@ pub enum PolicyError {
         cap: f64,
     },
     /// A process limit over the cap.
-    #[error("options.pidsLimit {asked} exceeds the server's limit of {cap}")]
+    #[error(
+        "options.pidsLimit {asked} exceeds the server's limit of {cap} (serverPolicy.maxPidsLimit)"
+    )]
     Pids {
         /// Processes asked for.
         asked: i64,
@@ -88,7 +94,7 @@ pub enum PolicyError {
         cap: i64,
     },
     /// An output cap over the server's.
-    #[error("options.maxOutputSize {asked} exceeds the server's limit of {cap} bytes")]
+    #[error("options.maxOutputSize {asked} exceeds the server's limit of {cap} bytes (serverPolicy.maxOutputSize)")]
     Output {
         /// Bytes asked for.
         asked: u64,
@@ -96,14 +102,14 @@ pub enum PolicyError {
         cap: u64,
     },
     /// The host network without `serverPolicy.allowHostNetwork`.
-    #[error("options.network `host` is not allowed by this server{hint}")]
+    #[error("options.network `host` is not allowed by this server (serverPolicy.allowHostNetwork){hint}")]
     HostNetwork {
         /// Why the request needs it, if it did not ask itself.
         hint: &'static str,
     },
     /// A network mode outside `serverPolicy.allowedNetworks`.
     #[error(
-        "options.network `{network}` is not allowed by this server (allowed: {allowed}){hint}"
+        "options.network `{network}` is not allowed by this server (serverPolicy.allowedNetworks: {allowed}){hint}"
     )]
     Network {
         /// The mode asked for.
@@ -114,10 +120,12 @@ pub enum PolicyError {
         hint: &'static str,
     },
     /// Another image without `serverPolicy.allowCustomImage`.
-    #[error("options.image: this server does not accept custom images")]
+    #[error(
+        "options.image: this server does not accept custom images (serverPolicy.allowCustomImage)"
+    )]
     CustomImage,
     /// A seccomp mode other than the server's and not in `serverPolicy.allowedSeccomp`.
-    #[error("options.security.seccomp `{asked}` is not allowed by this server (it uses `{own}`)")]
+    #[error("options.security.seccomp `{asked}` is not allowed by this server (it uses `{own}`), see serverPolicy.allowedSeccomp")]
     Seccomp {
         /// The mode asked for.
         asked: &'static str,

@@ -576,3 +576,118 @@ fn refusals_are_typed_by_what_was_refused() {
         "{e:?}"
     );
 }
+
+/// Every refusal a setting could lift names that `serverPolicy` key, so an operator
+/// (or a user of the reference server, which has no policy) knows what to change.
+#[test]
+fn each_refusal_names_the_server_policy_key_that_allows_it() {
+    let only_none = ServerPolicy {
+        allowed_networks: Some(vec![NetworkMode::None]),
+        ..Default::default()
+    };
+    let cases: Vec<(ServerPolicy, EngineOptions, &str)> = vec![
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                timeout_ms: Some(3_600_000),
+                ..Default::default()
+            },
+            "serverPolicy.maxTimeoutMs",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                memory_limit: Some("16g".into()),
+                ..Default::default()
+            },
+            "serverPolicy.maxMemoryLimit",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                sandbox_size: Some("16g".into()),
+                ..Default::default()
+            },
+            "serverPolicy.maxSandboxSize",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                tmp_size: Some("16g".into()),
+                ..Default::default()
+            },
+            "serverPolicy.maxTmpSize",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                cpu_limit: Some(8.0),
+                ..Default::default()
+            },
+            "serverPolicy.maxCpuLimit",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                pids_limit: Some(10_000),
+                ..Default::default()
+            },
+            "serverPolicy.maxPidsLimit",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                max_output_size: Some(1 << 30),
+                ..Default::default()
+            },
+            "serverPolicy.maxOutputSize",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                network: Some(NetworkMode::Host),
+                ..Default::default()
+            },
+            "serverPolicy.allowHostNetwork",
+        ),
+        (
+            only_none,
+            EngineOptions {
+                network: Some(NetworkMode::Filtered),
+                ..Default::default()
+            },
+            "serverPolicy.allowedNetworks",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                image: Some("alpine".into()),
+                ..Default::default()
+            },
+            "serverPolicy.allowCustomImage",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                security: Some(SecurityOptions {
+                    seccomp: Some(SeccompMode::Unconfined),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "serverPolicy.allowedSeccomp",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                readonly_root_fs: Some(false),
+                ..Default::default()
+            },
+            "serverPolicy.allowWritableRootFs",
+        ),
+    ];
+    for (policy, client, key) in cases {
+        let e = allowed(&policy, &client).expect_err(key);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}

@@ -182,6 +182,58 @@ pub async fn covering_image(
         .map(|(_, _, tag)| tag)
 }
 
+/// A custom image on the daemon: one built by `isol8 build` or from `prebuiltImages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomImageInfo {
+    /// Its tag (`repo:tag`); the image id when it has none.
+    pub tag: String,
+    /// The runtime whose image it is based on.
+    pub runtime: String,
+    /// The baked-in packages, normalised and sorted (empty: setup commands only).
+    pub packages: Vec<String>,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+}
+
+/// The custom images on the daemon (labelled by `isol8 build`), one entry per tag,
+/// sorted by tag.
+pub async fn custom_images(api: &dyn ContainerApi) -> Result<Vec<CustomImageInfo>> {
+    let list = api
+        .list_images(&managed_labels(None))
+        .await
+        .map_err(|e| Error::docker("list images", e))?;
+    let mut out = Vec::new();
+    for img in list {
+        let Some(runtime) = img.labels.get(LABEL_BUILD_RUNTIME) else {
+            continue;
+        };
+        let packages: Vec<String> = img
+            .labels
+            .get(LABEL_BUILD_PACKAGES)
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default();
+        let mut tags: Vec<String> = img
+            .tags
+            .iter()
+            .filter(|t| t.as_str() != "<none>:<none>")
+            .cloned()
+            .collect();
+        if tags.is_empty() {
+            tags.push(img.id.clone());
+        }
+        for tag in tags {
+            out.push(CustomImageInfo {
+                tag,
+                runtime: runtime.clone(),
+                packages: packages.clone(),
+                created: img.created,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(out)
+}
+
 /// This machine's host name (as the kernel knows it).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -7,9 +7,13 @@ use super::*;
 use crate::docker::backend::{ContainerApi, ContainerSpec, ImageSummary};
 use crate::docker::host_config::HostConfig;
 use crate::docker::housekeeping::{
-    cleanup, daemon_checks, hostname, list_containers, list_images, reap_orphans, CleanupOptions,
+    cleanup, custom_images, daemon_checks, hostname, list_containers, list_images, reap_orphans,
+    CleanupOptions, CustomImageInfo,
 };
-use crate::{BASE_IMAGE, LABEL_HOST, LABEL_MANAGED, LABEL_OWNER, LABEL_PERSIST, LABEL_PID};
+use crate::{
+    BASE_IMAGE, LABEL_BUILD_PACKAGES, LABEL_BUILD_RUNTIME, LABEL_HOST, LABEL_MANAGED, LABEL_OWNER,
+    LABEL_PERSIST, LABEL_PID,
+};
 
 /// Creates a container with these labels directly on the daemon.
 async fn container(fake: &FakeDocker, labels: &[(&str, &str)]) -> String {
@@ -112,6 +116,63 @@ async fn cleanup_removes_isol8s_containers_and_images_and_nothing_else() {
     assert!(fake.exists(&foreign));
     assert!(fake.image_exists("postgres:16").await);
     assert!(!fake.image_exists(BASE_IMAGE).await);
+}
+
+#[tokio::test]
+async fn custom_images_are_the_built_ones_with_their_runtime_and_packages() {
+    let fake = FakeDocker::new();
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let managed = (LABEL_MANAGED, "true");
+    // A runtime image (no build labels), a foreign image with build-like labels but not
+    // isol8's, and two custom images, one tagged twice.
+    fake.add_image(ImageSummary {
+        id: "sha256:a".into(),
+        tags: vec!["isol8:python".into()],
+        labels: labels(&[managed]),
+        created: 1,
+    });
+    fake.add_image(ImageSummary {
+        id: "sha256:b".into(),
+        tags: vec!["other:1".into()],
+        labels: labels(&[(LABEL_BUILD_RUNTIME, "python")]),
+        created: 1,
+    });
+    fake.add_image(ImageSummary {
+        id: "sha256:c".into(),
+        tags: vec!["team/py:1".into(), "team/py:latest".into()],
+        labels: labels(&[
+            managed,
+            (LABEL_BUILD_RUNTIME, "python"),
+            (LABEL_BUILD_PACKAGES, r#"["numpy","pandas"]"#),
+        ]),
+        created: 5,
+    });
+    fake.add_image(ImageSummary {
+        id: "sha256:d".into(),
+        tags: vec![],
+        labels: labels(&[managed, (LABEL_BUILD_RUNTIME, "node")]),
+        created: 7,
+    });
+    let images = custom_images(&fake).await.expect("list");
+    let info = |tag: &str, runtime: &str, packages: &[&str], created| CustomImageInfo {
+        tag: tag.into(),
+        runtime: runtime.into(),
+        packages: packages.iter().map(|p| p.to_string()).collect(),
+        created,
+    };
+    assert_eq!(
+        images,
+        [
+            info("sha256:d", "node", &[], 7),
+            info("team/py:1", "python", &["numpy", "pandas"], 5),
+            info("team/py:latest", "python", &["numpy", "pandas"], 5),
+        ]
+    );
 }
 
 #[tokio::test]
