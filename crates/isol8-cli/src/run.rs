@@ -14,6 +14,8 @@ use isol8::{
 };
 use isol8_protocol::{NetworkMode, SeccompMode};
 
+use crate::input::Input;
+
 /// Flags of `isol8 run`.
 #[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
@@ -65,7 +67,9 @@ pub struct RunArgs {
     /// takes $NAME from this environment. --secret flags win over the files.
     #[arg(long = "secret-file", value_name = "PATH")]
     pub secret_file: Vec<PathBuf>,
-    /// Data fed to the program's standard input.
+    /// Data fed to the program's standard input (then end-of-file). Without it, this
+    /// command's own standard input is forwarded to the program when it is not a terminal
+    /// and the code came from a FILE, -e, --cmd or --url.
     #[arg(long, value_name = "DATA")]
     pub stdin: Option<String>,
     /// Bash script run before the code.
@@ -330,6 +334,12 @@ fn secret_entry(item: &str, place: impl Fn() -> String) -> Result<(String, Strin
     }
 }
 
+/// True when the code comes from standard input (no FILE, -e, --cmd or --url): then
+/// standard input is the code, not the program's input.
+fn code_from_stdin(args: &RunArgs) -> bool {
+    args.cmd.is_none() && args.url.is_none() && args.eval.is_none() && args.file.is_none()
+}
+
 /// The request: code from FILE, -e, --cmd or standard input.
 fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionRequest> {
     let mut req = ExecutionRequest::default();
@@ -414,6 +424,7 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
 pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let registry = RuntimeRegistry::builtin();
     let options = options(&args, config)?;
+    let input = crate::input::input(args.stdin.as_deref(), code_from_stdin(&args));
     let req = request(&args, &registry)?;
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
     let settings = isol8::settings::SandboxSettings::resolve(&options)?;
@@ -424,7 +435,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     }
     isol8::prepare::prepare(&check, &registry, &settings)?;
     if let Some(host) = &args.host {
-        return run_remote(host, &args, options, req).await;
+        return run_remote(host, &args, options, req, input).await;
     }
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
@@ -432,7 +443,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         ..EngineConfig::from_config(&config.config)
     })
     .await?;
-    let work = execute(&engine, req, &args);
+    let work = execute(&engine, req, &args, input);
     tokio::pin!(work);
     tokio::select! {
         status = &mut work => {
@@ -456,6 +467,7 @@ async fn run_remote(
     args: &RunArgs,
     options: EngineOptions,
     req: ExecutionRequest,
+    input: Input,
 ) -> Result<i32> {
     // --key / ISOL8_API_KEY, else the key stored by `isol8 login` for this host.
     let key = crate::account::key_for(host, args.key.clone())?.context(
@@ -463,7 +475,7 @@ async fn run_remote(
     )?;
     let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
     tokio::select! {
-        status = execute(&engine, req, args) => status,
+        status = execute(&engine, req, args, input) => status,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted");
             Ok(130)
@@ -471,7 +483,12 @@ async fn run_remote(
     }
 }
 
-async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
+async fn execute(
+    engine: &dyn Engine,
+    req: ExecutionRequest,
+    args: &RunArgs,
+    input: Input,
+) -> Result<i32> {
     let mut out_file = match &args.out {
         Some(p) => Some(
             std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
@@ -480,7 +497,9 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
     };
     // Network logs come with the whole result, so --log-network buffers.
     if args.json || args.no_stream || args.log_network {
-        let result = engine.execute(req).await?;
+        // A remote interactive run streams no output files or network logs.
+        let full = args.host.is_some() && (args.log_network || !args.output_path.is_empty());
+        let result = crate::input::buffered(engine, req, input, full).await?;
         if let Some(f) = out_file.as_mut() {
             f.write_all(result.stdout.as_bytes())?;
         }
@@ -499,7 +518,7 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
         }
         return Ok(result.exit_code);
     }
-    let mut events = engine.execute_stream(req).await?;
+    let mut events = crate::input::stream(engine, req, input).await?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     let mut status = 1;
