@@ -304,14 +304,13 @@ fn read_message(text: &str) -> Read {
             // The client's text, quoted only in part.
             let shown: String = other.chars().take(40).collect();
             return Read::Unknown(format!(
-                "unknown message type `{shown}`; use execute, stdin or signal"
+                "Unknown message type: {shown}; use execute, stdin or signal"
             ));
         }
-        None => {
-            return Read::Unknown(
-                "a message needs a string `type`: execute, stdin or signal".into(),
-            )
-        }
+        None => return Read::Unknown(
+            "Unknown message type: none; a message needs a string `type`: execute, stdin or signal"
+                .into(),
+        ),
     };
     match serde_json::from_value::<WsIn>(value) {
         Ok(m) => Read::Message(m),
@@ -364,7 +363,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
                     &mut socket,
                     INVALID,
                     "Invalid JSON",
-                    format!("invalid message: not JSON ({e})"),
+                    format!("Invalid JSON message: {e}"),
                 )
                 .await
             }
@@ -449,7 +448,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
                         }
                     }
                     Read::NotJson(e) => {
-                        return ws_fail(&mut socket, INVALID, "Invalid JSON", format!("invalid message: not JSON ({e})")).await
+                        return ws_fail(&mut socket, INVALID, "Invalid JSON", format!("Invalid JSON message: {e}")).await
                     }
                 }
             }

@@ -230,7 +230,7 @@ async fn websocket_invalid_input_is_an_error_frame_and_close_1003() {
     let s = server();
     let url = listen(&s.state).await;
     for (first, second, says) in [
-        (Some("{this is not json"), None, "invalid message"),
+        (Some("{this is not json"), None, "Invalid JSON"),
         (
             Some(r#"{"type": "execute", "request": {"runtime": "bash"}, "options": 5}"#),
             None,
@@ -264,7 +264,7 @@ async fn websocket_invalid_input_is_an_error_frame_and_close_1003() {
         let (code, reason) = close.expect("a close frame");
         assert_eq!(code, 1003, "{events:?}");
         let want = match says {
-            "invalid message" if first == Some("{this is not json") => "Invalid JSON",
+            "Invalid JSON" => "Invalid JSON",
             "cobol" => "Request refused",
             _ => "Invalid message",
         };
@@ -375,7 +375,7 @@ async fn websocket_ignores_stdin_and_signals_before_execute_and_answers_unknown_
         first["data"]
             .as_str()
             .expect("data")
-            .contains("unknown message type `resize`"),
+            .contains("Unknown message type: resize"),
         "{first}"
     );
     let second = ws.next().await.expect("event").expect("message");
