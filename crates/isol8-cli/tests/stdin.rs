@@ -97,6 +97,23 @@ fn stdin_is_forwarded_then_closed(host: Option<&str>) {
         );
     }
     let read = STDIN_CASES[0];
+    // Nothing to forward (/dev/null, as from a terminal): end-of-file at once, streamed
+    // and buffered, also with --stdin.
+    for extra in [None, Some("--no-stream")] {
+        let mut args: Vec<&str> = extra.into_iter().collect();
+        args.extend(["-r", read.runtime, "-e", read.code]);
+        let mut cmd = isol8(host, &args);
+        let o = bounded(cmd.stdin(Stdio::null()).spawn().expect("spawn"));
+        assert_run(
+            &o,
+            read.without_input,
+            &format!("{place} /dev/null {extra:?}"),
+        );
+        args.extend(["--stdin", INPUT]);
+        let mut cmd = isol8(host, &args);
+        let o = bounded(cmd.stdin(Stdio::null()).spawn().expect("spawn"));
+        assert_run(&o, read.with_input, &format!("{place} --stdin {extra:?}"));
+    }
     // Buffered, and as JSON.
     let o = with_input(
         isol8(host, &["--no-stream", "-r", read.runtime, "-e", read.code]),
