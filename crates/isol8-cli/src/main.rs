@@ -3,6 +3,7 @@
 
 mod account;
 mod commands;
+mod input;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -14,6 +14,8 @@ use isol8::{
 };
 use isol8_protocol::{NetworkMode, SeccompMode};
 
+use crate::input::Input;
+
 /// Flags of `isol8 run`.
 #[derive(clap::Args, Debug, Default)]
 #[command(group(clap::ArgGroup::new("code_url").args(["url", "github", "gist"])))]
@@ -73,7 +75,9 @@ pub struct RunArgs {
     /// takes $NAME from this environment. --secret flags win over the files.
     #[arg(long = "secret-file", value_name = "PATH")]
     pub secret_file: Vec<PathBuf>,
-    /// Data fed to the program's standard input.
+    /// Data fed to the program's standard input (then end-of-file). Without it, this
+    /// command's own standard input is forwarded to the program when it is not a terminal
+    /// and the code came from a FILE, -e, --cmd or --url.
     #[arg(long, value_name = "DATA")]
     pub stdin: Option<String>,
     /// Bash script run before the code (repeatable, joined by newlines): the path of an
@@ -349,6 +353,17 @@ fn secret_entry(item: &str, place: impl Fn() -> String) -> Result<(String, Strin
     }
 }
 
+/// True when the code comes from standard input (no FILE, -e, --cmd, --url, --github or --gist): then
+/// standard input is the code, not the program's input.
+fn code_from_stdin(args: &RunArgs) -> bool {
+    args.cmd.is_none()
+        && args.url.is_none()
+        && args.github.is_none()
+        && args.gist.is_none()
+        && args.eval.is_none()
+        && args.file.is_none()
+}
+
 /// True for a path segment a shortcut may hold: not empty, not `.` or `..`.
 fn url_segment(s: &str) -> bool {
     !matches!(s, "" | "." | "..")
@@ -517,6 +532,7 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
 pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     let registry = RuntimeRegistry::builtin();
     let options = options(&args, config)?;
+    let input = crate::input::input(args.stdin.as_deref(), code_from_stdin(&args));
     let req = request(&args, &registry)?;
     tracing::debug!(
         runtime = %req.runtime,
@@ -532,7 +548,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
     }
     isol8::prepare::prepare(&check, &registry, &settings)?;
     if let Some(host) = &args.host {
-        return run_remote(host, &args, options, req).await;
+        return run_remote(host, &args, options, req, input).await;
     }
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
@@ -540,7 +556,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         ..EngineConfig::from_config(&config.config)
     })
     .await?;
-    let work = execute(&engine, req, &args);
+    let work = execute(&engine, req, &args, input);
     tokio::pin!(work);
     tokio::select! {
         status = &mut work => {
@@ -564,6 +580,7 @@ async fn run_remote(
     args: &RunArgs,
     options: EngineOptions,
     req: ExecutionRequest,
+    input: Input,
 ) -> Result<i32> {
     // --key / ISOL8_API_KEY, else the key stored by `isol8 login` for this host.
     let key = crate::account::key_for(host, args.key.clone())?.with_context(|| {
@@ -573,7 +590,7 @@ async fn run_remote(
     })?;
     let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
     tokio::select! {
-        status = execute(&engine, req, args) => status,
+        status = execute(&engine, req, args, input) => status,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted");
             Ok(130)
@@ -592,7 +609,12 @@ fn truncation_warning(stderr: &str) -> String {
     format!("{sep}warning: output was truncated at the output limit (--max-output / maxOutputSize)")
 }
 
-async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> Result<i32> {
+async fn execute(
+    engine: &dyn Engine,
+    req: ExecutionRequest,
+    args: &RunArgs,
+    input: Input,
+) -> Result<i32> {
     let mut out_file = match &args.out {
         Some(p) => Some(
             std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
@@ -601,7 +623,9 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
     };
     // Network logs come with the whole result, so --log-network buffers.
     if args.json || args.no_stream || args.log_network {
-        let result = engine.execute(req).await?;
+        // A remote interactive run streams no output files or network logs.
+        let full = args.host.is_some() && (args.log_network || !args.output_path.is_empty());
+        let result = crate::input::buffered(engine, req, input, full).await?;
         if let Some(f) = out_file.as_mut() {
             f.write_all(result.stdout.as_bytes())?;
         }
@@ -623,7 +647,7 @@ async fn execute(engine: &dyn Engine, req: ExecutionRequest, args: &RunArgs) -> 
         }
         return Ok(result.exit_code);
     }
-    let mut events = engine.execute_stream(req).await?;
+    let mut events = crate::input::stream(engine, req, input).await?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     let mut status = 1;

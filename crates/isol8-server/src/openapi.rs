@@ -170,7 +170,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/execute/ws",
         method: Method::Get,
-        summary: "WebSocket: send {type:execute}, then {type:stdin,data,eof?} (eof: true closes stdin after data) / {type:signal,signal} (schema WsIn); receive StreamEvents; close 1000 after the exit event, 1003 on invalid messages, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)",
+        summary: "WebSocket (schema WsIn): send {type:execute,request,options?,sessionId?,interactive?}; the program reads request.stdin (if any), then end-of-file, unless interactive: true, which keeps its stdin open for {type:stdin,data,eof?} (eof: true closes it after data) and delivers {type:signal,signal}; stdin and signal messages before execute or in a run that is not interactive are ignored; a message of unknown type gets an error event and the socket stays open. Receive StreamEvents. Every close has a reason: 1000 `Execution complete` after the exit event, 1003 on invalid messages or a refused request, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)",
         authenticated: true,
         params: Params::None,
         body: None,

@@ -143,6 +143,19 @@ async fn execute_stream_falls_back_to_sse_when_the_upgrade_fails() {
         output(&events),
         ("via-sse\n".into(), String::new(), Some("2".into()))
     );
+    // The request's stdin, then end-of-file, over server-sent events too.
+    let mut req = request("cat; echo end");
+    req.stdin = Some("piped\n".into());
+    let events: Vec<StreamEvent> = engine
+        .execute_stream(req)
+        .await
+        .expect("stream")
+        .collect()
+        .await;
+    assert_eq!(
+        output(&events),
+        ("piped\nend\n".into(), String::new(), Some("0".into()))
+    );
     state.shutdown().await;
 }
 
@@ -193,5 +206,11 @@ async fn interactive_input_end_of_file_and_signals_reach_the_program_over_the_we
         matches!(err, Error::NotSupported(_)) && err.to_string().contains("WebSocket"),
         "{err:?}"
     );
+    let err = remote
+        .execute_interactive_buffered(request("cat"), &EngineOptions::default())
+        .await
+        .err()
+        .expect("no WebSocket, no interactive run");
+    assert!(matches!(err, Error::NotSupported(_)), "{err:?}");
     state.shutdown().await;
 }

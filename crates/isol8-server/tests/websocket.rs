@@ -1,5 +1,6 @@
-//! `GET /execute/ws` over a real socket: events out, stdin and signals in, invalid
-//! messages closed with 1003, and a disconnect kills the execution.
+//! `GET /execute/ws` over a real socket: events out, stdin and signals in for an
+//! interactive run, invalid messages closed with 1003, and a disconnect kills the
+//! execution. (Standard input without `interactive` is in `stdin.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,10 +70,10 @@ async fn send(ws: &mut Ws, v: Value) {
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
-async fn stdin_and_signals_flow_and_the_socket_closes_with_1000() {
+async fn interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     let (state, url) = serve().await;
     let mut ws = connect(&url).await;
-    send(&mut ws, json!({"type": "execute", "request": {"runtime": "python", "code": "print(input().upper(), flush=True)"}})).await;
+    send(&mut ws, json!({"type": "execute", "request": {"runtime": "python", "code": "print(input().upper(), flush=True)"}, "interactive": true})).await;
     send(&mut ws, json!({"type": "stdin", "data": "shout\n"})).await;
     let (events, code) = drain(&mut ws).await;
     assert_eq!(stdout(&events), "SHOUT\n", "{events:?}");
@@ -83,7 +84,7 @@ async fn stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     let code = "trap 'echo interrupted; exit 7' INT; echo ready; while true; do sleep 0.05; done";
     send(
         &mut ws,
-        json!({"type": "execute", "request": {"runtime": "bash", "code": code}}),
+        json!({"type": "execute", "request": {"runtime": "bash", "code": code}, "interactive": true}),
     )
     .await;
     let first = ws.next().await.expect("event").expect("message");

@@ -51,12 +51,17 @@ use std::time::Duration;
 
 mod docker;
 mod requests;
+mod stdin;
 
 pub use docker::{
     assert_clean, containers_labelled, containers_of_pid, engine, engine_with, leftovers,
 };
 pub use isol8_testkit_macros::test;
 pub use requests::{code, run};
+pub use stdin::{
+    assert_big_output, big_input, big_output, StdinCase, BIG_IO_CODE, BIG_OUTPUT_BYTES, INPUT,
+    STDIN_CASES,
+};
 
 /// Items the [`test`] attribute's expansion names; not for direct use.
 #[doc(hidden)]

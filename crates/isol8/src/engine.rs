@@ -1,5 +1,6 @@
 //! The [`Engine`] trait: the one interface the CLI, the server and the remote client drive.
 
+use std::future::Future;
 use std::pin::Pin;
 
 use futures_util::Stream;
@@ -14,6 +15,10 @@ use crate::Result;
 /// event whose data starts with `sandbox lost: ` or `sandbox unresponsive: ` and no
 /// `exit` event, because there is no exit code to report.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
+
+/// The buffered result of a running execution ([`Engine::execute_interactive_buffered`]).
+/// Dropping it kills the execution.
+pub type PendingResult = Pin<Box<dyn Future<Output = Result<ExecutionResult>> + Send>>;
 
 /// Something that runs [`ExecutionRequest`]s in sandboxes: the local `DockerEngine`, the
 /// `RemoteEngine` of an `isol8 serve`, or a test double.
@@ -61,12 +66,34 @@ pub trait Engine: Send + Sync {
     ) -> Result<EventStream>;
 
     /// Streams a request whose standard input stays open: the [`Controller`] feeds it
-    /// (bytes, then end-of-file) and delivers signals to the program while it runs.
+    /// (bytes, then end-of-file) and delivers signals to the program while it runs. The
+    /// request's `stdin`, if any, comes first. Every other way to run a request gives the
+    /// program the request's `stdin` (if any) and then end-of-file at once.
     async fn execute_interactive(
         &self,
         req: ExecutionRequest,
         options: &EngineOptions,
     ) -> Result<(EventStream, Controller)>;
+
+    /// [`Engine::execute_interactive`] with a buffered result: the program's standard
+    /// input stays open for the [`Controller`] (the request's `stdin` first), and the
+    /// [`PendingResult`] resolves to the [`ExecutionResult`] once the program ends. For a
+    /// caller that forwards a stream it does not want to wait for before the program
+    /// starts (`isol8 run` forwarding its own standard input).
+    ///
+    /// Errors before anything runs are returned at once, as by
+    /// [`Engine::execute_interactive`]. The default is [`crate::Error::NotSupported`]:
+    /// the caller can then read its input to the end and use [`Engine::execute_with`].
+    async fn execute_interactive_buffered(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(PendingResult, Controller)> {
+        let _ = (req, options);
+        Err(crate::Error::NotSupported(
+            "this engine cannot feed a buffered execution's input while it runs; pass the input as the request's `stdin`".into(),
+        ))
+    }
 
     /// Writes a file into the persistent session (binary-safe; the path must be inside
     /// `/sandbox`).

@@ -37,7 +37,7 @@ pub mod seccomp;
 pub mod settings;
 
 pub use docker::DockerEngine;
-pub use engine::{Engine, EventStream};
+pub use engine::{Engine, EventStream, PendingResult};
 pub use error::{Error, Result};
 pub use isol8_protocol::{
     EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,

@@ -48,9 +48,13 @@ pub const BLOCKING_COMPILE_BYTES: usize = 16 << 10;
 /// thread.
 pub const BLOCKING_MASK_BYTES: usize = 256 << 10;
 
+/// How [`truncation_trailer`] starts: a client that only sees the output (a stream) tells
+/// a truncated run by it.
+pub const TRUNCATION_MARK: &str = "--- OUTPUT TRUNCATED (";
+
 /// The trailer added to a stream that hit the output cap.
 pub fn truncation_trailer(total: u64, limit: u64) -> String {
-    format!("--- OUTPUT TRUNCATED ({total} bytes, limit: {limit}) ---")
+    format!("{TRUNCATION_MARK}{total} bytes, limit: {limit}) ---")
 }
 
 /// The secret values of one execution, compiled for masking. Cheap to clone (shared).

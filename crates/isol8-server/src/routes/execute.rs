@@ -1,5 +1,10 @@
 //! `POST /execute` (buffered), `POST /execute/stream` (server-sent events) and
-//! `GET /execute/ws` (WebSocket: stdin and signals in, events out).
+//! `GET /execute/ws` (WebSocket: events out; stdin and signals in when the client asks
+//! for an interactive run).
+//!
+//! Standard input follows one rule on every route: the program reads the request's
+//! `stdin` (if any) and then end-of-file. Only a WebSocket `execute` message with
+//! `interactive: true` keeps it open for `stdin` messages until one says `eof: true`.
 //!
 //! A request runs on the shared engine with the client's options laid over the server's
 //! (after the policy check), or, with a `sessionId`, in that session's persistent
@@ -40,13 +45,15 @@ pub struct ExecuteBody {
     pub session_id: Option<String>,
 }
 
-/// Messages a WebSocket client sends on `GET /execute/ws`.
+/// Messages a WebSocket client sends on `GET /execute/ws`. A message whose `type` is none
+/// of these gets an `error` event and the socket stays open; `stdin` and `signal`
+/// messages before `execute`, or during a run that is not interactive, are ignored.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum WsIn {
-    /// Start the execution (first message).
+    /// Start the execution (one per socket).
     Execute {
-        /// The execution request.
+        /// The execution request. Its `stdin`, if any, is the program's first input.
         request: Box<ExecutionRequest>,
         /// Per-request options laid over the server's.
         #[serde(default)]
@@ -54,8 +61,15 @@ pub enum WsIn {
         /// Run in this persistent session (created on first use).
         #[serde(default, rename = "sessionId")]
         session_id: Option<String>,
+        /// Keep the program's standard input open after `request.stdin` for `stdin`
+        /// messages, until one with `eof: true`, and deliver `signal` messages; an isol8
+        /// addition. Absent or `false`: the program reads `request.stdin` (if any) and
+        /// then end-of-file, as on `POST /execute`, and `stdin` and `signal` messages are
+        /// ignored.
+        #[serde(default)]
+        interactive: bool,
     },
-    /// Feed the running program's stdin.
+    /// Feed the running program's stdin (interactive runs only).
     Stdin {
         /// Text for standard input.
         #[serde(default)]
@@ -65,7 +79,7 @@ pub enum WsIn {
         #[serde(default)]
         eof: bool,
     },
-    /// Interrupt the running program.
+    /// Interrupt the running program (interactive runs only).
     Signal {
         /// `SIGINT` or `SIGTERM` (also `SIGKILL`, `SIGHUP`, `SIGQUIT`).
         signal: String,
@@ -182,7 +196,7 @@ pub async fn execute_stream(
         .into_response())
 }
 
-/// `GET /execute/ws`: upgrades, then runs the execution the first message asks for.
+/// `GET /execute/ws`: upgrades, then runs the execution the `execute` message asks for.
 pub async fn execute_ws(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
@@ -195,6 +209,9 @@ pub async fn execute_ws(
 /// Close code for invalid input.
 const INVALID: u16 = 1003;
 
+/// Close reason of a socket closed for invalid input.
+const INVALID_REASON: &str = "Invalid message";
+
 /// Close code of a WebSocket whose execution could not start: 1003 for invalid input,
 /// 1013 ("try again later") when busy or shutting down, 1011 otherwise.
 fn close_code(status: StatusCode) -> u16 {
@@ -205,50 +222,152 @@ fn close_code(status: StatusCode) -> u16 {
     }
 }
 
-/// Sends an `error` event with `message` and closes with `code`.
-async fn ws_fail(socket: &mut WebSocket, code: u16, message: String) {
-    let ev = StreamEvent::error(message);
-    let _ = socket
+/// Sends one event; false once the client is gone.
+async fn send_event(socket: &mut WebSocket, ev: &StreamEvent) -> bool {
+    socket
         .send(Message::Text(
-            serde_json::to_string(&ev).unwrap_or_default().into(),
+            serde_json::to_string(ev).unwrap_or_default().into(),
         ))
-        .await;
-    let _ = socket
+        .await
+        .is_ok()
+}
+
+/// How long a closing socket waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes the socket with `code` and `reason` (every close says why), then reads what
+/// the client still sends until its close frame (at most [`CLOSE_WAIT`]): dropping a
+/// connection with unread input would reset it, and the client could lose the last
+/// events and the close.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let sent = socket
         .send(Message::Close(Some(CloseFrame {
             code,
-            reason: "".into(),
+            reason: reason.into(),
         })))
         .await;
+    if sent.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends an `error` event with `message` and closes with `code` and `reason`.
+async fn ws_fail(socket: &mut WebSocket, code: u16, reason: &'static str, message: String) {
+    send_event(socket, &StreamEvent::error(message)).await;
+    close(socket, code, reason).await;
 }
 
 /// Closes the socket for an execution that could not start (logged when it is the
 /// server's failure).
 async fn ws_refuse(socket: &mut WebSocket, e: ApiError) {
     e.log();
-    ws_fail(socket, close_code(e.status()), e.client_message()).await;
+    let code = close_code(e.status());
+    let reason = match code {
+        INVALID => "Request refused",
+        1013 => "Busy, try again later",
+        _ => "Server error",
+    };
+    ws_fail(socket, code, reason, e.client_message()).await;
+}
+
+/// A client message as read.
+enum Read {
+    /// A well-formed message.
+    Message(WsIn),
+    /// Not JSON: why.
+    NotJson(String),
+    /// JSON whose `type` is none of [`WsIn`]'s (or missing): the error event to send.
+    Unknown(String),
+    /// A known `type` (which) with a bad shape: the error message.
+    Invalid(&'static str, String),
+}
+
+/// Reads one client message: JSON, then its `type`, then its fields.
+fn read_message(text: &str) -> Read {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Read::NotJson(e.to_string()),
+    };
+    let kind = match value.get("type").and_then(serde_json::Value::as_str) {
+        Some("execute") => "execute",
+        Some("stdin") => "stdin",
+        Some("signal") => "signal",
+        Some(other) => {
+            // The client's text, quoted only in part.
+            let shown: String = other.chars().take(40).collect();
+            return Read::Unknown(format!(
+                "Unknown message type: {shown}; use execute, stdin or signal"
+            ));
+        }
+        None => return Read::Unknown(
+            "Unknown message type: none; a message needs a string `type`: execute, stdin or signal"
+                .into(),
+        ),
+    };
+    match serde_json::from_value::<WsIn>(value) {
+        Ok(m) => Read::Message(m),
+        Err(e) => Read::Invalid(kind, format!("invalid message: {e}")),
+    }
+}
+
+/// The next message text the client sent: a text frame, or a binary frame read as text
+/// (as the reference server reads them). `None` once the client closed or the
+/// connection broke. Pings and pongs are skipped. Cancel-safe.
+async fn next_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(t)) => return Some(t.to_string()),
+            Ok(Message::Binary(b)) => return Some(String::from_utf8_lossy(&b).into_owned()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, trace: Trace) {
     let _open = state.open_websocket();
-    let first = match socket.recv().await {
-        Some(Ok(Message::Text(t))) => serde_json::from_str::<WsIn>(&t),
-        _ => return,
-    };
-    let (request, options, session_id) = match first {
-        Ok(WsIn::Execute {
-            request,
-            options,
-            session_id,
-        }) => (request, options, session_id),
-        Ok(_) => {
-            return ws_fail(
-                &mut socket,
-                INVALID,
-                "the first message must be {\"type\":\"execute\"}".into(),
-            )
-            .await
+    // Until `execute`: `stdin` and `signal` messages are ignored (there is no program
+    // yet), a message of an unknown type gets an error event and the socket stays open.
+    let (request, options, session_id, interactive) = loop {
+        let Some(text) = next_text(&mut socket).await else {
+            return;
+        };
+        match read_message(&text) {
+            Read::Message(WsIn::Execute {
+                request,
+                options,
+                session_id,
+                interactive,
+            }) => break (request, options, session_id, interactive),
+            Read::Message(_) | Read::Invalid("stdin" | "signal", _) => {
+                tracing::debug!(execution = %trace.id, "WebSocket: stdin or signal before execute, ignored");
+            }
+            Read::Unknown(why) => {
+                if !send_event(&mut socket, &StreamEvent::error(why)).await {
+                    return;
+                }
+            }
+            Read::Invalid(_, why) => {
+                return ws_fail(&mut socket, INVALID, INVALID_REASON, why).await
+            }
+            Read::NotJson(e) => {
+                return ws_fail(
+                    &mut socket,
+                    INVALID,
+                    "Invalid JSON",
+                    format!("Invalid JSON message: {e}"),
+                )
+                .await
+            }
         }
-        Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
     };
     let started = match route(
         &state,
@@ -260,9 +379,17 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
     )
     .await
     {
-        Ok((engine, options)) => engine
+        // Interactive: stdin stays open for `stdin` messages, signals are delivered.
+        Ok((engine, options)) if interactive => engine
             .execute_interactive(*request, &options)
             .await
+            .map(|(events, control)| (events, Some(control)))
+            .map_err(|e| state.refusal(e, &trace)),
+        // Otherwise as on the other routes: `request.stdin` (if any), then end-of-file.
+        Ok((engine, options)) => engine
+            .execute_stream_with(*request, &options)
+            .await
+            .map(|events| (events, None))
             .map_err(|e| state.refusal(e, &trace)),
         Err(e) => Err(e),
     };
@@ -277,39 +404,53 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
                 let Some(ev) = ev else {
                     // The stream ended without an exit event: the sandbox was lost (its
                     // last event said so). Not a normal close.
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "sandbox lost".into() }))).await;
-                    return;
+                    return close(&mut socket, 1011, "Sandbox lost").await;
                 };
                 let last = ev.kind == StreamEventType::Exit;
-                let ev = client_event(ev, &trace);
-                if socket.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await.is_err() {
+                if !send_event(&mut socket, &client_event(ev, &trace)).await {
                     // Client gone: dropping `events` kills the execution.
                     return;
                 }
                 if last {
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
-                    return;
+                    return close(&mut socket, 1000, "Execution complete").await;
                 }
             }
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<WsIn>(&t) {
-                    Ok(WsIn::Stdin { data, eof }) => {
-                        if !data.is_empty() {
-                            control.send(Control::Stdin(data.into_bytes())).await;
+            text = next_text(&mut socket) => {
+                // Disconnected: dropping `events` kills the run.
+                let Some(text) = text else { return };
+                match read_message(&text) {
+                    Read::Message(WsIn::Execute { .. }) | Read::Invalid("execute", _) => {
+                        return ws_fail(&mut socket, INVALID, INVALID_REASON, "an execution is already running".into()).await
+                    }
+                    Read::Message(WsIn::Stdin { data, eof }) => match &control {
+                        Some(control) => {
+                            if !data.is_empty() {
+                                control.send(Control::Stdin(data.into_bytes())).await;
+                            }
+                            if eof {
+                                control.send(Control::CloseStdin).await;
+                            }
                         }
-                        if eof {
-                            control.send(Control::CloseStdin).await;
+                        None => tracing::debug!(execution = %trace.id, "WebSocket: stdin for a run that is not interactive, ignored"),
+                    },
+                    Read::Message(WsIn::Signal { signal }) => match (&control, signal_number(&signal)) {
+                        (Some(control), Some(n)) => { control.send(Control::Signal(n)).await; }
+                        (Some(_), None) => return ws_fail(&mut socket, INVALID, INVALID_REASON, format!("unknown signal `{signal}`; use SIGINT or SIGTERM")).await,
+                        (None, _) => tracing::debug!(execution = %trace.id, "WebSocket: signal for a run that is not interactive, ignored"),
+                    },
+                    Read::Invalid(_, why) if control.is_some() => {
+                        return ws_fail(&mut socket, INVALID, INVALID_REASON, why).await
+                    }
+                    Read::Invalid(..) => tracing::debug!(execution = %trace.id, "WebSocket: malformed stdin or signal for a run that is not interactive, ignored"),
+                    Read::Unknown(why) => {
+                        if !send_event(&mut socket, &StreamEvent::error(why)).await {
+                            return;
                         }
                     }
-                    Ok(WsIn::Signal { signal }) => match signal_number(&signal) {
-                        Some(n) => { control.send(Control::Signal(n)).await; }
-                        None => return ws_fail(&mut socket, INVALID, format!("unknown signal `{signal}`; use SIGINT or SIGTERM")).await,
-                    },
-                    Ok(WsIn::Execute { .. }) => return ws_fail(&mut socket, INVALID, "an execution is already running".into()).await,
-                    Err(e) => return ws_fail(&mut socket, INVALID, format!("invalid message: {e}")).await,
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return, // disconnect kills the run
-                Some(Ok(_)) => {}
+                    Read::NotJson(e) => {
+                        return ws_fail(&mut socket, INVALID, "Invalid JSON", format!("Invalid JSON message: {e}")).await
+                    }
+                }
             }
         }
     }

@@ -7,7 +7,8 @@
 //! * `write PATH TEXT` / `cat PATH`: a file of the engine's sandbox (a session keeps its
 //!   files; the shared engine forgets them after each run);
 //! * `wait`: blocks until [`Fake::release`] (so an execution is running meanwhile);
-//! * `read`: reads a line of stdin (interactive runs) and echoes it upper-cased;
+//! * `read`: reads a line of stdin — the request's `stdin`, then (interactive runs) the
+//!   `stdin` controls — and echoes it upper-cased; at end-of-file the run ends with 1;
 //! * `trap`: waits for a signal (interactive runs) and ends with 128 + its number;
 //! * `lose` / `pause` / `break`: the sandbox is lost / unresponsive / fails, with an
 //!   error full of internal details (container ids, daemon paths) a client must not see.
@@ -131,14 +132,21 @@ impl Fake {
         Ok((script, Active::new(&self.shared, &self.running)))
     }
 
-    /// Runs a script, sending its events; `None` control: not interactive.
+    /// Runs a script with the request's `stdin`, sending its events; `None` control: not
+    /// interactive (stdin ends after the request's).
     async fn run(
         &self,
         script: Vec<String>,
+        stdin: Option<String>,
         events: mpsc::Sender<StreamEvent>,
         mut control: Option<mpsc::Receiver<Control>>,
     ) -> isol8::Result<i32> {
         let mut released = self.shared.released.subscribe();
+        let mut stdin: std::collections::VecDeque<String> = stdin
+            .unwrap_or_default()
+            .split_inclusive('\n')
+            .map(str::to_string)
+            .collect();
         for line in script {
             let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             let event = match cmd {
@@ -167,6 +175,11 @@ impl Fake {
                     }
                     continue;
                 }
+                "read" if !stdin.is_empty() => StreamEvent::stdout(
+                    stdin.pop_front().unwrap_or_default().to_uppercase(),
+                    Phase::Code,
+                ),
+                "read" if control.is_none() => return Ok(1),
                 "read" | "trap" => {
                     let Some(rx) = control.as_mut() else {
                         return Err(isol8::Error::InvalidRequest(format!(
@@ -213,6 +226,7 @@ impl Fake {
     fn spawn(
         self: &Arc<Self>,
         script: Vec<String>,
+        stdin: Option<String>,
         active: Active,
         control: Option<mpsc::Receiver<Control>>,
     ) -> EventStream {
@@ -220,7 +234,7 @@ impl Fake {
         let this = self.clone();
         tokio::spawn(async move {
             let _active = active;
-            let end = match this.run(script, tx.clone(), control).await {
+            let end = match this.run(script, stdin, tx.clone(), control).await {
                 Ok(code) => vec![StreamEvent::exit(code)],
                 Err(e) if e.is_sandbox_lost() => vec![StreamEvent::error(e.to_string())],
                 Err(e) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
@@ -275,11 +289,12 @@ impl Engine for FakeRef {
         options: &EngineOptions,
     ) -> isol8::Result<ExecutionResult> {
         let (script, active) = self.0.launch(&req, options)?;
+        let req_stdin = req.stdin.clone();
         let (tx, mut rx) = mpsc::channel(16);
         let this = self.0.clone();
         let run = tokio::spawn(async move {
             let _active = active;
-            this.run(script, tx, None).await
+            this.run(script, req_stdin, tx, None).await
         });
         let mut result = ExecutionResult {
             runtime: req.runtime.clone(),
@@ -306,7 +321,7 @@ impl Engine for FakeRef {
         options: &EngineOptions,
     ) -> isol8::Result<EventStream> {
         let (script, active) = self.0.launch(&req, options)?;
-        Ok(self.0.spawn(script, active, None))
+        Ok(self.0.spawn(script, req.stdin.clone(), active, None))
     }
 
     async fn execute_interactive(
@@ -316,7 +331,7 @@ impl Engine for FakeRef {
     ) -> isol8::Result<(EventStream, Controller)> {
         let (script, active) = self.0.launch(&req, options)?;
         let (controller, rx) = Controller::channel();
-        let events = self.0.spawn(script, active, Some(rx));
+        let events = self.0.spawn(script, req.stdin.clone(), active, Some(rx));
         Ok((events, controller))
     }
 

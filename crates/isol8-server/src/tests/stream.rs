@@ -1,5 +1,6 @@
-//! Server-sent events and WebSocket framing over the fake: events out, stdin and
-//! signals in, close codes, and a lost sandbox said without internals.
+//! Server-sent events and WebSocket framing over the fake: events out, the request's
+//! stdin then end-of-file (and, for interactive WebSocket runs, stdin and signals in),
+//! close codes and reasons, and a lost sandbox said without internals.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,12 @@ use crate::{app, AppState};
 
 /// The `data:` events of an SSE answer, and its content type.
 async fn sse(state: &Arc<AppState>, code: &str) -> (StatusCode, String, Vec<Value>) {
-    let body = json!({"request": {"runtime": "bash", "code": code}}).to_string();
+    sse_request(state, json!({"runtime": "bash", "code": code})).await
+}
+
+/// [`sse`] for a whole request.
+async fn sse_request(state: &Arc<AppState>, request: Value) -> (StatusCode, String, Vec<Value>) {
+    let body = json!({ "request": request }).to_string();
     let resp = app(state.clone())
         .oneshot(post("/execute/stream", Some(KEY), body))
         .await
@@ -55,6 +61,26 @@ async fn execute_stream_sends_one_data_line_per_event_ending_with_exit() {
             json!({"type": "exit", "data": "3"}),
         ]
     );
+}
+
+#[tokio::test]
+async fn execute_stream_gives_the_program_the_request_stdin_then_end_of_file() {
+    let s = server();
+    // Two lines of input, a third `read` at end-of-file ends the run with 1.
+    let request =
+        json!({"runtime": "bash", "code": "read\nread\nread\necho never", "stdin": "a\nb\n"});
+    let (_, _, events) = sse_request(&s.state, request).await;
+    assert_eq!(
+        events,
+        [
+            json!({"type": "stdout", "data": "A\n", "phase": "code"}),
+            json!({"type": "stdout", "data": "B\n", "phase": "code"}),
+            json!({"type": "exit", "data": "1"}),
+        ]
+    );
+    // Without `stdin`: end-of-file at once.
+    let (_, _, events) = sse(&s.state, "read\necho never").await;
+    assert_eq!(events, [json!({"type": "exit", "data": "1"})]);
 }
 
 #[tokio::test]
@@ -109,46 +135,84 @@ async fn send(ws: &mut Ws, v: Value) {
 
 /// Reads events until the server closes; returns them and the close code.
 async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
+    let (events, close) = drain_close(ws).await;
+    (events, close.map(|(code, _)| code))
+}
+
+/// [`drain`] with the close reason.
+async fn drain_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String)>) {
     let mut events = Vec::new();
     let read = async {
         while let Some(msg) = ws.next().await {
             match msg.expect("message") {
                 Message::Text(t) => events.push(serde_json::from_str(&t).expect("event JSON")),
-                Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
+                Message::Close(frame) => {
+                    // Reading on sends our close reply, as a client does.
+                    let _ = ws.next().await;
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
                 _ => {}
             }
         }
         None
     };
-    let code = tokio::time::timeout(Duration::from_secs(20), read)
+    let close = tokio::time::timeout(Duration::from_secs(20), read)
         .await
         .expect("the server closes");
-    (events, code)
+    (events, close)
 }
 
 fn execute_msg(code: &str) -> Value {
     json!({"type": "execute", "request": {"runtime": "bash", "code": code}})
 }
 
+/// An `execute` message asking for an interactive run.
+fn interactive_msg(code: &str) -> Value {
+    json!({"type": "execute", "request": {"runtime": "bash", "code": code}, "interactive": true})
+}
+
 #[tokio::test]
-async fn websocket_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
+async fn websocket_interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     let s = server();
     let url = listen(&s.state).await;
     let mut ws = connect(&url).await;
-    send(&mut ws, execute_msg("read\nexit 0")).await;
+    send(&mut ws, interactive_msg("read\nread\nread\necho never")).await;
     send(&mut ws, json!({"type": "stdin", "data": "shout\n"})).await;
-    let (events, code) = drain(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "stdin", "data": "more\n", "eof": true}),
+    )
+    .await;
+    let (events, close) = drain_close(&mut ws).await;
     assert_eq!(
         events,
         [
             json!({"type": "stdout", "data": "SHOUT\n", "phase": "code"}),
+            json!({"type": "stdout", "data": "MORE\n", "phase": "code"}),
+            // The third `read` met the end-of-file.
+            json!({"type": "exit", "data": "1"}),
+        ]
+    );
+    assert_eq!(close, Some((1000, "Execution complete".to_string())));
+
+    // The request's stdin comes first, then the messages.
+    let mut ws = connect(&url).await;
+    let mut first = interactive_msg("read\nread\nexit 0");
+    first["request"]["stdin"] = json!("first\n");
+    send(&mut ws, first).await;
+    send(&mut ws, json!({"type": "stdin", "data": "second\n"})).await;
+    let (events, _) = drain(&mut ws).await;
+    assert_eq!(
+        events,
+        [
+            json!({"type": "stdout", "data": "FIRST\n", "phase": "code"}),
+            json!({"type": "stdout", "data": "SECOND\n", "phase": "code"}),
             json!({"type": "exit", "data": "0"}),
         ]
     );
-    assert_eq!(code, Some(1000));
 
     let mut ws = connect(&url).await;
-    send(&mut ws, execute_msg("echo ready\ntrap")).await;
+    send(&mut ws, interactive_msg("echo ready\ntrap")).await;
     let first = ws.next().await.expect("event").expect("message");
     assert!(
         first.to_text().expect("text").contains("ready"),
@@ -166,11 +230,11 @@ async fn websocket_invalid_input_is_an_error_frame_and_close_1003() {
     let s = server();
     let url = listen(&s.state).await;
     for (first, second, says) in [
-        (Some("{this is not json"), None, "invalid message"),
+        (Some("{this is not json"), None, "Invalid JSON"),
         (
-            Some(r#"{"type": "stdin", "data": "x"}"#),
+            Some(r#"{"type": "execute", "request": {"runtime": "bash"}, "options": 5}"#),
             None,
-            "first message must be",
+            "invalid message",
         ),
         (
             Some(r#"{"type": "execute", "request": {"runtime": "cobol", "code": "x"}}"#),
@@ -178,17 +242,33 @@ async fn websocket_invalid_input_is_an_error_frame_and_close_1003() {
             "cobol",
         ),
         (
-            Some(r#"{"type": "execute", "request": {"runtime": "bash", "code": "trap"}}"#),
+            Some(
+                r#"{"type": "execute", "request": {"runtime": "bash", "code": "trap"}, "interactive": true}"#,
+            ),
             Some(r#"{"type": "signal", "signal": "SIGNOPE"}"#),
             "unknown signal",
+        ),
+        (
+            Some(
+                r#"{"type": "execute", "request": {"runtime": "bash", "code": "trap"}, "interactive": true}"#,
+            ),
+            Some(r#"{"type": "execute", "request": {"runtime": "bash", "code": "echo"}}"#),
+            "already running",
         ),
     ] {
         let mut ws = connect(&url).await;
         for m in [first, second].into_iter().flatten() {
             ws.send(Message::Text(m.into())).await.expect("send");
         }
-        let (events, code) = drain(&mut ws).await;
-        assert_eq!(code, Some(1003), "{events:?}");
+        let (events, close) = drain_close(&mut ws).await;
+        let (code, reason) = close.expect("a close frame");
+        assert_eq!(code, 1003, "{events:?}");
+        let want = match says {
+            "Invalid JSON" => "Invalid JSON",
+            "cobol" => "Request refused",
+            _ => "Invalid message",
+        };
+        assert_eq!(reason, want, "{says}");
         let last = events.last().expect("an error frame");
         assert_eq!(last["type"], "error");
         assert!(
@@ -204,8 +284,8 @@ async fn websocket_lost_sandbox_closes_1011_and_busy_closes_1013() {
     let url = listen(&s.state).await;
     let mut ws = connect(&url).await;
     send(&mut ws, execute_msg("echo partial\nlose")).await;
-    let (events, code) = drain(&mut ws).await;
-    assert_eq!(code, Some(1011));
+    let (events, close) = drain_close(&mut ws).await;
+    assert_eq!(close, Some((1011, "Sandbox lost".to_string())));
     let data = events.last().expect("error")["data"]
         .as_str()
         .expect("data");
@@ -219,8 +299,12 @@ async fn websocket_lost_sandbox_closes_1011_and_busy_closes_1013() {
     crate::backend::Backend::close_slots(s.state.engine());
     let mut ws = connect(&url).await;
     send(&mut ws, execute_msg("echo hi")).await;
-    let (events, code) = drain(&mut ws).await;
-    assert_eq!(code, Some(1013), "{events:?}");
+    let (events, close) = drain_close(&mut ws).await;
+    assert_eq!(
+        close,
+        Some((1013, "Busy, try again later".to_string())),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -238,4 +322,121 @@ async fn a_disconnect_kills_the_websocket_execution() {
         s.state.open_websockets() == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn websocket_without_interactive_reads_the_request_stdin_then_end_of_file() {
+    let s = server();
+    let url = listen(&s.state).await;
+    // As a reference client does: the request's stdin, then nothing more. Stdin and
+    // signal messages after `execute` are ignored, not fed or delivered.
+    let mut ws = connect(&url).await;
+    let mut msg = execute_msg("read\nread\nread\necho never");
+    msg["request"]["stdin"] = json!("a\nb\n");
+    send(&mut ws, msg).await;
+    send(&mut ws, json!({"type": "stdin", "data": "ignored\n"})).await;
+    send(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
+    let (events, close) = drain_close(&mut ws).await;
+    assert_eq!(
+        events,
+        [
+            json!({"type": "stdout", "data": "A\n", "phase": "code"}),
+            json!({"type": "stdout", "data": "B\n", "phase": "code"}),
+            json!({"type": "exit", "data": "1"}),
+        ]
+    );
+    assert_eq!(close, Some((1000, "Execution complete".to_string())));
+
+    // Without `stdin`: end-of-file at once, though the client sends nothing and keeps the
+    // socket open.
+    let mut ws = connect(&url).await;
+    send(&mut ws, execute_msg("read\necho never")).await;
+    let (events, _) = drain(&mut ws).await;
+    assert_eq!(events, [json!({"type": "exit", "data": "1"})]);
+}
+
+#[tokio::test]
+async fn websocket_ignores_stdin_and_signals_before_execute_and_answers_unknown_types() {
+    let s = server();
+    let url = listen(&s.state).await;
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"type": "stdin", "data": "early\n"})).await;
+    send(&mut ws, json!({"type": "stdin", "data": 5})).await;
+    send(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
+    send(&mut ws, json!({"type": "resize", "rows": 24})).await;
+    send(&mut ws, json!({"no": "type"})).await;
+    let mut run = execute_msg("read\nwait\necho done");
+    run["request"]["stdin"] = json!("in\n");
+    send(&mut ws, run).await;
+    let first = ws.next().await.expect("event").expect("message");
+    let first: Value = serde_json::from_str(first.to_text().expect("text")).expect("JSON");
+    assert_eq!(first["type"], "error");
+    assert!(
+        first["data"]
+            .as_str()
+            .expect("data")
+            .contains("Unknown message type: resize"),
+        "{first}"
+    );
+    let second = ws.next().await.expect("event").expect("message");
+    let second: Value = serde_json::from_str(second.to_text().expect("text")).expect("JSON");
+    assert_eq!(second["type"], "error");
+    assert!(
+        second["data"].as_str().expect("data").contains("`type`"),
+        "{second}"
+    );
+    // The early input did not reach the program: it reads the request's.
+    let third = ws.next().await.expect("event").expect("message");
+    assert_eq!(
+        serde_json::from_str::<Value>(third.to_text().expect("text")).expect("JSON"),
+        json!({"type": "stdout", "data": "IN\n", "phase": "code"})
+    );
+    // An unknown type mid-run: an error event, and the run goes on.
+    send(&mut ws, json!({"type": "bogus"})).await;
+    let (events, close) = {
+        let next = ws.next().await.expect("event").expect("message");
+        let ev: Value = serde_json::from_str(next.to_text().expect("text")).expect("JSON");
+        assert_eq!(ev["type"], "error", "{ev}");
+        s.fake.release();
+        drain_close(&mut ws).await
+    };
+    assert_eq!(
+        events,
+        [
+            json!({"type": "stdout", "data": "done\n", "phase": "code"}),
+            json!({"type": "exit", "data": "0"}),
+        ]
+    );
+    assert_eq!(close, Some((1000, "Execution complete".to_string())));
+}
+
+#[tokio::test]
+async fn the_websocket_messages_are_documented_with_interactive_and_eof() {
+    let s = server();
+    let (_, doc) = super::call(
+        &s.state,
+        axum::http::Request::get("/openapi.json")
+            .body(axum::body::Body::empty())
+            .expect("req"),
+    )
+    .await;
+    let text = doc["paths"]["/execute/ws"]["get"].to_string();
+    assert!(text.contains("interactive"), "{text}");
+    let schemas = doc["components"]["schemas"].to_string();
+    let ws_in = &doc["components"]["schemas"]["WsIn"];
+    let variants = ws_in["oneOf"].as_array().expect("WsIn variants");
+    let execute = variants
+        .iter()
+        .find(|v| v["properties"]["type"].to_string().contains("execute"))
+        .expect("the execute message");
+    assert_eq!(
+        execute["properties"]["interactive"]["type"], "boolean",
+        "{schemas}"
+    );
+    assert!(!execute["required"].to_string().contains("interactive"));
+    let stdin = variants
+        .iter()
+        .find(|v| v["properties"]["type"].to_string().contains("stdin"))
+        .expect("the stdin message");
+    assert_eq!(stdin["properties"]["eof"]["type"], "boolean");
 }

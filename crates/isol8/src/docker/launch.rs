@@ -56,12 +56,22 @@ impl DockerEngine {
         req: &ExecutionRequest,
         options: &EngineOptions,
     ) -> Result<(EventStream, Controller)> {
-        let (controller, rx) = Controller::channel();
-        let run = match self.launch_with(req, Some(options), Some(rx)).await {
-            Ok(run) => run,
-            Err(e) => return Err(self.mask_launch_error(Some(options), e).await),
-        };
+        let (run, controller) = self.launch_controlled(req, options).await?;
         Ok((event_stream(run), controller))
+    }
+
+    /// Validates the request and spawns its run with its standard input open for the
+    /// returned [`Controller`] (signals too); messages arrive on the returned channel.
+    pub(super) async fn launch_controlled(
+        &self,
+        req: &ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(Launched, Controller)> {
+        let (controller, rx) = Controller::channel();
+        match self.launch_with(req, Some(options), Some(rx)).await {
+            Ok(run) => Ok((run, controller)),
+            Err(e) => Err(self.mask_launch_error(Some(options), e).await),
+        }
     }
 
     /// Validates the request and spawns its run; messages arrive on the returned channel.

@@ -366,6 +366,15 @@ impl Engine for DockerEngine {
         self.launch_interactive(&req, options).await
     }
 
+    async fn execute_interactive_buffered(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(crate::engine::PendingResult, Controller)> {
+        let (run, controller) = self.launch_controlled(&req, options).await?;
+        Ok((Box::pin(run::collect(run)), controller))
+    }
+
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
         self.session_put_file(path, content).await
     }

@@ -5,6 +5,11 @@
 //! e.g. behind a proxy that does not pass WebSockets; files use `/file`. With a session
 //! id every call runs in that server-side persistent session, and `stop` deletes it.
 //!
+//! Standard input: a buffered or streamed execution reads the request's `stdin` (if any)
+//! and then end-of-file; an interactive one (`execute_interactive`, and its buffered
+//! form `execute_interactive_buffered`) asks the server for `interactive: true` and keeps
+//! it open for its [`Controller`], so it needs the WebSocket route.
+//!
 //! Streams end like the local engine's: with one `exit` event, or — when the sandbox was
 //! lost on the server (`sandbox lost: …` and a WebSocket close 1011) or the connection
 //! broke — with an `error` event and no `exit`: no exit code is made up. The server's
@@ -27,7 +32,7 @@ use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEve
 use serde_json::{json, Value};
 
 use crate::control::Controller;
-use crate::engine::{Engine, EventStream};
+use crate::engine::{Engine, EventStream, PendingResult};
 use crate::{Error, Result};
 use sse::sse_stream_events;
 
@@ -292,6 +297,20 @@ impl Engine for RemoteEngine {
         }
     }
 
+    /// Over the WebSocket route only, like [`Engine::execute_interactive`]. The result is
+    /// what the stream carries: output, exit code, truncation (the engine's trailer in the
+    /// output) and the duration this client saw; output files, network logs, resource
+    /// usage and the container id are not streamed, so they are absent.
+    async fn execute_interactive_buffered(
+        &self,
+        req: ExecutionRequest,
+        options: &EngineOptions,
+    ) -> Result<(PendingResult, Controller)> {
+        let runtime = req.runtime.clone();
+        let (events, controller) = self.execute_interactive(req, options).await?;
+        Ok((Box::pin(collect_result(events, runtime)), controller))
+    }
+
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()> {
         use base64::Engine as _;
         let id = self
@@ -318,4 +337,54 @@ impl Engine for RemoteEngine {
             .await?;
         crate::engine::decode_file(value["content"].as_str().unwrap_or_default())
     }
+}
+
+/// The buffered result of a streamed execution, as far as its events tell it: stdout,
+/// stderr (the timeout marker becomes the trailer a buffered result has), the exit code,
+/// truncation (the engine's trailer in the output) and the duration this client saw. A
+/// stream that fails — an `error` event other than the timeout marker, or no `exit`
+/// event — is an error, as `POST /execute` would answer one.
+pub(super) async fn collect_result(
+    mut events: EventStream,
+    runtime: String,
+) -> Result<ExecutionResult> {
+    use crate::output::{TIMEOUT_EVENT, TIMEOUT_TRAILER, TRUNCATION_MARK};
+    use futures_util::StreamExt;
+    use isol8_protocol::StreamEventType;
+    let started = std::time::Instant::now();
+    let mut result = ExecutionResult {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        runtime,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ..Default::default()
+    };
+    let mut failure = None;
+    let mut exit = None;
+    while let Some(ev) = events.next().await {
+        match ev.kind {
+            StreamEventType::Stdout => result.stdout.push_str(&ev.data),
+            StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+            StreamEventType::Error if ev.data == TIMEOUT_EVENT => {
+                if !result.stderr.is_empty() && !result.stderr.ends_with('\n') {
+                    result.stderr.push('\n');
+                }
+                result.stderr.push_str(TIMEOUT_TRAILER);
+            }
+            StreamEventType::Error => {
+                failure.get_or_insert(ev.data);
+            }
+            StreamEventType::Exit => exit = Some(ev.data.parse().unwrap_or(1)),
+        }
+    }
+    if let Some(message) = failure {
+        return Err(server_error(0, message));
+    }
+    result.exit_code = exit.ok_or_else(|| Error::Remote {
+        status: 0,
+        message: "the stream ended without an exit event".into(),
+    })?;
+    result.truncated =
+        result.stdout.contains(TRUNCATION_MARK) || result.stderr.contains(TRUNCATION_MARK);
+    result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(result)
 }

@@ -76,3 +76,22 @@ fn urls_and_keys_are_checked() {
     )
     .is_ok());
 }
+
+#[test]
+fn stdin_chunks_keep_a_character_split_between_them_whole() {
+    use super::ws::whole_utf8;
+    // "é" (2 bytes) and "€" (3 bytes) cut across chunks.
+    let text = "aé€z".as_bytes();
+    let mut pending = Vec::new();
+    let mut out = String::new();
+    for chunk in [&text[..2], &text[2..4], &text[4..5], &text[5..]] {
+        pending.extend_from_slice(chunk);
+        out.push_str(&whole_utf8(&mut pending));
+    }
+    assert_eq!(out, "aé€z");
+    assert!(pending.is_empty());
+    // Invalid bytes become U+FFFD; a cut-off character waits.
+    let mut pending = vec![b'x', 0xff, b'y', 0xe2, 0x82];
+    assert_eq!(whole_utf8(&mut pending), "x\u{fffd}y");
+    assert_eq!(pending, [0xe2, 0x82]);
+}

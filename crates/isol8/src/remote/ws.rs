@@ -1,6 +1,7 @@
-//! The streaming route `GET /execute/ws`: the request goes out as the first message,
-//! controls (stdin, end-of-file, signals) follow on the same socket, and events come back
-//! until the `exit` event or the close that says why there is none.
+//! The streaming route `GET /execute/ws`: the request goes out as the first message
+//! (with `interactive: true` when there are controls), controls (stdin, end-of-file,
+//! signals) follow on the same socket, and events come back until the `exit` event or the
+//! close that says why there is none.
 
 use futures_util::{SinkExt, StreamExt};
 use isol8_protocol::{EngineOptions, ExecutionRequest, StreamEvent};
@@ -12,9 +13,10 @@ use crate::engine::EventStream;
 use crate::{Error, Result};
 
 impl RemoteEngine {
-    /// Streams over `GET /execute/ws`, forwarding `control` (stdin, end-of-file,
-    /// signals) to the server while the program runs. `Ok(None)`: the upgrade failed
-    /// (use SSE).
+    /// Streams over `GET /execute/ws`. With `control`, the run is interactive: the
+    /// program's stdin stays open and the controls (stdin, end-of-file, signals) are
+    /// forwarded while it runs; without, it reads the request's `stdin` and then
+    /// end-of-file. `Ok(None)`: the upgrade failed (use SSE).
     pub(super) async fn ws_stream(
         &self,
         req: &ExecutionRequest,
@@ -37,14 +39,41 @@ impl RemoteEngine {
         request.headers_mut().insert("authorization", auth);
         let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((ws, _)) => ws,
+            // The server itself refused the key: no other route would accept it, and an
+            // interactive caller must not fall back to reading all of its input first.
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp))
+                if matches!(resp.status().as_u16(), 401 | 403) =>
+            {
+                let status = resp.status().as_u16();
+                let value = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .unwrap_or_default();
+                if value["error"].is_string() {
+                    return Err(super::remote_error(status, &value));
+                }
+                if control.is_some() {
+                    return Err(Error::Remote {
+                        status,
+                        message: format!("the server refused the API key (HTTP {status})"),
+                    });
+                }
+                // The server-sent-events request will say why.
+                return Ok(None);
+            }
             Err(e) => {
                 tracing::debug!("WebSocket upgrade at {url} failed ({e}); falling back to SSE");
                 return Ok(None);
             }
         };
         let (mut sink, mut ws) = ws.split();
+        let interactive = control.is_some();
         let mut msg = self.body(req, options);
         msg["type"] = json!("execute");
+        if interactive {
+            msg["interactive"] = json!(true);
+        }
         sink.send(Message::Text(msg.to_string().into()))
             .await
             .map_err(|e| Error::Remote {
@@ -53,17 +82,25 @@ impl RemoteEngine {
             })?;
         // Controls go out on the same socket while events come in; the task ends when
         // the controller is dropped or the socket closes.
-        let interactive = control.is_some();
         let sink = match control {
             Some(mut control) => {
                 tokio::spawn(async move {
+                    // Bytes of a character split between two chunks wait for the rest.
+                    let mut pending = Vec::new();
                     while let Some(c) = control.recv().await {
                         let msg = match c {
                             Control::Stdin(data) => {
-                                json!({"type": "stdin", "data": String::from_utf8_lossy(&data)})
+                                pending.extend_from_slice(&data);
+                                let text = whole_utf8(&mut pending);
+                                if text.is_empty() {
+                                    continue;
+                                }
+                                json!({"type": "stdin", "data": text})
                             }
                             Control::CloseStdin => {
-                                json!({"type": "stdin", "data": "", "eof": true})
+                                let rest = String::from_utf8_lossy(&pending).into_owned();
+                                pending.clear();
+                                json!({"type": "stdin", "data": rest, "eof": true})
                             }
                             Control::Signal(n) => match signal_name(n) {
                                 Some(name) => json!({"type": "signal", "signal": name}),
@@ -186,4 +223,38 @@ impl RemoteEngine {
         .flat_map(futures_util::stream::iter);
         Ok(Some(Box::pin(head.chain(rest))))
     }
+}
+
+/// Takes the text at the start of `bytes` that is whole UTF-8 (an invalid sequence becomes
+/// U+FFFD, as JSON text needs), leaving in `bytes` a character cut off at the end, which
+/// the next chunk completes.
+pub(super) fn whole_utf8(bytes: &mut Vec<u8>) -> String {
+    let mut text = String::new();
+    let mut rest: &[u8] = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                text.push_str(s);
+                rest = &[];
+                break;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                text.push_str(&String::from_utf8_lossy(valid));
+                match e.error_len() {
+                    Some(n) => {
+                        text.push(char::REPLACEMENT_CHARACTER);
+                        rest = &after[n..];
+                    }
+                    // Cut off at the end: wait for the rest.
+                    None => {
+                        rest = after;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    *bytes = rest.to_vec();
+    text
 }
