@@ -1,16 +1,49 @@
 //! Database API keys: `isol8_` + 64 lowercase hex characters from the OS CSPRNG, stored
-//! only as SHA-256 hashes with an id, a name, a tenant, creation and expiry times and a
+//! only as SHA-256 hashes (lowercase hex) with an id (a UUID), a name, a display prefix
+//! (the key's first 10 characters and `...`), a tenant, creation, expiry and last-use
+//! times (RFC 3339 text in UTC with milliseconds, `2025-01-31T12:00:00.000Z`) and a
 //! revocation flag.
 //!
-//! [`KeyStore`] has two backends: an embedded SQLite file ([`SqliteStore`], the default)
-//! and PostgreSQL ([`PostgresStore`], chosen by a `postgres://` or `postgresql://`
-//! connection string); [`open`] picks one. [`Keys`] issues and checks keys over a store.
+//! # The table
+//!
+//! Keys live in a table `api_keys` laid out as isol8 v0.20 (the TypeScript server) lays
+//! it out, so a database either server wrote works with the other as it is:
+//!
+//! | backend | columns |
+//! | --- | --- |
+//! | SQLite | `id`, `name`, `keyHash` (unique), `keyPrefix`, `tenantId`, `createdAt`, `expiresAt`, `lastUsedAt` (all `TEXT`), `revoked INTEGER` (0/1); index `idx_api_keys_keyHash` |
+//! | PostgreSQL | `id`, `name`, `key_hash` (unique), `key_prefix`, `tenant_id`, `created_at`, `expires_at`, `last_used_at` (all `TEXT`), `revoked BOOLEAN`; index `idx_api_keys_key_hash` |
+//! | MySQL/MariaDB | the same names as PostgreSQL: `id VARCHAR(36)`, `name TEXT`, `key_hash VARCHAR(64)` (unique), `key_prefix VARCHAR(20)`, `tenant_id VARCHAR(255)`, times `VARCHAR(30)`, `revoked BOOLEAN` |
+//!
+//! Every key has an expiry. Opening a store creates the table when missing, and checks
+//! that an existing one has these columns. The table of earlier isol8 (Rust) versions,
+//! `isol8_api_keys` (times in epoch milliseconds, `NULL` for never), is moved into
+//! `api_keys` once, in place, in one transaction, and dropped: its keys keep working
+//! (a key that never expired gets [`NEVER`]; the display prefix, which only the
+//! plaintext could give, becomes `isol8_...`).
+//!
+//! # Backends
+//!
+//! [`open`] picks one from the connection string ([`Backend::of`]): a `postgres://` or
+//! `postgresql://` URL is PostgreSQL ([`postgres::PostgresStore`]), a `mysql://` or
+//! `mariadb://` URL is MySQL/MariaDB ([`mysql::MysqlStore`]), anything else is the path
+//! of a SQLite file ([`sqlite::SqliteStore`]; a `sqlite:` prefix may name it
+//! explicitly). Other `scheme://` strings are refused rather than taken as a file name.
+//!
+//! [`Keys`] issues, checks and expires keys over a [`KeyStore`].
+
+pub mod mysql;
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -21,15 +54,38 @@ pub const KEY_PREFIX: &str = "isol8_";
 /// Longest accepted key lifetime (ten years), so expiry times never overflow.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// Table holding the keys (same name in both backends).
-const TABLE: &str = "isol8_api_keys";
+/// Lifetime of keys created without one when `auth.defaultTtlMs` is not set: 24 hours.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often expired and revoked keys are deleted when `auth.cleanupIntervalMs` is not
+/// set: every hour.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Shortest cleanup interval used (a shorter `auth.cleanupIntervalMs` is raised to it).
+pub const MIN_CLEANUP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Tenant of keys created without one.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The expiry given to keys of the earlier table that never expired.
+pub const NEVER: &str = "9999-12-31T23:59:59.999Z";
+
+/// The display prefix of keys moved from the earlier table (their plaintext, which the
+/// real prefix comes from, was never stored).
+pub const UNKNOWN_PREFIX: &str = "isol8_...";
+
+/// The table holding the keys, in every backend.
+pub const TABLE: &str = "api_keys";
+
+/// The table of earlier isol8 (Rust) versions, migrated into [`TABLE`] on open.
+pub const OLD_TABLE: &str = "isol8_api_keys";
 
 /// A key store operation that failed.
 #[derive(Debug)]
 pub struct StoreError {
     /// What was being done (`open`, `insert`, `find`…).
     pub op: &'static str,
-    /// The backend's message.
+    /// The backend's message (never a connection string: it may hold a password).
     pub message: String,
 }
 
@@ -41,7 +97,8 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-fn err(op: &'static str) -> impl Fn(&dyn fmt::Display) -> StoreError {
+/// A function turning any error into a [`StoreError`] of operation `op`.
+pub(crate) fn err(op: &'static str) -> impl Fn(&dyn fmt::Display) -> StoreError {
     move |e| StoreError {
         op,
         message: e.to_string(),
@@ -51,89 +108,93 @@ fn err(op: &'static str) -> impl Fn(&dyn fmt::Display) -> StoreError {
 /// Result of key store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// What is known about a key (never the key itself, never its hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyInfo {
-    /// Stable identifier (used to revoke it).
-    pub id: String,
-    /// Human label.
-    pub name: String,
-    /// The tenant the key acts as: sessions belong to tenants.
-    pub tenant: String,
-    /// Creation time, milliseconds since the epoch.
-    pub created_at_ms: i64,
-    /// Expiry time, milliseconds since the epoch (`None`: never).
-    pub expires_at_ms: Option<i64>,
-    /// Revoked keys are refused.
-    pub revoked: bool,
-}
-
-/// A time in milliseconds since the epoch as RFC 3339 (milliseconds, UTC); `None` when
-/// out of range.
-fn rfc3339(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
-/// The wire form of a key's metadata: `{id, name, tenant, createdAt, expiresAt,
-/// revoked}` (never the key, never its hash).
+/// What is known about a key — never the key itself, never its hash — as stored and as
+/// `GET /auth/keys` lists it: `{id, name, keyPrefix, tenantId, createdAt, expiresAt,
+/// lastUsedAt, revoked}`. Times are the stored RFC 3339 text, passed on as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "KeyInfo")]
-pub struct KeyView {
-    /// Stable identifier (used to revoke it).
+pub struct KeyInfo {
+    /// Stable identifier, a UUID (used to revoke it).
     pub id: String,
     /// Human label.
     pub name: String,
-    /// The tenant the key acts as (owner of its sessions).
-    pub tenant: String,
-    /// Creation time, RFC 3339.
+    /// The key's first 10 characters and `...` (`isol8_3f9a...`), to recognise it by.
+    pub key_prefix: String,
+    /// The tenant the key acts as: sessions belong to tenants.
+    pub tenant_id: String,
+    /// Creation time, RFC 3339 (UTC, milliseconds).
     #[schemars(extend("format" = "date-time"))]
-    pub created_at: Option<String>,
-    /// Expiry time, RFC 3339; `null`: never.
+    pub created_at: String,
+    /// Expiry time, RFC 3339 (UTC, milliseconds): the key is refused from then on.
     #[schemars(extend("format" = "date-time"))]
-    pub expires_at: Option<String>,
-    /// Revoked keys are refused.
+    pub expires_at: String,
+    /// When the key last authenticated a request, RFC 3339; `null`: never.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_used_at: Option<String>,
+    /// Revoked keys are refused (and deleted by the next cleanup).
     pub revoked: bool,
 }
 
 impl KeyInfo {
-    /// The wire form ([`KeyView`]).
-    pub fn view(&self) -> KeyView {
-        KeyView {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            tenant: self.tenant.clone(),
-            created_at: rfc3339(self.created_at_ms),
-            expires_at: self.expires_at_ms.and_then(rfc3339),
-            revoked: self.revoked,
-        }
-    }
-
-    /// The wire form as JSON: `{id, name, tenant, createdAt, expiresAt, revoked}`.
+    /// The wire form as JSON.
     pub fn to_json(&self) -> Value {
-        serde_json::to_value(self.view()).unwrap_or(Value::Null)
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// True when the key may be used at `now_ms`.
-    pub fn is_valid_at(&self, now_ms: i64) -> bool {
-        !self.revoked && self.expires_at_ms.is_none_or(|e| now_ms < e)
+    /// The expiry as a time; `None` when the stored text is not RFC 3339.
+    pub fn expiry(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.expires_at)
+    }
+
+    /// True when the key may be used at `now`: not revoked, and `now` is not past its
+    /// expiry. A key whose expiry cannot be read is refused.
+    pub fn is_valid_at(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.expiry().is_some_and(|e| now <= e)
     }
 }
 
-/// Where keys are kept.
+/// `t` as stored: RFC 3339 in UTC with milliseconds and `Z` (`2025-01-31T12:00:00.000Z`).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A stored time; `None` when it is not RFC 3339.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A time in epoch milliseconds (the earlier table's unit) as stored now.
+pub(crate) fn time_of_millis(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(|| NEVER.to_string(), format_time)
+}
+
+/// A key's display prefix: its first 10 characters and `...`.
+pub fn display_prefix(key: &str) -> String {
+    let head: String = key.chars().take(10).collect();
+    format!("{head}...")
+}
+
+/// Where keys are kept: one table laid out as the module docs say.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Stores a new key under the SHA-256 hex `hash` of its plaintext.
     async fn insert(&self, info: &KeyInfo, hash: &str) -> Result<()>;
     /// The key whose hash is `hash`, with the stored hash.
     async fn find_by_hash(&self, hash: &str) -> Result<Option<(KeyInfo, String)>>;
+    /// Sets the last-use time of key `id` to `at` (RFC 3339).
+    async fn touch(&self, id: &str, at: &str) -> Result<()>;
     /// The key with id `id`.
     async fn get(&self, id: &str) -> Result<Option<KeyInfo>>;
-    /// Every key, oldest first.
-    async fn list(&self) -> Result<Vec<KeyInfo>>;
+    /// Every key (only `tenant`'s when given), oldest first.
+    async fn list(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>>;
     /// Marks a key revoked; false when no key has that id. Revoking twice is fine.
     async fn revoke(&self, id: &str) -> Result<bool>;
+    /// Deletes every revoked key and every key whose expiry is before `now` (RFC 3339,
+    /// compared as stored text); returns how many.
+    async fn remove_stale(&self, now: &str) -> Result<u64>;
 }
 
 /// A fresh key: `isol8_` + 64 lowercase hex characters (32 bytes from the OS CSPRNG).
@@ -163,41 +224,109 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// The database a connection string names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file at this path.
+    Sqlite(String),
+    /// A PostgreSQL server (`postgres://` or `postgresql://` URL, passed on as is).
+    Postgres(String),
+    /// A MySQL or MariaDB server (the URL with its scheme as `mysql://`).
+    Mysql(String),
 }
 
-/// True when `conn` names a PostgreSQL database rather than a SQLite file.
-pub fn is_postgres_url(conn: &str) -> bool {
-    conn.starts_with("postgres://") || conn.starts_with("postgresql://")
-}
+impl Backend {
+    /// The backend of `conn`: `postgres://` / `postgresql://` → PostgreSQL, `mysql://` /
+    /// `mariadb://` → MySQL, `sqlite:PATH` or `sqlite://PATH` → SQLite at PATH, any other
+    /// `scheme://…` → an error, anything else → the path of a SQLite file. Schemes are
+    /// matched without regard to case.
+    pub fn of(conn: &str) -> Result<Backend> {
+        let lower = conn.to_ascii_lowercase();
+        let rest = |scheme: &str| &conn[scheme.len()..];
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(conn.to_string()));
+        }
+        for scheme in ["mysql://", "mariadb://"] {
+            if lower.starts_with(scheme) {
+                return Ok(Backend::Mysql(format!("mysql://{}", rest(scheme))));
+            }
+        }
+        for scheme in ["sqlite://", "sqlite:"] {
+            if lower.starts_with(scheme) {
+                return Ok(Backend::Sqlite(rest(scheme).to_string()));
+            }
+        }
+        if let Some(i) = conn.find("://") {
+            let scheme = &conn[..i];
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                return Err(StoreError {
+                    op: "open",
+                    message: format!(
+                        "unsupported database URL scheme `{scheme}://`: give a SQLite file path, or a postgres://, postgresql://, mysql:// or mariadb:// URL"
+                    ),
+                });
+            }
+        }
+        Ok(Backend::Sqlite(conn.to_string()))
+    }
 
-/// Opens the store named by `conn`: PostgreSQL for a `postgres://` / `postgresql://`
-/// connection string, otherwise a SQLite file at that path (created, mode 0600).
-pub async fn open(conn: &str) -> Result<Arc<dyn KeyStore>> {
-    if is_postgres_url(conn) {
-        Ok(Arc::new(PostgresStore::connect(conn).await?))
-    } else {
-        let path = PathBuf::from(conn);
-        Ok(Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                .await
-                .map_err(|e| err("open")(&e))??,
-        ))
+    /// What it is, fit to print: never a server's URL (it may hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => format!("SQLite file {path}"),
+            Backend::Postgres(_) => "PostgreSQL".to_string(),
+            Backend::Mysql(_) => "MySQL".to_string(),
+        }
     }
 }
 
-/// Issues and checks keys over a [`KeyStore`].
+/// True when `conn` names a PostgreSQL database.
+pub fn is_postgres_url(conn: &str) -> bool {
+    matches!(Backend::of(conn), Ok(Backend::Postgres(_)))
+}
+
+/// True when `conn` names a MySQL/MariaDB database.
+pub fn is_mysql_url(conn: &str) -> bool {
+    matches!(Backend::of(conn), Ok(Backend::Mysql(_)))
+}
+
+/// Opens the store named by `conn` ([`Backend::of`]): connects (creating the file of a
+/// SQLite store, owner-only), creates the table when missing and migrates the earlier
+/// table (see the module docs).
+pub async fn open(conn: &str) -> Result<Arc<dyn KeyStore>> {
+    Ok(match Backend::of(conn)? {
+        Backend::Postgres(url) => Arc::new(postgres::PostgresStore::connect(&url).await?),
+        Backend::Mysql(url) => Arc::new(mysql::MysqlStore::connect(&url).await?),
+        Backend::Sqlite(path) => {
+            let path = std::path::PathBuf::from(path);
+            Arc::new(
+                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
+                    .await
+                    .map_err(|e| err("open")(&e))??,
+            )
+        }
+    })
+}
+
+/// Issues, checks and expires keys over a [`KeyStore`].
 #[derive(Debug, Clone)]
 pub struct Keys {
     store: Arc<dyn KeyStore>,
-    default_ttl: Option<Duration>,
+    default_ttl: Duration,
 }
 
 impl Keys {
-    /// Keys in `store`; new keys without a lifetime of their own get `default_ttl`.
+    /// Keys in `store`; new keys without a lifetime of their own get `default_ttl`
+    /// (`None`: [`DEFAULT_TTL`], 24 hours).
     pub fn new(store: Arc<dyn KeyStore>, default_ttl: Option<Duration>) -> Keys {
-        Keys { store, default_ttl }
+        Keys {
+            store,
+            default_ttl: default_ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL),
+        }
     }
 
     /// The store.
@@ -206,12 +335,13 @@ impl Keys {
     }
 
     /// The lifetime of keys created without one.
-    pub fn default_ttl(&self) -> Option<Duration> {
+    pub fn default_ttl(&self) -> Duration {
         self.default_ttl
     }
 
     /// Creates a key; returns its plaintext (shown once, never stored) and its metadata.
-    /// `tenant` defaults to the key's own id (a tenant of its own); `ttl` to the default.
+    /// `tenant` defaults to [`DEFAULT_TENANT`], `ttl` to the default lifetime; lifetimes
+    /// are capped at [`MAX_TTL`].
     pub async fn create(
         &self,
         name: &str,
@@ -219,364 +349,81 @@ impl Keys {
         ttl: Option<Duration>,
     ) -> Result<(String, KeyInfo)> {
         let key = generate_key()?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let created = now_ms();
-        let ttl = ttl.or(self.default_ttl).map(|t| t.min(MAX_TTL));
+        let created = Utc::now();
+        let ttl = ttl.unwrap_or(self.default_ttl).min(MAX_TTL);
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|d| created.checked_add_signed(d))
+            .ok_or_else(|| err("insert")(&"the key's expiry is out of range"))?;
         let info = KeyInfo {
-            tenant: tenant.map_or_else(|| id.clone(), str::to_string),
-            id,
+            id: uuid::Uuid::new_v4().to_string(),
             name: name.to_string(),
-            created_at_ms: created,
-            expires_at_ms: ttl.map(|t| created.saturating_add(t.as_millis() as i64)),
+            key_prefix: display_prefix(&key),
+            tenant_id: tenant.unwrap_or(DEFAULT_TENANT).to_string(),
+            created_at: format_time(created),
+            expires_at: format_time(expires),
+            last_used_at: None,
             revoked: false,
         };
         self.store.insert(&info, &hash_key(&key)).await?;
         Ok((key, info))
     }
 
-    /// The metadata of `token` when it is a valid key: known, unrevoked, unexpired.
+    /// The metadata of `token` when it is a valid key (known, unrevoked, unexpired),
+    /// after recording the use as its last-use time. A failure to record the use is
+    /// logged and does not refuse the key.
     pub async fn authenticate(&self, token: &str) -> Result<Option<KeyInfo>> {
         if !is_key_shaped(token) {
             return Ok(None);
         }
         let hash = hash_key(token);
-        let Some((info, stored)) = self.store.find_by_hash(&hash).await? else {
+        let Some((mut info, stored)) = self.store.find_by_hash(&hash).await? else {
             return Ok(None);
         };
         // The lookup was by hash; compare again without an early exit all the same.
         if !constant_time_eq(stored.as_bytes(), hash.as_bytes()) {
             return Ok(None);
         }
-        Ok(info.is_valid_at(now_ms()).then_some(info))
-    }
-}
-
-/// Keys in an embedded SQLite file.
-pub struct SqliteStore {
-    path: PathBuf,
-    conn: Arc<std::sync::Mutex<rusqlite::Connection>>,
-}
-
-impl fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-fn row_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
-    Ok(KeyInfo {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        tenant: row.get(2)?,
-        created_at_ms: row.get(3)?,
-        expires_at_ms: row.get(4)?,
-        revoked: row.get::<_, i64>(5)? != 0,
-    })
-}
-
-const COLUMNS: &str = "id, name, tenant, created_at, expires_at, revoked";
-
-impl SqliteStore {
-    /// Opens (creating if needed, owner-only) the SQLite file at `path`.
-    pub fn open(path: &Path) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| err("open")(&format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let conn = rusqlite::Connection::open(path)
-            .map_err(|e| err("open")(&format!("{}: {e}", path.display())))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| err("open")(&e))?;
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {TABLE} (
-                id TEXT PRIMARY KEY,
-                name TEXT NOT NULL,
-                tenant TEXT NOT NULL,
-                key_hash TEXT NOT NULL UNIQUE,
-                created_at INTEGER NOT NULL,
-                expires_at INTEGER,
-                revoked INTEGER NOT NULL DEFAULT 0
-            );"
-        ))
-        .map_err(|e| err("open")(&format!("{}: {e}", path.display())))?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            conn: Arc::new(std::sync::Mutex::new(conn)),
-        })
-    }
-
-    /// Runs `f` on the connection off the async threads.
-    async fn with<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|e| err(op)(&e))?;
-            f(&conn).map_err(|e| err(op)(&e))
-        })
-        .await
-        .map_err(|e| err(op)(&e))?
-    }
-}
-
-#[async_trait::async_trait]
-impl KeyStore for SqliteStore {
-    async fn insert(&self, info: &KeyInfo, hash: &str) -> Result<()> {
-        let (info, hash) = (info.clone(), hash.to_string());
-        self.with("insert", move |c| {
-            c.execute(
-                &format!("INSERT INTO {TABLE} (id, name, tenant, key_hash, created_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                rusqlite::params![info.id, info.name, info.tenant, hash, info.created_at_ms, info.expires_at_ms, i64::from(info.revoked)],
-            )
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn find_by_hash(&self, hash: &str) -> Result<Option<(KeyInfo, String)>> {
-        let hash = hash.to_string();
-        self.with("find", move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS}, key_hash FROM {TABLE} WHERE key_hash = ?1"
-            ))?;
-            let mut rows = stmt.query([hash])?;
-            match rows.next()? {
-                Some(row) => Ok(Some((row_info(row)?, row.get(6)?))),
-                None => Ok(None),
+        let now = Utc::now();
+        if !info.is_valid_at(now) {
+            if !info.revoked && info.expiry().is_none() {
+                tracing::warn!(id = %info.id, expires_at = %info.expires_at, "API key refused: its expiry is not an RFC 3339 time");
             }
-        })
-        .await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<KeyInfo>> {
-        let id = id.to_string();
-        self.with("get", move |c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = ?1"))?;
-            let mut rows = stmt.query([id])?;
-            rows.next()?.map(row_info).transpose()
-        })
-        .await
-    }
-
-    async fn list(&self) -> Result<Vec<KeyInfo>> {
-        self.with("list", |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM {TABLE} ORDER BY created_at, id"
-            ))?;
-            let rows = stmt.query_map([], row_info)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    async fn revoke(&self, id: &str) -> Result<bool> {
-        let id = id.to_string();
-        self.with("revoke", move |c| {
-            c.execute(
-                &format!("UPDATE {TABLE} SET revoked = 1 WHERE id = ?1"),
-                [id],
-            )
-            .map(|n| n > 0)
-        })
-        .await
-    }
-}
-
-/// Keys in a PostgreSQL database (one connection, reopened when it drops).
-pub struct PostgresStore {
-    url: String,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
-}
-
-impl fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may hold a password: never print it.
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
-    }
-}
-
-fn pg_row(row: &tokio_postgres::Row) -> KeyInfo {
-    KeyInfo {
-        id: row.get(0),
-        name: row.get(1),
-        tenant: row.get(2),
-        created_at_ms: row.get(3),
-        expires_at_ms: row.get(4),
-        revoked: row.get(5),
-    }
-}
-
-impl PostgresStore {
-    /// Connects to `url` and creates the table if needed.
-    pub async fn connect(url: &str) -> Result<PostgresStore> {
-        let store = PostgresStore {
-            url: url.to_string(),
-            client: tokio::sync::Mutex::new(None),
-        };
-        let client = store.client().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {TABLE} (
-                    id TEXT PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    tenant TEXT NOT NULL,
-                    key_hash TEXT NOT NULL UNIQUE,
-                    created_at BIGINT NOT NULL,
-                    expires_at BIGINT,
-                    revoked BOOLEAN NOT NULL DEFAULT FALSE
-                )"
-            ))
-            .await
-            .map_err(|e| err("open")(&e))?;
-        Ok(store)
-    }
-
-    /// The live connection, reconnecting if the previous one closed.
-    async fn client(&self) -> Result<Arc<tokio_postgres::Client>> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+            return Ok(None);
         }
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| err("connect")(&format!("PostgreSQL: {e}")))?;
+        let at = format_time(now);
+        match self.store.touch(&info.id, &at).await {
+            Ok(()) => info.last_used_at = Some(at),
+            Err(e) => tracing::warn!(id = %info.id, "could not record the API key's use: {e}"),
+        }
+        Ok(Some(info))
+    }
+
+    /// Deletes every revoked key and every key past its expiry; returns how many.
+    pub async fn cleanup(&self) -> Result<u64> {
+        self.store.remove_stale(&format_time(Utc::now())).await
+    }
+
+    /// Runs [`Keys::cleanup`] every `every` (at least [`MIN_CLEANUP_INTERVAL`]), the
+    /// first time `every` from now, until the task is aborted or the last other handle
+    /// on the store is dropped. Failures are logged and retried at the next tick.
+    pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let every = every.max(MIN_CLEANUP_INTERVAL);
+        let store = Arc::downgrade(&self.store);
+        let default_ttl = self.default_ttl;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("PostgreSQL key store connection closed: {e}");
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                let keys = Keys { store, default_ttl };
+                match keys.cleanup().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired and revoked API keys deleted"),
+                    Err(e) => tracing::warn!("API key cleanup: {e}"),
+                }
             }
-        });
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
-    }
-}
-
-#[async_trait::async_trait]
-impl KeyStore for PostgresStore {
-    async fn insert(&self, info: &KeyInfo, hash: &str) -> Result<()> {
-        self.client()
-            .await?
-            .execute(
-                &format!("INSERT INTO {TABLE} (id, name, tenant, key_hash, created_at, expires_at, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-                &[&info.id, &info.name, &info.tenant, &hash, &info.created_at_ms, &info.expires_at_ms, &info.revoked],
-            )
-            .await
-            .map(drop)
-            .map_err(|e| err("insert")(&e))
-    }
-
-    async fn find_by_hash(&self, hash: &str) -> Result<Option<(KeyInfo, String)>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("SELECT {COLUMNS}, key_hash FROM {TABLE} WHERE key_hash = $1"),
-                &[&hash],
-            )
-            .await
-            .map_err(|e| err("find")(&e))?;
-        Ok(row.map(|r| (pg_row(&r), r.get(6))))
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<KeyInfo>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1"),
-                &[&id],
-            )
-            .await
-            .map_err(|e| err("get")(&e))?;
-        Ok(row.as_ref().map(pg_row))
-    }
-
-    async fn list(&self) -> Result<Vec<KeyInfo>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                &format!("SELECT {COLUMNS} FROM {TABLE} ORDER BY created_at, id"),
-                &[],
-            )
-            .await
-            .map_err(|e| err("list")(&e))?;
-        Ok(rows.iter().map(pg_row).collect())
-    }
-
-    async fn revoke(&self, id: &str) -> Result<bool> {
-        self.client()
-            .await?
-            .execute(
-                &format!("UPDATE {TABLE} SET revoked = TRUE WHERE id = $1"),
-                &[&id],
-            )
-            .await
-            .map(|n| n > 0)
-            .map_err(|e| err("revoke")(&e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_prefixed_hex_and_distinct() {
-        let a = generate_key().expect("key");
-        let b = generate_key().expect("key");
-        assert!(is_key_shaped(&a), "{a}");
-        assert_eq!(a.len(), KEY_PREFIX.len() + 64);
-        assert_ne!(a, b);
-        assert!(!is_key_shaped("isol8_XYZ"));
-        assert!(!is_key_shaped(&a.to_uppercase()));
-        assert!(!is_key_shaped(&format!("{a}0")));
-    }
-
-    #[test]
-    fn hashes_are_sha256_hex() {
-        // sha256("abc")
-        assert_eq!(
-            hash_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
-
-    #[test]
-    fn comparison_is_exact() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn validity_follows_revocation_and_expiry() {
-        let mut k = KeyInfo {
-            id: "i".into(),
-            name: "n".into(),
-            tenant: "t".into(),
-            created_at_ms: 0,
-            expires_at_ms: Some(1000),
-            revoked: false,
-        };
-        assert!(k.is_valid_at(999));
-        assert!(!k.is_valid_at(1000));
-        k.expires_at_ms = None;
-        assert!(k.is_valid_at(i64::MAX));
-        k.revoked = true;
-        assert!(!k.is_valid_at(0));
-        assert_eq!(k.to_json()["createdAt"], "1970-01-01T00:00:00.000Z");
-        assert!(k.to_json().get("hash").is_none());
+        })
     }
 }
