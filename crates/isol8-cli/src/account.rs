@@ -103,7 +103,7 @@ pub struct LoginArgs {
     /// Label of the issued key (default `login`).
     #[arg(long)]
     pub name: Option<String>,
-    /// Tenant the issued key acts as (default the master's).
+    /// Tenant the issued key acts as (default `default`).
     #[arg(long)]
     pub tenant: Option<String>,
     /// Lifetime of the issued key in milliseconds (default the server's).
@@ -121,21 +121,23 @@ pub async fn login(args: LoginArgs) -> Result<i32> {
     if let Some(n) = args.name {
         body["name"] = json!(n);
     }
-    if let Some(t) = args.tenant {
-        body["tenant"] = json!(t);
+    if let Some(t) = &args.tenant {
+        body["tenantId"] = json!(t);
     }
     if let Some(ms) = args.ttl_ms {
         body["ttlMs"] = json!(ms);
     }
+    // `{token, expiresAt, keyId}` (servers before it answered `{key, id, …}`).
     let issued = engine.login(&body).await?;
-    let (Some(key), Some(id)) = (issued["key"].as_str(), issued["id"].as_str()) else {
-        bail!("the server's login reply has no key or id: {issued}");
+    let field = |names: [&str; 2]| names.iter().find_map(|n| issued[*n].as_str());
+    let (Some(key), Some(id)) = (field(["token", "key"]), field(["keyId", "id"])) else {
+        bail!("the server's login reply has no token or key id: {issued}");
     };
     let creds = Credentials {
         host: normalize(&args.host),
         key: key.to_string(),
         id: id.to_string(),
-        tenant: issued["tenant"].as_str().map(str::to_string),
+        tenant: Some(args.tenant.unwrap_or_else(|| "default".to_string())),
         expires_at: issued["expiresAt"].as_str().map(str::to_string),
     };
     let path = save_credentials(&creds)?;

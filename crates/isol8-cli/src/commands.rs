@@ -426,8 +426,9 @@ pub struct ServeArgs {
     /// visible to other users).
     #[arg(long, env = "ISOL8_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
-    /// Accept database API keys kept in this SQLite file, or in PostgreSQL given a
-    /// postgres:// connection string (overrides auth.connectionString; enables keys).
+    /// Accept database API keys kept in this SQLite file, or in PostgreSQL or MySQL given
+    /// a postgres:// or mysql:// connection string (overrides auth.connectionString;
+    /// enables keys).
     #[arg(long, value_name = "PATH_OR_URL")]
     pub auth_db: Option<String>,
     /// On SIGTERM/SIGINT, how long running executions may still finish before they are
