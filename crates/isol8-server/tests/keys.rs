@@ -303,6 +303,23 @@ async fn sqlite_store() {
         .expect("reopen");
     let k = Keys::new(store.clone(), None);
     let (key, info) = k.create("persist", Some("p"), None).await.expect("create");
+    // While it is open, its write-ahead log and shared-memory files are the owner's
+    // only too.
+    let files: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
+        .expect("dir")
+        .map(|f| f.expect("entry").path())
+        .collect();
+    assert!(files.len() >= 2, "no WAL files: {files:?}");
+    for f in &files {
+        let mode = std::fs::metadata(f).expect("file").permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {:o}",
+            f.display(),
+            mode & 0o777
+        );
+    }
     drop((k, store));
     for file in std::fs::read_dir(path.parent().expect("dir")).expect("dir") {
         let file = file.expect("entry").path();
