@@ -162,3 +162,51 @@ ensure_postgres() {
   export ISOL8_TEST_POSTGRES_URL="postgres://isol8_test:isol8_test@127.0.0.1:$port/isol8_test"
   say "PostgreSQL $version on port $port (database isol8_test)"
 }
+
+# ensure_mysql: a running MariaDB server (Debian's package mariadb-server, installed if
+# missing) with a user and a database for the MySQL key-store tests; exports
+# ISOL8_TEST_MYSQL_URL. Reuses a URL already in the environment.
+ensure_mysql() {
+  if [ -n "${ISOL8_TEST_MYSQL_URL:-}" ]; then return; fi
+  if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-admin >/dev/null; then
+    say "installing MariaDB (Debian package mariadb-server)"
+    apt_install mariadb-server
+  fi
+  [ -x /usr/sbin/mariadbd ] || die "no MariaDB server at /usr/sbin/mariadbd after installing mariadb-server"
+  local sock=/run/mysqld/mysqld.sock log=/var/log/isol8-mariadb.log
+  local admin=(as_root mariadb-admin --socket="$sock" --connect-timeout=2)
+  if ! "${admin[@]}" ping >/dev/null 2>&1; then
+    # The package's service is never started for us (no systemd, policy-rc.d): start the
+    # server by hand, on Debian's configuration (127.0.0.1, port 3306).
+    as_root install -d -o mysql -g mysql -m 0755 /run/mysqld
+    if [ ! -d /var/lib/mysql/mysql ]; then
+      say "initialising the MariaDB data directory"
+      as_root mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fi
+    say "starting MariaDB"
+    as_root bash -c "setsid /usr/sbin/mariadbd --user=mysql >>$log 2>&1 < /dev/null &"
+    local up=""
+    for _ in $(seq 1 120); do
+      if "${admin[@]}" ping >/dev/null 2>&1; then up=1; break; fi
+      sleep 0.5
+    done
+    if [ -z "$up" ]; then
+      tail -n 20 "$log" >&2 2>/dev/null || true
+      die "MariaDB did not start within 60 s (see $log)"
+    fi
+  fi
+  local sql=(as_root mariadb --socket="$sock" -N -B)
+  local port
+  port="$("${sql[@]}" -e 'SELECT @@port')"
+  # The tests also create (and drop) databases of their own named isol8_test_*.
+  "${sql[@]}" -e "
+    CREATE DATABASE IF NOT EXISTS isol8_test;
+    CREATE USER IF NOT EXISTS 'isol8_test'@'127.0.0.1' IDENTIFIED BY 'isol8_test';
+    CREATE USER IF NOT EXISTS 'isol8_test'@'localhost' IDENTIFIED BY 'isol8_test';
+    GRANT ALL PRIVILEGES ON isol8_test.* TO 'isol8_test'@'127.0.0.1';
+    GRANT ALL PRIVILEGES ON isol8_test.* TO 'isol8_test'@'localhost';
+    GRANT ALL PRIVILEGES ON \`isol8\\_test\\_%\`.* TO 'isol8_test'@'127.0.0.1';
+    GRANT ALL PRIVILEGES ON \`isol8\\_test\\_%\`.* TO 'isol8_test'@'localhost';"
+  export ISOL8_TEST_MYSQL_URL="mysql://isol8_test:isol8_test@127.0.0.1:$port/isol8_test"
+  say "MariaDB $("${sql[@]}" -e 'SELECT VERSION()') on port $port (database isol8_test)"
+}

@@ -9,8 +9,9 @@ ensure_tools
 build_agent
 ISOL8="$(build_cli debug)"
 ensure_images "$ISOL8"
-# The PostgreSQL key store is tested against a real server.
+# The PostgreSQL and MySQL key stores are tested against real servers.
 ensure_postgres
+ensure_mysql
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,7 +22,7 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 say "fuzzing (cargo fuzz, ${ISOL8_FUZZ_SECONDS:-30}s per target)"
 "$ROOT/scripts/fuzz.sh" "${ISOL8_FUZZ_SECONDS:-30}"
 
-# Tests that skip at run time (outside CI, when Docker, the registries, PostgreSQL or root
+# Tests that skip at run time (outside CI, when Docker, the registries, PostgreSQL, MySQL or root
 # are missing; in CI they fail instead) append "<test><TAB><reason>" here
 # (crates/isol8-testkit); the closing line counts them as skipped, not passed.
 skips="$(mktemp)"

@@ -127,7 +127,7 @@ pub struct LoginArgs {
     /// Label of the issued key (default `login`).
     #[arg(long)]
     pub name: Option<String>,
-    /// Tenant the issued key acts as (default the master's).
+    /// Tenant the issued key acts as (default `default`).
     #[arg(long)]
     pub tenant: Option<String>,
     /// Lifetime of the issued key in milliseconds (default the server's).
@@ -145,12 +145,13 @@ pub async fn login(args: LoginArgs) -> Result<i32> {
     if let Some(n) = args.name {
         body["name"] = json!(n);
     }
-    if let Some(t) = args.tenant {
-        body["tenant"] = json!(t);
+    if let Some(t) = &args.tenant {
+        body["tenantId"] = json!(t);
     }
     if let Some(ms) = args.ttl_ms {
         body["ttlMs"] = json!(ms);
     }
+    // `{token, expiresAt, keyId}` (servers before it answered `{key, id, …}`).
     let issued = engine.login(&body).await?;
     // The reference's reply `{token, expiresAt, keyId}`, or this server's older
     // `{key, id, tenant, expiresAt}`.
@@ -168,7 +169,8 @@ pub async fn login(args: LoginArgs) -> Result<i32> {
         token,
         expires_at: field(&["expiresAt"]),
         key_id,
-        tenant: field(&["tenantId", "tenant"]),
+        tenant: field(&["tenantId", "tenant"])
+            .or_else(|| Some(args.tenant.clone().unwrap_or_else(|| "default".to_string()))),
     };
     let path = save_credentials(&creds)?;
     println!(

@@ -504,8 +504,9 @@ pub struct ServeArgs {
     /// not needed here: the server is built in.
     #[arg(long)]
     pub update: bool,
-    /// Accept database API keys kept in this SQLite file, or in PostgreSQL given a
-    /// postgres:// connection string (overrides auth.connectionString; enables keys).
+    /// Accept database API keys kept in this SQLite file, or in PostgreSQL or MySQL given
+    /// a postgres:// or mysql:// connection string (overrides auth.connectionString;
+    /// enables keys).
     #[arg(long, value_name = "PATH_OR_URL")]
     pub auth_db: Option<String>,
     /// On SIGTERM/SIGINT, how long running executions may still finish before they are

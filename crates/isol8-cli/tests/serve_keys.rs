@@ -1,5 +1,5 @@
-//! `isol8 serve` with a SQLite key store as a real process: database keys, tenants
-//! and login over HTTP.
+//! `isol8 serve` with a SQLite key store as a real process: database keys, tenants,
+//! login over HTTP, and the deletion of expired keys every `auth.cleanupIntervalMs`.
 
 mod common;
 
@@ -20,7 +20,7 @@ fn database_keys_tenants_and_login_against_a_real_server() {
         "POST",
         "/auth/keys",
         KEY,
-        Some(json!({"name": "a", "tenant": "alpha"})),
+        Some(json!({"name": "a", "tenantId": "alpha"})),
     );
     assert_eq!(status, 201, "{a}");
     let (status, b) = call(
@@ -28,7 +28,7 @@ fn database_keys_tenants_and_login_against_a_real_server() {
         "POST",
         "/auth/keys",
         KEY,
-        Some(json!({"name": "b", "tenant": "beta"})),
+        Some(json!({"name": "b", "tenantId": "beta"})),
     );
     assert_eq!(status, 201, "{b}");
     let (key_a, id_a) = (
@@ -195,9 +195,16 @@ fn database_keys_tenants_and_login_against_a_real_server() {
     assert_eq!(code, Some(0));
     let listed: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(listed[0]["id"], "cli-s");
-    // The login key acts as the master's tenant: the master sees the session too.
-    let (_, v) = call(&s, "GET", "/sessions", KEY, None);
-    assert_eq!(session_ids(&v), vec!["cli-s"]);
+    // The login key acts as tenant "default" (as isol8 v0.20 issues it).
+    let (_, v) = call(&s, "GET", "/auth/keys?tenantId=default", KEY, None);
+    assert!(
+        v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .any(|k| k["name"] == "e2e" && k["id"] == creds["id"]),
+        "{v}"
+    );
     let (code, _, err) = cli(&["session", "stop", "cli-s"], false);
     assert_eq!(code, Some(0), "{err}");
     let (_, out, _) = cli(&["session", "list", "--json"], false);
@@ -218,5 +225,63 @@ fn database_keys_tenants_and_login_against_a_real_server() {
     let (code, _, err) = cli(&["session", "list"], false);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("error: "), "{err}");
+    s.stop();
+}
+
+#[isol8_testkit::test(docker)]
+fn expired_and_revoked_keys_are_deleted_every_auth_cleanup_interval_ms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("auth.db");
+    std::fs::write(
+        dir.path().join("isol8.config.json"),
+        json!({"auth": {
+            "enabled": true,
+            "connectionString": db.to_str().expect("utf-8"),
+            "cleanupIntervalMs": 200,
+        }})
+        .to_string(),
+    )
+    .expect("config");
+    let s = common::serve::Server::start_in(Some(dir.path()), &[]);
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, ttl) in [("stays", None), ("expires", Some(1)), ("revoked", None)] {
+        let mut body = json!({"name": name});
+        if let Some(ms) = ttl {
+            body["ttlMs"] = json!(ms);
+        }
+        let (status, v) = call(&s, "POST", "/auth/keys", KEY, Some(body));
+        assert_eq!(status, 201, "{v}");
+        ids.insert(name, v["id"].as_str().expect("id").to_string());
+    }
+    let (status, _) = call(
+        &s,
+        "DELETE",
+        &format!("/auth/keys/{}", ids["revoked"]),
+        KEY,
+        None,
+    );
+    assert_eq!(status, 200);
+    let names = || -> Vec<String> {
+        let (status, v) = call(&s, "GET", "/auth/keys", KEY, None);
+        assert_eq!(status, 200, "{v}");
+        v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = names();
+        if left == ["stays"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired and revoked keys not deleted within 30 s: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     s.stop();
 }

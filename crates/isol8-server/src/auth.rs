@@ -43,7 +43,7 @@ async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiErro
     };
     match keys.authenticate(&token).await {
         Ok(Some(info)) => Ok(Caller {
-            tenant: info.tenant,
+            tenant: info.tenant_id,
             key_id: Some(info.id),
         }),
         Ok(None) => Err(AuthError::InvalidKey.into()),

@@ -48,7 +48,7 @@ pub enum ApiError {
     /// Session ids, lookups and caps (400, 404, 429).
     #[error(transparent)]
     Session(#[from] SessionError),
-    /// Database key management (404).
+    /// Database key management (400, 404).
     #[error(transparent)]
     Keys(#[from] KeyError),
     /// The engine refused or failed the request; status by the error's kind (400 for
@@ -86,11 +86,11 @@ pub enum AuthError {
     /// expired keys all get this same answer).
     #[error("Invalid API key")]
     InvalidKey,
-    /// A database key on a master-only route.
-    #[error("this route needs the master key")]
+    /// A database key on a master-only route (the text isol8 v0.20 answers).
+    #[error("Master key required for this operation")]
     MasterKeyRequired,
     /// A database key revoking another key.
-    #[error("a database key may only revoke itself; other keys need the master key")]
+    #[error("Master key required for this operation: a database key may only revoke itself")]
     RevokeOther,
 }
 
@@ -115,6 +115,10 @@ pub enum InputError {
     /// A key name or tenant outside 1-128 printable characters.
     #[error("{0} must be 1-128 printable characters")]
     Label(&'static str),
+    /// `POST /auth/keys` without a name, or with an empty one (the text isol8 v0.20
+    /// answers).
+    #[error("name is required")]
+    NameRequired,
     /// A key lifetime outside 1 ms to ten years.
     #[error("ttlMs must be between 1 and {} (ten years)", MAX_TTL.as_millis())]
     Ttl,
@@ -137,15 +141,16 @@ pub enum SessionError {
     TenantFull(usize),
 }
 
-/// Database key management.
+/// Database key management (the texts isol8 v0.20 answers).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The server has no key store (404).
-    #[error("database keys are not enabled on this server (start it with --auth-db or set auth.enabled)")]
+    /// The server has no key store (400); `isol8 serve --auth-db PATH` or
+    /// `auth.enabled` gives it one.
+    #[error("DB-backed auth is not enabled")]
     Disabled,
     /// No key has this id (404).
-    #[error("API key `{0}` not found")]
-    NotFound(String),
+    #[error("Key not found")]
+    NotFound,
 }
 
 /// The status of an engine error.
@@ -204,7 +209,8 @@ impl ApiError {
             ApiError::Session(SessionError::ServerFull(_) | SessionError::TenantFull(_)) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Keys(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Keys(KeyError::Disabled) => StatusCode::BAD_REQUEST,
+            ApiError::Keys(KeyError::NotFound) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Engine { source, .. } => engine_status(source),
             ApiError::KeyStore { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }

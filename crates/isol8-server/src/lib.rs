@@ -52,7 +52,6 @@ pub use router::app;
 pub use routes::execute::ExecuteBody;
 pub use routes::files::{GetFileQuery, PutFileBody};
 pub use routes::health::VERSION;
-pub use routes::keys::DEFAULT_LOGIN_TTL;
 pub use routes::MAX_BODY_BYTES;
 pub use serve::{serve, ServeConfig, ServeError, ServeEvent};
 pub use sessions::{check_session_id, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_TENANT};

@@ -18,7 +18,9 @@ use crate::routes::cleanup::{CleanupBody, CleanupReply};
 use crate::routes::execute::{ExecuteBody, WsIn};
 use crate::routes::files::{FileContent, GetFileQuery, PutFileBody};
 use crate::routes::health::{Health, VERSION};
-use crate::routes::keys::{CreateKey, IssuedKey, KeyList, Login};
+use crate::routes::keys::{
+    CreateKey, IssuedKey, KeyList, ListKeysQuery, Login, LoginReply, Revoked,
+};
 use crate::routes::sessions::SessionList;
 use crate::routes::Done;
 use isol8::{ExecutionResult, StreamEvent};
@@ -228,7 +230,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/auth/keys",
         method: Method::Post,
-        summary: "create a database key (master key); the plaintext key is returned only here",
+        summary: "create a database key (master key); the plaintext key is returned only here; 400 `DB-backed auth is not enabled` without a key store",
         authenticated: true,
         params: Params::None,
         body: json_body(schema::<CreateKey>),
@@ -237,36 +239,36 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/auth/keys",
         method: Method::Get,
-        summary: "list database keys' metadata, never the keys (master key)",
+        summary: "list database keys' metadata, never the keys (master key); `?tenantId=` for one tenant's",
         authenticated: true,
-        params: Params::None,
+        params: Params::Query(schema::<ListKeysQuery>),
         body: None,
         reply: Reply::Json(200, "{keys: [KeyInfo]}", schema::<KeyList>),
     },
     Operation {
         path: "/auth/keys/{id}",
         method: Method::Delete,
-        summary: "revoke a key (idempotent); the master key revokes any, a database key only itself",
+        summary: "revoke a key (idempotent until the key store's cleanup deletes it); the master key revokes any, a database key only itself; 404 `Key not found`",
         authenticated: true,
         params: Params::Path("id", "the key's id"),
         body: None,
-        reply: Reply::Json(200, "{ok: true}", schema::<Done>),
+        reply: Reply::Json(200, "{ok: true, id}", schema::<Revoked>),
     },
     Operation {
         path: "/auth/login",
         method: Method::Post,
-        summary: "issue an expiring key acting as the caller (master key), e.g. for `isol8 login`",
+        summary: "issue an expiring key (master key), e.g. for `isol8 login`",
         authenticated: true,
         params: Params::None,
         body: optional_body(schema::<Login>),
-        reply: Reply::Json(201, "the key and its metadata", schema::<IssuedKey>),
+        reply: Reply::Json(200, "{token, expiresAt, keyId}", schema::<LoginReply>),
     },
 ];
 
 /// The error answers of an authenticated route: status and when it happens. Each has an
 /// [`ErrorBody`]; 429 and 503 carry `Retry-After`.
 pub const ERRORS: &[(u16, &str)] = &[
-    (400, "bad input: {\"error\": message}"),
+    (400, "bad input: {\"error\": message}; on /auth/* without a key store, {\"error\":\"DB-backed auth is not enabled\"}"),
     (401, "{\"error\":\"Missing Authorization header\"}"),
     (403, "{\"error\":\"Invalid API key\"} (unknown, revoked or expired), or a database key on a master-only route"),
     (404, "unknown session or route"),

@@ -39,13 +39,16 @@ const ANSWER_BOUND: Duration = Duration::from_secs(5);
 /// The same after a second signal: just long enough for answers already on their way.
 const SECOND_SIGNAL_ANSWER_BOUND: Duration = Duration::from_secs(1);
 
-/// Where database keys are kept.
+/// Where database keys are kept, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStoreConfig {
-    /// A SQLite file path, or a `postgres://` / `postgresql://` connection string.
+    /// A SQLite file path, or a `postgres://`, `postgresql://`, `mysql://` or
+    /// `mariadb://` connection string ([`keys::Backend::of`]).
     pub connection: String,
-    /// Lifetime of keys created without one.
+    /// Lifetime of keys created without one (`None`: [`keys::DEFAULT_TTL`], 24 hours).
     pub default_ttl: Option<Duration>,
+    /// How often expired and revoked keys are deleted (`auth.cleanupIntervalMs`).
+    pub cleanup_interval: Duration,
 }
 
 impl KeyStoreConfig {
@@ -79,16 +82,18 @@ impl KeyStoreConfig {
         Ok(Some(KeyStoreConfig {
             connection,
             default_ttl: auth.default_ttl_ms.map(Duration::from_millis),
+            cleanup_interval: auth
+                .cleanup_interval_ms
+                .map_or(keys::DEFAULT_CLEANUP_INTERVAL, Duration::from_millis),
         }))
     }
 
     /// What the store is, fit to print: never the connection string of a database (it
     /// may hold a password).
     pub fn describe(&self) -> String {
-        if keys::is_postgres_url(&self.connection) {
-            "PostgreSQL".to_string()
-        } else {
-            format!("SQLite file {}", self.connection)
+        match keys::Backend::of(&self.connection) {
+            Ok(b) => b.describe(),
+            Err(_) => "an unsupported connection string".to_string(),
         }
     }
 
@@ -156,7 +161,9 @@ pub enum ServeError {
     #[error("the API key is too short: use at least {MIN_MASTER_KEY_LEN} characters")]
     MasterKeyTooShort,
     /// The key store's connection string is empty.
-    #[error("the API key database is empty: give a file path or a postgres:// URL")]
+    #[error(
+        "the API key database is empty: give a SQLite file path, or a postgres:// or mysql:// URL"
+    )]
     EmptyKeyStore,
     /// Keys are enabled with no connection string and no home directory.
     #[error("HOME is not set: pass --auth-db PATH")]
@@ -285,6 +292,12 @@ pub async fn serve(
     if let Some(max_age) = config.prune_after {
         AppState::spawn_pruner(&state, max_age);
     }
+    // Expired and revoked keys are deleted every auth.cleanupIntervalMs.
+    let key_cleanup = match (state.keys(), &config.key_store) {
+        (Some(keys), Some(k)) => Some(keys.spawn_cleanup(k.cleanup_interval)),
+        _ => None,
+    };
+    let _stop_key_cleanup = AbortOnDrop(key_cleanup);
     let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -313,6 +326,17 @@ pub async fn serve(
     }
     shut_down(&state, server, signals, config.shutdown_grace, report).await;
     Ok(())
+}
+
+/// Aborts a background task when dropped (when [`serve`] returns, however it returns).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Counts SIGTERM and SIGINT deliveries, from now on.
@@ -416,7 +440,24 @@ mod tests {
         assert!(store.describe().contains("SQLite"), "{}", store.describe());
         let keys = store.open().await.expect("open");
         assert!(db.exists());
-        assert_eq!(keys.default_ttl(), Some(Duration::from_secs(60)));
+        assert_eq!(keys.default_ttl(), Duration::from_secs(60));
+        assert_eq!(store.cleanup_interval, keys::DEFAULT_CLEANUP_INTERVAL);
+
+        // auth.cleanupIntervalMs, read from a config file, sets how often keys are
+        // cleaned up.
+        let file = Config::from_json_str(&format!(
+            r#"{{"auth": {{"connectionString": {}, "cleanupIntervalMs": 250}}}}"#,
+            serde_json::json!(conn.as_deref().expect("conn"))
+        ))
+        .expect("valid config");
+        let store = KeyStoreConfig::resolve(None, &file.auth, None)
+            .expect("ok")
+            .expect("keys");
+        assert_eq!(store.cleanup_interval, Duration::from_millis(250));
+        assert_eq!(
+            store.open().await.expect("open").default_ttl(),
+            keys::DEFAULT_TTL
+        );
 
         // enabled: false turns them off, unless the override asks for them.
         let off = AuthConfig {
@@ -466,6 +507,17 @@ mod tests {
             .expect("ok")
             .expect("keys");
         assert_eq!(store.describe(), "PostgreSQL");
+        let e = store.open().await.expect_err("nothing listens");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        // Nor a MySQL one.
+        let my = AuthConfig {
+            connection_string: Some("mysql://u:secret@127.0.0.1:1/db".into()),
+            ..Default::default()
+        };
+        let store = KeyStoreConfig::resolve(None, &my, None)
+            .expect("ok")
+            .expect("keys");
+        assert_eq!(store.describe(), "MySQL");
         let e = store.open().await.expect_err("nothing listens");
         assert!(!e.to_string().contains("secret"), "{e}");
     }

@@ -1,27 +1,23 @@
 //! Keys through the router (driven without a socket): database keys managed with the
-//! master key only, login issuing expiring keys, servers without a key store, and
-//! sessions that belong to the tenant that created them.
+//! master key only, login issuing expiring keys, servers without a key store, key
+//! databases isol8 v0.20 wrote (SQLite, PostgreSQL, MySQL), and sessions that belong to
+//! the tenant that created them.
 
 mod common;
 
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use common::reference::Db;
 use common::router::{call, delete, get, post, state, KEY};
 use isol8::EngineOptions;
 use isol8_server::AppState;
 use serde_json::{json, Value};
 
-/// State with a SQLite key store in `dir` (`default_ttl` for keys created without one).
-async fn keyed_state(
-    dir: &std::path::Path,
-    default_ttl: Option<std::time::Duration>,
-) -> Arc<AppState> {
+/// State with the key store of `conn` (`default_ttl` for keys created without one).
+async fn state_on(conn: &str, default_ttl: Option<std::time::Duration>) -> Arc<AppState> {
     let engine = isol8_testkit::engine(EngineOptions::default()).await;
-    let path = dir.join("auth.db");
-    let store = isol8_server::keys::open(path.to_str().expect("utf-8"))
-        .await
-        .expect("key store");
+    let store = isol8_server::keys::open(conn).await.expect("key store");
     AppState::with_settings(
         engine,
         EngineOptions::default(),
@@ -31,6 +27,14 @@ async fn keyed_state(
             ..Default::default()
         },
     )
+}
+
+/// State with a SQLite key store in `dir` (`default_ttl` for keys created without one).
+async fn keyed_state(
+    dir: &std::path::Path,
+    default_ttl: Option<std::time::Duration>,
+) -> Arc<AppState> {
+    state_on(dir.join("auth.db").to_str().expect("utf-8"), default_ttl).await
 }
 
 /// Creates a key with the master key; returns (key, id).
@@ -47,6 +51,27 @@ fn invalid() -> (StatusCode, Value) {
     (StatusCode::FORBIDDEN, json!({"error": "Invalid API key"}))
 }
 
+/// The listed keys, by id.
+async fn listed(state: &Arc<AppState>, query: &str) -> std::collections::BTreeMap<String, Value> {
+    let (status, v) = call(state, get(&format!("/auth/keys{query}"), KEY)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| (k["id"].as_str().expect("id").to_string(), k.clone()))
+        .collect()
+}
+
+/// Milliseconds from `createdAt` to `expiresAt` of a listed key.
+fn lifetime_ms(k: &Value) -> i64 {
+    let t = |f: &str| {
+        chrono::DateTime::parse_from_rfc3339(k[f].as_str().unwrap_or_else(|| panic!("{f}: {k}")))
+            .expect("rfc3339")
+    };
+    (t("expiresAt") - t("createdAt")).num_milliseconds()
+}
+
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn database_keys_are_managed_with_the_master_key_only() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -57,7 +82,7 @@ async fn database_keys_are_managed_with_the_master_key_only() {
         post(
             "/auth/keys",
             Some(KEY),
-            json!({"name": "ci", "tenant": "alpha", "ttlMs": 60_000}).to_string(),
+            json!({"name": "ci", "tenantId": "alpha", "ttlMs": 60_000}).to_string(),
         ),
     )
     .await;
@@ -66,15 +91,12 @@ async fn database_keys_are_managed_with_the_master_key_only() {
     let id = v["id"].as_str().expect("id").to_string();
     assert!(isol8_server::keys::is_key_shaped(&key), "{key}");
     assert_eq!(
-        (v["name"].as_str(), v["tenant"].as_str()),
-        (Some("ci"), Some("alpha"))
+        v,
+        json!({
+            "id": id, "key": key, "name": "ci", "keyPrefix": format!("{}...", &key[..10]),
+            "tenantId": "alpha", "expiresAt": v["expiresAt"],
+        })
     );
-    assert_eq!(v["revoked"], false);
-    let created = chrono::DateTime::parse_from_rfc3339(v["createdAt"].as_str().expect("createdAt"))
-        .expect("rfc3339");
-    let expires = chrono::DateTime::parse_from_rfc3339(v["expiresAt"].as_str().expect("expiresAt"))
-        .expect("rfc3339");
-    assert_eq!((expires - created).num_milliseconds(), 60_000);
 
     // The list shows metadata, never a key or a hash.
     let (status, list) = call(&state, get("/auth/keys", KEY)).await;
@@ -82,17 +104,21 @@ async fn database_keys_are_managed_with_the_master_key_only() {
     let text = list.to_string();
     assert!(!text.contains(&key), "{text}");
     assert!(
-        !text.contains(&isol8_server::keys::hash_key(&key)),
+        !text.contains(&common::reference::sha256_hex(&key)),
         "{text}"
     );
     assert!(!text.contains("\"key\""), "{text}");
-    let listed = list["keys"].as_array().expect("keys");
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], id.as_str());
+    let keys = listed(&state, "").await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[&id]["expiresAt"], v["expiresAt"]);
+    assert_eq!(lifetime_ms(&keys[&id]), 60_000);
+    assert_eq!(keys[&id]["lastUsedAt"], Value::Null);
 
-    // The database key works on ordinary routes but not on master-only ones.
+    // The database key works on ordinary routes (its use is recorded) but not on
+    // master-only ones.
     let (status, v) = call(&state, get("/sessions", &key)).await;
     assert_eq!((status, v), (StatusCode::OK, json!({"sessions": []})));
+    assert!(listed(&state, "").await[&id]["lastUsedAt"].is_string());
     for req in [
         get("/auth/keys", &key),
         post("/auth/keys", Some(&key), json!({"name": "x"}).to_string()),
@@ -102,16 +128,19 @@ async fn database_keys_are_managed_with_the_master_key_only() {
         let (status, v) = call(&state, req).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
         assert!(
-            v["error"].as_str().expect("error").contains("master key"),
+            v["error"]
+                .as_str()
+                .expect("error")
+                .contains("Master key required"),
             "{v}"
         );
     }
 
     // Bad bodies name the field.
     for (body, field) in [
-        (json!({}), "name"),
-        (json!({"name": ""}), "name"),
-        (json!({"name": "n", "tenant": "a\nb"}), "tenant"),
+        (json!({}), "name is required"),
+        (json!({"name": ""}), "name is required"),
+        (json!({"name": "n", "tenantId": "a\nb"}), "tenantId"),
         (json!({"name": "n", "ttlMs": 0}), "ttlMs"),
         (json!({"name": "n", "bogus": 1}), "bogus"),
     ] {
@@ -124,28 +153,21 @@ async fn database_keys_are_managed_with_the_master_key_only() {
     }
 
     // Another key cannot revoke it; the master can, idempotently; then it is refused.
-    let (other, other_id) = new_key(&state, json!({"name": "other", "tenant": "beta"})).await;
+    let (other, other_id) = new_key(&state, json!({"name": "other", "tenantId": "beta"})).await;
     let (status, _) = call(&state, delete(&format!("/auth/keys/{id}"), &other)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = call(&state, get("/sessions", &key)).await;
     assert_eq!(status, StatusCode::OK, "still valid");
     for _ in 0..2 {
         let (status, v) = call(&state, delete(&format!("/auth/keys/{id}"), KEY)).await;
-        assert_eq!((status, v), (StatusCode::OK, json!({"ok": true})));
+        assert_eq!((status, v), (StatusCode::OK, json!({"ok": true, "id": id})));
     }
     assert_eq!(call(&state, get("/sessions", &key)).await, invalid());
-    let (status, _) = call(&state, delete("/auth/keys/no-such-id", KEY)).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, list) = call(&state, get("/auth/keys", KEY)).await;
     assert_eq!(
-        list["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .find(|k| k["id"] == id.as_str())
-            .expect("revoked key still listed")["revoked"],
-        true
+        call(&state, delete("/auth/keys/no-such-id", KEY)).await,
+        (StatusCode::NOT_FOUND, json!({"error": "Key not found"}))
     );
+    assert_eq!(listed(&state, "").await[&id]["revoked"], true);
 
     // A key may revoke itself (what `isol8 logout` does).
     let (status, _) = call(&state, delete(&format!("/auth/keys/{other_id}"), &other)).await;
@@ -162,24 +184,27 @@ async fn database_keys_are_managed_with_the_master_key_only() {
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
-async fn login_issues_an_expiring_key_acting_as_the_caller() {
+async fn login_issues_an_expiring_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ttl = std::time::Duration::from_secs(600);
     let state = keyed_state(dir.path(), Some(ttl)).await;
-    // An empty body is `{}`: name `login`, the master's tenant, auth.defaultTtlMs.
+    // An empty body is `{}`: name `login-<time>`, tenant `default`, auth.defaultTtlMs.
     let (status, v) = call(&state, post("/auth/login", Some(KEY), "")).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let token = v["token"].as_str().expect("token").to_string();
+    let id = v["keyId"].as_str().expect("keyId").to_string();
     assert_eq!(
-        (v["name"].as_str(), v["tenant"].as_str()),
-        (Some("login"), Some("master"))
+        v,
+        json!({"token": token, "expiresAt": v["expiresAt"], "keyId": id})
     );
-    let created = chrono::DateTime::parse_from_rfc3339(v["createdAt"].as_str().expect("createdAt"))
-        .expect("rfc3339");
-    let expires = chrono::DateTime::parse_from_rfc3339(v["expiresAt"].as_str().expect("expiresAt"))
-        .expect("rfc3339");
-    assert_eq!((expires - created).num_milliseconds(), 600_000);
-    let key = v["key"].as_str().expect("key").to_string();
-    let (status, _) = call(&state, get("/sessions", &key)).await;
+    let k = &listed(&state, "").await[&id];
+    assert_eq!(k["tenantId"], "default");
+    assert!(
+        k["name"].as_str().is_some_and(|n| n.starts_with("login-")),
+        "{k}"
+    );
+    assert_eq!(lifetime_ms(k), 600_000);
+    let (status, _) = call(&state, get("/sessions", &token)).await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, v) = call(
@@ -187,12 +212,13 @@ async fn login_issues_an_expiring_key_acting_as_the_caller() {
         post(
             "/auth/login",
             Some(KEY),
-            json!({"name": "laptop", "tenant": "t1", "ttlMs": 5000}).to_string(),
+            json!({"name": "laptop", "tenantId": "t1", "ttlMs": 5000}).to_string(),
         ),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    assert_eq!(v["tenant"], "t1");
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let k = &listed(&state, "?tenantId=t1").await[v["keyId"].as_str().expect("keyId")];
+    assert_eq!((k["name"].as_str(), lifetime_ms(k)), (Some("laptop"), 5000));
     let (status, v) = call(&state, post("/auth/login", Some(KEY), "{\"ttl\": 1}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     state.shutdown().await;
@@ -201,15 +227,110 @@ async fn login_issues_an_expiring_key_acting_as_the_caller() {
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn without_a_key_store_auth_routes_say_so_and_db_shaped_keys_are_refused() {
     let state = state().await;
-    let (status, v) = call(&state, get("/auth/keys", KEY)).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        v["error"].as_str().expect("error").contains("--auth-db"),
-        "{v}"
-    );
+    for req in [
+        get("/auth/keys", KEY),
+        post("/auth/keys", Some(KEY), json!({"name": "x"}).to_string()),
+        post("/auth/login", Some(KEY), ""),
+        delete("/auth/keys/some-id", KEY),
+    ] {
+        assert_eq!(
+            call(&state, req).await,
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "DB-backed auth is not enabled"})
+            )
+        );
+    }
     let key = isol8_server::keys::generate_key().expect("key");
     assert_eq!(call(&state, get("/sessions", &key)).await, invalid());
     state.shutdown().await;
+}
+
+/// A database isol8 v0.20 wrote (made by the test with its table and its keys) serves
+/// as it is: its keys authenticate, are listed as it wrote them (with their use
+/// recorded), are revoked over `DELETE /auth/keys/:id`, and expired ones are refused.
+async fn serves_a_database_isol8_v0_20_wrote(db: Db) {
+    let f = db.write_reference().await;
+    let state = state_on(&db.conn(), None).await;
+
+    assert_eq!(
+        call(&state, get("/sessions", &f.valid.key)).await,
+        (StatusCode::OK, json!({"sessions": []}))
+    );
+    assert_eq!(
+        call(&state, get("/sessions", &f.expired.key)).await,
+        invalid()
+    );
+    assert_eq!(
+        call(&state, get("/sessions", &f.revoked.key)).await,
+        invalid()
+    );
+
+    let keys = listed(&state, "").await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for k in f.all() {
+        let l = &keys[&k.id];
+        assert_eq!(
+            (
+                l["name"].as_str(),
+                l["keyPrefix"].as_str(),
+                l["tenantId"].as_str(),
+                l["createdAt"].as_str(),
+                l["expiresAt"].as_str(),
+                l["revoked"].as_bool()
+            ),
+            (
+                Some(k.name.as_str()),
+                Some(k.prefix().as_str()),
+                Some(k.tenant.as_str()),
+                Some(k.created_at.as_str()),
+                Some(k.expires_at.as_str()),
+                Some(k.revoked)
+            ),
+            "{l}"
+        );
+    }
+    assert!(keys[&f.valid.id]["lastUsedAt"].is_string(), "{keys:?}");
+    assert_eq!(keys[&f.expired.id]["lastUsedAt"], Value::Null);
+    let org2 = listed(&state, "?tenantId=org-2").await;
+    assert_eq!(org2.keys().collect::<Vec<_>>(), [&f.revoked.id]);
+
+    // Revoked over the API: refused from then on, and so stored.
+    assert_eq!(
+        call(&state, delete(&format!("/auth/keys/{}", f.valid.id), KEY)).await,
+        (StatusCode::OK, json!({"ok": true, "id": f.valid.id}))
+    );
+    assert_eq!(
+        call(&state, get("/sessions", &f.valid.key)).await,
+        invalid()
+    );
+    assert!(db.row(&f.valid.id).await.expect("row").revoked);
+
+    // The key store's cleanup deletes the expired and revoked keys.
+    let cleaner = isol8_server::keys::Keys::new(
+        isol8_server::keys::open(&db.conn()).await.expect("open"),
+        None,
+    );
+    assert_eq!(cleaner.cleanup().await.expect("cleanup"), 3);
+    assert_eq!(listed(&state, "").await.len(), 0);
+    state.shutdown().await;
+    db.drop_all().await;
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn a_sqlite_database_isol8_v0_20_wrote_serves_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    serves_a_database_isol8_v0_20_wrote(Db::sqlite(&dir.path().join("auth.db"))).await;
+}
+
+#[isol8_testkit::test(docker, postgres, flavor = "multi_thread")]
+async fn a_postgres_database_isol8_v0_20_wrote_serves_its_keys() {
+    serves_a_database_isol8_v0_20_wrote(Db::postgres(&isol8_testkit::postgres_url()).await).await;
+}
+
+#[isol8_testkit::test(docker, mysql, flavor = "multi_thread")]
+async fn a_mysql_database_isol8_v0_20_wrote_serves_its_keys() {
+    serves_a_database_isol8_v0_20_wrote(Db::mysql(&isol8_testkit::mysql_url()).await).await;
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]

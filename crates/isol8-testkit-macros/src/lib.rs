@@ -10,10 +10,11 @@ use syn::{parse_macro_input, Error, ItemFn, Meta, ReturnType, Token};
 
 /// The words a test may name as what it needs, with the `isol8_testkit::Need` variant
 /// each one stands for.
-const NEEDS: [(&str, &str); 4] = [
+const NEEDS: [(&str, &str); 5] = [
     ("docker", "Docker"),
     ("registries", "Registries"),
     ("postgres", "Postgres"),
+    ("mysql", "Mysql"),
     ("root", "Root"),
 ];
 

@@ -1,7 +1,7 @@
 //! isol8's shared test helpers: a dev-only crate (`publish = false`, only ever a
 //! `[dev-dependencies]` entry) used by the integration tests of every crate.
 //!
-//! # Tests that need Docker (or the registries, PostgreSQL, root)
+//! # Tests that need Docker (or the registries, PostgreSQL, MySQL, root)
 //!
 //! One attribute replaces the hand-written guards:
 //!
@@ -17,13 +17,13 @@
 //! ```
 //!
 //! The bare words name what the test needs ([`Need`]: `docker`, `registries`, `postgres`,
-//! `root`), checked in that order before the body runs; `key = value` arguments go to
+//! `mysql`, `root`), checked in that order before the body runs; `key = value` arguments go to
 //! `#[tokio::test]` (an `async fn` becomes a `#[tokio::test]`, any other a `#[test]`).
 //! When something is missing:
 //!
 //! - in CI (`CI` set to anything but empty, `0` or `false`) the test **fails**, saying
-//!   what was missing: CI always provisions Docker, the images, PostgreSQL and the
-//!   registries, so their absence is a broken machine, not a reason to pass;
+//!   what was missing: CI always provisions Docker, the images, PostgreSQL, MariaDB and
+//!   the registries, so their absence is a broken machine, not a reason to pass;
 //! - elsewhere it prints `SKIPPED: <test>: <reason>` on stderr, appends `<test>\t<reason>`
 //!   to the file named by `ISOL8_TEST_SKIP_LOG` (when set), and returns.
 //!
@@ -76,6 +76,10 @@ pub const SKIP_LOG_ENV: &str = "ISOL8_TEST_SKIP_LOG";
 /// Environment variable holding the PostgreSQL URL of the key-store tests.
 pub const POSTGRES_URL_ENV: &str = "ISOL8_TEST_POSTGRES_URL";
 
+/// Environment variable holding the MySQL/MariaDB URL (`mysql://…`) of the key-store
+/// tests.
+pub const MYSQL_URL_ENV: &str = "ISOL8_TEST_MYSQL_URL";
+
 /// The package-registry hosts the tests reach (through the egress proxy or the
 /// `codeUrl` fetcher).
 pub const REGISTRY_HOSTS: [&str; 4] = [
@@ -97,6 +101,9 @@ pub enum Need {
     /// `postgres`: `ISOL8_TEST_POSTGRES_URL` names a PostgreSQL database
     /// (`scripts/test.sh` starts one); read it with [`postgres_url`].
     Postgres,
+    /// `mysql`: `ISOL8_TEST_MYSQL_URL` names a MySQL or MariaDB database
+    /// (`scripts/test.sh` starts MariaDB); read it with [`mysql_url`].
+    Mysql,
     /// `root`: this process is root or may use password-less sudo (restarting the
     /// Docker daemon needs it).
     Root,
@@ -112,6 +119,12 @@ impl Need {
                 Ok(u) if !u.is_empty() => None,
                 _ => Some(format!(
                     "set {POSTGRES_URL_ENV} to test the PostgreSQL key store (scripts/test.sh starts PostgreSQL)"
+                )),
+            },
+            Need::Mysql => match std::env::var(MYSQL_URL_ENV) {
+                Ok(u) if !u.is_empty() => None,
+                _ => Some(format!(
+                    "set {MYSQL_URL_ENV} to test the MySQL key store (scripts/test.sh starts MariaDB)"
                 )),
             },
             Need::Root => {
@@ -199,6 +212,17 @@ pub fn postgres_url() -> String {
         _ => {
             panic!("{POSTGRES_URL_ENV} is not set: mark the test #[isol8_testkit::test(postgres)]")
         }
+    }
+}
+
+/// The MySQL/MariaDB URL of `ISOL8_TEST_MYSQL_URL`, in a test marked `mysql`.
+///
+/// # Panics
+/// When it is not set: the test lacks `#[isol8_testkit::test(mysql)]`.
+pub fn mysql_url() -> String {
+    match std::env::var(MYSQL_URL_ENV) {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!("{MYSQL_URL_ENV} is not set: mark the test #[isol8_testkit::test(mysql)]"),
     }
 }
 

@@ -186,10 +186,14 @@ pub struct AuditConfig {
 pub struct AuthConfig {
     /// Accept database keys besides the master key.
     pub enabled: Option<bool>,
-    /// SQLite file path or `postgres://` connection string.
+    /// SQLite file path, or a `postgres://`, `postgresql://`, `mysql://` or `mariadb://`
+    /// connection string.
     pub connection_string: Option<String>,
-    /// Default lifetime of new keys, in milliseconds.
+    /// Default lifetime of new keys, in milliseconds (default 86400000, 24 hours).
     pub default_ttl_ms: Option<u64>,
+    /// How often expired and revoked keys are deleted, in milliseconds (default
+    /// 3600000, one hour; at least 100).
+    pub cleanup_interval_ms: Option<u64>,
 }
 
 /// Caps on what server clients may request (`serverPolicy`).

@@ -1,37 +1,39 @@
-//! Database key management: `POST /auth/keys`, `GET /auth/keys`,
-//! `DELETE /auth/keys/{id}` and `POST /auth/login` (see [`crate::keys`]).
+//! Database key management, answered as isol8 v0.20 answers it: `POST /auth/keys`,
+//! `GET /auth/keys`, `DELETE /auth/keys/{id}` and `POST /auth/login` (see
+//! [`crate::keys`]). All need the master key, except that a database key may revoke
+//! itself (what `isol8 logout` does); without a key store they answer
+//! `400 {"error":"DB-backed auth is not enabled"}`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::caller::Caller;
 use crate::error::{ApiError, AuthError, InputError, KeyError};
 use crate::extractors::{optional_json, ApiJson};
-use crate::keys::{self, KeyView};
-use crate::routes::Done;
+use crate::keys::{self, KeyInfo};
 use crate::state::AppState;
 use crate::trace::Trace;
-
-/// Lifetime of a key issued by `POST /auth/login` when neither the body nor
-/// `auth.defaultTtlMs` gives one.
-pub const DEFAULT_LOGIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Body of `POST /auth/keys`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// Parsed as optional so that a missing name gets isol8 v0.20's answer, but required.
+#[schemars(extend("required" = ["name"]))]
 pub struct CreateKey {
-    /// Label, 1-128 printable characters.
-    pub name: String,
-    /// Tenant the key acts as (owner of its sessions); default: a tenant of its own (the
-    /// key's id).
+    /// Label, 1-128 printable characters (required: `400 name is required` without it).
     #[serde(default)]
-    pub tenant: Option<String>,
-    /// Lifetime in milliseconds (1 to ten years); default `auth.defaultTtlMs`, else no
-    /// expiry.
+    pub name: Option<String>,
+    /// Tenant the key acts as (owner of its sessions; 1-128 printable characters);
+    /// default `"default"`. `tenant` is accepted too.
+    #[serde(default, alias = "tenant")]
+    pub tenant_id: Option<String>,
+    /// Lifetime in milliseconds (1 to ten years); default `auth.defaultTtlMs` (24 hours
+    /// when not set).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub ttl_ms: Option<u64>,
@@ -41,33 +43,73 @@ pub struct CreateKey {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Login {
-    /// Label; default `login`.
+    /// Label; default `login-` and the current time (RFC 3339).
     #[serde(default)]
     pub name: Option<String>,
-    /// Tenant the key acts as; default the caller's (`master`).
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Lifetime in milliseconds; default `auth.defaultTtlMs`, else 30 days.
+    /// Tenant the key acts as; default `"default"`. `tenant` is accepted too.
+    #[serde(default, alias = "tenant")]
+    pub tenant_id: Option<String>,
+    /// Lifetime in milliseconds; default `auth.defaultTtlMs` (24 hours when not set).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub ttl_ms: Option<u64>,
 }
 
-/// Reply of `POST /auth/keys` and `POST /auth/login`: the new key and its metadata.
+/// Query of `GET /auth/keys`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListKeysQuery {
+    /// Only this tenant's keys (empty or absent: every key).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// Reply of `POST /auth/keys` (201): the new key, shown only here, and its metadata.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct IssuedKey {
-    /// The key's metadata.
-    #[serde(flatten)]
-    pub info: KeyView,
+    /// The key's id (used to revoke it).
+    pub id: String,
     /// `isol8_` + 64 hex characters; shown only in this reply.
     pub key: String,
+    /// Its label.
+    pub name: String,
+    /// Its first 10 characters and `...`.
+    pub key_prefix: String,
+    /// The tenant it acts as.
+    pub tenant_id: String,
+    /// When it expires, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: String,
+}
+
+/// Reply of `POST /auth/login` (200): the new key, shown only here.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginReply {
+    /// The issued key, `isol8_` + 64 hex characters: the bearer token to use.
+    pub token: String,
+    /// When it expires, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: String,
+    /// Its id (what `isol8 logout` revokes).
+    pub key_id: String,
 }
 
 /// Reply of `GET /auth/keys`.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct KeyList {
-    /// Every key's metadata, oldest first (never a key or its hash).
-    pub keys: Vec<KeyView>,
+    /// The keys' metadata, oldest first (never a key or its hash).
+    pub keys: Vec<KeyInfo>,
+}
+
+/// Reply of `DELETE /auth/keys/{id}`: `{ok: true, id}`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Revoked {
+    /// Always `true`.
+    pub ok: bool,
+    /// The revoked key's id.
+    pub id: String,
 }
 
 fn key_store(state: &AppState) -> Result<&keys::Keys, ApiError> {
@@ -90,102 +132,118 @@ fn check_ttl(ttl_ms: Option<u64>) -> Result<Option<Duration>, InputError> {
     }
 }
 
-/// The reply to a new key: 201 with the plaintext key (shown only here) and its metadata.
-fn issued(key: String, info: &keys::KeyInfo) -> (StatusCode, axum::Json<IssuedKey>) {
-    (
-        StatusCode::CREATED,
-        axum::Json(IssuedKey {
-            info: info.view(),
-            key,
-        }),
-    )
-}
-
 /// `POST /auth/keys` (master key): creates a database key.
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     trace: Trace,
-    ApiJson(body): ApiJson<CreateKey>,
+    body: Result<ApiJson<CreateKey>, ApiError>,
 ) -> Result<(StatusCode, axum::Json<IssuedKey>), ApiError> {
     caller.require_master()?;
     let keys = key_store(&state)?;
-    check_label("name", &body.name)?;
-    if let Some(t) = &body.tenant {
-        check_label("tenant", t)?;
+    let ApiJson(body) = body?;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or(InputError::NameRequired)?;
+    check_label("name", &name)?;
+    if let Some(t) = &body.tenant_id {
+        check_label("tenantId", t)?;
     }
     let ttl = check_ttl(body.ttl_ms)?;
     let (key, info) = keys
-        .create(&body.name, body.tenant.as_deref(), ttl)
+        .create(&name, body.tenant_id.as_deref(), ttl)
         .await
         .map_err(|e| ApiError::key_store(e, &trace))?;
-    tracing::info!(id = %info.id, tenant = %info.tenant, "API key created");
-    Ok(issued(key, &info))
+    tracing::info!(id = %info.id, tenant = %info.tenant_id, "API key created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(IssuedKey {
+            id: info.id,
+            key,
+            name: info.name,
+            key_prefix: info.key_prefix,
+            tenant_id: info.tenant_id,
+            expires_at: info.expires_at,
+        }),
+    ))
 }
 
-/// `GET /auth/keys` (master key): every key's metadata, never a key.
+/// `GET /auth/keys` (master key): the keys' metadata (`?tenantId=` for one tenant's),
+/// never a key.
 pub async fn list_keys(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     trace: Trace,
+    query: Result<Query<ListKeysQuery>, QueryRejection>,
 ) -> Result<axum::Json<KeyList>, ApiError> {
     caller.require_master()?;
-    let list = key_store(&state)?
+    let keys = key_store(&state)?;
+    let Query(q) = query.map_err(|e| InputError::Rejected {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+    })?;
+    let tenant = q.tenant_id.filter(|t| !t.is_empty());
+    let list = keys
         .store()
-        .list()
+        .list(tenant.as_deref())
         .await
         .map_err(|e| ApiError::key_store(e, &trace))?;
-    Ok(axum::Json(KeyList {
-        keys: list.iter().map(keys::KeyInfo::view).collect(),
-    }))
+    Ok(axum::Json(KeyList { keys: list }))
 }
 
-/// `DELETE /auth/keys/{id}`: revokes a key (idempotent); the master key revokes any, a
-/// database key only itself (`isol8 logout`).
+/// `DELETE /auth/keys/{id}`: revokes a key (idempotent until the next cleanup deletes
+/// it); the master key revokes any, a database key only itself (`isol8 logout`).
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     trace: Trace,
     Path(id): Path<String>,
-) -> Result<axum::Json<Done>, ApiError> {
-    let keys = key_store(&state)?;
+) -> Result<axum::Json<Revoked>, ApiError> {
     if !caller.is_master() && caller.key_id.as_deref() != Some(id.as_str()) {
         return Err(AuthError::RevokeOther.into());
     }
+    let keys = key_store(&state)?;
     let found = keys
         .store()
         .revoke(&id)
         .await
         .map_err(|e| ApiError::key_store(e, &trace))?;
     if !found {
-        return Err(KeyError::NotFound(id).into());
+        return Err(KeyError::NotFound.into());
     }
     tracing::info!(id = %id, "API key revoked");
-    Ok(Done::reply())
+    Ok(axum::Json(Revoked { ok: true, id }))
 }
 
-/// `POST /auth/login` (master key): issues an expiring key acting as the caller.
+/// `POST /auth/login` (master key): issues an expiring key, answered as
+/// `{token, expiresAt, keyId}`.
 pub async fn login(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     trace: Trace,
     req: Request,
-) -> Result<(StatusCode, axum::Json<IssuedKey>), ApiError> {
+) -> Result<axum::Json<LoginReply>, ApiError> {
     caller.require_master()?;
     let keys = key_store(&state)?;
     let body: Login = optional_json(req, &state).await?;
-    let name = body.name.unwrap_or_else(|| "login".into());
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("login-{}", keys::format_time(chrono::Utc::now())));
     check_label("name", &name)?;
-    // The issued key acts as the caller: the master's tenant unless told otherwise.
-    let tenant = body.tenant.unwrap_or_else(|| caller.tenant.clone());
-    check_label("tenant", &tenant)?;
-    let ttl = check_ttl(body.ttl_ms)?
-        .or(keys.default_ttl())
-        .unwrap_or(DEFAULT_LOGIN_TTL);
+    if let Some(t) = &body.tenant_id {
+        check_label("tenantId", t)?;
+    }
+    let ttl = check_ttl(body.ttl_ms)?;
     let (key, info) = keys
-        .create(&name, Some(&tenant), Some(ttl))
+        .create(&name, body.tenant_id.as_deref(), ttl)
         .await
         .map_err(|e| ApiError::key_store(e, &trace))?;
-    tracing::info!(id = %info.id, tenant = %info.tenant, "login key issued");
-    Ok(issued(key, &info))
+    tracing::info!(id = %info.id, tenant = %info.tenant_id, "login key issued");
+    Ok(axum::Json(LoginReply {
+        token: key,
+        expires_at: info.expires_at,
+        key_id: info.id,
+    }))
 }

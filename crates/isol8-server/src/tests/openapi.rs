@@ -192,8 +192,48 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["createdAt", "expiresAt", "id", "name", "revoked", "tenant"]
+        [
+            "createdAt",
+            "expiresAt",
+            "id",
+            "keyPrefix",
+            "lastUsedAt",
+            "name",
+            "revoked",
+            "tenantId"
+        ]
     );
+    // The /auth/* shapes of isol8 v0.20.
+    let props = |name: &str| {
+        let mut p: Vec<String> = schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}"))
+            .keys()
+            .cloned()
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(props("CreateKey"), ["name", "tenantId", "ttlMs"]);
+    assert_eq!(
+        schemas["CreateKey"]["required"],
+        serde_json::json!(["name"]),
+        "{}",
+        schemas["CreateKey"]
+    );
+    assert_eq!(
+        props("IssuedKey"),
+        ["expiresAt", "id", "key", "keyPrefix", "name", "tenantId"]
+    );
+    assert_eq!(props("LoginReply"), ["expiresAt", "keyId", "token"]);
+    assert_eq!(props("Revoked"), ["id", "ok"]);
+    let list = &doc["paths"]["/auth/keys"]["get"];
+    assert!(list["responses"]["200"].is_object(), "{list}");
+    assert_eq!(
+        doc["paths"]["/auth/keys"]["get"]["parameters"][0]["name"],
+        "tenantId"
+    );
+    assert!(doc["paths"]["/auth/login"]["post"]["responses"]["200"].is_object());
     let query: Vec<&str> = doc["paths"]["/file"]["get"]["parameters"]
         .as_array()
         .expect("parameters")

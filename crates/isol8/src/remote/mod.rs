@@ -119,7 +119,8 @@ impl RemoteEngine {
             .map(drop)
     }
 
-    /// `POST /auth/login` with `body`: a new key acting as the caller, with its metadata.
+    /// `POST /auth/login` with `body` (`{name?, tenantId?, ttlMs?}`): a new key, answered as
+    /// `{token, expiresAt, keyId}`.
     pub async fn login(&self, body: &Value) -> Result<Value> {
         self.call(self.http.post(self.url("/auth/login")).json(body))
             .await
