@@ -67,11 +67,36 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let config = isol8::config::Config::load()?;
+/// The configuration file, for the commands that use it. `logout` and `cleanup` do not,
+/// so a broken file only earns them a one-line warning; for every other command it is
+/// the error (naming the file and the key).
+fn load_config(command: &Command) -> anyhow::Result<isol8::config::LoadedConfig> {
+    match isol8::config::Config::load() {
+        Ok(config) => Ok(config),
+        Err(e) if matches!(command, Command::Logout | Command::Cleanup(_)) => {
+            eprintln!("warning: ignoring the configuration: {e}");
+            Ok(isol8::config::LoadedConfig::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The log verbosity: `-v` counts, and the config's `debug: true` is one `-v` (two, debug
+/// level, for `isol8 serve`).
+fn verbosity(cli: &Cli, config: &isol8::config::Config) -> u8 {
+    let debug = match (config.debug, &cli.command) {
+        (Some(true), Command::Serve(_)) => 2,
+        (Some(true), _) => 1,
+        _ => 0,
+    };
+    cli.verbose.max(debug)
+}
+
+async fn dispatch(cli: Cli, config: isol8::config::LoadedConfig) -> anyhow::Result<i32> {
+    let verbose = verbosity(&cli, &config.config) > 0;
     match cli.command {
-        Command::Setup(args) => commands::setup(args, cli.verbose > 0, &config).await,
-        Command::Build(args) => commands::build(args, cli.verbose > 0, &config).await,
+        Command::Setup(args) => commands::setup(args, verbose, &config).await,
+        Command::Build(args) => commands::build(args, verbose, &config).await,
         Command::Run(args) => run::run(*args, &config).await,
         Command::Cleanup(args) => commands::cleanup(args).await,
         Command::Config(args) => commands::config(args, &config),
@@ -112,7 +137,18 @@ fn parse() -> Cli {
 
 fn main() {
     let cli = parse();
-    init_logging(cli.verbose);
+    let config = match load_config(&cli.command) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(verbosity(&cli, &config.config));
+    match &config.path {
+        Some(path) => tracing::info!("configuration from {}", path.display()),
+        None => tracing::info!("no configuration file: built-in defaults"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,7 +159,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli, config)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
@@ -135,4 +171,28 @@ fn main() {
     // (a name lookup…) gets a bounded moment, so exiting never hangs on it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_in_the_config_is_one_dash_v_and_debug_level_for_serve() {
+        let level = |args: &[&str], debug: Option<bool>| {
+            let cli = Cli::try_parse_from(args).expect("args");
+            let config = isol8::config::Config {
+                debug,
+                ..Default::default()
+            };
+            verbosity(&cli, &config)
+        };
+        assert_eq!(level(&["isol8", "config"], None), 0);
+        assert_eq!(level(&["isol8", "config"], Some(false)), 0);
+        assert_eq!(level(&["isol8", "config"], Some(true)), 1);
+        assert_eq!(level(&["isol8", "-v", "config"], None), 1);
+        assert_eq!(level(&["isol8", "-vv", "config"], Some(true)), 2);
+        assert_eq!(level(&["isol8", "serve"], Some(true)), 2);
+        assert_eq!(level(&["isol8", "serve"], None), 0);
+    }
 }

@@ -24,10 +24,12 @@ use crate::policy::{self, PolicyConfigError};
 use crate::state::{AppState, ServerSettings, DEFAULT_BODY_TIMEOUT};
 
 /// Grace for running executions after SIGTERM/SIGINT when nothing else sets one.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration =
+    Duration::from_millis(Config::DEFAULT_SHUTDOWN_GRACE_MS);
 
 /// Idle sessions are pruned after this when `cleanup.maxContainerAgeMs` is not set.
-pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SESSION_MAX_AGE: Duration =
+    Duration::from_millis(isol8::config::CleanupConfig::MAX_CONTAINER_AGE_MS);
 
 /// Shortest master key accepted.
 pub const MIN_MASTER_KEY_LEN: usize = 16;
