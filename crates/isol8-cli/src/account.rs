@@ -169,8 +169,7 @@ pub async fn login(args: LoginArgs) -> Result<i32> {
         token,
         expires_at: field(&["expiresAt"]),
         key_id,
-        tenant: field(&["tenantId", "tenant"])
-            .or_else(|| Some(args.tenant.clone().unwrap_or_else(|| "default".to_string()))),
+        tenant: field(&["tenantId", "tenant"]).or_else(|| args.tenant.clone()),
     };
     let path = save_credentials(&creds)?;
     println!(

@@ -90,24 +90,10 @@ pub async fn setup(args: SetupArgs, verbose: bool, config: &LoadedConfig) -> Res
     let started = std::time::Instant::now();
     let progress = Progress::new(verbose);
     let reports = isol8_images::setup(&docker, &opts, &|ev| progress.report(ev)).await?;
-    let mut built = reports.iter().filter(|r| r.built).count();
-    let mut total = reports.len();
-    for p in &config.config.prebuilt_images {
-        if !args.runtimes.is_empty() && !args.runtimes.contains(&p.runtime) {
-            continue;
-        }
-        let image = custom_image(
-            &p.runtime,
-            p.tag.clone(),
-            p.install.clone(),
-            p.setup.clone(),
-            config,
-        );
-        total += 1;
-        if build_custom(&docker, &image, args.force, &progress).await? {
-            built += 1;
-        }
-    }
+    let (prebuilt, more) =
+        build_prebuilt(&docker, config, &args.runtimes, args.force, &progress).await?;
+    let built = reports.iter().filter(|r| r.built).count() + prebuilt;
+    let total = reports.len() + more;
     drop(progress);
     println!(
         "{}",
@@ -142,11 +128,42 @@ pub struct BuildArgs {
     pub force: bool,
 }
 
+/// Builds the config's `prebuiltImages` (those of `runtimes`, or all) that are missing
+/// or out of date; returns how many were built and how many there are.
+async fn build_prebuilt(
+    docker: &isol8::docker::Docker,
+    config: &LoadedConfig,
+    runtimes: &[String],
+    force: bool,
+    progress: &Progress,
+) -> Result<(usize, usize)> {
+    let (mut built, mut total) = (0, 0);
+    for p in &config.config.prebuilt_images {
+        if !runtimes.is_empty() && !runtimes.contains(&p.runtime) {
+            continue;
+        }
+        let image = custom_image(
+            &p.runtime,
+            p.tag.clone(),
+            (
+                p.install_packages.clone(),
+                p.setup.clone(),
+                p.setup_script.clone(),
+            ),
+            config,
+        );
+        total += 1;
+        if build_custom(docker, &image, force, progress).await? {
+            built += 1;
+        }
+    }
+    Ok((built, total))
+}
+
 fn custom_image(
     runtime: &str,
     tag: Option<String>,
-    install: Vec<String>,
-    setup: Vec<String>,
+    (install, setup, setup_script): (Vec<String>, Vec<String>, Option<String>),
     config: &LoadedConfig,
 ) -> CustomImage {
     let mut image = CustomImage {
@@ -154,6 +171,7 @@ fn custom_image(
         tag: tag.unwrap_or_default(),
         install,
         setup,
+        setup_script,
         ca_bundle: config.config.ca_bundle.clone(),
     };
     if image.tag.is_empty() {
@@ -186,7 +204,8 @@ pub async fn build(args: BuildArgs, verbose: bool, config: &LoadedConfig) -> Res
         bail!("nothing to bake in: pass --install PACKAGE and/or --setup CMD");
     }
     let docker = isol8::docker::connect().await?;
-    let image = custom_image(&args.base, args.tag, args.install, args.setup, config);
+    let contents = (args.install, args.setup, None);
+    let image = custom_image(&args.base, args.tag, contents, config);
     let progress = Progress::new(verbose);
     build_custom(&docker, &image, args.force, &progress).await?;
     drop(progress);
@@ -335,7 +354,7 @@ fn custom_images_table(images: &[maintenance::CustomImageInfo]) -> Vec<String> {
 /// Flags of `isol8 config`.
 #[derive(clap::Args, Debug)]
 pub struct ConfigArgs {
-    /// Print the effective configuration as JSON.
+    /// Print the effective configuration (every default filled in) as JSON.
     #[arg(long, conflicts_with = "schema")]
     pub json: bool,
     /// Print the JSON Schema of the configuration file.
@@ -343,14 +362,18 @@ pub struct ConfigArgs {
     pub schema: bool,
 }
 
-/// Prints the effective configuration or its schema.
+/// Prints the effective configuration (the file's values, every default filled in) or
+/// the file's schema. Values are checked first, so a bad one is the error it would be
+/// for `isol8 run`.
 pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
     if args.schema {
         println!("{}", serde_json::to_string_pretty(&Config::json_schema())?);
         return Ok(0);
     }
+    let c = &loaded.config;
+    isol8::settings::SandboxSettings::resolve(&c.engine_options())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&loaded.config)?);
+        println!("{}", serde_json::to_string_pretty(&c.resolved_json())?);
         return Ok(0);
     }
     match &loaded.path {
@@ -359,22 +382,11 @@ pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
             "# no config file found (./isol8.config.json, ~/.isol8/config.json): built-in defaults"
         ),
     }
-    let settings = isol8::settings::SandboxSettings::resolve(&loaded.config.engine_options())?;
-    let c = &loaded.config;
-    println!("maxConcurrent      {}", c.max_concurrent.unwrap_or(10));
-    println!("timeoutMs          {}", settings.timeout_ms);
-    println!("memoryLimit        {} MiB", settings.memory_bytes >> 20);
-    println!("cpuLimit           {}", settings.nano_cpus as f64 / 1e9);
-    println!("pidsLimit          {}", settings.pids_limit);
-    println!("network            {}", settings.network.as_str());
-    println!("sandboxSize        {} MiB", settings.sandbox_bytes >> 20);
-    println!("tmpSize            {} MiB", settings.tmp_bytes >> 20);
-    println!("readonlyRootFs     {}", settings.readonly_root_fs);
-    println!("maxOutputSize      {}", settings.max_output);
-    println!("seccomp            {:?}", settings.seccomp);
-    println!("poolStrategy       {:?}", settings.pool_strategy);
-    println!("whitelist          {:?}", settings.network_filter.whitelist);
-    println!("blacklist          {:?}", settings.network_filter.blacklist);
+    let lines = c.resolved_lines();
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in &lines {
+        println!("{key:<width$}  {value}");
+    }
     let inactive = c.inactive_keys();
     if !inactive.is_empty() {
         println!(
@@ -551,6 +563,12 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         &loaded.config.auth,
         home.as_deref(),
     )?;
+    if !loaded.config.prebuilt_images.is_empty() {
+        // Like `isol8 setup`: the config's images exist before any request needs them.
+        let docker = isol8::docker::connect().await?;
+        let progress = Progress::new(false);
+        build_prebuilt(&docker, loaded, &[], false, &progress).await?;
+    }
     isol8_server::serve(config, &|event| match event {
         isol8_server::serve::ServeEvent::Listening { addr } => {
             eprintln!("{}", listening_line(addr))

@@ -99,11 +99,40 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-async fn dispatch(cli: Cli, command: Command) -> anyhow::Result<i32> {
-    let config = isol8::config::Config::load()?;
+/// The configuration file, for the commands that use it. `logout` and `cleanup` do not,
+/// so a broken file only earns them a one-line warning; for every other command it is
+/// the error (naming the file and the key).
+fn load_config(command: &Command) -> anyhow::Result<isol8::config::LoadedConfig> {
+    match isol8::config::Config::load() {
+        Ok(config) => Ok(config),
+        Err(e) if matches!(command, Command::Logout | Command::Cleanup(_)) => {
+            eprintln!("warning: ignoring the configuration: {e}");
+            Ok(isol8::config::LoadedConfig::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The log verbosity: `-v` counts, `--debug` is two (debug level), and the config's
+/// `debug: true` is one `-v` (two, debug level, for `isol8 serve`).
+fn verbosity(cli: &Cli, command: &Command, config: &isol8::config::Config) -> u8 {
+    let from_config = match (config.debug, command) {
+        (Some(true), Command::Serve(_)) => 2,
+        (Some(true), _) => 1,
+        _ => 0,
+    };
+    let from_flag = if cli.debug { 2 } else { 0 };
+    cli.verbose.max(from_config).max(from_flag)
+}
+
+async fn dispatch(
+    command: Command,
+    verbose: bool,
+    config: isol8::config::LoadedConfig,
+) -> anyhow::Result<i32> {
     match command {
-        Command::Setup(args) => commands::setup(args, cli.verbose > 0, &config).await,
-        Command::Build(args) => commands::build(args, cli.verbose > 0, &config).await,
+        Command::Setup(args) => commands::setup(args, verbose, &config).await,
+        Command::Build(args) => commands::build(args, verbose, &config).await,
         Command::ListCustom(args) => commands::list_custom(args).await,
         Command::Run(args) => run::run(*args, &config).await,
         Command::Cleanup(args) => commands::cleanup(args).await,
@@ -157,12 +186,12 @@ fn parse() -> Cli {
 }
 
 fn main() {
-    let mut cli = parse();
+    let cli = parse();
     if cli.version {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    let Some(command) = cli.command.take() else {
+    let Some(command) = cli.command.as_ref() else {
         // No subcommand: the help on stdout, exit 0 (as the reference CLI does).
         let mut help = <Cli as clap::CommandFactory>::command();
         if help.print_help().is_err() {
@@ -170,10 +199,22 @@ fn main() {
         }
         return;
     };
-    if cli.debug {
-        cli.verbose = cli.verbose.max(2);
+    let config = match load_config(command) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let verbosity = verbosity(&cli, command, &config.config);
+    init_logging(verbosity);
+    match &config.path {
+        Some(path) => tracing::info!("configuration from {}", path.display()),
+        None => tracing::info!("no configuration file: built-in defaults"),
     }
-    init_logging(cli.verbose);
+    let Some(command) = cli.command else {
+        return;
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,7 +225,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(dispatch(cli, command)) {
+    let code = match runtime.block_on(dispatch(command, verbosity > 0, config)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
@@ -196,4 +237,30 @@ fn main() {
     // (a name lookup…) gets a bounded moment, so exiting never hangs on it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_in_the_config_is_one_dash_v_and_debug_level_for_serve() {
+        let level = |args: &[&str], debug: Option<bool>| {
+            let cli = Cli::try_parse_from(args).expect("args");
+            let config = isol8::config::Config {
+                debug,
+                ..Default::default()
+            };
+            let command = cli.command.as_ref().expect("a command");
+            verbosity(&cli, command, &config)
+        };
+        assert_eq!(level(&["isol8", "config"], None), 0);
+        assert_eq!(level(&["isol8", "config"], Some(false)), 0);
+        assert_eq!(level(&["isol8", "config"], Some(true)), 1);
+        assert_eq!(level(&["isol8", "-v", "config"], None), 1);
+        assert_eq!(level(&["isol8", "-vv", "config"], Some(true)), 2);
+        assert_eq!(level(&["isol8", "serve"], Some(true)), 2);
+        assert_eq!(level(&["isol8", "serve"], None), 0);
+        assert_eq!(level(&["isol8", "--debug", "config"], None), 2);
+    }
 }

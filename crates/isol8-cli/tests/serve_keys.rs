@@ -202,7 +202,7 @@ fn database_keys_tenants_and_login_against_a_real_server() {
             .as_array()
             .expect("keys")
             .iter()
-            .any(|k| k["name"] == "e2e" && k["id"] == creds["id"]),
+            .any(|k| k["name"] == "e2e" && k["id"] == creds["keyId"]),
         "{v}"
     );
     let (code, _, err) = cli(&["session", "stop", "cli-s"], false);

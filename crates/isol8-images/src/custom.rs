@@ -37,6 +37,9 @@ pub struct CustomImage {
     pub install: Vec<String>,
     /// Shell commands run (as root, with network) after the installs.
     pub setup: Vec<String>,
+    /// A bash script kept in the image at [`isol8::IMAGE_SETUP_SCRIPT`], which the
+    /// engine runs before every execution in the image (as the sandbox user).
+    pub setup_script: Option<String>,
     /// A PEM CA bundle on the host trusted during the build (config `caBundle`).
     pub ca_bundle: Option<String>,
 }
@@ -60,6 +63,8 @@ fn invalid(image: &str, why: impl Into<String>) -> ImageError {
 
 /// Environment that makes pip, npm and bun trust the bundle copied into the build.
 const BUILD_CA: &str = "/isol8-build/ca.crt";
+/// The image's setup script in the build context.
+const SETUP_SCRIPT_FILE: &str = "setup.sh";
 
 impl CustomImage {
     fn installer(&self) -> Result<Vec<String>, ImageError> {
@@ -133,6 +138,12 @@ impl CustomImage {
             argv.extend(["bash".to_string(), "-c".to_string(), cmd.clone()]);
             df.push_str(&format!("RUN {}\n", json(&argv)));
         }
+        if self.setup_script.is_some() {
+            df.push_str(&format!(
+                "COPY {SETUP_SCRIPT_FILE} {}\n",
+                isol8::IMAGE_SETUP_SCRIPT
+            ));
+        }
         // Readable by the sandbox user; nothing baked is writable by it.
         df.push_str("RUN [\"chmod\", \"-R\", \"a+rX,go-w\", \"/opt/isol8\"]\n");
         if self.ca_bundle.is_some() {
@@ -145,6 +156,7 @@ impl CustomImage {
     pub fn default_tag(&self) -> String {
         let mut names: Vec<String> = self.package_set().into_iter().collect();
         names.extend(self.setup.iter().cloned());
+        names.extend(self.setup_script.iter().map(|s| format!("script:{s}")));
         let digest = hex::encode(Sha256::digest(names.join("\n").as_bytes()));
         format!("isol8-custom:{}-{}", self.runtime, &digest[..12])
     }
@@ -189,10 +201,12 @@ pub async fn build(
         None => None,
     };
     let mut h = Sha256::new();
+    let script = image.setup_script.as_deref().unwrap_or_default();
     for part in [
         dockerfile.as_bytes(),
         base_id.as_bytes(),
         ca.as_deref().unwrap_or_default(),
+        script.as_bytes(),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
@@ -234,6 +248,9 @@ pub async fn build(
     if let Some(ca) = &ca {
         add("ca.crt", ca).map_err(io)?;
     }
+    if let Some(script) = &image.setup_script {
+        add(SETUP_SCRIPT_FILE, script.as_bytes()).map_err(io)?;
+    }
     let context = tar.into_inner().map_err(io)?;
     let packages: Vec<String> = image.package_set().into_iter().collect();
     let labels = HashMap::from([
@@ -264,6 +281,7 @@ mod tests {
             install: vec!["six".into(), "Requests==2.32.3".into()],
             setup: vec!["echo baked > /opt/isol8/marker".into()],
             ca_bundle: Some("/etc/ssl/certs/ca-certificates.crt".into()),
+            setup_script: None,
         }
     }
 
@@ -295,6 +313,15 @@ mod tests {
         );
         assert!(image("deno").dockerfile("isol8:deno").is_err());
         assert!(image("bash").dockerfile("isol8:bash").is_err());
+        // The image's setup script is copied in (from the build context, never through
+        // a shell) before everything under /opt/isol8 is made read-only.
+        let mut scripted = image("python");
+        assert!(!df.contains("setup.sh"), "{df}");
+        scripted.setup_script = Some("echo 'it''s' > /sandbox/x".into());
+        let sdf = scripted.dockerfile("isol8:python").expect("scripted");
+        let copy = sdf.find("COPY setup.sh /opt/isol8/setup.sh\n").expect(&sdf);
+        assert!(copy < sdf.find("chmod").expect("chmod"), "{sdf}");
+        assert_ne!(scripted.default_tag(), image("python").default_tag());
         let mut bad = image("python");
         bad.install = vec!["six; rm -rf /".into()];
         assert!(bad.dockerfile("isol8:python").is_err());

@@ -24,10 +24,12 @@ use crate::policy::{self, PolicyConfigError};
 use crate::state::{AppState, ServerSettings, DEFAULT_BODY_TIMEOUT};
 
 /// Grace for running executions after SIGTERM/SIGINT when nothing else sets one.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration =
+    Duration::from_millis(Config::DEFAULT_SHUTDOWN_GRACE_MS);
 
 /// Idle sessions are pruned after this when `cleanup.maxContainerAgeMs` is not set.
-pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SESSION_MAX_AGE: Duration =
+    Duration::from_millis(isol8::config::CleanupConfig::MAX_CONTAINER_AGE_MS);
 
 /// Shortest master key accepted.
 pub const MIN_MASTER_KEY_LEN: usize = 16;
@@ -53,16 +55,22 @@ pub struct KeyStoreConfig {
 
 impl KeyStoreConfig {
     /// The key store named by an override (`--auth-db`) and `auth.*`: the override wins
-    /// and enables keys; otherwise `auth.enabled` (default: on when
-    /// `auth.connectionString` is set), with `<home>/.isol8/auth.db` when enabled without
-    /// a connection string. `None`: the master key only.
+    /// and enables keys; otherwise `auth.enabled` (default off, as in isol8 v0.20: a
+    /// `connectionString` alone does not turn keys on, and a warning says so), with
+    /// `<home>/.isol8/auth.db` when enabled without a connection string. `None`: the
+    /// master key only.
     pub fn resolve(
         override_conn: Option<&str>,
         auth: &AuthConfig,
         home: Option<&Path>,
     ) -> Result<Option<KeyStoreConfig>, ServeError> {
-        let enabled =
-            override_conn.is_some() || auth.enabled.unwrap_or(auth.connection_string.is_some());
+        let enabled = override_conn.is_some() || auth.enabled == Some(true);
+        if !enabled && auth.connection_string.is_some() {
+            tracing::warn!(
+                "auth.connectionString is set but auth.enabled is not true: database API keys \
+                 are off (set auth.enabled, or pass --auth-db)"
+            );
+        }
         if !enabled {
             return Ok(None);
         }
@@ -428,8 +436,18 @@ mod tests {
         let none = KeyStoreConfig::resolve(None, &AuthConfig::default(), Some(dir.path()));
         assert_eq!(none.expect("ok"), None);
 
-        // connectionString alone enables keys there; defaultTtlMs reaches the keys.
+        // connectionString alone does not enable keys (as in v0.20)…
+        let alone = AuthConfig {
+            connection_string: conn.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            KeyStoreConfig::resolve(None, &alone, None).expect("ok"),
+            None
+        );
+        // …enabled does, there; defaultTtlMs reaches the keys.
         let auth = AuthConfig {
+            enabled: Some(true),
             connection_string: conn.clone(),
             default_ttl_ms: Some(60_000),
             ..Default::default()
@@ -446,7 +464,7 @@ mod tests {
         // auth.cleanupIntervalMs, read from a config file, sets how often keys are
         // cleaned up.
         let file = Config::from_json_str(&format!(
-            r#"{{"auth": {{"connectionString": {}, "cleanupIntervalMs": 250}}}}"#,
+            r#"{{"auth": {{"enabled": true, "connectionString": {}, "cleanupIntervalMs": 250}}}}"#,
             serde_json::json!(conn.as_deref().expect("conn"))
         ))
         .expect("valid config");
@@ -500,6 +518,7 @@ mod tests {
 
         // A PostgreSQL URL is never printed (it may carry a password).
         let pg = AuthConfig {
+            enabled: Some(true),
             connection_string: Some("postgres://u:secret@127.0.0.1:1/db".into()),
             ..Default::default()
         };
@@ -511,6 +530,7 @@ mod tests {
         assert!(!e.to_string().contains("secret"), "{e}");
         // Nor a MySQL one.
         let my = AuthConfig {
+            enabled: Some(true),
             connection_string: Some("mysql://u:secret@127.0.0.1:1/db".into()),
             ..Default::default()
         };

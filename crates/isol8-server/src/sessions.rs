@@ -17,10 +17,11 @@ use crate::error::{ApiError, SessionError};
 use crate::trace::Trace;
 
 /// Sessions alive at once when `serverPolicy.maxSessions` is not set.
-pub const DEFAULT_MAX_SESSIONS: usize = 32;
+pub const DEFAULT_MAX_SESSIONS: usize = isol8::config::ServerPolicy::DEFAULT_MAX_SESSIONS as usize;
 
 /// Sessions one tenant may hold when `serverPolicy.maxSessionsPerTenant` is not set.
-pub const DEFAULT_MAX_SESSIONS_PER_TENANT: usize = 16;
+pub const DEFAULT_MAX_SESSIONS_PER_TENANT: usize =
+    isol8::config::ServerPolicy::DEFAULT_MAX_SESSIONS_PER_TENANT as usize;
 
 /// A session's key: (tenant, id).
 pub(crate) type SessionKey = (String, String);

@@ -50,6 +50,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 mod docker;
+pub mod fixtures;
 mod requests;
 mod stdin;
 

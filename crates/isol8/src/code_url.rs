@@ -9,7 +9,9 @@
 //! special-purpose or metadata address, none of this host's own addresses, unless the
 //! operator exempted it). The connection goes to exactly the checked addresses. The body is read up to
 //! `maxCodeSize`, the whole fetch is bounded by `fetchTimeoutMs`, and `codeHash` (SHA-256,
-//! hex) is verified before the code is used.
+//! hex) is verified before the code is used. With `remoteCode.enableCache` (the default),
+//! fetched code is kept for `cacheTtl` seconds ([`CodeCache`]) and a request for the same
+//! URL (and hash) in that time is served from memory, after the same checks of the URL.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,10 +26,14 @@ use crate::config::RemoteCodeConfig;
 use crate::egress::AddressPolicy;
 use crate::{Error, Result};
 
+pub mod cache;
+
+pub use cache::CodeCache;
+
 /// Default cap on fetched code.
-pub const DEFAULT_MAX_CODE_SIZE: u64 = 1 << 20;
+pub const DEFAULT_MAX_CODE_SIZE: u64 = RemoteCodeConfig::MAX_CODE_SIZE;
 /// Default bound on one whole fetch (all redirects included).
-pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = RemoteCodeConfig::FETCH_TIMEOUT_MS;
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -42,6 +48,7 @@ pub struct CodeFetcher {
     timeout: Duration,
     require_hash: bool,
     addresses: Arc<AddressPolicy>,
+    cache: Option<CodeCache>,
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -82,6 +89,12 @@ impl CodeFetcher {
                 "must be between 1 and 300000 ms",
             ));
         }
+        let cache = if cfg.enable_cache.unwrap_or(RemoteCodeConfig::ENABLE_CACHE) {
+            let ttl = cfg.cache_ttl.unwrap_or(RemoteCodeConfig::CACHE_TTL_SECS);
+            CodeCache::new(Duration::from_secs(ttl.min(cache::MAX_TTL.as_secs())))
+        } else {
+            None
+        };
         Ok(CodeFetcher {
             enabled: cfg.enabled.unwrap_or(false),
             schemes,
@@ -91,6 +104,7 @@ impl CodeFetcher {
             timeout: Duration::from_millis(timeout_ms),
             require_hash: cfg.require_hash.unwrap_or(false),
             addresses,
+            cache,
         })
     }
 
@@ -120,6 +134,23 @@ impl CodeFetcher {
             None => None,
         };
         let insecure = req.allow_insecure_code_url.unwrap_or(false);
+        // The URL itself is checked whether or not it is cached: a cached entry never
+        // serves a request the policy refuses.
+        let parsed =
+            url::Url::parse(&url).map_err(|e| refused(format!("`{url}` is not a URL: {e}")))?;
+        self.check_url(&parsed, insecure)?;
+        let key = cache::Key {
+            url: url.clone(),
+            hash: expected.clone(),
+            insecure,
+        };
+        if let Some(code) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            tracing::debug!(%url, "codeUrl served from the cache");
+            req.code = Some(code.to_string());
+            req.code_url = None;
+            req.code_hash = None;
+            return Ok(());
+        }
         let body = tokio::time::timeout(self.timeout, self.fetch(&url, insecure))
             .await
             .map_err(|_| {
@@ -138,6 +169,9 @@ impl CodeFetcher {
         }
         let code =
             String::from_utf8(body).map_err(|_| refused(format!("`{url}` is not UTF-8 text")))?;
+        if let Some(cache) = &self.cache {
+            cache.put(key, &code);
+        }
         req.code = Some(code);
         req.code_url = None;
         req.code_hash = None;

@@ -65,6 +65,9 @@ pub const LABEL_BUILD_RUNTIME: &str = "isol8.build.runtime";
 /// Label: the packages baked into a custom image (JSON array of
 /// [`maintenance::package_key`]s, sorted).
 pub const LABEL_BUILD_PACKAGES: &str = "isol8.build.packages";
+/// Where a custom image keeps its `setupScript` (config `prebuiltImages[].setupScript`):
+/// run before every execution in a custom image that has it.
+pub const IMAGE_SETUP_SCRIPT: &str = "/opt/isol8/setup.sh";
 
 /// Tag of the base image every runtime image is built on (`isol8-images` creates it;
 /// `isol8 cleanup --images` removes it with isol8's other images).

@@ -222,6 +222,14 @@ pub fn prepare(
     let mut steps = Vec::new();
     let installs = install.is_some();
     steps.extend(install);
+    if settings.image.is_some() {
+        // A custom image may carry a setup script of its own (`prebuiltImages[]
+        // .setupScript`): it runs before the request's.
+        steps.push(Step {
+            phase: StepPhase::Setup,
+            argv: image_setup_argv(),
+        });
+    }
     if let Some(script) = &req.setup_script {
         steps.push(Step {
             phase: StepPhase::Setup,
@@ -261,6 +269,17 @@ pub fn prepare(
         egress_restricted,
         installs,
     })
+}
+
+/// The step that runs a custom image's own setup script ([`crate::IMAGE_SETUP_SCRIPT`])
+/// if the image has one, and does nothing otherwise.
+pub fn image_setup_argv() -> Vec<String> {
+    let script = crate::IMAGE_SETUP_SCRIPT;
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("if [ -f {script} ]; then exec bash {script}; fi"),
+    ]
 }
 
 /// Variables that make OpenSSL, Python (requests, pip), Node, npm, Bun, Deno and curl
@@ -481,6 +500,19 @@ mod tests {
         let p = prepare(&r, &reg, &s).expect("valid");
         assert_eq!(p.spec.steps.len(), 2);
         assert_eq!(p.spec.steps[0].phase, StepPhase::Setup);
+        // In a custom image, the image's own setup script (if it has one) runs first.
+        let custom = SandboxSettings {
+            image: Some("my-python:1".into()),
+            ..s.clone()
+        };
+        let p = prepare(&r, &reg, &custom).expect("valid");
+        let phases: Vec<_> = p.spec.steps.iter().map(|s| s.phase).collect();
+        assert_eq!(
+            phases,
+            [StepPhase::Setup, StepPhase::Setup, StepPhase::Code]
+        );
+        assert!(p.spec.steps[0].argv[2].contains(crate::IMAGE_SETUP_SCRIPT));
+        assert_eq!(p.spec.steps[1].argv, ["bash", "-c", "echo hi"]);
         assert_eq!(p.spec.env.get("FOO").map(String::as_str), Some("bar"));
         assert_eq!(p.spec.env.get("TOKEN").map(String::as_str), Some("s3cret"));
         r.env.insert("BAD NAME".into(), "x".into());

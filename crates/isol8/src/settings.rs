@@ -13,30 +13,30 @@ use isol8_protocol::{
 use crate::{Error, Result};
 
 /// Default timeout of an execution.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = crate::config::Defaults::TIMEOUT_MS;
 /// Default cap on stdout and on stderr.
-pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+pub const DEFAULT_MAX_OUTPUT: u64 = crate::config::Defaults::MAX_OUTPUT_SIZE;
 /// Largest timeout accepted (24 h).
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 /// Default memory limit.
-pub const DEFAULT_MEMORY: &str = "512m";
+pub const DEFAULT_MEMORY: &str = crate::config::Defaults::MEMORY_LIMIT;
 /// Smallest memory limit accepted, in bytes (Docker's minimum, 6 MiB).
 pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
 /// Default CPU limit, in cores.
-pub const DEFAULT_CPU: f64 = 1.0;
+pub const DEFAULT_CPU: f64 = crate::config::Defaults::CPU_LIMIT;
 /// Smallest CPU limit accepted, in cores (Docker's minimum). A smaller positive value
 /// would round to 0 nano-CPUs, which Docker reads as "no limit".
 pub const MIN_CPU: f64 = 0.01;
 /// Largest CPU limit accepted, in cores.
 pub const MAX_CPU: f64 = 1024.0;
 /// Default process limit.
-pub const DEFAULT_PIDS: i64 = 64;
+pub const DEFAULT_PIDS: i64 = crate::config::Defaults::PIDS_LIMIT;
 /// Smallest process limit accepted (0 and -1 would mean "unlimited" to Docker).
 pub const MIN_PIDS: i64 = 1;
 /// Default size of `/sandbox`.
-pub const DEFAULT_SANDBOX_SIZE: &str = "512m";
+pub const DEFAULT_SANDBOX_SIZE: &str = crate::config::Defaults::SANDBOX_SIZE;
 /// Default size of `/tmp`.
-pub const DEFAULT_TMP_SIZE: &str = "256m";
+pub const DEFAULT_TMP_SIZE: &str = crate::config::Defaults::TMP_SIZE;
 
 /// Fully resolved settings of a sandbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,6 +325,23 @@ mod tests {
         let s = SandboxSettings::resolve(&c.engine_options()).expect("resolves");
         assert_eq!(s.memory_bytes, 256 << 20);
         assert_eq!(s.network_filter.whitelist, ["^pypi\\.org$"]);
+    }
+
+    #[test]
+    fn the_resolved_configuration_gives_the_settings_the_file_gives() {
+        // What `isol8 config` shows as defaults is what the engine applies.
+        for json in [
+            "{}",
+            r#"{"defaults": {"timeoutMs": 5000, "memoryLimit": "1g", "network": "filtered"}}"#,
+            r#"{"poolSize": 3, "security": {"seccomp": "unconfined"}}"#,
+        ] {
+            let c = crate::config::Config::from_json_str(json).expect("valid");
+            assert_eq!(
+                SandboxSettings::resolve(&c.resolved().engine_options()).expect("resolved"),
+                SandboxSettings::resolve(&c.engine_options()).expect("as written"),
+                "{json}"
+            );
+        }
     }
 
     #[test]

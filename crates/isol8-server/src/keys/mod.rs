@@ -55,11 +55,12 @@ pub const KEY_PREFIX: &str = "isol8_";
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Lifetime of keys created without one when `auth.defaultTtlMs` is not set: 24 hours.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TTL: Duration = Duration::from_millis(isol8::config::AuthConfig::DEFAULT_TTL_MS);
 
 /// How often expired and revoked keys are deleted when `auth.cleanupIntervalMs` is not
 /// set: every hour.
-pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_CLEANUP_INTERVAL: Duration =
+    Duration::from_millis(isol8::config::AuthConfig::CLEANUP_INTERVAL_MS);
 
 /// Shortest cleanup interval used (a shorter `auth.cleanupIntervalMs` is raised to it).
 pub const MIN_CLEANUP_INTERVAL: Duration = Duration::from_millis(100);

@@ -261,3 +261,94 @@ async fn size_and_content_limits_hold() {
     )
     .is_err());
 }
+
+/// Moves tokio's clock (what the cache reads) forward by `by`, then lets it run again.
+async fn skip(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn fetched_code_is_cached_by_url_and_hash_for_the_ttl() {
+    let (base, hits) = server().await;
+    let url = format!("{base}/code");
+    let cached = fetcher(RemoteCodeConfig {
+        enable_cache: Some(true),
+        cache_ttl: Some(60),
+        ..policy()
+    });
+    let fetch = |f: &CodeFetcher, r: ExecutionRequest| {
+        let f = f.clone();
+        async move {
+            let mut r = r;
+            f.resolve(&mut r).await.expect("fetched");
+            r.code.expect("code")
+        }
+    };
+    assert_eq!(fetch(&cached, req(&url)).await, "print('hello from a URL')");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(fetch(&cached, req(&url)).await, "print('hello from a URL')");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "served from the cache");
+    // Another expected hash is another entry; the same hash spelled differently is not.
+    let mut hashed = req(&url);
+    hashed.code_hash = Some(code_sha());
+    fetch(&cached, hashed.clone()).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    hashed.code_hash = Some(format!("sha256:{}", code_sha().to_uppercase()));
+    fetch(&cached, hashed).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // A fetch that fails verification is not cached.
+    let mut wrong = req(&url);
+    wrong.code_hash = Some("0".repeat(64));
+    fetch_err(&cached, wrong.clone()).await;
+    fetch_err(&cached, wrong).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    // The policy still decides on a cached URL: plain http without the request's
+    // opt-in is refused although the code is in the cache.
+    let mut secure = req(&url);
+    secure.allow_insecure_code_url = None;
+    assert!(fetch_err(&cached, secure)
+        .await
+        .contains("allowInsecureCodeUrl"));
+    // Engines made from one another (a server's sessions) share the cache.
+    let sibling = cached.clone();
+    fetch(&sibling, req(&url)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+
+    // Within the TTL the cache answers; at the TTL the entry has expired.
+    skip(std::time::Duration::from_secs(59)).await;
+    fetch(&cached, req(&url)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 4, "still within cacheTtl");
+    skip(std::time::Duration::from_secs(1)).await;
+    fetch(&cached, req(&url)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 5, "expired after cacheTtl");
+    fetch(&cached, req(&url)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 5, "cached again");
+
+    // With the cache off (or a TTL of 0), every request fetches.
+    for off in [
+        RemoteCodeConfig {
+            enable_cache: Some(false),
+            ..policy()
+        },
+        RemoteCodeConfig {
+            cache_ttl: Some(0),
+            ..policy()
+        },
+    ] {
+        let f = fetcher(off);
+        let before = hits.load(Ordering::SeqCst);
+        fetch(&f, req(&url)).await;
+        fetch(&f, req(&url)).await;
+        assert_eq!(hits.load(Ordering::SeqCst), before + 2);
+    }
+}
+
+#[test]
+fn the_cache_is_on_by_default_for_an_hour() {
+    // The reference's defaults: enableCache true, cacheTtl 3600 seconds.
+    let f = fetcher(policy());
+    let cache = f.cache.expect("on by default");
+    assert_eq!(cache.ttl(), std::time::Duration::from_secs(3600));
+}

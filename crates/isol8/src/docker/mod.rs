@@ -60,7 +60,7 @@ pub use slots::Slots;
 pub use crate::control::{signal_number, Control, Controller};
 
 /// Default bound on concurrent executions.
-pub const DEFAULT_MAX_CONCURRENT: usize = 10;
+pub const DEFAULT_MAX_CONCURRENT: usize = crate::config::Config::DEFAULT_MAX_CONCURRENT as usize;
 
 /// The engine on a container daemon. Cheap to clone (clones share the engine).
 #[derive(Clone)]

@@ -73,6 +73,12 @@ fn unescape(text: &str) -> String {
 
 /// The script a step runs, or `None` for an installer.
 fn script_of(argv: &[String], files: &Files) -> Option<String> {
+    if argv == crate::prepare::image_setup_argv() {
+        // A custom image's setup script: the file's content if the test put one there.
+        let files = files.lock().ok()?;
+        let script = files.get(crate::IMAGE_SETUP_SCRIPT);
+        return Some(script.map_or_else(String::new, |c| String::from_utf8_lossy(c).into_owned()));
+    }
     if let Some(i) = argv.iter().position(|a| a == "-c" || a == "-e") {
         return argv.get(i + 1).cloned();
     }

@@ -16,7 +16,8 @@
 //!
 //! What a fake container runs instead of a step's program: the argument after `-c` / `-e`
 //! in its argv (inline code, `cmd`, a setup script), or the content of the file its last
-//! argument names (code written to a file), read as a script. Any other step is a package
+//! argument names (code written to a file), read as a script; a custom image's setup step
+//! runs the file at [`crate::IMAGE_SETUP_SCRIPT`] if there is one, else nothing. Any other step is a package
 //! installer: it succeeds (printing `installed …`) unless a package name starts with
 //! `fail`. A script is one command per line; for example, the request
 //! `{"runtime": "bash", "code": "echo hi\nexit 3"}` prints `hi` and exits with 3.

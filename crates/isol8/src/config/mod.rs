@@ -3,6 +3,11 @@
 //! `./isol8.config.json`, else `~/.isol8/config.json`; the first found wins, none means
 //! defaults. Every key is camelCase and unknown keys are errors that name the key and the
 //! file. [`Config::json_schema`] generates the file's JSON Schema from these same types.
+//!
+//! The format is a superset of the reference implementation's (isol8 v0.20): each of its
+//! keys is read here (`installPackages` and `filesystem` included, our older `install` and
+//! `file` still accepted), and integer keys take a whole float such as `10.0` ([`whole`]).
+//! [`Config::resolved`] fills in every default (`isol8 config`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,9 @@ use isol8_protocol::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod resolved;
+pub mod whole;
 
 /// File name looked up in the current directory.
 pub const LOCAL_FILE: &str = "isol8.config.json";
@@ -69,24 +77,45 @@ pub enum ParseError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Defaults {
-    /// Default timeout of an execution, in milliseconds.
+    /// Default timeout of an execution, in milliseconds (default 30000).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub timeout_ms: Option<u64>,
-    /// Memory limit such as `512m`.
+    /// Memory limit such as `512m` (the default).
     pub memory_limit: Option<String>,
-    /// CPU limit as a fraction of cores (at least 0.01).
+    /// CPU limit as a fraction of cores (at least 0.01; default 1).
     pub cpu_limit: Option<f64>,
-    /// Network mode.
+    /// Network mode. Unset is `none`, except that a request's `installPackages` then
+    /// switch it to `filtered`; an explicit `none` refuses installs.
     pub network: Option<NetworkMode>,
-    /// Size of `/sandbox`.
+    /// Size of `/sandbox` (default `512m`).
     pub sandbox_size: Option<String>,
-    /// Size of `/tmp`.
+    /// Size of `/tmp` (default `256m`).
     pub tmp_size: Option<String>,
-    /// Read-only root filesystem.
+    /// Read-only root filesystem (default true).
     pub readonly_root_fs: Option<bool>,
-    /// Process limit (at least 1).
+    /// Process limit (at least 1; default 64).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub pids_limit: Option<i64>,
-    /// Cap on stdout and on stderr, in bytes.
+    /// Cap on stdout and on stderr, in bytes (default 1048576).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_output_size: Option<u64>,
+}
+
+impl Defaults {
+    /// `timeoutMs` when unset.
+    pub const TIMEOUT_MS: u64 = 30_000;
+    /// `memoryLimit` when unset.
+    pub const MEMORY_LIMIT: &'static str = "512m";
+    /// `cpuLimit` when unset, in cores.
+    pub const CPU_LIMIT: f64 = 1.0;
+    /// `pidsLimit` when unset.
+    pub const PIDS_LIMIT: i64 = 64;
+    /// `sandboxSize` when unset.
+    pub const SANDBOX_SIZE: &'static str = "512m";
+    /// `tmpSize` when unset.
+    pub const TMP_SIZE: &'static str = "256m";
+    /// `maxOutputSize` when unset, in bytes per stream.
+    pub const MAX_OUTPUT_SIZE: u64 = 1 << 20;
 }
 
 /// The filtered network (`network.*`): host rules, and the addresses egress may dial
@@ -123,17 +152,23 @@ impl NetworkConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CleanupConfig {
-    /// Prune idle sessions automatically (server).
+    /// Prune idle sessions automatically (server; default true).
     pub auto_prune: Option<bool>,
     /// Idle time after which a session is pruned, in milliseconds (default 1 h).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_container_age_ms: Option<u64>,
+}
+
+impl CleanupConfig {
+    /// `maxContainerAgeMs` when unset (one hour).
+    pub const MAX_CONTAINER_AGE_MS: u64 = 3_600_000;
 }
 
 /// Security settings (`security.*`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// Seccomp mode.
+    /// Seccomp mode (default `strict`).
     pub seccomp: Option<SeccompMode>,
     /// Profile file for `custom`.
     pub custom_profile_path: Option<String>,
@@ -146,38 +181,86 @@ pub struct SecurityConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RemoteCodeConfig {
-    /// Allow `codeUrl` at all.
+    /// Allow `codeUrl` at all (default false).
     pub enabled: Option<bool>,
     /// Accepted URL schemes (default `https`).
     pub allowed_schemes: Option<Vec<String>>,
-    /// Host regexes that may serve code.
+    /// Host regexes that may serve code (empty: any host not blocked).
     pub allowed_hosts: Option<Vec<String>>,
-    /// Host regexes that may never serve code.
+    /// Host regexes that may never serve code. Private, loopback, special-purpose and
+    /// metadata addresses are refused whatever this says (see `network.exemptRanges`).
     pub blocked_hosts: Option<Vec<String>>,
-    /// Largest accepted code size, in bytes.
+    /// Largest accepted code size, in bytes (default 1048576, at most 16 MiB).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_code_size: Option<u64>,
-    /// Fetch timeout, in milliseconds.
+    /// Fetch timeout, in milliseconds (default 10000, at most 300000).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub fetch_timeout_ms: Option<u64>,
-    /// Require `codeHash` with every `codeUrl`.
+    /// Require `codeHash` with every `codeUrl` (default false).
     pub require_hash: Option<bool>,
+    /// Keep fetched code in memory and serve the same `codeUrl` (with the same
+    /// `codeHash`, if any) from there for `cacheTtl` seconds instead of fetching it
+    /// again (default true). Per engine process: a server shares it between requests.
+    pub enable_cache: Option<bool>,
+    /// How long fetched code stays cached, in seconds (default 3600; 0 disables the
+    /// cache; longer than a year counts as a year).
+    #[serde(default, deserialize_with = "whole::opt")]
+    pub cache_ttl: Option<u64>,
+}
+
+impl RemoteCodeConfig {
+    /// `maxCodeSize` when unset (10 MiB, as in isol8 v0.20).
+    pub const MAX_CODE_SIZE: u64 = 10 << 20;
+    /// `fetchTimeoutMs` when unset (30 s, as in isol8 v0.20).
+    pub const FETCH_TIMEOUT_MS: u64 = 30_000;
+    /// `enableCache` when unset.
+    pub const ENABLE_CACHE: bool = true;
+    /// `cacheTtl` when unset, in seconds (one hour).
+    pub const CACHE_TTL_SECS: u64 = 3600;
+}
+
+/// Where audit records go (`audit.destination`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDestination {
+    /// Files under `audit.logDir` (also spelled `file`).
+    #[default]
+    #[serde(alias = "file")]
+    Filesystem,
+    /// Standard output.
+    Stdout,
 }
 
 /// Audit log settings (`audit.*`).
+///
+/// Parsed, stored and shown by `isol8 config`, but not acted on yet: writing audit
+/// records (and running `postLogScript`, tracking resources) is the observability work
+/// (issue 13). Until then [`Config::inactive_keys`] names `audit` when any of it is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditConfig {
-    /// Record executions.
+    /// Record executions (default false).
     pub enabled: Option<bool>,
-    /// Where records go (`file` or `stdout`).
-    pub destination: Option<String>,
+    /// Where records go: `filesystem` (the default; `file` is accepted too) or `stdout`.
+    pub destination: Option<AuditDestination>,
     /// Directory of audit files.
     pub log_dir: Option<String>,
-    /// Days to keep audit files.
+    /// A script run after each record is written, given the log file's path.
+    pub post_log_script: Option<String>,
+    /// Record resource usage (CPU, memory, network) with each execution (default true).
+    pub track_resources: Option<bool>,
+    /// Days to keep audit files (default 90).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub retention_days: Option<u32>,
-    /// Include the code in records.
+    /// Include the code in records (default false).
     pub include_code: Option<bool>,
-    /// Include the output in records.
+    /// Include the output in records (default false).
     pub include_output: Option<bool>,
+}
+
+impl AuditConfig {
+    /// `retentionDays` when unset.
+    pub const RETENTION_DAYS: u32 = 90;
 }
 
 /// API key store of the server (`auth.*`).
@@ -190,10 +273,19 @@ pub struct AuthConfig {
     /// connection string.
     pub connection_string: Option<String>,
     /// Default lifetime of new keys, in milliseconds (default 86400000, 24 hours).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub default_ttl_ms: Option<u64>,
     /// How often expired and revoked keys are deleted, in milliseconds (default
     /// 3600000, one hour; at least 100).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub cleanup_interval_ms: Option<u64>,
+}
+
+impl AuthConfig {
+    /// `defaultTtlMs` when unset: 24 hours.
+    pub const DEFAULT_TTL_MS: u64 = 24 * 3600 * 1000;
+    /// `cleanupIntervalMs` when unset: one hour.
+    pub const CLEANUP_INTERVAL_MS: u64 = 3600 * 1000;
 }
 
 /// Caps on what server clients may request (`serverPolicy`).
@@ -210,6 +302,7 @@ pub struct AuthConfig {
 pub struct ServerPolicy {
     /// Largest `timeoutMs` (request or options), in milliseconds (default: the server's
     /// `defaults.timeoutMs`, else 30000).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_timeout_ms: Option<u64>,
     /// Largest `memoryLimit`, such as `1g` (default: the server's `defaults.memoryLimit`,
     /// else `512m`).
@@ -218,10 +311,12 @@ pub struct ServerPolicy {
     /// Every CPU limit is at least 0.01.
     pub max_cpu_limit: Option<f64>,
     /// Largest `pidsLimit` (default: the server's `defaults.pidsLimit`, else 64).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_pids_limit: Option<i64>,
     /// Largest `maxOutputSize`, in bytes per stream (default: the server's
     /// `defaults.maxOutputSize`, else 1048576). This also bounds the server's memory per
     /// buffered `/execute`.
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_output_size: Option<u64>,
     /// Largest `sandboxSize` (default: the server's `defaults.sandboxSize`, else `512m`).
     pub max_sandbox_size: Option<String>,
@@ -242,15 +337,19 @@ pub struct ServerPolicy {
     pub allow_writable_root_fs: Option<bool>,
     /// Most sessions (each holding at most one container) alive at once on the server
     /// (default 32); a request creating one more gets 429 with `Retry-After`.
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_sessions: Option<u32>,
     /// Most sessions one tenant may hold at once (default 16; the master key is one
     /// tenant); a request creating one more gets 429 with `Retry-After`.
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_sessions_per_tenant: Option<u32>,
     /// Most entries a client's `secrets` may have (default
     /// [`ServerPolicy::DEFAULT_MAX_SECRETS`]).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_secrets: Option<usize>,
     /// Most bytes a client's `secrets` may hold, names and values together (default
     /// [`ServerPolicy::DEFAULT_MAX_SECRET_BYTES`]).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_secret_bytes: Option<usize>,
 }
 
@@ -259,20 +358,31 @@ impl ServerPolicy {
     pub const DEFAULT_MAX_SECRETS: usize = 100;
     /// `maxSecretBytes` when the configuration does not set it (64 KiB).
     pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 << 10;
+    /// `maxSessions` when the configuration does not set it.
+    pub const DEFAULT_MAX_SESSIONS: u32 = 32;
+    /// `maxSessionsPerTenant` when the configuration does not set it.
+    pub const DEFAULT_MAX_SESSIONS_PER_TENANT: u32 = 16;
 }
 
-/// An image with baked-in packages built by `isol8 setup` (`prebuiltImages[]`).
+/// An image with baked-in packages that `isol8 setup` and `isol8 serve` build when it
+/// is missing or out of date (`prebuiltImages[]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrebuiltImage {
-    /// Runtime the image is based on.
-    pub runtime: String,
-    /// Tag of the built image.
+    /// Tag of the built image (default `isol8-custom:<runtime>-<hash of the contents>`).
     pub tag: Option<String>,
-    /// Packages to install.
-    #[serde(default)]
-    pub install: Vec<String>,
-    /// Extra shell commands run while building.
+    /// Runtime the image is based on (`python`, `node` or `bun`).
+    pub runtime: String,
+    /// Packages to install (also spelled `install`).
+    #[serde(default, alias = "install")]
+    pub install_packages: Vec<String>,
+    /// A bash script baked into the image and run before every execution that uses the
+    /// image, as the sandbox user in the working directory, after any `installPackages`
+    /// of the request and before the request's own `setupScript`; a failure ends the
+    /// execution with the `setup` phase.
+    pub setup_script: Option<String>,
+    /// Shell commands run once, as root with network, while the image is built (after
+    /// the installs).
     #[serde(default)]
     pub setup: Vec<String>,
 }
@@ -284,11 +394,16 @@ pub struct Config {
     /// JSON Schema reference (ignored).
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Debug logging: the CLI logs as with `-v`, `isol8 serve` at debug level
+    /// (default false).
+    pub debug: Option<bool>,
     /// Bound on concurrent executions (default 10). On a server it is one budget shared
     /// by ephemeral requests and every session.
+    #[serde(default, deserialize_with = "whole::opt")]
     pub max_concurrent: Option<u32>,
     /// How long `isol8 serve` lets running executions finish after SIGTERM/SIGINT before
     /// killing them, in milliseconds (default 10000; `--shutdown-grace-ms` wins).
+    #[serde(default, deserialize_with = "whole::opt")]
     pub shutdown_grace_ms: Option<u64>,
     /// Default sandbox settings.
     #[serde(default)]
@@ -299,9 +414,11 @@ pub struct Config {
     /// Container housekeeping.
     #[serde(default)]
     pub cleanup: CleanupConfig,
-    /// Pool strategy.
+    /// Pool strategy (default `fast`).
     pub pool_strategy: Option<PoolStrategy>,
-    /// Pool size.
+    /// Pool size: warm containers per image, one number or `{"clean": N, "dirty": N}`
+    /// (default 1 and 1).
+    #[serde(default, deserialize_with = "pool_size")]
     pub pool_size: Option<PoolSize>,
     /// Security settings.
     #[serde(default)]
@@ -309,7 +426,7 @@ pub struct Config {
     /// Remote code policy.
     #[serde(default)]
     pub remote_code: RemoteCodeConfig,
-    /// Audit log.
+    /// Audit log (parsed, not acted on yet: see [`AuditConfig`]).
     #[serde(default)]
     pub audit: AuditConfig,
     /// Server key store.
@@ -323,6 +440,57 @@ pub struct Config {
     pub server_policy: ServerPolicy,
     /// CA bundle trusted inside sandboxes (TLS-intercepting proxies).
     pub ca_bundle: Option<String>,
+}
+
+impl Config {
+    /// `maxConcurrent` when unset.
+    pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
+    /// `shutdownGraceMs` when unset.
+    pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+}
+
+/// Reads `poolSize`: a whole number, or an object with exactly `clean` and `dirty`.
+fn pool_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PoolSize>, D::Error> {
+    use serde::de::Error as _;
+    let count = |v: &serde_json::Value, what: &str| -> Result<u32, D::Error> {
+        let n = v
+            .as_u64()
+            .map(|n| whole::Whole(n.into()))
+            .or_else(|| v.as_i64().map(|n| whole::Whole(n.into())))
+            .map(Ok)
+            .or_else(|| v.as_f64().map(whole::Whole::from_f64))
+            .ok_or_else(|| D::Error::custom(format!("{what} must be a whole number")))?
+            .map_err(|e| D::Error::custom(format!("{what}: {e}")))?;
+        n.get()
+            .map_err(|e| D::Error::custom(format!("{what}: {e}")))
+    };
+    let expected = r#"a whole number or {"clean": N, "dirty": N}"#;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(n @ serde_json::Value::Number(_)) => {
+            Ok(Some(PoolSize::Total(count(&n, "the pool size")?)))
+        }
+        Some(serde_json::Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| *k != "clean" && *k != "dirty") {
+                return Err(D::Error::custom(format!(
+                    "unknown key `{k}` in poolSize; expected {expected}"
+                )));
+            }
+            let get = |k: &str| match m.get(k) {
+                Some(v) => count(v, k),
+                None => Err(D::Error::custom(format!(
+                    "`{k}` is missing; expected {expected}"
+                ))),
+            };
+            Ok(Some(PoolSize::Split {
+                clean: get("clean")?,
+                dirty: get("dirty")?,
+            }))
+        }
+        Some(other) => Err(D::Error::custom(format!(
+            "expected {expected}, got {other}"
+        ))),
+    }
 }
 
 /// A configuration and where it came from.
@@ -424,97 +592,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_keys_are_named_with_their_path() {
-        let err = Config::from_json_str(r#"{"defaults": {"timeoutMs": 5, "foo": 1}}"#)
-            .expect_err("unknown");
-        assert_eq!(err.to_string(), "unknown key `defaults.foo`");
-        assert!(matches!(err, ParseError::UnknownKey { .. }), "{err:?}");
-        let err = Config::from_json_str(r#"{"maxConcurent": 3}"#).expect_err("typo");
-        assert_eq!(err.to_string(), "unknown key `maxConcurent`");
-        let err = Config::from_json_str(r#"{"remoteCode": {"enabled": true, "x": 1}}"#)
-            .expect_err("nested");
-        assert_eq!(err.to_string(), "unknown key `remoteCode.x`");
-    }
-
-    #[test]
-    fn wrong_types_name_the_key() {
-        let err =
-            Config::from_json_str(r#"{"defaults": {"network": "bridge"}}"#).expect_err("bad enum");
-        let text = err.to_string();
-        assert!(
-            text.contains("defaults.network") && text.contains("filtered"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn values_reach_engine_options() {
-        let c = Config::from_json_str(
-            r#"{"maxConcurrent": 4, "defaults": {"memoryLimit": "256m", "network": "none"},
-                "network": {"whitelist": ["^pypi\\.org$"]}, "poolStrategy": "secure",
-                "security": {"seccomp": "strict"}}"#,
-        )
-        .expect("valid");
-        assert_eq!(c.max_concurrent, Some(4));
-        let o = c.engine_options();
-        assert_eq!(o.memory_limit.as_deref(), Some("256m"));
-        assert_eq!(o.pool_strategy, Some(PoolStrategy::Secure));
-        assert_eq!(
-            o.network_filter.expect("filter").whitelist,
-            vec!["^pypi\\.org$".to_string()]
-        );
-        assert!(Config::default().inactive_keys().is_empty());
-    }
-
-    #[test]
-    fn session_caps_and_the_shutdown_grace_are_read() {
-        let c = Config::from_json_str(
-            r#"{"shutdownGraceMs": 2500, "serverPolicy": {"maxSessions": 4, "maxSessionsPerTenant": 2}}"#,
-        )
-        .expect("valid");
-        assert_eq!(c.shutdown_grace_ms, Some(2500));
-        assert_eq!(c.server_policy.max_sessions, Some(4));
-        assert_eq!(c.server_policy.max_sessions_per_tenant, Some(2));
-        assert!(Config::from_json_str(r#"{"serverPolicy": {"maxSession": 4}}"#).is_err());
-    }
-
-    #[test]
-    fn exempt_ranges_are_read_and_stay_out_of_engine_options() {
-        let c = Config::from_json_str(
-            r#"{"network": {"blacklist": ["x"], "exemptRanges": ["203.0.113.80", "198.18.0.0/15"]}}"#,
-        )
-        .expect("valid");
-        assert_eq!(c.network.exempt_ranges, ["203.0.113.80", "198.18.0.0/15"]);
-        let filter = c.engine_options().network_filter.expect("filter");
-        assert_eq!(filter.blacklist, ["x"]);
-        assert!(Config::from_json_str(r#"{"network": {"exempt": []}}"#).is_err());
-    }
-
-    #[test]
-    fn schema_lists_every_top_level_key() {
-        let schema = Config::json_schema();
-        let props = schema["properties"].as_object().expect("properties");
-        for key in [
-            "maxConcurrent",
-            "shutdownGraceMs",
-            "defaults",
-            "network",
-            "cleanup",
-            "poolStrategy",
-            "poolSize",
-            "security",
-            "remoteCode",
-            "audit",
-            "auth",
-            "prebuiltImages",
-            "serverPolicy",
-            "caBundle",
-        ] {
-            assert!(props.contains_key(key), "schema lacks {key}");
-        }
-    }
-}
+mod tests;
