@@ -41,7 +41,7 @@ fn every_route_over_http_then_a_clean_shutdown() {
     );
     assert!(
         text.trim_end()
-            .ends_with(r#"data: {"type":"exit","data":"0"}"#),
+            .ends_with(r#"data: {"type":"exit","data":"0","phase":"code"}"#),
         "{text}"
     );
 
