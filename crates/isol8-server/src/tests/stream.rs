@@ -52,7 +52,7 @@ async fn execute_stream_sends_one_data_line_per_event_ending_with_exit() {
         [
             json!({"type": "stdout", "data": "one\n", "phase": "code"}),
             json!({"type": "stderr", "data": "two\n", "phase": "code"}),
-            json!({"type": "exit", "data": "3"}),
+            json!({"type": "exit", "data": "3", "phase": "code"}),
         ]
     );
 }
@@ -142,7 +142,7 @@ async fn websocket_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
         events,
         [
             json!({"type": "stdout", "data": "SHOUT\n", "phase": "code"}),
-            json!({"type": "exit", "data": "0"}),
+            json!({"type": "exit", "data": "0", "phase": "code"}),
         ]
     );
     assert_eq!(code, Some(1000));
@@ -156,7 +156,10 @@ async fn websocket_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     );
     send(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
     let (events, code) = drain(&mut ws).await;
-    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "130"})));
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "130", "phase": "code"}))
+    );
     assert_eq!(code, Some(1000));
     super::until("sockets counted closed", || s.state.open_websockets() == 0).await;
 }
