@@ -238,5 +238,8 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
         .iter()
         .map(|v| &v["enum"][0])
         .collect();
-    assert_eq!(phases, [&serde_json::json!("setup"), &serde_json::json!("code")]);
+    assert_eq!(
+        phases,
+        [&serde_json::json!("setup"), &serde_json::json!("code")]
+    );
 }
