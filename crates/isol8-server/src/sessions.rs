@@ -199,7 +199,8 @@ impl Sessions {
     /// The engine of the session `id` that `caller` addresses (in `tenant`, if named;
     /// see [`Sessions::key`]). When there is none and `create` holds the client's
     /// options, a new persistent one is made by `backend` with them laid over
-    /// `defaults` (the server's options), within the caps; without `create`, 404.
+    /// `defaults` (the server's options), within the caps; without `create`, 404. The
+    /// flag is true when the session was made by this call.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session(
         &self,
@@ -210,7 +211,7 @@ impl Sessions {
         tenant: Option<&str>,
         create: Option<&EngineOptions>,
         trace: &Trace,
-    ) -> Result<Arc<dyn Executor>, ApiError> {
+    ) -> Result<(Arc<dyn Executor>, bool), ApiError> {
         check_session_id(id)?;
         let mut map = self.map.lock().await;
         let key = Self::key(&map, caller, id, tenant)?;
@@ -218,7 +219,7 @@ impl Sessions {
         // is not there for a database key, busy or not.
         if let Some(s) = map.get_mut(&key) {
             s.last_accessed = chrono::Utc::now();
-            return Ok(s.engine.clone());
+            return Ok((s.engine.clone(), false));
         }
         let Some(client) = create else {
             return Err(SessionError::NotFound(id.to_string()).into());
@@ -245,6 +246,6 @@ impl Sessions {
                 last_accessed: chrono::Utc::now(),
             },
         );
-        Ok(engine)
+        Ok((engine, true))
     }
 }

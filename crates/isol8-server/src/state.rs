@@ -141,7 +141,7 @@ impl AppState {
     /// The engine of the session `id` that `caller` addresses (in `tenant`, if named);
     /// with `create` (the client's options, already checked by the policy), a new
     /// persistent one made with them when there is none (within the caps; see
-    /// [`Sessions`]).
+    /// [`Sessions`]); the flag says it was made now.
     pub(crate) async fn session(
         &self,
         caller: &Caller,
@@ -149,7 +149,7 @@ impl AppState {
         tenant: Option<&str>,
         create: Option<&EngineOptions>,
         trace: &Trace,
-    ) -> Result<Arc<dyn Executor>, ApiError> {
+    ) -> Result<(Arc<dyn Executor>, bool), ApiError> {
         self.sessions
             .session(
                 self.engine(),

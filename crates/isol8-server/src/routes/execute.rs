@@ -110,14 +110,20 @@ async fn route_in(
     options.mode = None;
     state.allow(request, &options, trace)?;
     match session_id {
-        // A new session is made from these options; an existing one applies them per
-        // execution (its engine refuses those that would change its container).
-        Some(id) => Ok((
-            state
+        Some(id) => {
+            let (engine, created) = state
                 .session(caller, id, tenant, Some(&options), trace)
-                .await?,
-            options,
-        )),
+                .await?;
+            // A new session was made from these options: its first execution runs on
+            // them as they are. An existing one applies them per execution (its engine
+            // refuses those that would change its container).
+            let options = if created {
+                EngineOptions::default()
+            } else {
+                options
+            };
+            Ok((engine, options))
+        }
         None => Ok((state.shared(), options)),
     }
 }

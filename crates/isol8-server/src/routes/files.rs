@@ -66,7 +66,7 @@ pub async fn put_file(
     let content = base64::engine::general_purpose::STANDARD
         .decode(&body.content)
         .map_err(InputError::Base64)?;
-    let engine = state
+    let (engine, _) = state
         .session(
             &caller,
             &body.session_id,
@@ -93,7 +93,7 @@ pub async fn get_file(
         status: StatusCode::BAD_REQUEST,
         message: e.body_text(),
     })?;
-    let engine = state
+    let (engine, _) = state
         .session(&caller, &q.session_id, q.tenant_id.as_deref(), None, &trace)
         .await?;
     let bytes = engine
