@@ -86,9 +86,7 @@ async fn health_execute_and_stream_answer_the_references_shapes() {
     );
     assert_eq!(v["runtime"], "python");
     assert_eq!(v["truncated"], false);
-    for field in ["durationMs"] {
-        assert!(v[field].is_number(), "{field}: {v}");
-    }
+    assert!(v["durationMs"].is_number(), "{v}");
     for field in ["executionId", "timestamp", "containerId"] {
         assert!(v[field].is_string(), "{field}: {v}");
     }
