@@ -17,9 +17,8 @@ use isol8::{DockerEngine, Engine, EngineOptions};
 pub use isol8::control::{signal_number, Control, Controller};
 
 /// What runs executions: the shared engine (ephemeral requests, with the client's
-/// options laid over the server's) or one session's (its persistent container; a later
-/// request's options apply per execution, and the engine refuses those that would change
-/// the container). Running them is the [`Engine`] trait's; the server also needs to
+/// options laid over the server's) or one session's (its persistent container, made from
+/// the first request's options; later requests pass only their per-execution options). Running them is the [`Engine`] trait's; the server also needs to
 /// know what each is doing. Errors are the engine's; the router maps them to statuses.
 pub trait Executor: Engine + fmt::Debug {
     /// Executions launched and not yet ended (queued, waiting or running).

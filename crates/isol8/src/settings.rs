@@ -436,6 +436,43 @@ mod tests {
     }
 
     #[test]
+    fn per_execution_options_never_change_a_container() {
+        // Every container option set to something else than the session's: dropped by
+        // `per_execution`, so the session's container stays what it is.
+        let session = EngineOptions {
+            mode: Some(Mode::Persistent),
+            memory_limit: Some("256m".into()),
+            ..Default::default()
+        };
+        let base = SandboxSettings::resolve(&session).expect("valid");
+        let later = EngineOptions {
+            network: Some(NetworkMode::Filtered),
+            memory_limit: Some("1g".into()),
+            cpu_limit: Some(2.0),
+            pids_limit: Some(9),
+            readonly_root_fs: Some(false),
+            sandbox_size: Some("1m".into()),
+            tmp_size: Some("1m".into()),
+            image: Some("x:y".into()),
+            security: Some(SecurityOptions {
+                seccomp: Some(SeccompMode::Unconfined),
+                custom_profile_path: Some("/p".into()),
+                runtime: Some("runsc".into()),
+            }),
+            persist: Some(true),
+            timeout_ms: Some(5),
+            secrets: BTreeMap::from([("T".to_string(), "v".to_string())]),
+            ..Default::default()
+        };
+        let whole = SandboxSettings::resolve(&session.overlay(&later)).expect("valid");
+        assert!(base.container_difference(&whole).is_some());
+        let applied =
+            SandboxSettings::resolve(&session.overlay(&later.per_execution())).expect("valid");
+        assert_eq!(base.container_difference(&applied), None);
+        assert_eq!((applied.timeout_ms, applied.secrets.len()), (5, 1));
+    }
+
+    #[test]
     fn empty_secret_values_are_refused_by_name() {
         let opts = EngineOptions {
             secrets: BTreeMap::from([("TOKEN".to_string(), String::new())]),

@@ -4,12 +4,12 @@
 //! A request runs on the shared engine with the client's options laid over the server's
 //! (after the policy check), or, with a `sessionId`, in that session's persistent
 //! container: created on first use from the client's options (checked by the policy
-//! like an ephemeral run's), and each later execution applies its own per-execution
-//! options (`timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`);
-//! one that would change the session's container (`memoryLimit`, `network`, `image`…)
-//! is refused with 400 naming it. `options.mode` is accepted and ignored, as the
-//! reference does: `sessionId` decides. Dropping a stream (client gone) kills its
-//! execution.
+//! like an ephemeral run's); each later execution applies its own per-execution options
+//! (`timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`) and, as the
+//! reference server does, leaves the session's container as it was made (`memoryLimit`,
+//! `network`, `image`… of a later request are ignored: the reference CLI sends its
+//! defaults with every call). `options.mode` is accepted and ignored too: `sessionId`
+//! decides. Dropping a stream (client gone) kills its execution.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -115,12 +115,13 @@ async fn route_in(
                 .session(caller, id, tenant, Some(&options), trace)
                 .await?;
             // A new session was made from these options: its first execution runs on
-            // them as they are. An existing one applies them per execution (its engine
-            // refuses those that would change its container).
+            // them as they are. An existing one keeps its container, as the reference
+            // server's do (whose CLI sends its defaults, `memoryLimit` and `network`
+            // included, with every call): only the per-execution options apply.
             let options = if created {
                 EngineOptions::default()
             } else {
-                options
+                options.per_execution()
             };
             Ok((engine, options))
         }
