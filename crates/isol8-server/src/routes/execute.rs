@@ -37,7 +37,10 @@ use crate::trace::Trace;
 pub struct ExecuteBody {
     /// The execution request.
     pub request: ExecutionRequest,
-    /// Per-request options laid over the server's.
+    /// Per-request options laid over the server's (checked by `serverPolicy`). A new
+    /// session is made from them; in an existing one only the per-execution options
+    /// (`timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`) apply.
+    /// `mode` is accepted and ignored: `sessionId` decides.
     #[serde(default)]
     pub options: Option<EngineOptions>,
     /// Run in this persistent session (created on first use).
