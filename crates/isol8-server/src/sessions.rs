@@ -3,7 +3,7 @@
 //! created on first use within the caps (`serverPolicy.maxSessions`,
 //! `maxSessionsPerTenant`), and pruned when idle.
 //!
-//! Who addresses which session ([`Sessions::key`]): a database key, its own tenant's
+//! Who addresses which session (`Sessions::key`): a database key, its own tenant's
 //! (every key of a tenant shares them); the master key, every tenant's. The reference
 //! server has one flat namespace of ids, so the master key names a session by its id
 //! alone: its own tenant's (`master`) when there is one, else the one session of any
@@ -197,7 +197,7 @@ impl Sessions {
 
 impl Sessions {
     /// The engine of the session `id` that `caller` addresses (in `tenant`, if named;
-    /// see [`Sessions::key`]). When there is none and `create` holds the client's
+    /// see `Sessions::key`). When there is none and `create` holds the client's
     /// options, a new persistent one is made by `backend` with them laid over
     /// `defaults` (the server's options), within the caps; without `create`, 404. The
     /// flag is true when the session was made by this call.
