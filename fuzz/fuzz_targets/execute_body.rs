@@ -1,18 +1,22 @@
 //! The body of `POST /execute` (and `/execute/stream`): `{request, options?, sessionId?}`
 //! taken through the production code a request meets before any container is involved:
 //!
-//! 1. `axum::Json::<ExecuteBody>::from_bytes` — what the server's `ApiJson` extractor
-//!    runs once the content type is checked;
-//! 2. the server's `route`: per-request options laid over the server's
-//!    ([`EngineOptions::overlay`]) and resolved ([`SandboxSettings::resolve`]) as
-//!    `DockerEngine::settings_with` does, the server policy checked on that result
-//!    ([`isol8_server::policy::check`]) and, with a `sessionId`,
-//!    [`isol8_server::check_session_id`];
+//! 1. `serde_json` into `ExecuteBody` — what the server's `ApiJson` extractor runs on
+//!    any body, whatever its content type;
+//! 2. the server's `route`: `options.mode` dropped (`sessionId` decides), per-request
+//!    options laid over the server's ([`EngineOptions::overlay`]) and resolved
+//!    ([`SandboxSettings::resolve`]) as `DockerEngine::settings_with` does, the server
+//!    policy checked on that result ([`isol8_server::policy::check`]) and, with a
+//!    `sessionId`, [`isol8_server::check_session_id`], then the session's engine made
+//!    from the client's options over the server's in persistent mode (the request
+//!    that makes the session runs on it as it is);
 //! 3. the engine's `launch_with`: the same settings turned into the container's
 //!    `HostConfig` ([`host_config`]) and the pool key, then the request validated and
 //!    turned into the agent's `ExecSpec` ([`prepare`]).
 //!
-//! Properties: nothing panics; whatever passes keeps every path inside `/sandbox`, carries
+//! Properties: nothing panics; whatever passes keeps the working directory inside
+//! `/sandbox` and every file and output path inside `/sandbox`, `/tmp` or `/dev/shm`,
+//! normalised, carries
 //! no NUL byte into argv or the environment, never grants what the default policy refuses
 //! (host network, another image, a weaker seccomp mode, a kept container, more than the
 //! server's own limits, a limit Docker would read as "none"), and its `ExecSpec` reaches
@@ -30,24 +34,34 @@ use isol8_protocol::{EngineOptions, NetworkMode, SeccompMode};
 use isol8_server::ExecuteBody;
 use libfuzzer_sys::fuzz_target;
 
-fn inside_sandbox(path: &str, allow_root: bool) -> bool {
-    let ok_parts = path
-        .split('/')
+fn normalised(path: &str) -> bool {
+    path.split('/')
         .skip(1)
-        .all(|c| !c.is_empty() && c != "." && c != "..");
-    ok_parts
+        .all(|c| !c.is_empty() && c != "." && c != "..")
         && !path.contains('\0')
-        && (path.starts_with("/sandbox/") || (allow_root && path == "/sandbox"))
+}
+
+fn inside_sandbox(path: &str, allow_root: bool) -> bool {
+    normalised(path) && (path.starts_with("/sandbox/") || (allow_root && path == "/sandbox"))
+}
+
+/// Strictly below one of the directories the sandbox user can write.
+fn inside_writable(path: &str) -> bool {
+    normalised(path)
+        && ["/sandbox/", "/tmp/", "/dev/shm/"]
+            .iter()
+            .any(|d| path.starts_with(d))
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(axum::Json(body)) = axum::Json::<ExecuteBody>::from_bytes(data) else {
+    let Ok(body) = serde_json::from_slice::<ExecuteBody>(data) else {
         return;
     };
     // The server's own options: those of a server started without a configuration file.
     let server = EngineOptions::default();
     let own = SandboxSettings::resolve(&server).expect("the default options are valid");
-    let options = body.options.clone().unwrap_or_default();
+    let mut options = body.options.clone().unwrap_or_default();
+    options.mode = None;
     let Ok(checked) = SandboxSettings::resolve(&server.overlay(&options)) else {
         return;
     };
@@ -55,25 +69,20 @@ fuzz_target!(|data: &[u8]| {
     if isol8_server::policy::check(&policy, &body.request, &options, &own, &checked).is_err() {
         return;
     }
-    let (merged, client_options) = match body.session_id.as_deref() {
+    let merged = match body.session_id.as_deref() {
         Some(id) => {
             if isol8_server::check_session_id(id).is_err() {
                 return;
             }
-            // A session's engine runs on the server's options in persistent mode; the
-            // client's options are not applied there.
-            let session = EngineOptions {
+            // The request that makes the session: its engine is made from the client's
+            // options over the server's, in persistent mode, and the execution runs on
+            // it as it is.
+            EngineOptions {
                 mode: Some(Mode::Persistent),
-                ..server.clone()
-            };
-            (session.overlay(&EngineOptions::default()), false)
-        }
-        None => {
-            if options.mode == Some(Mode::Persistent) {
-                return;
+                ..server.overlay(&options)
             }
-            (server.overlay(&options), true)
         }
+        None => server.overlay(&options),
     };
     let Ok(settings) = SandboxSettings::resolve(&merged) else {
         return;
@@ -87,8 +96,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let _key = PoolKey::new(&prepared.image, &host);
 
-    // What the default policy refuses never gets through.
-    if client_options {
+    // What the default policy refuses never gets through, in a session or not.
+    {
         assert_ne!(settings.network, NetworkMode::Host);
         assert_eq!(settings.image, None);
         assert_eq!(settings.seccomp, SeccompMode::Strict);
@@ -97,9 +106,19 @@ fuzz_target!(|data: &[u8]| {
         assert!(!settings.persist);
         assert!(settings.readonly_root_fs);
         assert_eq!(host.readonly_rootfs, Some(true));
-        assert_eq!(settings.mode, Mode::Ephemeral);
+        assert_eq!(
+            settings.mode,
+            if body.session_id.is_some() {
+                Mode::Persistent
+            } else {
+                Mode::Ephemeral
+            }
+        );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
-        assert_eq!(settings, checked, "the policy saw what runs");
+        // The policy saw what runs (a session's mode aside).
+        let mut seen = checked.clone();
+        seen.mode = settings.mode;
+        assert_eq!(settings, seen, "the policy saw what runs");
         // Without a policy, at most the server's own limits.
         assert!(settings.memory_bytes <= own.memory_bytes);
         assert!(settings.nano_cpus <= own.nano_cpus);
@@ -115,14 +134,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(host.memory.is_some_and(|n| n >= 6 << 20));
     assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
 
-    // Paths stay in /sandbox, normalised.
+    // The working directory stays in /sandbox; files and output paths in the writable
+    // directories; all normalised.
     let spec = &prepared.spec;
     assert!(inside_sandbox(&spec.cwd, true), "cwd {:?}", spec.cwd);
     for f in &spec.files {
-        assert!(inside_sandbox(&f.path, false), "file {:?}", f.path);
+        assert!(inside_writable(&f.path), "file {:?}", f.path);
     }
     for p in &spec.output_paths {
-        assert!(inside_sandbox(p, false), "output path {p:?}");
+        assert!(inside_writable(p), "output path {p:?}");
     }
     // execve() would cut strings at a NUL byte.
     for step in &spec.steps {

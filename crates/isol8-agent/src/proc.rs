@@ -18,26 +18,46 @@ pub struct Identity {
     pub uid: libc::uid_t,
     /// Gid of the sandbox user.
     pub gid: libc::gid_t,
-    /// Root of the writable area (`/sandbox`).
+    /// Root of the writable area (`/sandbox`): the working directories live here.
     pub root: String,
+    /// Every directory below which files may be written and read back: `root`, then
+    /// `/tmp` and `/dev/shm` ([`isol8_protocol::layout::WRITABLE_DIRS`]).
+    pub writable: Vec<String>,
     /// True when the agent runs as root and must drop privileges for children.
     pub drop_privileges: bool,
 }
 
 impl Identity {
-    /// Reads `ISOL8_AGENT_{UID,GID,ROOT}` (tests outside a container); defaults: the layout.
+    /// Reads `ISOL8_AGENT_{UID,GID,ROOT}` and `ISOL8_AGENT_WRITABLE` (the writable
+    /// directories besides the root, `:`-separated) for tests outside a container;
+    /// defaults: the layout.
     pub fn from_env() -> Self {
-        use isol8_protocol::layout::{SANDBOX_GID, SANDBOX_ROOT, SANDBOX_UID};
+        use isol8_protocol::layout::{SANDBOX_GID, SANDBOX_ROOT, SANDBOX_UID, WRITABLE_DIRS};
         let num = |k: &str, d: u32| {
             std::env::var(k)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d)
         };
+        let root = std::env::var("ISOL8_AGENT_ROOT").unwrap_or_else(|_| SANDBOX_ROOT.to_string());
+        let others: Vec<String> = match std::env::var("ISOL8_AGENT_WRITABLE") {
+            Ok(list) => list
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Err(_) => WRITABLE_DIRS
+                .iter()
+                .filter(|d| **d != SANDBOX_ROOT)
+                .map(|d| d.to_string())
+                .collect(),
+        };
+        let writable = std::iter::once(root.clone()).chain(others).collect();
         Identity {
             uid: num("ISOL8_AGENT_UID", SANDBOX_UID),
             gid: num("ISOL8_AGENT_GID", SANDBOX_GID),
-            root: std::env::var("ISOL8_AGENT_ROOT").unwrap_or_else(|_| SANDBOX_ROOT.to_string()),
+            root,
+            writable,
             // SAFETY: geteuid has no preconditions.
             drop_privileges: unsafe { libc::geteuid() } == 0,
         }

@@ -362,6 +362,76 @@ fn file_paths_outside_the_root_or_through_symlinks_fail_the_exec() {
 }
 
 #[test]
+fn files_and_output_paths_in_the_other_writable_directories() {
+    // Stands in for /tmp: another directory the sandbox user may write (world-writable
+    // and sticky, as /tmp is).
+    let other = std::env::temp_dir().join(format!("isol8-agent-test-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other);
+    std::fs::create_dir_all(&other).expect("other");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let o = other.display().to_string();
+    let mut a = Agent::start_with("writable", 21, &[("ISOL8_AGENT_WRITABLE", &o)]);
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut spec = a.spec(vec![bash(
+        StepPhase::Code,
+        &format!("cat {o}/in/data.txt; echo made > {o}/out.txt; ln -s /etc/hostname {o}/link; id -u > {o}/who"),
+    )]);
+    spec.files = vec![FileWrite {
+        path: format!("{o}/in/data.txt"),
+        content: b64(b"from the other dir\n"),
+        mode: None,
+    }];
+    spec.output_paths = vec![
+        format!("{o}/out.txt"),
+        format!("{o}/link"),
+        format!("{o}/who"),
+    ];
+    let out = a.exec(&spec);
+    let exited = out.exited.expect("exited");
+    assert_eq!(
+        exited.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"from the other dir\n");
+    assert_eq!(
+        exited
+            .files
+            .get(&format!("{o}/out.txt"))
+            .map(String::as_str),
+        Some(b64(b"made\n").as_str())
+    );
+    assert!(exited
+        .file_errors
+        .get(&format!("{o}/link"))
+        .is_some_and(|e| e.contains("symlink")));
+    // The file was written as the sandbox user, not as the agent.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(other.join("in/data.txt")).expect("written");
+    assert_eq!(meta.uid(), a.uid);
+    // Through the planted symlink, and out of the directory with `..`: refused.
+    std::fs::create_dir_all(other.join("d")).expect("dir");
+    std::os::unix::fs::symlink("/etc", other.join("d/etc")).expect("symlink");
+    for path in [
+        format!("{o}/d/etc/isol8-test-evil"),
+        format!("{o}/../isol8-test-evil"),
+    ] {
+        let mut spec = a.spec(vec![bash(StepPhase::Code, "echo should-not-run")]);
+        spec.files = vec![FileWrite {
+            path: path.clone(),
+            content: String::new(),
+            mode: None,
+        }];
+        let out = a.exec(&spec);
+        assert!(out.failed.is_some(), "{path} was accepted");
+        assert!(out.stdout.is_empty());
+    }
+    assert!(!std::path::Path::new("/etc/isol8-test-evil").exists());
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+#[test]
 fn missing_program_is_reported_not_fatal() {
     let mut a = Agent::start("missing", 8);
     let spec = a.spec(vec![Step {

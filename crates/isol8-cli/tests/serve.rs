@@ -41,7 +41,7 @@ fn every_route_over_http_then_a_clean_shutdown() {
     );
     assert!(
         text.trim_end()
-            .ends_with(r#"data: {"type":"exit","data":"0"}"#),
+            .ends_with(r#"data: {"type":"exit","data":"0","phase":"code"}"#),
         "{text}"
     );
 
@@ -65,9 +65,12 @@ fn every_route_over_http_then_a_clean_shutdown() {
         .send()
         .expect("delete");
     assert_eq!(resp.status().as_u16(), 200);
-    let (status, v) = s.post("/cleanup", json!({}));
+    // Never the default here: it would remove isol8's images, as the reference does.
+    let (status, v) = s.post("/cleanup", json!({"images": false}));
     assert_eq!(status, 200, "{v}");
-    assert!(v["containers"].is_number());
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["containers"]["removed"].is_number(), "{v}");
+    assert!(v.get("images").is_none(), "{v}");
     s.stop();
 }
 

@@ -29,6 +29,13 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// there in every container with a private IPC namespace).
 pub const MQUEUE_DIR: &str = "/dev/mqueue";
 
+/// Where paths of a request's `files`, its `outputPaths` and a session's file transfers
+/// may lie (strictly below one of these): the places the sandbox user can write. The
+/// engine checks them lexically (`isol8::prepare::writable_path`) and the agent again,
+/// component by component without following a symlink, as the sandbox user. The working
+/// directory stays under [`SANDBOX_ROOT`]; `/dev/mqueue` is not a place for files.
+pub const WRITABLE_DIRS: [&str; 3] = [SANDBOX_ROOT, TMP_DIR, SHM_DIR];
+
 /// Directories a reset empties: the writable tmpfs mounts, and the container's POSIX
 /// message queues (the agent adds the last itself when it runs as PID 1).
 pub const WIPED_DIRS: [&str; 4] = [SANDBOX_ROOT, TMP_DIR, SHM_DIR, MQUEUE_DIR];
@@ -70,5 +77,13 @@ mod tests {
         }
         assert!(WIPED_DIRS.contains(&SANDBOX_ROOT));
         assert!(WIPED_DIRS.contains(&MQUEUE_DIR));
+    }
+
+    #[test]
+    fn every_writable_directory_is_wiped_by_a_reset() {
+        // A file left in one by a request must not reach the next execution.
+        for dir in WRITABLE_DIRS {
+            assert!(WIPED_DIRS.contains(&dir), "{dir}");
+        }
     }
 }

@@ -306,6 +306,24 @@ impl EngineOptions {
             persist: over.persist.or(self.persist),
         }
     }
+
+    /// Only the options that apply per execution — `timeoutMs`, `maxOutputSize`,
+    /// `secrets`, `networkFilter`, `logNetwork` — and none that shape a container
+    /// (`network`, `memoryLimit`, `cpuLimit`, `pidsLimit`, `readonlyRootFs`,
+    /// `sandboxSize`, `tmpSize`, `image`, `security`, `persist`), nor `mode` or the
+    /// pool's. What a later request in an existing persistent session can change: the
+    /// server lays these over the session's own, as the reference server keeps a
+    /// session's container whatever a later request asks.
+    pub fn per_execution(&self) -> EngineOptions {
+        EngineOptions {
+            timeout_ms: self.timeout_ms,
+            max_output_size: self.max_output_size,
+            secrets: self.secrets.clone(),
+            network_filter: self.network_filter.clone(),
+            log_network: self.log_network,
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +372,44 @@ mod tests {
             pool_strategy: Some(PoolStrategy::Secure),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn per_execution_keeps_only_what_applies_to_one_execution() {
+        let all = EngineOptions {
+            mode: Some(Mode::Persistent),
+            network: Some(NetworkMode::Filtered),
+            network_filter: Some(filter(&["^a$"], &["^b$"])),
+            timeout_ms: Some(5),
+            memory_limit: Some("1g".into()),
+            cpu_limit: Some(2.0),
+            pids_limit: Some(9),
+            readonly_root_fs: Some(false),
+            sandbox_size: Some("1m".into()),
+            tmp_size: Some("1m".into()),
+            max_output_size: Some(7),
+            secrets: BTreeMap::from([("S".into(), "v".into())]),
+            image: Some("x:y".into()),
+            log_network: Some(true),
+            pool_strategy: Some(PoolStrategy::Secure),
+            pool_size: Some(PoolSize::Total(3)),
+            security: Some(SecurityOptions {
+                seccomp: Some(SeccompMode::Unconfined),
+                ..Default::default()
+            }),
+            persist: Some(true),
+        };
+        assert_eq!(
+            all.per_execution(),
+            EngineOptions {
+                network_filter: Some(filter(&["^a$"], &["^b$"])),
+                timeout_ms: Some(5),
+                max_output_size: Some(7),
+                secrets: BTreeMap::from([("S".into(), "v".into())]),
+                log_network: Some(true),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

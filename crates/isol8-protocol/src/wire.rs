@@ -31,10 +31,12 @@ pub struct ExecutionRequest {
     /// Extension of the code file (`.py`, `.mts`, …); defaults to the runtime's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_extension: Option<String>,
-    /// Files written before the run: path (inside `/sandbox`) → content.
+    /// Files written before the run: path → content. A path lies below `/sandbox`,
+    /// `/tmp` or `/dev/shm` (relative paths are taken from `/sandbox`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
-    /// Files read back after the run into `result.files` (base64).
+    /// Files read back after the run into `result.files` (base64); each below
+    /// `/sandbox`, `/tmp` or `/dev/shm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_paths: Vec<String>,
     /// Packages installed before the run.
@@ -173,7 +175,9 @@ pub struct StreamEvent {
     pub kind: StreamEventType,
     /// Output text, error message, or the exit code as a string.
     pub data: String,
-    /// Phase that produced the output, where it applies.
+    /// Phase that produced the event: on output, and on the `exit` and `error` events
+    /// of an execution (the phase it ended in). Absent on errors that are not about a
+    /// phase (a refused WebSocket message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 }
@@ -210,6 +214,12 @@ impl StreamEvent {
             data: code.to_string(),
             phase: None,
         }
+    }
+    /// This event, tagged with `phase` (how an execution's `exit` and `error` events say
+    /// which phase they ended in).
+    pub fn in_phase(mut self, phase: Phase) -> Self {
+        self.phase = Some(phase);
+        self
     }
 }
 
@@ -277,6 +287,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&StreamEvent::exit(137)).expect("serialises"),
             r#"{"type":"exit","data":"137"}"#
+        );
+        // An execution's closing events name their phase with the reference's words.
+        assert_eq!(
+            serde_json::to_string(&StreamEvent::exit(1).in_phase(Phase::Setup)).expect("json"),
+            r#"{"type":"exit","data":"1","phase":"setup"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&StreamEvent::error("x").in_phase(Phase::Code)).expect("json"),
+            r#"{"type":"error","data":"x","phase":"code"}"#
         );
     }
 }

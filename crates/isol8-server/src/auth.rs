@@ -4,7 +4,9 @@
 //! `Authorization: Bearer KEY` with the master key (compared in constant time, with the
 //! `subtle` crate) or, when a key store is configured, a valid database key (known,
 //! unrevoked, unexpired; [`crate::keys::Keys::authenticate`]). Unknown, revoked and
-//! expired keys all get the same `403 {"error":"Invalid API key"}`.
+//! expired keys all get the same `403 {"error":"Invalid API key"}`. The header is read
+//! as the reference server reads it ([`bearer_token`]): the scheme in any case, any
+//! whitespace after it, and a bare key without a scheme.
 
 use std::sync::Arc;
 
@@ -24,17 +26,31 @@ pub fn is_master_key(token: &str, master_key: &str) -> bool {
     crate::keys::constant_time_eq(token.as_bytes(), master_key.as_bytes())
 }
 
+/// The key in an `Authorization` header value, as the reference server takes it: a
+/// leading `Bearer` in any letter case followed by whitespace is removed; anything else
+/// (a bare key) is the key itself, and is then simply not a valid one unless it is.
+pub fn bearer_token(value: &str) -> &str {
+    let scheme = "bearer";
+    match value.get(..scheme.len()) {
+        Some(head) if head.eq_ignore_ascii_case(scheme) => {
+            let rest = &value[scheme.len()..];
+            let key = rest.trim_start();
+            if key.len() < rest.len() {
+                key
+            } else {
+                value
+            }
+        }
+        _ => value,
+    }
+}
+
 /// The caller a request's `Authorization` header names.
 async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(AuthError::MissingHeader.into());
     };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_string();
+    let token = value.to_str().map(bearer_token).unwrap_or("").to_string();
     if is_master_key(&token, state.master_key()) {
         return Ok(Caller::master());
     }

@@ -17,8 +17,8 @@ use isol8::{DockerEngine, Engine, EngineOptions};
 pub use isol8::control::{signal_number, Control, Controller};
 
 /// What runs executions: the shared engine (ephemeral requests, with the client's
-/// options laid over the server's) or one session's (its persistent container, with
-/// empty options). Running them is the [`Engine`] trait's; the server also needs to
+/// options laid over the server's) or one session's (its persistent container, made from
+/// the first request's options; later requests pass only their per-execution options). Running them is the [`Engine`] trait's; the server also needs to
 /// know what each is doing. Errors are the engine's; the router maps them to statuses.
 pub trait Executor: Engine + fmt::Debug {
     /// Executions launched and not yet ended (queued, waiting or running).
@@ -28,13 +28,38 @@ pub trait Executor: Engine + fmt::Debug {
     fn live_containers(&self) -> Vec<String>;
 }
 
-/// What the cleanup route removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Removed {
-    /// Containers removed.
-    pub containers: usize,
-    /// Images removed.
-    pub images: usize,
+/// What one part of a cleanup did: how many things were removed, how many could not
+/// be, and why (one line each, naming the thing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct Tally {
+    /// Removed.
+    pub removed: usize,
+    /// Could not be removed.
+    pub failed: usize,
+    /// Why, one entry per failure: `ID: reason`.
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one outcome; a failure is recorded as `what: error`.
+    pub fn count<E: fmt::Display>(&mut self, what: &str, outcome: Result<(), E>) {
+        match outcome {
+            Ok(()) => self.removed += 1,
+            Err(e) => {
+                self.failed += 1;
+                self.errors.push(format!("{what}: {e}"));
+            }
+        }
+    }
+}
+
+/// What the cleanup route's sweep of the daemon did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// This server's leftover containers.
+    pub containers: Tally,
+    /// isol8's images, when asked.
+    pub images: Option<Tally>,
 }
 
 /// The server's shared engine: an [`Executor`] that also holds what the whole server
@@ -62,8 +87,9 @@ pub trait Backend: Executor {
     fn new_session(&self, options: EngineOptions) -> isol8::Result<Arc<dyn Executor>>;
 
     /// Removes this engine's leftover containers (only its own) and, with `images`,
-    /// isol8's images.
-    async fn cleanup(&self, images: bool) -> isol8::Result<Removed>;
+    /// isol8's images; a thing that cannot be removed is counted and the sweep goes on.
+    /// Fails only when the daemon cannot list them.
+    async fn cleanup(&self, images: bool) -> isol8::Result<Cleaned>;
 }
 
 impl Executor for DockerEngine {
@@ -98,19 +124,30 @@ impl Backend for DockerEngine {
         Ok(Arc::new(self.sibling(options)?))
     }
 
-    async fn cleanup(&self, images: bool) -> isol8::Result<Removed> {
+    async fn cleanup(&self, images: bool) -> isol8::Result<Cleaned> {
+        use isol8::maintenance::{list_containers, list_images, remove_container};
+        let api = self.backend();
+        let mut cleaned = Cleaned::default();
         // Only this server's own containers: those labelled with this engine's owner.
-        let report = isol8::maintenance::cleanup(
-            self.backend(),
-            &isol8::maintenance::CleanupOptions {
-                images,
-                owner: Some(self.owner().to_string()),
-            },
-        )
-        .await?;
-        Ok(Removed {
-            containers: report.containers,
-            images: report.images,
-        })
+        for c in list_containers(api, Some(self.owner())).await? {
+            let short: String = c.id.chars().take(12).collect();
+            cleaned
+                .containers
+                .count(&short, remove_container(api, &c.id).await);
+        }
+        if images {
+            let mut tally = Tally::default();
+            for image in list_images(api).await? {
+                let outcome = match api.remove_image(&image).await {
+                    Ok(()) => Ok(()),
+                    // Gone meanwhile (removed with another tag): nothing to count.
+                    Err(isol8::error::ApiError::NotFound(_)) => continue,
+                    Err(e) => Err(e),
+                };
+                tally.count(&image, outcome);
+            }
+            cleaned.images = Some(tally);
+        }
+        Ok(cleaned)
     }
 }

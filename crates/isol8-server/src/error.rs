@@ -45,7 +45,7 @@ pub enum ApiError {
     /// Refused by the server policy (400).
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// Session ids, lookups and caps (400, 404, 429).
+    /// Session ids, lookups and caps (400, 404, 409, 429).
     #[error(transparent)]
     Session(#[from] SessionError),
     /// Database key management (400, 404).
@@ -92,6 +92,9 @@ pub enum AuthError {
     /// A database key revoking another key.
     #[error("Master key required for this operation: a database key may only revoke itself")]
     RevokeOther,
+    /// A database key naming another tenant's sessions (`tenantId`).
+    #[error("tenantId: a database key addresses only its own tenant's sessions; other tenants' need the master key")]
+    OtherTenant,
 }
 
 /// What is wrong with the request's body, query or fields.
@@ -133,6 +136,17 @@ pub enum SessionError {
     /// The caller's tenant has no session with this id (404).
     #[error("session `{0}` not found")]
     NotFound(String),
+    /// A `tenantId` that is not 1-128 printable characters (400).
+    #[error("tenantId must be 1-128 printable characters")]
+    InvalidTenant,
+    /// The master key named, without `tenantId`, an id several tenants hold (409).
+    #[error("several tenants have a session `{id}` ({tenants}); name one with tenantId")]
+    Ambiguous {
+        /// The session id.
+        id: String,
+        /// The tenants holding it, comma-separated.
+        tenants: String,
+    },
     /// `serverPolicy.maxSessions` reached (429).
     #[error("the server holds its maximum of {0} sessions (serverPolicy.maxSessions); delete one or retry later")]
     ServerFull(usize),
@@ -204,7 +218,10 @@ impl ApiError {
             ApiError::Input(InputError::Rejected { status, .. }) => *status,
             ApiError::Input(InputError::BodyTimeout(_)) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Input(_) | ApiError::Policy(_) => StatusCode::BAD_REQUEST,
-            ApiError::Session(SessionError::InvalidId) => StatusCode::BAD_REQUEST,
+            ApiError::Session(SessionError::InvalidId | SessionError::InvalidTenant) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Session(SessionError::Ambiguous { .. }) => StatusCode::CONFLICT,
             ApiError::Session(SessionError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Session(SessionError::ServerFull(_) | SessionError::TenantFull(_)) => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -4,8 +4,9 @@
 //! `tower::ServiceExt::oneshot`; [`serve()`] runs a whole server process (engine, key
 //! store, listener, signals, graceful shutdown). Ephemeral requests run on the server's
 //! shared engine (its warm pool serves every client); a request with a `sessionId` runs
-//! in that session's persistent container, created on first use and owned by the tenant
-//! of the key that created it.
+//! in that session's persistent container, created on first use from the client's
+//! options and owned by the tenant of the key that created it (the master key sees every
+//! tenant's); later requests in it apply their per-execution options.
 //!
 //! The server drives sandboxes only through [`backend::Backend`] (implemented for
 //! [`isol8::DockerEngine`]), so its router is tested over a fake without Docker.

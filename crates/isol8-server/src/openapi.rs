@@ -2,7 +2,7 @@
 //!
 //! The routes are described by a small typed table ([`OPERATIONS`]: path, method,
 //! summary, parameters, body and reply); every request and response body schema, and
-//! the query parameters of `GET /file`, are generated from the Rust types that parse
+//! the query parameters of `GET /file` and `DELETE /session/{id}`, are generated from the Rust types that parse
 //! and produce them (`schemars`, with its OpenAPI 3.0 settings): the protocol crate's
 //! `ExecutionRequest`, `EngineOptions`, `ExecutionResult` and `StreamEvent`, and the
 //! server's own body and reply types. So the document cannot drift from the wire.
@@ -21,7 +21,7 @@ use crate::routes::health::{Health, VERSION};
 use crate::routes::keys::{
     CreateKey, IssuedKey, KeyList, ListKeysQuery, Login, LoginReply, Revoked,
 };
-use crate::routes::sessions::SessionList;
+use crate::routes::sessions::{SessionList, SessionQuery};
 use crate::routes::Done;
 use isol8::{ExecutionResult, StreamEvent};
 
@@ -73,6 +73,8 @@ pub enum Params {
     Path(&'static str, &'static str),
     /// Query parameters: the properties of a type's schema.
     Query(SchemaFn),
+    /// One string path parameter, described, and query parameters.
+    PathAndQuery(&'static str, &'static str, SchemaFn),
 }
 
 /// A route's request body.
@@ -199,33 +201,37 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/sessions",
         method: Method::Get,
-        summary: "the caller's sessions",
+        summary: "the sessions the caller sees: a database key its tenant's, the master key every tenant's",
         authenticated: true,
         params: Params::None,
         body: None,
         reply: Reply::Json(
             200,
-            "{sessions: [{id, isActive, lastAccessedAt}]}",
+            "{sessions: [{id, tenantId, isActive, lastAccessedAt}]}",
             schema::<SessionList>,
         ),
     },
     Operation {
         path: "/session/{id}",
         method: Method::Delete,
-        summary: "stop a session (idempotent)",
+        summary: "stop a session (idempotent); the master key names another tenant's with ?tenantId=, or by its id alone when only one tenant has it",
         authenticated: true,
-        params: Params::Path("id", "the session's id"),
+        params: Params::PathAndQuery("id", "the session's id", schema::<SessionQuery>),
         body: None,
         reply: Reply::Json(200, "{ok: true}", schema::<Done>),
     },
     Operation {
         path: "/cleanup",
         method: Method::Post,
-        summary: "remove this server's containers (master key)",
+        summary: "stop every session and remove this server's containers and, unless {images: false}, isol8's images (master key)",
         authenticated: true,
         params: Params::None,
         body: optional_body(schema::<CleanupBody>),
-        reply: Reply::Json(200, "{containers, images}", schema::<CleanupReply>),
+        reply: Reply::Json(
+            200,
+            "{ok, sessions, containers, images?}, each {removed, failed, errors}",
+            schema::<CleanupReply>,
+        ),
     },
     Operation {
         path: "/auth/keys",
@@ -273,8 +279,8 @@ pub const ERRORS: &[(u16, &str)] = &[
     (403, "{\"error\":\"Invalid API key\"} (unknown, revoked or expired), or a database key on a master-only route"),
     (404, "unknown session or route"),
     (408, "the request body was not received in time"),
+    (409, "the master key named, without tenantId, a session id several tenants hold"),
     (413, "body too large"),
-    (415, "the body is not application/json"),
     (429, "the session caps (serverPolicy.maxSessions, maxSessionsPerTenant) are reached; carries Retry-After"),
     (500, "the sandbox failed, e.g. `sandbox lost: …` (its container was killed from outside) or `sandbox unresponsive: …` (paused); the message names the execution id under which the server log has the details"),
     (503, "no execution slot within the request's timeout, the server is shutting down, or Docker or the key store is unreachable; carries Retry-After"),
@@ -291,49 +297,61 @@ fn json_content(schema: Schema) -> Value {
     json!({"application/json": {"schema": schema}})
 }
 
+fn path_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name, "in": "path", "required": true, "description": description,
+        "schema": {"type": "string"},
+    })
+}
+
 fn parameters(params: Params, g: &mut Generators) -> Vec<Value> {
     match params {
         Params::None => Vec::new(),
-        Params::Path(name, description) => vec![json!({
-            "name": name, "in": "path", "required": true, "description": description,
-            "schema": {"type": "string"},
-        })],
-        Params::Query(of) => {
-            let schema = of(&mut g.requests);
-            let mut resolved =
-                Schema::try_from(resolve(&schema, g.requests.definitions())).unwrap_or_default();
-            transform(&mut g.requests, &mut resolved);
-            let resolved = resolved.to_value();
-            let required: Vec<&str> = resolved
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let properties = resolved
-                .get("properties")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            properties
-                .into_iter()
-                .map(|(name, mut schema)| {
-                    let description = schema
-                        .as_object_mut()
-                        .and_then(|o| o.remove("description"))
-                        .unwrap_or(Value::Null);
-                    let mut p = json!({
-                        "name": name, "in": "query",
-                        "required": required.contains(&name.as_str()),
-                        "schema": schema,
-                    });
-                    if !description.is_null() {
-                        p["description"] = description;
-                    }
-                    p
-                })
-                .collect()
+        Params::Path(name, description) => vec![path_param(name, description)],
+        Params::Query(of) => query_params(of, g),
+        Params::PathAndQuery(name, description, of) => {
+            let mut all = vec![path_param(name, description)];
+            all.extend(query_params(of, g));
+            all
         }
     }
+}
+
+/// The query parameters of a type: one per property of its schema.
+fn query_params(of: SchemaFn, g: &mut Generators) -> Vec<Value> {
+    let schema = of(&mut g.requests);
+    let mut resolved =
+        Schema::try_from(resolve(&schema, g.requests.definitions())).unwrap_or_default();
+    transform(&mut g.requests, &mut resolved);
+    let resolved = resolved.to_value();
+    let required: Vec<&str> = resolved
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let properties = resolved
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    properties
+        .into_iter()
+        .map(|(name, mut schema)| {
+            let description = schema
+                .as_object_mut()
+                .and_then(|o| o.remove("description"))
+                .unwrap_or(Value::Null);
+            let mut p = json!({
+                "name": name, "in": "query",
+                "required": required.contains(&name.as_str()),
+                "schema": schema,
+            });
+            if !description.is_null() {
+                p["description"] = description;
+            }
+            p
+        })
+        .collect()
 }
 
 /// `schema` itself, or the definition its `$ref` names.

@@ -2,6 +2,14 @@
 //! ids, so two tenants may both use `job-1` and neither can observe the other's),
 //! created on first use within the caps (`serverPolicy.maxSessions`,
 //! `maxSessionsPerTenant`), and pruned when idle.
+//!
+//! Who addresses which session (`Sessions::key`): a database key, its own tenant's
+//! (every key of a tenant shares them); the master key, every tenant's. The reference
+//! server has one flat namespace of ids, so the master key names a session by its id
+//! alone: its own tenant's (`master`) when there is one, else the one session of any
+//! tenant with that id (409 when several tenants hold it); `tenantId` (a body field or
+//! query parameter on the session routes) names the tenant explicitly. A database key
+//! that names another tenant is refused (403).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +21,7 @@ use tokio::sync::Mutex;
 
 use crate::backend::{Backend, Executor};
 use crate::caller::Caller;
-use crate::error::{ApiError, SessionError};
+use crate::error::{ApiError, AuthError, SessionError};
 use crate::trace::Trace;
 
 /// Sessions alive at once when `serverPolicy.maxSessions` is not set.
@@ -32,9 +40,10 @@ pub(crate) struct Session {
     pub(crate) last_accessed: chrono::DateTime<chrono::Utc>,
 }
 
-/// One entry of a tenant's session list.
+/// One entry of a session list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Listed {
+    pub(crate) tenant: String,
     pub(crate) id: String,
     pub(crate) is_active: bool,
     pub(crate) last_accessed: chrono::DateTime<chrono::Utc>,
@@ -62,6 +71,16 @@ pub fn check_session_id(id: &str) -> Result<(), SessionError> {
     }
 }
 
+/// Checks a `tenantId` naming a session's tenant: 1-128 printable characters.
+fn check_tenant(tenant: &str) -> Result<(), SessionError> {
+    let ok = !tenant.is_empty() && tenant.len() <= 128 && !tenant.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::InvalidTenant)
+    }
+}
+
 impl Sessions {
     /// No sessions yet; caps from `policy`.
     pub(crate) fn new(policy: &isol8::config::ServerPolicy) -> Sessions {
@@ -76,33 +95,89 @@ impl Sessions {
         }
     }
 
-    /// `tenant`'s sessions, sorted by id.
-    pub(crate) async fn list(&self, tenant: &str) -> Vec<Listed> {
+    /// The sessions `caller` sees, sorted by tenant and id: a database key's tenant's,
+    /// or every tenant's for the master key.
+    pub(crate) async fn list(&self, caller: &Caller) -> Vec<Listed> {
         let map = self.map.lock().await;
         let mut list: Vec<Listed> = map
             .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|((_, id), s)| Listed {
+            .filter(|((t, _), _)| caller.is_master() || *t == caller.tenant)
+            .map(|((t, id), s)| Listed {
+                tenant: t.clone(),
                 id: id.clone(),
                 is_active: s.engine.running() > 0,
                 last_accessed: s.last_accessed,
             })
             .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
         list
     }
 
-    /// Removes `tenant`'s session `id`, if there is one.
-    pub(crate) async fn remove(&self, tenant: &str, id: &str) -> Option<Session> {
-        self.map
-            .lock()
-            .await
-            .remove(&(tenant.to_string(), id.to_string()))
+    /// Removes the session `id` that `caller` addresses (in `tenant`, if named), if
+    /// there is one.
+    pub(crate) async fn remove(
+        &self,
+        caller: &Caller,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<Session>, ApiError> {
+        let mut map = self.map.lock().await;
+        let key = Self::key(&map, caller, id, tenant)?;
+        Ok(map.remove(&key))
+    }
+
+    /// The key of the session `id` that `caller` addresses, given the sessions in `map`
+    /// and the `tenantId` the request named, if any (see the module docs).
+    fn key(
+        map: &HashMap<SessionKey, Session>,
+        caller: &Caller,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<SessionKey, ApiError> {
+        if let Some(t) = tenant {
+            check_tenant(t)?;
+            if !caller.is_master() && t != caller.tenant {
+                return Err(AuthError::OtherTenant.into());
+            }
+            return Ok((t.to_string(), id.to_string()));
+        }
+        let own = (caller.tenant.clone(), id.to_string());
+        if !caller.is_master() || map.contains_key(&own) {
+            return Ok(own);
+        }
+        let mut holders: Vec<&String> = map
+            .keys()
+            .filter(|(_, i)| i == id)
+            .map(|(t, _)| t)
+            .collect();
+        match holders.len() {
+            0 => Ok(own),
+            1 => Ok((holders[0].clone(), id.to_string())),
+            _ => {
+                holders.sort();
+                Err(SessionError::Ambiguous {
+                    id: id.to_string(),
+                    tenants: holders
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into())
+            }
+        }
     }
 
     /// Removes every session.
     pub(crate) async fn take_all(&self) -> Vec<Session> {
         self.map.lock().await.drain().map(|(_, s)| s).collect()
+    }
+
+    /// Removes every session, with its key, sorted by tenant and id.
+    pub(crate) async fn take_all_keyed(&self) -> Vec<(SessionKey, Session)> {
+        let mut all: Vec<(SessionKey, Session)> = self.map.lock().await.drain().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Removes the sessions with no execution running, unused for longer than `max_age`.
@@ -122,35 +197,39 @@ impl Sessions {
 }
 
 impl Sessions {
-    /// The engine of session `id` for `caller`; if `create`, a new persistent one made
-    /// by `backend` with `options` when the caller's tenant has none by that id (within
-    /// the caps).
+    /// The engine of the session `id` that `caller` addresses (in `tenant`, if named;
+    /// see `Sessions::key`). When there is none and `create` holds the client's
+    /// options, a new persistent one is made by `backend` with them laid over
+    /// `defaults` (the server's options), within the caps; without `create`, 404. The
+    /// flag is true when the session was made by this call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn session(
         &self,
         backend: &dyn Backend,
-        options: &EngineOptions,
+        defaults: &EngineOptions,
         caller: &Caller,
         id: &str,
-        create: bool,
+        tenant: Option<&str>,
+        create: Option<&EngineOptions>,
         trace: &Trace,
-    ) -> Result<Arc<dyn Executor>, ApiError> {
+    ) -> Result<(Arc<dyn Executor>, bool), ApiError> {
         check_session_id(id)?;
-        let key = (caller.tenant.clone(), id.to_string());
         let mut map = self.map.lock().await;
-        // Only the caller's tenant's sessions are looked at: another tenant's `id` is not
-        // there, busy or not.
+        let key = Self::key(&map, caller, id, tenant)?;
+        // Only the sessions this caller may address are looked at: another tenant's `id`
+        // is not there for a database key, busy or not.
         if let Some(s) = map.get_mut(&key) {
             s.last_accessed = chrono::Utc::now();
-            return Ok(s.engine.clone());
+            return Ok((s.engine.clone(), false));
         }
-        if !create {
+        let Some(client) = create else {
             return Err(SessionError::NotFound(id.to_string()).into());
-        }
+        };
         if map.len() >= self.max_total {
             return Err(SessionError::ServerFull(self.max_total).into());
         }
         let max_tenant = self.max_per_tenant;
-        if map.keys().filter(|(t, _)| *t == caller.tenant).count() >= max_tenant {
+        if map.keys().filter(|(t, _)| *t == key.0).count() >= max_tenant {
             return Err(SessionError::TenantFull(max_tenant).into());
         }
         // No engine call under the lock: a session engine is created without one, and
@@ -158,7 +237,7 @@ impl Sessions {
         let engine = backend
             .new_session(EngineOptions {
                 mode: Some(Mode::Persistent),
-                ..options.clone()
+                ..defaults.overlay(client)
             })
             .map_err(|e| ApiError::engine(e, trace))?;
         map.insert(
@@ -168,6 +247,6 @@ impl Sessions {
                 last_accessed: chrono::Utc::now(),
             },
         );
-        Ok(engine)
+        Ok((engine, true))
     }
 }

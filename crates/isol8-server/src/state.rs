@@ -138,17 +138,28 @@ impl AppState {
         self.shared.clone()
     }
 
-    /// The engine of session `id` for `caller`; if `create`, a new persistent one when
-    /// the caller's tenant has none by that id (within the caps; see [`Sessions`]).
+    /// The engine of the session `id` that `caller` addresses (in `tenant`, if named);
+    /// with `create` (the client's options, already checked by the policy), a new
+    /// persistent one made with them when there is none (within the caps; see
+    /// [`Sessions`]); the flag says it was made now.
     pub(crate) async fn session(
         &self,
         caller: &Caller,
         id: &str,
-        create: bool,
+        tenant: Option<&str>,
+        create: Option<&EngineOptions>,
         trace: &Trace,
-    ) -> Result<Arc<dyn Executor>, ApiError> {
+    ) -> Result<(Arc<dyn Executor>, bool), ApiError> {
         self.sessions
-            .session(self.engine(), &self.options, caller, id, create, trace)
+            .session(
+                self.engine(),
+                &self.options,
+                caller,
+                id,
+                tenant,
+                create,
+                trace,
+            )
             .await
     }
 

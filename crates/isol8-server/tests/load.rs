@@ -316,7 +316,7 @@ async fn busy_answers_carry_retry_after_and_draining_refuses_the_queue_while_run
     assert!(
         a_text
             .trim_end()
-            .ends_with(r#"data: {"type":"exit","data":"0"}"#),
+            .ends_with(r#"data: {"type":"exit","data":"0","phase":"code"}"#),
         "{a_text}"
     );
     state.shutdown().await;

@@ -154,7 +154,10 @@ async fn execute_stream_sends_server_sent_events_ending_with_exit() {
         events.contains(&json!({"type": "stderr", "data": "two\n", "phase": "code"})),
         "{events:?}"
     );
-    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "3"})));
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "3", "phase": "code"}))
+    );
     state.shutdown().await;
 }
 

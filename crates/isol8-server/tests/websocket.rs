@@ -77,7 +77,10 @@ async fn interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     send(&mut ws, json!({"type": "stdin", "data": "shout\n"})).await;
     let (events, code) = drain(&mut ws).await;
     assert_eq!(stdout(&events), "SHOUT\n", "{events:?}");
-    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "0"})));
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "0", "phase": "code"}))
+    );
     assert_eq!(code, Some(1000));
 
     let mut ws = connect(&url).await;
@@ -95,7 +98,10 @@ async fn interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     send(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
     let (events, code) = drain(&mut ws).await;
     assert!(stdout(&events).contains("interrupted\n"), "{events:?}");
-    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "7"})));
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "7", "phase": "code"}))
+    );
     assert_eq!(code, Some(1000));
     state.shutdown().await;
 }

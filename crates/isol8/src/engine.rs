@@ -25,7 +25,12 @@ pub type PendingResult = Pin<Box<dyn Future<Output = Result<ExecutionResult>> + 
 ///
 /// Per-request options (`options`) are laid over the engine's own, field by field
 /// ([`EngineOptions::overlay`]): they can only narrow what the engine was set up with.
-/// Empty options mean the engine's own settings.
+/// Empty options mean the engine's own settings. In a persistent engine (a session) the
+/// container outlives each execution, so only the per-execution options (`timeoutMs`,
+/// `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`) may differ from the
+/// engine's; an option that would change the container (`memoryLimit`, `network`,
+/// `image`… see [`crate::settings::SandboxSettings::container_difference`]) is refused
+/// with [`crate::Error::InvalidRequest`] naming it.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
     /// Prepares the engine (checks the daemon or server; warms the pools it was asked to).
@@ -95,8 +100,8 @@ pub trait Engine: Send + Sync {
         ))
     }
 
-    /// Writes a file into the persistent session (binary-safe; the path must be inside
-    /// `/sandbox`).
+    /// Writes a file into the persistent session (binary-safe; the path must lie below
+    /// `/sandbox`, `/tmp` or `/dev/shm`).
     async fn put_file(&self, path: &str, content: &[u8]) -> Result<()>;
 
     /// Reads a file from the persistent session (refusing symlinks and non-files).

@@ -1,5 +1,5 @@
 //! Turning an [`ExecutionRequest`] into what the agent runs: validation of every request
-//! field (paths confined to `/sandbox`, `code` xor `cmd`, env names…), the argv of each
+//! field (paths confined to the sandbox's writable directories, `code` xor `cmd`, env names…), the argv of each
 //! step, the environment and the files. Pure logic, unit-tested without Docker.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,9 @@ use crate::{Error, Result};
 
 /// Root of the sandbox's writable working area (see [`isol8_protocol::layout`]).
 pub use isol8_protocol::layout::SANDBOX_ROOT;
+
+/// Where a request's files and output paths may lie (see [`isol8_protocol::layout`]).
+pub use isol8_protocol::layout::WRITABLE_DIRS;
 
 /// Inline code longer than this is written to a file instead (argv strings are limited).
 const MAX_INLINE_CODE: usize = 64 << 10;
@@ -53,10 +56,10 @@ pub struct Prepared {
     pub installs: bool,
 }
 
-/// Normalises `path` (relative paths are taken from `/sandbox`, `.` and `..` resolved
-/// lexically) and checks that it stays inside `/sandbox`. `allow_root` accepts `/sandbox`
-/// itself (for directories).
-pub fn sandbox_path(field: &str, path: &str, allow_root: bool) -> Result<String> {
+/// `path` as its components: relative paths are taken from `/sandbox`, `.` and `..`
+/// resolved lexically; `None` when a `..` climbs above `/`. An empty path or one with a
+/// NUL byte is an error.
+fn components<'a>(field: &str, path: &'a str) -> Result<Option<Vec<&'a str>>> {
     let bad = |why: &str| Error::InvalidRequest(format!("{field} `{path}` {why}"));
     if path.is_empty() {
         return Err(bad("is empty"));
@@ -64,23 +67,31 @@ pub fn sandbox_path(field: &str, path: &str, allow_root: bool) -> Result<String>
     if path.contains('\0') {
         return Err(bad("contains a NUL byte"));
     }
-    let full = if path.starts_with('/') {
-        path.to_string()
+    let mut parts: Vec<&str> = if path.starts_with('/') {
+        Vec::new()
     } else {
-        format!("{SANDBOX_ROOT}/{path}")
+        SANDBOX_ROOT.split('/').filter(|c| !c.is_empty()).collect()
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in full.split('/') {
+    for comp in path.split('/') {
         match comp {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(bad("is outside /sandbox"));
+                    return Ok(None);
                 }
             }
             c => parts.push(c),
         }
     }
+    Ok(Some(parts))
+}
+
+/// Normalises `path` (relative paths are taken from `/sandbox`, `.` and `..` resolved
+/// lexically) and checks that it stays inside `/sandbox`. `allow_root` accepts `/sandbox`
+/// itself (for directories). How the working directory is checked.
+pub fn sandbox_path(field: &str, path: &str, allow_root: bool) -> Result<String> {
+    let bad = |why: &str| Error::InvalidRequest(format!("{field} `{path}` {why}"));
+    let parts = components(field, path)?.ok_or_else(|| bad("is outside /sandbox"))?;
     if parts.first() != Some(&"sandbox") {
         return Err(bad("is outside /sandbox"));
     }
@@ -88,6 +99,34 @@ pub fn sandbox_path(field: &str, path: &str, allow_root: bool) -> Result<String>
         return Err(bad("must name a file inside /sandbox"));
     }
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// Normalises the path of a file the sandbox user may write or have read back (a
+/// request's `files` and `outputPaths`, a session's file transfers) and checks that it
+/// lies strictly below one of [`WRITABLE_DIRS`] (`/sandbox`, `/tmp`, `/dev/shm`).
+/// Relative paths are taken from `/sandbox`; `.` and `..` are resolved lexically, so
+/// `/tmp/../etc/passwd` is `/etc/passwd` and refused. The agent checks the result again
+/// on the real filesystem (no symlink followed at any depth, no FIFO opened).
+pub fn writable_path(field: &str, path: &str) -> Result<String> {
+    let bad = |why: String| Error::InvalidRequest(format!("{field} `{path}` {why}"));
+    let outside = || {
+        let (last, rest) = WRITABLE_DIRS.split_last().unwrap_or((&"/sandbox", &[]));
+        bad(format!(
+            "is outside {} and {last} (the directories the sandbox user can write)",
+            rest.join(", ")
+        ))
+    };
+    let parts = components(field, path)?.ok_or_else(outside)?;
+    for dir in WRITABLE_DIRS {
+        let root: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+        if parts.starts_with(&root) {
+            if parts.len() == root.len() {
+                return Err(bad(format!("must name a file inside {dir}")));
+            }
+            return Ok(format!("/{}", parts.join("/")));
+        }
+    }
+    Err(outside())
 }
 
 /// Validates `req` against the registry and settings and builds the agent's [`ExecSpec`].
@@ -131,7 +170,7 @@ pub fn prepare(
     let mut files = Vec::new();
     for (path, content) in &req.files {
         files.push(FileWrite {
-            path: sandbox_path("file path", path, false)?,
+            path: writable_path("file path", path)?,
             content: base64::engine::general_purpose::STANDARD.encode(content),
             mode: None,
         });
@@ -139,7 +178,7 @@ pub fn prepare(
     let output_paths = req
         .output_paths
         .iter()
-        .map(|p| sandbox_path("output path", p, false))
+        .map(|p| writable_path("output path", p))
         .collect::<Result<Vec<_>>>()?;
     let cwd = match &req.workdir {
         Some(w) => sandbox_path("workdir", w, true)?,
@@ -436,6 +475,71 @@ mod tests {
                 .to_string();
             assert!(err.contains("file path"), "{err}");
         }
+    }
+
+    #[test]
+    fn files_and_output_paths_may_lie_in_every_writable_directory() {
+        for (path, want) in [
+            ("a/b.txt", "/sandbox/a/b.txt"),
+            ("/sandbox/x", "/sandbox/x"),
+            ("/tmp/data.csv", "/tmp/data.csv"),
+            ("/tmp/a/../b", "/tmp/b"),
+            ("/dev/shm/seg", "/dev/shm/seg"),
+            ("//dev//shm/./seg", "/dev/shm/seg"),
+            // Lexically back into another writable directory: fine, it is that one.
+            ("/tmp/../sandbox/y", "/sandbox/y"),
+        ] {
+            assert_eq!(writable_path("file path", path).expect(path), want);
+        }
+        // Escapes from each root, and near misses of the names.
+        for bad in [
+            "/tmp/../etc/passwd",
+            "/tmp/../../etc/passwd",
+            "/dev/shm/../../etc/passwd",
+            "/dev/shm/..",
+            "/dev/shm/../null",
+            "/dev/mqueue/q",
+            "/dev/shmx/a",
+            "/tmpfoo",
+            "/tmpx/a",
+            "/sandboxed/x",
+            "../etc/passwd",
+            "/sandbox/../../tmp/../etc",
+            "/etc/passwd",
+            "/proc/1/environ",
+            "/",
+        ] {
+            let err = writable_path("file path", bad).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "file path `{bad}` is outside /sandbox, /tmp and /dev/shm"
+                )),
+                "{err}"
+            );
+        }
+        // The directories themselves, and what is not a path.
+        for bad in ["/tmp", "/tmp/", "/dev/shm", "/sandbox", "", "/tmp/a\0b"] {
+            let err = writable_path("file path", bad).expect_err(bad).to_string();
+            assert!(err.starts_with(&format!("file path `{bad}`")), "{err}");
+        }
+        // The working directory stays under /sandbox.
+        assert!(sandbox_path("workdir", "/tmp", true).is_err());
+    }
+
+    #[test]
+    fn prepare_accepts_files_and_output_paths_in_tmp_and_shm() {
+        let reg = RuntimeRegistry::builtin();
+        let mut r = req("bash", "true");
+        r.files.insert("/tmp/in.txt".into(), "x".into());
+        r.output_paths = vec!["/dev/shm/out".into(), "/tmp/../tmp/o2".into()];
+        let p = prepare(&r, &reg, &settings()).expect("valid");
+        assert!(p.spec.files.iter().any(|f| f.path == "/tmp/in.txt"));
+        assert_eq!(p.spec.output_paths, vec!["/dev/shm/out", "/tmp/o2"]);
+        r.output_paths = vec!["/tmp/../etc/shadow".into()];
+        let err = prepare(&r, &reg, &settings())
+            .expect_err("escape")
+            .to_string();
+        assert!(err.contains("output path `/tmp/../etc/shadow`"), "{err}");
     }
 
     #[test]

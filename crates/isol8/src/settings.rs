@@ -255,6 +255,54 @@ impl SandboxSettings {
     }
 }
 
+impl SandboxSettings {
+    /// The first setting that belongs to a sandbox's container (its `HostConfig` or its
+    /// image, fixed once the container exists) and differs between `self` and `other`,
+    /// as the option that sets it (`memoryLimit`, `network`, `security.seccomp`…); `None`
+    /// when they would run in the same kind of container. The other settings —
+    /// `timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork` — are
+    /// applied per execution, so a persistent session's later executions may change
+    /// them; the pool's settings are the engine's own.
+    pub fn container_difference(&self, other: &SandboxSettings) -> Option<&'static str> {
+        let fields: [(&'static str, bool); 12] = [
+            ("network", self.network == other.network),
+            ("memoryLimit", self.memory_bytes == other.memory_bytes),
+            ("cpuLimit", self.nano_cpus == other.nano_cpus),
+            ("pidsLimit", self.pids_limit == other.pids_limit),
+            (
+                "readonlyRootFs",
+                self.readonly_root_fs == other.readonly_root_fs,
+            ),
+            ("sandboxSize", self.sandbox_bytes == other.sandbox_bytes),
+            ("tmpSize", self.tmp_bytes == other.tmp_bytes),
+            ("image", self.image == other.image),
+            ("security.seccomp", self.seccomp == other.seccomp),
+            (
+                "security.customProfilePath",
+                self.custom_profile_path == other.custom_profile_path,
+            ),
+            ("security.runtime", self.oci_runtime == other.oci_runtime),
+            ("persist", self.persist == other.persist),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, same)| !same)
+            .map(|(name, _)| name)
+    }
+
+    /// Refuses `other` — the settings of a persistent session's later execution — when
+    /// it would change the session's container (`self`): [`Error::InvalidRequest`]
+    /// naming the option ([`SandboxSettings::container_difference`]).
+    pub fn same_container(&self, other: &SandboxSettings) -> Result<()> {
+        match self.container_difference(other) {
+            None => Ok(()),
+            Some(name) => Err(Error::InvalidRequest(format!(
+                "options.{name} cannot change in an existing persistent session: its container was created with the session's first execution; send the same value (or none), or use a new session"
+            ))),
+        }
+    }
+}
+
 /// A CPU limit in cores as Docker's nano-CPUs: refuses NaN, infinities, values below
 /// [`MIN_CPU`] (which could round to 0, "no limit" to Docker) and above [`MAX_CPU`].
 pub fn nano_cpus(field: &str, cores: f64) -> Result<i64> {
@@ -342,6 +390,103 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn container_settings_are_told_from_per_execution_ones() {
+        let base = SandboxSettings::resolve(&EngineOptions {
+            memory_limit: Some("1g".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        // Per-execution options, and the same size written another way: same container.
+        let same = SandboxSettings::resolve(&EngineOptions {
+            memory_limit: Some("1024m".into()),
+            timeout_ms: Some(5),
+            max_output_size: Some(10),
+            secrets: BTreeMap::from([("T".to_string(), "v".to_string())]),
+            log_network: Some(true),
+            network_filter: Some(isol8_protocol::NetworkFilter {
+                blacklist: vec!["x".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(base.container_difference(&same), None);
+        for (opts, name) in [
+            (
+                EngineOptions {
+                    memory_limit: Some("512m".into()),
+                    ..Default::default()
+                },
+                "memoryLimit",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("1g".into()),
+                    network: Some(NetworkMode::Filtered),
+                    ..Default::default()
+                },
+                "network",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("1g".into()),
+                    tmp_size: Some("1m".into()),
+                    ..Default::default()
+                },
+                "tmpSize",
+            ),
+            (
+                EngineOptions {
+                    memory_limit: Some("1g".into()),
+                    image: Some("other:tag".into()),
+                    ..Default::default()
+                },
+                "image",
+            ),
+        ] {
+            let other = SandboxSettings::resolve(&opts).expect("valid");
+            assert_eq!(base.container_difference(&other), Some(name));
+        }
+    }
+
+    #[test]
+    fn per_execution_options_never_change_a_container() {
+        // Every container option set to something else than the session's: dropped by
+        // `per_execution`, so the session's container stays what it is.
+        let session = EngineOptions {
+            mode: Some(Mode::Persistent),
+            memory_limit: Some("256m".into()),
+            ..Default::default()
+        };
+        let base = SandboxSettings::resolve(&session).expect("valid");
+        let later = EngineOptions {
+            network: Some(NetworkMode::Filtered),
+            memory_limit: Some("1g".into()),
+            cpu_limit: Some(2.0),
+            pids_limit: Some(9),
+            readonly_root_fs: Some(false),
+            sandbox_size: Some("1m".into()),
+            tmp_size: Some("1m".into()),
+            image: Some("x:y".into()),
+            security: Some(SecurityOptions {
+                seccomp: Some(SeccompMode::Unconfined),
+                custom_profile_path: Some("/p".into()),
+                runtime: Some("runsc".into()),
+            }),
+            persist: Some(true),
+            timeout_ms: Some(5),
+            secrets: BTreeMap::from([("T".to_string(), "v".to_string())]),
+            ..Default::default()
+        };
+        let whole = SandboxSettings::resolve(&session.overlay(&later)).expect("valid");
+        assert!(base.container_difference(&whole).is_some());
+        let applied =
+            SandboxSettings::resolve(&session.overlay(&later.per_execution())).expect("valid");
+        assert_eq!(base.container_difference(&applied), None);
+        assert_eq!((applied.timeout_ms, applied.secrets.len()), (5, 1));
     }
 
     #[test]

@@ -170,15 +170,26 @@ async fn setup_script_events_have_phase_setup() {
         1
     );
     assert_eq!(
-        events.last().map(|e| (e.kind, e.data.as_str())),
-        Some((StreamEventType::Exit, "0"))
+        events.last().map(|e| (e.kind, e.data.as_str(), e.phase)),
+        Some((StreamEventType::Exit, "0", Some(Phase::Code)))
     );
 
     // A failing setup script stops the run with its exit code; the code never runs.
     req.setup_script = Some("echo broken >&2; exit 4".into());
-    let r = run(&engine, req).await;
+    let r = run(&engine, req.clone()).await;
     assert_eq!(r.exit_code, 4);
     assert!(!r.stdout.contains("code-out"), "{r:?}");
+    // Streamed, its exit event says the run ended in the setup phase.
+    let events: Vec<StreamEvent> = engine
+        .execute_stream(req)
+        .await
+        .expect("stream")
+        .collect()
+        .await;
+    assert_eq!(
+        events.last().map(|e| (e.kind, e.data.as_str(), e.phase)),
+        Some((StreamEventType::Exit, "4", Some(Phase::Setup)))
+    );
     assert_clean(&engine).await;
 }
 

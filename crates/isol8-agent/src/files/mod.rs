@@ -2,9 +2,11 @@
 //! sandbox user* and without ever following a symlink.
 //!
 //! The agent re-executes itself in helper mode (`isol8-agent __files`) as the sandbox user;
-//! the helper takes one JSON request on stdin and answers on stdout. Every path is opened
-//! component by component from the sandbox root with `O_NOFOLLOW`, so a symlink planted
-//! by sandboxed code (at any depth) is refused instead of redirecting the write or read.
+//! the helper takes one JSON request on stdin and answers on stdout. A file path must lie
+//! below one of the writable directories (`/sandbox`, `/tmp`, `/dev/shm`; the working
+//! directory below `/sandbox`), and is opened component by component from that
+//! directory with `O_NOFOLLOW`, so a symlink planted by sandboxed code (at any depth) is
+//! refused instead of redirecting the write or read.
 //!
 //! This file holds the helper's protocol: the requests the agent sends (write, read,
 //! reset), the helper's entry point, and the agent-side calls that start it. The work is
@@ -42,11 +44,12 @@ pub const HELPER_ARG: &str = "__files";
 enum Request {
     Write {
         root: String,
+        writable: Vec<String>,
         cwd: String,
         files: Vec<FileWrite>,
     },
     Read {
-        root: String,
+        writable: Vec<String>,
         paths: Vec<String>,
         max: u64,
     },
@@ -77,6 +80,7 @@ pub fn write_all(
     }
     let req = Request::Write {
         root: ident.root.clone(),
+        writable: ident.writable.clone(),
         cwd: cwd.to_string(),
         files: files.to_vec(),
     };
@@ -95,7 +99,7 @@ pub fn read_all(
     max: u64,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let req = Request::Read {
-        root: ident.root.clone(),
+        writable: ident.writable.clone(),
         paths: paths.to_vec(),
         max,
     };
@@ -163,17 +167,26 @@ pub fn helper_main() -> i32 {
         return 2;
     }
     let resp = match serde_json::from_slice::<Request>(&input) {
-        Ok(Request::Write { root, cwd, files }) => {
-            let error = write_files(&root, &cwd, &files).err();
+        Ok(Request::Write {
+            root,
+            writable,
+            cwd,
+            files,
+        }) => {
+            let error = write_files(&root, &writable, &cwd, &files).err();
             Response {
                 error,
                 ..Default::default()
             }
         }
-        Ok(Request::Read { root, paths, max }) => {
+        Ok(Request::Read {
+            writable,
+            paths,
+            max,
+        }) => {
             let mut resp = Response::default();
             for path in paths {
-                match read_file(&root, &path, max) {
+                match read_file(&writable, &path, max) {
                     Ok(bytes) => {
                         resp.files.insert(
                             path,

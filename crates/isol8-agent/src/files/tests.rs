@@ -10,7 +10,7 @@ use isol8_protocol::agent::FileWrite;
 
 use super::ipc::{parse_sysvipc, IpcKind, IpcObject};
 use super::reset::{scrub_root, xattr_names};
-use super::walk::{components, open_root, read_file, write_files};
+use super::walk::{components, open_root, read_file, within, write_files};
 
 #[test]
 fn components_stay_below_the_root() {
@@ -46,23 +46,30 @@ fn writes_and_reads_refuse_symlinks() {
         content: base64::engine::general_purpose::STANDARD.encode(c),
         mode: None,
     };
-    write_files(&root, &format!("{root}/work"), &[f("a/b/c.txt", "hello")]).expect("write");
+    let roots = [root.clone()];
+    write_files(
+        &root,
+        &roots,
+        &format!("{root}/work"),
+        &[f("a/b/c.txt", "hello")],
+    )
+    .expect("write");
     assert_eq!(
-        read_file(&root, &format!("{root}/a/b/c.txt"), 100).expect("read"),
+        read_file(&roots, &format!("{root}/a/b/c.txt"), 100).expect("read"),
         b"hello"
     );
     assert!(
-        read_file(&root, &format!("{root}/a/b/c.txt"), 3).is_err(),
+        read_file(&roots, &format!("{root}/a/b/c.txt"), 3).is_err(),
         "size limit"
     );
     std::os::unix::fs::symlink("/etc", dir.join("link")).expect("symlink");
     std::os::unix::fs::symlink("/etc/hostname", dir.join("a/host")).expect("symlink");
-    assert!(read_file(&root, &format!("{root}/link/hostname"), 1 << 20).is_err());
-    assert!(read_file(&root, &format!("{root}/a/host"), 1 << 20).is_err());
-    assert!(write_files(&root, &root, &[f("link/evil", "x")]).is_err());
-    assert!(write_files(&root, &root, &[f("a/host", "x")]).is_err());
+    assert!(read_file(&roots, &format!("{root}/link/hostname"), 1 << 20).is_err());
+    assert!(read_file(&roots, &format!("{root}/a/host"), 1 << 20).is_err());
+    assert!(write_files(&root, &roots, &root, &[f("link/evil", "x")]).is_err());
+    assert!(write_files(&root, &roots, &root, &[f("a/host", "x")]).is_err());
     assert!(
-        read_file(&root, &format!("{root}/a"), 1 << 20).is_err(),
+        read_file(&roots, &format!("{root}/a"), 1 << 20).is_err(),
         "directory"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,6 +111,79 @@ fn sysvipc_listings_give_id_owner_and_creator() {
     assert!(parse_sysvipc(IpcKind::Msg, "header\ngarbage line\n").is_empty());
 }
 
+#[test]
+fn paths_may_lie_below_any_writable_directory_and_escape_none() {
+    let (_d1, sandbox) = temp_root("multi-sandbox");
+    let (d2, tmp) = temp_root("multi-tmp");
+    let (d3, shm) = temp_root("multi-shm");
+    let roots = [sandbox.clone(), tmp.clone(), shm.clone()];
+    assert_eq!(
+        within(&roots, &format!("{tmp}/a/b")).expect("tmp"),
+        (tmp.as_str(), vec!["a", "b"])
+    );
+    assert_eq!(
+        within(&roots, &format!("{shm}/x")).expect("shm"),
+        (shm.as_str(), vec!["x"])
+    );
+    let b64 = |c: &str| base64::engine::general_purpose::STANDARD.encode(c);
+    let file = |path: String, c: &str| FileWrite {
+        path,
+        content: b64(c),
+        mode: None,
+    };
+    // Written and read back in every root; the working directory stays in the sandbox.
+    for root in &roots {
+        let p = format!("{root}/dir/f.txt");
+        write_files(&sandbox, &roots, &sandbox, &[file(p.clone(), root)]).expect("write");
+        assert_eq!(
+            read_file(&roots, &p, 1 << 20).expect("read"),
+            root.as_bytes()
+        );
+    }
+    assert!(write_files(&sandbox, &roots, &format!("{tmp}/work"), &[]).is_err());
+
+    // Escapes from each root: `..`, the root itself, near-miss names, symlinks at any
+    // depth (to a directory and to a file), FIFOs.
+    std::os::unix::fs::symlink("/etc", d2.join("etc")).expect("symlink");
+    std::fs::create_dir_all(d3.join("deep")).expect("dir");
+    std::os::unix::fs::symlink("/etc/hostname", d3.join("deep/host")).expect("symlink");
+    std::os::unix::fs::symlink(&sandbox, d3.join("to-sandbox")).expect("symlink");
+    let fifo = CString::new(d2.join("fifo").to_str().expect("utf-8")).expect("c path");
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
+    for bad in [
+        format!("{tmp}/../etc/passwd"),
+        format!("{tmp}/a/../../x"),
+        format!("{shm}/./x"),
+        format!("{shm}//x"),
+        tmp.clone(),
+        format!("{tmp}/"),
+        format!("{tmp}x/f"),
+        format!("{shm}-other/f"),
+        format!("{tmp}/etc/hostname"),
+        format!("{tmp}/etc/isol8-evil"),
+        format!("{shm}/deep/host"),
+        format!("{shm}/to-sandbox/dir/f.txt"),
+        format!("{tmp}/fifo"),
+        "/etc/passwd".to_string(),
+        "relative/f".to_string(),
+    ] {
+        let w = write_files(&sandbox, &roots, &sandbox, &[file(bad.clone(), "evil")]);
+        assert!(w.is_err(), "write {bad} was accepted");
+        let r = read_file(&roots, &bad, 1 << 20);
+        assert!(r.is_err(), "read {bad} was accepted");
+    }
+    assert!(!std::path::Path::new("/etc/isol8-evil").exists());
+    assert_eq!(
+        std::fs::read_to_string(format!("{sandbox}/dir/f.txt")).expect("kept"),
+        sandbox,
+        "nothing was written through the symlink to the sandbox"
+    );
+    for d in [&sandbox, &tmp, &shm] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 fn temp_root(name: &str) -> (std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("isol8-agent-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -132,7 +212,7 @@ fn writing_over_a_fifo_or_socket_fails_at_once_instead_of_hanging() {
     std::thread::spawn(move || {
         let out: Vec<_> = files
             .iter()
-            .map(|f| write_files(&r, &r, std::slice::from_ref(f)))
+            .map(|f| write_files(&r, std::slice::from_ref(&r), &r, std::slice::from_ref(f)))
             .collect();
         let _ = tx.send(out);
     });
@@ -156,12 +236,13 @@ fn writing_over_a_fifo_or_socket_fails_at_once_instead_of_hanging() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .expect("open reader");
-    let e = write_files(&root, &root, &[file("in.txt")]).expect_err("fifo with a reader");
+    let roots = [root.clone()];
+    let e = write_files(&root, &roots, &root, &[file("in.txt")]).expect_err("fifo with a reader");
     assert!(e.contains("not a regular file"), "{e}");
     drop(reader);
     // Regular files are still written, and truncated first.
     std::fs::write(dir.join("plain"), "a much longer old content").expect("seed");
-    write_files(&root, &root, &[file("plain")]).expect("regular file");
+    write_files(&root, &roots, &root, &[file("plain")]).expect("regular file");
     assert_eq!(std::fs::read(dir.join("plain")).expect("read"), b"data");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
-//! Paths below the sandbox root, opened component by component with `O_NOFOLLOW` so a
-//! planted symlink is refused at any depth; writing the request's files and reading
-//! output files through them (FIFOs and sockets refused without blocking).
+//! Paths below the sandbox root (or another writable directory), opened component by
+//! component with `O_NOFOLLOW` so a planted symlink is refused at any depth; writing the
+//! request's files and reading output files through them (FIFOs and sockets refused
+//! without blocking).
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
@@ -87,12 +88,41 @@ fn open_dir(dir: &OwnedFd, name: &str, create: bool, shown: &str) -> Result<Owne
     Err(format!("cannot open {shown}"))
 }
 
-/// Walks to the parent directory of `path`, returning it and the final name.
-fn walk<'a>(root: &str, path: &'a str, create: bool) -> Result<(OwnedFd, &'a str), String> {
-    let parts = components(root, path)?;
+/// The writable directory `path` lies in, and its components below it: the first of
+/// `roots` that [`components`] accepts. A path below none of them (or not normalised)
+/// is refused.
+pub fn within<'r, 'a>(
+    roots: &'r [String],
+    path: &'a str,
+) -> Result<(&'r str, Vec<&'a str>), String> {
+    let mut first_error = None;
+    for root in roots {
+        match components(root, path) {
+            Ok(parts) => return Ok((root, parts)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    // A path below a root but not normalised says so; otherwise it is outside them all.
+    let normalised = roots.iter().any(|r| {
+        let r = r.trim_end_matches('/');
+        path.strip_prefix(r)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    Err(match first_error {
+        Some(e) if normalised => e,
+        _ => format!("`{path}` is outside {}", roots.join(", ")),
+    })
+}
+
+/// Walks to the parent directory of `path` (below one of `roots`), returning it and the
+/// final name.
+fn walk<'a>(roots: &[String], path: &'a str, create: bool) -> Result<(OwnedFd, &'a str), String> {
+    let (root, parts) = within(roots, path)?;
     let (name, dirs) = parts
         .split_last()
-        .ok_or_else(|| format!("`{path}` names the sandbox root, not a file"))?;
+        .ok_or_else(|| format!("`{path}` names {root} itself, not a file"))?;
     let mut dir = open_root(root)?;
     let mut shown = root.trim_end_matches('/').to_string();
     for d in dirs {
@@ -103,7 +133,14 @@ fn walk<'a>(root: &str, path: &'a str, create: bool) -> Result<(OwnedFd, &'a str
     Ok((dir, name))
 }
 
-pub(super) fn write_files(root: &str, cwd: &str, files: &[FileWrite]) -> Result<(), String> {
+/// Creates the working directory `cwd` (below `root`) and writes `files` (each below one
+/// of `writable`), refusing symlinks, FIFOs and anything not a regular file.
+pub(super) fn write_files(
+    root: &str,
+    writable: &[String],
+    cwd: &str,
+    files: &[FileWrite],
+) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     // The working directory (created if missing, refusing symlinks).
     let mut dir = open_root(root)?;
@@ -118,7 +155,7 @@ pub(super) fn write_files(root: &str, cwd: &str, files: &[FileWrite]) -> Result<
         let content = base64::engine::general_purpose::STANDARD
             .decode(&f.content)
             .map_err(|e| format!("content of {} is not base64: {e}", f.path))?;
-        let (dir, name) = walk(root, &f.path, true)?;
+        let (dir, name) = walk(writable, &f.path, true)?;
         let c = cstr(name)?;
         let mode = f.mode.unwrap_or(0o644) & 0o777;
         // O_NONBLOCK: a FIFO planted by earlier code must not hang the helper (opening one
@@ -168,9 +205,10 @@ pub(super) fn write_files(root: &str, cwd: &str, files: &[FileWrite]) -> Result<
     Ok(())
 }
 
-pub(super) fn read_file(root: &str, path: &str, max: u64) -> Result<Vec<u8>, String> {
+/// Reads the regular file `path` (below one of `writable`), at most `max` bytes.
+pub(super) fn read_file(writable: &[String], path: &str, max: u64) -> Result<Vec<u8>, String> {
     use std::os::fd::AsRawFd;
-    let (dir, name) = walk(root, path, false)?;
+    let (dir, name) = walk(writable, path, false)?;
     let c = cstr(name)?;
     // O_NONBLOCK: opening a FIFO planted by the program must not hang the helper.
     // SAFETY: valid dirfd and C string.

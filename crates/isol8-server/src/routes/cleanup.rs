@@ -1,11 +1,14 @@
-//! `POST /cleanup` (master key): stops every session and removes this server's
-//! containers (only its own), and with `images` isol8's images.
+//! `POST /cleanup` (master key): stops every session, removes this server's leftover
+//! containers (only its own, not other isol8 processes' on the same daemon) and, unless
+//! the body says `"images": false`, isol8's images — the reference's default. Whatever
+//! cannot be removed is counted and reported; the sweep goes on.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Tally;
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::extractors::optional_json;
@@ -16,18 +19,24 @@ use crate::trace::Trace;
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "Cleanup")]
 pub struct CleanupBody {
-    /// Also remove isol8's images.
+    /// Also remove isol8's images (the runtime images included: `isol8 setup` builds
+    /// them again). Default `true`, as in the reference.
     #[serde(default)]
-    pub images: bool,
+    pub images: Option<bool>,
 }
 
-/// Reply of `POST /cleanup`: what was removed.
+/// Reply of `POST /cleanup`: what was removed, what could not be, and why.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CleanupReply {
-    /// Containers removed (the sessions' included).
-    pub containers: usize,
-    /// Images removed.
-    pub images: usize,
+    /// Always `true` (a sweep that could not run at all is an error answer).
+    pub ok: bool,
+    /// Sessions stopped (their containers with them).
+    pub sessions: Tally,
+    /// This server's other containers (its warm pool, leftovers) removed.
+    pub containers: Tally,
+    /// isol8's images removed; absent when the body said `"images": false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Tally>,
 }
 
 /// `POST /cleanup`.
@@ -39,19 +48,29 @@ pub async fn cleanup(
 ) -> Result<axum::Json<CleanupReply>, ApiError> {
     caller.require_master()?;
     let body: CleanupBody = optional_json(req, &state).await?;
-    let engine_error = |e| ApiError::engine(e, &trace);
-    let mut containers = 0;
-    for s in state.sessions.take_all().await {
-        containers += s.engine.live_containers().len();
-        s.engine.stop().await.map_err(engine_error)?;
+    let mut sessions = Tally::default();
+    for ((tenant, id), s) in state.sessions.take_all_keyed().await {
+        let what = if tenant == crate::caller::MASTER_TENANT {
+            id
+        } else {
+            format!("{tenant}/{id}")
+        };
+        let outcome = s.engine.stop().await.map_err(|e| {
+            let e = ApiError::engine(e, &trace);
+            e.log();
+            e.client_message()
+        });
+        sessions.count(&what, outcome);
     }
-    let removed = state
+    let cleaned = state
         .engine()
-        .cleanup(body.images)
+        .cleanup(body.images.unwrap_or(true))
         .await
-        .map_err(engine_error)?;
+        .map_err(|e| ApiError::engine(e, &trace))?;
     Ok(axum::Json(CleanupReply {
-        containers: containers + removed.containers,
-        images: removed.images,
+        ok: true,
+        sessions,
+        containers: cleaned.containers,
+        images: cleaned.images,
     }))
 }

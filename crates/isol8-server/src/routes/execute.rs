@@ -8,8 +8,13 @@
 //!
 //! A request runs on the shared engine with the client's options laid over the server's
 //! (after the policy check), or, with a `sessionId`, in that session's persistent
-//! container (created on first use; the client's options are not applied there).
-//! Dropping a stream (client gone) kills its execution.
+//! container: created on first use from the client's options (checked by the policy
+//! like an ephemeral run's); each later execution applies its own per-execution options
+//! (`timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`) and, as the
+//! reference server does, leaves the session's container as it was made (`memoryLimit`,
+//! `network`, `image`… of a later request are ignored: the reference CLI sends its
+//! defaults with every call). `options.mode` is accepted and ignored too: `sessionId`
+//! decides. Dropping a stream (client gone) kills its execution.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,12 +42,20 @@ use crate::trace::Trace;
 pub struct ExecuteBody {
     /// The execution request.
     pub request: ExecutionRequest,
-    /// Per-request options laid over the server's.
+    /// Per-request options laid over the server's (checked by `serverPolicy`). A new
+    /// session is made from them; in an existing one only the per-execution options
+    /// (`timeoutMs`, `maxOutputSize`, `secrets`, `networkFilter`, `logNetwork`) apply.
+    /// `mode` is accepted and ignored: `sessionId` decides.
     #[serde(default)]
     pub options: Option<EngineOptions>,
     /// Run in this persistent session (created on first use).
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The tenant whose session `sessionId` names (an isol8 addition): the master key
+    /// may name any tenant, a database key only its own. Absent: the caller's own
+    /// session, or, for the master key, the one session of any tenant with that id.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// Messages a WebSocket client sends on `GET /execute/ws`. A message whose `type` is none
@@ -86,9 +99,9 @@ pub enum WsIn {
     },
 }
 
-/// Where a request runs, after the policy check: in its session (whose engine carries the
-/// server's options; the client's are not applied there) or on the shared engine with
-/// the client's options.
+/// Where a request runs, after the policy check: in its session, or on the shared
+/// engine; and with what per-request options (the client's, `mode` dropped: `sessionId`
+/// decides, as in the reference).
 async fn route(
     state: &AppState,
     caller: &Caller,
@@ -97,13 +110,38 @@ async fn route(
     session_id: Option<&str>,
     trace: &Trace,
 ) -> Result<(Arc<dyn Executor>, EngineOptions), ApiError> {
-    let options = options.unwrap_or_default();
+    route_in(state, caller, request, options, session_id, None, trace).await
+}
+
+/// [`route`] with the `tenantId` the request named for its session, if any.
+async fn route_in(
+    state: &AppState,
+    caller: &Caller,
+    request: &ExecutionRequest,
+    options: Option<EngineOptions>,
+    session_id: Option<&str>,
+    tenant: Option<&str>,
+    trace: &Trace,
+) -> Result<(Arc<dyn Executor>, EngineOptions), ApiError> {
+    let mut options = options.unwrap_or_default();
+    options.mode = None;
     state.allow(request, &options, trace)?;
     match session_id {
-        Some(id) => Ok((
-            state.session(caller, id, true, trace).await?,
-            EngineOptions::default(),
-        )),
+        Some(id) => {
+            let (engine, created) = state
+                .session(caller, id, tenant, Some(&options), trace)
+                .await?;
+            // A new session was made from these options: its first execution runs on
+            // them as they are. An existing one keeps its container, as the reference
+            // server's do (whose CLI sends its defaults, `memoryLimit` and `network`
+            // included, with every call): only the per-execution options apply.
+            let options = if created {
+                EngineOptions::default()
+            } else {
+                options.per_execution()
+            };
+            Ok((engine, options))
+        }
         None => Ok((state.shared(), options)),
     }
 }
@@ -120,13 +158,15 @@ async fn route_body(
         request,
         options,
         session_id,
+        tenant_id,
     } = body;
-    let (engine, options) = route(
+    let (engine, options) = route_in(
         state,
         caller,
         &request,
         options,
         session_id.as_deref(),
+        tenant_id.as_deref(),
         trace,
     )
     .await?;

@@ -1,5 +1,7 @@
 //! `POST /file` and `GET /file`: moving bytes into and out of a session's sandbox
-//! (base64 in JSON).
+//! (base64 in JSON). Paths lie below `/sandbox`, `/tmp` or `/dev/shm` (relative ones
+//! are taken from `/sandbox`); the engine and the sandbox's agent refuse `..` escapes,
+//! symlinks and FIFOs.
 
 use std::sync::Arc;
 
@@ -23,11 +25,14 @@ use crate::trace::Trace;
 pub struct PutFileBody {
     /// The session to write into (it must exist).
     pub session_id: String,
-    /// Where, inside `/sandbox`.
+    /// Where: below `/sandbox`, `/tmp` or `/dev/shm`.
     pub path: String,
     /// The file's bytes, base64.
     #[schemars(extend("format" = "byte"))]
     pub content: String,
+    /// The session's tenant (see `tenantId` of `POST /execute`).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// Query of `GET /file`.
@@ -36,8 +41,11 @@ pub struct PutFileBody {
 pub struct GetFileQuery {
     /// The session to read from.
     pub session_id: String,
-    /// Which file, inside `/sandbox`.
+    /// Which file: below `/sandbox`, `/tmp` or `/dev/shm`.
     pub path: String,
+    /// The session's tenant (see `tenantId` of `POST /execute`).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// Reply of `GET /file`.
@@ -58,8 +66,14 @@ pub async fn put_file(
     let content = base64::engine::general_purpose::STANDARD
         .decode(&body.content)
         .map_err(InputError::Base64)?;
-    let engine = state
-        .session(&caller, &body.session_id, false, &trace)
+    let (engine, _) = state
+        .session(
+            &caller,
+            &body.session_id,
+            body.tenant_id.as_deref(),
+            None,
+            &trace,
+        )
         .await?;
     engine
         .put_file(&body.path, &content)
@@ -79,7 +93,9 @@ pub async fn get_file(
         status: StatusCode::BAD_REQUEST,
         message: e.body_text(),
     })?;
-    let engine = state.session(&caller, &q.session_id, false, &trace).await?;
+    let (engine, _) = state
+        .session(&caller, &q.session_id, q.tenant_id.as_deref(), None, &trace)
+        .await?;
     let bytes = engine
         .get_file(&q.path)
         .await

@@ -1,12 +1,15 @@
-//! `GET /sessions` (the caller's tenant's sessions) and `DELETE /session/{id}`.
+//! `GET /sessions` and `DELETE /session/{id}`: a database key sees and deletes its
+//! tenant's sessions, the master key every tenant's (see [`crate::sessions`]).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use serde::Serialize;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 
 use crate::caller::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, InputError};
 use crate::routes::Done;
 use crate::state::AppState;
 use crate::trace::Trace;
@@ -17,6 +20,8 @@ use crate::trace::Trace;
 pub struct SessionInfo {
     /// The session's id.
     pub id: String,
+    /// The tenant it belongs to (an isol8 addition; the master key sees every tenant's).
+    pub tenant_id: String,
     /// True while an execution runs in it.
     pub is_active: bool,
     /// Last use, RFC 3339 with milliseconds, UTC.
@@ -26,8 +31,17 @@ pub struct SessionInfo {
 /// Reply of `GET /sessions`.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SessionList {
-    /// The caller's tenant's sessions, by id.
+    /// The sessions the caller sees, by tenant and id.
     pub sessions: Vec<SessionInfo>,
+}
+
+/// Query of `DELETE /session/{id}`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionQuery {
+    /// The session's tenant (see `tenantId` of `POST /execute`).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// `GET /sessions`.
@@ -37,11 +51,12 @@ pub async fn list_sessions(
 ) -> axum::Json<SessionList> {
     let sessions = state
         .sessions
-        .list(&caller.tenant)
+        .list(&caller)
         .await
         .into_iter()
         .map(|s| SessionInfo {
             id: s.id,
+            tenant_id: s.tenant,
             is_active: s.is_active,
             last_accessed_at: s
                 .last_accessed
@@ -51,15 +66,24 @@ pub async fn list_sessions(
     axum::Json(SessionList { sessions })
 }
 
-/// `DELETE /session/{id}`: stops the caller's session; idempotent (deleting a session
-/// that does not exist is fine).
+/// `DELETE /session/{id}`: stops the session the caller addresses; idempotent
+/// (deleting a session that does not exist is fine).
 pub async fn delete_session(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     trace: Trace,
     Path(id): Path<String>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Result<axum::Json<Done>, ApiError> {
-    if let Some(s) = state.sessions.remove(&caller.tenant, &id).await {
+    let Query(q) = query.map_err(|e| InputError::Rejected {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+    })?;
+    let removed = state
+        .sessions
+        .remove(&caller, &id, q.tenant_id.as_deref())
+        .await?;
+    if let Some(s) = removed {
         s.engine
             .stop()
             .await

@@ -24,7 +24,7 @@ use isol8::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{Backend, Control, Controller, Executor, Removed};
+use crate::backend::{Backend, Cleaned, Control, Controller, Executor, Tally};
 use isol8::Engine;
 
 /// Internal text the fake's failures carry (must never reach a client).
@@ -94,6 +94,12 @@ impl Fake {
         self.shared.sessions.lock().expect("lock").clone()
     }
 
+    /// The options the engine was made with (a session's: the server's with the
+    /// creating client's laid over them).
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
     /// True once stopped.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
@@ -116,6 +122,10 @@ impl Fake {
             return Err(isol8::Error::Stopped);
         }
         let settings = self.resolve(options)?;
+        if self.persistent {
+            // As a session's engine does: its container is fixed.
+            self.settings.same_container(&settings)?;
+        }
         isol8::prepare::prepare(req, &RuntimeRegistry::default(), &settings)?;
         self.seen
             .lock()
@@ -235,9 +245,14 @@ impl Fake {
         tokio::spawn(async move {
             let _active = active;
             let end = match this.run(script, stdin, tx.clone(), control).await {
-                Ok(code) => vec![StreamEvent::exit(code)],
-                Err(e) if e.is_sandbox_lost() => vec![StreamEvent::error(e.to_string())],
-                Err(e) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
+                Ok(code) => vec![StreamEvent::exit(code).in_phase(Phase::Code)],
+                Err(e) if e.is_sandbox_lost() => {
+                    vec![StreamEvent::error(e.to_string()).in_phase(Phase::Code)]
+                }
+                Err(e) => vec![
+                    StreamEvent::error(e.to_string()).in_phase(Phase::Code),
+                    StreamEvent::exit(1).in_phase(Phase::Code),
+                ],
             };
             for ev in end {
                 let _ = tx.send(ev).await;
@@ -336,7 +351,7 @@ impl Engine for FakeRef {
     }
 
     async fn put_file(&self, path: &str, content: &[u8]) -> isol8::Result<()> {
-        let path = isol8::prepare::sandbox_path("path", path, false)?;
+        let path = isol8::prepare::writable_path("path", path)?;
         self.0.files.lock().expect("lock").insert(
             path,
             String::from_utf8(content.to_vec())
@@ -346,7 +361,7 @@ impl Engine for FakeRef {
     }
 
     async fn get_file(&self, path: &str) -> isol8::Result<Vec<u8>> {
-        let path = isol8::prepare::sandbox_path("path", path, false)?;
+        let path = isol8::prepare::writable_path("path", path)?;
         match self.0.files.lock().expect("lock").get(&path) {
             Some(t) => Ok(t.clone().into_bytes()),
             None => Err(isol8::Error::InvalidRequest(format!(
@@ -408,10 +423,20 @@ impl Backend for FakeRef {
         Ok(Arc::new(FakeRef(session)))
     }
 
-    async fn cleanup(&self, images: bool) -> isol8::Result<Removed> {
-        Ok(Removed {
-            containers: self.live_containers().len(),
-            images: if images { 2 } else { 0 },
-        })
+    /// Removes its live "containers"; with `images`, two images, and a third that is
+    /// in use and cannot be removed.
+    async fn cleanup(&self, images: bool) -> isol8::Result<Cleaned> {
+        let containers = Tally {
+            removed: self.live_containers().len(),
+            ..Default::default()
+        };
+        let images = images.then(|| {
+            let mut t = Tally::default();
+            t.count::<&str>("isol8:python", Ok(()));
+            t.count::<&str>("isol8:bash", Ok(()));
+            t.count("isol8:node", Err("image is in use by a running container"));
+            t
+        });
+        Ok(Cleaned { containers, images })
     }
 }

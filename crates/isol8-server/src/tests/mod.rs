@@ -4,6 +4,7 @@
 //! (not skip) on a machine with no Docker daemon.
 
 mod auth;
+mod compat;
 mod errors;
 mod fake;
 mod openapi;

@@ -123,7 +123,13 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
             assert_eq!(op.security.as_deref(), Some(&[][..]), "{path} needs no key");
         }
         if path.contains("{id}") {
-            assert_eq!(op.parameters.len(), 1, "{path}");
+            let path_params = op
+                .parameters
+                .iter()
+                .filter_map(|p| p.as_item())
+                .filter(|p| matches!(p, openapiv3::Parameter::Path { .. }))
+                .count();
+            assert_eq!(path_params, 1, "{path}");
         }
     }
     assert_eq!(parsed.paths.paths.len(), 12);
@@ -146,7 +152,7 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
     );
     let props = body["properties"].as_object().expect("properties");
     let names: Vec<&str> = props.keys().map(String::as_str).collect();
-    assert_eq!(names, ["options", "request", "sessionId"]);
+    assert_eq!(names, ["options", "request", "sessionId", "tenantId"]);
     assert_eq!(body["required"], serde_json::json!(["request"]));
     let request = target(&doc, ref_of(&props["request"]));
     let options = target(&doc, ref_of(&props["options"]));
@@ -240,5 +246,40 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(query, ["path", "sessionId"]);
+    assert_eq!(query, ["path", "sessionId", "tenantId"]);
+    let delete: Vec<(&str, &str)> = doc["paths"]["/session/{id}"]["delete"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["in"].as_str()?)))
+        .collect();
+    assert_eq!(delete, [("id", "path"), ("tenantId", "query")]);
+    // The additive fields of this server's replies are described.
+    assert!(schemas["SessionInfo"]["properties"]["tenantId"].is_object());
+    let cleanup = schemas["CleanupReply"]["properties"]
+        .as_object()
+        .expect("CleanupReply");
+    let mut fields: Vec<&str> = cleanup.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["containers", "images", "ok", "sessions"]);
+    let tally = target(&doc, ref_of(&cleanup["sessions"]));
+    let mut fields: Vec<&str> = tally["properties"]
+        .as_object()
+        .expect("Tally")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["errors", "failed", "removed"]);
+    assert!(schemas["StreamEvent"]["properties"]["phase"].is_object());
+    let phases: Vec<&Value> = schemas["Phase"]["oneOf"]
+        .as_array()
+        .expect("Phase")
+        .iter()
+        .map(|v| &v["enum"][0])
+        .collect();
+    assert_eq!(
+        phases,
+        [&serde_json::json!("setup"), &serde_json::json!("code")]
+    );
 }

@@ -44,10 +44,6 @@ async fn the_server_policy_caps_what_clients_ask_for_before_anything_runs() {
             "options.memoryLimit 2g exceeds the server's limit of 512m",
         ),
         (
-            json!({"request": {"runtime": "bash", "code": "echo"}, "options": {"mode": "persistent"}}),
-            "options.mode: use sessionId for a persistent session",
-        ),
-        (
             // Refused in a session too: the policy sees the client's options first.
             json!({"request": {"runtime": "bash", "code": "echo"}, "options": {"network": "host"}, "sessionId": "s"}),
             "options.network `host`",

@@ -42,15 +42,33 @@ async fn bad_bodies_get_json_errors_with_the_right_status() {
         assert_eq!(status, want, "{v}");
         assert!(error_of(&v).contains(needle), "{v}");
     }
-    // Not JSON at all.
-    let plain = Request::post("/execute")
-        .header("content-type", "text/plain")
-        .header("authorization", format!("Bearer {KEY}"))
-        .body(Body::from("print(1)"))
-        .expect("req");
-    let (status, v) = call(&s.state, plain).await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
-    error_of(&v);
+    // Not JSON at all, whatever the content type says: 400 naming the problem.
+    for content_type in [Some("text/plain"), Some("application/json"), None] {
+        let mut plain = Request::post("/execute").header("authorization", format!("Bearer {KEY}"));
+        if let Some(t) = content_type {
+            plain = plain.header("content-type", t);
+        }
+        let (status, v) = call(&s.state, plain.body(Body::from("print(1)")).expect("req")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{content_type:?}: {v}");
+        assert!(
+            error_of(&v).starts_with("the request body is not valid JSON"),
+            "{v}"
+        );
+    }
+    // A wrong field is named by its path.
+    let (_, v) = call(
+        &s.state,
+        post(
+            "/execute",
+            Some(KEY),
+            json!({"request": {"runtime": 5, "code": "x"}}).to_string(),
+        ),
+    )
+    .await;
+    assert!(
+        error_of(&v).starts_with("request.runtime: invalid type"),
+        "{v}"
+    );
     assert_eq!(
         call(
             &s.state,

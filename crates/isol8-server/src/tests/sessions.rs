@@ -50,14 +50,19 @@ async fn sessions_belong_to_the_tenant_that_created_them() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    // Beta cannot tell that alpha uses the id: same answer as before; nor can the master.
+    // Beta cannot tell that alpha uses the id: same answer as before.
     assert_eq!(call(&state, get(file, b)).await, beta_before);
-    for key in [b.as_str(), KEY] {
-        assert_eq!(
-            call(&state, get("/sessions", key)).await,
-            (StatusCode::OK, json!({"sessions": []}))
-        );
-    }
+    assert_eq!(
+        call(&state, get("/sessions", b)).await,
+        (StatusCode::OK, json!({"sessions": []}))
+    );
+    // The master key sees every tenant's sessions, each with its tenant.
+    let (_, v) = call(&state, get("/sessions", KEY)).await;
+    assert_eq!(v["sessions"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        (&v["sessions"][0]["id"], &v["sessions"][0]["tenantId"]),
+        (&json!("job-1"), &json!("alpha"))
+    );
     let (status, _) = call(&state, delete("/session/job-1", b)).await;
     assert_eq!(status, StatusCode::OK);
     // Beta's own job-1 is another session, alpha's file unseen.
@@ -127,7 +132,7 @@ async fn session_caps_are_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn sessions_keep_files_run_on_the_servers_options_and_are_listed() {
+async fn sessions_keep_files_run_on_the_clients_options_and_are_listed() {
     let s = server();
     let body = json!({
         "request": {"runtime": "bash", "code": "write /sandbox/a.txt kept"},
@@ -136,9 +141,14 @@ async fn sessions_keep_files_run_on_the_servers_options_and_are_listed() {
     });
     let (status, v) = call(&s.state, post("/execute", Some(KEY), body.to_string())).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    // The session runs with the server's options, in persistent mode; the client's
-    // options were checked by the policy but are not applied there.
+    // The session was made from the client's options (checked by the policy), in
+    // persistent mode; its first execution runs on them as they are.
     let session = &s.fake.sessions()[0];
+    assert_eq!(session.options().memory_limit.as_deref(), Some("64m"));
+    assert_eq!(
+        session.options().mode,
+        Some(isol8_protocol::options::Mode::Persistent)
+    );
     assert_eq!(
         session.seen.lock().expect("lock")[0].1,
         isol8::EngineOptions::default()
@@ -209,16 +219,33 @@ async fn cleanup_is_for_the_master_key_and_stops_every_session() {
             StatusCode::OK
         );
     }
+    // An empty body: the reference's defaults (images too).
     let (status, v) = call(&s.state, post("/cleanup", Some(KEY), "")).await;
+    let none = json!({"removed": 0, "failed": 0, "errors": []});
     assert_eq!(
         (status, v),
-        (StatusCode::OK, json!({"containers": 2, "images": 0}))
+        (
+            StatusCode::OK,
+            json!({
+                "ok": true,
+                "sessions": {"removed": 2, "failed": 0, "errors": []},
+                "containers": none,
+                "images": {"removed": 2, "failed": 1, "errors": ["isol8:node: image is in use by a running container"]},
+            })
+        )
     );
     assert!(s.fake.sessions().iter().all(|f| f.is_stopped()));
-    let (status, v) = call(&s.state, post("/cleanup", Some(KEY), r#"{"images": true}"#)).await;
+    let (status, v) = call(
+        &s.state,
+        post("/cleanup", Some(KEY), r#"{"images": false}"#),
+    )
+    .await;
     assert_eq!(
         (status, v),
-        (StatusCode::OK, json!({"containers": 0, "images": 2}))
+        (
+            StatusCode::OK,
+            json!({"ok": true, "sessions": none, "containers": none})
+        )
     );
     let (status, v) = call(
         &s.state,

@@ -58,7 +58,7 @@ async fn execute_stream_sends_one_data_line_per_event_ending_with_exit() {
         [
             json!({"type": "stdout", "data": "one\n", "phase": "code"}),
             json!({"type": "stderr", "data": "two\n", "phase": "code"}),
-            json!({"type": "exit", "data": "3"}),
+            json!({"type": "exit", "data": "3", "phase": "code"}),
         ]
     );
 }
@@ -75,12 +75,12 @@ async fn execute_stream_gives_the_program_the_request_stdin_then_end_of_file() {
         [
             json!({"type": "stdout", "data": "A\n", "phase": "code"}),
             json!({"type": "stdout", "data": "B\n", "phase": "code"}),
-            json!({"type": "exit", "data": "1"}),
+            json!({"type": "exit", "data": "1", "phase": "code"}),
         ]
     );
     // Without `stdin`: end-of-file at once.
     let (_, _, events) = sse(&s.state, "read\necho never").await;
-    assert_eq!(events, [json!({"type": "exit", "data": "1"})]);
+    assert_eq!(events, [json!({"type": "exit", "data": "1", "phase": "code"})]);
 }
 
 #[tokio::test]
@@ -190,7 +190,7 @@ async fn websocket_interactive_stdin_and_signals_flow_and_the_socket_closes_with
             json!({"type": "stdout", "data": "SHOUT\n", "phase": "code"}),
             json!({"type": "stdout", "data": "MORE\n", "phase": "code"}),
             // The third `read` met the end-of-file.
-            json!({"type": "exit", "data": "1"}),
+            json!({"type": "exit", "data": "1", "phase": "code"}),
         ]
     );
     assert_eq!(close, Some((1000, "Execution complete".to_string())));
@@ -207,7 +207,7 @@ async fn websocket_interactive_stdin_and_signals_flow_and_the_socket_closes_with
         [
             json!({"type": "stdout", "data": "FIRST\n", "phase": "code"}),
             json!({"type": "stdout", "data": "SECOND\n", "phase": "code"}),
-            json!({"type": "exit", "data": "0"}),
+            json!({"type": "exit", "data": "0", "phase": "code"}),
         ]
     );
 
@@ -220,7 +220,10 @@ async fn websocket_interactive_stdin_and_signals_flow_and_the_socket_closes_with
     );
     send(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
     let (events, code) = drain(&mut ws).await;
-    assert_eq!(events.last(), Some(&json!({"type": "exit", "data": "130"})));
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "130", "phase": "code"}))
+    );
     assert_eq!(code, Some(1000));
     super::until("sockets counted closed", || s.state.open_websockets() == 0).await;
 }
@@ -342,7 +345,7 @@ async fn websocket_without_interactive_reads_the_request_stdin_then_end_of_file(
         [
             json!({"type": "stdout", "data": "A\n", "phase": "code"}),
             json!({"type": "stdout", "data": "B\n", "phase": "code"}),
-            json!({"type": "exit", "data": "1"}),
+            json!({"type": "exit", "data": "1", "phase": "code"}),
         ]
     );
     assert_eq!(close, Some((1000, "Execution complete".to_string())));
@@ -352,7 +355,7 @@ async fn websocket_without_interactive_reads_the_request_stdin_then_end_of_file(
     let mut ws = connect(&url).await;
     send(&mut ws, execute_msg("read\necho never")).await;
     let (events, _) = drain(&mut ws).await;
-    assert_eq!(events, [json!({"type": "exit", "data": "1"})]);
+    assert_eq!(events, [json!({"type": "exit", "data": "1", "phase": "code"})]);
 }
 
 #[tokio::test]
@@ -404,7 +407,7 @@ async fn websocket_ignores_stdin_and_signals_before_execute_and_answers_unknown_
         events,
         [
             json!({"type": "stdout", "data": "done\n", "phase": "code"}),
-            json!({"type": "exit", "data": "0"}),
+            json!({"type": "exit", "data": "0", "phase": "code"}),
         ]
     );
     assert_eq!(close, Some((1000, "Execution complete".to_string())));

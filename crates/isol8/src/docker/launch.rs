@@ -162,13 +162,23 @@ impl DockerEngine {
                 self.inner.host_hash.clone(),
             ),
             Some(o) => {
-                if o.mode == Some(Mode::Persistent) {
-                    return Err(Error::InvalidRequest(
-                        "per-request options cannot switch to persistent mode; use a session"
-                            .into(),
-                    ));
+                let own = self.inner.settings.mode;
+                if o.mode.is_some_and(|m| m != own) {
+                    return Err(Error::InvalidRequest(match own {
+                        Mode::Ephemeral => {
+                            "per-request options cannot switch to persistent mode; use a session"
+                                .into()
+                        }
+                        Mode::Persistent => "options.mode: a persistent session's executions cannot be ephemeral; use an engine without a session".into(),
+                    }));
                 }
-                with_host((*self.settings_with(o)?).clone())?
+                let settings = self.settings_with(o)?;
+                if own == Mode::Persistent {
+                    // The session's container is fixed: only per-execution options may
+                    // differ from the session's own.
+                    self.inner.settings.same_container(&settings)?;
+                }
+                with_host((*settings).clone())?
             }
         };
         // Compiled once for the whole execution: every stream, log, file and error of it.

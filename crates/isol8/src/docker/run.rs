@@ -55,6 +55,8 @@ pub(super) enum Msg {
 /// How a run ended, for the buffered result.
 pub(super) struct Summary {
     exit_code: i32,
+    /// The phase the run ended in (its `exit` event says so).
+    phase: Phase,
     truncated: bool,
     duration_ms: u64,
     container_id: String,
@@ -281,7 +283,8 @@ impl Run {
                         ..Default::default()
                     };
                     self.flush_texts(&mut texts).await?;
-                    self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+                    self.emit(StreamEvent::error(TIMEOUT_EVENT).in_phase(Phase::Code))
+                        .await?;
                     return Ok(Ending::Dirty(exited));
                 }
                 Ok(Ok(Some(f))) => f,
@@ -326,6 +329,7 @@ impl Run {
         };
         self.flush_texts(&mut texts).await?;
         let phase = exited.phase.unwrap_or(StepPhase::Code);
+        let ended_in = wire_phase(phase);
         for (stream, stats) in [
             (Stream::Stdout, exited.stdout),
             (Stream::Stderr, exited.stderr),
@@ -339,7 +343,8 @@ impl Run {
             }
         }
         if exited.timed_out {
-            self.emit(StreamEvent::error(TIMEOUT_EVENT)).await?;
+            self.emit(StreamEvent::error(TIMEOUT_EVENT).in_phase(ended_in))
+                .await?;
         }
         Ok(Ending::Clean(exited))
     }
@@ -410,6 +415,7 @@ impl Run {
         };
         Ok(Summary {
             exit_code: exited.exit_code,
+            phase: wire_phase(exited.phase.unwrap_or(StepPhase::Code)),
             truncated: exited.stdout.truncated || exited.stderr.truncated,
             duration_ms: exited.duration_ms,
             container_id,
@@ -423,27 +429,41 @@ impl Run {
         if text.is_empty() {
             return Ok(());
         }
-        let phase = match phase {
-            StepPhase::Setup => {
-                if let Ok(mut tail) = self.setup_tail.lock() {
-                    tail.push_str(&text);
-                    if tail.len() > SETUP_TAIL {
-                        let mut cut = tail.len() - SETUP_TAIL;
-                        while !tail.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        tail.drain(..cut);
+        if phase == StepPhase::Setup {
+            if let Ok(mut tail) = self.setup_tail.lock() {
+                tail.push_str(&text);
+                if tail.len() > SETUP_TAIL {
+                    let mut cut = tail.len() - SETUP_TAIL;
+                    while !tail.is_char_boundary(cut) {
+                        cut += 1;
                     }
+                    tail.drain(..cut);
                 }
-                Phase::Setup
             }
-            StepPhase::Code => Phase::Code,
-        };
+        }
+        let phase = wire_phase(phase);
         self.emit(match stream {
             Stream::Stdout => StreamEvent::stdout(text, phase),
             Stream::Stderr => StreamEvent::stderr(text, phase),
         })
         .await
+    }
+}
+
+/// The wire's name of an agent step's phase.
+fn wire_phase(phase: StepPhase) -> Phase {
+    match phase {
+        StepPhase::Setup => Phase::Setup,
+        StepPhase::Code => Phase::Code,
+    }
+}
+
+/// The phase an execution that failed with `e` ended in: a failed package install is
+/// the setup's; any other failure is reported against the code.
+fn failed_phase(e: &Error) -> Phase {
+    match e {
+        Error::PackageInstall { .. } => Phase::Setup,
+        _ => Phase::Code,
     }
 }
 
@@ -503,7 +523,8 @@ pub(super) async fn collect(
 /// Turns a run's messages into stream events ending with exactly one `exit` — except
 /// when the sandbox was lost ([`Error::is_sandbox_lost`]): then the last event is an
 /// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
-/// `exit` follows, since no exit code exists.
+/// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
+/// phase the execution ended in (`setup` or `code`).
 pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
@@ -511,9 +532,15 @@ pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStrea
         }
         let events = match rx.recv().await {
             Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
-            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)],
+            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code).in_phase(s.phase)],
             Some(Msg::Failed(e)) if e.is_sandbox_lost() => vec![lost_event(&e)],
-            Some(Msg::Failed(e)) => vec![StreamEvent::error(e.to_string()), StreamEvent::exit(1)],
+            Some(Msg::Failed(e)) => {
+                let phase = failed_phase(&e);
+                vec![
+                    StreamEvent::error(e.to_string()).in_phase(phase),
+                    StreamEvent::exit(1).in_phase(phase),
+                ]
+            }
             None => vec![lost_event(&ended_without_result())],
         };
         Some((events, (rx, true)))
@@ -522,10 +549,12 @@ pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStrea
     Box::pin(stream)
 }
 
-/// The final `error` event of a run whose sandbox was lost.
+/// The final `error` event of a run whose sandbox was lost (phase `code`: the run was
+/// cut off by the infrastructure, not by a setup step).
 pub(crate) fn lost_event(e: &Error) -> StreamEvent {
-    match e {
+    let ev = match e {
         Error::SandboxLost(_) | Error::SandboxUnresponsive(_) => StreamEvent::error(e.to_string()),
         other => StreamEvent::error(format!("sandbox lost: {other}")),
-    }
+    };
+    ev.in_phase(Phase::Code)
 }

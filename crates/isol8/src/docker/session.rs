@@ -17,7 +17,7 @@ use super::sandbox::Sandbox;
 use super::DockerEngine;
 use crate::error::SandboxError;
 use crate::output::Secrets;
-use crate::prepare::{sandbox_path, transfer_spec, Prepared};
+use crate::prepare::{transfer_spec, writable_path, Prepared};
 use crate::{Error, Result};
 
 /// The container of a persistent session, bound to the runtime it was created for.
@@ -102,7 +102,7 @@ fn transfer_timeout(spec: &ExecSpec) -> Duration {
 impl DockerEngine {
     /// `put_file`: writes a file into the session's container.
     pub(super) async fn session_put_file(&self, path: &str, content: &[u8]) -> Result<()> {
-        let path = sandbox_path("file path", path, false)?;
+        let path = writable_path("file path", path)?;
         if content.len() as u64 > self.inner.max_file_bytes {
             return Err(Error::InvalidRequest(format!(
                 "{path} is {} bytes; the limit is {} bytes",
@@ -124,7 +124,7 @@ impl DockerEngine {
 
     /// `get_file`: reads a file from the session's container, masked like its output.
     pub(super) async fn session_get_file(&self, path: &str) -> Result<Vec<u8>> {
-        let path = sandbox_path("file path", path, false)?;
+        let path = writable_path("file path", path)?;
         let spec = transfer_spec(vec![], vec![path.clone()], self.inner.max_file_bytes);
         let secrets = self.engine_secrets().await?;
         let exited = match self.transfer(spec).await {

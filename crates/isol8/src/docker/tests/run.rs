@@ -34,7 +34,7 @@ async fn output_arrives_as_events_of_its_phase_and_the_stream_ends_with_the_exit
             (StreamEventType::Stdout, "preparing\n", Some(Phase::Setup)),
             (StreamEventType::Stdout, "hello\n", Some(Phase::Code)),
             (StreamEventType::Stderr, "oops\n", Some(Phase::Code)),
-            (StreamEventType::Exit, "3", None),
+            (StreamEventType::Exit, "3", Some(Phase::Code)),
         ]
     );
     let result = engine.execute(req).await.expect("buffered");
@@ -42,6 +42,67 @@ async fn output_arrives_as_events_of_its_phase_and_the_stream_ends_with_the_exit
     assert_eq!(result.stderr, "oops\n");
     assert_eq!(result.exit_code, 3);
     assert_eq!(result.runtime, "bash");
+    engine.stop().await.expect("stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_and_error_events_name_the_phase_the_run_ended_in() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(&fake, EngineOptions::default()).await;
+    let closing =
+        |events: &[isol8_protocol::StreamEvent]| -> Vec<(StreamEventType, String, Option<Phase>)> {
+            events
+                .iter()
+                .filter(|e| matches!(e.kind, StreamEventType::Exit | StreamEventType::Error))
+                .map(|e| (e.kind, e.data.clone(), e.phase))
+                .collect()
+        };
+    // A failing setup script ends the run in the setup phase.
+    let req = ExecutionRequest {
+        setup_script: Some("exit 4".into()),
+        ..bash("echo never")
+    };
+    let events = all_events(engine.execute_stream(req).await.expect("stream")).await;
+    assert_eq!(
+        closing(&events),
+        [(StreamEventType::Exit, "4".to_string(), Some(Phase::Setup))]
+    );
+    // A setup script over the timeout: the timeout's error and the exit are the setup's.
+    let req = ExecutionRequest {
+        setup_script: Some("hang".into()),
+        timeout_ms: Some(1000),
+        ..bash("echo never")
+    };
+    let events = all_events(engine.execute_stream(req).await.expect("stream")).await;
+    assert_eq!(
+        closing(&events),
+        [
+            (
+                StreamEventType::Error,
+                TIMEOUT_EVENT.to_string(),
+                Some(Phase::Setup)
+            ),
+            (StreamEventType::Exit, "137".to_string(), Some(Phase::Setup)),
+        ]
+    );
+    // The code over its timeout: the code's.
+    let req = ExecutionRequest {
+        setup_script: Some("echo ready".into()),
+        timeout_ms: Some(1000),
+        ..bash("hang")
+    };
+    let events = all_events(engine.execute_stream(req).await.expect("stream")).await;
+    assert_eq!(
+        closing(&events),
+        [
+            (
+                StreamEventType::Error,
+                TIMEOUT_EVENT.to_string(),
+                Some(Phase::Code)
+            ),
+            (StreamEventType::Exit, "137".to_string(), Some(Phase::Code)),
+        ]
+    );
     engine.stop().await.expect("stop");
 }
 
@@ -326,6 +387,27 @@ async fn a_failed_install_is_reported_with_the_installers_last_words() {
         }
         other => panic!("{other:?}"),
     }
+    // Streamed, the install's failure and the exit are the setup phase's.
+    let req = ExecutionRequest {
+        runtime: "python".into(),
+        code: Some("echo never".into()),
+        install_packages: vec!["fail-pkg".into()],
+        ..Default::default()
+    };
+    let events = all_events(engine.execute_stream(req).await.expect("stream")).await;
+    let last: Vec<(StreamEventType, Option<Phase>)> = events
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| (e.kind, e.phase))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (StreamEventType::Exit, Some(Phase::Setup)),
+            (StreamEventType::Error, Some(Phase::Setup)),
+        ]
+    );
     engine.stop().await.expect("stop");
 }
 

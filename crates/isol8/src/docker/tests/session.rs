@@ -53,6 +53,79 @@ async fn a_session_keeps_its_files_and_stays_bound_to_its_first_runtime() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sessions_executions_take_per_execution_options_and_refuse_container_ones() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(
+        &fake,
+        EngineOptions {
+            memory_limit: Some("256m".into()),
+            ..persistent()
+        },
+    )
+    .await;
+    engine
+        .execute(bash("write /sandbox/kept x"))
+        .await
+        .expect("first");
+    // A secret given with one execution arrives, masked, in the same container.
+    let with_secret = EngineOptions {
+        secrets: BTreeMap::from([("TOKEN".to_string(), "tok-9f8e7d".to_string())]),
+        timeout_ms: Some(4000),
+        // The session's own value, written another way, and its own mode: accepted.
+        memory_limit: Some("262144k".into()),
+        mode: Some(Mode::Persistent),
+        ..Default::default()
+    };
+    let r = engine
+        .execute_with(bash("env TOKEN\nread /sandbox/kept"), &with_secret)
+        .await
+        .expect("per-execution options apply");
+    assert_eq!(r.stdout, "***\nx");
+    assert_eq!(fake.created(), 1, "still the session's container");
+    // What the container was created with cannot change: refused by name, before
+    // anything runs, and the session lives on.
+    for (opts, name) in [
+        (
+            EngineOptions {
+                memory_limit: Some("1g".into()),
+                ..Default::default()
+            },
+            "options.memoryLimit",
+        ),
+        (
+            EngineOptions {
+                network: Some(isol8_protocol::NetworkMode::Filtered),
+                ..Default::default()
+            },
+            "options.network",
+        ),
+        (
+            EngineOptions {
+                mode: Some(Mode::Ephemeral),
+                ..Default::default()
+            },
+            "options.mode",
+        ),
+    ] {
+        let err = engine
+            .execute_with(bash("write /sandbox/kept changed"), &opts)
+            .await
+            .expect_err(name);
+        assert!(
+            matches!(&err, Error::InvalidRequest(m) if m.starts_with(name)),
+            "{err:?}"
+        );
+    }
+    let r = engine
+        .execute(bash("read /sandbox/kept"))
+        .await
+        .expect("after");
+    assert_eq!(r.stdout, "x");
+    assert_eq!(fake.created(), 1);
+    engine.stop().await.expect("stop");
+}
+
+#[tokio::test(start_paused = true)]
 async fn files_move_in_and_out_of_a_session_binary_safe() {
     let fake = FakeDocker::new();
     let engine = engine_on(&fake, persistent()).await;

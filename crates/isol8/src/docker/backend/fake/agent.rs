@@ -14,7 +14,7 @@ use isol8_protocol::agent::{
     self, ExecFailed, ExecSpec, Exited, Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec,
     SignalSpec, StepPhase, Stream, StreamStats, OUTPUT_CHUNK, PROTOCOL_VERSION,
 };
-use isol8_protocol::layout::SANDBOX_ROOT;
+use isol8_protocol::layout::WRITABLE_DIRS;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -187,9 +187,15 @@ impl Agent {
     /// paths back and reports `Exited` (or `ExecFailed`).
     async fn exec(&mut self, spec: &ExecSpec) -> Ending {
         for f in &spec.files {
-            if !f.path.starts_with(&format!("{SANDBOX_ROOT}/")) {
-                self.failed(&format!("cannot write {}: outside /sandbox", f.path))
-                    .await;
+            if !WRITABLE_DIRS
+                .iter()
+                .any(|d| f.path.starts_with(&format!("{d}/")))
+            {
+                self.failed(&format!(
+                    "cannot write {}: outside the writable directories",
+                    f.path
+                ))
+                .await;
                 return Ending::Code(0);
             }
             let Ok(content) = base64::engine::general_purpose::STANDARD.decode(&f.content) else {
