@@ -153,7 +153,7 @@ pub fn check(
     if merged.oci_runtime != server.oci_runtime {
         return Err(PolicyError::OciRuntime);
     }
-    if merged.persist && !server.persist {
+    if merged.persist && !server.persist && !policy.allow_persist.unwrap_or(false) {
         return Err(PolicyError::Persist);
     }
     if merged.mode != Mode::Ephemeral || client.mode.is_some_and(|m| m != Mode::Ephemeral) {

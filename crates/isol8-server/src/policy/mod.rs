@@ -143,8 +143,10 @@ pub enum PolicyError {
     /// Another OCI runtime.
     #[error("options.security.runtime is chosen by the server operator, not by clients")]
     OciRuntime,
-    /// A kept container.
-    #[error("options.persist: clients may not leave containers behind")]
+    /// A kept container without `serverPolicy.allowPersist`.
+    #[error(
+        "options.persist: clients may not leave containers behind on this server (serverPolicy.allowPersist)"
+    )]
     Persist,
     /// Persistent mode outside a session.
     #[error("options.mode: use sessionId for a persistent session")]

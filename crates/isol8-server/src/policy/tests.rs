@@ -465,6 +465,20 @@ fn a_writable_root_filesystem_needs_the_operators_consent() {
 }
 
 #[test]
+fn a_kept_container_needs_the_operators_consent() {
+    let keep = EngineOptions {
+        persist: Some(true),
+        ..Default::default()
+    };
+    let e = allowed(&ServerPolicy::default(), &keep).expect_err("refused");
+    assert!(e.contains("serverPolicy.allowPersist"), "{e}");
+    let parsed =
+        isol8::config::Config::from_json_str(r#"{"serverPolicy": {"allowPersist": true}}"#)
+            .expect("the key parses");
+    assert!(allowed(&parsed.server_policy, &keep).is_ok());
+}
+
+#[test]
 fn the_policy_itself_is_validated() {
     assert!(validate(&ServerPolicy::default()).is_ok());
     let bad = [
@@ -684,6 +698,14 @@ fn each_refusal_names_the_server_policy_key_that_allows_it() {
                 ..Default::default()
             },
             "serverPolicy.allowWritableRootFs",
+        ),
+        (
+            ServerPolicy::default(),
+            EngineOptions {
+                persist: Some(true),
+                ..Default::default()
+            },
+            "serverPolicy.allowPersist",
         ),
     ];
     for (policy, client, key) in cases {

@@ -80,7 +80,10 @@ async fn execute_stream_gives_the_program_the_request_stdin_then_end_of_file() {
     );
     // Without `stdin`: end-of-file at once.
     let (_, _, events) = sse(&s.state, "read\necho never").await;
-    assert_eq!(events, [json!({"type": "exit", "data": "1", "phase": "code"})]);
+    assert_eq!(
+        events,
+        [json!({"type": "exit", "data": "1", "phase": "code"})]
+    );
 }
 
 #[tokio::test]
@@ -355,7 +358,10 @@ async fn websocket_without_interactive_reads_the_request_stdin_then_end_of_file(
     let mut ws = connect(&url).await;
     send(&mut ws, execute_msg("read\necho never")).await;
     let (events, _) = drain(&mut ws).await;
-    assert_eq!(events, [json!({"type": "exit", "data": "1", "phase": "code"})]);
+    assert_eq!(
+        events,
+        [json!({"type": "exit", "data": "1", "phase": "code"})]
+    );
 }
 
 #[tokio::test]

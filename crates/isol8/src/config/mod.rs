@@ -335,6 +335,10 @@ pub struct ServerPolicy {
     /// Let clients ask for a writable root filesystem (`readonlyRootFs: false`; default
     /// no). Such sandboxes are never reused: each serves one execution.
     pub allow_writable_root_fs: Option<bool>,
+    /// Let clients keep an ephemeral execution's container after it ends (`persist:
+    /// true`; default no). A kept container is never reused; it stays until `POST
+    /// /cleanup`, `isol8 cleanup` or the server's shutdown removes it.
+    pub allow_persist: Option<bool>,
     /// Most sessions (each holding at most one container) alive at once on the server
     /// (default 32); a request creating one more gets 429 with `Retry-After`.
     #[serde(default, deserialize_with = "whole::opt")]

@@ -171,6 +171,7 @@ impl ServerPolicy {
             allow_custom_image: Some(self.allow_custom_image.unwrap_or(false)),
             allowed_seccomp: Some(self.allowed_seccomp.clone().unwrap_or_default()),
             allow_writable_root_fs: Some(self.allow_writable_root_fs.unwrap_or(false)),
+            allow_persist: Some(self.allow_persist.unwrap_or(false)),
             max_sessions: Some(
                 self.max_sessions
                     .unwrap_or(ServerPolicy::DEFAULT_MAX_SESSIONS),
