@@ -9,6 +9,8 @@
 #            scratch directory first and never modified.
 #   ISOL8_BIN  the isol8 binary to test (default: target/debug/isol8, built if missing).
 #   ISOL8_KEEP_SCRATCH=1  keeps the scratch copy for inspection.
+#   ISOL8_REFERENCE_CA_BUNDLE  CA bundle sandboxes need behind a TLS-intercepting proxy
+#            (default: $SSL_CERT_FILE), written to a scratch HOME's ~/.isol8/config.json.
 #   Extra arguments go to `bun test` (e.g. --test-name-pattern 'Hello World').
 #
 # It runs `isol8 cleanup`-style tests: run it when nothing else uses the Docker daemon.
@@ -69,6 +71,17 @@ beforeAll(() => {
 }, 600_000);
 TS
 
+# The static agent the images need (`isol8 setup --force` rebuilds them with it).
+agent="$root/target/x86_64-unknown-linux-gnu/agent/isol8-agent"
+[ -n "${ISOL8_AGENT_BIN:-}" ] || [ ! -x "$agent" ] || export ISOL8_AGENT_BIN="$agent"
+# Sandboxes that install packages reach the registries through this machine's
+# TLS-intercepting proxy, if it has one: its CA bundle goes to our config in a scratch HOME.
+ca="${ISOL8_REFERENCE_CA_BUNDLE:-${SSL_CERT_FILE:-}}"
+if [ -n "$ca" ]; then
+  mkdir -p "$work/home/.isol8"
+  printf '{"caBundle": "%s"}\n' "$ca" > "$work/home/.isol8/config.json"
+  export HOME="$work/home"
+fi
 export PATH="$(dirname "$bin"):$PATH"
 export ISOL8_BIN="$bin"
 status=0

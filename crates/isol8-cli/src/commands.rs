@@ -248,6 +248,15 @@ pub async fn cleanup(args: CleanupArgs) -> Result<i32> {
         );
         return Ok(0);
     }
+    // The count line is the reference CLI's wording, which scripts may look for.
+    match args.images {
+        true => println!(
+            "Found {} isol8 container(s) and {} image(s)",
+            containers.len(),
+            images.len()
+        ),
+        false => println!("Found {} isol8 container(s)", containers.len()),
+    }
     for c in &containers {
         println!(
             "container {} {} ({}, {})",
@@ -372,28 +381,33 @@ pub fn config(args: ConfigArgs, loaded: &LoadedConfig) -> Result<i32> {
     }
     let c = &loaded.config;
     isol8::settings::SandboxSettings::resolve(&c.engine_options())?;
+    let mut out = String::new();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&c.resolved_json())?);
-        return Ok(0);
+        out = serde_json::to_string_pretty(&c.resolved_json())? + "\n";
+    } else {
+        // The title is the reference CLI's, which scripts may look for.
+        out.push_str("Isol8 Configuration\n");
+        match &loaded.path {
+            Some(p) => out.push_str(&format!("# from {}\n", p.display())),
+            None => out.push_str(
+                "# no config file found (./isol8.config.json, ~/.isol8/config.json): built-in defaults\n",
+            ),
+        }
+        let lines = c.resolved_lines();
+        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, value) in &lines {
+            out.push_str(&format!("{key:<width$}  {value}\n"));
+        }
+        let inactive = c.inactive_keys();
+        if !inactive.is_empty() {
+            out.push_str(&format!(
+                "# parsed, not used by this version yet: {}\n",
+                inactive.join(", ")
+            ));
+        }
     }
-    match &loaded.path {
-        Some(p) => println!("# from {}", p.display()),
-        None => println!(
-            "# no config file found (./isol8.config.json, ~/.isol8/config.json): built-in defaults"
-        ),
-    }
-    let lines = c.resolved_lines();
-    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (key, value) in &lines {
-        println!("{key:<width$}  {value}");
-    }
-    let inactive = c.inactive_keys();
-    if !inactive.is_empty() {
-        println!(
-            "# parsed, not used by this version yet: {}",
-            inactive.join(", ")
-        );
-    }
+    // One write: a reader that closes early (`| head`) is a broken pipe, exit 0.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(0)
 }
 

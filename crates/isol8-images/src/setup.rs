@@ -199,8 +199,21 @@ async fn ensure_base(
     let started = Instant::now();
     if opts.offline {
         base::bootstrap(docker, progress).await?;
-    } else {
-        base::pull(docker, opts.force, progress).await?;
+    } else if let Err(e) = base::pull(docker, opts.force, progress).await {
+        // `--force` on a machine that cannot reach a registry: the runtime images are
+        // still rebuilt, on the base image already here.
+        let Some(id) = previous else {
+            return Err(e);
+        };
+        tracing::debug!(error = %e, "pulling a newer base image failed");
+        progress(SetupEvent::Step {
+            runtime: None,
+            message: format!(
+                "keeping the base image {BASE_IMAGE} already here: no newer one could be pulled \
+                 (no registry reachable; `--offline` bootstraps a new one from the Debian mirror)"
+            ),
+        });
+        return Ok(id);
     }
     let id = image_info(docker, BASE_IMAGE)
         .await?

@@ -110,10 +110,17 @@ impl Config {
     }
 
     /// [`Config::resolved`] as JSON, unset keys left out (no `null`s): what
-    /// `isol8 config --json` prints.
+    /// `isol8 config --json` prints. An unset `defaults.network` shows as `none`, the mode
+    /// a run gets (as isol8 v0.20 prints it), although a request installing packages
+    /// then gets `filtered` instead.
     pub fn resolved_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self.resolved()).unwrap_or_default();
         strip_nulls(&mut v);
+        if let Some(defaults) = v.get_mut("defaults").and_then(|d| d.as_object_mut()) {
+            defaults
+                .entry("network")
+                .or_insert_with(|| serde_json::json!("none"));
+        }
         v
     }
 
@@ -124,17 +131,11 @@ impl Config {
         let mut lines = Vec::new();
         flatten("", &self.resolved_json(), &mut lines);
         if self.defaults.network.is_none() {
-            let at = lines
-                .iter()
-                .position(|(k, _)| k.starts_with("defaults.") && k.as_str() > "defaults.network")
-                .unwrap_or(lines.len());
-            lines.insert(
-                at,
-                (
-                    "defaults.network".into(),
-                    "none (unset: installPackages switch to filtered)".into(),
-                ),
-            );
+            for (key, value) in lines.iter_mut() {
+                if key == "defaults.network" {
+                    *value = "none (unset: installPackages switch to filtered)".into();
+                }
+            }
         }
         lines
     }
