@@ -133,8 +133,8 @@ pub enum SessionError {
     /// The id is not 1-128 characters of letters, digits, `-`, `_`, `.` (400).
     #[error("sessionId must be 1-128 characters of letters, digits, '-', '_' or '.'")]
     InvalidId,
-    /// The caller's tenant has no session with this id (404).
-    #[error("session `{0}` not found")]
+    /// The caller's tenant has no session with this id (404; the reference's words).
+    #[error("Session not found")]
     NotFound(String),
     /// A `tenantId` that is not 1-128 printable characters (400).
     #[error("tenantId must be 1-128 printable characters")]

@@ -39,10 +39,12 @@ pub struct PutFileBody {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GetFileQuery {
-    /// The session to read from.
-    pub session_id: String,
-    /// Which file: below `/sandbox`, `/tmp` or `/dev/shm`.
-    pub path: String,
+    /// The session to read from (required: without it, 400 `Missing sessionId or path`).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Which file: below `/sandbox`, `/tmp` or `/dev/shm` (required, as `sessionId`).
+    #[serde(default)]
+    pub path: Option<String>,
     /// The session's tenant (see `tenantId` of `POST /execute`).
     #[serde(default)]
     pub tenant_id: Option<String>,
@@ -93,11 +95,18 @@ pub async fn get_file(
         status: StatusCode::BAD_REQUEST,
         message: e.body_text(),
     })?;
+    let (Some(session_id), Some(path)) = (&q.session_id, &q.path) else {
+        return Err(InputError::Rejected {
+            status: StatusCode::BAD_REQUEST,
+            message: "Missing sessionId or path".into(),
+        }
+        .into());
+    };
     let (engine, _) = state
-        .session(&caller, &q.session_id, q.tenant_id.as_deref(), None, &trace)
+        .session(&caller, session_id, q.tenant_id.as_deref(), None, &trace)
         .await?;
     let bytes = engine
-        .get_file(&q.path)
+        .get_file(path)
         .await
         .map_err(|e| ApiError::engine(e, &trace))?;
     Ok(axum::Json(FileContent {

@@ -82,14 +82,18 @@ async fn bad_bodies_get_json_errors_with_the_right_status() {
     let (status, v) = call(&s.state, get("/file?sessionId=nope&path=/sandbox/x", KEY)).await;
     assert_eq!(
         (status, v),
-        (
-            StatusCode::NOT_FOUND,
-            json!({"error": "session `nope` not found"})
-        )
+        (StatusCode::NOT_FOUND, json!({"error": "Session not found"}))
     );
-    let (status, v) = call(&s.state, get("/file?path=/sandbox/x", KEY)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert!(error_of(&v).contains("sessionId"), "{v}");
+    for uri in ["/file?path=/sandbox/x", "/file?sessionId=s", "/file"] {
+        assert_eq!(
+            call(&s.state, get(uri, KEY)).await,
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "Missing sessionId or path"})
+            ),
+            "{uri}"
+        );
+    }
     assert_eq!(
         call(&s.state, delete("/session/nope", KEY)).await,
         (StatusCode::OK, json!({"ok": true})),
