@@ -81,6 +81,25 @@ pub const TABLE: &str = "api_keys";
 /// The table of earlier isol8 (Rust) versions, migrated into [`TABLE`] on open.
 pub const OLD_TABLE: &str = "isol8_api_keys";
 
+/// The columns an `api_keys` table must have in PostgreSQL and MySQL (snake_case there,
+/// camelCase in SQLite: the layouts isol8 v0.20 creates).
+const SNAKE_COLUMNS: [&str; 9] = [
+    "id",
+    "name",
+    "key_hash",
+    "key_prefix",
+    "tenant_id",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked",
+];
+
+/// The columns PostgreSQL and MySQL reads of a key select, in the order their row
+/// readers take them.
+const SNAKE_SELECT: &str =
+    "id, name, key_prefix, tenant_id, created_at, expires_at, last_used_at, revoked, key_hash";
+
 /// A key store operation that failed.
 #[derive(Debug)]
 pub struct StoreError {

@@ -6,7 +6,7 @@ use std::fmt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{from_row_opt, Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
-use super::{err, KeyInfo, KeyStore, Result};
+use super::{err, KeyInfo, KeyStore, Result, SNAKE_COLUMNS, SNAKE_SELECT};
 
 /// The table, as isol8 v0.20 creates it.
 const SCHEMA: &str = "
@@ -27,23 +27,6 @@ const INDEX: &str = "CREATE INDEX idx_api_keys_key_hash ON api_keys(key_hash)";
 
 /// MySQL's "duplicate key name" error.
 const ER_DUP_KEYNAME: u16 = 1061;
-
-/// The columns an `api_keys` table must have.
-const COLUMNS: [&str; 9] = [
-    "id",
-    "name",
-    "key_hash",
-    "key_prefix",
-    "tenant_id",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "revoked",
-];
-
-/// What [`row_info`] reads.
-const SELECT: &str =
-    "id, name, key_prefix, tenant_id, created_at, expires_at, last_used_at, revoked, key_hash";
 
 /// Most connections the pool opens.
 const MAX_CONNECTIONS: usize = 10;
@@ -114,7 +97,7 @@ async fn migrate(conn: &mut Conn) -> std::result::Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(missing) = COLUMNS
+    if let Some(missing) = SNAKE_COLUMNS
         .iter()
         .find(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
     {
@@ -182,7 +165,7 @@ impl KeyStore for MysqlStore {
         let mut conn = self.conn("find").await?;
         let row: Option<Row> = conn
             .exec_first(
-                format!("SELECT {SELECT} FROM api_keys WHERE key_hash = ?"),
+                format!("SELECT {SNAKE_SELECT} FROM api_keys WHERE key_hash = ?"),
                 (hash,),
             )
             .await
@@ -203,7 +186,10 @@ impl KeyStore for MysqlStore {
     async fn get(&self, id: &str) -> Result<Option<KeyInfo>> {
         let mut conn = self.conn("get").await?;
         let row: Option<Row> = conn
-            .exec_first(format!("SELECT {SELECT} FROM api_keys WHERE id = ?"), (id,))
+            .exec_first(
+                format!("SELECT {SNAKE_SELECT} FROM api_keys WHERE id = ?"),
+                (id,),
+            )
             .await
             .map_err(my_err("get"))?;
         row.map(|r| row_info(r).map(|(info, _)| info))
@@ -217,7 +203,7 @@ impl KeyStore for MysqlStore {
             Some(t) => {
                 conn.exec(
                     format!(
-                        "SELECT {SELECT} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id"
+                        "SELECT {SNAKE_SELECT} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id"
                     ),
                     (t,),
                 )
@@ -225,7 +211,7 @@ impl KeyStore for MysqlStore {
             }
             None => {
                 conn.exec(
-                    format!("SELECT {SELECT} FROM api_keys ORDER BY created_at, id"),
+                    format!("SELECT {SNAKE_SELECT} FROM api_keys ORDER BY created_at, id"),
                     (),
                 )
                 .await

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
-use super::{err, time_of_millis, KeyInfo, KeyStore, Result, NEVER, OLD_TABLE, UNKNOWN_PREFIX};
+use super::{
+    err, time_of_millis, KeyInfo, KeyStore, Result, NEVER, OLD_TABLE, SNAKE_COLUMNS, SNAKE_SELECT,
+    UNKNOWN_PREFIX,
+};
 
 /// The table, as isol8 v0.20 creates it.
 const SCHEMA: &str = "
@@ -24,23 +27,6 @@ const SCHEMA: &str = "
 
 /// Its index, as isol8 v0.20 creates it.
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS idx_api_keys_key_hash ON api_keys(key_hash)";
-
-/// The columns an `api_keys` table must have.
-const COLUMNS: [&str; 9] = [
-    "id",
-    "name",
-    "key_hash",
-    "key_prefix",
-    "tenant_id",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "revoked",
-];
-
-/// What [`pg_row`] reads.
-const SELECT: &str =
-    "id, name, key_prefix, tenant_id, created_at, expires_at, last_used_at, revoked, key_hash";
 
 /// The advisory lock that makes servers starting together create and migrate the table
 /// one at a time.
@@ -109,7 +95,10 @@ async fn migrate(client: &mut Client) -> std::result::Result<(), String> {
         .map(|r| r.try_get(0))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    if let Some(missing) = COLUMNS.iter().find(|c| !present.iter().any(|p| p == *c)) {
+    if let Some(missing) = SNAKE_COLUMNS
+        .iter()
+        .find(|c| !present.iter().any(|p| p == *c))
+    {
         return Err(format!(
             "its table api_keys has no column {missing}: it is not an isol8 key table (move it away, or point the server at another database)"
         ));
@@ -223,7 +212,7 @@ impl KeyStore for PostgresStore {
             .client()
             .await?
             .query_opt(
-                &format!("SELECT {SELECT} FROM api_keys WHERE key_hash = $1"),
+                &format!("SELECT {SNAKE_SELECT} FROM api_keys WHERE key_hash = $1"),
                 &[&hash],
             )
             .await
@@ -251,7 +240,7 @@ impl KeyStore for PostgresStore {
             .client()
             .await?
             .query_opt(
-                &format!("SELECT {SELECT} FROM api_keys WHERE id = $1"),
+                &format!("SELECT {SNAKE_SELECT} FROM api_keys WHERE id = $1"),
                 &[&id],
             )
             .await
@@ -267,7 +256,7 @@ impl KeyStore for PostgresStore {
             .await?
             .query(
                 &format!(
-                    "SELECT {SELECT} FROM api_keys WHERE $1::text IS NULL OR tenant_id = $1
+                    "SELECT {SNAKE_SELECT} FROM api_keys WHERE $1::text IS NULL OR tenant_id = $1
                      ORDER BY created_at, id"
                 ),
                 &[&tenant],
