@@ -81,6 +81,9 @@ pub enum WsIn {
         /// ignored.
         #[serde(default)]
         interactive: bool,
+        /// The tenant whose session `sessionId` names, as `tenantId` of `POST /execute`.
+        #[serde(default, rename = "tenantId")]
+        tenant_id: Option<String>,
     },
     /// Feed the running program's stdin (interactive runs only).
     Stdin {
@@ -99,21 +102,9 @@ pub enum WsIn {
     },
 }
 
-/// Where a request runs, after the policy check: in its session, or on the shared
-/// engine; and with what per-request options (the client's, `mode` dropped: `sessionId`
-/// decides, as in the reference).
-async fn route(
-    state: &AppState,
-    caller: &Caller,
-    request: &ExecutionRequest,
-    options: Option<EngineOptions>,
-    session_id: Option<&str>,
-    trace: &Trace,
-) -> Result<(Arc<dyn Executor>, EngineOptions), ApiError> {
-    route_in(state, caller, request, options, session_id, None, trace).await
-}
-
-/// [`route`] with the `tenantId` the request named for its session, if any.
+/// Where a request runs, after the policy check: in its session (of the `tenantId` the
+/// request named, if any), or on the shared engine; and with what per-request options
+/// (the client's, `mode` dropped: `sessionId` decides, as in the reference).
 async fn route_in(
     state: &AppState,
     caller: &Caller,
@@ -376,7 +367,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
     let _open = state.open_websocket();
     // Until `execute`: `stdin` and `signal` messages are ignored (there is no program
     // yet), a message of an unknown type gets an error event and the socket stays open.
-    let (request, options, session_id, interactive) = loop {
+    let (request, options, session_id, interactive, tenant_id) = loop {
         let Some(text) = next_text(&mut socket).await else {
             return;
         };
@@ -386,7 +377,8 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
                 options,
                 session_id,
                 interactive,
-            }) => break (request, options, session_id, interactive),
+                tenant_id,
+            }) => break (request, options, session_id, interactive, tenant_id),
             Read::Message(_) | Read::Invalid("stdin" | "signal", _) => {
                 tracing::debug!(execution = %trace.id, "WebSocket: stdin or signal before execute, ignored");
             }
@@ -409,12 +401,13 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
             }
         }
     };
-    let started = match route(
+    let started = match route_in(
         &state,
         &caller,
         &request,
         options.map(|o| *o),
         session_id.as_deref(),
+        tenant_id.as_deref(),
         &trace,
     )
     .await

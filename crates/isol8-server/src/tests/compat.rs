@@ -539,3 +539,43 @@ async fn exit_and_error_events_carry_their_phase_on_every_stream() {
         assert_eq!(closing, want, "{code}");
     }
 }
+
+#[tokio::test]
+async fn a_websocket_execute_names_the_tenant_of_its_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (state, a, b) = with_tenants(dir.path()).await;
+    for (key, who) in [(&a, "alpha"), (&b, "beta")] {
+        let code = format!("write /sandbox/owner {who}");
+        let (status, v) = call(&state, run(key, &code, json!({"sessionId": "job-1"}))).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let url = super::stream::listen(&state).await;
+    let message = |tenant: Option<&str>| {
+        let mut m = json!({"type": "execute", "sessionId": "job-1",
+            "request": {"runtime": "bash", "code": "cat /sandbox/owner"}});
+        if let Some(t) = tenant {
+            m["tenantId"] = json!(t);
+        }
+        m
+    };
+    // The master key names each tenant's `job-1` with `tenantId`…
+    for who in ["alpha", "beta"] {
+        let mut ws = super::stream::connect(&url).await;
+        super::stream::send(&mut ws, message(Some(who))).await;
+        let (events, _) = super::stream::drain_close(&mut ws).await;
+        assert_eq!(events[0]["type"], "stdout", "{events:?}");
+        assert_eq!(events[0]["data"], who, "{events:?}");
+    }
+    // …and without it, where two tenants hold the id, is told to choose.
+    let mut ws = super::stream::connect(&url).await;
+    super::stream::send(&mut ws, message(None)).await;
+    let (events, _) = super::stream::drain_close(&mut ws).await;
+    assert!(
+        events.iter().any(|e| e["type"] == "error"
+            && e["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("name one with tenantId"))),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e["type"] == "exit"), "{events:?}");
+}

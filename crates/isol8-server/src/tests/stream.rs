@@ -105,7 +105,7 @@ async fn a_lost_sandbox_ends_the_stream_with_an_error_and_no_exit_or_internals()
 }
 
 /// The router on a loopback socket; its WebSocket URL.
-async fn listen(state: &Arc<AppState>) -> String {
+pub(super) async fn listen(state: &Arc<AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -115,10 +115,10 @@ async fn listen(state: &Arc<AppState>) -> String {
     format!("ws://{addr}/execute/ws")
 }
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> Ws {
+pub(super) async fn connect(url: &str) -> Ws {
     let mut req = url.into_client_request().expect("request");
     req.headers_mut().insert(
         "authorization",
@@ -130,7 +130,7 @@ async fn connect(url: &str) -> Ws {
         .0
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(super) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into()))
         .await
         .expect("send");
@@ -143,7 +143,7 @@ async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
 }
 
 /// [`drain`] with the close reason.
-async fn drain_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String)>) {
+pub(super) async fn drain_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String)>) {
     let mut events = Vec::new();
     let read = async {
         while let Some(msg) = ws.next().await {
