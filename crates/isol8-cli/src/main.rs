@@ -5,6 +5,8 @@ mod account;
 mod commands;
 mod input;
 mod run;
+mod serve;
+mod source;
 
 use clap::{Parser, Subcommand};
 
@@ -42,7 +44,7 @@ enum Command {
     /// Check Docker, images, seccomp and cgroup support.
     Doctor,
     /// Serve the isol8 HTTP API.
-    Serve(commands::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Get an expiring API key from a server (with its master key) and store it.
     Login(account::LoginArgs),
     /// Revoke the stored key on its server and forget it.
@@ -139,7 +141,7 @@ async fn dispatch(
         Command::Config(args) => commands::config(args, &config),
         Command::Doctor => commands::doctor().await,
         Command::Bench(args) => commands::bench(args).await,
-        Command::Serve(args) => commands::serve(args, &config).await,
+        Command::Serve(args) => serve::serve(args, &config).await,
         Command::Login(args) => account::login(args).await,
         Command::Logout => account::logout().await,
         Command::Session(args) => account::session(args).await,

@@ -5,6 +5,9 @@
 //! Most tests need no Docker: `run --host` against a recording HTTP server on loopback
 //! (below) shows exactly what the CLI sends and how it prints what it gets back. The
 //! tests marked `docker` run against the real engine and `isol8 serve`.
+//!
+//! Over 600 lines on purpose: one checklist of the reference CLI's behaviours, read
+//! side by side with docs/COMPATIBILITY.md; the recording server is its only helper.
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Unit tests of the policy: caps, defaults lowered to caps, operator-only choices.
+//! Over 600 lines on purpose: one table-driven test per `serverPolicy` key, all of them
+//! against the same `allowed` check.
 
 use super::*;
 use isol8::settings::SandboxSettings;
