@@ -134,6 +134,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// A client that accepts no response bytes for this long is disconnected.
     pub write_stall: Duration,
+    /// Serve `GET /metrics` without an API key (config `metrics.public`).
+    pub metrics_public: bool,
 }
 
 impl ServeConfig {
@@ -158,6 +160,7 @@ impl ServeConfig {
                 .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             write_stall: DEFAULT_WRITE_STALL,
+            metrics_public: config.metrics.public.unwrap_or(false),
         }
     }
 }
@@ -282,6 +285,9 @@ pub async fn serve(
         report(ServeEvent::Lowered(line));
     }
     let options = engine_config.options.clone();
+    // The engine reports its work to the metrics `GET /metrics` shows.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    engine_config.observer = Some(metrics.clone());
     let engine = DockerEngine::connect_with(engine_config).await?;
     let (keys, keys_desc) = match keys {
         Some((k, d)) => (Some(k), Some(d)),
@@ -295,6 +301,8 @@ pub async fn serve(
             policy: config.policy,
             keys,
             body_timeout: config.body_timeout,
+            metrics,
+            metrics_public: config.metrics_public,
         },
     );
     if let Some(max_age) = config.prune_after {

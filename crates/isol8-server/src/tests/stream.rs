@@ -105,7 +105,7 @@ async fn a_lost_sandbox_ends_the_stream_with_an_error_and_no_exit_or_internals()
 }
 
 /// The router on a loopback socket; its WebSocket URL.
-async fn listen(state: &Arc<AppState>) -> String {
+pub(super) async fn listen(state: &Arc<AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -115,10 +115,10 @@ async fn listen(state: &Arc<AppState>) -> String {
     format!("ws://{addr}/execute/ws")
 }
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> Ws {
+pub(super) async fn connect(url: &str) -> Ws {
     let mut req = url.into_client_request().expect("request");
     req.headers_mut().insert(
         "authorization",
@@ -130,14 +130,14 @@ async fn connect(url: &str) -> Ws {
         .0
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(super) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into()))
         .await
         .expect("send");
 }
 
 /// Reads events until the server closes; returns them and the close code.
-async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
+pub(super) async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
     let (events, close) = drain_close(ws).await;
     (events, close.map(|(code, _)| code))
 }
@@ -165,7 +165,7 @@ async fn drain_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String)>) {
     (events, close)
 }
 
-fn execute_msg(code: &str) -> Value {
+pub(super) fn execute_msg(code: &str) -> Value {
     json!({"type": "execute", "request": {"runtime": "bash", "code": code}})
 }
 
