@@ -345,3 +345,57 @@ async fn metrics_count_three_real_executions_their_sandboxes_and_containers() {
     );
     assert!(sample(&last, "isol8_containers_created_total{}") >= created);
 }
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn metrics_count_what_the_egress_proxy_of_a_real_sandbox_blocks() {
+    let metrics = Arc::new(isol8_server::metrics::Metrics::new());
+    let options = EngineOptions {
+        network: Some(isol8_protocol::NetworkMode::Filtered),
+        ..Default::default()
+    };
+    let engine = isol8_testkit::engine_with(isol8::docker::EngineConfig {
+        options: options.clone(),
+        observer: Some(metrics.clone()),
+        ..Default::default()
+    })
+    .await;
+    let state = AppState::with_settings(
+        engine,
+        options,
+        KEY.into(),
+        isol8_server::ServerSettings {
+            metrics: metrics.clone(),
+            ..Default::default()
+        },
+    );
+    // Two requests the proxy refuses before dialling anything (a private address and the
+    // metadata endpoint); traffic goes only to the sandbox's loopback proxy.
+    let code = "import socket\n\
+        for head in ['CONNECT 10.0.0.1:443 HTTP/1.1\\r\\n\\r\\n', 'CONNECT 169.254.169.254:80 HTTP/1.1\\r\\n\\r\\n']:\n    \
+            s = socket.create_connection(('127.0.0.1', 3128), timeout=20)\n    \
+            s.sendall(head.encode())\n    \
+            print(s.recv(200).split(b'\\r\\n')[0].decode())\n    \
+            s.close()\n";
+    let body = json!({"request": {"runtime": "python", "code": code}}).to_string();
+    let (status, v) = call(&state, post("/execute", Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["stdout"]
+            .as_str()
+            .expect("stdout")
+            .matches(" 403")
+            .count(),
+        2,
+        "{v}"
+    );
+    let s = samples(&metrics.encode().expect("encode"));
+    assert_eq!(
+        sample(&s, "isol8_egress_requests_total{action=\"block\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&s, "isol8_egress_requests_total{action=\"allow\"}"),
+        0.0
+    );
+    state.shutdown().await;
+}
