@@ -551,20 +551,22 @@ mod tests {
     }
 
     #[test]
-    fn the_config_file_sets_grace_pruning_and_policy() {
+    fn the_config_file_sets_grace_pruning_policy_and_public_metrics() {
         let addr: SocketAddr = "127.0.0.1:3000".parse().expect("addr");
         let c = ServeConfig::from_config(&Config::default(), addr, "k".repeat(16));
         assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(c.prune_after, Some(DEFAULT_SESSION_MAX_AGE));
         assert_eq!(c.key_store, None);
+        assert!(!c.metrics_public, "/metrics needs a key by default");
         let config = Config::from_json_str(
-            r#"{"shutdownGraceMs": 2500, "cleanup": {"autoPrune": false}, "serverPolicy": {"maxSessions": 3}}"#,
+            r#"{"shutdownGraceMs": 2500, "cleanup": {"autoPrune": false}, "serverPolicy": {"maxSessions": 3}, "metrics": {"public": true}}"#,
         )
         .expect("valid config");
         let c = ServeConfig::from_config(&config, addr, "k".repeat(16));
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(c.prune_after, None);
         assert_eq!(c.policy.max_sessions, Some(3));
+        assert!(c.metrics_public);
     }
 
     #[tokio::test]
