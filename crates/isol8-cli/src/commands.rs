@@ -1,5 +1,5 @@
 //! `isol8 setup`, `build`, `list-custom`, `cleanup`, `config`, `doctor` and `bench`
-//! (`serve` is in [`crate::serve`]).
+//! (`serve` has a file of its own, `serve.rs`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;

@@ -377,7 +377,11 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
     if let Some(cmd) = &args.cmd {
         req.cmd = Some(cmd.clone());
         detected = Some("bash".to_string());
-    } else if let Some(url) = crate::source::code_url(args)? {
+    } else if let Some(url) = crate::source::code_url(
+        args.url.as_deref(),
+        args.github.as_deref(),
+        args.gist.as_deref(),
+    )? {
         let name = url.rsplit('/').next().unwrap_or_default();
         detected = registry.detect(name).map(|r| r.name.clone());
         if args.runtime.is_none() && detected.is_none() {

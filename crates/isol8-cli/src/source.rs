@@ -4,8 +4,6 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::run::RunArgs;
-
 /// True for a path segment a shortcut may hold: not empty, not `.` or `..`.
 fn url_segment(s: &str) -> bool {
     !matches!(s, "" | "." | "..")
@@ -43,9 +41,13 @@ pub fn gist_url(spec: &str) -> Result<String> {
 }
 
 /// The code URL of `--url`, `--github` or `--gist`, if one was given.
-pub(crate) fn code_url(args: &RunArgs) -> Result<Option<String>> {
-    Ok(match (&args.url, &args.github, &args.gist) {
-        (Some(url), _, _) => Some(url.clone()),
+pub(crate) fn code_url(
+    url: Option<&str>,
+    github: Option<&str>,
+    gist: Option<&str>,
+) -> Result<Option<String>> {
+    Ok(match (url, github, gist) {
+        (Some(url), _, _) => Some(url.to_string()),
         (_, Some(spec), _) => Some(github_url(spec)?),
         (_, _, Some(spec)) => Some(gist_url(spec)?),
         _ => None,

@@ -62,6 +62,19 @@ pub struct Cleaned {
     pub images: Option<Tally>,
 }
 
+/// Sandboxes of the shared engine's warm pool, for `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Ready for an execution.
+    pub clean: usize,
+    /// Being reset after one.
+    pub dirty: usize,
+    /// Running an execution (the engine's containers that are none of the others).
+    pub busy: usize,
+    /// Being started.
+    pub starting: usize,
+}
+
 /// The server's shared engine: an [`Executor`] that also holds what the whole server
 /// shares (the policy's view of its settings, the execution slots every session draws
 /// from) and creates the sessions' engines.
@@ -76,6 +89,11 @@ pub trait Backend: Executor {
 
     /// Executions holding a slot now, here and in every session.
     fn executing(&self) -> usize;
+
+    /// The shared engine's pool, now (all zero for an engine without one).
+    fn pool_sizes(&self) -> PoolSizes {
+        PoolSizes::default()
+    }
 
     /// Closes the execution slots: queued and new executions fail with
     /// [`isol8::Error::Stopped`] at once; running ones go on.
@@ -118,6 +136,19 @@ impl Backend for DockerEngine {
 
     fn close_slots(&self) {
         self.slots().close();
+    }
+
+    fn pool_sizes(&self) -> PoolSizes {
+        let t = self.pool_totals();
+        let pooled = t.idle + t.resetting + t.warming;
+        PoolSizes {
+            clean: t.idle,
+            dirty: t.resetting,
+            busy: DockerEngine::live_containers(self)
+                .len()
+                .saturating_sub(pooled),
+            starting: t.warming,
+        }
     }
 
     fn new_session(&self, options: EngineOptions) -> isol8::Result<Arc<dyn Executor>> {

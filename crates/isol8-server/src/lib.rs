@@ -24,7 +24,7 @@
 //!
 //! Modules: [`state`] (what handlers share), [`sessions`], [`error`] (every failure and
 //! its status), [`extractors`], [`auth`], [`routes`] (one module per route group),
-//! [`openapi`], [`backend`], [`serve`](mod@serve), [`keys`], [`policy`], [`net`].
+//! [`openapi`], [`metrics`] (`GET /metrics`), [`backend`], [`serve`](mod@serve), [`keys`], [`policy`], [`net`].
 
 pub mod auth;
 pub mod backend;
@@ -32,6 +32,7 @@ pub mod caller;
 pub mod error;
 pub mod extractors;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod openapi;
 pub mod policy;

@@ -95,6 +95,8 @@ pub enum Reply {
     EventStream(&'static str, SchemaFn),
     /// A WebSocket upgrade (101); client messages have this schema.
     WebSocket(&'static str, SchemaFn),
+    /// A 200 text body of this content type, described.
+    Text(&'static str, &'static str),
 }
 
 /// One operation (route and method) of the API.
@@ -219,6 +221,18 @@ pub const OPERATIONS: &[Operation] = &[
         params: Params::PathAndQuery("id", "the session's id", schema::<SessionQuery>),
         body: None,
         reply: Reply::Json(200, "{ok: true}", schema::<Done>),
+    },
+    Operation {
+        path: "/metrics",
+        method: Method::Get,
+        summary: "the server's and engine's counters, histograms and gauges in the Prometheus text format (needs a key unless the configuration says metrics.public: true)",
+        authenticated: true,
+        params: Params::None,
+        body: None,
+        reply: Reply::Text(
+            crate::metrics::CONTENT_TYPE,
+            "Prometheus text exposition format 0.0.4; series prefixed isol8_",
+        ),
     },
     Operation {
         path: "/cleanup",
@@ -382,6 +396,12 @@ fn responses(op: &Operation, g: &mut Generators) -> Map<String, Value> {
                     "type": "string",
                     "description": "one `data: <JSON>` line per event, the JSON described by x-event",
                 }, "x-event": of(&mut g.replies)}}}),
+            );
+        }
+        Reply::Text(content_type, description) => {
+            out.insert(
+                "200".into(),
+                json!({"description": description, "content": {content_type: {"schema": {"type": "string"}}}}),
             );
         }
         Reply::WebSocket(description, of) => {

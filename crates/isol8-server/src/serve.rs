@@ -134,6 +134,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// A client that accepts no response bytes for this long is disconnected.
     pub write_stall: Duration,
+    /// Serve `GET /metrics` without an API key (config `metrics.public`).
+    pub metrics_public: bool,
 }
 
 impl ServeConfig {
@@ -158,6 +160,7 @@ impl ServeConfig {
                 .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             write_stall: DEFAULT_WRITE_STALL,
+            metrics_public: config.metrics.public.unwrap_or(false),
         }
     }
 }
@@ -282,6 +285,9 @@ pub async fn serve(
         report(ServeEvent::Lowered(line));
     }
     let options = engine_config.options.clone();
+    // The engine reports its work to the metrics `GET /metrics` shows.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    engine_config.observer = Some(metrics.clone());
     let engine = DockerEngine::connect_with(engine_config).await?;
     let (keys, keys_desc) = match keys {
         Some((k, d)) => (Some(k), Some(d)),
@@ -295,6 +301,8 @@ pub async fn serve(
             policy: config.policy,
             keys,
             body_timeout: config.body_timeout,
+            metrics,
+            metrics_public: config.metrics_public,
         },
     );
     if let Some(max_age) = config.prune_after {
@@ -543,20 +551,22 @@ mod tests {
     }
 
     #[test]
-    fn the_config_file_sets_grace_pruning_and_policy() {
+    fn the_config_file_sets_grace_pruning_policy_and_public_metrics() {
         let addr: SocketAddr = "127.0.0.1:3000".parse().expect("addr");
         let c = ServeConfig::from_config(&Config::default(), addr, "k".repeat(16));
         assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(c.prune_after, Some(DEFAULT_SESSION_MAX_AGE));
         assert_eq!(c.key_store, None);
+        assert!(!c.metrics_public, "/metrics needs a key by default");
         let config = Config::from_json_str(
-            r#"{"shutdownGraceMs": 2500, "cleanup": {"autoPrune": false}, "serverPolicy": {"maxSessions": 3}}"#,
+            r#"{"shutdownGraceMs": 2500, "cleanup": {"autoPrune": false}, "serverPolicy": {"maxSessions": 3}, "metrics": {"public": true}}"#,
         )
         .expect("valid config");
         let c = ServeConfig::from_config(&config, addr, "k".repeat(16));
         assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
         assert_eq!(c.prune_after, None);
         assert_eq!(c.policy.max_sessions, Some(3));
+        assert!(c.metrics_public);
     }
 
     #[tokio::test]

@@ -168,6 +168,11 @@ impl Sessions {
         }
     }
 
+    /// Sessions alive now.
+    pub(crate) async fn len(&self) -> usize {
+        self.map.lock().await.len()
+    }
+
     /// Removes every session.
     pub(crate) async fn take_all(&self) -> Vec<Session> {
         self.map.lock().await.drain().map(|(_, s)| s).collect()

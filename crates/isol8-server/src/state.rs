@@ -12,6 +12,7 @@ use crate::backend::{Backend, Executor};
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::keys;
+use crate::metrics::Metrics;
 use crate::policy;
 use crate::sessions::Sessions;
 use crate::trace::Trace;
@@ -28,6 +29,11 @@ pub struct ServerSettings {
     pub keys: Option<keys::Keys>,
     /// Bound on receiving a request body; a slower client gets 408.
     pub body_timeout: Duration,
+    /// What `GET /metrics` shows. For the engine's figures, the same value must be the
+    /// engine's observer (`EngineConfig::observer`), as `isol8 serve` makes it.
+    pub metrics: Arc<Metrics>,
+    /// Serve `GET /metrics` without an API key (config `metrics.public`).
+    pub metrics_public: bool,
 }
 
 impl Default for ServerSettings {
@@ -36,6 +42,8 @@ impl Default for ServerSettings {
             policy: isol8::config::ServerPolicy::default(),
             keys: None,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            metrics: Arc::new(Metrics::new()),
+            metrics_public: false,
         }
     }
 }
@@ -57,6 +65,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// WebSocket executions whose socket is still open.
     websockets: AtomicUsize,
+    metrics: Arc<Metrics>,
+    metrics_public: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -125,6 +135,8 @@ impl AppState {
             body_timeout: settings.body_timeout,
             draining: AtomicBool::new(false),
             websockets: AtomicUsize::new(0),
+            metrics: settings.metrics,
+            metrics_public: settings.metrics_public,
         })
     }
 
@@ -161,6 +173,16 @@ impl AppState {
                 trace,
             )
             .await
+    }
+
+    /// What `GET /metrics` shows.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// True when `GET /metrics` needs no API key.
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public
     }
 
     pub(crate) fn master_key(&self) -> &str {

@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::router::{call, post, state, KEY};
@@ -236,6 +238,164 @@ async fn the_server_policy_caps_what_clients_ask_for() {
         (status, v["stdout"].as_str()),
         (StatusCode::OK, Some("fine\n")),
         "{v}"
+    );
+    state.shutdown().await;
+}
+
+/// Samples of a Prometheus text scrape, keyed `name{a="x",b="y"}` with sorted labels.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut labels: Vec<&str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .collect();
+        labels.sort_unstable();
+        out.insert(
+            format!("{name}{{{}}}", labels.join(",")),
+            value.parse().expect("value"),
+        );
+    }
+    out
+}
+
+/// One sample (0 when the series was not touched yet).
+fn sample(s: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
+    s.get(key).copied().unwrap_or(0.0)
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn metrics_count_three_real_executions_their_sandboxes_and_containers() {
+    let metrics = Arc::new(isol8_server::metrics::Metrics::new());
+    let engine = isol8_testkit::engine_with(isol8::docker::EngineConfig {
+        observer: Some(metrics.clone()),
+        ..Default::default()
+    })
+    .await;
+    let state = AppState::with_settings(
+        engine,
+        EngineOptions::default(),
+        KEY.into(),
+        isol8_server::ServerSettings {
+            metrics: metrics.clone(),
+            ..Default::default()
+        },
+    );
+    let scrape = || async {
+        let (status, v) = call(&state, common::router::get("/metrics", KEY)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        samples(v["raw"].as_str().expect("text"))
+    };
+    let before = scrape().await;
+    for (code, exit) in [("echo one", 0), ("exit 3", 3), ("echo three", 0)] {
+        let body = json!({"request": {"runtime": "bash", "code": code}}).to_string();
+        let (status, v) = call(&state, post("/execute", Some(KEY), body)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["exitCode"], exit, "{v}");
+    }
+    // The used sandbox goes back to the pool after its reset, in the background.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let after = loop {
+        let s = scrape().await;
+        if sample(&s, "isol8_pool_sandboxes{state=\"clean\"}") >= 1.0 {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool never showed a clean sandbox"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let moved = |key: &str| sample(&after, key) - sample(&before, key);
+    assert_eq!(
+        moved("isol8_executions_total{outcome=\"ok\",runtime=\"bash\"}"),
+        2.0
+    );
+    assert_eq!(
+        moved("isol8_executions_total{outcome=\"nonzero_exit\",runtime=\"bash\"}"),
+        1.0
+    );
+    let hits = moved("isol8_pool_acquires_total{result=\"hit\"}");
+    let misses = moved("isol8_pool_acquires_total{result=\"miss\"}");
+    assert_eq!(hits + misses, 3.0, "one sandbox per execution");
+    assert!(
+        hits >= 1.0,
+        "later runs reuse the reset sandbox: {hits} hits"
+    );
+    assert_eq!(moved("isol8_run_seconds_count{runtime=\"bash\"}"), 3.0);
+    assert_eq!(moved("isol8_queue_wait_seconds_count{}"), 3.0);
+    assert!(moved("isol8_containers_created_total{}") >= 1.0);
+    assert_eq!(
+        moved("isol8_http_requests_total{method=\"POST\",route=\"/execute\",status=\"200\"}"),
+        3.0
+    );
+    let created = sample(&after, "isol8_containers_created_total{}");
+    state.shutdown().await;
+    // Every container the engine made is removed by the shutdown, and counted.
+    let last = samples(&metrics.encode().expect("encode"));
+    assert_eq!(
+        sample(&last, "isol8_containers_destroyed_total{}"),
+        sample(&last, "isol8_containers_created_total{}"),
+    );
+    assert!(sample(&last, "isol8_containers_created_total{}") >= created);
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn metrics_count_what_the_egress_proxy_of_a_real_sandbox_blocks() {
+    let metrics = Arc::new(isol8_server::metrics::Metrics::new());
+    let options = EngineOptions {
+        network: Some(isol8_protocol::NetworkMode::Filtered),
+        ..Default::default()
+    };
+    let engine = isol8_testkit::engine_with(isol8::docker::EngineConfig {
+        options: options.clone(),
+        observer: Some(metrics.clone()),
+        ..Default::default()
+    })
+    .await;
+    let state = AppState::with_settings(
+        engine,
+        options,
+        KEY.into(),
+        isol8_server::ServerSettings {
+            metrics: metrics.clone(),
+            ..Default::default()
+        },
+    );
+    // Two requests the proxy refuses before dialling anything (a private address and the
+    // metadata endpoint); traffic goes only to the sandbox's loopback proxy.
+    let code = "import socket\n\
+        for head in ['CONNECT 10.0.0.1:443 HTTP/1.1\\r\\n\\r\\n', 'CONNECT 169.254.169.254:80 HTTP/1.1\\r\\n\\r\\n']:\n    \
+            s = socket.create_connection(('127.0.0.1', 3128), timeout=20)\n    \
+            s.sendall(head.encode())\n    \
+            print(s.recv(200).split(b'\\r\\n')[0].decode())\n    \
+            s.close()\n";
+    let body = json!({"request": {"runtime": "python", "code": code}}).to_string();
+    let (status, v) = call(&state, post("/execute", Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["stdout"]
+            .as_str()
+            .expect("stdout")
+            .matches(" 403")
+            .count(),
+        2,
+        "{v}"
+    );
+    let s = samples(&metrics.encode().expect("encode"));
+    assert_eq!(
+        sample(&s, "isol8_egress_requests_total{action=\"block\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&s, "isol8_egress_requests_total{action=\"allow\"}"),
+        0.0
     );
     state.shutdown().await;
 }

@@ -16,7 +16,8 @@
 //! * [`maintenance`] — housekeeping on the daemon (cleanup, orphans, the built image that
 //!   covers a request's packages, `isol8 doctor`'s Docker checks), under the path front
 //!   ends use;
-//! * [`config`] — the configuration file and its JSON Schema.
+//! * [`config`] — the configuration file and its JSON Schema;
+//! * [`stats`] — the hook through which a front end counts what the engine does.
 //!
 //! Building the images is not part of the engine: the `isol8-images` crate builds them
 //! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
@@ -35,6 +36,7 @@ pub mod remote;
 pub mod runtime;
 pub mod seccomp;
 pub mod settings;
+pub mod stats;
 
 pub use docker::DockerEngine;
 pub use engine::{Engine, EventStream, PendingResult};

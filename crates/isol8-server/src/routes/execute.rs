@@ -33,6 +33,7 @@ use crate::backend::{signal_number, Control, Executor};
 use crate::caller::Caller;
 use crate::error::{lost_message, unresponsive_message, ApiError};
 use crate::extractors::ApiJson;
+use crate::metrics::Execution;
 use crate::state::AppState;
 use crate::trace::Trace;
 
@@ -195,12 +196,24 @@ pub async fn execute(
     trace: Trace,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<axum::Json<ExecutionResult>, ApiError> {
-    let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
-    let result = engine
-        .execute_with(request, &options)
-        .await
-        .map_err(|e| state.refusal(e, &trace))?;
-    Ok(axum::Json(result))
+    let mut counted = Execution::new(state.metrics().clone(), &body.request.runtime);
+    let run = async {
+        let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
+        engine
+            .execute_with(request, &options)
+            .await
+            .map_err(|e| state.refusal(e, &trace))
+    };
+    match run.await {
+        Ok(result) => {
+            counted.result(&result);
+            Ok(axum::Json(result))
+        }
+        Err(e) => {
+            counted.failed(&e);
+            Err(e)
+        }
+    }
 }
 
 /// `POST /execute/stream`: the request's events as server-sent events, one
@@ -211,14 +224,26 @@ pub async fn execute_stream(
     trace: Trace,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
-    let events = engine
-        .execute_stream_with(request, &options)
-        .await
-        .map_err(|e| state.refusal(e, &trace))?;
+    let mut counted = Execution::new(state.metrics().clone(), &body.request.runtime);
+    let started = async {
+        let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
+        engine
+            .execute_stream_with(request, &options)
+            .await
+            .map_err(|e| state.refusal(e, &trace))
+    };
+    let events = match started.await {
+        Ok(events) => events,
+        Err(e) => {
+            counted.failed(&e);
+            return Err(e);
+        }
+    };
     // Dropping this stream (client gone) drops the run's receiver: the engine kills the
-    // execution and reclaims its container.
+    // execution and reclaims its container (and `counted` records an error unless the
+    // exit was seen).
     let sse = events.map(move |ev| {
+        counted.event(&ev);
         let ev = client_event(ev, &trace);
         Ok::<_, Infallible>(Event::default().data(serde_json::to_string(&ev).unwrap_or_default()))
     });
@@ -401,6 +426,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
             }
         }
     };
+    let mut counted = Execution::new(state.metrics().clone(), &request.runtime);
     let started = match route_in(
         &state,
         &caller,
@@ -429,7 +455,10 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
     let (mut events, control) = match started {
         Ok(s) => s,
         // Refused by validation (the engine's included): like invalid input, 1003.
-        Err(e) => return ws_refuse(&mut socket, e).await,
+        Err(e) => {
+            counted.failed(&e);
+            return ws_refuse(&mut socket, e).await;
+        }
     };
     loop {
         tokio::select! {
@@ -440,6 +469,7 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
                     return close(&mut socket, 1011, "Sandbox lost").await;
                 };
                 let last = ev.kind == StreamEventType::Exit;
+                counted.event(&ev);
                 if !send_event(&mut socket, &client_event(ev, &trace)).await {
                     // Client gone: dropping `events` kills the execution.
                     return;

@@ -5,6 +5,7 @@ pub mod execute;
 pub mod files;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod sessions;
 
 use serde::Serialize;

@@ -10,6 +10,8 @@
 //! * `read`: reads a line of stdin — the request's `stdin`, then (interactive runs) the
 //!   `stdin` controls — and echoes it upper-cased; at end-of-file the run ends with 1;
 //! * `trap`: waits for a signal (interactive runs) and ends with 128 + its number;
+//! * `timeout`: ends as a run killed by its timeout does (the timeout `error` event and
+//!   137; a buffered result's stderr gets the timeout trailer);
 //! * `lose` / `pause` / `break`: the sandbox is lost / unresponsive / fails, with an
 //!   error full of internal details (container ids, daemon paths) a client must not see.
 
@@ -163,6 +165,11 @@ impl Fake {
                 "echo" => StreamEvent::stdout(format!("{arg}\n"), Phase::Code),
                 "err" => StreamEvent::stderr(format!("{arg}\n"), Phase::Code),
                 "exit" => return Ok(arg.parse().unwrap_or(1)),
+                "timeout" => {
+                    let ev = StreamEvent::error(isol8::output::TIMEOUT_EVENT).in_phase(Phase::Code);
+                    let _ = events.send(ev).await;
+                    return Ok(137);
+                }
                 "write" => {
                     let (path, text) = arg.split_once(' ').unwrap_or((arg, ""));
                     self.files
@@ -321,6 +328,9 @@ impl Engine for FakeRef {
             match ev.kind {
                 isol8::StreamEventType::Stdout => result.stdout.push_str(&ev.data),
                 isol8::StreamEventType::Stderr => result.stderr.push_str(&ev.data),
+                isol8::StreamEventType::Error if ev.data == isol8::output::TIMEOUT_EVENT => {
+                    result.stderr.push_str(isol8::output::TIMEOUT_TRAILER)
+                }
                 _ => {}
             }
         }

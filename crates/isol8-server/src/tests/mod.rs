@@ -7,6 +7,7 @@ mod auth;
 mod compat;
 mod errors;
 mod fake;
+mod metrics;
 mod openapi;
 mod policy;
 mod router;

@@ -70,6 +70,7 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
         ("/sessions", "get"),
         ("/session/{id}", "delete"),
         ("/cleanup", "post"),
+        ("/metrics", "get"),
         ("/auth/keys", "post"),
         ("/auth/keys", "get"),
         ("/auth/keys/{id}", "delete"),
@@ -95,7 +96,7 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
             .expect("in the table");
         let success = match described.reply {
             Reply::Json(status, ..) => status,
-            Reply::EventStream(..) => 200,
+            Reply::EventStream(..) | Reply::Text(..) => 200,
             Reply::WebSocket(..) => 101,
         };
         let statuses: Vec<u16> = op
@@ -132,7 +133,7 @@ async fn the_document_is_valid_openapi_3_and_describes_every_route() {
             assert_eq!(path_params, 1, "{path}");
         }
     }
-    assert_eq!(parsed.paths.paths.len(), 12);
+    assert_eq!(parsed.paths.paths.len(), 13);
 
     // Every reference resolves, bodies included.
     let mut all = Vec::new();

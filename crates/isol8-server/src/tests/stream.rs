@@ -137,7 +137,7 @@ pub(super) async fn send(ws: &mut Ws, v: Value) {
 }
 
 /// Reads events until the server closes; returns them and the close code.
-async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
+pub(super) async fn drain(ws: &mut Ws) -> (Vec<Value>, Option<u16>) {
     let (events, close) = drain_close(ws).await;
     (events, close.map(|(code, _)| code))
 }
@@ -165,7 +165,7 @@ pub(super) async fn drain_close(ws: &mut Ws) -> (Vec<Value>, Option<(u16, String
     (events, close)
 }
 
-fn execute_msg(code: &str) -> Value {
+pub(super) fn execute_msg(code: &str) -> Value {
     json!({"type": "execute", "request": {"runtime": "bash", "code": code}})
 }
 

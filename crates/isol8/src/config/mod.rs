@@ -288,6 +288,18 @@ impl AuthConfig {
     pub const CLEANUP_INTERVAL_MS: u64 = 3600 * 1000;
 }
 
+/// The server's `GET /metrics` (`metrics.*`, an isol8 addition): Prometheus text of what
+/// the server and its engine do. It needs an API key like every other route unless
+/// `public` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` without an API key (default false), for a scraper that
+    /// cannot send one; the figures then reach anyone who can reach the server (counts
+    /// and timings only: no code, output, keys or tenants).
+    pub public: Option<bool>,
+}
+
 /// Caps on what server clients may request (`serverPolicy`).
 ///
 /// Every cap has a default: without it, a client may ask for at most the server's own
@@ -442,6 +454,9 @@ pub struct Config {
     /// Caps on client requests (server).
     #[serde(default)]
     pub server_policy: ServerPolicy,
+    /// The server's Prometheus endpoint, `GET /metrics` (an isol8 addition).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// CA bundle trusted inside sandboxes (TLS-intercepting proxies).
     pub ca_bundle: Option<String>,
 }

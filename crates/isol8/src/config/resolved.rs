@@ -12,8 +12,8 @@
 use isol8_protocol::NetworkMode;
 
 use super::{
-    AuditConfig, AuditDestination, AuthConfig, CleanupConfig, Config, Defaults, RemoteCodeConfig,
-    SecurityConfig, ServerPolicy,
+    AuditConfig, AuditDestination, AuthConfig, CleanupConfig, Config, Defaults, MetricsConfig,
+    RemoteCodeConfig, SecurityConfig, ServerPolicy,
 };
 
 impl Config {
@@ -105,6 +105,9 @@ impl Config {
             auth,
             prebuilt_images: self.prebuilt_images.clone(),
             server_policy,
+            metrics: MetricsConfig {
+                public: Some(self.metrics.public.unwrap_or(false)),
+            },
             ca_bundle: self.ca_bundle.clone(),
         }
     }

@@ -90,6 +90,7 @@ fn schema_lists_every_top_level_key() {
         "auth",
         "prebuiltImages",
         "serverPolicy",
+        "metrics",
         "caBundle",
     ] {
         assert!(props.contains_key(key), "schema lacks {key}");
@@ -394,4 +395,17 @@ fn resolved_lines_are_dotted_keys_with_sizes_as_written() {
     assert_eq!(get("prebuiltImages[0].installPackages"), r#"["six"]"#);
     assert_eq!(get("debug"), "false");
     assert!(get("defaults.network").starts_with("none (unset"));
+}
+
+#[test]
+fn metrics_public_is_read_defaults_to_false_and_rejects_unknown_keys() {
+    let c = Config::from_json_str(r#"{"metrics": {"public": true}}"#).expect("metrics.public");
+    assert_eq!(c.metrics.public, Some(true));
+    assert_eq!(Config::default().resolved().metrics.public, Some(false));
+    let lines = Config::default().resolved_lines();
+    assert!(
+        lines.contains(&("metrics.public".to_string(), "false".to_string())),
+        "{lines:?}"
+    );
+    assert!(Config::from_json_str(r#"{"metrics": {"pubic": true}}"#).is_err());
 }

@@ -48,6 +48,10 @@ pub struct EngineConfig {
     /// Addresses or CIDR ranges egress may dial although they are special-purpose
     /// (config `network.exemptRanges`; see [`AddressPolicy`]).
     pub exempt_ranges: Vec<String>,
+    /// Told what the engine does (slot waits, sandboxes taken and started, runs,
+    /// containers created and removed, failed resets, egress decisions); shared with
+    /// sibling engines. `None`: nothing is reported.
+    pub observer: Option<crate::stats::Observer>,
 }
 
 impl EngineConfig {
@@ -212,7 +216,8 @@ impl DockerEngine {
 
     /// An engine with `options` (instead of this engine's) that shares this engine's
     /// Docker client, runtimes, address policy, `codeUrl` policy, CA bundle and
-    /// execution slots: its executions count against the same `maxConcurrent`. Its
+    /// execution slots and observer: its executions count against the same
+    /// `maxConcurrent`. Its
     /// containers get an owner label of their own. No Docker call is made (no
     /// connection, no orphan reaping), so it is cheap to create under a lock: how a
     /// server creates its session engines.

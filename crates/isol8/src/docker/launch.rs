@@ -252,10 +252,14 @@ impl DockerEngine {
 
     /// Waits up to `wait` for an execution slot (see [`super::Slots`]).
     async fn slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit> {
-        tokio::select! {
+        let queued = std::time::Instant::now();
+        let permit = tokio::select! {
             biased;
             _ = self.inner.halted() => Err(Error::Stopped),
             permit = self.inner.slots.acquire(wait) => permit,
-        }
+        }?;
+        let waited = queued.elapsed();
+        self.inner.observe(|o| o.queue_wait(waited));
+        Ok(permit)
     }
 }

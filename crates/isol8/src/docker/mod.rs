@@ -126,6 +126,11 @@ impl Inner {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Tells the engine's observer (if any) something; see [`crate::stats`].
+    pub(crate) fn observe(&self, f: impl FnOnce(&dyn crate::stats::EngineObserver)) {
+        crate::stats::notify(&self.config.observer, f);
+    }
+
     /// True when Docker reported the container paused, killed or dead.
     pub(crate) fn is_flagged(&self, id: &str) -> bool {
         self.flagged
@@ -261,6 +266,11 @@ impl DockerEngine {
     /// Pool counts for `runtime`.
     pub fn pool_stats(&self, runtime: &str) -> Result<PoolStats> {
         Ok(self.inner.pool.stats(&self.pool_key(runtime)?))
+    }
+
+    /// Pool counts summed over every runtime and settings of this engine's pool.
+    pub fn pool_totals(&self) -> PoolStats {
+        self.inner.pool.totals()
     }
 
     /// Starts filling the pools of `runtimes` and waits (up to 60 s) until each has its

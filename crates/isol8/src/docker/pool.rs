@@ -138,6 +138,17 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// Counts summed over every key.
+    pub fn totals(&self) -> PoolStats {
+        self.lock()
+            .values()
+            .fold(PoolStats::default(), |t, s| PoolStats {
+                idle: t.idle + s.idle.len(),
+                resetting: t.resetting + s.resetting,
+                warming: t.warming + s.warming,
+            })
+    }
+
     /// Ready sandboxes kept per key (the `clean` part of the pool size).
     pub fn clean_target(&self) -> usize {
         self.clean
@@ -248,6 +259,7 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(container = %sb.id, error = %e, "reset failed; destroying the sandbox");
+                    inner.observe(|o| o.reset_failed());
                     false
                 }
             };

@@ -152,7 +152,11 @@ impl Run {
     /// sandbox back (clean) or destroys it.
     async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
         let runtime = &prepared.runtime.name;
+        let asked = std::time::Instant::now();
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
+        let took = asked.elapsed();
+        self.inner
+            .observe(|o| o.sandbox_acquired(runtime, took, warm));
         let exec = Frame::json(Kind::Exec, &prepared.spec);
         let (mut result, mut logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
         if let Err(Stop::Unsent(e)) = result {
@@ -212,7 +216,14 @@ impl Run {
             crate::egress::begin(e.shared(), rules.clone(), self.settings.log_network);
         }
         let result = match sb.send(exec).await {
-            Ok(()) => self.relay(sb, prepared).await,
+            Ok(()) => {
+                let sent = std::time::Instant::now();
+                let ended = self.relay(sb, prepared).await;
+                let took = sent.elapsed();
+                self.inner
+                    .observe(|o| o.run_finished(&prepared.runtime.name, took));
+                ended
+            }
             Err(e) => Err(Stop::Unsent(e)),
         };
         let logs = sb

@@ -83,6 +83,7 @@ impl Sandbox {
                 inner.address_policy.clone(),
             )
             .map_err(|source| SandboxError::StartEgress { source })?;
+            crate::egress::observe(e.shared(), inner.config.observer.clone());
             m.source = e.dir().to_string_lossy().into_owned();
             egress = Some(e);
         }
@@ -367,6 +368,7 @@ async fn create(
     if let Ok(mut live) = inner.live.lock() {
         live.insert(id.clone());
     }
+    inner.observe(|o| o.container_created());
     // A stop() that raced with this creation must not leave the container behind.
     if inner.is_stopped() {
         remove(inner, &id).await;
@@ -383,6 +385,7 @@ pub async fn remove(inner: &Inner, id: &str) {
         tracing::warn!(container = %id, error = %e, "could not remove container");
         return;
     }
+    inner.observe(|o| o.container_destroyed());
     forget(inner, id);
 }
 

@@ -11,6 +11,7 @@ use tokio::net::UnixListener;
 
 use super::conn::{self, Budget, Listener};
 use super::{AddressPolicy, Net, Rules, SOCKET_NAME};
+use crate::stats::Observer;
 
 /// What the proxy of one sandbox applies right now.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct State {
     pub(super) logs: Option<Vec<NetworkLog>>,
     /// The addresses this proxy may dial (the engine's, fixed for the proxy's life).
     pub(super) policy: Arc<AddressPolicy>,
+    /// Told of every request allowed or refused (see [`observe`]).
+    pub(super) observer: Option<Observer>,
 }
 
 impl State {
@@ -32,12 +35,21 @@ impl State {
             rules: Arc::new(Rules::deny_all()),
             logs: None,
             policy,
+            observer: None,
         }
     }
 }
 
 /// Shared handle on a proxy's [`State`].
 pub type Shared = Arc<Mutex<State>>;
+
+/// Makes the proxy tell `observer` of every request it allows or refuses (for the whole
+/// life of the proxy; `None`: nobody).
+pub fn observe(shared: &Shared, observer: Option<Observer>) {
+    if let Ok(mut s) = shared.lock() {
+        s.observer = observer;
+    }
+}
 
 /// Sets the rules (and log) of a new execution.
 pub fn begin(shared: &Shared, rules: Arc<Rules>, log: bool) {

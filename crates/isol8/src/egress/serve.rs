@@ -28,8 +28,13 @@ pub async fn serve_connection<C>(mut client: C, net: &dyn Net, shared: &Mutex<St
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (generation, rules, policy) = match shared.lock() {
-        Ok(s) => (s.generation, s.rules.clone(), s.policy.clone()),
+    let (generation, rules, policy, observer) = match shared.lock() {
+        Ok(s) => (
+            s.generation,
+            s.rules.clone(),
+            s.policy.clone(),
+            s.observer.clone(),
+        ),
         Err(_) => return,
     };
     let started = Instant::now();
@@ -60,9 +65,13 @@ where
         }
     };
     let addrs = match decide(&target, &rules, &policy, net).await {
-        Ok(a) => a,
+        Ok(a) => {
+            crate::stats::notify(&observer, |o| o.egress(true));
+            a
+        }
         Err(r) => {
             record("BLOCK");
+            crate::stats::notify(&observer, |o| o.egress(false));
             tracing::debug!(host = %target.host, reason = %r.reason, "egress refused");
             return reply(&mut client, r.status, &r.reason).await;
         }

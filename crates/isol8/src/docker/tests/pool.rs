@@ -198,3 +198,94 @@ async fn stop_removes_every_container_and_refuses_new_work() {
     let refused = engine.execute(bash("echo hi")).await;
     assert!(matches!(refused, Err(Error::Stopped)), "{refused:?}");
 }
+
+/// Counts what an engine tells its observer.
+#[derive(Debug, Default)]
+struct Counts {
+    created: std::sync::atomic::AtomicUsize,
+    destroyed: std::sync::atomic::AtomicUsize,
+    hits: std::sync::atomic::AtomicUsize,
+    misses: std::sync::atomic::AtomicUsize,
+    runs: std::sync::atomic::AtomicUsize,
+    queued: std::sync::atomic::AtomicUsize,
+    failed_resets: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::stats::EngineObserver for Counts {
+    fn queue_wait(&self, _: Duration) {
+        self.queued.fetch_add(1, SeqCst);
+    }
+    fn sandbox_acquired(&self, runtime: &str, _: Duration, warm: bool) {
+        assert_eq!(runtime, "bash");
+        let n = if warm { &self.hits } else { &self.misses };
+        n.fetch_add(1, SeqCst);
+    }
+    fn run_finished(&self, runtime: &str, _: Duration) {
+        assert_eq!(runtime, "bash");
+        self.runs.fetch_add(1, SeqCst);
+    }
+    fn container_created(&self) {
+        self.created.fetch_add(1, SeqCst);
+    }
+    fn container_destroyed(&self) {
+        self.destroyed.fetch_add(1, SeqCst);
+    }
+    fn reset_failed(&self) {
+        self.failed_resets.fetch_add(1, SeqCst);
+    }
+}
+
+use std::sync::atomic::Ordering::SeqCst;
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_is_told_of_pool_hits_and_misses_runs_containers_and_failed_resets() {
+    let fake = FakeDocker::new();
+    let counts = Arc::new(Counts::default());
+    let engine = engine_with(
+        &fake,
+        EngineConfig {
+            options: pooled(PoolStrategy::Fast, PoolSize::Total(1)),
+            observer: Some(counts.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    engine.prewarm(&["bash".into()]).await.expect("prewarm");
+    assert_eq!(counts.created.load(SeqCst), 1, "the prewarmed sandbox");
+
+    // A warm run (hit), reset cleanly back into the pool.
+    engine.execute(bash("echo a")).await.expect("a");
+    eventually("the sandbox is back", || {
+        engine.pool_stats("bash").expect("stats").idle == 1
+    })
+    .await;
+    // Its reset fails: destroyed, and the pool refills with a new container.
+    fake.set_reset(ResetMode::Fail("processes survived: [42]".into()));
+    engine.execute(bash("echo b")).await.expect("b");
+    eventually("a fresh sandbox is ready", || {
+        counts.created.load(SeqCst) == 2 && engine.pool_stats("bash").expect("stats").idle == 1
+    })
+    .await;
+    assert_eq!(counts.failed_resets.load(SeqCst), 1);
+    assert_eq!(counts.destroyed.load(SeqCst), 1);
+    assert_eq!(counts.hits.load(SeqCst), 2);
+    assert_eq!(counts.misses.load(SeqCst), 0);
+    assert_eq!(counts.runs.load(SeqCst), 2);
+    assert_eq!(counts.queued.load(SeqCst), 2);
+
+    // A sibling shares the observer: its first run starts a sandbox (a miss).
+    let sibling = engine
+        .sibling(pooled(PoolStrategy::Secure, PoolSize::Total(0)))
+        .expect("sibling");
+    sibling.execute(bash("echo c")).await.expect("c");
+    assert_eq!(counts.misses.load(SeqCst), 1);
+    assert_eq!(counts.created.load(SeqCst), 3);
+    sibling.stop().await.expect("stop sibling");
+    engine.stop().await.expect("stop");
+    assert_eq!(
+        counts.destroyed.load(SeqCst),
+        counts.created.load(SeqCst),
+        "every container created was removed"
+    );
+    assert_eq!(counts.runs.load(SeqCst), 3);
+}
