@@ -193,10 +193,11 @@ const LAST_SIGNAL: libc::c_int = 64;
 
 /// Puts every signal's disposition back to the default in a freshly forked child.
 ///
-/// Ignored dispositions survive `exec`, and the agent may have inherited some: glibc's
-/// `posix_spawn` (used by Rust's `Command` and many container runtimes) leaves its
-/// reserved signals 32 and 33 ignored in the child, so PID 1 of a container starts with
-/// signal 32 ignored and every program it ran inherited that. libc's `sigaction` refuses
+/// Ignored dispositions survive `exec`, and the agent may have inherited some: Docker's
+/// runtime starts PID 1 of a container with signal 32 ignored (a plain `docker run`
+/// shows `SigIgn: 0000000080000000`), and glibc's `posix_spawn` (behind Rust's
+/// `Command`) leaves its reserved signals 32 and 33 ignored in children; every program
+/// the agent ran inherited signal 32 ignored. libc's `sigaction` refuses
 /// the signals glibc (32, 33) and musl (32-34) reserve, so this calls the `rt_sigaction`
 /// system call itself. An all-zero kernel `sigaction` is `SIG_DFL` with no flags and an
 /// empty mask whatever the architecture's field layout. SIGKILL and SIGSTOP cannot be
