@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,13 @@ impl Agent {
 
     /// Starts an agent with extra environment variables.
     fn start_with(name: &str, n: u32, env: &[(&str, &str)]) -> Agent {
+        Self::start_cmd(name, n, |cmd| {
+            cmd.envs(env.iter().copied());
+        })
+    }
+
+    /// Starts an agent after `adjust` has had its say on the agent's command.
+    fn start_cmd(name: &str, n: u32, adjust: impl FnOnce(&mut Command)) -> Agent {
         let root =
             std::env::temp_dir().join(format!("isol8-agent-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -59,16 +67,15 @@ impl Agent {
             std::os::unix::fs::chown(&root, Some(uid), Some(uid)).expect("chown root");
         }
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_isol8-agent"))
-            .env("ISOL8_AGENT_UID", uid.to_string())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_isol8-agent"));
+        cmd.env("ISOL8_AGENT_UID", uid.to_string())
             .env("ISOL8_AGENT_GID", uid.to_string())
             .env("ISOL8_AGENT_ROOT", &root)
-            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn agent");
+            .stderr(Stdio::inherit());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn agent");
         let stdin = child.stdin.take().expect("stdin");
         let mut stdout = child.stdout.take().expect("stdout");
         let hello = agent::read_frame(&mut stdout)
@@ -550,4 +557,78 @@ fn reset_closes_every_connection_the_relay_holds() {
     assert_eq!(up2.read(&mut buf).expect("read"), 1);
     drop(a);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `Sig*` masks (hexadecimal) of a `/proc/<pid>/status` text.
+fn signal_mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim(), 16).expect("hex mask")
+}
+
+#[test]
+fn programs_start_with_default_signal_dispositions_and_nothing_blocked() {
+    // The agent inherits ignored and blocked signals the way PID 1 of a container may:
+    // 32 (reserved by glibc, left ignored by posix_spawn), a real-time signal, SIGTERM,
+    // SIGINT, SIGPIPE and SIGHUP ignored; SIGUSR1, SIGUSR2 and SIGRTMIN+5 blocked.
+    // glibc's sigaction refuses signal 32, so the kernel is asked directly.
+    let ignored = [
+        32,
+        40,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGPIPE,
+        libc::SIGHUP,
+    ];
+    let mut a = Agent::start_cmd("signals", 14, |cmd| {
+        // SAFETY: only async-signal-safe system calls in the forked child.
+        unsafe {
+            cmd.pre_exec(move || {
+                // An all-zero kernel sigaction with handler 1 = SIG_IGN.
+                let ignore = [1u64, 0, 0, 0];
+                for sig in ignored {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig,
+                        ignore.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8usize,
+                    );
+                }
+                let mut block: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut block);
+                libc::sigaddset(&mut block, libc::SIGUSR1);
+                libc::sigaddset(&mut block, libc::SIGUSR2);
+                libc::sigaddset(&mut block, libc::SIGRTMIN() + 5);
+                libc::sigprocmask(libc::SIG_BLOCK, &block, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+    });
+    // The set-up really took: the agent itself has them ignored.
+    let agent_status =
+        std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).expect("agent status");
+    let agent_ignored = signal_mask(&agent_status, "SigIgn:");
+    for sig in ignored {
+        assert_ne!(
+            agent_ignored & (1 << (sig - 1)),
+            0,
+            "signal {sig} not ignored in the agent: {agent_status}"
+        );
+    }
+
+    for phase in [StepPhase::Setup, StepPhase::Code] {
+        let out = a.exec(&a.spec(vec![bash(
+            phase,
+            "cat /proc/self/status; yes | head -1 >/dev/null; echo \"yes=${PIPESTATUS[0]}\"",
+        )]));
+        assert_eq!(out.exited.as_ref().map(|e| e.exit_code), Some(0), "{out:?}");
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(signal_mask(&status, "SigIgn:"), 0, "{phase:?}: {status}");
+        assert_eq!(signal_mask(&status, "SigBlk:"), 0, "{phase:?}: {status}");
+        // `yes` dies of SIGPIPE when `head` has gone, as under any shell.
+        assert!(status.ends_with("yes=141\n"), "{phase:?}: {status}");
+    }
 }

@@ -144,7 +144,10 @@ fn forward_stdin(controller: Controller) {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("cannot read standard input ({e}); closing the program's input");
+                    // The CLI's own one-line message: shown without `-v`.
+                    eprintln!(
+                        "warning: cannot read standard input ({e}); closing the program's input"
+                    );
                     break;
                 }
             }

@@ -78,12 +78,22 @@ where
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// The log filter when `RUST_LOG` is not set. Without `-v`, a command's stderr belongs to
+/// the user's program and the CLI's own one-line messages (`error: …`, the timeout line):
+/// the library's warnings (`reset failed; destroying the sandbox` after a memory kill…)
+/// are routine for an engine and only noise there, so only `ERROR` log lines show.
+/// `isol8 serve` is a service whose log is its stderr: it keeps its warnings.
+fn default_filter(verbose: u8, serve: bool) -> &'static str {
+    match (verbose, serve) {
+        (0, false) => "error",
+        (0, true) => "warn",
+        (1, _) => "info",
         _ => "debug",
-    };
+    }
+}
+
+fn init_logging(verbose: u8, serve: bool) {
+    let default = default_filter(verbose, serve);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -209,7 +219,7 @@ fn main() {
         }
     };
     let verbosity = verbosity(&cli, command, &config.config);
-    init_logging(verbosity);
+    init_logging(verbosity, matches!(command, Command::Serve(_)));
     match &config.path {
         Some(path) => tracing::info!("configuration from {}", path.display()),
         None => tracing::info!("no configuration file: built-in defaults"),
@@ -264,5 +274,21 @@ mod tests {
         assert_eq!(level(&["isol8", "serve"], Some(true)), 2);
         assert_eq!(level(&["isol8", "serve"], None), 0);
         assert_eq!(level(&["isol8", "--debug", "config"], None), 2);
+    }
+
+    #[test]
+    fn library_warnings_show_only_with_dash_v_except_in_serve() {
+        use tracing::level_filters::LevelFilter;
+        let max = |verbose, serve| {
+            tracing_subscriber::EnvFilter::new(default_filter(verbose, serve))
+                .max_level_hint()
+                .expect("a level")
+        };
+        assert_eq!(max(0, false), LevelFilter::ERROR);
+        assert_eq!(max(1, false), LevelFilter::INFO);
+        assert_eq!(max(2, false), LevelFilter::DEBUG);
+        assert_eq!(max(0, true), LevelFilter::WARN);
+        assert_eq!(max(1, true), LevelFilter::INFO);
+        assert_eq!(max(2, true), LevelFilter::DEBUG);
     }
 }
