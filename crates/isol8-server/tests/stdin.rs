@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use isol8::control::{Control, Controller};
 use isol8::{Engine, EngineOptions, ExecutionRequest, RemoteEngine, StreamEvent, StreamEventType};
 use isol8_server::{app, AppState};
 use isol8_testkit::{assert_big_output, big_input, BIG_IO_CODE, INPUT, STDIN_CASES};
@@ -54,15 +53,6 @@ fn stdout_and_exit(events: &[Value]) -> (String, Option<String>) {
         }
     }
     (out, exit)
-}
-
-/// [`stdout_and_exit`] of the library's events.
-fn events_output(events: &[StreamEvent]) -> (String, Option<String>) {
-    let values: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::to_value(e).expect("event"))
-        .collect();
-    stdout_and_exit(&values)
 }
 
 /// `POST /execute/stream`: its events.
@@ -270,14 +260,6 @@ fn lib_request(runtime: &str, code: &str, stdin: Option<&str>) -> ExecutionReque
     serde_json::from_value(request(runtime, code, stdin)).expect("request")
 }
 
-/// Sends `data` in chunks of at most 64 KiB, then end-of-file.
-async fn feed(controller: &Controller, data: &str) {
-    for chunk in data.as_bytes().chunks(64 << 10) {
-        assert!(controller.send(Control::Stdin(chunk.to_vec())).await);
-    }
-    assert!(controller.send(Control::CloseStdin).await);
-}
-
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn remote_engine_gives_the_same_stdin_on_each_of_its_paths() {
     let (state, base) = serve().await;
@@ -304,30 +286,19 @@ async fn remote_engine_gives_the_same_stdin_on_each_of_its_paths() {
                 Some(isol8::remote::StreamTransport::WebSocket)
             );
             assert_eq!(
-                events_output(&events),
+                isol8_testkit::stdout_and_exit(&events),
                 (want.to_string(), Some("0".into())),
                 "streamed, {what}"
             );
         }
         let req = lib_request(case.runtime, case.code, Some(first));
-        let (events, controller) = remote
-            .execute_interactive(req.clone(), &EngineOptions::default())
-            .await
-            .expect("start");
-        feed(&controller, rest).await;
-        let events: Vec<StreamEvent> = events.collect().await;
+        let (streamed, r) = isol8_testkit::interactive_both(&remote, req, rest).await;
         assert_eq!(
-            events_output(&events),
+            streamed,
             (case.with_input.to_string(), Some("0".into())),
             "interactive, {}",
             case.name
         );
-        let (result, controller) = remote
-            .execute_interactive_buffered(req, &EngineOptions::default())
-            .await
-            .expect("start");
-        feed(&controller, rest).await;
-        let r = result.await.expect("result");
         assert_eq!(
             (r.stdout.as_str(), r.exit_code, r.runtime.as_str()),
             (case.with_input, 0, case.runtime),
@@ -344,7 +315,7 @@ async fn remote_engine_gives_the_same_stdin_on_each_of_its_paths() {
         .expect("stream")
         .collect()
         .await;
-    let (out, exit) = events_output(&events);
+    let (out, exit) = isol8_testkit::stdout_and_exit(&events);
     assert_eq!(exit.as_deref(), Some("0"));
     assert_big_output(&out, "RemoteEngine streamed");
     let (events, controller) = remote
@@ -354,8 +325,11 @@ async fn remote_engine_gives_the_same_stdin_on_each_of_its_paths() {
         )
         .await
         .expect("start");
-    let (events, ()) = tokio::join!(events.collect::<Vec<_>>(), feed(&controller, &input));
-    let (out, exit) = events_output(&events);
+    let (events, ()) = tokio::join!(
+        events.collect::<Vec<_>>(),
+        isol8_testkit::feed(&controller, &input)
+    );
+    let (out, exit) = isol8_testkit::stdout_and_exit(&events);
     assert_eq!(exit.as_deref(), Some("0"));
     assert_big_output(&out, "RemoteEngine interactive");
     assert!(events.iter().all(|e| e.kind != StreamEventType::Error));

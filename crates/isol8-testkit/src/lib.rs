@@ -60,8 +60,8 @@ pub use docker::{
 pub use isol8_testkit_macros::test;
 pub use requests::{code, run};
 pub use stdin::{
-    assert_big_output, big_input, big_output, StdinCase, BIG_IO_CODE, BIG_OUTPUT_BYTES, INPUT,
-    STDIN_CASES,
+    assert_big_output, big_input, big_output, feed, interactive_both, stdout_and_exit, StdinCase,
+    BIG_IO_CODE, BIG_OUTPUT_BYTES, INPUT, STDIN_CASES,
 };
 
 /// Items the [`test`] attribute's expansion names; not for direct use.

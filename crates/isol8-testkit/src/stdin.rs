@@ -3,6 +3,60 @@
 //! must see exactly the input it was given and then end-of-file, or end-of-file at once
 //! when it was given none.
 
+use futures_util::StreamExt;
+use isol8::control::{Control, Controller};
+use isol8::{
+    Engine, EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent, StreamEventType,
+};
+
+/// Sends `data` to a running program in chunks of at most 64 KiB, then end-of-file.
+pub async fn feed(controller: &Controller, data: &str) {
+    for chunk in data.as_bytes().chunks(64 << 10) {
+        assert!(controller.send(Control::Stdin(chunk.to_vec())).await);
+    }
+    assert!(controller.send(Control::CloseStdin).await);
+}
+
+/// Standard output of `events` and the exit status (`None` without an exit event); an
+/// `error` event fails the test.
+pub fn stdout_and_exit(events: &[StreamEvent]) -> (String, Option<String>) {
+    let mut out = String::new();
+    let mut exit = None;
+    for e in events {
+        match e.kind {
+            StreamEventType::Stdout => out.push_str(&e.data),
+            StreamEventType::Stderr => {}
+            StreamEventType::Exit => exit = Some(e.data.clone()),
+            StreamEventType::Error => panic!("error event: {}", e.data),
+        }
+    }
+    (out, exit)
+}
+
+/// Runs `req` interactively on `engine` twice, each fed `rest` after the request's own
+/// `stdin` and then end-of-file: streamed ([`Engine::execute_interactive`], its
+/// [`stdout_and_exit`]) and buffered ([`Engine::execute_interactive_buffered`], its
+/// result).
+pub async fn interactive_both(
+    engine: &dyn Engine,
+    req: ExecutionRequest,
+    rest: &str,
+) -> ((String, Option<String>), ExecutionResult) {
+    let (events, controller) = engine
+        .execute_interactive(req.clone(), &EngineOptions::default())
+        .await
+        .expect("start an interactive run");
+    feed(&controller, rest).await;
+    let events: Vec<StreamEvent> = events.collect().await;
+    let (result, controller) = engine
+        .execute_interactive_buffered(req, &EngineOptions::default())
+        .await
+        .expect("start an interactive buffered run");
+    feed(&controller, rest).await;
+    let result = result.await.expect("the buffered result");
+    (stdout_and_exit(&events), result)
+}
+
 /// The input every [`StdinCase`] is given.
 pub const INPUT: &str = "alpha\nbeta\n";
 

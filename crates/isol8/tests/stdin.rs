@@ -5,34 +5,11 @@
 //! gets all of both on every path.
 
 use futures_util::StreamExt;
-use isol8::control::{Control, Controller};
-use isol8::{Engine, EngineOptions, StreamEvent, StreamEventType};
+use isol8::{Engine, EngineOptions, StreamEvent};
 use isol8_testkit::{
-    assert_big_output, assert_clean, big_input, code, engine, run, BIG_IO_CODE, INPUT, STDIN_CASES,
+    assert_big_output, assert_clean, big_input, code, engine, feed, interactive_both, run,
+    stdout_and_exit, BIG_IO_CODE, INPUT, STDIN_CASES,
 };
-
-/// Stdout of `events` and the exit code (panics on an error event).
-fn stdout_and_exit(events: &[StreamEvent]) -> (String, Option<String>) {
-    let mut out = String::new();
-    let mut exit = None;
-    for e in events {
-        match e.kind {
-            StreamEventType::Stdout => out.push_str(&e.data),
-            StreamEventType::Stderr => {}
-            StreamEventType::Exit => exit = Some(e.data.clone()),
-            StreamEventType::Error => panic!("error event: {}", e.data),
-        }
-    }
-    (out, exit)
-}
-
-/// Sends `data` in chunks of at most 64 KiB, then end-of-file.
-async fn feed(controller: &Controller, data: &str) {
-    for chunk in data.as_bytes().chunks(64 << 10) {
-        assert!(controller.send(Control::Stdin(chunk.to_vec())).await);
-    }
-    assert!(controller.send(Control::CloseStdin).await);
-}
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn buffered_and_streamed_runs_read_the_request_stdin_then_end_of_file() {
@@ -72,26 +49,14 @@ async fn interactive_runs_read_the_request_stdin_then_the_controller_until_it_cl
     for case in STDIN_CASES {
         let mut req = code(case.runtime, case.code);
         req.stdin = Some(first.to_string());
-        let (events, controller) = engine
-            .execute_interactive(req.clone(), &EngineOptions::default())
-            .await
-            .expect("start");
-        feed(&controller, rest).await;
-        let events: Vec<StreamEvent> = events.collect().await;
+        let (streamed, r) = interactive_both(&engine, req, rest).await;
         assert_eq!(
-            stdout_and_exit(&events),
+            streamed,
             (case.with_input.to_string(), Some("0".into())),
             "{} interactive",
             case.name
         );
-
         // The buffered form: the whole result, fed the same way.
-        let (result, controller) = engine
-            .execute_interactive_buffered(req, &EngineOptions::default())
-            .await
-            .expect("start");
-        feed(&controller, rest).await;
-        let r = result.await.expect("result");
         assert_eq!(
             (r.stdout.as_str(), r.exit_code),
             (case.with_input, 0),
