@@ -6,12 +6,14 @@
 //! `RemoteEngine` does the same on each of its paths; and a program that prints 600 kB
 //! before it reads 120 kB of stdin gets all of both on each.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use isol8::{Engine, EngineOptions, ExecutionRequest, RemoteEngine, StreamEvent, StreamEventType};
-use isol8_server::{app, AppState};
+use isol8_server::AppState;
 use isol8_testkit::{assert_big_output, big_input, BIG_IO_CODE, INPUT, STDIN_CASES};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,14 +23,7 @@ const KEY: &str = "stdin-test-master-key-0123456789";
 
 /// Serves the API on a loopback port: the state and the base URL.
 async fn serve() -> (Arc<AppState>, String) {
-    let engine = isol8_testkit::engine(EngineOptions::default()).await;
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (state, addr) = common::serve_on_loopback(KEY).await;
     (state, format!("http://{addr}"))
 }
 

@@ -2,12 +2,13 @@
 //! interactive run, invalid messages closed with 1003, and a disconnect kills the
 //! execution. (Standard input without `interactive` is in `stdin.rs`.)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use isol8::EngineOptions;
-use isol8_server::{app, AppState};
+use isol8_server::AppState;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,14 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 const KEY: &str = "ws-test-master-key-0123456789";
 
 async fn serve() -> (Arc<AppState>, String) {
-    let engine = isol8_testkit::engine(EngineOptions::default()).await;
-    let state = AppState::new(engine, EngineOptions::default(), KEY.into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (state, addr) = common::serve_on_loopback(KEY).await;
     (state, format!("ws://{addr}/execute/ws"))
 }
 
