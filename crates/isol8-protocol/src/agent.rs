@@ -416,6 +416,39 @@ pub struct Exited {
     /// Output paths that could not be read: path → reason.
     #[serde(default)]
     pub file_errors: BTreeMap<String, String>,
+    /// Resources this execution used, as measured by the agent (absent from agents that
+    /// do not measure, and when the cgroup files cannot be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<AgentUsage>,
+    /// The kernel's OOM killer killed a process of the sandbox during this execution (the
+    /// memory cgroup's `oom_kill` counter moved), or the agent stopped the program for
+    /// using more memory than its limit.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Signal number that ended the last step's process, when a signal ended it (also
+    /// set for the agent's own kills: 9 after a timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Resource figures of one execution, measured inside the sandbox from its cgroup
+/// (v1 or v2) and network namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentUsage {
+    /// CPU time used during the execution by all the sandbox's processes, in microseconds.
+    pub cpu_time_us: u64,
+    /// Wall time over which `cpu_time_us` was measured, in microseconds.
+    pub wall_time_us: u64,
+    /// Memory charged to the sandbox when the execution ended, in bytes.
+    pub memory_bytes: u64,
+    /// Highest memory of this execution's programs seen during the run, in bytes (not the
+    /// container's lifetime peak: a pooled sandbox's earlier runs do not count).
+    pub peak_memory_bytes: u64,
+    /// Bytes received on the sandbox's network interfaces other than loopback.
+    pub network_rx_bytes: u64,
+    /// Bytes sent on the sandbox's network interfaces other than loopback.
+    pub network_tx_bytes: u64,
 }
 
 /// The agent could not carry out an execution (bad file path, spawn failure…).

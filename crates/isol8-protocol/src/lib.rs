@@ -17,6 +17,6 @@ pub mod wire;
 
 pub use options::{EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode};
 pub use wire::{
-    ExecutionRequest, ExecutionResult, NetworkLog, Phase, ResourceUsage, StreamEvent,
+    ExecutionRequest, ExecutionResult, ExitReason, NetworkLog, Phase, ResourceUsage, StreamEvent,
     StreamEventType,
 };

@@ -138,6 +138,28 @@ pub struct ExecutionResult {
     /// Requests seen by the filtering proxy (with `logNetwork`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_logs: Option<Vec<NetworkLog>>,
+    /// Why the program ended (an isol8 addition; absent where not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<ExitReason>,
+}
+
+/// Why an execution's program ended (`exitReason` on results and `exit` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum ExitReason {
+    /// The program exited by itself (any exit code).
+    Exited,
+    /// The program ran past `timeoutMs` and was killed.
+    Timeout,
+    /// The program used more memory than `memoryLimit` and was killed.
+    MemoryLimit,
+    /// The program exited by itself, but its output was cut at `maxOutputSize`.
+    OutputLimit,
+    /// A signal ended the program (not one sent by isol8 for the reasons above).
+    Signal,
+    /// The sandbox went away under the program (container died, daemon unreachable).
+    SandboxLost,
 }
 
 /// Kind of a [`StreamEvent`].
