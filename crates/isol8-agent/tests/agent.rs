@@ -113,6 +113,7 @@ impl Agent {
             files: vec![],
             output_paths: vec![],
             max_read_bytes: 1 << 20,
+            measure_usage: true,
         }
     }
 

@@ -379,6 +379,14 @@ pub struct ExecSpec {
     pub output_paths: Vec<String>,
     /// Largest output file read back, in bytes.
     pub max_read_bytes: u64,
+    /// Measure the execution's resources ([`Exited::usage`]); false only to measure what
+    /// measuring costs (`isol8 bench`). Default true.
+    #[serde(default = "measure_by_default")]
+    pub measure_usage: bool,
+}
+
+fn measure_by_default() -> bool {
+    true
 }
 
 /// Byte counts of one output stream.

@@ -303,6 +303,7 @@ pub fn prepare(
             files,
             output_paths,
             max_read_bytes: MAX_OUTPUT_FILE,
+            measure_usage: true,
         },
         network,
         egress_hosts,
@@ -417,6 +418,7 @@ pub fn transfer_spec(
         files,
         output_paths,
         max_read_bytes,
+        measure_usage: false,
     }
 }
 
