@@ -117,7 +117,12 @@ def test_websocket_signal_reaches_the_program(client: isol8.Client, sig: str, co
 def test_websocket_signal_from_another_thread(client: isol8.Client) -> None:
     with client.execute_ws("python", TRAP) as run:
         ready = threading.Event()
-        sender = threading.Thread(target=lambda: (ready.wait(60), run.send_signal("INT")))
+
+        def interrupt() -> None:
+            ready.wait(60)
+            run.send_signal("INT")
+
+        sender = threading.Thread(target=interrupt)
         sender.start()
         out = ""
         for ev in run:

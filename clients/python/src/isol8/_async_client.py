@@ -400,7 +400,7 @@ class AsyncWebSocketRun(AsyncIterator[StreamEvent]):
             self._closed = True
             r = e.response
             raise _core.error_from_answer(
-                r.status_code, r.body or b"", r.headers, r.reason_phrase
+                r.status_code, bytes(r.body or b""), r.headers, r.reason_phrase
             ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
             self._closed = True
@@ -471,9 +471,9 @@ class AsyncWebSocketRun(AsyncIterator[StreamEvent]):
             except ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd else None
                 reason = e.rcvd.reason if e.rcvd else ""
-                rest, failure = self._state.closed(code, reason)
+                rest, ended = self._state.closed(code, reason)
                 self._out.extend(rest)
-                self._failure = failure
+                self._failure = ended
                 await self.aclose()
                 continue
             self._out.extend(self._state.frame(frame))

@@ -460,7 +460,9 @@ class WebSocketRun(Iterator[StreamEvent]):
         except InvalidStatus as e:
             self._closed = True
             r = e.response
-            raise _core.error_from_answer(r.status_code, r.body or b"", r.headers, r.reason_phrase) from None
+            raise _core.error_from_answer(
+                r.status_code, bytes(r.body or b""), r.headers, r.reason_phrase
+            ) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
             self._closed = True
             raise ServerUnreachableError(self._url, _transport_reason(e)) from None
@@ -533,9 +535,9 @@ class WebSocketRun(Iterator[StreamEvent]):
             except ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd else None
                 reason = e.rcvd.reason if e.rcvd else ""
-                rest, failure = self._state.closed(code, reason)
+                rest, ended = self._state.closed(code, reason)
                 self._out.extend(rest)
-                self._failure = failure
+                self._failure = ended
                 self.close()
                 continue
             self._out.extend(self._state.frame(frame))

@@ -168,7 +168,7 @@ def path_segment(value: str) -> str:
 
 def _message_of(body: Any, fallback: str) -> str:
     if isinstance(body, Mapping) and isinstance(body.get("error"), str):
-        return body["error"]
+        return str(body["error"])
     if isinstance(body, str) and body.strip():
         return body.strip()[:500]
     return fallback

@@ -81,7 +81,7 @@ def wire_names(cls: type) -> Dict[str, str]:
     """``{python_name: wire_name}`` for every field of one of these classes."""
     return {
         f.name: f.metadata[WIRE]
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls)
         if WIRE in f.metadata
     }
 
