@@ -52,8 +52,11 @@ def test_sse_stream_collects_phases_and_errors(client: isol8.Client) -> None:
     ).collect()
     assert result.exit_code == 137
     assert "setup-out\n" in result.stdout and "code-out\n" in result.stdout
-    phases = {(e.phase, e.data) for e in result.events if e.type == "stdout"}
-    assert ("setup", "setup-out\n") in phases and ("code", "code-out\n") in phases
+    by_phase = {
+        phase: "".join(e.data for e in result.events if e.type == "stdout" and e.phase == phase)
+        for phase in ("setup", "code")
+    }
+    assert by_phase == {"setup": "setup-out\n", "code": "code-out\n"}
     assert any("TIMED OUT" in m for m in result.errors), result.errors
 
 
