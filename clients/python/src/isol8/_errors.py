@@ -38,8 +38,9 @@ class Isol8Error(Exception):
     """Base class of every exception this package raises."""
 
 
-class ServerUnreachableError(Isol8Error):
-    """The server at ``url`` could not be reached (refused, unresolvable, timed out)."""
+class ServerUnreachableError(Isol8Error, ConnectionError):
+    """The server at ``url`` could not be reached (refused, unresolvable, timed out).
+    Also a builtin :class:`ConnectionError`."""
 
     def __init__(self, url: str, reason: str) -> None:
         #: The URL that was tried.
