@@ -68,6 +68,18 @@ while True:
     print(len(chunks) * 8, flush=True)
 '";
 
+/// The same with memory that is neither anonymous nor in a tmpfs mount: a `memfd` grown 8
+/// MiB at a time.
+const MEMFD_BOMB: &str = "python3 -c '
+import os
+fd = os.memfd_create(\"bomb\")
+total = 0
+while True:
+    os.write(fd, b\"\\1\" * (8 << 20))
+    total += 8
+    print(total, flush=True)
+'";
+
 /// Runs a shell script in the python image (which has both bash and python3).
 async fn bash(engine: &DockerEngine, script: String) -> ExecutionResult {
     let mut req = code("python", "");
@@ -97,28 +109,40 @@ async fn fills_then_bomb_then_normal_run(sizes: Sizes) {
         containers.push(r.container_id);
     }
 
+    // With every tmpfs full the cgroup has only its reserve left above memoryLimit; with
+    // them empty it has the tmpfs sizes: either way the bomb stops near memoryLimit.
     let all = sizes.dirs().map(|(d, s)| fill(d, s)).join("; ");
-    let r = bash(&engine, format!("{all}; {BOMB}; echo survived")).await;
-    assert_eq!(r.exit_code, 137, "{r:?}");
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines[..3], ["/sandbox=1", "/tmp=1", "/dev/shm=1"], "{r:?}");
-    assert!(!r.stdout.contains("survived"), "{r:?}");
-    let reached: u64 = lines
-        .last()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or_else(|| panic!("the bomb printed nothing: {r:?}"));
-    let tmpfs = sizes.sandbox + sizes.tmp + SHM_MB;
-    assert!(
-        reached < sizes.memory + 32,
-        "the bomb got {reached} MiB under memoryLimit {} MiB (the cgroup has {tmpfs} MiB more for the tmpfs mounts): {r:?}",
-        sizes.memory
-    );
-    assert!(
-        reached >= sizes.memory / 2,
-        "the bomb was stopped at {reached} MiB, far below memoryLimit {} MiB: {r:?}",
-        sizes.memory
-    );
-    containers.push(r.container_id);
+    for (name, bomb, prefix) in [
+        ("anonymous memory", BOMB, all.clone()),
+        ("a memfd", MEMFD_BOMB, all.clone()),
+        ("anonymous memory, empty tmpfs", BOMB, "true".to_string()),
+    ] {
+        let r = bash(&engine, format!("{prefix}; {bomb}; echo survived")).await;
+        assert_eq!(r.exit_code, 137, "{name}: {r:?}");
+        assert!(!r.stdout.contains("survived"), "{name}: {r:?}");
+        if prefix != "true" {
+            let lines: Vec<&str> = r.stdout.lines().collect();
+            assert_eq!(lines[..3], ["/sandbox=1", "/tmp=1", "/dev/shm=1"], "{r:?}");
+        }
+        let reached: u64 = r
+            .stdout
+            .lines()
+            .last()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: the bomb printed nothing: {r:?}"));
+        let tmpfs = sizes.sandbox + sizes.tmp + SHM_MB;
+        assert!(
+            reached < sizes.memory + 32,
+            "{name}: the bomb got {reached} MiB under memoryLimit {} MiB (the cgroup has {tmpfs} MiB more for the tmpfs mounts): {r:?}",
+            sizes.memory
+        );
+        assert!(
+            reached >= sizes.memory / 2,
+            "{name}: the bomb was stopped at {reached} MiB, far below memoryLimit {} MiB: {r:?}",
+            sizes.memory
+        );
+        containers.push(r.container_id);
+    }
 
     let r = bash(
         &engine,
