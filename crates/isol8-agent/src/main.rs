@@ -8,9 +8,11 @@
 //! `Exited`.
 //!
 //! Threads: one reads frames from stdin, one reaps children (it owns `waitpid`, driven
-//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, and one
-//! may feed its stdin. All frames go out through one lock on stdout, so they never
-//! interleave. The main thread runs executions one at a time.
+//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, one may
+//! feed its stdin, and one samples the programs' memory while steps run, killing them
+//! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
+//! so they never interleave. The main thread runs executions one at a time, measuring
+//! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
 //!
 //! The agent runs as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. Everything
 //! that touches the sandbox user's processes or files is done *as that user* by a short

@@ -45,7 +45,35 @@ pub struct Cgroup {
     stat: Option<File>,
     events: Option<File>,
     cpu: Option<File>,
-    net: Option<File>,
+    net: Net,
+}
+
+/// How the network counters are read.
+#[derive(Debug)]
+enum Net {
+    /// Only loopback (network `none` and `filtered`): always 0, nothing to read. Nothing
+    /// in the sandbox can add an interface (that takes `CAP_NET_ADMIN`).
+    LoopbackOnly,
+    /// `/proc/net/dev`, open.
+    Dev(File),
+    /// Unreadable.
+    Unknown,
+}
+
+impl Net {
+    fn open() -> Net {
+        let Some(file) = open(Path::new("/proc/net/dev")) else {
+            return Net::Unknown;
+        };
+        match read(&file)
+            .as_deref()
+            .map(|t| (parse_net_dev(t), interfaces(t)))
+        {
+            Some((Some(_), 0)) => Net::LoopbackOnly,
+            Some((Some(_), _)) => Net::Dev(file),
+            _ => Net::Unknown,
+        }
+    }
 }
 
 /// What `memory.stat` says about the charged memory, in bytes.
@@ -72,7 +100,7 @@ impl Cgroup {
                 stat: open(&dir.join("memory.stat")),
                 events: open(&dir.join("memory.events")),
                 cpu: open(&dir.join("cpu.stat")),
-                net: open(Path::new("/proc/net/dev")),
+                net: Net::open(),
             }
         } else {
             let memory = group_dir(
@@ -93,7 +121,7 @@ impl Cgroup {
                 stat: open(&memory.join("memory.stat")),
                 events: open(&memory.join("memory.oom_control")),
                 cpu: open(&cpuacct.join("cpuacct.usage")),
-                net: open(Path::new("/proc/net/dev")),
+                net: Net::open(),
             }
         }
     }
@@ -120,7 +148,11 @@ impl Cgroup {
 
     /// Bytes received and sent on the network namespace's interfaces but loopback.
     pub fn network(&self) -> Option<(u64, u64)> {
-        parse_net_dev(&read(self.net.as_ref()?)?)
+        match &self.net {
+            Net::LoopbackOnly => Some((0, 0)),
+            Net::Dev(file) => parse_net_dev(&read(file)?),
+            Net::Unknown => None,
+        }
     }
 }
 
@@ -219,6 +251,15 @@ pub fn parse_cpu_us(version: Version, text: &str) -> Option<u64> {
         Version::V1 => parse_number(text).map(|ns| ns / 1000),
         Version::V2 => keyed(text, "usage_usec"),
     }
+}
+
+/// How many interfaces but loopback a `/proc/net/dev` text lists.
+pub fn interfaces(text: &str) -> usize {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim())
+        .filter(|name| !name.contains('|') && *name != "lo")
+        .count()
 }
 
 /// Received and sent bytes summed over the interfaces of a `/proc/net/dev` text, loopback

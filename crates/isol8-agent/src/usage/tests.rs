@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::cgroup::{
-    keyed, parse_cpu_us, parse_memory_stat, parse_net_dev, parse_number, v1_path, v2_path,
-    MemoryStat, Version,
+    interfaces, keyed, parse_cpu_us, parse_memory_stat, parse_net_dev, parse_number, v1_path,
+    v2_path, MemoryStat, Version,
 };
 use super::watch::{interval, MAX_INTERVAL, MIN_INTERVAL};
 use super::{program_memory, usage};
@@ -161,6 +161,8 @@ fn network_counts_every_interface_but_loopback() {
         Some((0, 0)),
         "network none: loopback only"
     );
+    assert_eq!(interfaces(NET_DEV), 2);
+    assert_eq!(interfaces(&only_lo), 0);
     assert_eq!(parse_net_dev(""), None);
     assert_eq!(parse_net_dev("  eth0: 1 2 3\n"), None, "truncated line");
 }
