@@ -78,7 +78,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use isol8_protocol::{ExecutionRequest, ExitReason, NetworkLog, NetworkMode, ResourceUsage};
+use isol8_protocol::{
+    ExecutionRequest, ExecutionResult, ExitReason, NetworkLog, NetworkMode, ResourceUsage,
+};
 use serde::Serialize;
 use sha2::Digest as _;
 
@@ -408,6 +410,50 @@ impl Draft {
             },
             started: std::time::Instant::now(),
         }
+    }
+
+    /// The record of an execution whose program ran and ended as `result` says: its
+    /// exit code, `exitReason`, duration, truncation and container, and its
+    /// `resourceUsage` when `trackResources` is on (all when present in `result`);
+    /// `network`, the egress summary, when known.
+    pub fn completed(
+        mut self,
+        settings: &AuditSettings,
+        result: &ExecutionResult,
+        network: Option<NetworkSummary>,
+    ) -> AuditRecord {
+        let r = &mut self.record;
+        r.outcome = Outcome::Completed;
+        r.exit_code = Some(result.exit_code);
+        r.exit_reason = result.exit_reason;
+        r.duration_ms = result.duration_ms;
+        r.truncated = Some(result.truncated);
+        r.container_id = result.container_id.clone();
+        r.resource_usage = result
+            .resource_usage
+            .clone()
+            .filter(|_| settings.track_resources);
+        if let Some(n) = network {
+            r.network = n;
+        }
+        self.record
+    }
+
+    /// The record of an execution that started and did not end with an exit of its
+    /// program: `error` (already masked) when it failed, `None` when its consumer went
+    /// away (cancelled). A lost sandbox's `exitReason` is `sandboxLost`.
+    pub fn ended_early(mut self, error: Option<&crate::Error>) -> AuditRecord {
+        let r = &mut self.record;
+        r.outcome = match error {
+            Some(_) => Outcome::Failed,
+            None => Outcome::Cancelled,
+        };
+        r.error = error.map(ToString::to_string);
+        if error.is_some_and(crate::Error::is_sandbox_lost) {
+            r.exit_reason = Some(ExitReason::SandboxLost);
+        }
+        r.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.record
     }
 
     /// The record of an execution refused with `error` (masked with `secrets`).

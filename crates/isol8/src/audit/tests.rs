@@ -526,3 +526,72 @@ fn records_from_many_threads_are_all_written_once_on_whole_lines() {
         .collect();
     assert_eq!(ids.len(), 4000);
 }
+
+#[test]
+fn a_completed_record_copies_exit_reason_and_resource_usage_only_with_track_resources() {
+    let req = ExecutionRequest {
+        runtime: "python".into(),
+        code: Some("x".into()),
+        ..Default::default()
+    };
+    let usage = isol8_protocol::ResourceUsage {
+        cpu_percent: 12.5,
+        memory_mb: 30.0,
+        peak_memory_mb: 128.0,
+        network_bytes_in: 10,
+        network_bytes_out: 20,
+    };
+    let result = isol8_protocol::ExecutionResult {
+        exit_code: 137,
+        duration_ms: 42,
+        truncated: true,
+        container_id: Some("c1".into()),
+        exit_reason: Some(isol8_protocol::ExitReason::MemoryLimit),
+        resource_usage: Some(usage.clone()),
+        ..Default::default()
+    };
+    let tracking = settings(Path::new("/unused"));
+    let draft = || Draft::new(&tracking, "id".into(), &req, &Secrets::default(), None);
+    let r = draft().completed(&tracking, &result, None);
+    let v = serde_json::to_value(&r).expect("json");
+    assert_eq!(v["outcome"], "completed");
+    assert_eq!(v["exitCode"], 137);
+    assert_eq!(v["exitReason"], "memoryLimit");
+    assert_eq!(v["durationMs"], 42);
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["containerId"], "c1");
+    assert_eq!(
+        v["resourceUsage"],
+        serde_json::json!({"cpuPercent": 12.5, "memoryMB": 30.0, "peakMemoryMB": 128.0,
+                           "networkBytesIn": 10, "networkBytesOut": 20})
+    );
+    let untracked = AuditSettings {
+        track_resources: false,
+        ..settings(Path::new("/unused"))
+    };
+    let r = draft().completed(&untracked, &result, None);
+    assert!(r.resource_usage.is_none(), "trackResources: false drops it");
+    assert_eq!(r.exit_reason, Some(isol8_protocol::ExitReason::MemoryLimit));
+    // A result without them: absent, not null.
+    let bare = draft().completed(&tracking, &isol8_protocol::ExecutionResult::default(), None);
+    let v = serde_json::to_value(&bare).expect("json");
+    assert!(
+        v.get("exitReason").is_none() && v.get("resourceUsage").is_none(),
+        "{v}"
+    );
+    // A lost sandbox and a cancelled run.
+    let lost = crate::Error::SandboxLost("container killed".into());
+    let r = draft().ended_early(Some(&lost));
+    assert_eq!(
+        (r.outcome, r.exit_reason),
+        (
+            Outcome::Failed,
+            Some(isol8_protocol::ExitReason::SandboxLost)
+        )
+    );
+    let r = draft().ended_early(None);
+    assert_eq!(
+        (r.outcome, r.exit_reason, r.error),
+        (Outcome::Cancelled, None, None)
+    );
+}

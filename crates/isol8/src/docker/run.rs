@@ -111,38 +111,15 @@ impl Audit {
 
     /// Completes the record with how the run ended (`error` already masked) and queues it.
     fn finish(self, ended: std::result::Result<&Summary, Option<&Error>>) {
-        use crate::audit::Outcome;
         let Audit { log, draft, output } = self;
-        let mut record = draft.record;
-        match ended {
+        let mut record = match ended {
             Ok(summary) => {
                 let mut result = ExecutionResult::default();
                 summary.fill_status(&mut result);
-                record.outcome = Outcome::Completed;
-                record.exit_code = Some(result.exit_code);
-                record.exit_reason = result.exit_reason;
-                record.duration_ms = result.duration_ms;
-                record.truncated = Some(result.truncated);
-                record.container_id = result.container_id;
-                record.resource_usage = result
-                    .resource_usage
-                    .filter(|_| log.settings().track_resources);
-                if let Some(n) = &summary.audit_network {
-                    record.network = n.clone();
-                }
+                draft.completed(log.settings(), &result, summary.audit_network.clone())
             }
-            Err(e) => {
-                record.outcome = match e {
-                    Some(_) => Outcome::Failed,
-                    None => Outcome::Cancelled,
-                };
-                record.error = e.map(ToString::to_string);
-                if e.is_some_and(Error::is_sandbox_lost) {
-                    record.exit_reason = Some(isol8_protocol::ExitReason::SandboxLost);
-                }
-                record.duration_ms = draft.started.elapsed().as_millis() as u64;
-            }
-        }
+            Err(e) => draft.ended_early(e),
+        };
         if let Some((stdout, stderr)) = output.and_then(|o| o.into_inner().ok()) {
             record.stdout = Some(stdout);
             record.stderr = Some(stderr);
