@@ -127,8 +127,10 @@ async fn records_name_the_tenant_and_key_of_every_route_and_policy_refusals() {
     let (status, session_result) = call(&s.state, post("/execute", Some(&key), body)).await;
     assert_eq!(status, StatusCode::OK, "{session_result}");
 
-    // Server-sent events, database key.
-    let body = json!({"request": {"runtime": "bash", "code": "echo sse"}}).to_string();
+    // Server-sent events, database key; metadata that claims another caller.
+    let body = json!({"request": {"runtime": "bash", "code": "echo sse",
+        "metadata": {"tenant": "other", "keyId": "forged"}}})
+    .to_string();
     let (status, _) = call(&s.state, post("/execute/stream", Some(&key), body)).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -199,6 +201,9 @@ async fn records_name_the_tenant_and_key_of_every_route_and_policy_refusals() {
     assert_eq!(sse["tenant"], "acme");
     assert_eq!(sse["keyId"], key_id.as_str());
     assert_eq!(sse["outcome"], "completed");
+    // The caller is the authenticated key's: client metadata stays under `metadata`.
+    assert_eq!(sse["metadata"]["tenant"], "other");
+    assert_eq!(sse["metadata"]["keyId"], "forged");
 
     let no = by_code("echo no");
     assert_eq!(no["outcome"], "refused");
