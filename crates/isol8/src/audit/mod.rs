@@ -4,8 +4,8 @@
 //! file's `audit` section) writes one [`AuditRecord`] for every execution it is asked
 //! for — buffered, streamed, interactive (a server's WebSocket), in a persistent session
 //! — whether the program ran to its end (`outcome: "completed"`), the run failed
-//! (`"failed"`: sandbox lost, package install failed…), its consumer went away
-//! (`"cancelled"`) or the engine refused it before anything ran (`"refused"`: invalid
+//! (`"failed"`: sandbox lost, package install failed…), its consumer went away while
+//! it was queued or ran (`"cancelled"`) or the engine refused it before anything ran (`"refused"`: invalid
 //! request, queue timeout, stopped engine). A server also records the requests its own
 //! policy refuses, and names the caller (tenant and key id) of every record through
 //! [`scope`].

@@ -229,18 +229,6 @@ impl DockerEngine {
                 ..(*settings).clone()
             })?
         };
-        // The audit record's start (only when auditing): the code as it will run.
-        let audit = self.inner.audit.as_ref().map(|log| {
-            let mut draft = crate::audit::Draft::new(
-                log.settings(),
-                execution_id.clone(),
-                req,
-                &secrets,
-                Some(prepared.network),
-            );
-            draft.record.image = Some(prepared.image.clone());
-            super::run::Audit::new(log.clone(), draft)
-        });
         let egress_rules = match prepared.network {
             NetworkMode::Filtered => Some(Arc::new(crate::egress::Rules::new(
                 &settings.network_filter,
@@ -253,14 +241,42 @@ impl DockerEngine {
         // stopped engine or a closed budget) is an error, not a stream that fails. A
         // session's execution first waits for the session (executions of a session run
         // one at a time), so it never holds a slot while it waits for its turn.
-        let session = if self.inner.settings.mode == Mode::Persistent {
-            Some(self.session_turn().await?)
-        } else {
-            None
+        //
+        // The audit record starts here (only when auditing), with the code as it will run:
+        // if this future is dropped while it waits (the client went away), the record is
+        // written as cancelled; a refusal while waiting is recorded by `refuse` instead.
+        let audit = self.inner.audit.as_ref().map(|log| {
+            let mut draft = crate::audit::Draft::new(
+                log.settings(),
+                execution_id.clone(),
+                req,
+                &secrets,
+                Some(prepared.network),
+            );
+            draft.record.image = Some(prepared.image.clone());
+            super::run::Audit::new(log.clone(), draft)
+        });
+        let waited = async {
+            let session = if self.inner.settings.mode == Mode::Persistent {
+                Some(self.session_turn().await?)
+            } else {
+                None
+            };
+            let permit = self
+                .slot(Duration::from_millis(prepared.spec.timeout_ms))
+                .await?;
+            Ok::<_, Error>((session, permit))
+        }
+        .await;
+        let (session, permit) = match waited {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(a) = audit {
+                    a.disarm();
+                }
+                return Err(e);
+            }
         };
-        let permit = self
-            .slot(Duration::from_millis(prepared.spec.timeout_ms))
-            .await?;
         let control = control.map(tokio::sync::Mutex::new);
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();

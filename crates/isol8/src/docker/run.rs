@@ -81,8 +81,11 @@ impl Summary {
 }
 
 /// An execution's audit record in the making, and the output it saw (with
-/// `includeOutput`).
-pub(super) struct Audit {
+/// `includeOutput`). Dropped unfinished (the launch or the run was dropped), it is
+/// written as cancelled; [`Audit::disarm`] drops it without a record.
+pub(super) struct Audit(Option<AuditParts>);
+
+struct AuditParts {
     log: crate::audit::AuditLog,
     draft: crate::audit::Draft,
     /// Stdout and stderr as sent to the consumer (masked), when `includeOutput`.
@@ -95,12 +98,19 @@ impl Audit {
             .settings()
             .include_output
             .then(|| Mutex::new((String::new(), String::new())));
-        Audit { log, draft, output }
+        Audit(Some(AuditParts { log, draft, output }))
+    }
+
+    /// Drops the record unwritten (the refusal is recorded by whoever reports it).
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
     }
 
     /// Keeps an output event's text (with `includeOutput`).
     fn saw(&self, ev: &StreamEvent) {
-        let Some(out) = &self.output else { return };
+        let Some(out) = self.0.as_ref().and_then(|p| p.output.as_ref()) else {
+            return;
+        };
         let Ok(mut out) = out.lock() else { return };
         match ev.kind {
             StreamEventType::Stdout => out.0.push_str(&ev.data),
@@ -109,9 +119,12 @@ impl Audit {
         }
     }
 
-    /// Completes the record with how the run ended (`error` already masked) and queues it.
-    fn finish(self, ended: std::result::Result<&Summary, Option<&Error>>) {
-        let Audit { log, draft, output } = self;
+    /// Completes the record with how the run ended (`error` already masked; `None`:
+    /// cancelled) and queues it.
+    fn finish(mut self, ended: std::result::Result<&Summary, Option<&Error>>) {
+        let Some(AuditParts { log, draft, output }) = self.0.take() else {
+            return;
+        };
         let mut record = match ended {
             Ok(summary) => {
                 let mut result = ExecutionResult::default();
@@ -125,6 +138,14 @@ impl Audit {
             record.stderr = Some(stderr);
         }
         log.record(record);
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Audit(self.0.take()).finish(Err(None));
+        }
     }
 }
 

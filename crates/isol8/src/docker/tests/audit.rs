@@ -433,3 +433,60 @@ async fn two_hundred_concurrent_executions_are_each_recorded_exactly_once() {
     assert!(Path::new(&files[0]).file_name().is_some());
     engine.stop().await.expect("stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_or_timed_out_in_the_queue_is_recorded_once() {
+    let fake = FakeDocker::new();
+    let (log, out) = stdout_log(false);
+    let engine = engine_with(
+        &fake,
+        EngineConfig {
+            max_concurrent: Some(1),
+            audit_log: Some(log.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The only slot is busy with a program that waits.
+    let mut busy = engine
+        .execute_stream(bash("echo busy\nhang"))
+        .await
+        .expect("stream");
+    bounded("first event", futures_util::StreamExt::next(&mut busy)).await;
+    // A request whose caller gives up while it is queued: cancelled.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        engine.execute(bash("echo dropped")),
+    )
+    .await;
+    assert!(gave_up.is_err(), "it was still queued");
+    // A request whose queue wait runs out: refused, and only that.
+    let short = ExecutionRequest {
+        timeout_ms: Some(500),
+        ..bash("echo short")
+    };
+    let err = engine.execute(short).await.expect_err("no slot in time");
+    assert!(err.to_string().contains("slot"), "{err}");
+    drop(busy);
+    eventually("the busy run is recorded", || {
+        records(&log, &out).len() == 3
+    })
+    .await;
+    let recs = records(&log, &out);
+    let of = |code: &str| -> Vec<&Value> {
+        let h = sha256_hex(code);
+        recs.iter()
+            .filter(|r| r["codeHash"] == h.as_str())
+            .collect()
+    };
+    let dropped = of("echo dropped");
+    assert_eq!(dropped.len(), 1, "{recs:#?}");
+    assert_eq!(dropped[0]["outcome"], "cancelled");
+    assert!(dropped[0].get("containerId").is_none());
+    let short = of("echo short");
+    assert_eq!(short.len(), 1, "{recs:#?}");
+    assert_eq!(short[0]["outcome"], "refused");
+    assert!(short[0]["error"].as_str().expect("error").contains("slot"));
+    assert_eq!(of("echo busy\nhang")[0]["outcome"], "cancelled");
+    engine.stop().await.expect("stop");
+}
