@@ -351,7 +351,17 @@ impl Engine for DockerEngine {
         }
         let ids = self.live_containers();
         futures_util::future::join_all(ids.iter().map(|id| sandbox::remove(&self.inner, id))).await;
-        self.flush_audit().await;
+        if self.inner.audit.is_some() {
+            // The executions cut off above record themselves as they notice (a few
+            // milliseconds): give them a moment, then write every record out.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while self.inner.active.load(Ordering::SeqCst) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.flush_audit().await;
+        }
         Ok(())
     }
 

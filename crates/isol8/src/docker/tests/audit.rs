@@ -490,3 +490,25 @@ async fn a_request_dropped_or_timed_out_in_the_queue_is_recorded_once() {
     assert_eq!(of("echo busy\nhang")[0]["outcome"], "cancelled");
     engine.stop().await.expect("stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_writes_the_records_of_the_executions_it_cuts_off() {
+    let fake = FakeDocker::new();
+    let (log, out) = stdout_log(false);
+    let engine = audited(&fake, EngineOptions::default(), &log).await;
+    let mut running = engine
+        .execute_stream(bash("echo started\nhang"))
+        .await
+        .expect("stream");
+    bounded("first event", futures_util::StreamExt::next(&mut running)).await;
+    engine.stop().await.expect("stop");
+    // Written by the time stop() returned: no flush here.
+    let text = String::from_utf8(out.0.lock().expect("buf").clone()).expect("utf-8");
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(recs.len(), 1, "{text}");
+    assert_eq!(recs[0]["outcome"], "failed");
+    drop(running);
+}
