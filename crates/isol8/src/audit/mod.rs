@@ -18,7 +18,8 @@
 //! The channel is unbounded, so no record is dropped when executions run concurrently.
 //! Records reach the channel before the execution's result reaches its caller, and
 //! [`AuditLog::flush`] waits until everything recorded before it is written; an
-//! engine's `stop()` and its `flush_audit()` call it, and dropping the
+//! engine's `flush_audit()` calls it, its `stop()` too (after letting the executions
+//! it cut off record themselves, up to 5 s), and dropping the
 //! last handle drains the channel and joins the writer, so a CLI that exits right after
 //! a run loses nothing.
 //!
