@@ -8,6 +8,10 @@
 //! Paths, per runtime, for a hello-world program:
 //! * `cold` — an ephemeral execution with no pool (create, attach, start, agent, remove);
 //! * `warm` — an ephemeral execution from a warm pool (one request frame, frames back);
+//! * `warm_audited` — `warm` on an engine that writes the audit log (config `audit`,
+//!   filesystem destination, code and output included, to a directory under the
+//!   system's temporary directory removed afterwards): what auditing adds to the warm
+//!   path;
 //! * `docker_exec` — baseline: create exec + start attached + inspect into a running
 //!   container of the same image (what most sandboxes do per execution);
 //! * `docker_run` — baseline: create + start + wait + remove of the same image and command
@@ -229,6 +233,15 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
+    engine_audited(pool, max_concurrent, None).await
+}
+
+/// [`engine`], writing the audit log (code and output included) in `audit_dir` if given.
+async fn engine_audited(
+    pool: u32,
+    max_concurrent: usize,
+    audit_dir: Option<&std::path::Path>,
+) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
         pool_size: Some(PoolSize::Split {
@@ -237,9 +250,20 @@ async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
         }),
         ..Default::default()
     };
+    let audit = match audit_dir {
+        Some(dir) => isol8::config::AuditConfig {
+            enabled: Some(true),
+            log_dir: Some(dir.to_string_lossy().into_owned()),
+            include_code: Some(true),
+            include_output: Some(true),
+            ..Default::default()
+        },
+        None => Default::default(),
+    };
     Ok(DockerEngine::connect_with(EngineConfig {
         options,
         max_concurrent: Some(max_concurrent),
+        audit,
         ..Default::default()
     })
     .await?)
@@ -272,6 +296,11 @@ pub async fn run(
     let mut results = Vec::new();
     let cold_engine = engine(0, 1).await?;
     let warm_engine = engine(1, 1).await?;
+    let audit_dir = std::env::temp_dir().join(format!(
+        "isol8-bench-audit-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let audited_engine = engine_audited(1, 1, Some(&audit_dir)).await?;
 
     for runtime in &opts.runtimes {
         let (src, argv) = hello(runtime)?;
@@ -292,6 +321,19 @@ pub async fn run(
             warm.push(ms(t.elapsed()));
         }
         results.push(summarize(runtime, "warm", warm));
+
+        progress(format!("{runtime}: warm, audited"));
+        audited_engine
+            .prewarm(std::slice::from_ref(runtime))
+            .await?;
+        check(&audited_engine, &req).await?; // warm-up, not counted
+        let mut audited = Vec::new();
+        for _ in 0..opts.n {
+            let t = Instant::now();
+            check(&audited_engine, &req).await?;
+            audited.push(ms(t.elapsed()));
+        }
+        results.push(summarize(runtime, "warm_audited", audited));
 
         progress(format!("{runtime}: docker exec"));
         results.push(summarize(
@@ -317,6 +359,8 @@ pub async fn run(
         results.push(summarize(runtime, "docker_run", run));
     }
     warm_engine.stop().await?;
+    audited_engine.stop().await?;
+    let _ = std::fs::remove_dir_all(&audit_dir);
     cold_engine.stop().await?;
 
     let mut throughput = Vec::new();

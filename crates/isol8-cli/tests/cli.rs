@@ -342,7 +342,10 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
         .iter()
         .filter_map(|r| r["path"].as_str())
         .collect();
-    assert_eq!(paths, vec!["warm", "docker_exec", "cold", "docker_run"]);
+    assert_eq!(
+        paths,
+        vec!["warm", "warm_audited", "docker_exec", "cold", "docker_run"]
+    );
     for r in v["results"].as_array().expect("results") {
         assert_eq!(r["n"], 2);
         assert!(r["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");

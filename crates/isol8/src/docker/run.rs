@@ -63,6 +63,90 @@ pub(super) struct Summary {
     files: Option<BTreeMap<String, String>>,
     masked_files: Option<Vec<String>>,
     network_logs: Option<Vec<NetworkLog>>,
+    /// The egress summary for the audit record (only when auditing).
+    audit_network: Option<crate::audit::NetworkSummary>,
+}
+
+impl Summary {
+    /// Sets the result fields this summary decides but files and network logs (which
+    /// [`collect`] moves): exit code, duration, truncation, container. The audit record
+    /// reads its `exitCode`, `exitReason` and `resourceUsage` from a result filled here,
+    /// so a field added here reaches both.
+    fn fill_status(&self, result: &mut ExecutionResult) {
+        result.exit_code = self.exit_code;
+        result.duration_ms = self.duration_ms;
+        result.truncated = self.truncated;
+        result.container_id = Some(self.container_id.clone());
+    }
+}
+
+/// An execution's audit record in the making, and the output it saw (with
+/// `includeOutput`). Dropped unfinished (the launch or the run was dropped), it is
+/// written as cancelled; [`Audit::disarm`] drops it without a record.
+pub(super) struct Audit(Option<AuditParts>);
+
+struct AuditParts {
+    log: crate::audit::AuditLog,
+    draft: crate::audit::Draft,
+    /// Stdout and stderr as sent to the consumer (masked), when `includeOutput`.
+    output: Option<Mutex<(String, String)>>,
+}
+
+impl Audit {
+    pub(super) fn new(log: crate::audit::AuditLog, draft: crate::audit::Draft) -> Audit {
+        let output = log
+            .settings()
+            .include_output
+            .then(|| Mutex::new((String::new(), String::new())));
+        Audit(Some(AuditParts { log, draft, output }))
+    }
+
+    /// Drops the record unwritten (the refusal is recorded by whoever reports it).
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+
+    /// Keeps an output event's text (with `includeOutput`).
+    fn saw(&self, ev: &StreamEvent) {
+        let Some(out) = self.0.as_ref().and_then(|p| p.output.as_ref()) else {
+            return;
+        };
+        let Ok(mut out) = out.lock() else { return };
+        match ev.kind {
+            StreamEventType::Stdout => out.0.push_str(&ev.data),
+            StreamEventType::Stderr => out.1.push_str(&ev.data),
+            _ => {}
+        }
+    }
+
+    /// Completes the record with how the run ended (`error` already masked; `None`:
+    /// cancelled) and queues it.
+    fn finish(mut self, ended: std::result::Result<&Summary, Option<&Error>>) {
+        let Some(AuditParts { log, draft, output }) = self.0.take() else {
+            return;
+        };
+        let mut record = match ended {
+            Ok(summary) => {
+                let mut result = ExecutionResult::default();
+                summary.fill_status(&mut result);
+                draft.completed(log.settings(), &result, summary.audit_network.clone())
+            }
+            Err(e) => draft.ended_early(e),
+        };
+        if let Some((stdout, stderr)) = output.and_then(|o| o.into_inner().ok()) {
+            record.stdout = Some(stdout);
+            record.stderr = Some(stderr);
+        }
+        log.record(record);
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Audit(self.0.take()).finish(Err(None));
+        }
+    }
 }
 
 /// One execution in one sandbox.
@@ -83,6 +167,8 @@ pub(super) struct Run {
     pub(super) setup_tail: Mutex<String>,
     /// This execution's secrets: masked in its output, network log, files and errors.
     pub(super) secrets: Secrets,
+    /// Its audit record in the making (when auditing).
+    pub(super) audit: Option<Audit>,
 }
 
 /// Why a run ended without a summary.
@@ -118,8 +204,11 @@ pub(super) enum Ending {
 impl Run {
     /// Runs the execution: in the persistent session when `session` is given (held by
     /// this execution), else in a pooled sandbox.
+    ///
+    /// The audit record (if any) is queued before the consumer hears the end, so a
+    /// caller that flushes the log after getting its result finds the record written.
     pub(super) async fn execute(
-        self,
+        mut self,
         prepared: Prepared,
         session: Option<OwnedMutexGuard<Option<Session>>>,
     ) {
@@ -128,8 +217,12 @@ impl Run {
             Some(guard) => self.drive_session(&prepared, guard).await,
             None => self.drive(&key, &prepared).await,
         };
+        let audit = self.audit.take();
         match outcome {
             Ok(summary) => {
+                if let Some(a) = audit {
+                    a.finish(Ok(&summary));
+                }
                 let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
             }
             Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
@@ -138,13 +231,24 @@ impl Run {
                 } else {
                     e
                 };
-                let _ = self.tx.send(Msg::Failed(self.secrets.mask_error(e))).await;
+                let e = self.secrets.mask_error(e);
+                if let Some(a) = audit {
+                    a.finish(Err(Some(&e)));
+                }
+                let _ = self.tx.send(Msg::Failed(e)).await;
             }
-            Err(Stop::Gone) => {}
+            Err(Stop::Gone) => {
+                if let Some(a) = audit {
+                    a.finish(Err(None));
+                }
+            }
         }
     }
 
     async fn emit(&self, ev: StreamEvent) -> Result<(), Stop> {
+        if let Some(a) = &self.audit {
+            a.saw(&ev);
+        }
         self.tx.send(Msg::Event(ev)).await.map_err(|_| Stop::Gone)
     }
 
@@ -213,7 +317,9 @@ impl Run {
         exec: &Frame,
     ) -> (Result<Ending, Stop>, Option<Vec<NetworkLog>>) {
         if let (Some(e), Some(rules)) = (&sb.egress, &self.egress_rules) {
-            crate::egress::begin(e.shared(), rules.clone(), self.settings.log_network);
+            // The audit record summarises the proxy's log even without `logNetwork`.
+            let log = self.settings.log_network || self.audit.is_some();
+            crate::egress::begin(e.shared(), rules.clone(), log);
         }
         let result = match sb.send(exec).await {
             Ok(()) => {
@@ -414,6 +520,13 @@ impl Run {
             }
             .into());
         }
+        let audit_network = self.audit.as_ref().map(|_| {
+            crate::audit::NetworkSummary::new(
+                prepared.network,
+                network_logs.as_deref(),
+                &self.secrets,
+            )
+        });
         let mut network_logs = network_logs.filter(|_| self.settings.log_network);
         if let Some(logs) = network_logs.as_mut() {
             self.secrets.mask_network_logs(logs);
@@ -433,6 +546,7 @@ impl Run {
             files,
             masked_files,
             network_logs,
+            audit_network,
         })
     }
 
@@ -493,11 +607,11 @@ fn ended_without_result() -> Error {
 
 /// Collects a run's messages into a buffered result.
 pub(super) async fn collect(
-    (mut rx, runtime): (mpsc::Receiver<Msg>, String),
+    (mut rx, runtime, execution_id): super::launch::Launched,
 ) -> Result<ExecutionResult> {
     let started = chrono::Utc::now();
     let mut result = ExecutionResult {
-        execution_id: uuid::Uuid::new_v4().to_string(),
+        execution_id,
         runtime,
         timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ..Default::default()
@@ -516,10 +630,7 @@ pub(super) async fn collect(
                 StreamEventType::Error | StreamEventType::Exit => {}
             },
             Msg::Done(summary) => {
-                result.exit_code = summary.exit_code;
-                result.duration_ms = summary.duration_ms;
-                result.truncated = summary.truncated;
-                result.container_id = Some(summary.container_id);
+                summary.fill_status(&mut result);
                 result.files = summary.files;
                 result.masked_files = summary.masked_files;
                 result.network_logs = summary.network_logs;
@@ -536,7 +647,7 @@ pub(super) async fn collect(
 /// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
 /// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
 /// phase the execution ended in (`setup` or `code`).
-pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
+pub(super) fn event_stream((rx, _, _): super::launch::Launched) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
             return None;
