@@ -90,6 +90,11 @@ async def exercise(session: ClientSession) -> None:
     # A session left open: ending the connection must end it (checked by the Rust test).
     left = await session.call_tool("create_session", {"runtime": "bash"})
     assert not left.is_error, text(left)
+    ran = await session.call_tool(
+        "run_in_session", {"sessionId": left.structured_content["sessionId"], "cmd": "echo here"}
+    )
+    assert not ran.is_error and ran.structured_content["stdout"] == "here\n", text(ran)
+    print(f"LEFT_CONTAINER={ran.structured_content['containerId']}")
 
 
 async def over_stdio(binary: str) -> None:
