@@ -13,6 +13,12 @@ ensure_images "$ISOL8"
 ensure_postgres
 ensure_mysql
 
+# --- MCP: the official Python `mcp` package, the client of one `isol8 mcp` test
+# (crates/isol8-cli/tests/mcp.rs; it fails in CI without it). Own venv, own script.
+ISOL8_MCP_PYTHON="$("$ROOT/scripts/mcp-python.sh")" || die "could not set up the Python mcp client"
+export ISOL8_MCP_PYTHON
+# --- end MCP
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"

@@ -52,6 +52,11 @@ fn http_addr(raw: &str) -> Result<SocketAddr> {
 /// every session and removes the containers it made.
 pub async fn mcp(args: McpArgs, loaded: &LoadedConfig) -> Result<i32> {
     let addr = args.http.as_deref().map(http_addr).transpose()?;
+    let token = args.http_token.clone().filter(|t| !t.is_empty());
+    if let Some(addr) = addr.filter(|a| !a.ip().is_loopback() && token.is_none()) {
+        // Before anything starts: code execution open to the network needs a token.
+        return Err(isol8_mcp::McpError::TokenRequired(addr).into());
+    }
     if args.max_tool_output < 256 {
         bail!(
             "--max-tool-output {} is too small: use at least 256 bytes",

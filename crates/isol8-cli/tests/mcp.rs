@@ -518,6 +518,28 @@ async fn remote_mode_runs_through_an_isol8_server_and_ends_its_sessions_there() 
         .expect("stop");
 }
 
+#[test]
+fn http_beyond_loopback_needs_a_token_and_bad_addresses_are_one_error_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, needle) in [
+        (&["mcp", "--http", "0.0.0.0:0"][..], "--http-token"),
+        (&["mcp", "--http", "localhost:x"][..], "IP:PORT"),
+        (&["mcp", "--max-tool-output", "10"][..], "--max-tool-output"),
+    ] {
+        let out = common::isol8_in(dir.path())
+            .args(args)
+            .env_remove("ISOL8_MCP_TOKEN")
+            .output()
+            .expect("run isol8 mcp");
+        let stderr = common::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle) && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// `isol8 mcp --http` spawned on a free loopback port with a bearer token: the child and
 /// its MCP URL.
 fn spawn_http(token: &str) -> (std::process::Child, String) {
