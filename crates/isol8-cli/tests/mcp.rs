@@ -739,6 +739,47 @@ fn http_client_calls_the_tools_and_a_closed_mcp_session_ends_its_sandboxes() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The stateless protocol (2026-07-28: no MCP session, each request on its own): a
+    // session outlives the request that made it, for the next ones.
+    let stateless = |id: u64, tool: &str, args: Value| -> Value {
+        let resp = reqwest::blocking::Client::new()
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .header("Mcp-Method", "tools/call")
+            .header("Mcp-Name", tool)
+            .timeout(Duration::from_secs(120))
+            .json(
+                &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": tool, "arguments": args, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}}}}),
+            )
+            .send()
+            .expect("POST");
+        let body = resp.text().expect("body");
+        let msgs: Vec<Value> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .chain(std::iter::once(body.as_str()))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .collect();
+        answer(&msgs, id).clone()
+    };
+    let r = stateless(1, "create_session", json!({"runtime": "bash"}));
+    let session = r["result"]["structuredContent"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let r = stateless(
+        2,
+        "run_in_session",
+        json!({"sessionId": session, "cmd": "echo kept > k; cat k"}),
+    );
+    assert_eq!(r["result"]["structuredContent"]["stdout"], "kept\n", "{r}");
+
     // Another MCP session leaves a sandbox session open; SIGTERM ends everything.
     let (_, sid, _) = post(&url, TOKEN, None, init);
     let sid = sid.expect("session id");

@@ -203,3 +203,123 @@ impl Drop for Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    use isol8::control::Controller;
+    use isol8::{EngineOptions, EventStream, ExecutionRequest, ExecutionResult};
+
+    /// An engine that only counts its stops.
+    #[derive(Debug, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Engine for Counting {
+        async fn start(&self) -> isol8::Result<()> {
+            Ok(())
+        }
+        async fn stop(&self) -> isol8::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn execute_with(
+            &self,
+            _: ExecutionRequest,
+            _: &EngineOptions,
+        ) -> isol8::Result<ExecutionResult> {
+            Err(isol8::Error::NotSupported("test".into()))
+        }
+        async fn execute_stream_with(
+            &self,
+            _: ExecutionRequest,
+            _: &EngineOptions,
+        ) -> isol8::Result<EventStream> {
+            Err(isol8::Error::NotSupported("test".into()))
+        }
+        async fn execute_interactive(
+            &self,
+            _: ExecutionRequest,
+            _: &EngineOptions,
+        ) -> isol8::Result<(EventStream, Controller)> {
+            Err(isol8::Error::NotSupported("test".into()))
+        }
+        async fn put_file(&self, _: &str, _: &[u8]) -> isol8::Result<()> {
+            Ok(())
+        }
+        async fn get_file(&self, _: &str) -> isol8::Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn engine(stops: &Arc<AtomicUsize>) -> Arc<dyn Engine> {
+        Arc::new(Counting(stops.clone()))
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_ends_its_own_sessions_only() {
+        let stops = Arc::new(AtomicUsize::new(0));
+        let sessions = Sessions::new(10);
+        let a = sessions.connect();
+        let b = sessions.connect();
+        sessions
+            .insert("a1", engine(&stops), "python", Some(&a))
+            .expect("a1");
+        sessions
+            .insert("a2", engine(&stops), "python", Some(&a))
+            .expect("a2");
+        sessions
+            .insert("b1", engine(&stops), "bash", Some(&b))
+            .expect("b1");
+        sessions
+            .insert("free", engine(&stops), "bash", None)
+            .expect("free");
+        drop(a);
+        sessions.endings.close();
+        sessions.endings.wait().await;
+        assert_eq!(stops.load(Ordering::SeqCst), 2);
+        assert!(sessions.get("a1").is_err() && sessions.get("a2").is_err());
+        assert_eq!(sessions.get("b1").expect("b1").1, "bash");
+        assert_eq!(sessions.len(), 2);
+        // Shutdown ends the rest, with or without an owner.
+        sessions.end_all().await;
+        assert_eq!(stops.load(Ordering::SeqCst), 4);
+        assert!(sessions.is_empty());
+        drop(b);
+        assert_eq!(stops.load(Ordering::SeqCst), 4, "nothing is ended twice");
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_and_idle_sessions_in_use_are_not_pruned() {
+        let stops = Arc::new(AtomicUsize::new(0));
+        let sessions = Sessions::new(2);
+        sessions
+            .insert("x", engine(&stops), "python", None)
+            .expect("x");
+        sessions
+            .insert("y", engine(&stops), "python", None)
+            .expect("y");
+        let full = sessions
+            .insert("z", engine(&stops), "python", None)
+            .expect_err("over the cap");
+        assert!(full.contains("serverPolicy.maxSessions"), "{full}");
+        // `x` is being used (a call holds its engine): only `y` is pruned.
+        let (held, _) = sessions.get("x").expect("x");
+        assert_eq!(sessions.prune(Duration::ZERO).await, 1);
+        assert!(sessions.get("x").is_ok() && sessions.get("y").is_err());
+        drop(held);
+        assert_eq!(
+            sessions.prune(Duration::from_secs(3600)).await,
+            0,
+            "x was just used"
+        );
+        assert_eq!(sessions.prune(Duration::ZERO).await, 1);
+        assert_eq!(stops.load(Ordering::SeqCst), 2);
+        let Err(unknown) = sessions.remove("x") else {
+            panic!("x was pruned")
+        };
+        assert!(unknown.contains("create_session"), "{unknown}");
+    }
+}
