@@ -353,6 +353,39 @@ async fn stdio_client_lists_the_tools_and_calls_each_one_then_eof_removes_everyt
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn sigterm_over_stdio_ends_the_open_sessions_before_exiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut mcp = spawn_stdio(dir.path(), &[]).await;
+    let r = mcp
+        .call("create_session", json!({"runtime": "python"}))
+        .await;
+    let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
+    let r = mcp
+        .call(
+            "run_in_session",
+            json!({"sessionId": sid, "code": "print('up')"}),
+        )
+        .await;
+    let container = ok(&r)["containerId"]
+        .as_str()
+        .expect("containerId")
+        .to_string();
+    let pid = mcp.child.id().expect("pid");
+    assert!(alive(pid, &container));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(120), mcp.child.wait())
+        .await
+        .expect("isol8 mcp exits on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        isol8_testkit::containers_of_pid(pid).is_empty(),
+        "containers left after SIGTERM"
+    );
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_model_gets_only_what_the_operator_policy_allows() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(
