@@ -936,3 +936,43 @@ fn the_official_python_mcp_client_drives_isol8_mcp_over_stdio_and_http() {
         "containers left"
     );
 }
+
+#[isol8_testkit::test(docker, registries, flavor = "multi_thread")]
+async fn packages_a_model_asks_for_are_installed_for_a_run_and_for_a_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The machine's CA bundle (with a TLS-intercepting proxy's CA, where there is one)
+    // and the registries' addresses exempted from egress's reserved-range refusal.
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    write_config(
+        dir.path(),
+        json!({"caBundle": ca.exists().then_some(ca),
+               "network": {"exemptRanges": isol8_testkit::registry_exemptions()}}),
+    );
+    let mcp = spawn_stdio(dir.path(), &[]).await;
+    let r = mcp
+        .call(
+            "run_code",
+            json!({"runtime": "python", "packages": ["six"], "code": "import six; print(six.__name__)"}),
+        )
+        .await;
+    // (The install's own output comes first, as in `isol8 run`.)
+    let stdout = ok(&r)["stdout"].as_str().expect("stdout");
+    assert!(stdout.ends_with("\nsix\n"), "{}", text(&r));
+    let r = mcp
+        .call(
+            "create_session",
+            json!({"runtime": "python", "packages": ["six"]}),
+        )
+        .await;
+    let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
+    let r = mcp
+        .call(
+            "run_in_session",
+            json!({"sessionId": sid, "code": "import six; print(six.PY3)"}),
+        )
+        .await;
+    assert_eq!(ok(&r)["stdout"], "True\n", "{}", text(&r));
+    let (pid, code) = mcp.close().await;
+    assert_eq!(code, Some(0));
+    assert!(isol8_testkit::containers_of_pid(pid).is_empty());
+}
