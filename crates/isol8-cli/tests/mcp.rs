@@ -489,6 +489,7 @@ async fn remote_mode_runs_through_an_isol8_server_and_ends_its_sessions_there() 
     let server = tokio::task::spawn_blocking(common::serve::Server::start)
         .await
         .expect("server");
+    let _stop_on_panic = TermOnPanic(server.child.id());
     let dir = tempfile::tempdir().expect("tempdir");
     let mcp = spawn_stdio(
         dir.path(),
@@ -573,6 +574,19 @@ fn http_beyond_loopback_needs_a_token_and_bad_addresses_are_one_error_line() {
     }
 }
 
+/// Sends SIGTERM to a child server when the test panics before stopping it, so that it
+/// removes its containers and does not outlive the test.
+struct TermOnPanic(u32);
+
+impl Drop for TermOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        }
+    }
+}
+
 /// `isol8 mcp --http` spawned on a free loopback port with a bearer token: the child and
 /// its MCP URL.
 fn spawn_http(token: &str) -> (std::process::Child, String) {
@@ -650,6 +664,7 @@ fn http_client_calls_the_tools_and_a_closed_mcp_session_ends_its_sandboxes() {
     const TOKEN: &str = "mcp-test-token-0123456789";
     let (mut child, url) = spawn_http(TOKEN);
     let pid = child.id();
+    let _stop_on_panic = TermOnPanic(pid);
 
     // Without the token: 401, nothing runs.
     let status = reqwest::blocking::Client::new()
@@ -917,6 +932,7 @@ fn the_official_python_mcp_client_drives_isol8_mcp_over_stdio_and_http() {
     const TOKEN: &str = "python-mcp-token-0123456789";
     let (mut child, url) = spawn_http(TOKEN);
     let pid = child.id();
+    let _stop_on_panic = TermOnPanic(pid);
     let out = std::process::Command::new(&python)
         .arg(python_script())
         .args(["http", &url, TOKEN])
