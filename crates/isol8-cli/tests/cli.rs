@@ -56,7 +56,7 @@ fn assert_one_error_line(o: &Output, want: &str) {
 fn help_lists_the_subcommands() {
     let o = isol8().arg("--help").output().expect("run");
     assert!(o.status.success());
-    for sub in ["setup", "run", "cleanup", "config", "doctor"] {
+    for sub in ["setup", "run", "cleanup", "config", "doctor", "mcp"] {
         assert!(stdout(&o).contains(sub), "{sub} missing from help");
     }
 }

@@ -22,7 +22,7 @@ fn layer(krate: &str) -> Option<u8> {
         "isol8-protocol" => Some(0),
         "isol8-agent" | "isol8" => Some(1),
         "isol8-images" | "isol8-server" => Some(2),
-        "isol8-bench" => Some(3),
+        "isol8-bench" | "isol8-mcp" => Some(3),
         "isol8-cli" => Some(4),
         "isol8-testkit" | "isol8-testkit-macros" => None,
         other => panic!("crate `{other}` has no layer: add it to docs/ARCHITECTURE.md and here"),
