@@ -213,7 +213,8 @@ ensure_mysql() {
 
 # ensure_client_venv -> prints the python of a virtualenv (target/venv-clients, made with
 # the system's python3; Debian's python3-venv installed if missing) holding the Python
-# client (`pip install ./clients/python`, as a user would) and its test dependencies.
+# client (`pip install ./clients/python`, as a user would) and its test dependencies, and
+# the official MCP SDK (`mcp`, pinned) that one `isol8 mcp` test drives it with.
 # pip installs the client anew on every call, so the tests run against this checkout.
 ensure_client_venv() {
   local venv="$ROOT/target/venv-clients"
@@ -231,6 +232,7 @@ ensure_client_venv() {
   fi
   say "installing the Python client and its test dependencies into $venv (pip)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "$ROOT/clients/python[test]" >&2 || die "pip install ./clients/python[test] failed"
+    "$ROOT/clients/python[test]" "mcp==${ISOL8_MCP_PY_VERSION:-2.3.0}" >&2 \
+    || die "pip install ./clients/python[test] mcp failed"
   echo "$venv/bin/python"
 }

@@ -14,12 +14,9 @@ ensure_postgres
 ensure_mysql
 # The Python client's tests (pytest) run in a virtualenv against the isol8 built above.
 PYTHON="$(ensure_client_venv)"
-
-# --- MCP: the official Python `mcp` package, the client of one `isol8 mcp` test
-# (crates/isol8-cli/tests/mcp.rs; it fails in CI without it). Own venv, own script.
-ISOL8_MCP_PYTHON="$("$ROOT/scripts/mcp-python.sh")" || die "could not set up the Python mcp client"
-export ISOL8_MCP_PYTHON
-# --- end MCP
+# ...which also holds the Python `mcp` package, the client of one `isol8 mcp` test
+# (crates/isol8-cli/tests/mcp.rs; it fails in CI without it).
+export ISOL8_MCP_PYTHON="$PYTHON"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -856,7 +856,7 @@ fn http_client_calls_the_tools_and_a_closed_mcp_session_ends_its_sandboxes() {
 }
 
 /// The Python interpreter with the official `mcp` package (`ISOL8_MCP_PYTHON`, set by
-/// scripts/test.sh from scripts/mcp-python.sh; else `python3`), or why there is none.
+/// scripts/test.sh: the venv of `ensure_client_venv` in scripts/lib.sh; else `python3`), or why there is none.
 fn python_with_mcp() -> Result<String, String> {
     let python = std::env::var("ISOL8_MCP_PYTHON").unwrap_or_else(|_| "python3".into());
     match std::process::Command::new(&python)
@@ -867,7 +867,7 @@ fn python_with_mcp() -> Result<String, String> {
     {
         Ok(s) if s.success() => Ok(python),
         Ok(_) => Err(format!(
-            "{python} has no `mcp` package (scripts/mcp-python.sh installs it)"
+            "{python} has no `mcp` package (scripts/test.sh installs it: `ensure_client_venv` in scripts/lib.sh)"
         )),
         Err(e) => Err(format!("cannot run {python}: {e}")),
     }
