@@ -20,6 +20,7 @@ use isol8_protocol::{ExecutionResult, NetworkLog, Phase, StreamEvent, StreamEven
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
 use super::host_config::HostConfig;
+use super::launch::Launched;
 use super::pool::{self, PoolKey};
 use super::sandbox::{self, Sandbox};
 use super::session::Session;
@@ -69,6 +70,8 @@ pub(super) struct Summary {
 pub(super) struct Run {
     pub(super) inner: Arc<Inner>,
     pub(super) tx: mpsc::Sender<Msg>,
+    /// The execution's span (see [`crate::trace`]): the container is recorded on it.
+    pub(super) span: tracing::Span,
     /// Settings of this execution (the engine's, or per-request options over them).
     pub(super) settings: Arc<SandboxSettings>,
     /// The `HostConfig` those settings give.
@@ -155,6 +158,7 @@ impl Run {
         let asked = std::time::Instant::now();
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let took = asked.elapsed();
+        self.span.record("container_id", sb.id.as_str());
         self.inner
             .observe(|o| o.sandbox_acquired(runtime, took, warm));
         let exec = Frame::json(Kind::Exec, &prepared.spec);
@@ -175,6 +179,7 @@ impl Run {
                     }
                 };
             std::mem::replace(&mut sb, fresh).destroy(&self.inner).await;
+            self.span.record("container_id", sb.id.as_str());
             (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
             if let Err(Stop::Unsent(e)) = result {
                 sb.destroy(&self.inner).await;
@@ -492,12 +497,15 @@ fn ended_without_result() -> Error {
 }
 
 /// Collects a run's messages into a buffered result.
-pub(super) async fn collect(
-    (mut rx, runtime): (mpsc::Receiver<Msg>, String),
-) -> Result<ExecutionResult> {
+pub(super) async fn collect(launched: Launched) -> Result<ExecutionResult> {
+    let Launched {
+        mut rx,
+        runtime,
+        execution_id,
+    } = launched;
     let started = chrono::Utc::now();
     let mut result = ExecutionResult {
-        execution_id: uuid::Uuid::new_v4().to_string(),
+        execution_id,
         runtime,
         timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ..Default::default()
@@ -536,7 +544,7 @@ pub(super) async fn collect(
 /// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
 /// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
 /// phase the execution ended in (`setup` or `code`).
-pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
+pub(super) fn event_stream(Launched { rx, .. }: Launched) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
             return None;

@@ -58,6 +58,7 @@ impl Run {
             }
         };
         let id = session.sandbox.id.clone();
+        self.span.record("container_id", id.as_str());
         let (result, logs) = self
             .send_and_relay(
                 &mut session.sandbox,
