@@ -93,7 +93,7 @@ pub async fn in_request_span(mut req: Request, next: Next) -> Response {
         status = tracing::field::Empty,
     );
     if let Some(id) = &trace.request_id {
-        span.record("client_request_id", id.as_str());
+        span.record("client_request_id", tracing::field::display(id));
     }
     let started = std::time::Instant::now();
     async move {
@@ -114,5 +114,5 @@ pub async fn in_request_span(mut req: Request, next: Next) -> Response {
 
 /// Records the caller's tenant on the current `request` span.
 pub(crate) fn record_tenant(tenant: &str) {
-    tracing::Span::current().record("tenant", tenant);
+    tracing::Span::current().record("tenant", tracing::field::display(tenant));
 }

@@ -133,6 +133,12 @@ impl Run {
         };
         match outcome {
             Ok(summary) => {
+                tracing::debug!(
+                    exit_code = summary.exit_code,
+                    duration_ms = summary.duration_ms,
+                    truncated = summary.truncated,
+                    "execution finished"
+                );
                 let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
             }
             Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
@@ -141,7 +147,9 @@ impl Run {
                 } else {
                     e
                 };
-                let _ = self.tx.send(Msg::Failed(self.secrets.mask_error(e))).await;
+                let e = self.secrets.mask_error(e);
+                tracing::debug!(error = %e, "execution failed");
+                let _ = self.tx.send(Msg::Failed(e)).await;
             }
             Err(Stop::Gone) => {}
         }
@@ -158,7 +166,9 @@ impl Run {
         let asked = std::time::Instant::now();
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let took = asked.elapsed();
-        self.span.record("container_id", sb.id.as_str());
+        self.span
+            .record("container_id", tracing::field::display(&sb.id));
+        tracing::debug!(warm, wait_ms = took.as_millis() as u64, "sandbox acquired");
         self.inner
             .observe(|o| o.sandbox_acquired(runtime, took, warm));
         let exec = Frame::json(Kind::Exec, &prepared.spec);
@@ -179,7 +189,8 @@ impl Run {
                     }
                 };
             std::mem::replace(&mut sb, fresh).destroy(&self.inner).await;
-            self.span.record("container_id", sb.id.as_str());
+            self.span
+                .record("container_id", tracing::field::display(&sb.id));
             (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
             if let Err(Stop::Unsent(e)) = result {
                 sb.destroy(&self.inner).await;

@@ -66,7 +66,7 @@ pub(crate) fn execution_span(runtime: &str) -> (String, tracing::Span) {
         tenant = tracing::field::Empty,
     );
     if let Some(tenant) = tenant {
-        span.record("tenant", tenant.as_str());
+        span.record("tenant", tracing::field::display(&tenant));
     }
     (id, span)
 }
