@@ -108,6 +108,23 @@ fn json_log_lines_carry_the_execution_and_request_they_belong_to() {
     let answered = parsed.last().expect("answer line");
     assert_eq!(answered["fields"]["status"], 200, "{answered}");
     assert_eq!(answered["span"]["request_id"], id.as_str(), "{answered}");
+
+    // Over the WebSocket route (what `isol8 run --host` uses): the socket is served in a
+    // task of its own, still inside the request's span and with its tenant.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isol8"))
+        .args(["run", "--host", &s.base, "-r", "bash", "-e", "echo over-ws"])
+        .env("ISOL8_API_KEY", common::serve::KEY)
+        .output()
+        .expect("isol8 run --host");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over-ws\n", "{out:?}");
+    let lines = lines_until(&s, "execution finished", Duration::from_secs(60));
+    let finished: Value = serde_json::from_str(lines.last().expect("line")).expect("JSON");
+    let span = &finished["span"];
+    assert_eq!(span["route"], "/execute/ws", "{finished}");
+    assert_eq!(span["tenant"], "master", "{finished}");
+    assert_eq!(span["runtime"], "bash", "{finished}");
+    assert_eq!(span["request_id"], span["execution_id"], "{finished}");
+    assert_ne!(span["execution_id"], id.as_str(), "{finished}");
     s.stop();
 }
 
