@@ -275,9 +275,11 @@ pub fn init(verbose: u8, serve: bool, format: LogFormat) -> Logging {
     } else {
         (None, None)
     };
-    let otel_layer = otel
-        .as_ref()
-        .map(|o| o.layer().with_filter(filter(default)));
+    // Only isol8's own spans and events: never the HTTP client's that exports them.
+    let otel_layer = otel.as_ref().map(|o| {
+        o.layer()
+            .with_filter(filter(default).and(filter_fn(|meta| meta.target().starts_with("isol8"))))
+    });
     tracing_subscriber::registry()
         .with(lines)
         .with(otel_layer)
@@ -291,6 +293,110 @@ pub fn init(verbose: u8, serve: bool, format: LogFormat) -> Logging {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buffer the tests' subscribers write to.
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+        }
+    }
+
+    /// Logs a warning inside a request span and an execution span (whose container is
+    /// recorded late), with `layer` writing to the returned buffer at level `warn`.
+    fn log_in_spans(json: bool) -> String {
+        let buf = Buf::default();
+        let writer = {
+            let buf = buf.clone();
+            move || buf.clone()
+        };
+        let layer = if json {
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonFormat)
+                .with_filter(filter("warn"))
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .fmt_fields(DefaultFields::new())
+                .event_format(TextFormat)
+                .with_filter(filter("warn"))
+                .boxed()
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!(target: "isol8_server::request", "request", route = "/execute", tenant = "outer");
+            let _r = request.enter();
+            let execution = tracing::info_span!(
+                target: "isol8::execution",
+                "execution",
+                execution_id = "e-1",
+                container_id = tracing::field::Empty,
+                tenant = "inner",
+            );
+            execution.record("container_id", tracing::field::display("c-9"));
+            let _e = execution.enter();
+            tracing::info!(target: "isol8::docker::run", "filtered out");
+            tracing::warn!(target: "isol8::docker::pool", container = "c-9", attempt = 2, "reset failed");
+        });
+        buf.text()
+    }
+
+    #[test]
+    fn text_lines_carry_the_fields_of_the_spans_even_below_the_level() {
+        let text = log_in_spans(false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line = lines[0];
+        assert!(
+            line.contains(" [WARN] reset failed container=\"c-9\" attempt=2"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" route=\"/execute\" tenant=\"outer\" execution_id=\"e-1\" tenant=\"inner\" container_id=c-9"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_lines_merge_the_span_fields_inner_last_and_name_the_spans() {
+        let text = log_in_spans(true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "isol8::docker::pool");
+        assert_eq!(v["message"], "reset failed");
+        assert_eq!(
+            v["fields"],
+            serde_json::json!({"container": "c-9", "attempt": 2})
+        );
+        assert_eq!(v["spans"], serde_json::json!(["request", "execution"]));
+        assert_eq!(
+            v["span"],
+            serde_json::json!({"route": "/execute", "tenant": "inner", "execution_id": "e-1", "container_id": "c-9"})
+        );
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
+    }
 
     #[test]
     fn a_notice_in_json_has_the_fields_of_a_log_line() {
