@@ -9,7 +9,8 @@
 //! `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) names another. The spans are the
 //! server's `request` spans and the engine's `execution` spans (their fields become
 //! attributes, `execution_id` among them); log events inside them become span events.
-//! [`Exporter::shutdown`] flushes what is still buffered.
+//! [`Exporter::shutdown`] flushes what is still buffered (waiting at most 5 s, the SDK's
+//! shutdown limit).
 
 use anyhow::{Context as _, Result};
 use opentelemetry::trace::TracerProvider as _;
