@@ -4,7 +4,9 @@
 mod account;
 mod commands;
 mod input;
+mod logging;
 mod mcp;
+mod otel;
 mod run;
 mod serve;
 mod source;
@@ -57,54 +59,6 @@ enum Command {
     Session(account::SessionArgs),
     /// Measure cold and warm latency against Docker's own paths, and throughput.
     Bench(commands::BenchArgs),
-}
-
-/// Log lines as `<time> [LEVEL] message fields`: the level in brackets, as scripts of
-/// the reference CLI look for (`[DEBUG]`).
-struct LogFormat;
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogFormat
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        use tracing_subscriber::fmt::time::FormatTime;
-        tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
-        write!(writer, " [{}] ", event.metadata().level())?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
-    }
-}
-
-/// The log filter when `RUST_LOG` is not set. Without `-v`, a command's stderr belongs to
-/// the user's program and the CLI's own one-line messages (`error: …`, the timeout line):
-/// the library's warnings (`reset failed; destroying the sandbox` after a memory kill…)
-/// are routine for an engine and only noise there, so only `ERROR` log lines show.
-/// `isol8 serve` is a service whose log is its stderr: it keeps its warnings.
-fn default_filter(verbose: u8, serve: bool) -> &'static str {
-    match (verbose, serve) {
-        (0, false) => "error",
-        (0, true) => "warn",
-        (1, _) => "info",
-        _ => "debug",
-    }
-}
-
-fn init_logging(verbose: u8, serve: bool) {
-    let default = default_filter(verbose, serve);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(LogFormat)
-        .init();
 }
 
 /// True when `err` (or a cause) is a broken pipe on our own output.
@@ -224,15 +178,21 @@ fn main() {
         }
     };
     let verbosity = verbosity(&cli, command, &config.config);
-    init_logging(
+    let log_format = match command {
+        Command::Serve(args) => args.log_format,
+        _ => logging::LogFormat::Text,
+    };
+    let logging = logging::init(
         verbosity,
         matches!(command, Command::Serve(_) | Command::Mcp(_)),
+        log_format,
     );
     match &config.path {
         Some(path) => tracing::info!("configuration from {}", path.display()),
         None => tracing::info!("no configuration file: built-in defaults"),
     }
     let Some(command) = cli.command else {
+        logging.finish();
         return;
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -242,6 +202,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            logging.finish();
             std::process::exit(1);
         }
     };
@@ -249,13 +210,15 @@ fn main() {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::notice(tracing::Level::ERROR, &format!("error: {e:#}"));
             1
         }
     };
     // Tasks still pending (a stream whose client went quiet…) are dropped; blocking work
     // (a name lookup…) gets a bounded moment, so exiting never hangs on it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // Spans still buffered for OpenTelemetry go out now (outside the runtime).
+    logging.finish();
     std::process::exit(code);
 }
 
@@ -282,21 +245,5 @@ mod tests {
         assert_eq!(level(&["isol8", "serve"], Some(true)), 2);
         assert_eq!(level(&["isol8", "serve"], None), 0);
         assert_eq!(level(&["isol8", "--debug", "config"], None), 2);
-    }
-
-    #[test]
-    fn library_warnings_show_only_with_dash_v_except_in_serve() {
-        use tracing::level_filters::LevelFilter;
-        let max = |verbose, serve| {
-            tracing_subscriber::EnvFilter::new(default_filter(verbose, serve))
-                .max_level_hint()
-                .expect("a level")
-        };
-        assert_eq!(max(0, false), LevelFilter::ERROR);
-        assert_eq!(max(1, false), LevelFilter::INFO);
-        assert_eq!(max(2, false), LevelFilter::DEBUG);
-        assert_eq!(max(0, true), LevelFilter::WARN);
-        assert_eq!(max(1, true), LevelFilter::INFO);
-        assert_eq!(max(2, true), LevelFilter::DEBUG);
     }
 }

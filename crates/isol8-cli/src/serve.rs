@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// second signal stops at once.
     #[arg(long, value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Log line format on stderr: `text` (default), or `json`: one JSON object per line
+    /// with timestamp, level, target, message, fields and the fields of the request and
+    /// execution spans, for log shippers.
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Runs the HTTP API until SIGINT/SIGTERM, then removes this server's containers: maps
@@ -43,8 +48,9 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
         bail!("API key required: pass --key (-k) or set ISOL8_API_KEY");
     };
     if args.update {
-        eprintln!(
-            "note: --update is not needed: this isol8 has the server built in, nothing to download"
+        crate::logging::notice(
+            tracing::Level::INFO,
+            "note: --update is not needed: this isol8 has the server built in, nothing to download",
         );
     }
     let port = serve_port(
@@ -78,9 +84,9 @@ pub async fn serve(args: ServeArgs, loaded: &LoadedConfig) -> Result<i32> {
     }
     isol8_server::serve(config, &|event| match event {
         isol8_server::serve::ServeEvent::Listening { addr } => {
-            eprintln!("{}", listening_line(addr))
+            crate::logging::notice(tracing::Level::INFO, &listening_line(addr))
         }
-        other => eprintln!("{other}"),
+        other => crate::logging::notice(tracing::Level::INFO, &other.to_string()),
     })
     .await?;
     Ok(0)

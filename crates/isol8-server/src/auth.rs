@@ -76,8 +76,15 @@ pub async fn require_key(
 ) -> Response {
     match identify(&state, &mut req).await {
         Ok(caller) => {
+            crate::trace::record_tenant(&caller.tenant);
+            // The request's execution (if it runs one) takes the request's id and the
+            // caller's tenant (its span, its result's `executionId`).
+            let context = isol8::trace::ExecutionContext {
+                tenant: Some(caller.tenant.clone()),
+                execution_id: Some(Trace::of_request(&mut req).id),
+            };
             req.extensions_mut().insert(caller);
-            next.run(req).await
+            context.scope(next.run(req)).await
         }
         Err(e) => {
             // The request's body was never read. hyper then closes the connection after

@@ -48,8 +48,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             refuse_when_draining,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Outermost: every answer is counted, refusals while draining included.
+        // Every answer is counted, refusals while draining included.
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
+        // Outermost: everything a request does is inside its span.
+        .layer(middleware::from_fn(crate::trace::in_request_span))
         .with_state(state)
 }
 

@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod seccomp;
 pub mod settings;
 pub mod stats;
+pub mod trace;
 
 pub use docker::DockerEngine;
 pub use engine::{Engine, EventStream, PendingResult};

@@ -29,6 +29,16 @@ impl Server {
     /// Starts `isol8 serve` with extra flags in `dir` (where its `isol8.config.json`
     /// is looked up).
     pub fn start_in(dir: Option<&std::path::Path>, extra: &[&str]) -> Server {
+        Server::start_full(dir, extra, &[])
+    }
+
+    /// Starts `isol8 serve` with extra flags and environment variables in `dir`. Lines
+    /// the server logs before its `listening on` line stay readable in [`Server::log`].
+    pub fn start_full(
+        dir: Option<&std::path::Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -42,15 +52,31 @@ impl Server {
             .args(["serve", "--port", &port.to_string()])
             .args(extra)
             .env("ISOL8_API_KEY", KEY)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn server");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let first = lines.next().expect("server output").expect("line");
-        assert!(first.contains("listening on"), "{first}");
         let (tx, log) = std::sync::mpsc::channel();
+        // Without RUST_LOG the listening line is the first; with it, log lines may
+        // come first.
+        let mut before = Vec::new();
+        loop {
+            let line = lines.next().expect("server output").expect("line");
+            if line.contains("listening on") {
+                break;
+            }
+            assert!(
+                !env.is_empty() && before.len() < 100,
+                "no listening line first: {line}"
+            );
+            before.push(line);
+        }
+        for line in before {
+            let _ = tx.send(line);
+        }
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let _ = tx.send(line);

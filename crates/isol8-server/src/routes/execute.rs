@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use isol8::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent, StreamEventType};
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use isol8::audit::AuditCaller;
 
@@ -295,7 +296,18 @@ pub async fn execute_ws(
     caller: Caller,
     trace: Trace,
 ) -> Response {
-    ws.on_upgrade(move |socket| run_ws(socket, state, caller, trace))
+    // The socket is served in a task of its own: in this request's span, and with the
+    // request's execution context (tenant, execution id).
+    let span = tracing::Span::current();
+    let context = isol8::trace::ExecutionContext {
+        tenant: Some(caller.tenant.clone()),
+        execution_id: Some(trace.id.clone()),
+    };
+    ws.on_upgrade(move |socket| {
+        context
+            .scope(run_ws(socket, state, caller, trace))
+            .instrument(span)
+    })
 }
 
 /// Close code for invalid input.

@@ -128,20 +128,23 @@ async fn execute_answers_the_engines_result_with_the_clients_options_applied() {
     assert_eq!(seen[0].1.memory_limit.as_deref(), Some("128m"));
 }
 
+/// Where captured log lines go.
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Everything logged while the returned guard lives (this thread: the tests' runtime is
 /// single-threaded).
 fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let buf = Arc::new(Mutex::new(Vec::new()));
     let sink = Sink(buf.clone());
     let subscriber = tracing_subscriber::fmt()
@@ -149,6 +152,84 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .finish();
     (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// [`capture_logs`] as JSON lines with their spans, all levels; read with [`json_lines`].
+fn capture_json_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_span_list(true)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// The captured JSON lines.
+fn json_lines(buf: &Arc<Mutex<Vec<u8>>>) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&buf.lock().expect("lock"))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The `request` span of a captured line.
+fn request_span(line: &serde_json::Value) -> &serde_json::Value {
+    line["spans"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "request"))
+        .unwrap_or_else(|| panic!("not in a request span: {line}"))
+}
+
+#[tokio::test]
+async fn every_request_is_served_in_a_span_naming_its_route_ids_tenant_and_status() {
+    let s = server();
+    let (logs, _guard) = capture_json_logs();
+    let mut req = execute(KEY, "echo partial\nbreak", None);
+    req.headers_mut()
+        .insert("x-request-id", "client-7".parse().expect("header"));
+    let (status, _, v) = call_full(&s.state, req).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let message = error_of(&v);
+    let id = message
+        .rsplit("(execution ")
+        .next()
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no execution id: {v}"));
+    let lines = json_lines(&logs);
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "request failed")
+        .unwrap_or_else(|| panic!("no failure line: {lines:?}"));
+    let span = request_span(failed);
+    assert_eq!(span["request_id"], id, "{failed}");
+    assert_eq!(span["client_request_id"], "client-7", "{failed}");
+    assert_eq!(span["tenant"], "master", "{failed}");
+    assert_eq!(span["route"], "/execute", "{failed}");
+    assert_eq!(span["method"], "POST", "{failed}");
+    let answered = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "request answered")
+        .unwrap_or_else(|| panic!("no answer line: {lines:?}"));
+    assert_eq!(answered["fields"]["status"], 500, "{answered}");
+    assert_eq!(request_span(answered)["status"], 500, "{answered}");
+    assert_eq!(request_span(answered)["request_id"], id, "{answered}");
+    // A request refused before the key check has no tenant, and its own id.
+    let (status, _, _) = call_full(&s.state, get("/sessions", "wrong-key")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let lines = json_lines(&logs);
+    let refused = lines
+        .iter()
+        .rev()
+        .find(|l| l["fields"]["message"] == "request answered")
+        .expect("answer line");
+    let span = request_span(refused);
+    assert_eq!(span["route"], "/sessions", "{refused}");
+    assert_eq!(span["status"], 403, "{refused}");
+    assert!(span.get("tenant").is_none(), "{refused}");
+    assert_ne!(span["request_id"], id, "{refused}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use isol8_protocol::options::Mode;
 use isol8_protocol::{EngineOptions, ExecutionRequest, NetworkMode};
 use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit};
+use tracing::Instrument as _;
 
 use super::host_config::{host_config, HostConfig};
 use super::pool::PoolKey;
@@ -23,8 +24,12 @@ use crate::prepare::prepare;
 use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
-/// A run's messages, the name of its runtime, and the execution's id.
-pub(super) type Launched = (mpsc::Receiver<Msg>, String, String);
+/// A launched run: its messages, the name of its runtime and its execution id.
+pub(super) struct Launched {
+    pub(super) rx: mpsc::Receiver<Msg>,
+    pub(super) runtime: String,
+    pub(super) execution_id: String,
+}
 
 /// Settings with the `HostConfig` they give and its pool hash.
 fn with_host(settings: SandboxSettings) -> Result<(Arc<SandboxSettings>, HostConfig, String)> {
@@ -68,13 +73,17 @@ impl DockerEngine {
         options: &EngineOptions,
     ) -> Result<(Launched, Controller)> {
         let (controller, rx) = Controller::channel();
-        let id = crate::audit::execution_id();
-        match self
-            .launch_with(req, Some(options), Some(rx), id.clone())
-            .await
-        {
+        let (id, span) = crate::trace::execution_span(&req.runtime);
+        let launched = self
+            .launch_with(req, Some(options), Some(rx), id.clone(), span.clone())
+            .instrument(span.clone())
+            .await;
+        match launched {
             Ok(run) => Ok((run, controller)),
-            Err(e) => Err(self.refuse(req, Some(options), id, e).await),
+            Err(e) => Err(self
+                .refuse(req, Some(options), id, e)
+                .instrument(span)
+                .await),
         }
     }
 
@@ -84,10 +93,14 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
     ) -> Result<Launched> {
-        let id = crate::audit::execution_id();
-        match self.launch_with(req, overrides, None, id.clone()).await {
+        let (id, span) = crate::trace::execution_span(&req.runtime);
+        let launched = self
+            .launch_with(req, overrides, None, id.clone(), span.clone())
+            .instrument(span.clone())
+            .await;
+        match launched {
             Ok(run) => Ok(run),
-            Err(e) => Err(self.refuse(req, overrides, id, e).await),
+            Err(e) => Err(self.refuse(req, overrides, id, e).instrument(span).await),
         }
     }
 
@@ -179,6 +192,7 @@ impl DockerEngine {
         overrides: Option<&EngineOptions>,
         control: Option<mpsc::Receiver<Control>>,
         execution_id: String,
+        span: tracing::Span,
     ) -> Result<Launched> {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
@@ -281,10 +295,12 @@ impl DockerEngine {
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
         let runtime = prepared.runtime.name.clone();
-        tokio::spawn(async move {
+        let run_span = span.clone();
+        let run = async move {
             Run {
                 inner: inner.clone(),
                 tx,
+                span: run_span,
                 settings,
                 host,
                 host_hash,
@@ -298,8 +314,14 @@ impl DockerEngine {
             .await;
             drop(permit);
             drop(active);
-        });
-        Ok((rx, runtime, execution_id))
+        };
+        // The run is a task of its own: it carries the execution's span explicitly.
+        tokio::spawn(run.instrument(span));
+        Ok(Launched {
+            rx,
+            runtime,
+            execution_id,
+        })
     }
 
     /// Waits for the persistent session to be free (no other execution or transfer in

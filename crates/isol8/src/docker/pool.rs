@@ -23,6 +23,7 @@ use std::time::Duration;
 use isol8_protocol::{PoolSize, PoolStrategy};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::host_config::HostConfig;
 use super::sandbox::Sandbox;
@@ -205,7 +206,7 @@ pub async fn acquire(
                 // start a new one below).
                 tracing::warn!(container = %sb.id, "pooled sandbox is dead or paused; discarding it");
                 let inner = inner.clone();
-                tokio::spawn(async move { sb.destroy(&inner).await });
+                tokio::spawn(async move { sb.destroy(&inner).await }.in_current_span());
             }
             // Wait only if a sandbox being reset or started is not already promised to an
             // earlier waiter.
@@ -252,8 +253,10 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
                 false
             }
         };
-    let inner = inner.clone();
-    tokio::spawn(async move {
+    let (inner, inner2, key2) = (inner.clone(), inner.clone(), key.clone());
+    // In the span of the execution that used the sandbox (the current one): a failed
+    // reset is that execution's doing. The refill it starts is no one's.
+    let cleanup = async move {
         if reset {
             let ok = match sb.reset().await {
                 Ok(()) => true,
@@ -282,7 +285,11 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
         } else {
             sb.destroy(&inner).await;
         }
-        replenish(&inner, &key);
+    }
+    .in_current_span();
+    tokio::spawn(async move {
+        cleanup.await;
+        replenish(&inner2, &key2);
     });
 }
 

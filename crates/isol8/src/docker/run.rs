@@ -20,6 +20,7 @@ use isol8_protocol::{ExecutionResult, NetworkLog, Phase, StreamEvent, StreamEven
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
 use super::host_config::HostConfig;
+use super::launch::Launched;
 use super::pool::{self, PoolKey};
 use super::sandbox::{self, Sandbox};
 use super::session::Session;
@@ -153,6 +154,8 @@ impl Drop for Audit {
 pub(super) struct Run {
     pub(super) inner: Arc<Inner>,
     pub(super) tx: mpsc::Sender<Msg>,
+    /// The execution's span (see [`crate::trace`]): the container is recorded on it.
+    pub(super) span: tracing::Span,
     /// Settings of this execution (the engine's, or per-request options over them).
     pub(super) settings: Arc<SandboxSettings>,
     /// The `HostConfig` those settings give.
@@ -220,6 +223,12 @@ impl Run {
         let audit = self.audit.take();
         match outcome {
             Ok(summary) => {
+                tracing::debug!(
+                    exit_code = summary.exit_code,
+                    duration_ms = summary.duration_ms,
+                    truncated = summary.truncated,
+                    "execution finished"
+                );
                 if let Some(a) = audit {
                     a.finish(Ok(&summary));
                 }
@@ -232,6 +241,7 @@ impl Run {
                     e
                 };
                 let e = self.secrets.mask_error(e);
+                tracing::debug!(error = %e, "execution failed");
                 if let Some(a) = audit {
                     a.finish(Err(Some(&e)));
                 }
@@ -259,6 +269,9 @@ impl Run {
         let asked = std::time::Instant::now();
         let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let took = asked.elapsed();
+        self.span
+            .record("container_id", tracing::field::display(&sb.id));
+        tracing::debug!(warm, wait_ms = took.as_millis() as u64, "sandbox acquired");
         self.inner
             .observe(|o| o.sandbox_acquired(runtime, took, warm));
         let exec = Frame::json(Kind::Exec, &prepared.spec);
@@ -279,6 +292,8 @@ impl Run {
                     }
                 };
             std::mem::replace(&mut sb, fresh).destroy(&self.inner).await;
+            self.span
+                .record("container_id", tracing::field::display(&sb.id));
             (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
             if let Err(Stop::Unsent(e)) = result {
                 sb.destroy(&self.inner).await;
@@ -606,9 +621,12 @@ fn ended_without_result() -> Error {
 }
 
 /// Collects a run's messages into a buffered result.
-pub(super) async fn collect(
-    (mut rx, runtime, execution_id): super::launch::Launched,
-) -> Result<ExecutionResult> {
+pub(super) async fn collect(launched: Launched) -> Result<ExecutionResult> {
+    let Launched {
+        mut rx,
+        runtime,
+        execution_id,
+    } = launched;
     let started = chrono::Utc::now();
     let mut result = ExecutionResult {
         execution_id,
@@ -647,7 +665,7 @@ pub(super) async fn collect(
 /// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
 /// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
 /// phase the execution ended in (`setup` or `code`).
-pub(super) fn event_stream((rx, _, _): super::launch::Launched) -> EventStream {
+pub(super) fn event_stream(Launched { rx, .. }: Launched) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
             return None;

@@ -58,6 +58,8 @@ impl Run {
             }
         };
         let id = session.sandbox.id.clone();
+        self.span
+            .record("container_id", tracing::field::display(&id));
         let (result, logs) = self
             .send_and_relay(
                 &mut session.sandbox,

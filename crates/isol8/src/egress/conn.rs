@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::serve::reply;
 use super::{serve_connection, Net, Shared};
@@ -200,10 +201,12 @@ pub async fn accept_loop<L: Listener>(
                     match slot {
                         Ok(slot) => {
                             let (net, shared) = (net.clone(), shared.clone());
+                            // In the span of the execution running now, if any.
+                            let span = super::handle::current_span(&shared);
                             conns.spawn(async move {
                                 let _slot = slot;
                                 serve_connection(stream, net.as_ref(), &shared).await;
-                            });
+                            }.instrument(span));
                         }
                         Err(why) => {
                             refusals.spawn(async move {
@@ -213,11 +216,14 @@ pub async fn accept_loop<L: Listener>(
                     }
                 }
                 Err(e) if fatal(&e) => {
+                    let _in = super::handle::current_span(&shared).entered();
                     tracing::error!(error = %e, "egress proxy socket failed; the proxy stops");
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "egress proxy could not accept; retrying");
+                    super::handle::current_span(&shared).in_scope(|| {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "egress proxy could not accept; retrying");
+                    });
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
                     loop {

@@ -25,6 +25,9 @@ pub struct State {
     pub(super) policy: Arc<AddressPolicy>,
     /// Told of every request allowed or refused (see [`observe`]).
     pub(super) observer: Option<Observer>,
+    /// The span of the current execution ([`crate::trace`]): connections accepted while
+    /// it runs, and their log lines, are inside it. None between executions.
+    pub(super) span: tracing::Span,
 }
 
 impl State {
@@ -36,6 +39,7 @@ impl State {
             logs: None,
             policy,
             observer: None,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -51,13 +55,23 @@ pub fn observe(shared: &Shared, observer: Option<Observer>) {
     }
 }
 
-/// Sets the rules (and log) of a new execution.
+/// Sets the rules (and log) of a new execution; its connections run in the current span
+/// (the execution's).
 pub fn begin(shared: &Shared, rules: Arc<Rules>, log: bool) {
     if let Ok(mut s) = shared.lock() {
         s.generation += 1;
         s.rules = rules;
         s.logs = log.then(Vec::new);
+        s.span = tracing::Span::current();
     }
+}
+
+/// The span of the execution the proxy serves now (none between executions).
+pub fn current_span(shared: &Shared) -> tracing::Span {
+    shared
+        .lock()
+        .map(|s| s.span.clone())
+        .unwrap_or_else(|_| tracing::Span::none())
 }
 
 /// Ends the current execution: nothing is admitted until the next [`begin`]; returns
@@ -66,6 +80,7 @@ pub fn finish(shared: &Shared) -> Option<Vec<NetworkLog>> {
     let mut s = shared.lock().ok()?;
     s.generation += 1;
     s.rules = Arc::new(Rules::deny_all());
+    s.span = tracing::Span::none();
     s.logs.take()
 }
 

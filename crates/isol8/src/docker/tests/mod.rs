@@ -10,6 +10,7 @@ mod pool;
 mod races;
 mod run;
 mod session;
+mod trace;
 
 use std::future::Future;
 use std::sync::Arc;

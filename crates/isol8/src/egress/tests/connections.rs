@@ -209,3 +209,27 @@ async fn socket_directories_of_dead_processes_are_reaped_and_live_ones_kept() {
     drop(live);
     assert!(!dir.exists(), "dropping the proxy removes its directory");
 }
+
+#[tokio::test(start_paused = true)]
+async fn connections_log_inside_the_span_of_the_execution_they_started_in() {
+    let (captured, _guard) = crate::trace::tests::capture();
+    let net = FakeNet::with(&[]);
+    let (egress, script) = scripted_proxy(net, conn::Budget::new(16));
+    let span = tracing::info_span!("execution", execution_id = "exec-7");
+    span.in_scope(|| open_rules(egress.shared(), &["pypi.org"]));
+    let (_c, status) = ask(&script, "CONNECT pypi.org:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    let refused = captured.with_message("egress refused");
+    assert_eq!(refused.len(), 1, "{:?}", captured.lines());
+    let in_span = refused[0]
+        .span("execution")
+        .expect("in the execution's span");
+    assert_eq!(in_span["execution_id"], "exec-7");
+    // Between executions a connection belongs to none.
+    crate::egress::finish(egress.shared());
+    let (_c, status) = ask(&script, "CONNECT pypi.org:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    let refused = captured.with_message("egress refused");
+    assert_eq!(refused.len(), 2);
+    assert!(refused[1].span("execution").is_none(), "{:?}", refused[1]);
+}

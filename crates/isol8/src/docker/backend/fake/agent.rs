@@ -376,6 +376,11 @@ impl Agent {
                     self.write(Stream::Stderr, phase, text.as_bytes(), counts)
                         .await;
                 }
+                "log" => {
+                    // The agent's own stderr (its log), not the program's output.
+                    let text = format!("{}\n", unescape(arg));
+                    self.send(Chunk::Stderr(text.into_bytes())).await;
+                }
                 "exit" => return Ending::Code(arg.parse().unwrap_or(1)),
                 "sleep" => {
                     let ms = arg.parse().unwrap_or(0);

@@ -25,6 +25,7 @@
 //! | line | effect |
 //! |---|---|
 //! | `echo TEXT` / `err TEXT` | `TEXT` and a newline on stdout / stderr (`\n`, `\t` escapes) |
+//! | `log TEXT` | `TEXT` and a newline on the agent's own stderr (its log, relayed as `isol8::agent` debug lines) |
 //! | `print TEXT` | `TEXT` on stdout, no newline: one output chunk per line |
 //! | `exit N` | ends the step with code `N` (default 0 at the end of the script) |
 //! | `sleep MS` | waits `MS` milliseconds (a signal ends it) |
