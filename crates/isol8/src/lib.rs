@@ -30,6 +30,7 @@ pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod maintenance;
+pub mod outcome;
 pub mod output;
 pub mod prepare;
 pub mod remote;

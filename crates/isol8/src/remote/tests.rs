@@ -23,6 +23,8 @@ fn event(kind: isol8_protocol::StreamEventType, data: &str) -> StreamEvent {
         kind,
         data: data.into(),
         phase: None,
+        resource_usage: None,
+        exit_reason: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! and in order.
 
 mod housekeeping;
+mod outcome;
 mod pool;
 mod races;
 mod run;
