@@ -43,7 +43,8 @@ pub use docker::DockerEngine;
 pub use engine::{Engine, EventStream, PendingResult};
 pub use error::{Error, Result};
 pub use isol8_protocol::{
-    EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
+    EngineOptions, ExecutionRequest, ExecutionResult, ExitReason, Phase, ResourceUsage,
+    StreamEvent, StreamEventType,
 };
 pub use remote::RemoteEngine;
 pub use runtime::{Runtime, RuntimeRegistry};

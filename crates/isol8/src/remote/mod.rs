@@ -299,9 +299,10 @@ impl Engine for RemoteEngine {
     }
 
     /// Over the WebSocket route only, like [`Engine::execute_interactive`]. The result is
-    /// what the stream carries: output, exit code, truncation (the engine's trailer in the
-    /// output) and the duration this client saw; output files, network logs, resource
-    /// usage and the container id are not streamed, so they are absent.
+    /// what the stream carries: output, exit code, resource usage and exit reason (on the
+    /// `exit` event), truncation (the engine's trailer in the output) and the duration
+    /// this client saw; output files, network logs and the container id are not
+    /// streamed, so they are absent.
     async fn execute_interactive_buffered(
         &self,
         req: ExecutionRequest,
