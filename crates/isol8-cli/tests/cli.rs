@@ -433,10 +433,7 @@ fn a_program_killed_by_a_signal_gets_one_line_saying_which() {
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(139), "{extra:?}: {err}");
         assert_eq!(stdout(&o), "before\n");
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.starts_with("--- "))
-            .collect();
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
         assert_eq!(
             lines,
             ["--- KILLED BY SIGNAL SIGSEGV ---"],
@@ -465,14 +462,7 @@ fn a_timeout_is_said_once() {
             .expect("run");
         assert_eq!(o.status.code(), Some(137), "{extra:?}");
         let err = stderr(&o);
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.starts_with("--- "))
-            .collect();
-        assert_eq!(
-            lines,
-            ["--- EXECUTION TIMED OUT ---"],
-            "{extra:?}: {err}"
-        );
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(lines, ["--- EXECUTION TIMED OUT ---"], "{extra:?}: {err}");
     }
 }

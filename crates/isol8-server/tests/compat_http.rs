@@ -100,11 +100,12 @@ async fn health_execute_and_stream_answer_the_references_shapes() {
         (status, kind.as_str()),
         (StatusCode::OK, "text/event-stream")
     );
+    let events: Vec<Value> = events.into_iter().map(common::without_usage).collect();
     assert_eq!(
         events,
         [
             json!({"type": "stdout", "data": "streamed\n", "phase": "code"}),
-            json!({"type": "exit", "data": "3", "phase": "code"}),
+            json!({"type": "exit", "data": "3", "phase": "code", "exitReason": "exited"}),
         ]
     );
     // A failing setup script ends the run in the setup phase.
@@ -112,21 +113,22 @@ async fn health_execute_and_stream_answer_the_references_shapes() {
         json!({"request": {"runtime": "bash", "code": "echo never", "setupScript": "exit 4"}});
     let (_, _, events) = sse(&state, &body).await;
     assert_eq!(
-        events.last(),
-        Some(&json!({"type": "exit", "data": "4", "phase": "setup"}))
+        events.last().cloned().map(common::without_usage),
+        Some(json!({"type": "exit", "data": "4", "phase": "setup", "exitReason": "exited"}))
     );
     // The timeout's error event says its phase too.
     let body = json!({"request": {"runtime": "bash", "code": "sleep 30", "timeoutMs": 500}});
     let (_, _, events) = sse(&state, &body).await;
-    let closing: Vec<&Value> = events
-        .iter()
+    let closing: Vec<Value> = events
+        .into_iter()
         .filter(|e| e["type"] != "stdout" && e["type"] != "stderr")
+        .map(common::without_usage)
         .collect();
     assert_eq!(
         closing,
         [
-            &json!({"type": "error", "data": "EXECUTION TIMED OUT", "phase": "code"}),
-            &json!({"type": "exit", "data": "137", "phase": "code"}),
+            json!({"type": "error", "data": "EXECUTION TIMED OUT", "phase": "code"}),
+            json!({"type": "exit", "data": "137", "phase": "code", "exitReason": "timeout"}),
         ]
     );
     state.shutdown().await;
