@@ -210,3 +210,27 @@ ensure_mysql() {
   export ISOL8_TEST_MYSQL_URL="mysql://isol8_test:isol8_test@127.0.0.1:$port/isol8_test"
   say "MariaDB $("${sql[@]}" -e 'SELECT VERSION()') on port $port (database isol8_test)"
 }
+
+# ensure_client_venv -> prints the python of a virtualenv (target/venv-clients, made with
+# the system's python3; Debian's python3-venv installed if missing) holding the Python
+# client (`pip install ./clients/python`, as a user would) and its test dependencies.
+# pip installs the client anew on every call, so the tests run against this checkout.
+ensure_client_venv() {
+  local venv="$ROOT/target/venv-clients"
+  if ! command -v python3 >/dev/null; then
+    say "installing Python 3 (Debian package python3)"
+    apt_install python3
+  fi
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    say "installing the venv module (Debian package python3-venv)"
+    apt_install python3-venv
+  fi
+  if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
+  fi
+  say "installing the Python client and its test dependencies into $venv (pip)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$ROOT/clients/python[test]" >&2 || die "pip install ./clients/python[test] failed"
+  echo "$venv/bin/python"
+}

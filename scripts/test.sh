@@ -12,6 +12,14 @@ ensure_images "$ISOL8"
 # The PostgreSQL and MySQL key stores are tested against real servers.
 ensure_postgres
 ensure_mysql
+# The Python client's tests (pytest) run in a virtualenv against the isol8 built above.
+PYTHON="$(ensure_client_venv)"
+
+# --- MCP: the official Python `mcp` package, the client of one `isol8 mcp` test
+# (crates/isol8-cli/tests/mcp.rs; it fails in CI without it). Own venv, own script.
+ISOL8_MCP_PYTHON="$("$ROOT/scripts/mcp-python.sh")" || die "could not set up the Python mcp client"
+export ISOL8_MCP_PYTHON
+# --- end MCP
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,6 +68,16 @@ else
   cargo test --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log"
 fi
 status=${PIPESTATUS[0]}
+
+# The Python client (clients/python) against a real `isol8 serve` of the binary built
+# above, which its fixture starts and stops (CI=true: a missing prerequisite fails).
+say "Python client tests (pytest, clients/python)"
+pylog="$(mktemp)"
+(cd "$ROOT/clients/python" && ISOL8_BIN="$ISOL8" "$PYTHON" -m pytest -v -rs -p no:cacheprovider) \
+  2>&1 | tee "$pylog"
+pystatus=${PIPESTATUS[0]}
+# 5: no test was collected, which is a failure too.
+[ "$pystatus" -eq 0 ] || status=1
 set -e
 
 after="$(docker ps -aq --filter label=isol8.managed=true | sort)"
@@ -89,9 +107,20 @@ else
   summary="$(tail -n 1 <<<"$summary")"
 fi
 rm -f "$log"
+# pytest: "===== 1 failed, 47 passed, 2 skipped, 1 error in 17.69s ====="
+pysummary="$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$pylog" | grep -E ' in [0-9.]+s' | tail -n 1 || true)"
+rm -f "$pylog"
+[ -n "$pysummary" ] || { echo "pytest printed no summary (exit status $pystatus)" >&2; status=1; }
+passed=$(( passed + $(count passed "$pysummary") ))
+failed=$(( failed + $(count failed "$pysummary") + $(count error "$pysummary") ))
+ignored=$(( ignored + $(count skipped "$pysummary") ))
+if [ "$pystatus" -ne 0 ] && [ "$(count failed "$pysummary")" -eq 0 ] && [ "$(count error "$pysummary")" -eq 0 ]; then
+  failed=$(( failed + 1 ))  # pytest failed without a failed test (no test collected, an internal error)
+fi
 runtime_skipped="$(wc -l <"$skips")"
 print_skips
 rm -f "$skips"
 echo "$summary"
+[ -z "$pysummary" ] || echo "pytest: $pysummary"
 echo "tests: $((passed - runtime_skipped)) passed, $failed failed, $((ignored + runtime_skipped)) skipped"
 exit "$status"

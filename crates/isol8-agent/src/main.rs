@@ -8,9 +8,11 @@
 //! `Exited`.
 //!
 //! Threads: one reads frames from stdin, one reaps children (it owns `waitpid`, driven
-//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, and one
-//! may feed its stdin. All frames go out through one lock on stdout, so they never
-//! interleave. The main thread runs executions one at a time.
+//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, one may
+//! feed its stdin, and one samples the programs' memory while steps run, killing them
+//! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
+//! so they never interleave. The main thread runs executions one at a time, measuring
+//! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
 //!
 //! The agent runs as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. Everything
 //! that touches the sandbox user's processes or files is done *as that user* by a short
@@ -20,6 +22,7 @@
 mod files;
 mod proc;
 mod relay;
+mod usage;
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -41,8 +44,8 @@ enum Event {
     Frame(Frame),
     /// The engine closed our stdin (or sent garbage): shut down.
     EngineGone(String),
-    /// A child was reaped: pid and raw wait status.
-    Reaped(libc::pid_t, i32),
+    /// A child was reaped: pid, raw wait status, and its peak resident set in bytes.
+    Reaped(libc::pid_t, i32, u64),
     /// An output pipe reached end of file, with its final counts.
     PipeClosed(Stream, StreamStats),
 }
@@ -98,7 +101,10 @@ fn main() {
     let reaper = Reaper::start(tx.clone());
     spawn_stdin_reader(tx.clone());
     let out = Out(Arc::new(Mutex::new(io::stdout())));
-    // Counted before the hello, so before anything can connect to the relay.
+    // Before any program runs: the baseline is what the container holds without one.
+    let meter = usage::Meter::start(&ident, &reaper);
+    // Counted before the hello, so before anything can connect to the relay (and after
+    // the meter opened its files).
     let fd_baseline = proc::open_fds();
     out.frame(&Frame::json(
         Kind::Hello,
@@ -118,6 +124,8 @@ fn main() {
         relay,
         clean_root,
         fd_baseline,
+        meter,
+        rss_peak: 0,
     };
     loop {
         match agent.rx.recv() {
@@ -173,6 +181,10 @@ struct Agent {
     clean_root: Option<(i64, i64)>,
     /// Descriptors the agent held when it started serving; a reset fails if it holds more.
     fd_baseline: usize,
+    /// Measures executions and holds programs to their memory limit.
+    meter: usage::Meter,
+    /// Highest `ru_maxrss` of the processes reaped during the current execution, bytes.
+    rss_peak: u64,
 }
 
 /// Where the IPC namespace's POSIX message queues appear (Docker mounts it in every
@@ -185,6 +197,16 @@ struct Running {
     status: Option<i32>,
     stdin: Option<std::process::ChildStdin>,
     open_pipes: usize,
+}
+
+/// How a step ended.
+struct StepEnd {
+    /// Exit code (128+N for signal N; 137 after the timeout).
+    code: i32,
+    /// The timeout fired.
+    timed_out: bool,
+    /// The signal that ended the step's process (9 after the timeout).
+    signal: Option<i32>,
 }
 
 impl Agent {
@@ -332,17 +354,26 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
         let mut stats = [StreamStats::default(); 2];
         let mut exited = Exited::default();
+        // A pure file transfer runs nothing: nothing to measure or watch.
+        let runs = !spec.steps.is_empty();
+        let begun = self.meter.begin(
+            runs && spec.measure_usage,
+            spec.memory_limit_bytes.filter(|_| runs),
+        );
+        self.rss_peak = 0;
         for step in &spec.steps {
             let started = Instant::now();
             let outcome = self.run_step(&spec, step, deadline, &mut stats);
             exited.phase = Some(step.phase);
             exited.steps_run += 1;
             match outcome {
-                Ok((code, timed_out)) => {
-                    exited.exit_code = code;
-                    exited.timed_out = timed_out;
+                Ok(end) => {
+                    exited.exit_code = end.code;
+                    exited.timed_out = end.timed_out;
+                    exited.signal = end.signal;
                 }
                 Err(e) => {
+                    self.meter.end(begun, self.rss_peak);
                     return self.fail(&e);
                 }
             }
@@ -353,6 +384,9 @@ impl Agent {
                 break;
             }
         }
+        let measured = self.meter.end(begun, self.rss_peak);
+        exited.usage = measured.usage;
+        exited.oom_killed = measured.oom_killed;
         exited.stdout = stats[0];
         exited.stderr = stats[1];
         if !spec.output_paths.is_empty() {
@@ -368,14 +402,14 @@ impl Agent {
         self.out.frame(&Frame::json(Kind::Exited, &exited));
     }
 
-    /// Runs one step; returns its exit code and whether the timeout fired.
+    /// Runs one step; returns how it ended.
     fn run_step(
         &mut self,
         spec: &ExecSpec,
         step: &agent::Step,
         deadline: Instant,
         stats: &mut [StreamStats; 2],
-    ) -> Result<(i32, bool), String> {
+    ) -> Result<StepEnd, String> {
         let feeds_stdin =
             step.phase == StepPhase::Code && (spec.stdin.is_some() || spec.interactive);
         let stdin_data = match (&spec.stdin, step.phase) {
@@ -463,18 +497,30 @@ impl Agent {
                 Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
             }
         }
-        let code = if timed_out {
-            137
-        } else {
-            proc::exit_code(run.status.unwrap_or(0))
-        };
-        Ok((code, timed_out))
+        let status = run.status.unwrap_or(0);
+        Ok(StepEnd {
+            code: if timed_out {
+                137
+            } else {
+                proc::exit_code(status)
+            },
+            timed_out,
+            signal: if timed_out {
+                Some(libc::SIGKILL)
+            } else {
+                proc::end_signal(status)
+            },
+        })
     }
 
     fn handle(&mut self, ev: Event, run: &mut Running, stats: &mut [StreamStats; 2]) {
         match ev {
-            Event::Reaped(pid, status) if pid == run.pid => run.status = Some(status),
-            Event::Reaped(..) => {}
+            Event::Reaped(pid, status, rss) => {
+                self.rss_peak = self.rss_peak.max(rss);
+                if pid == run.pid {
+                    run.status = Some(status);
+                }
+            }
             Event::PipeClosed(stream, s) => {
                 stats[stream as usize - 1] = s;
                 run.open_pipes = run.open_pipes.saturating_sub(1);

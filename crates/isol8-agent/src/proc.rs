@@ -96,8 +96,9 @@ pub fn block_sigchld() {
     }
 }
 
-/// Owns `waitpid`. Children exit → SIGCHLD → the reaper thread reaps every zombie and
-/// reports each exit either to a registered waiter or to the main thread.
+/// Owns `waitpid` (as `wait4`, for the peak resident set of each reaped process). Children
+/// exit → SIGCHLD → the reaper thread reaps every zombie and reports each exit either to
+/// a registered waiter or to the main thread.
 ///
 /// Spawning happens under the same lock the reaper holds while reaping, so a child can
 /// never be reaped before its waiter is registered, nor behind std's back while std
@@ -123,8 +124,10 @@ impl Reaper {
                 let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
                     let mut status = 0;
-                    // SAFETY: valid status pointer.
-                    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                    // SAFETY: rusage is plain data.
+                    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                    // SAFETY: valid status and rusage pointers.
+                    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
                     if pid <= 0 {
                         break;
                     }
@@ -133,7 +136,10 @@ impl Reaper {
                             let _ = tx.send(status);
                         }
                         None => {
-                            let _ = main.send(Event::Reaped(pid, status));
+                            // ru_maxrss is in KiB: the largest resident set of the process
+                            // and of the descendants it waited for.
+                            let rss = (usage.ru_maxrss.max(0) as u64).saturating_mul(1024);
+                            let _ = main.send(Event::Reaped(pid, status, rss));
                         }
                     }
                 }
@@ -156,6 +162,11 @@ impl Reaper {
         w.insert(child.id() as libc::pid_t, tx);
         Ok((child, rx))
     }
+}
+
+/// The signal that ended a process, from its wait status (`None` when it exited).
+pub fn end_signal(status: i32) -> Option<i32> {
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
 
 /// Exit code of a wait status: the code, or 128+N when killed by signal N.
@@ -452,5 +463,9 @@ mod tests {
         assert_eq!(exit_code(0), 0);
         assert_eq!(exit_code(libc::SIGKILL), 137);
         assert_eq!(exit_code(libc::SIGTERM), 143);
+        assert_eq!(end_signal(libc::SIGKILL), Some(9));
+        assert_eq!(end_signal(libc::SIGSEGV | 0x80), Some(11), "core dumped");
+        assert_eq!(end_signal(3 << 8), None);
+        assert_eq!(end_signal(0), None);
     }
 }

@@ -114,6 +114,7 @@ impl Agent {
             output_paths: vec![],
             max_read_bytes: 1 << 20,
             measure_usage: true,
+            memory_limit_bytes: None,
         }
     }
 
@@ -258,6 +259,7 @@ fn timeout_kills_the_whole_tree_including_escapees() {
     );
     assert!(exited.timed_out);
     assert_eq!(exited.exit_code, 137);
+    assert_eq!(exited.signal, Some(9), "the agent's own kill");
     assert_eq!(out.stdout, b"started\n");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
@@ -632,4 +634,37 @@ fn programs_start_with_default_signal_dispositions_and_nothing_blocked() {
         // `yes` dies of SIGPIPE when `head` has gone, as under any shell.
         assert!(status.ends_with("yes=141\n"), "{phase:?}: {status}");
     }
+}
+
+#[test]
+fn the_ending_signal_and_the_executions_usage_are_reported() {
+    let mut a = Agent::start("usage", 40);
+    // Busy for ~300 ms of CPU, ~64 MiB touched in one process, then killed by SIGSEGV.
+    let out = a.exec(&a.spec(vec![bash(
+        StepPhase::Code,
+        "end=$((SECONDS+1)); while [ $SECONDS -lt $end ]; do :; done; \
+         python3 -c 'b = bytearray(64 << 20); b[::4096] = b\"x\" * (len(b) // 4096); print(\"touched\")'; \
+         kill -SEGV $$",
+    )]));
+    assert_eq!(out.stdout, b"touched\n", "{out:?}");
+    let exited = out.exited.expect("exited");
+    assert_eq!(exited.exit_code, 139, "{exited:?}");
+    assert_eq!(exited.signal, Some(11), "{exited:?}");
+    assert!(!exited.oom_killed, "{exited:?}");
+    let usage = exited.usage.expect("the cgroup of the test is readable");
+    assert!(usage.wall_time_us >= 500_000, "{usage:?}");
+    assert!(
+        usage.cpu_time_us >= 200_000,
+        "the busy loop's CPU is in the cgroup's: {usage:?}"
+    );
+    assert!(
+        usage.peak_memory_bytes >= 64 << 20,
+        "the python process's resident set: {usage:?}"
+    );
+    // A normal exit has no signal; measuring can be turned off.
+    let mut spec = a.spec(vec![bash(StepPhase::Code, "exit 3")]);
+    spec.measure_usage = false;
+    let exited = a.exec(&spec).exited.expect("exited");
+    assert_eq!((exited.exit_code, exited.signal), (3, None));
+    assert_eq!(exited.usage, None);
 }

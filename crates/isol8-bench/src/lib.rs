@@ -8,6 +8,10 @@
 //! Paths, per runtime, for a hello-world program:
 //! * `cold` — an ephemeral execution with no pool (create, attach, start, agent, remove);
 //! * `warm` — an ephemeral execution from a warm pool (one request frame, frames back);
+//! * `warm_audited` — `warm` on an engine that writes the audit log (config `audit`,
+//!   filesystem destination, code and output included, to a directory under the
+//!   system's temporary directory removed afterwards): what auditing adds to the warm
+//!   path;
 //! * `docker_exec` — baseline: create exec + start attached + inspect into a running
 //!   container of the same image (what most sandboxes do per execution);
 //! * `docker_run` — baseline: create + start + wait + remove of the same image and command
@@ -253,11 +257,31 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
-    engine_measuring(pool, max_concurrent, true).await
+    engine_built(pool, max_concurrent, None, true).await
 }
 
 /// [`engine`], with the agent measuring each execution or not.
 async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Result<DockerEngine> {
+    engine_built(pool, max_concurrent, None, measure).await
+}
+
+/// [`engine`], writing the audit log (code and output included) in `audit_dir` if given.
+async fn engine_audited(
+    pool: u32,
+    max_concurrent: usize,
+    audit_dir: Option<&std::path::Path>,
+) -> Result<DockerEngine> {
+    engine_built(pool, max_concurrent, audit_dir, true).await
+}
+
+/// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), and
+/// the agent measuring executions or not.
+async fn engine_built(
+    pool: u32,
+    max_concurrent: usize,
+    audit_dir: Option<&std::path::Path>,
+    measure: bool,
+) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
         pool_size: Some(PoolSize::Split {
@@ -266,10 +290,21 @@ async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Re
         }),
         ..Default::default()
     };
+    let audit = match audit_dir {
+        Some(dir) => isol8::config::AuditConfig {
+            enabled: Some(true),
+            log_dir: Some(dir.to_string_lossy().into_owned()),
+            include_code: Some(true),
+            include_output: Some(true),
+            ..Default::default()
+        },
+        None => Default::default(),
+    };
     Ok(DockerEngine::connect_with(EngineConfig {
         options,
         max_concurrent: Some(max_concurrent),
         skip_usage: !measure,
+        audit,
         ..Default::default()
     })
     .await?)
@@ -350,6 +385,11 @@ pub async fn run(
     let mut results = Vec::new();
     let cold_engine = engine(0, 1).await?;
     let warm_engine = engine(1, 1).await?;
+    let audit_dir = std::env::temp_dir().join(format!(
+        "isol8-bench-audit-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let audited_engine = engine_audited(1, 1, Some(&audit_dir)).await?;
 
     for runtime in &opts.runtimes {
         let (src, argv) = hello(runtime)?;
@@ -370,6 +410,19 @@ pub async fn run(
             warm.push(ms(t.elapsed()));
         }
         results.push(summarize(runtime, "warm", warm));
+
+        progress(format!("{runtime}: warm, audited"));
+        audited_engine
+            .prewarm(std::slice::from_ref(runtime))
+            .await?;
+        check(&audited_engine, &req).await?; // warm-up, not counted
+        let mut audited = Vec::new();
+        for _ in 0..opts.n {
+            let t = Instant::now();
+            check(&audited_engine, &req).await?;
+            audited.push(ms(t.elapsed()));
+        }
+        results.push(summarize(runtime, "warm_audited", audited));
 
         progress(format!("{runtime}: docker exec"));
         results.push(summarize(
@@ -395,6 +448,8 @@ pub async fn run(
         results.push(summarize(runtime, "docker_run", run));
     }
     warm_engine.stop().await?;
+    audited_engine.stop().await?;
+    let _ = std::fs::remove_dir_all(&audit_dir);
     cold_engine.stop().await?;
 
     let mut throughput = Vec::new();

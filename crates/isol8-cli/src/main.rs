@@ -4,6 +4,7 @@
 mod account;
 mod commands;
 mod input;
+mod mcp;
 mod run;
 mod serve;
 mod source;
@@ -45,6 +46,9 @@ enum Command {
     Doctor,
     /// Serve the isol8 HTTP API.
     Serve(serve::ServeArgs),
+    /// Serve the Model Context Protocol (stdio, or streamable HTTP with --http) so AI
+    /// assistants and agents can run code in sandboxes.
+    Mcp(mcp::McpArgs),
     /// Get an expiring API key from a server (with its master key) and store it.
     Login(account::LoginArgs),
     /// Revoke the stored key on its server and forget it.
@@ -152,6 +156,7 @@ async fn dispatch(
         Command::Doctor => commands::doctor().await,
         Command::Bench(args) => commands::bench(args).await,
         Command::Serve(args) => serve::serve(args, &config).await,
+        Command::Mcp(args) => mcp::mcp(args, &config).await,
         Command::Login(args) => account::login(args).await,
         Command::Logout => account::logout().await,
         Command::Session(args) => account::session(args).await,
@@ -219,7 +224,10 @@ fn main() {
         }
     };
     let verbosity = verbosity(&cli, command, &config.config);
-    init_logging(verbosity, matches!(command, Command::Serve(_)));
+    init_logging(
+        verbosity,
+        matches!(command, Command::Serve(_) | Command::Mcp(_)),
+    );
     match &config.path {
         Some(path) => tracing::info!("configuration from {}", path.display()),
         None => tracing::info!("no configuration file: built-in defaults"),

@@ -503,6 +503,9 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
             if !engine.settings().persist {
                 engine.stop().await?;
             }
+            // The process exits right after this: the run's audit record (config
+            // `audit`) is written before it does.
+            engine.flush_audit().await;
             status
         }
         _ = tokio::signal::ctrl_c() => {

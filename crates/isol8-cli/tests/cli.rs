@@ -56,7 +56,7 @@ fn assert_one_error_line(o: &Output, want: &str) {
 fn help_lists_the_subcommands() {
     let o = isol8().arg("--help").output().expect("run");
     assert!(o.status.success());
-    for sub in ["setup", "run", "cleanup", "config", "doctor"] {
+    for sub in ["setup", "run", "cleanup", "config", "doctor", "mcp"] {
         assert!(stdout(&o).contains(sub), "{sub} missing from help");
     }
 }
@@ -342,7 +342,10 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
         .iter()
         .filter_map(|r| r["path"].as_str())
         .collect();
-    assert_eq!(paths, vec!["warm", "docker_exec", "cold", "docker_run"]);
+    assert_eq!(
+        paths,
+        vec!["warm", "warm_audited", "docker_exec", "cold", "docker_run"]
+    );
     for r in v["results"].as_array().expect("results") {
         assert_eq!(r["n"], 2);
         assert!(r["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");

@@ -383,6 +383,14 @@ pub struct ExecSpec {
     /// measuring costs (`isol8 bench`). Default true.
     #[serde(default = "measure_by_default")]
     pub measure_usage: bool,
+    /// The sandbox's `memoryLimit` in bytes: the memory the programs may use, not counting
+    /// the files they keep in the tmpfs mounts. The container's memory cgroup is larger
+    /// (it also holds the tmpfs sizes and the agent), so the agent watches the programs'
+    /// own memory while they run and kills them (setting [`Exited::oom_killed`]) when it
+    /// exceeds this. Absent (older engines, file transfers): the kernel's limit alone
+    /// applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 fn measure_by_default() -> bool {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -79,6 +79,15 @@ pub async fn require_key(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // The request's body was never read. hyper then closes the connection after
+            // this answer, and a client that sends its next request on it (a keep-alive
+            // pool) races that close and sees "disconnected without a response". Saying
+            // `Connection: close` makes the client open a new connection instead.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
     }
 }

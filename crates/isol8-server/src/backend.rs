@@ -95,6 +95,12 @@ pub trait Backend: Executor {
         PoolSizes::default()
     }
 
+    /// The audit log the engine records executions in (config `audit`), for the
+    /// requests the server refuses itself; `None` when auditing is off.
+    fn audit_log(&self) -> Option<isol8::audit::AuditLog> {
+        None
+    }
+
     /// Closes the execution slots: queued and new executions fail with
     /// [`isol8::Error::Stopped`] at once; running ones go on.
     fn close_slots(&self);
@@ -136,6 +142,10 @@ impl Backend for DockerEngine {
 
     fn close_slots(&self) {
         self.slots().close();
+    }
+
+    fn audit_log(&self) -> Option<isol8::audit::AuditLog> {
+        DockerEngine::audit_log(self).cloned()
     }
 
     fn pool_sizes(&self) -> PoolSizes {

@@ -213,6 +213,33 @@ impl AppState {
         Ok(())
     }
 
+    /// Records a request the server refused before the engine saw it (policy, sessions,
+    /// a bad option) in the audit log, if there is one: with the caller of the current
+    /// [`isol8::audit::scope`], secrets (the server's and the request's) masked.
+    pub(crate) fn audit_refused(&self, req: &ExecutionRequest, opts: &EngineOptions, e: &ApiError) {
+        let Some(log) = self.backend.audit_log() else {
+            return;
+        };
+        let settings = self.backend.settings();
+        let secrets = isol8::output::Secrets::new(
+            settings
+                .secrets
+                .values()
+                .chain(opts.secrets.values())
+                .map(String::as_str),
+        )
+        .unwrap_or_default();
+        let network = opts.network.or(Some(settings.network));
+        let draft = isol8::audit::Draft::new(
+            log.settings(),
+            isol8::audit::execution_id(),
+            req,
+            &secrets,
+            network,
+        );
+        log.record(draft.refused(&e.client_message(), &secrets));
+    }
+
     /// Removes idle sessions (no execution running) not used for `max_age`; checks
     /// every `max_age / 4` (at least every 30 s). Runs until the state is dropped.
     pub fn spawn_pruner(state: &Arc<AppState>, max_age: Duration) -> tokio::task::JoinHandle<()> {

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 mod docker;
 pub mod fixtures;
+pub mod prometheus;
 mod requests;
 mod stdin;
 
@@ -159,9 +160,17 @@ pub fn in_ci() -> bool {
 /// (stderr and [`SKIP_LOG_ENV`]) and returns `true`, and the test returns.
 #[doc(hidden)]
 pub fn skipped(test: &str, needs: &[Need]) -> bool {
-    let Some(why) = needs.iter().find_map(|n| n.unmet()) else {
-        return false;
-    };
+    match needs.iter().find_map(|n| n.unmet()) {
+        Some(why) => skip(test, &why),
+        None => false,
+    }
+}
+
+/// Skips `test` for a reason the [`test`] attribute cannot check (a tool of its own,
+/// e.g. a Python package): in CI this panics with `why` (CI provides everything);
+/// elsewhere it reports `test` as skipped (stderr and [`SKIP_LOG_ENV`]) and returns
+/// `true`, and the test should return.
+pub fn skip(test: &str, why: &str) -> bool {
     if in_ci() {
         panic!("{test}: {why}; CI must provide it (CI is set, so tests never skip)");
     }

@@ -22,7 +22,7 @@ fn layer(krate: &str) -> Option<u8> {
         "isol8-protocol" => Some(0),
         "isol8-agent" | "isol8" => Some(1),
         "isol8-images" | "isol8-server" => Some(2),
-        "isol8-bench" => Some(3),
+        "isol8-bench" | "isol8-mcp" => Some(3),
         "isol8-cli" => Some(4),
         "isol8-testkit" | "isol8-testkit-macros" => None,
         other => panic!("crate `{other}` has no layer: add it to docs/ARCHITECTURE.md and here"),
@@ -239,7 +239,7 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
 fn engine_layer(module: &str) -> u8 {
     match module {
         "config" | "error" | "engine" | "control" | "runtime" | "seccomp" | "settings"
-        | "output" | "outcome" | "stats" => 0,
+        | "output" | "outcome" | "stats" | "audit" => 0,
         "egress" => 1,
         "prepare" | "code_url" => 2,
         "docker" | "remote" => 3,

@@ -22,6 +22,7 @@
 //! Building the images is not part of the engine: the `isol8-images` crate builds them
 //! (`isol8 setup`, `isol8 build`) on top of this one, and `isol8-bench` measures it.
 
+pub mod audit;
 pub mod code_url;
 pub mod config;
 pub mod control;

@@ -304,6 +304,7 @@ pub fn prepare(
             output_paths,
             max_read_bytes: MAX_OUTPUT_FILE,
             measure_usage: true,
+            memory_limit_bytes: u64::try_from(settings.memory_bytes).ok(),
         },
         network,
         egress_hosts,
@@ -419,6 +420,7 @@ pub fn transfer_spec(
         output_paths,
         max_read_bytes,
         measure_usage: false,
+        memory_limit_bytes: None,
     }
 }
 
@@ -552,6 +554,14 @@ mod tests {
         assert_eq!(p.spec.steps[0].argv, vec!["python3", "-c", "print(1)"]);
         assert_eq!(p.image, "isol8:python");
         assert_eq!(p.spec.timeout_ms, 30_000);
+        assert_eq!(
+            p.spec.memory_limit_bytes,
+            Some(512 << 20),
+            "the agent holds the program to memoryLimit"
+        );
+        assert!(p.spec.measure_usage);
+        let transfer = transfer_spec(vec![], vec!["/sandbox/a".into()], 1);
+        assert_eq!(transfer.memory_limit_bytes, None, "nothing runs");
     }
 
     #[test]

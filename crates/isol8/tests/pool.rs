@@ -262,8 +262,14 @@ async fn a_container_whose_reset_fails_is_destroyed_not_reused() {
 async fn per_request_options_apply_and_never_share_a_container_with_other_settings() {
     let engine = engine(pooled(PoolStrategy::Fast)).await;
     let limit = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    // The cgroup holds memoryLimit plus every tmpfs at full size plus the agent's reserve
+    // (`host_config::container_memory_bytes`).
+    let cgroup = |options: &EngineOptions| {
+        let settings = isol8::settings::SandboxSettings::resolve(options).expect("settings");
+        isol8::docker::host_config::container_memory_bytes(&settings).to_string()
+    };
     let default = run(&engine, code("bash", limit)).await;
-    assert_eq!(default.stdout.trim(), (512u64 << 20).to_string());
+    assert_eq!(default.stdout.trim(), cgroup(&EngineOptions::default()));
     let small = EngineOptions {
         memory_limit: Some("64m".into()),
         ..Default::default()
@@ -272,7 +278,8 @@ async fn per_request_options_apply_and_never_share_a_container_with_other_settin
         .execute_with(code("bash", limit), &small)
         .await
         .expect("run with options");
-    assert_eq!(r.stdout.trim(), (64u64 << 20).to_string());
+    assert_eq!(r.stdout.trim(), cgroup(&small));
+    assert_ne!(r.stdout, default.stdout);
     assert_ne!(
         r.container_id, default.container_id,
         "different limits must not share a container"

@@ -29,6 +29,8 @@ use futures_util::StreamExt;
 use isol8::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEvent, StreamEventType};
 use serde::Deserialize;
 
+use isol8::audit::AuditCaller;
+
 use crate::backend::{signal_number, Control, Executor};
 use crate::caller::Caller;
 use crate::error::{lost_message, unresponsive_message, ApiError};
@@ -117,6 +119,25 @@ async fn route_in(
 ) -> Result<(Arc<dyn Executor>, EngineOptions), ApiError> {
     let mut options = options.unwrap_or_default();
     options.mode = None;
+    let routed = route_checked(state, caller, request, &options, session_id, tenant, trace).await;
+    if let Err(e) = &routed {
+        // Refused here, before the engine saw it: the engine cannot record it.
+        state.audit_refused(request, &options, e);
+    }
+    routed
+}
+
+/// [`route_in`] once the options are the client's with `mode` dropped.
+async fn route_checked(
+    state: &AppState,
+    caller: &Caller,
+    request: &ExecutionRequest,
+    options: &EngineOptions,
+    session_id: Option<&str>,
+    tenant: Option<&str>,
+    trace: &Trace,
+) -> Result<(Arc<dyn Executor>, EngineOptions), ApiError> {
+    let options = options.clone();
     state.allow(request, &options, trace)?;
     match session_id {
         Some(id) => {
@@ -135,6 +156,19 @@ async fn route_in(
             Ok((engine, options))
         }
         None => Ok((state.shared(), options)),
+    }
+}
+
+/// Who the audit records of a request's execution name: the caller's tenant and key,
+/// the session addressed, the client's request id; the execution gets the request's
+/// trace id, so the result, the server's logs and the audit record share one id.
+fn audit_caller(caller: &Caller, trace: &Trace, session_id: Option<&str>) -> AuditCaller {
+    AuditCaller {
+        tenant: Some(caller.tenant.clone()),
+        key_id: caller.key_id.clone(),
+        session_id: session_id.map(str::to_string),
+        request_id: trace.request_id.clone(),
+        execution_id: Some(trace.id.clone()),
     }
 }
 
@@ -197,6 +231,7 @@ pub async fn execute(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<axum::Json<ExecutionResult>, ApiError> {
     let mut counted = Execution::new(state.metrics().clone(), &body.request.runtime);
+    let audited = audit_caller(&caller, &trace, body.session_id.as_deref());
     let run = async {
         let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
         engine
@@ -204,7 +239,7 @@ pub async fn execute(
             .await
             .map_err(|e| state.refusal(e, &trace))
     };
-    match run.await {
+    match isol8::audit::scope(audited, run).await {
         Ok(result) => {
             counted.result(&result);
             Ok(axum::Json(result))
@@ -225,6 +260,7 @@ pub async fn execute_stream(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     let mut counted = Execution::new(state.metrics().clone(), &body.request.runtime);
+    let audited = audit_caller(&caller, &trace, body.session_id.as_deref());
     let started = async {
         let (engine, options, request) = route_body(&state, &caller, body, &trace).await?;
         engine
@@ -232,7 +268,7 @@ pub async fn execute_stream(
             .await
             .map_err(|e| state.refusal(e, &trace))
     };
-    let events = match started.await {
+    let events = match isol8::audit::scope(audited, started).await {
         Ok(events) => events,
         Err(e) => {
             counted.failed(&e);
@@ -427,31 +463,35 @@ async fn run_ws(mut socket: WebSocket, state: Arc<AppState>, caller: Caller, tra
         }
     };
     let mut counted = Execution::new(state.metrics().clone(), &request.runtime);
-    let started = match route_in(
-        &state,
-        &caller,
-        &request,
-        options.map(|o| *o),
-        session_id.as_deref(),
-        tenant_id.as_deref(),
-        &trace,
-    )
-    .await
-    {
-        // Interactive: stdin stays open for `stdin` messages, signals are delivered.
-        Ok((engine, options)) if interactive => engine
-            .execute_interactive(*request, &options)
-            .await
-            .map(|(events, control)| (events, Some(control)))
-            .map_err(|e| state.refusal(e, &trace)),
-        // Otherwise as on the other routes: `request.stdin` (if any), then end-of-file.
-        Ok((engine, options)) => engine
-            .execute_stream_with(*request, &options)
-            .await
-            .map(|events| (events, None))
-            .map_err(|e| state.refusal(e, &trace)),
-        Err(e) => Err(e),
-    };
+    let audited = audit_caller(&caller, &trace, session_id.as_deref());
+    let started = isol8::audit::scope(audited, async {
+        match route_in(
+            &state,
+            &caller,
+            &request,
+            options.map(|o| *o),
+            session_id.as_deref(),
+            tenant_id.as_deref(),
+            &trace,
+        )
+        .await
+        {
+            // Interactive: stdin stays open for `stdin` messages, signals are delivered.
+            Ok((engine, options)) if interactive => engine
+                .execute_interactive(*request, &options)
+                .await
+                .map(|(events, control)| (events, Some(control)))
+                .map_err(|e| state.refusal(e, &trace)),
+            // Otherwise as on the other routes: `request.stdin` (if any), then end-of-file.
+            Ok((engine, options)) => engine
+                .execute_stream_with(*request, &options)
+                .await
+                .map(|events| (events, None))
+                .map_err(|e| state.refusal(e, &trace)),
+            Err(e) => Err(e),
+        }
+    })
+    .await;
     let (mut events, control) = match started {
         Ok(s) => s,
         // Refused by validation (the engine's included): like invalid input, 1003.

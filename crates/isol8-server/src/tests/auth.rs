@@ -497,3 +497,39 @@ async fn a_key_whose_use_cannot_be_recorded_still_authenticates() {
     );
     assert_eq!(listed(&state, &id).await["lastUsedAt"], Value::Null);
 }
+
+/// A refused request's body is never read, so the server closes the connection after the
+/// 401/403; it must say so (`Connection: close`), or a client that pools connections sends
+/// its next request on the closing one and gets no answer (seen with httpx: 5 in 200).
+#[tokio::test]
+async fn a_refused_request_closes_its_connection_openly_so_keep_alive_clients_never_race_it() {
+    let s = super::server();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = crate::app(s.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let client = reqwest::Client::new();
+    let body = json!({"request": {"runtime": "bash", "code": "x".repeat(100_000)}});
+    for round in 0..200 {
+        for key in [None, Some("wrong-key")] {
+            let mut req = client.post(format!("{base}/execute")).json(&body);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let resp = req.send().await.expect("refusal");
+            let expected = if key.is_some() { 403 } else { 401 };
+            assert_eq!(resp.status().as_u16(), expected);
+            assert_eq!(resp.headers()["connection"], "close");
+            // The next request goes out on the same client (its pool) and must be answered.
+            let health = client
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the request after a refusal: {e}"));
+            assert_eq!(health.status().as_u16(), 200);
+        }
+    }
+}

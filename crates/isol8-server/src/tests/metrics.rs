@@ -1,66 +1,18 @@
 //! `GET /metrics` over the fake backend: counters move by exactly what the requests did,
 //! the route label is the route's template, and the endpoint needs a key unless public.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use isol8_testkit::prometheus::Scrape;
 use serde_json::json;
 use tower::ServiceExt;
 
 use super::stream::{connect, drain, execute_msg, listen, send};
 use super::{call, delete, execute, get, post, server, server_with, KEY};
 use crate::{app, AppState, ServerSettings};
-
-/// A scrape: every sample, keyed by name and sorted labels (`name{a="x",b="y"}`).
-#[derive(Debug)]
-struct Scrape(HashMap<String, f64>);
-
-/// The key of a sample of `name` with these labels.
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
-    let sorted: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{name}{{{}}}", inner.join(","))
-}
-
-/// Parses the Prometheus text format (comments skipped; label values without quotes or
-/// commas, as ours are).
-fn parse(text: &str) -> Scrape {
-    let mut samples = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let value: f64 = value.parse().expect("sample value");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let labels: Vec<(&str, &str)> = body
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once("=\"").expect("label");
-                        (k, v.trim_end_matches('"'))
-                    })
-                    .collect();
-                (name, labels)
-            }
-            None => (series, Vec::new()),
-        };
-        samples.insert(key(name, &labels), value);
-    }
-    Scrape(samples)
-}
-
-impl Scrape {
-    /// A sample's value (0 when absent: a series not touched yet).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0.get(&key(name, labels)).copied().unwrap_or(0.0)
-    }
-}
 
 /// Scrapes `/metrics` with the master key.
 async fn scrape(state: &Arc<AppState>) -> Scrape {
@@ -72,7 +24,7 @@ async fn scrape(state: &Arc<AppState>) -> Scrape {
     let kind = resp.headers()["content-type"].to_str().expect("ascii");
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    parse(std::str::from_utf8(&bytes).expect("utf-8"))
+    Scrape::parse(std::str::from_utf8(&bytes).expect("utf-8"))
 }
 
 /// Runs `code` on `/execute/stream` to its end.
@@ -155,7 +107,7 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
         s.state
             .metrics()
             .encode()
-            .map(|t| parse(&t).get(EXEC, &exec("bash", "nonzero_exit")) >= 2.0)
+            .map(|t| Scrape::parse(&t).get(EXEC, &exec("bash", "nonzero_exit")) >= 2.0)
             .unwrap_or(false)
     })
     .await;
@@ -205,11 +157,10 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
     // No raw path ever becomes a label.
     assert!(
         !after
-            .0
-            .keys()
+            .series()
             .any(|k| k.contains("job-1") || k.contains("/no/such")),
         "{:?}",
-        after.0.keys().collect::<Vec<_>>()
+        after.series().collect::<Vec<_>>()
     );
 }
 
@@ -270,7 +221,7 @@ fn the_engine_observer_feeds_the_pool_container_egress_and_time_series() {
         },
         5,
     );
-    let s = parse(&m.encode().expect("encode"));
+    let s = Scrape::parse(&m.encode().expect("encode"));
     assert_eq!(s.get("isol8_queue_wait_seconds_count", &[]), 1.0);
     assert_eq!(
         s.get("isol8_pool_acquires_total", &[("result", "hit")]),

@@ -3,6 +3,7 @@
 //! `tower::ServiceExt::oneshot` or, for WebSockets, over a loopback socket. They run
 //! (not skip) on a machine with no Docker daemon.
 
+mod audit;
 mod auth;
 mod compat;
 mod errors;

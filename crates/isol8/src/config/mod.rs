@@ -231,11 +231,8 @@ pub enum AuditDestination {
     Stdout,
 }
 
-/// Audit log settings (`audit.*`).
-///
-/// Parsed, stored and shown by `isol8 config`, but not acted on yet: writing audit
-/// records (and running `postLogScript`, tracking resources) is the observability work
-/// (issue 13). Until then [`Config::inactive_keys`] names `audit` when any of it is set.
+/// Audit log settings (`audit.*`): one JSON line per execution, written by the engine
+/// (the `audit` module documents the record's fields, the files and their pruning).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditConfig {
@@ -243,18 +240,23 @@ pub struct AuditConfig {
     pub enabled: Option<bool>,
     /// Where records go: `filesystem` (the default; `file` is accepted too) or `stdout`.
     pub destination: Option<AuditDestination>,
-    /// Directory of audit files.
+    /// Directory of the daily audit files (default: `ISOL8_AUDIT_DIR`, else
+    /// `./.isol8_audit`); created if missing.
     pub log_dir: Option<String>,
-    /// A script run after each record is written, given the log file's path.
+    /// An executable run after records are written, given the log file's path as its
+    /// only argument; never waited for by executions, one run at a time (filesystem
+    /// destination only).
     pub post_log_script: Option<String>,
-    /// Record resource usage (CPU, memory, network) with each execution (default true).
+    /// Put `resourceUsage` (CPU, memory, network) in each record (default true).
     pub track_resources: Option<bool>,
-    /// Days to keep audit files (default 90).
+    /// Days to keep audit files (default 90): daily files dated more than this many days
+    /// before today are deleted when the log opens and at each change of day; 0 keeps
+    /// them all.
     #[serde(default, deserialize_with = "whole::opt")]
     pub retention_days: Option<u32>,
-    /// Include the code in records (default false).
+    /// Include the code in records, secrets masked (default false).
     pub include_code: Option<bool>,
-    /// Include the output in records (default false).
+    /// Include stdout and stderr in records, secrets masked (default false).
     pub include_output: Option<bool>,
 }
 
@@ -442,7 +444,7 @@ pub struct Config {
     /// Remote code policy.
     #[serde(default)]
     pub remote_code: RemoteCodeConfig,
-    /// Audit log (parsed, not acted on yet: see [`AuditConfig`]).
+    /// Audit log (see [`AuditConfig`]).
     #[serde(default)]
     pub audit: AuditConfig,
     /// Server key store.
@@ -600,13 +602,10 @@ impl Config {
         }
     }
 
-    /// Keys present in the file that this version parses but does not act on yet.
+    /// Keys present in the file that this version parses but does not act on yet (none
+    /// today: `audit` was the last).
     pub fn inactive_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.audit != AuditConfig::default() {
-            keys.push("audit");
-        }
-        keys
+        Vec::new()
     }
 }
 

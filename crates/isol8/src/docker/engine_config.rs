@@ -17,8 +17,9 @@ use super::host_config::{host_config, HostConfig};
 use super::pool::{self, PoolKey};
 use super::slots::Slots;
 use super::{watch, DockerEngine, Inner, DEFAULT_MAX_CONCURRENT};
+use crate::audit::AuditLog;
 use crate::code_url::CodeFetcher;
-use crate::config::{Config, RemoteCodeConfig};
+use crate::config::{AuditConfig, Config, RemoteCodeConfig};
 use crate::egress::AddressPolicy;
 use crate::runtime::RuntimeRegistry;
 use crate::settings::SandboxSettings;
@@ -57,6 +58,12 @@ pub struct EngineConfig {
     /// by running the same warm execution with and without it.
     #[doc(hidden)]
     pub skip_usage: bool,
+    /// The audit log settings (config `audit`): when enabled and `audit_log` is unset,
+    /// the engine opens its [`AuditLog`] when it is built (errors name the key).
+    pub audit: AuditConfig,
+    /// An audit log already open (shared with sibling engines; tests inject one with
+    /// their own clock or output). Wins over `audit`.
+    pub audit_log: Option<AuditLog>,
 }
 
 impl EngineConfig {
@@ -69,6 +76,7 @@ impl EngineConfig {
             ca_bundle: config.ca_bundle.clone(),
             remote_code: config.remote_code.clone(),
             exempt_ranges: config.network.exempt_ranges.clone(),
+            audit: config.audit.clone(),
             ..Default::default()
         }
     }
@@ -119,6 +127,7 @@ struct Checked {
     address_policy: Arc<AddressPolicy>,
     code_fetcher: CodeFetcher,
     slots: Slots,
+    audit: Option<AuditLog>,
 }
 
 /// The absolute path of a readable PEM bundle holding at least one certificate.
@@ -179,11 +188,16 @@ impl DockerEngine {
             Some(s) => s.clone(),
             None => Slots::new(config.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT))?,
         };
+        let audit = match &config.audit_log {
+            Some(log) => Some(log.clone()),
+            None => AuditLog::open(&config.audit)?,
+        };
         Ok(Checked {
             parts,
             address_policy,
             code_fetcher,
             slots,
+            audit,
         })
     }
 
@@ -208,6 +222,7 @@ impl DockerEngine {
             address_policy,
             code_fetcher,
             slots,
+            audit,
         } = checked;
         Ok(Self::assemble(
             api,
@@ -216,12 +231,13 @@ impl DockerEngine {
             address_policy,
             code_fetcher,
             slots,
+            audit,
         ))
     }
 
     /// An engine with `options` (instead of this engine's) that shares this engine's
     /// Docker client, runtimes, address policy, `codeUrl` policy, CA bundle and
-    /// execution slots and observer: its executions count against the same
+    /// execution slots, observer and audit log: its executions count against the same
     /// `maxConcurrent`. Its
     /// containers get an owner label of their own. No Docker call is made (no
     /// connection, no orphan reaping), so it is cheap to create under a lock: how a
@@ -241,6 +257,7 @@ impl DockerEngine {
             self.inner.address_policy.clone(),
             self.inner.code_fetcher.clone(),
             self.inner.slots.clone(),
+            self.inner.audit.clone(),
         ))
     }
 
@@ -251,6 +268,7 @@ impl DockerEngine {
         address_policy: Arc<AddressPolicy>,
         code_fetcher: CodeFetcher,
         slots: Slots,
+        audit: Option<AuditLog>,
     ) -> DockerEngine {
         let Parts {
             settings,
@@ -280,6 +298,7 @@ impl DockerEngine {
             config,
             code_fetcher,
             address_policy,
+            audit,
         });
         // Pooled sandboxes are watched so a paused or dead one is never handed out.
         if pooled {

@@ -57,7 +57,8 @@ pub struct HostConfig {
     pub cap_add: Option<Vec<String>>,
     /// Security options (`no-new-privileges`, `seccomp=…`).
     pub security_opt: Option<Vec<String>>,
-    /// Memory limit, bytes.
+    /// Memory limit of the container's cgroup, bytes ([`container_memory_bytes`]:
+    /// `memoryLimit` plus the tmpfs sizes plus the agent's reserve).
     pub memory: Option<i64>,
     /// Memory plus swap limit, bytes (equal to `memory`: no swap).
     pub memory_swap: Option<i64>,
@@ -75,6 +76,37 @@ pub struct HostConfig {
     pub init: Option<bool>,
     /// OCI runtime (`runsc`…); `None` for the daemon's default.
     pub runtime: Option<String>,
+}
+
+/// Size of the container's private `/dev/shm` (Docker's `ShmSize`), in bytes.
+pub const SHM_BYTES: u64 = 64 << 20;
+
+/// Memory the container's cgroup holds beyond `memoryLimit` and the tmpfs sizes, in
+/// bytes: the agent (a few MiB while it serves, more while it reads output files back)
+/// and the kernel's own bookkeeping of a sandbox whose programs and tmpfs are both full.
+pub const AGENT_MEMORY_RESERVE: u64 = 32 << 20;
+
+/// The limit of the container's memory cgroup (and of memory plus swap: no swap) for
+/// these settings: `memoryLimit` + `sandboxSize` + `tmpSize` + [`SHM_BYTES`] +
+/// [`AGENT_MEMORY_RESERVE`] (saturating at `i64::MAX`). With the defaults: 512m + 512m +
+/// 256m + 64m + 32m = 1376 MiB.
+///
+/// Files in the tmpfs mounts are memory charged to the container's cgroup. Were the
+/// cgroup limit `memoryLimit` itself, a full `/sandbox` would push the whole container,
+/// agent included, into the kernel's OOM killer instead of failing the write with
+/// `ENOSPC` (the tmpfs's own size limit). With room for every tmpfs at its full size, a
+/// full tmpfs is only ever `ENOSPC`; the programs' own memory is held to `memoryLimit`
+/// by the agent ([`isol8_protocol::agent::ExecSpec::memory_limit_bytes`]), which kills
+/// them when their memory (anonymous, shared memory outside the tmpfs mounts, kernel
+/// memory) exceeds it; this cgroup limit stays the kernel's hard backstop.
+pub fn container_memory_bytes(settings: &SandboxSettings) -> i64 {
+    let memory = u64::try_from(settings.memory_bytes).unwrap_or(0);
+    let total = memory
+        .saturating_add(settings.sandbox_bytes)
+        .saturating_add(settings.tmp_bytes)
+        .saturating_add(SHM_BYTES)
+        .saturating_add(AGENT_MEMORY_RESERVE);
+    i64::try_from(total).unwrap_or(i64::MAX)
 }
 
 /// The `HostConfig` implementing SPEC section 4 for these settings.
@@ -123,12 +155,12 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
             "SETPCAP".to_string(),
         ]),
         security_opt: Some(vec!["no-new-privileges:true".to_string(), seccomp]),
-        memory: Some(settings.memory_bytes),
-        memory_swap: Some(settings.memory_bytes),
+        memory: Some(container_memory_bytes(settings)),
+        memory_swap: Some(container_memory_bytes(settings)),
         nano_cpus: Some(settings.nano_cpus),
         pids_limit: Some(settings.pids_limit),
         ipc_mode: Some("private".to_string()),
-        shm_size: Some(64 << 20),
+        shm_size: Some(SHM_BYTES as i64),
         ulimits: Some(vec![
             Ulimit {
                 name: "nofile".into(),
@@ -210,10 +242,35 @@ mod tests {
         let s = SandboxSettings::resolve(&crate::settings::minimum_options())
             .expect("the minimum is valid");
         let h = host_config(&s).expect("host config");
+        let cgroup = (6 << 20) + s.sandbox_bytes + s.tmp_bytes + SHM_BYTES + AGENT_MEMORY_RESERVE;
+        let cgroup = Some(cgroup as i64);
         assert_eq!(
             (h.memory, h.memory_swap, h.nano_cpus, h.pids_limit),
-            (Some(6 << 20), Some(6 << 20), Some(10_000_000), Some(1)),
+            (cgroup, cgroup, Some(10_000_000), Some(1)),
         );
+    }
+
+    #[test]
+    fn the_cgroup_holds_the_memory_limit_every_tmpfs_at_full_size_and_the_reserve() {
+        let defaults = SandboxSettings::resolve(&EngineOptions::default()).expect("defaults");
+        let h = host_config(&defaults).expect("host config");
+        assert_eq!(h.memory, Some(1376 << 20), "512m + 512m + 256m + 64m + 32m");
+        assert_eq!(h.memory_swap, h.memory, "no swap");
+        assert_eq!(h.shm_size, Some(64 << 20));
+        let small = SandboxSettings::resolve(&EngineOptions {
+            memory_limit: Some("64m".into()),
+            sandbox_size: Some("1g".into()),
+            tmp_size: Some("300m".into()),
+            ..Default::default()
+        })
+        .expect("custom");
+        let h = host_config(&small).expect("host config");
+        assert_eq!(h.memory, Some((64 + 1024 + 300 + 64 + 32) << 20));
+        let huge = SandboxSettings {
+            memory_bytes: i64::MAX,
+            ..small
+        };
+        assert_eq!(container_memory_bytes(&huge), i64::MAX, "saturates");
     }
 
     #[test]

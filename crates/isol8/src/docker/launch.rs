@@ -23,8 +23,8 @@ use crate::prepare::prepare;
 use crate::settings::SandboxSettings;
 use crate::{Error, Result};
 
-/// A run's messages, and the name of its runtime.
-pub(super) type Launched = (mpsc::Receiver<Msg>, String);
+/// A run's messages, the name of its runtime, and the execution's id.
+pub(super) type Launched = (mpsc::Receiver<Msg>, String, String);
 
 /// Settings with the `HostConfig` they give and its pool hash.
 fn with_host(settings: SandboxSettings) -> Result<(Arc<SandboxSettings>, HostConfig, String)> {
@@ -68,9 +68,13 @@ impl DockerEngine {
         options: &EngineOptions,
     ) -> Result<(Launched, Controller)> {
         let (controller, rx) = Controller::channel();
-        match self.launch_with(req, Some(options), Some(rx)).await {
+        let id = crate::audit::execution_id();
+        match self
+            .launch_with(req, Some(options), Some(rx), id.clone())
+            .await
+        {
             Ok(run) => Ok((run, controller)),
-            Err(e) => Err(self.mask_launch_error(Some(options), e).await),
+            Err(e) => Err(self.refuse(req, Some(options), id, e).await),
         }
     }
 
@@ -80,16 +84,37 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
     ) -> Result<Launched> {
-        match self.launch_with(req, overrides, None).await {
+        let id = crate::audit::execution_id();
+        match self.launch_with(req, overrides, None, id.clone()).await {
             Ok(run) => Ok(run),
-            Err(e) => Err(self.mask_launch_error(overrides, e).await),
+            Err(e) => Err(self.refuse(req, overrides, id, e).await),
         }
     }
 
-    /// A refused launch's error with every secret the execution would have had (the
-    /// engine's and the request's) masked: `codeUrl`, `prepare` and option errors can
-    /// quote request text.
-    async fn mask_launch_error(&self, overrides: Option<&EngineOptions>, e: Error) -> Error {
+    /// A refused launch's error, masked ([`DockerEngine::mask_launch_error`]), after
+    /// recording the refusal in the audit log (if any).
+    async fn refuse(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+        id: String,
+        e: Error,
+    ) -> Error {
+        let e = self.mask_launch_error(overrides, e).await;
+        if let Some(log) = &self.inner.audit {
+            let secrets = self.execution_secrets(overrides).await.unwrap_or_default();
+            let network = overrides
+                .and_then(|o| o.network)
+                .or(Some(self.inner.settings.network));
+            let draft = crate::audit::Draft::new(log.settings(), id, req, &secrets, network);
+            log.record(draft.refused(&e.to_string(), &secrets));
+        }
+        e
+    }
+
+    /// The secrets an execution with these options would have (the engine's and the
+    /// request's), compiled.
+    async fn execution_secrets(&self, overrides: Option<&EngineOptions>) -> Result<Secrets> {
         let values: Vec<String> = self
             .inner
             .settings
@@ -98,7 +123,14 @@ impl DockerEngine {
             .chain(overrides.into_iter().flat_map(|o| o.secrets.values()))
             .cloned()
             .collect();
-        match Secrets::compile(values).await {
+        Secrets::compile(values).await
+    }
+
+    /// A refused launch's error with every secret the execution would have had (the
+    /// engine's and the request's) masked: `codeUrl`, `prepare` and option errors can
+    /// quote request text.
+    async fn mask_launch_error(&self, overrides: Option<&EngineOptions>, e: Error) -> Error {
+        match self.execution_secrets(overrides).await {
             Ok(secrets) => secrets.mask_error(e),
             // Secrets too large to compile: that is the error to report.
             Err(too_big) => too_big,
@@ -146,6 +178,7 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
         control: Option<mpsc::Receiver<Control>>,
+        execution_id: String,
     ) -> Result<Launched> {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
@@ -209,14 +242,42 @@ impl DockerEngine {
         // stopped engine or a closed budget) is an error, not a stream that fails. A
         // session's execution first waits for the session (executions of a session run
         // one at a time), so it never holds a slot while it waits for its turn.
-        let session = if self.inner.settings.mode == Mode::Persistent {
-            Some(self.session_turn().await?)
-        } else {
-            None
+        //
+        // The audit record starts here (only when auditing), with the code as it will run:
+        // if this future is dropped while it waits (the client went away), the record is
+        // written as cancelled; a refusal while waiting is recorded by `refuse` instead.
+        let audit = self.inner.audit.as_ref().map(|log| {
+            let mut draft = crate::audit::Draft::new(
+                log.settings(),
+                execution_id.clone(),
+                req,
+                &secrets,
+                Some(prepared.network),
+            );
+            draft.record.image = Some(prepared.image.clone());
+            super::run::Audit::new(log.clone(), draft)
+        });
+        let waited = async {
+            let session = if self.inner.settings.mode == Mode::Persistent {
+                Some(self.session_turn().await?)
+            } else {
+                None
+            };
+            let permit = self
+                .slot(Duration::from_millis(prepared.spec.timeout_ms))
+                .await?;
+            Ok::<_, Error>((session, permit))
+        }
+        .await;
+        let (session, permit) = match waited {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(a) = audit {
+                    a.disarm();
+                }
+                return Err(e);
+            }
         };
-        let permit = self
-            .slot(Duration::from_millis(prepared.spec.timeout_ms))
-            .await?;
         let control = control.map(tokio::sync::Mutex::new);
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
@@ -232,13 +293,14 @@ impl DockerEngine {
                 egress_rules,
                 setup_tail: Mutex::new(String::new()),
                 secrets,
+                audit,
             }
             .execute(prepared, session)
             .await;
             drop(permit);
             drop(active);
         });
-        Ok((rx, runtime))
+        Ok((rx, runtime, execution_id))
     }
 
     /// Waits for the persistent session to be free (no other execution or transfer in

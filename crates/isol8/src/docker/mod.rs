@@ -110,6 +110,8 @@ pub struct Inner {
     code_fetcher: crate::code_url::CodeFetcher,
     /// The addresses egress may dial (proxy and `codeUrl` fetcher).
     address_policy: Arc<crate::egress::AddressPolicy>,
+    /// Where every execution is recorded (config `audit`), shared with siblings.
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -231,6 +233,20 @@ impl DockerEngine {
         self.inner.active.load(Ordering::SeqCst)
     }
 
+    /// The audit log this engine records its executions in, if auditing is on.
+    pub fn audit_log(&self) -> Option<&crate::audit::AuditLog> {
+        self.inner.audit.as_ref()
+    }
+
+    /// Waits until every audit record of an execution that already returned its result
+    /// (or was refused) is written: what a process calls before it exits. Nothing
+    /// without an audit log. `stop()` does it too.
+    pub async fn flush_audit(&self) {
+        if let Some(log) = &self.inner.audit {
+            log.flush().await;
+        }
+    }
+
     /// The execution slots this engine draws from (shared with its siblings).
     pub fn slots(&self) -> &Slots {
         &self.inner.slots
@@ -335,6 +351,17 @@ impl Engine for DockerEngine {
         }
         let ids = self.live_containers();
         futures_util::future::join_all(ids.iter().map(|id| sandbox::remove(&self.inner, id))).await;
+        if self.inner.audit.is_some() {
+            // The executions cut off above record themselves as they notice (a few
+            // milliseconds): give them a moment, then write every record out.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while self.inner.active.load(Ordering::SeqCst) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.flush_audit().await;
+        }
         Ok(())
     }
 

@@ -69,6 +69,93 @@ pub(super) struct Summary {
     /// Absent when the agent measured nothing.
     resource_usage: Option<ResourceUsage>,
     exit_reason: ExitReason,
+    /// The egress summary for the audit record (only when auditing).
+    audit_network: Option<crate::audit::NetworkSummary>,
+}
+
+impl Summary {
+    /// Sets the result fields this summary decides but files and network logs (which
+    /// [`collect`] moves): exit code, duration, truncation, container, resource usage and
+    /// exit reason. The audit record
+    /// reads its `exitCode`, `exitReason` and `resourceUsage` from a result filled here,
+    /// so a field added here reaches both.
+    fn fill_status(&self, result: &mut ExecutionResult) {
+        result.exit_code = self.exit_code;
+        result.duration_ms = self.duration_ms;
+        result.truncated = self.truncated;
+        result.container_id = Some(self.container_id.clone());
+        result.resource_usage = self.resource_usage.clone();
+        result.exit_reason = Some(self.exit_reason);
+    }
+}
+
+/// An execution's audit record in the making, and the output it saw (with
+/// `includeOutput`). Dropped unfinished (the launch or the run was dropped), it is
+/// written as cancelled; [`Audit::disarm`] drops it without a record.
+pub(super) struct Audit(Option<AuditParts>);
+
+struct AuditParts {
+    log: crate::audit::AuditLog,
+    draft: crate::audit::Draft,
+    /// Stdout and stderr as sent to the consumer (masked), when `includeOutput`.
+    output: Option<Mutex<(String, String)>>,
+}
+
+impl Audit {
+    pub(super) fn new(log: crate::audit::AuditLog, draft: crate::audit::Draft) -> Audit {
+        let output = log
+            .settings()
+            .include_output
+            .then(|| Mutex::new((String::new(), String::new())));
+        Audit(Some(AuditParts { log, draft, output }))
+    }
+
+    /// Drops the record unwritten (the refusal is recorded by whoever reports it).
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+
+    /// Keeps an output event's text (with `includeOutput`).
+    fn saw(&self, ev: &StreamEvent) {
+        let Some(out) = self.0.as_ref().and_then(|p| p.output.as_ref()) else {
+            return;
+        };
+        let Ok(mut out) = out.lock() else { return };
+        match ev.kind {
+            StreamEventType::Stdout => out.0.push_str(&ev.data),
+            StreamEventType::Stderr => out.1.push_str(&ev.data),
+            _ => {}
+        }
+    }
+
+    /// Completes the record with how the run ended (`error` already masked; `None`:
+    /// cancelled) and queues it.
+    fn finish(mut self, ended: std::result::Result<&Summary, Option<&Error>>) {
+        let Some(AuditParts { log, draft, output }) = self.0.take() else {
+            return;
+        };
+        let mut record = match ended {
+            Ok(summary) => {
+                let mut result = ExecutionResult::default();
+                summary.fill_status(&mut result);
+                draft.completed(log.settings(), &result, summary.audit_network.clone())
+            }
+            Err(e) => draft.ended_early(e),
+        };
+        if let Some((stdout, stderr)) = output.and_then(|o| o.into_inner().ok()) {
+            record.stdout = Some(stdout);
+            record.stderr = Some(stderr);
+        }
+        log.record(record);
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Audit(self.0.take()).finish(Err(None));
+        }
+    }
 }
 
 /// One execution in one sandbox.
@@ -89,6 +176,8 @@ pub(super) struct Run {
     pub(super) setup_tail: Mutex<String>,
     /// This execution's secrets: masked in its output, network log, files and errors.
     pub(super) secrets: Secrets,
+    /// Its audit record in the making (when auditing).
+    pub(super) audit: Option<Audit>,
 }
 
 /// Why a run ended without a summary.
@@ -137,8 +226,11 @@ pub(super) struct Relayed {
 impl Run {
     /// Runs the execution: in the persistent session when `session` is given (held by
     /// this execution), else in a pooled sandbox.
+    ///
+    /// The audit record (if any) is queued before the consumer hears the end, so a
+    /// caller that flushes the log after getting its result finds the record written.
     pub(super) async fn execute(
-        self,
+        mut self,
         prepared: Prepared,
         session: Option<OwnedMutexGuard<Option<Session>>>,
     ) {
@@ -147,8 +239,12 @@ impl Run {
             Some(guard) => self.drive_session(&prepared, guard).await,
             None => self.drive(&key, &prepared).await,
         };
+        let audit = self.audit.take();
         match outcome {
             Ok(summary) => {
+                if let Some(a) = audit {
+                    a.finish(Ok(&summary));
+                }
                 let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
             }
             Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
@@ -157,13 +253,24 @@ impl Run {
                 } else {
                     e
                 };
-                let _ = self.tx.send(Msg::Failed(self.secrets.mask_error(e))).await;
+                let e = self.secrets.mask_error(e);
+                if let Some(a) = audit {
+                    a.finish(Err(Some(&e)));
+                }
+                let _ = self.tx.send(Msg::Failed(e)).await;
             }
-            Err(Stop::Gone) => {}
+            Err(Stop::Gone) => {
+                if let Some(a) = audit {
+                    a.finish(Err(None));
+                }
+            }
         }
     }
 
     async fn emit(&self, ev: StreamEvent) -> Result<(), Stop> {
+        if let Some(a) = &self.audit {
+            a.saw(&ev);
+        }
         self.tx.send(Msg::Event(ev)).await.map_err(|_| Stop::Gone)
     }
 
@@ -236,7 +343,9 @@ impl Run {
         exec: &Frame,
     ) -> (Result<Ending, Stop>, Relayed) {
         if let (Some(e), Some(rules)) = (&sb.egress, &self.egress_rules) {
-            crate::egress::begin(e.shared(), rules.clone(), self.settings.log_network);
+            // The audit record summarises the proxy's log even without `logNetwork`.
+            let log = self.settings.log_network || self.audit.is_some();
+            crate::egress::begin(e.shared(), rules.clone(), log);
         }
         let result = match sb.send(exec).await {
             Ok(()) => {
@@ -493,6 +602,13 @@ impl Run {
             .usage
             .as_ref()
             .map(|u| outcome::resource_usage(u, traffic));
+        let audit_network = self.audit.as_ref().map(|_| {
+            crate::audit::NetworkSummary::new(
+                prepared.network,
+                network_logs.as_deref(),
+                &self.secrets,
+            )
+        });
         let mut network_logs = network_logs.filter(|_| self.settings.log_network);
         if let Some(logs) = network_logs.as_mut() {
             self.secrets.mask_network_logs(logs);
@@ -514,6 +630,7 @@ impl Run {
             files,
             masked_files,
             network_logs,
+            audit_network,
         })
     }
 
@@ -574,11 +691,11 @@ fn ended_without_result() -> Error {
 
 /// Collects a run's messages into a buffered result.
 pub(super) async fn collect(
-    (mut rx, runtime): (mpsc::Receiver<Msg>, String),
+    (mut rx, runtime, execution_id): super::launch::Launched,
 ) -> Result<ExecutionResult> {
     let started = chrono::Utc::now();
     let mut result = ExecutionResult {
-        execution_id: uuid::Uuid::new_v4().to_string(),
+        execution_id,
         runtime,
         timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ..Default::default()
@@ -597,15 +714,10 @@ pub(super) async fn collect(
                 StreamEventType::Error | StreamEventType::Exit => {}
             },
             Msg::Done(summary) => {
-                result.exit_code = summary.exit_code;
-                result.duration_ms = summary.duration_ms;
-                result.truncated = summary.truncated;
-                result.container_id = Some(summary.container_id);
+                summary.fill_status(&mut result);
                 result.files = summary.files;
                 result.masked_files = summary.masked_files;
                 result.network_logs = summary.network_logs;
-                result.resource_usage = summary.resource_usage;
-                result.exit_reason = Some(summary.exit_reason);
                 return Ok(result);
             }
             Msg::Failed(e) => return Err(e),
@@ -620,7 +732,7 @@ pub(super) async fn collect(
 /// an `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
 /// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
 /// phase the execution ended in (`setup` or `code`).
-pub(super) fn event_stream((rx, _): (mpsc::Receiver<Msg>, String)) -> EventStream {
+pub(super) fn event_stream((rx, _, _): super::launch::Launched) -> EventStream {
     let stream = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
         if done {
             return None;

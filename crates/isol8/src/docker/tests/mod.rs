@@ -4,6 +4,7 @@
 //! engine's timeouts (the watchdog, reset and hello limits, queue waits) pass instantly
 //! and in order.
 
+mod audit;
 mod housekeeping;
 mod outcome;
 mod pool;
