@@ -469,3 +469,24 @@ fn a_timeout_is_said_once() {
         assert_eq!(lines, ["--- EXECUTION TIMED OUT ---"], "{extra:?}: {err}");
     }
 }
+
+#[isol8_testkit::test(docker)]
+fn a_program_over_its_memory_limit_gets_one_line_naming_the_limit() {
+    for extra in [None, Some("--no-stream")] {
+        let mut cmd = isol8();
+        cmd.args(["run", "-r", "python", "--memory", "128m"]);
+        cmd.args(extra);
+        let o = cmd
+            .args(["-e", "b = b'x' * (400 << 20)"])
+            .output()
+            .expect("run");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(137), "{extra:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(
+            lines,
+            ["--- MEMORY LIMIT EXCEEDED (128m) ---"],
+            "{extra:?}: {err}"
+        );
+    }
+}
