@@ -413,8 +413,12 @@ impl Execution {
         self.finish(Outcome::of_error(e));
     }
 
-    /// Records a buffered result.
+    /// Records a buffered result (one whose sandbox was lost under the program is the
+    /// sandbox layer failing: an error, as when such a run had no result).
     pub(crate) fn result(&mut self, r: &ExecutionResult) {
+        if r.exit_reason == Some(isol8::ExitReason::SandboxLost) {
+            return self.finish(Outcome::Error);
+        }
         let timed_out = r.stderr.ends_with(isol8::output::TIMEOUT_TRAILER);
         self.finish(Outcome::of_exit(r.exit_code, timed_out));
     }
@@ -424,6 +428,9 @@ impl Execution {
         match ev.kind {
             StreamEventType::Error if ev.data == isol8::output::TIMEOUT_EVENT => {
                 self.timed_out = true
+            }
+            StreamEventType::Exit if ev.exit_reason == Some(isol8::ExitReason::SandboxLost) => {
+                self.finish(Outcome::Error)
             }
             StreamEventType::Exit => {
                 let code = ev.data.trim().parse().unwrap_or(-1);
