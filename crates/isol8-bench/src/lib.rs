@@ -19,6 +19,11 @@
 //! * `server` (python only) — the warm path through `POST /execute` of an in-process
 //!   server on loopback (see [`server`]).
 //!
+//! What measuring resource usage costs (python only): the warm path with the agent
+//! measuring each execution (the default) and with measuring off (an engine knob only
+//! the bench uses), samples interleaved on two warm engines so drift hits both alike;
+//! the difference of the medians is the price (see [`MeasuringCost`]).
+//!
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 
@@ -183,6 +188,22 @@ pub struct Machine {
     pub cpu_model: String,
 }
 
+/// The most measuring resource usage may add to a warm execution, ms (issue 13).
+pub const MEASURING_TARGET_MS: f64 = 0.5;
+
+/// What measuring each execution's resource usage costs on the warm path.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasuringCost {
+    /// Warm python hello-world, the agent measuring (the default).
+    pub measured: PathResult,
+    /// The same, measuring off.
+    pub unmeasured: PathResult,
+    /// Median measured − median unmeasured, ms (noise can make it negative).
+    pub difference_ms: f64,
+    /// The target the difference should stay within, ms.
+    pub target_ms: f64,
+}
+
 /// Everything `isol8 bench --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -194,6 +215,9 @@ pub struct BenchReport {
     pub throughput: Vec<Throughput>,
     /// Peak resident memory of this (engine) process, MiB.
     pub peak_rss_mb: f64,
+    /// What measuring resource usage costs (when python is measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measuring: Option<MeasuringCost>,
 }
 
 /// Hello-world code and its plain command line (for the Docker baselines).
@@ -233,7 +257,12 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
-    engine_audited(pool, max_concurrent, None).await
+    engine_built(pool, max_concurrent, None, true).await
+}
+
+/// [`engine`], with the agent measuring each execution or not.
+async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Result<DockerEngine> {
+    engine_built(pool, max_concurrent, None, measure).await
 }
 
 /// [`engine`], writing the audit log (code and output included) in `audit_dir` if given.
@@ -241,6 +270,17 @@ async fn engine_audited(
     pool: u32,
     max_concurrent: usize,
     audit_dir: Option<&std::path::Path>,
+) -> Result<DockerEngine> {
+    engine_built(pool, max_concurrent, audit_dir, true).await
+}
+
+/// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), and
+/// the agent measuring executions or not.
+async fn engine_built(
+    pool: u32,
+    max_concurrent: usize,
+    audit_dir: Option<&std::path::Path>,
+    measure: bool,
 ) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
@@ -263,10 +303,59 @@ async fn engine_audited(
     Ok(DockerEngine::connect_with(EngineConfig {
         options,
         max_concurrent: Some(max_concurrent),
+        skip_usage: !measure,
         audit,
         ..Default::default()
     })
     .await?)
+}
+
+/// Samples per side of the measuring-cost comparison: at least 30, as a median of
+/// fewer warm runs moves by more than the half millisecond it is about.
+fn measuring_samples(n: usize) -> usize {
+    n.max(30)
+}
+
+/// Runs warm python hello-worlds alternately on an engine that measures and one that
+/// does not, `n` of each (after one unmeasured warm-up each).
+pub async fn measuring_cost(n: usize) -> Result<MeasuringCost> {
+    let (src, _) = hello("python")?;
+    let req = ExecutionRequest {
+        runtime: "python".into(),
+        code: Some(src.to_string()),
+        ..Default::default()
+    };
+    let on = engine_measuring(1, 1, true).await?;
+    let off = engine_measuring(1, 1, false).await?;
+    for e in [&on, &off] {
+        e.prewarm(&["python".to_string()]).await?;
+        check(e, &req).await?;
+    }
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        // Alternate which goes first, so neither always follows the other.
+        let order = if i % 2 == 0 { [&on, &off] } else { [&off, &on] };
+        for e in order {
+            let t = Instant::now();
+            check(e, &req).await?;
+            let took = ms(t.elapsed());
+            if std::ptr::eq(e, &on) {
+                with.push(took);
+            } else {
+                without.push(took);
+            }
+        }
+    }
+    on.stop().await?;
+    off.stop().await?;
+    let measured = summarize("python", "warm_measured", with);
+    let unmeasured = summarize("python", "warm_unmeasured", without);
+    Ok(MeasuringCost {
+        difference_ms: measured.median_ms - unmeasured.median_ms,
+        measured,
+        unmeasured,
+        target_ms: MEASURING_TARGET_MS,
+    })
 }
 
 async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<()> {
@@ -401,6 +490,12 @@ pub async fn run(
             e.stop().await?;
         }
     }
+    let measuring = if opts.runtimes.iter().any(|r| r == "python") {
+        progress("python: warm with and without measuring resource usage".to_string());
+        Some(measuring_cost(measuring_samples(opts.n)).await?)
+    } else {
+        None
+    };
     // The engine's own peak, before the server path adds the server's.
     let peak_rss_mb = peak_rss_mb();
     if opts.runtimes.iter().any(|r| r == "python") {
@@ -414,6 +509,7 @@ pub async fn run(
         results,
         throughput,
         peak_rss_mb,
+        measuring,
     })
 }
 

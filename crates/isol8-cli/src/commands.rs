@@ -509,14 +509,76 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
             );
         }
     }
+    if let Some(m) = &report.measuring {
+        println!();
+        print!("{}", measuring_table(m));
+    }
     println!();
     println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
     Ok(0)
 }
 
+/// The table of what measuring resource usage costs on the warm path.
+fn measuring_table(m: &isol8_bench::MeasuringCost) -> String {
+    let mut out = String::from("resource usage: warm python, measured and not (interleaved)\n");
+    out += &format!(
+        "{:<14} {:>4} {:>9} {:>11} {:>9}\n",
+        "measureUsage", "n", "min ms", "median ms", "p95 ms"
+    );
+    for (name, r) in [("on", &m.measured), ("off", &m.unmeasured)] {
+        out += &format!(
+            "{:<14} {:>4} {:>9.2} {:>11.2} {:>9.2}\n",
+            name, r.n, r.min_ms, r.median_ms, r.p95_ms
+        );
+    }
+    let verdict = if m.difference_ms <= m.target_ms {
+        "within"
+    } else {
+        "OVER"
+    };
+    out += &format!(
+        "difference of medians: {:+.2} ms ({verdict} the {:.1} ms target)\n",
+        m.difference_ms, m.target_ms
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_measuring_table_shows_both_medians_and_the_difference() {
+        let r = |median_ms| isol8_bench::PathResult {
+            runtime: "python".into(),
+            path: "warm".into(),
+            n: 30,
+            min_ms: 1.0,
+            median_ms,
+            p95_ms: 9.0,
+        };
+        let table = measuring_table(&isol8_bench::MeasuringCost {
+            measured: r(12.25),
+            unmeasured: r(12.0),
+            difference_ms: 0.25,
+            target_ms: 0.5,
+        });
+        assert!(
+            table.contains("12.25") && table.contains("12.00"),
+            "{table}"
+        );
+        assert!(
+            table.contains("+0.25 ms (within the 0.5 ms target)"),
+            "{table}"
+        );
+        let over = measuring_table(&isol8_bench::MeasuringCost {
+            measured: r(13.0),
+            unmeasured: r(12.0),
+            difference_ms: 1.0,
+            target_ms: 0.5,
+        });
+        assert!(over.contains("+1.00 ms (OVER the 0.5 ms target)"), "{over}");
+    }
 
     #[test]
     fn setup_and_cleanup_end_with_the_reference_lines() {

@@ -12,7 +12,7 @@ use isol8::docker::EngineConfig;
 use isol8::{
     DockerEngine, Engine, EngineOptions, ExecutionRequest, RuntimeRegistry, StreamEventType,
 };
-use isol8_protocol::{NetworkMode, SeccompMode};
+use isol8_protocol::{ExitReason, NetworkMode, SeccompMode};
 
 use crate::input::Input;
 
@@ -486,8 +486,9 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         check.code = Some(String::new()); // fetched by the engine
     }
     isol8::prepare::prepare(&check, &registry, &settings)?;
+    let memory = memory_limit(&options);
     if let Some(host) = &args.host {
-        return run_remote(host, &args, options, req, input).await;
+        return run_remote(host, &args, options, req, input, &memory).await;
     }
     let engine = DockerEngine::connect_with(EngineConfig {
         options,
@@ -495,7 +496,7 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         ..EngineConfig::from_config(&config.config)
     })
     .await?;
-    let work = execute(&engine, req, &args, input);
+    let work = execute(&engine, req, &args, input, &memory);
     tokio::pin!(work);
     tokio::select! {
         status = &mut work => {
@@ -523,6 +524,7 @@ async fn run_remote(
     options: EngineOptions,
     req: ExecutionRequest,
     input: Input,
+    memory: &str,
 ) -> Result<i32> {
     // --key / ISOL8_API_KEY, else the key stored by `isol8 login` for this host.
     let key = crate::account::key_for(host, args.key.clone())?.with_context(|| {
@@ -532,7 +534,7 @@ async fn run_remote(
     })?;
     let engine = isol8::RemoteEngine::new(host, &key, args.session_id.clone(), options)?;
     tokio::select! {
-        status = execute(&engine, req, args, input) => status,
+        status = execute(&engine, req, args, input, memory) => status,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted");
             Ok(130)
@@ -551,11 +553,27 @@ fn truncation_warning(stderr: &str) -> String {
     format!("{sep}warning: output was truncated at the output limit (--max-output / maxOutputSize)")
 }
 
+/// The memory limit a run gets (`--memory`, else the configuration's, else the default),
+/// as the `MEMORY LIMIT EXCEEDED` line names it.
+fn memory_limit(options: &EngineOptions) -> String {
+    options
+        .memory_limit
+        .clone()
+        .unwrap_or_else(|| isol8::settings::DEFAULT_MEMORY.to_string())
+}
+
+/// The stderr line for a run that ended for `reason` (none for a normal exit, and none
+/// for a timeout, whose line comes from its own marker), before the truncation warning.
+fn reason_line(reason: Option<ExitReason>, exit_code: i32, memory: &str) -> Option<String> {
+    isol8::outcome::reason_line(reason?, exit_code, Some(memory))
+}
+
 async fn execute(
     engine: &dyn Engine,
     req: ExecutionRequest,
     args: &RunArgs,
     input: Input,
+    memory: &str,
 ) -> Result<i32> {
     let mut out_file = match &args.out {
         Some(p) => Some(
@@ -577,6 +595,14 @@ async fn execute(
             print!("{}", result.stdout);
             std::io::stdout().flush()?;
             eprint!("{}", result.stderr);
+            if let Some(line) = reason_line(result.exit_reason, result.exit_code, memory) {
+                let sep = if result.stderr.is_empty() || result.stderr.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                eprintln!("{sep}{line}");
+            }
             if result.truncated {
                 eprintln!("{}", truncation_warning(&result.stderr));
             }
@@ -592,7 +618,11 @@ async fn execute(
     let mut events = crate::input::stream(engine, req, input).await?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
-    let mut status = 1;
+    let mut status = None;
+    // An `error` event that is not the timeout's: the run failed, unless an `exit` saying
+    // why the program ended follows (a lost sandbox announces itself so).
+    let mut failure = None;
+    let mut last_byte = b'\n';
     while let Some(ev) = events.next().await {
         match ev.kind {
             StreamEventType::Stdout => {
@@ -605,15 +635,40 @@ async fn execute(
             StreamEventType::Stderr => {
                 stderr.write_all(ev.data.as_bytes())?;
                 stderr.flush()?;
+                if let Some(b) = ev.data.as_bytes().last() {
+                    last_byte = *b;
+                }
             }
             StreamEventType::Error if ev.data == isol8::output::TIMEOUT_EVENT => {
                 writeln!(stderr, "{}", isol8::output::TIMEOUT_TRAILER)?;
+                last_byte = b'\n';
             }
-            StreamEventType::Error => bail!("{}", ev.data),
-            StreamEventType::Exit => status = ev.data.parse().unwrap_or(1),
+            // Announces the reason the `exit` event carries; its line is printed there.
+            StreamEventType::Error if isol8::outcome::is_reason_event(&ev.data) => {}
+            StreamEventType::Error => {
+                failure.get_or_insert(ev.data);
+            }
+            StreamEventType::Exit => {
+                let code = ev.data.parse().unwrap_or(1);
+                status = Some(code);
+                if ev.exit_reason.is_some() {
+                    if let Some(why) = failure.take() {
+                        tracing::debug!(%why, "the run's sandbox was lost");
+                    }
+                }
+                let sep = if last_byte == b'\n' { "" } else { "\n" };
+                if let Some(line) = reason_line(ev.exit_reason, code, memory) {
+                    writeln!(stderr, "{sep}{line}")?;
+                } else if ev.exit_reason == Some(ExitReason::OutputLimit) {
+                    writeln!(stderr, "{sep}{}", truncation_warning(""))?;
+                }
+            }
         }
     }
-    Ok(status)
+    if let Some(message) = failure {
+        bail!("{message}");
+    }
+    Ok(status.unwrap_or(1))
 }
 
 #[cfg(test)]

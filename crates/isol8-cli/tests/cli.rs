@@ -422,3 +422,71 @@ fn engine_log_lines_stay_off_stderr_without_dash_v() {
         "no log with -v: {err}"
     );
 }
+
+#[isol8_testkit::test(docker)]
+fn a_program_killed_by_a_signal_gets_one_line_saying_which() {
+    let segv =
+        "import os, signal; print('before', flush=True); os.kill(os.getpid(), signal.SIGSEGV)";
+    // Streamed and buffered alike: the program's output, then the one line.
+    for extra in [None, Some("--no-stream")] {
+        let mut cmd = isol8();
+        cmd.args(["run", "-r", "python"]);
+        cmd.args(extra);
+        let o = cmd.args(["-e", segv]).output().expect("run");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(139), "{extra:?}: {err}");
+        assert_eq!(stdout(&o), "before\n");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(
+            lines,
+            ["--- KILLED BY SIGNAL SIGSEGV ---"],
+            "{extra:?}: {err}"
+        );
+    }
+    // --json says it in the result, not on stderr.
+    let o = isol8()
+        .args(["run", "-r", "python", "--json", "-e", segv])
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["exitReason"], "signal", "{v}");
+    assert!(!stderr(&o).contains("KILLED BY SIGNAL"), "{}", stderr(&o));
+}
+
+#[isol8_testkit::test(docker)]
+fn a_timeout_is_said_once() {
+    for extra in [None, Some("--no-stream")] {
+        let mut cmd = isol8();
+        cmd.args(["run", "-r", "python", "--timeout", "1000"]);
+        cmd.args(extra);
+        let o = cmd
+            .args(["-e", "import time; time.sleep(30)"])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(137), "{extra:?}");
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(lines, ["--- EXECUTION TIMED OUT ---"], "{extra:?}: {err}");
+    }
+}
+
+#[isol8_testkit::test(docker)]
+fn a_program_over_its_memory_limit_gets_one_line_naming_the_limit() {
+    for extra in [None, Some("--no-stream")] {
+        let mut cmd = isol8();
+        cmd.args(["run", "-r", "python", "--memory", "128m"]);
+        cmd.args(extra);
+        let o = cmd
+            .args(["-e", "b = b'x' * (400 << 20)"])
+            .output()
+            .expect("run");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(137), "{extra:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(
+            lines,
+            ["--- MEMORY LIMIT EXCEEDED (128m) ---"],
+            "{extra:?}: {err}"
+        );
+    }
+}

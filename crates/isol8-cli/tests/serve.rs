@@ -39,9 +39,28 @@ fn every_route_over_http_then_a_clean_shutdown() {
         text.contains(r#"data: {"type":"stdout","data":"streamed\n","phase":"code"}"#),
         "{text}"
     );
-    assert!(
-        text.trim_end()
-            .ends_with(r#"data: {"type":"exit","data":"0","phase":"code"}"#),
+    // The final exit event, with its additive exitReason (and resourceUsage when the
+    // agent measured).
+    let last: serde_json::Value = text
+        .trim_end()
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_else(|| panic!("a final event: {text}"));
+    assert_eq!(
+        (
+            &last["type"],
+            &last["data"],
+            &last["phase"],
+            &last["exitReason"]
+        ),
+        (
+            &json!("exit"),
+            &json!("0"),
+            &json!("code"),
+            &json!("exited")
+        ),
         "{text}"
     );
 

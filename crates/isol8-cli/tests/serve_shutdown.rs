@@ -146,9 +146,21 @@ fn sigterm_refuses_the_queue_at_once_gives_running_executions_a_grace_then_kills
     // The short run finishes within the grace; the long ones are killed after it.
     let events = short.join().expect("short stream");
     assert!(events.iter().any(|e| e["data"] == "done\n"), "{events:?}");
+    let last = events.last().expect("events");
     assert_eq!(
-        events.last(),
-        Some(&json!({"type": "exit", "data": "0", "phase": "code"}))
+        (
+            &last["type"],
+            &last["data"],
+            &last["phase"],
+            &last["exitReason"]
+        ),
+        (
+            &json!("exit"),
+            &json!("0"),
+            &json!("code"),
+            &json!("exited")
+        ),
+        "{events:?}"
     );
     for l in long {
         assert_lost(&l.join().expect("long stream"));

@@ -64,6 +64,18 @@ pub const TIMEOUT_EVENT: &str = "EXECUTION TIMED OUT";
 /// killed by its timeout.
 pub const TIMEOUT_TRAILER: &str = "--- EXECUTION TIMED OUT ---";
 
+/// Data of the `error` stream event that marks a run whose program was killed for using
+/// more memory than its limit (exit reason `memoryLimit`).
+pub const MEMORY_LIMIT_EVENT: &str = "MEMORY LIMIT EXCEEDED";
+
+/// Start of the data of the `error` stream event that marks a run whose program a signal
+/// ended (exit reason `signal`); the signal's name follows (`KILLED BY SIGNAL SIGSEGV`).
+pub const SIGNAL_EVENT_PREFIX: &str = "KILLED BY SIGNAL ";
+
+/// Data of the `error` stream event that marks a run whose output was cut at
+/// `maxOutputSize` (exit reason `outputLimit`).
+pub const OUTPUT_LIMIT_EVENT: &str = "OUTPUT LIMIT EXCEEDED";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,8 +189,12 @@ pub enum Phase {
 }
 
 /// One event of a streamed execution. A stream always ends with exactly one `exit` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Equality compares the resource figures' `f64`s bit for bit (they are finite, rounded
+/// figures, never NaN), so the type is `Eq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct StreamEvent {
     /// Event kind.
     #[serde(rename = "type")]
@@ -202,6 +206,43 @@ pub struct StreamEvent {
     /// phase (a refused WebSocket message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// On the `exit` event: the execution's resource figures (an isol8 addition; absent
+    /// where not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_usage: Option<ResourceUsage>,
+    /// On the `exit` event: why the program ended (an isol8 addition; absent where not
+    /// known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<ExitReason>,
+}
+
+impl PartialEq for StreamEvent {
+    fn eq(&self, other: &Self) -> bool {
+        let usage_eq = match (&self.resource_usage, &other.resource_usage) {
+            (Some(a), Some(b)) => a.same_bits(b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.kind == other.kind
+            && self.data == other.data
+            && self.phase == other.phase
+            && self.exit_reason == other.exit_reason
+            && usage_eq
+    }
+}
+
+impl Eq for StreamEvent {}
+
+impl ResourceUsage {
+    /// True when every figure of `self` and `other` is the same, the `f64`s compared bit
+    /// for bit (so the comparison is an equivalence, even for NaN).
+    pub fn same_bits(&self, other: &ResourceUsage) -> bool {
+        self.cpu_percent.to_bits() == other.cpu_percent.to_bits()
+            && self.memory_mb.to_bits() == other.memory_mb.to_bits()
+            && self.peak_memory_mb.to_bits() == other.peak_memory_mb.to_bits()
+            && self.network_bytes_in == other.network_bytes_in
+            && self.network_bytes_out == other.network_bytes_out
+    }
 }
 
 impl StreamEvent {
@@ -211,6 +252,8 @@ impl StreamEvent {
             kind: StreamEventType::Stdout,
             data: data.into(),
             phase: Some(phase),
+            resource_usage: None,
+            exit_reason: None,
         }
     }
     /// A stderr chunk of the given phase.
@@ -219,6 +262,8 @@ impl StreamEvent {
             kind: StreamEventType::Stderr,
             data: data.into(),
             phase: Some(phase),
+            resource_usage: None,
+            exit_reason: None,
         }
     }
     /// An error message.
@@ -227,6 +272,8 @@ impl StreamEvent {
             kind: StreamEventType::Error,
             data: data.into(),
             phase: None,
+            resource_usage: None,
+            exit_reason: None,
         }
     }
     /// The closing event carrying the exit code.
@@ -235,7 +282,19 @@ impl StreamEvent {
             kind: StreamEventType::Exit,
             data: code.to_string(),
             phase: None,
+            resource_usage: None,
+            exit_reason: None,
         }
+    }
+    /// This `exit` event, carrying the execution's resource figures and exit reason.
+    pub fn with_outcome(
+        mut self,
+        usage: Option<ResourceUsage>,
+        reason: Option<ExitReason>,
+    ) -> Self {
+        self.resource_usage = usage;
+        self.exit_reason = reason;
+        self
     }
     /// This event, tagged with `phase` (how an execution's `exit` and `error` events say
     /// which phase they ended in).
@@ -318,6 +377,40 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&StreamEvent::error("x").in_phase(Phase::Code)).expect("json"),
             r#"{"type":"error","data":"x","phase":"code"}"#
+        );
+    }
+
+    #[test]
+    fn exit_event_carries_usage_and_reason_additively() {
+        let usage = ResourceUsage {
+            cpu_percent: 12.5,
+            memory_mb: 3.25,
+            peak_memory_mb: 4.0,
+            network_bytes_in: 10,
+            network_bytes_out: 2,
+        };
+        let ev = StreamEvent::exit(139)
+            .in_phase(Phase::Code)
+            .with_outcome(Some(usage.clone()), Some(ExitReason::Signal));
+        let json = serde_json::to_string(&ev).expect("json");
+        assert_eq!(
+            json,
+            r#"{"type":"exit","data":"139","phase":"code","resourceUsage":{"cpuPercent":12.5,"memoryMB":3.25,"peakMemoryMB":4.0,"networkBytesIn":10,"networkBytesOut":2},"exitReason":"signal"}"#
+        );
+        let back: StreamEvent = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, ev);
+        // An older client's event (no new fields) still parses; equality sees the usage.
+        let old: StreamEvent =
+            serde_json::from_str(r#"{"type":"exit","data":"0"}"#).expect("parses");
+        assert_eq!(old, StreamEvent::exit(0));
+        assert_ne!(old, StreamEvent::exit(0).with_outcome(Some(usage), None));
+        assert_eq!(
+            serde_json::to_value(ExitReason::MemoryLimit).expect("json"),
+            "memoryLimit"
+        );
+        assert_eq!(
+            serde_json::to_value(ExitReason::SandboxLost).expect("json"),
+            "sandboxLost"
         );
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! Series (all prefixed `isol8_`; times in seconds):
 //! * `executions_total{runtime,outcome}`: `outcome` is `ok` (exit 0), `nonzero_exit`,
-//!   `timeout`, `error` (the sandbox failed, or the client left before the end) or
+//!   `timeout`, `memory_limit` (`exitReason: memoryLimit`), `error` (the sandbox failed, or the client left before the end) or
 //!   `refused` (policy, validation, no slot, shutting down); `runtime` is a built-in
 //!   runtime's name or `other` (clients choose it: the label stays bounded);
 //! * `queue_wait_seconds`, `sandbox_acquire_seconds{pool="hit|miss"}`,
@@ -57,6 +57,8 @@ pub enum Outcome {
     NonzeroExit,
     /// The program was killed by its timeout.
     Timeout,
+    /// The program went over its memory limit and was stopped (`exitReason: memoryLimit`).
+    MemoryLimit,
     /// The sandbox failed (lost, unresponsive, a server error), or the client left
     /// before the end.
     Error,
@@ -71,17 +73,21 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::NonzeroExit => "nonzero_exit",
             Outcome::Timeout => "timeout",
+            Outcome::MemoryLimit => "memory_limit",
             Outcome::Error => "error",
             Outcome::Refused => "refused",
         }
     }
 
-    /// The outcome of a finished program.
-    fn of_exit(code: i32, timed_out: bool) -> Outcome {
-        match (timed_out, code) {
-            (true, _) => Outcome::Timeout,
-            (false, 0) => Outcome::Ok,
-            (false, _) => Outcome::NonzeroExit,
+    /// The outcome of a finished program, from its exit code, whether it timed out and
+    /// its `exitReason` (absent from results of engines that do not say).
+    fn of_exit(code: i32, timed_out: bool, reason: Option<isol8::ExitReason>) -> Outcome {
+        match (timed_out, reason, code) {
+            (true, _, _) | (_, Some(isol8::ExitReason::Timeout), _) => Outcome::Timeout,
+            (_, Some(isol8::ExitReason::MemoryLimit), _) => Outcome::MemoryLimit,
+            (_, Some(isol8::ExitReason::SandboxLost), _) => Outcome::Error,
+            (false, _, 0) => Outcome::Ok,
+            (false, _, _) => Outcome::NonzeroExit,
         }
     }
 
@@ -413,10 +419,11 @@ impl Execution {
         self.finish(Outcome::of_error(e));
     }
 
-    /// Records a buffered result.
+    /// Records a buffered result (one whose sandbox was lost under the program is the
+    /// sandbox layer failing: an error, as when such a run had no result).
     pub(crate) fn result(&mut self, r: &ExecutionResult) {
         let timed_out = r.stderr.ends_with(isol8::output::TIMEOUT_TRAILER);
-        self.finish(Outcome::of_exit(r.exit_code, timed_out));
+        self.finish(Outcome::of_exit(r.exit_code, timed_out, r.exit_reason));
     }
 
     /// Follows a streamed event: a timeout error, then the exit, decide the outcome.
@@ -427,7 +434,7 @@ impl Execution {
             }
             StreamEventType::Exit => {
                 let code = ev.data.trim().parse().unwrap_or(-1);
-                self.finish(Outcome::of_exit(code, self.timed_out));
+                self.finish(Outcome::of_exit(code, self.timed_out, ev.exit_reason));
             }
             _ => {}
         }

@@ -164,7 +164,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/execute/stream",
         method: Method::Post,
-        summary: "run and stream StreamEvents as server-sent events; ends with an exit event, or, when the sandbox was lost, with an error event `sandbox lost: …` and no exit event",
+        summary: "run and stream StreamEvents as server-sent events; ends with an exit event (with additive `resourceUsage` and `exitReason`; an error event before it announces a non-normal reason, e.g. `MEMORY LIMIT EXCEEDED`, `KILLED BY SIGNAL SIGSEGV`, `sandbox lost: …` for exitReason sandboxLost), or, when the sandbox was lost before the program could end (paused, engine stopping), with an error event `sandbox lost: …` and no exit event",
         authenticated: true,
         params: Params::None,
         body: json_body(schema::<ExecuteBody>),
@@ -176,7 +176,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         path: "/execute/ws",
         method: Method::Get,
-        summary: "WebSocket (schema WsIn): send {type:execute,request,options?,sessionId?,interactive?}; the program reads request.stdin (if any), then end-of-file, unless interactive: true, which keeps its stdin open for {type:stdin,data,eof?} (eof: true closes it after data) and delivers {type:signal,signal}; stdin and signal messages before execute or in a run that is not interactive are ignored; a message of unknown type gets an error event and the socket stays open. Receive StreamEvents. Every close has a reason: 1000 `Execution complete` after the exit event, 1003 on invalid messages or a refused request, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost (a final `sandbox lost: …` error event, no exit event)",
+        summary: "WebSocket (schema WsIn): send {type:execute,request,options?,sessionId?,interactive?}; the program reads request.stdin (if any), then end-of-file, unless interactive: true, which keeps its stdin open for {type:stdin,data,eof?} (eof: true closes it after data) and delivers {type:signal,signal}; stdin and signal messages before execute or in a run that is not interactive are ignored; a message of unknown type gets an error event and the socket stays open. Receive StreamEvents. Every close has a reason: 1000 `Execution complete` after the exit event, 1003 on invalid messages or a refused request, 1013 when busy or shutting down (retry), 1011 when the sandbox was lost before the program could end (a final `sandbox lost: …` error event, no exit event; a program whose sandbox died under it ends with an exit event whose exitReason is sandboxLost)",
         authenticated: true,
         params: Params::None,
         body: None,

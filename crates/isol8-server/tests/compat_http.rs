@@ -100,11 +100,12 @@ async fn health_execute_and_stream_answer_the_references_shapes() {
         (status, kind.as_str()),
         (StatusCode::OK, "text/event-stream")
     );
+    let events: Vec<Value> = events.into_iter().map(common::without_usage).collect();
     assert_eq!(
         events,
         [
             json!({"type": "stdout", "data": "streamed\n", "phase": "code"}),
-            json!({"type": "exit", "data": "3", "phase": "code"}),
+            json!({"type": "exit", "data": "3", "phase": "code", "exitReason": "exited"}),
         ]
     );
     // A failing setup script ends the run in the setup phase.
@@ -112,21 +113,22 @@ async fn health_execute_and_stream_answer_the_references_shapes() {
         json!({"request": {"runtime": "bash", "code": "echo never", "setupScript": "exit 4"}});
     let (_, _, events) = sse(&state, &body).await;
     assert_eq!(
-        events.last(),
-        Some(&json!({"type": "exit", "data": "4", "phase": "setup"}))
+        events.last().cloned().map(common::without_usage),
+        Some(json!({"type": "exit", "data": "4", "phase": "setup", "exitReason": "exited"}))
     );
     // The timeout's error event says its phase too.
     let body = json!({"request": {"runtime": "bash", "code": "sleep 30", "timeoutMs": 500}});
     let (_, _, events) = sse(&state, &body).await;
-    let closing: Vec<&Value> = events
-        .iter()
+    let closing: Vec<Value> = events
+        .into_iter()
         .filter(|e| e["type"] != "stdout" && e["type"] != "stderr")
+        .map(common::without_usage)
         .collect();
     assert_eq!(
         closing,
         [
-            &json!({"type": "error", "data": "EXECUTION TIMED OUT", "phase": "code"}),
-            &json!({"type": "exit", "data": "137", "phase": "code"}),
+            json!({"type": "error", "data": "EXECUTION TIMED OUT", "phase": "code"}),
+            json!({"type": "exit", "data": "137", "phase": "code", "exitReason": "timeout"}),
         ]
     );
     state.shutdown().await;
@@ -202,7 +204,10 @@ async fn a_session_made_from_the_clients_options_gets_its_secrets_masked() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v["stdout"], "kept\n268435456\n", "{v}");
+    // The cgroup holds memoryLimit + the tmpfs sizes + /dev/shm + the agent's reserve
+    // (docs/SECURITY.md, "Memory and the tmpfs mounts"): 256 + 512 + 256 + 64 + 32 MiB
+    // for the session's 256m, where 512m would give 1376 MiB.
+    assert_eq!(v["stdout"], format!("kept\n{}\n", 1120u64 << 20), "{v}");
 
     // The session's listing and its deletion, as the reference answers them. (The
     // streamed execution's task may still be winding down for a moment after its last

@@ -46,19 +46,21 @@ async fn kill(engine: &DockerEngine, id: &str) {
         .expect("kill");
 }
 
-/// Asserts a stream's events end with a `sandbox lost: …` error and hold no exit event.
+/// Asserts a stream's events end with a `sandbox lost: …` error (no engine internals),
+/// then the `exit` of the killed program (137: its sandbox's end killed it) with exit
+/// reason `sandboxLost`.
 fn assert_lost(events: &[Value]) {
-    let last = events.last().expect("events");
-    assert_eq!(last["type"], "error", "{events:?}");
-    assert!(
-        last["data"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("sandbox lost: ")),
+    let [.., error, exit] = events else {
+        panic!("at least two events: {events:?}");
+    };
+    assert_eq!(error["type"], "error", "{events:?}");
+    let data = error["data"].as_str().unwrap_or_default();
+    assert!(data.starts_with("sandbox lost: "), "{events:?}");
+    assert!(!data.contains("/var/lib/docker"), "{events:?}");
+    assert_eq!(
+        (&exit["type"], &exit["data"], &exit["exitReason"]),
+        (&json!("exit"), &json!("137"), &json!("sandboxLost")),
         "{events:?}"
-    );
-    assert!(
-        !events.iter().any(|e| e["type"] == "exit"),
-        "no exit code is made up: {events:?}"
     );
 }
 
@@ -70,7 +72,7 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     let run =
         |code: &str| json!({"request": {"runtime": "bash", "code": code, "timeoutMs": 30000}});
 
-    // Server-sent events: the stream ends after the error, with no exit event.
+    // Server-sent events: the error, then the exit saying the sandbox was lost.
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/execute/stream"))
         .bearer_auth(KEY)
@@ -99,7 +101,7 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
         .collect();
     assert_lost(&events);
 
-    // WebSocket: the same events, then close 1011 (not a normal 1000).
+    // WebSocket: the same events, then the normal close (the run has a result).
     let mut ws = connect_ws(&addr).await;
     let mut msg = run("echo started; sleep 72");
     msg["type"] = json!("execute");
@@ -109,25 +111,24 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
     kill(&engine, &container_running(&engine, "sleep 72").await).await;
     let (events, close) = drain_ws(&mut ws).await;
     assert_lost(&events);
-    assert_eq!(close, Some(1011), "{events:?}");
+    assert_eq!(close, Some(1000), "{events:?}");
 
-    // Buffered: 500 saying the sandbox was lost.
+    // Buffered: a result saying the sandbox was lost.
     let buffered = tokio::spawn({
         let state = state.clone();
         async move { call(&state, post("/execute", KEY, run("sleep 73"))).await }
     });
     kill(&engine, &container_running(&engine, "sleep 73").await).await;
     let (status, _, v) = buffered.await.expect("join");
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("sandbox lost: ")),
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["exitCode"], &v["exitReason"]),
+        (&json!(137), &json!("sandboxLost")),
         "{v}"
     );
 
-    // RemoteEngine, over the WebSocket: the stream ends with the error, no exit; and
-    // buffered, a typed error.
+    // RemoteEngine, over the WebSocket: the error then the exit; and buffered, a result
+    // with the reason.
     let remote = RemoteEngine::new(
         &format!("http://{addr}"),
         KEY,
@@ -159,11 +160,14 @@ async fn a_sandbox_killed_mid_run_is_reported_lost_on_every_route() {
         async move { remote.execute(req("sleep 75")).await }
     });
     kill(&engine, &container_running(&engine, "sleep 75").await).await;
-    let err = buffered
+    let result = buffered
         .await
         .expect("join")
-        .expect_err("a lost sandbox is an error");
-    assert!(matches!(err, isol8::Error::SandboxLost(_)), "{err:?}");
+        .expect("a sandbox lost under the program is a result");
+    assert_eq!(
+        (result.exit_code, result.exit_reason),
+        (137, Some(isol8::ExitReason::SandboxLost))
+    );
     state.shutdown().await;
 }
 

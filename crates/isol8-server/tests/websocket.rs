@@ -72,8 +72,8 @@ async fn interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     let (events, code) = drain(&mut ws).await;
     assert_eq!(stdout(&events), "SHOUT\n", "{events:?}");
     assert_eq!(
-        events.last(),
-        Some(&json!({"type": "exit", "data": "0", "phase": "code"}))
+        events.last().cloned().map(common::without_usage),
+        Some(json!({"type": "exit", "data": "0", "phase": "code", "exitReason": "exited"}))
     );
     assert_eq!(code, Some(1000));
 
@@ -93,8 +93,8 @@ async fn interactive_stdin_and_signals_flow_and_the_socket_closes_with_1000() {
     let (events, code) = drain(&mut ws).await;
     assert!(stdout(&events).contains("interrupted\n"), "{events:?}");
     assert_eq!(
-        events.last(),
-        Some(&json!({"type": "exit", "data": "7", "phase": "code"}))
+        events.last().cloned().map(common::without_usage),
+        Some(json!({"type": "exit", "data": "7", "phase": "code", "exitReason": "exited"}))
     );
     assert_eq!(code, Some(1000));
     state.shutdown().await;

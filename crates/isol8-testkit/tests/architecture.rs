@@ -239,7 +239,7 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
 fn engine_layer(module: &str) -> u8 {
     match module {
         "config" | "error" | "engine" | "control" | "runtime" | "seccomp" | "settings"
-        | "output" | "stats" | "audit" | "trace" => 0,
+        | "output" | "outcome" | "stats" | "audit" | "trace" => 0,
         "egress" => 1,
         "prepare" | "code_url" => 2,
         "docker" | "remote" => 3,

@@ -9,11 +9,15 @@ use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, StreamEve
 use crate::control::Controller;
 use crate::Result;
 
-/// Events of a streamed execution. Ends with exactly one `exit` event, except when the
-/// sandbox was lost mid-run (killed from outside, unresponsive, the Docker daemon or the
-/// engine stopped — [`crate::Error::is_sandbox_lost`]): then it ends with an `error`
-/// event whose data starts with `sandbox lost: ` or `sandbox unresponsive: ` and no
-/// `exit` event, because there is no exit code to report.
+/// Events of a streamed execution. Ends with exactly one `exit` event (which carries the
+/// execution's `resourceUsage`, where measured, and `exitReason`; a non-normal reason is
+/// announced by an `error` event before it — see [`crate::outcome`]). A sandbox that went
+/// away under the running program (its container died, the daemon went away) is such a
+/// reason: an `error` event `sandbox lost: …`, then the `exit` with `exitReason`
+/// `sandboxLost`. Only when no program ran to an end — the sandbox unresponsive (paused),
+/// the engine stopped, or lost outside the run — does it end with an `error` event whose
+/// data starts with `sandbox lost: ` or `sandbox unresponsive: ` and no `exit` event
+/// ([`crate::Error::is_sandbox_lost`]), because there is no exit code to report.
 pub type EventStream = Pin<Box<dyn Stream<Item = StreamEvent> + Send>>;
 
 /// The buffered result of a running execution ([`Engine::execute_interactive_buffered`]).

@@ -31,6 +31,7 @@ pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod maintenance;
+pub mod outcome;
 pub mod output;
 pub mod prepare;
 pub mod remote;
@@ -44,7 +45,8 @@ pub use docker::DockerEngine;
 pub use engine::{Engine, EventStream, PendingResult};
 pub use error::{Error, Result};
 pub use isol8_protocol::{
-    EngineOptions, ExecutionRequest, ExecutionResult, Phase, StreamEvent, StreamEventType,
+    EngineOptions, ExecutionRequest, ExecutionResult, ExitReason, Phase, ResourceUsage,
+    StreamEvent, StreamEventType,
 };
 pub use remote::RemoteEngine;
 pub use runtime::{Runtime, RuntimeRegistry};

@@ -194,7 +194,7 @@ except socket.gaierror:
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
-async fn a_sandbox_killed_from_outside_ends_the_run_with_an_error() {
+async fn a_sandbox_killed_from_outside_ends_the_run_as_sandbox_lost() {
     let engine = engine(EngineOptions::default()).await;
     let e2 = engine.clone();
     let running = tokio::spawn(async move { e2.execute(code("bash", "sleep 60")).await });
@@ -217,8 +217,14 @@ async fn a_sandbox_killed_from_outside_ends_the_run_with_an_error() {
         .await
         .expect("the run must not hang")
         .expect("join");
-    let err = outcome.expect_err("a killed sandbox is an error");
-    assert!(err.to_string().contains("stopped unexpectedly"), "{err}");
+    // The program died with its sandbox: a result that says so, not a made-up exit.
+    let r = outcome.expect("a program killed with its sandbox has a result");
+    assert_eq!(
+        (r.exit_code, r.exit_reason),
+        (137, Some(isol8::ExitReason::SandboxLost)),
+        "{r:?}"
+    );
+    assert_eq!(r.container_id.as_deref(), Some(id.as_str()));
     // The engine recovers: the next run works.
     assert_eq!(run(&engine, code("bash", "echo ok")).await.stdout, "ok\n");
     assert_clean(&engine).await;

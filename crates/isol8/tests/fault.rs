@@ -217,7 +217,7 @@ async fn a_sandbox_paused_mid_run_is_unresponsive_not_the_programs_timeout() {
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
-async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_and_no_exit_code() {
+async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_then_its_reason() {
     let engine = engine_with(unpooled()).await;
     let mut req = code("bash", "echo started; sleep 60; echo finished");
     req.timeout_ms = Some(120_000);
@@ -232,16 +232,29 @@ async fn a_sandbox_killed_mid_stream_ends_it_with_sandbox_lost_and_no_exit_code(
     let rest = tokio::time::timeout(Duration::from_secs(60), events.collect::<Vec<_>>())
         .await
         .expect("the run must end, not hang");
-    let last = rest.last().expect("a final event");
-    assert_eq!(last.kind, StreamEventType::Error, "{rest:?}");
+    let [.., error, exit] = rest.as_slice() else {
+        panic!("an error and an exit: {rest:?}");
+    };
+    assert_eq!(error.kind, StreamEventType::Error, "{rest:?}");
     assert!(
-        last.data
+        error
+            .data
             .starts_with("sandbox lost: the sandbox container stopped unexpectedly"),
         "{rest:?}"
     );
+    // The program was killed with its sandbox (137), and the exit says why.
+    assert_eq!(
+        (exit.kind, exit.data.as_str(), exit.exit_reason),
+        (
+            StreamEventType::Exit,
+            "137",
+            Some(isol8::ExitReason::SandboxLost)
+        ),
+        "{rest:?}"
+    );
     assert!(
-        !rest.iter().any(|e| e.kind == StreamEventType::Exit),
-        "no exit code is made up: {rest:?}"
+        !rest.iter().any(|e| e.data.contains("finished")),
+        "{rest:?}"
     );
     // The engine goes on.
     assert_eq!(run(&engine, code("bash", "echo ok")).await.stdout, "ok\n");
@@ -306,15 +319,18 @@ async fn daemon_restart_mid_execution_fails_clearly_and_the_engine_recovers() {
         !rest.iter().any(|e| e.data.contains("finished")),
         "{rest:?}"
     );
-    // The sandbox was lost: the stream ends with that error, and no exit code is made up.
-    let last = rest.last().expect("events");
+    // The sandbox was lost under the program: that error, then the exit saying so.
+    let [.., lost, exit] = rest.as_slice() else {
+        panic!("an error and an exit: {rest:?}");
+    };
     assert_eq!(
-        (last.kind, last.data.starts_with("sandbox lost: ")),
+        (lost.kind, lost.data.starts_with("sandbox lost: ")),
         (StreamEventType::Error, true),
         "{rest:?}"
     );
-    assert!(
-        !rest.iter().any(|e| e.kind == StreamEventType::Exit),
+    assert_eq!(
+        (exit.kind, exit.exit_reason),
+        (StreamEventType::Exit, Some(isol8::ExitReason::SandboxLost)),
         "{rest:?}"
     );
 

@@ -14,6 +14,12 @@
 //!   137; a buffered result's stderr gets the timeout trailer);
 //! * `lose` / `pause` / `break`: the sandbox is lost / unresponsive / fails, with an
 //!   error full of internal details (container ids, daemon paths) a client must not see.
+//! * `usage CPU_PERCENT MEMORY_MB PEAK_MB IN OUT`: the run reports these figures as its
+//!   `resourceUsage`, and an `exitReason` (`exited` unless another line says otherwise);
+//!   runs without such a line report neither, as the tests written before them expect;
+//! * `oom` / `died`: ends as the engine ends a run killed at its memory limit (the
+//!   `MEMORY LIMIT EXCEEDED` error event, 137, `memoryLimit`) / whose sandbox died under
+//!   it (a `sandbox lost: …` error event full of internals, 137, `sandboxLost`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +30,7 @@ use isol8::{
     EngineOptions, EventStream, ExecutionRequest, ExecutionResult, Phase, RuntimeRegistry,
     StreamEvent,
 };
+use isol8_protocol::{ExitReason, ResourceUsage};
 use tokio::sync::{mpsc, watch};
 
 use crate::backend::{Backend, Cleaned, Control, Controller, Executor, Tally};
@@ -151,7 +158,29 @@ impl Fake {
         script: Vec<String>,
         stdin: Option<String>,
         events: mpsc::Sender<StreamEvent>,
+        control: Option<mpsc::Receiver<Control>>,
+    ) -> isol8::Result<Ended> {
+        let mut outcome = Outcome::default();
+        let code = self
+            .run_script(script, stdin, events, control, &mut outcome)
+            .await?;
+        Ok(Ended {
+            code,
+            reason: outcome.usage.is_some().then_some(ExitReason::Exited),
+            usage: outcome.usage,
+        }
+        .with(outcome.reason))
+    }
+
+    /// [`Fake::run`]'s script loop; what the script says about the run's outcome goes
+    /// into `outcome`.
+    async fn run_script(
+        &self,
+        script: Vec<String>,
+        stdin: Option<String>,
+        events: mpsc::Sender<StreamEvent>,
         mut control: Option<mpsc::Receiver<Control>>,
+        outcome: &mut Outcome,
     ) -> isol8::Result<i32> {
         let mut released = self.shared.released.subscribe();
         let mut stdin: std::collections::VecDeque<String> = stdin
@@ -165,6 +194,39 @@ impl Fake {
                 "echo" => StreamEvent::stdout(format!("{arg}\n"), Phase::Code),
                 "err" => StreamEvent::stderr(format!("{arg}\n"), Phase::Code),
                 "exit" => return Ok(arg.parse().unwrap_or(1)),
+                "usage" => {
+                    let n: Vec<f64> = arg
+                        .split_whitespace()
+                        .map(|x| x.parse().unwrap_or(0.0))
+                        .collect();
+                    let at = |i: usize| n.get(i).copied().unwrap_or(0.0);
+                    outcome.usage = Some(ResourceUsage {
+                        cpu_percent: at(0),
+                        memory_mb: at(1),
+                        peak_memory_mb: at(2),
+                        network_bytes_in: at(3) as u64,
+                        network_bytes_out: at(4) as u64,
+                    });
+                    continue;
+                }
+                "oom" | "died" => {
+                    let (data, reason) = if cmd == "oom" {
+                        (
+                            isol8::outcome::MEMORY_LIMIT_EVENT.to_string(),
+                            ExitReason::MemoryLimit,
+                        )
+                    } else {
+                        (
+                            format!("sandbox lost: {INTERNAL} died (exit code 137)"),
+                            ExitReason::SandboxLost,
+                        )
+                    };
+                    let _ = events
+                        .send(StreamEvent::error(data).in_phase(Phase::Code))
+                        .await;
+                    outcome.reason = Some(reason);
+                    return Ok(137);
+                }
                 "timeout" => {
                     let ev = StreamEvent::error(isol8::output::TIMEOUT_EVENT).in_phase(Phase::Code);
                     let _ = events.send(ev).await;
@@ -252,7 +314,9 @@ impl Fake {
         tokio::spawn(async move {
             let _active = active;
             let end = match this.run(script, stdin, tx.clone(), control).await {
-                Ok(code) => vec![StreamEvent::exit(code).in_phase(Phase::Code)],
+                Ok(ended) => vec![StreamEvent::exit(ended.code)
+                    .in_phase(Phase::Code)
+                    .with_outcome(ended.usage, ended.reason)],
                 Err(e) if e.is_sandbox_lost() => {
                     vec![StreamEvent::error(e.to_string()).in_phase(Phase::Code)]
                 }
@@ -266,6 +330,31 @@ impl Fake {
             }
         });
         Box::pin(tokio_stream(rx))
+    }
+}
+
+/// What a script said about its run's outcome.
+#[derive(Debug, Default)]
+struct Outcome {
+    usage: Option<ResourceUsage>,
+    reason: Option<ExitReason>,
+}
+
+/// How a fake run ended.
+#[derive(Debug)]
+struct Ended {
+    code: i32,
+    reason: Option<ExitReason>,
+    usage: Option<ResourceUsage>,
+}
+
+impl Ended {
+    /// This ending, with `reason` when the script gave one.
+    fn with(mut self, reason: Option<ExitReason>) -> Ended {
+        if reason.is_some() {
+            self.reason = reason;
+        }
+        self
     }
 }
 
@@ -334,9 +423,12 @@ impl Engine for FakeRef {
                 _ => {}
             }
         }
-        result.exit_code = run.await.map_err(|e| {
+        let ended = run.await.map_err(|e| {
             isol8::Error::Sandbox(isol8::error::SandboxError::DiedAtStart { why: e.to_string() })
         })??;
+        result.exit_code = ended.code;
+        result.resource_usage = ended.usage;
+        result.exit_reason = ended.reason;
         Ok(result)
     }
 

@@ -58,13 +58,16 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
     let s = server();
     let before = scrape(&s.state).await;
 
-    // Buffered: ok, nonzero exit, timeout, lost sandbox (500), refused twice (a runtime
-    // nobody has: 400, counted as `other`; a timeout above the policy's cap: 400).
+    // Buffered: ok, nonzero exit, timeout, lost sandbox (500), a sandbox lost under the
+    // program (a result, still the sandbox layer failing: an error), refused twice (a
+    // runtime nobody has: 400, counted as `other`; a timeout above the policy's cap: 400).
     for (code, status) in [
         ("echo hi", StatusCode::OK),
         ("exit 3", StatusCode::OK),
         ("timeout", StatusCode::OK),
         ("lose", StatusCode::INTERNAL_SERVER_ERROR),
+        ("died", StatusCode::OK),
+        ("oom", StatusCode::OK),
     ] {
         let (got, v) = call(&s.state, execute(KEY, code, None)).await;
         assert_eq!(got, status, "{code}: {v}");
@@ -76,10 +79,12 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
     let (got, v) = call(&s.state, post("/execute", Some(KEY), too_long)).await;
     assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
 
-    // Streamed: ok, timeout, lost (no exit event).
+    // Streamed: ok, timeout, lost (no exit event), lost under the program (sandboxLost).
     stream(&s.state, "echo hi").await;
     stream(&s.state, "timeout").await;
     stream(&s.state, "lose").await;
+    stream(&s.state, "died").await;
+    stream(&s.state, "oom").await;
 
     // WebSocket: a nonzero exit.
     let url = listen(&s.state).await;
@@ -131,9 +136,14 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
         "buffered, streamed"
     );
     assert_eq!(
-        moved(EXEC, &exec("bash", "error")),
+        moved(EXEC, &exec("bash", "memory_limit")),
         2.0,
-        "buffered, streamed"
+        "buffered, streamed: not a nonzero exit"
+    );
+    assert_eq!(
+        moved(EXEC, &exec("bash", "error")),
+        4.0,
+        "buffered and streamed, lost with and without a result"
     );
     assert_eq!(moved(EXEC, &exec("bash", "refused")), 1.0, "the policy cap");
     assert_eq!(
@@ -143,12 +153,12 @@ async fn executions_and_http_requests_move_the_counters_by_exactly_what_was_done
     );
     assert_eq!(after.get("isol8_sessions_live", &[]), 0.0);
 
-    // 4 + 2 + 1 answered 200/500/400 on /execute (the session's one included).
-    assert_eq!(moved(HTTP, &http("/execute", "POST", "200")), 4.0);
+    // 6 + 1 + 2 answered 200/500/400 on /execute (the session's one included).
+    assert_eq!(moved(HTTP, &http("/execute", "POST", "200")), 6.0);
     assert_eq!(moved(HTTP, &http("/execute", "POST", "500")), 1.0);
     assert_eq!(moved(HTTP, &http("/execute", "POST", "400")), 2.0);
     assert_eq!(moved(HTTP, &http("/execute", "POST", "401")), 1.0);
-    assert_eq!(moved(HTTP, &http("/execute/stream", "POST", "200")), 3.0);
+    assert_eq!(moved(HTTP, &http("/execute/stream", "POST", "200")), 5.0);
     assert_eq!(moved(HTTP, &http("/execute/ws", "GET", "101")), 1.0);
     assert_eq!(moved(HTTP, &http("/session/{id}", "DELETE", "200")), 1.0);
     assert_eq!(moved(HTTP, &http("unmatched", "GET", "404")), 1.0);

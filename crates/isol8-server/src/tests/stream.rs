@@ -449,3 +449,147 @@ async fn the_websocket_messages_are_documented_with_interactive_and_eof() {
         .expect("the stdin message");
     assert_eq!(stdin["properties"]["eof"]["type"], "boolean");
 }
+
+/// The `resourceUsage` the fake's `usage 12.5 3.25 4 100 20` line reports.
+fn fake_usage() -> Value {
+    json!({"cpuPercent": 12.5, "memoryMB": 3.25, "peakMemoryMB": 4.0,
+           "networkBytesIn": 100, "networkBytesOut": 20})
+}
+
+#[tokio::test]
+async fn results_and_exit_events_carry_resource_usage_and_exit_reason() {
+    let s = server();
+    let code = "usage 12.5 3.25 4 100 20\necho hi";
+    // Buffered.
+    let body = json!({"request": {"runtime": "bash", "code": code}}).to_string();
+    let (status, v) = super::call(&s.state, post("/execute", Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["resourceUsage"], fake_usage());
+    assert_eq!(v["exitReason"], "exited");
+    // Server-sent events: on the final exit event.
+    let (_, _, events) = sse(&s.state, code).await;
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "0", "phase": "code",
+                     "resourceUsage": fake_usage(), "exitReason": "exited"}))
+    );
+    // WebSocket: the same exit event, then the normal close.
+    let url = listen(&s.state).await;
+    let mut ws = connect(&url).await;
+    send(&mut ws, execute_msg(code)).await;
+    let (events, close) = drain(&mut ws).await;
+    assert_eq!(
+        events.last(),
+        Some(&json!({"type": "exit", "data": "0", "phase": "code",
+                     "resourceUsage": fake_usage(), "exitReason": "exited"}))
+    );
+    assert_eq!(close, Some(1000));
+}
+
+#[tokio::test]
+async fn a_non_normal_reason_is_announced_by_an_error_event_before_the_exit() {
+    let s = server();
+    let code = "usage 12.5 3.25 4 100 20\necho partial\noom";
+    let (_, _, events) = sse(&s.state, code).await;
+    assert_eq!(
+        events,
+        [
+            json!({"type": "stdout", "data": "partial\n", "phase": "code"}),
+            json!({"type": "error", "data": "MEMORY LIMIT EXCEEDED", "phase": "code"}),
+            json!({"type": "exit", "data": "137", "phase": "code",
+                   "resourceUsage": fake_usage(), "exitReason": "memoryLimit"}),
+        ]
+    );
+    let url = listen(&s.state).await;
+    let mut ws = connect(&url).await;
+    send(&mut ws, execute_msg(code)).await;
+    let (ws_events, close) = drain(&mut ws).await;
+    assert_eq!(ws_events, events);
+    assert_eq!(close, Some(1000));
+    let body = json!({"request": {"runtime": "bash", "code": code}}).to_string();
+    let (status, v) = super::call(&s.state, post("/execute", Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["exitCode"].clone(), v["exitReason"].clone()),
+        (json!(137), json!("memoryLimit"))
+    );
+}
+
+#[tokio::test]
+async fn a_sandbox_lost_under_the_program_is_a_result_said_without_internals() {
+    let s = server();
+    let code = "echo partial\ndied";
+    let (status, _, events) = sse(&s.state, code).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events.len(), 3, "{events:?}");
+    let data = events[1]["data"].as_str().expect("data");
+    assert!(
+        data.starts_with("sandbox lost: ") && data.contains("(execution "),
+        "{data}"
+    );
+    assert!(
+        !data.contains("4f2a9c") && !data.contains("/var/lib"),
+        "{data}"
+    );
+    assert_eq!(
+        events[2],
+        json!({"type": "exit", "data": "137", "phase": "code", "exitReason": "sandboxLost"})
+    );
+    // Buffered: a result with the output that arrived, not a 500.
+    let body = json!({"request": {"runtime": "bash", "code": code}}).to_string();
+    let (status, v) = super::call(&s.state, post("/execute", Some(KEY), body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["exitReason"], "sandboxLost");
+    assert_eq!(v["stdout"], "partial\n");
+    assert!(!v.to_string().contains("4f2a9c"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remote_client_reads_usage_and_reason_back() {
+    use isol8::{Engine, ExecutionRequest, ExitReason, RemoteEngine};
+    let s = server();
+    let ws = listen(&s.state).await;
+    let base = ws
+        .replace("ws://", "http://")
+        .trim_end_matches("/execute/ws")
+        .to_string();
+    let engine =
+        RemoteEngine::new(&base, KEY, None, isol8::EngineOptions::default()).expect("client");
+    let req = |code: &str| ExecutionRequest {
+        runtime: "bash".into(),
+        code: Some(code.into()),
+        ..Default::default()
+    };
+    let want = isol8::ResourceUsage {
+        cpu_percent: 12.5,
+        memory_mb: 3.25,
+        peak_memory_mb: 4.0,
+        network_bytes_in: 100,
+        network_bytes_out: 20,
+    };
+    // Buffered (POST /execute).
+    let result = engine
+        .execute(req("usage 12.5 3.25 4 100 20\noom"))
+        .await
+        .expect("result");
+    assert_eq!(result.resource_usage.as_ref(), Some(&want));
+    assert_eq!(result.exit_reason, Some(ExitReason::MemoryLimit));
+    // Streamed (WebSocket).
+    let events: Vec<_> = engine
+        .execute_stream(req("usage 12.5 3.25 4 100 20\necho hi"))
+        .await
+        .expect("stream")
+        .collect()
+        .await;
+    let last = events.last().expect("events");
+    assert_eq!(last.resource_usage.as_ref(), Some(&want));
+    assert_eq!(last.exit_reason, Some(ExitReason::Exited));
+    // Interactive buffered (collected from the WebSocket stream).
+    let (pending, _controller) = engine
+        .execute_interactive_buffered(req("usage 12.5 3.25 4 100 20\ndied"), &Default::default())
+        .await
+        .expect("run");
+    let result = pending.await.expect("a result");
+    assert_eq!(result.exit_reason, Some(ExitReason::SandboxLost));
+    assert_eq!(result.resource_usage, Some(want));
+}

@@ -27,3 +27,12 @@ pub async fn serve_on_loopback(key: &str) -> (Arc<AppState>, std::net::SocketAdd
     tokio::spawn(async move { axum::serve(listener, router).await });
     (state, addr)
 }
+
+/// A stream event without its `resourceUsage` (the figures differ run to run; an
+/// agent that does not measure sends none), for comparing events exactly.
+pub fn without_usage(mut event: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = event.as_object_mut() {
+        o.remove("resourceUsage");
+    }
+    event
+}

@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// containers created and removed, failed resets, egress decisions); shared with
     /// sibling engines. `None`: nothing is reported.
     pub observer: Option<crate::stats::Observer>,
+    /// Asks the agent not to measure executions (`ExecSpec::measure_usage` false, so
+    /// results have no `resourceUsage`). Only for `isol8 bench`, which prices measuring
+    /// by running the same warm execution with and without it.
+    #[doc(hidden)]
+    pub skip_usage: bool,
     /// The audit log settings (config `audit`): when enabled and `audit_log` is unset,
     /// the engine opens its [`AuditLog`] when it is built (errors name the key).
     pub audit: AuditConfig,

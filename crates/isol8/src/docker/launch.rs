@@ -234,6 +234,7 @@ impl DockerEngine {
         let req = owned.as_ref().unwrap_or(req);
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
         prepared.spec.interactive = control.is_some();
+        prepared.spec.measure_usage = !self.inner.config.skip_usage;
         let (settings, host, host_hash) = if prepared.network == settings.network {
             (settings, host, host_hash)
         } else {

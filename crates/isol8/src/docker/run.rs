@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use isol8_protocol::agent::{self, ExecFailed, Exited, Frame, Kind, StepPhase, Stream};
-use isol8_protocol::{ExecutionResult, NetworkLog, Phase, StreamEvent, StreamEventType};
+use isol8_protocol::{
+    ExecutionResult, ExitReason, NetworkLog, Phase, ResourceUsage, StreamEvent, StreamEventType,
+};
 use tokio::sync::{mpsc, OwnedMutexGuard};
 
 use super::host_config::HostConfig;
@@ -28,6 +30,7 @@ use super::Inner;
 use crate::control::Control;
 use crate::engine::EventStream;
 use crate::error::SandboxError;
+use crate::outcome::{self, ProxyTraffic};
 use crate::output::{truncation_trailer, Secrets, TextStream, TIMEOUT_EVENT, TIMEOUT_TRAILER};
 use crate::prepare::Prepared;
 use crate::settings::SandboxSettings;
@@ -64,13 +67,17 @@ pub(super) struct Summary {
     files: Option<BTreeMap<String, String>>,
     masked_files: Option<Vec<String>>,
     network_logs: Option<Vec<NetworkLog>>,
+    /// Absent when the agent measured nothing.
+    resource_usage: Option<ResourceUsage>,
+    exit_reason: ExitReason,
     /// The egress summary for the audit record (only when auditing).
     audit_network: Option<crate::audit::NetworkSummary>,
 }
 
 impl Summary {
     /// Sets the result fields this summary decides but files and network logs (which
-    /// [`collect`] moves): exit code, duration, truncation, container. The audit record
+    /// [`collect`] moves): exit code, duration, truncation, container, resource usage and
+    /// exit reason. The audit record
     /// reads its `exitCode`, `exitReason` and `resourceUsage` from a result filled here,
     /// so a field added here reaches both.
     fn fill_status(&self, result: &mut ExecutionResult) {
@@ -78,6 +85,8 @@ impl Summary {
         result.duration_ms = self.duration_ms;
         result.truncated = self.truncated;
         result.container_id = Some(self.container_id.clone());
+        result.resource_usage = self.resource_usage.clone();
+        result.exit_reason = Some(self.exit_reason);
     }
 }
 
@@ -202,6 +211,19 @@ pub(super) enum Ending {
     Clean(Exited),
     /// The sandbox must be destroyed (watchdog fired, OOM killed the agent…).
     Dirty(Exited),
+    /// The sandbox went away under the running program (its container died, or the
+    /// daemon went away): the run has a result (exit reason `sandboxLost`, status 137,
+    /// the output that arrived) and the sandbox is destroyed.
+    Lost(Exited),
+}
+
+/// What the engine saw of an execution besides the agent's frames.
+#[derive(Default)]
+pub(super) struct Relayed {
+    /// The egress proxy's log of the execution (with `logNetwork`).
+    pub(super) logs: Option<Vec<NetworkLog>>,
+    /// Bytes the egress proxy relayed for the execution.
+    pub(super) traffic: ProxyTraffic,
 }
 
 impl Run {
@@ -275,7 +297,7 @@ impl Run {
         self.inner
             .observe(|o| o.sandbox_acquired(runtime, took, warm));
         let exec = Frame::json(Kind::Exec, &prepared.spec);
-        let (mut result, mut logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+        let (mut result, mut relayed) = self.send_and_relay(&mut sb, prepared, &exec).await;
         if let Err(Stop::Unsent(e)) = result {
             if !warm {
                 sb.destroy(&self.inner).await;
@@ -294,7 +316,7 @@ impl Run {
             std::mem::replace(&mut sb, fresh).destroy(&self.inner).await;
             self.span
                 .record("container_id", tracing::field::display(&sb.id));
-            (result, logs) = self.send_and_relay(&mut sb, prepared, &exec).await;
+            (result, relayed) = self.send_and_relay(&mut sb, prepared, &exec).await;
             if let Err(Stop::Unsent(e)) = result {
                 sb.destroy(&self.inner).await;
                 return Err(Stop::Failed(e));
@@ -308,18 +330,22 @@ impl Run {
                 } else {
                     pool::release(&self.inner, key.clone(), sb, true);
                 }
-                exited
+                (exited, false)
             }
             Ok(Ending::Dirty(exited)) => {
                 self.discard(sb).await;
-                exited
+                (exited, false)
+            }
+            Ok(Ending::Lost(exited)) => {
+                self.discard(sb).await;
+                (exited, true)
             }
             Err(e) => {
                 self.discard(sb).await;
                 return Err(e);
             }
         };
-        self.finish(ended, id, prepared, logs).await
+        self.finish(ended, id, prepared, relayed).await
     }
 
     /// Sends the exec frame and relays the execution, with the sandbox's egress proxy (if
@@ -330,7 +356,7 @@ impl Run {
         sb: &mut Sandbox,
         prepared: &Prepared,
         exec: &Frame,
-    ) -> (Result<Ending, Stop>, Option<Vec<NetworkLog>>) {
+    ) -> (Result<Ending, Stop>, Relayed) {
         if let (Some(e), Some(rules)) = (&sb.egress, &self.egress_rules) {
             // The audit record summarises the proxy's log even without `logNetwork`.
             let log = self.settings.log_network || self.audit.is_some();
@@ -347,11 +373,20 @@ impl Run {
             }
             Err(e) => Err(Stop::Unsent(e)),
         };
-        let logs = sb
-            .egress
-            .as_ref()
-            .and_then(|e| crate::egress::finish(e.shared()));
-        (result, logs)
+        let relayed = match &sb.egress {
+            Some(e) => {
+                let (into_sandbox, out_of_sandbox) = crate::egress::traffic(e.shared());
+                Relayed {
+                    logs: crate::egress::finish(e.shared()),
+                    traffic: ProxyTraffic {
+                        into_sandbox,
+                        out_of_sandbox,
+                    },
+                }
+            }
+            None => Relayed::default(),
+        };
+        (result, relayed)
     }
 
     /// Destroys a sandbox that must not be reused (kept with `persist`).
@@ -371,9 +406,14 @@ impl Run {
             TextStream::new(&self.secrets),
             TextStream::new(&self.secrets),
         ];
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(prepared.spec.timeout_ms)
-            + WATCHDOG_GRACE;
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_millis(prepared.spec.timeout_ms) + WATCHDOG_GRACE;
+        // What the engine knows of a run the agent could not report on.
+        let ran_for = || Exited {
+            exit_code: 137,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
         let exited = loop {
             let next = tokio::time::timeout_at(deadline, sb.next_frame());
             let control = async {
@@ -406,13 +446,17 @@ impl Run {
                     if let Some(e) = sb.unresponsive(&self.inner).await {
                         tracing::warn!(container = %sb.id, error = %e, "agent missed the deadline");
                         self.flush_texts(&mut texts).await?;
-                        return Err(Stop::Failed(e));
+                        // A paused container's program may never have run: an error.
+                        if matches!(e, Error::SandboxUnresponsive(_) | Error::Stopped) {
+                            return Err(Stop::Failed(e));
+                        }
+                        return self.lost(e, ran_for()).await;
                     }
                     tracing::warn!(container = %sb.id, "agent missed the deadline; killing the sandbox");
                     let exited = Exited {
-                        exit_code: 137,
                         timed_out: true,
-                        ..Default::default()
+                        signal: Some(9),
+                        ..ran_for()
                     };
                     self.flush_texts(&mut texts).await?;
                     self.emit(StreamEvent::error(TIMEOUT_EVENT).in_phase(Phase::Code))
@@ -422,13 +466,25 @@ impl Run {
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => {
                     if sb.oom_killed(&self.inner).await {
+                        // The kernel killed the whole container (agent included) for
+                        // memory: the memory limit ended the program.
                         self.flush_texts(&mut texts).await?;
+                        self.emit(
+                            StreamEvent::error(outcome::MEMORY_LIMIT_EVENT).in_phase(Phase::Code),
+                        )
+                        .await?;
                         return Ok(Ending::Dirty(Exited {
-                            exit_code: 137,
-                            ..Default::default()
+                            oom_killed: true,
+                            signal: Some(9),
+                            ..ran_for()
                         }));
                     }
-                    return Err(sb.died(&self.inner).await.into());
+                    let e = sb.died(&self.inner).await;
+                    if matches!(e, Error::Stopped) {
+                        return Err(Stop::Failed(e));
+                    }
+                    self.flush_texts(&mut texts).await?;
+                    return self.lost(e, ran_for()).await;
                 }
                 Ok(Err(e)) => return Err(e.into()),
             };
@@ -478,7 +534,20 @@ impl Run {
             self.emit(StreamEvent::error(TIMEOUT_EVENT).in_phase(ended_in))
                 .await?;
         }
+        let reason = outcome::exit_reason(&exited, false);
+        if let Some(data) = outcome::reason_event(reason, outcome::ended_by_signal(&exited)) {
+            self.emit(StreamEvent::error(data).in_phase(ended_in))
+                .await?;
+        }
         Ok(Ending::Clean(exited))
+    }
+
+    /// Ends a run whose sandbox went away under the program (`why`): its stream gets
+    /// the `sandbox lost: …` error, and the run a result with exit reason `sandboxLost`.
+    async fn lost(&self, why: Error, exited: Exited) -> Result<Ending, Stop> {
+        let why = self.secrets.mask_error(why);
+        self.emit(lost_event(&why)).await?;
+        Ok(Ending::Lost(exited))
     }
 
     /// Releases what the streams' maskers still hold (the execution's output ended).
@@ -505,16 +574,24 @@ impl Run {
     /// [`Error::PackageInstall`]; network logs and files are masked.
     pub(super) async fn finish(
         &self,
-        exited: Exited,
+        (exited, lost): (Exited, bool),
         container_id: String,
         prepared: &Prepared,
-        network_logs: Option<Vec<NetworkLog>>,
+        relayed: Relayed,
     ) -> Result<Summary, Stop> {
+        let Relayed {
+            logs: network_logs,
+            traffic,
+        } = relayed;
         for (path, reason) in &exited.file_errors {
             let (path, reason) = (self.secrets.mask_str(path), self.secrets.mask_str(reason));
             tracing::debug!(%path, %reason, "output path not read");
         }
-        if prepared.installs && exited.steps_run == 1 && exited.exit_code != 0 && !exited.timed_out
+        if prepared.installs
+            && exited.steps_run == 1
+            && exited.exit_code != 0
+            && !exited.timed_out
+            && !exited.oom_killed
         {
             let installer = prepared
                 .spec
@@ -535,6 +612,11 @@ impl Run {
             }
             .into());
         }
+        let exit_reason = outcome::exit_reason(&exited, lost);
+        let resource_usage = exited
+            .usage
+            .as_ref()
+            .map(|u| outcome::resource_usage(u, traffic));
         let audit_network = self.audit.as_ref().map(|_| {
             crate::audit::NetworkSummary::new(
                 prepared.network,
@@ -553,6 +635,8 @@ impl Run {
             (Some(files), (!masked.is_empty()).then_some(masked))
         };
         Ok(Summary {
+            exit_reason,
+            resource_usage,
             exit_code: exited.exit_code,
             phase: wire_phase(exited.phase.unwrap_or(StepPhase::Code)),
             truncated: exited.stdout.truncated || exited.stderr.truncated,
@@ -660,9 +744,10 @@ pub(super) async fn collect(launched: Launched) -> Result<ExecutionResult> {
     Err(ended_without_result())
 }
 
-/// Turns a run's messages into stream events ending with exactly one `exit` — except
-/// when the sandbox was lost ([`Error::is_sandbox_lost`]): then the last event is an
-/// `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
+/// Turns a run's messages into stream events ending with exactly one `exit` (with the
+/// run's `resourceUsage` and `exitReason`) — except when the run failed because its
+/// sandbox was lost without a result ([`Error::is_sandbox_lost`]): then the last event is
+/// an `error` whose data starts with `sandbox lost: ` or `sandbox unresponsive: `, and no
 /// `exit` follows, since no exit code exists. Every `exit` and `error` event carries the
 /// phase the execution ended in (`setup` or `code`).
 pub(super) fn event_stream(Launched { rx, .. }: Launched) -> EventStream {
@@ -672,7 +757,9 @@ pub(super) fn event_stream(Launched { rx, .. }: Launched) -> EventStream {
         }
         let events = match rx.recv().await {
             Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
-            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code).in_phase(s.phase)],
+            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)
+                .in_phase(s.phase)
+                .with_outcome(s.resource_usage, Some(s.exit_reason))],
             Some(Msg::Failed(e)) if e.is_sandbox_lost() => vec![lost_event(&e)],
             Some(Msg::Failed(e)) => {
                 let phase = failed_phase(&e);

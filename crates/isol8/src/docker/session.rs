@@ -60,7 +60,7 @@ impl Run {
         let id = session.sandbox.id.clone();
         self.span
             .record("container_id", tracing::field::display(&id));
-        let (result, logs) = self
+        let (result, relayed) = self
             .send_and_relay(
                 &mut session.sandbox,
                 prepared,
@@ -68,7 +68,7 @@ impl Run {
             )
             .await;
         match result {
-            Ok(Ending::Clean(exited)) => self.finish(exited, id, prepared, logs).await,
+            Ok(Ending::Clean(exited)) => self.finish((exited, false), id, prepared, relayed).await,
             // The agent refused the request (bad path…) and is idle: the session lives on.
             Err(Stop::Failed(e @ Error::InvalidRequest(_))) => Err(Stop::Failed(e)),
             other => {
@@ -79,7 +79,10 @@ impl Run {
                 }
                 match other {
                     Ok(Ending::Dirty(exited)) | Ok(Ending::Clean(exited)) => {
-                        self.finish(exited, id, prepared, logs).await
+                        self.finish((exited, false), id, prepared, relayed).await
+                    }
+                    Ok(Ending::Lost(exited)) => {
+                        self.finish((exited, true), id, prepared, relayed).await
                     }
                     Err(e) => Err(e),
                 }

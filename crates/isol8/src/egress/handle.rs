@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use isol8_protocol::NetworkLog;
@@ -28,6 +29,19 @@ pub struct State {
     /// The span of the current execution ([`crate::trace`]): connections accepted while
     /// it runs, and their log lines, are inside it. None between executions.
     pub(super) span: tracing::Span,
+    /// Bytes relayed for the current execution (new at every [`begin`], so a connection
+    /// left over from an earlier execution counts into that one's, never this one's).
+    pub(super) traffic: Arc<Traffic>,
+}
+
+/// Bytes one execution's connections moved through the proxy, counted on the sandbox's
+/// side (request heads, bodies, tunnels and the proxy's own replies).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes the proxy wrote to the sandbox.
+    pub(super) into_sandbox: AtomicU64,
+    /// Bytes the proxy read from the sandbox.
+    pub(super) out_of_sandbox: AtomicU64,
 }
 
 impl State {
@@ -40,6 +54,7 @@ impl State {
             policy,
             observer: None,
             span: tracing::Span::none(),
+            traffic: Arc::default(),
         }
     }
 }
@@ -63,6 +78,19 @@ pub fn begin(shared: &Shared, rules: Arc<Rules>, log: bool) {
         s.rules = rules;
         s.logs = log.then(Vec::new);
         s.span = tracing::Span::current();
+        s.traffic = Arc::default();
+    }
+}
+
+/// Bytes the current execution's connections moved so far: (into the sandbox, out of
+/// it). Read it before [`finish`]; zero between executions.
+pub fn traffic(shared: &Shared) -> (u64, u64) {
+    match shared.lock() {
+        Ok(s) => (
+            s.traffic.into_sandbox.load(Ordering::Relaxed),
+            s.traffic.out_of_sandbox.load(Ordering::Relaxed),
+        ),
+        Err(_) => (0, 0),
     }
 }
 

@@ -1,19 +1,22 @@
 //! Serving one client connection: read the head, decide, dial, forward exactly that one
 //! request (or open the tunnel), relay the answer, and log the outcome into the execution
-//! the connection started in.
+//! the connection started in, counting the bytes it moves into that execution's traffic.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use isol8_protocol::NetworkLog;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::conn::{Activity, Tracked, IDLE_TIMEOUT};
 use super::framing::{Body, Chunked};
 use super::request::read_head;
-use super::{decide, parse_request, Net, State, Target, Upstream};
+use super::{decide, parse_request, Net, State, Target, Traffic, Upstream};
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,18 +27,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// request (or open the tunnel) and relay the answer. Bytes after the end of the request
 /// are never read, let alone forwarded; the connection closes when the upstream closes
 /// or when nothing moves either way for [`IDLE_TIMEOUT`].
-pub async fn serve_connection<C>(mut client: C, net: &dyn Net, shared: &Mutex<State>)
+pub async fn serve_connection<C>(client: C, net: &dyn Net, shared: &Mutex<State>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (generation, rules, policy, observer) = match shared.lock() {
+    let (generation, rules, policy, observer, traffic) = match shared.lock() {
         Ok(s) => (
             s.generation,
             s.rules.clone(),
             s.policy.clone(),
             s.observer.clone(),
+            s.traffic.clone(),
         ),
         Err(_) => return,
+    };
+    // Everything the sandbox sends or receives on this connection counts into the
+    // execution it started in.
+    let mut client = Counted {
+        inner: client,
+        traffic,
     };
     let started = Instant::now();
     let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
@@ -113,6 +123,52 @@ where
         _ = activity.idle_for(IDLE_TIMEOUT) => {
             tracing::debug!(host = %target.host, "egress connection idle; closed");
         }
+    }
+}
+
+/// A client connection whose bytes are counted into an execution's [`Traffic`].
+struct Counted<C> {
+    inner: C,
+    traffic: Arc<Traffic>,
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Counted<C> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before) as u64;
+        if read > 0 {
+            self.traffic
+                .out_of_sandbox
+                .fetch_add(read, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Counted<C> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.traffic
+                .into_sandbox
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

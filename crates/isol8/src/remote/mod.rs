@@ -299,9 +299,10 @@ impl Engine for RemoteEngine {
     }
 
     /// Over the WebSocket route only, like [`Engine::execute_interactive`]. The result is
-    /// what the stream carries: output, exit code, truncation (the engine's trailer in the
-    /// output) and the duration this client saw; output files, network logs, resource
-    /// usage and the container id are not streamed, so they are absent.
+    /// what the stream carries: output, exit code, resource usage and exit reason (on the
+    /// `exit` event), truncation (the engine's trailer in the output) and the duration
+    /// this client saw; output files, network logs and the container id are not
+    /// streamed, so they are absent.
     async fn execute_interactive_buffered(
         &self,
         req: ExecutionRequest,
@@ -342,9 +343,11 @@ impl Engine for RemoteEngine {
 
 /// The buffered result of a streamed execution, as far as its events tell it: stdout,
 /// stderr (the timeout marker becomes the trailer a buffered result has), the exit code,
-/// truncation (the engine's trailer in the output) and the duration this client saw. A
-/// stream that fails — an `error` event other than the timeout marker, or no `exit`
-/// event — is an error, as `POST /execute` would answer one.
+/// the `exit` event's `resourceUsage` and `exitReason`, truncation (the engine's trailer
+/// in the output) and the duration this client saw. A stream that fails — an `error`
+/// event other than one announcing how the run ended, with no `exit` event giving an
+/// `exitReason`, or no `exit` event at all — is an error, as `POST /execute` would
+/// answer one.
 pub(super) async fn collect_result(
     mut events: EventStream,
     runtime: String,
@@ -371,13 +374,21 @@ pub(super) async fn collect_result(
                 }
                 result.stderr.push_str(TIMEOUT_TRAILER);
             }
+            // How the run ended (memory limit, signal, output cap): not a failure.
+            StreamEventType::Error if crate::outcome::is_reason_event(&ev.data) => {}
             StreamEventType::Error => {
                 failure.get_or_insert(ev.data);
             }
-            StreamEventType::Exit => exit = Some(ev.data.parse().unwrap_or(1)),
+            StreamEventType::Exit => {
+                exit = Some(ev.data.parse().unwrap_or(1));
+                result.resource_usage = ev.resource_usage;
+                result.exit_reason = ev.exit_reason;
+            }
         }
     }
-    if let Some(message) = failure {
+    // An `exit` that says why the program ended closes a run that has a result (a lost
+    // sandbox's `sandbox lost: …` error before it only announced that ending).
+    if let Some(message) = failure.filter(|_| result.exit_reason.is_none()) {
         return Err(server_error(0, message));
     }
     result.exit_code = exit.ok_or_else(|| Error::Remote {

@@ -23,6 +23,8 @@ fn event(kind: isol8_protocol::StreamEventType, data: &str) -> StreamEvent {
         kind,
         data: data.into(),
         phase: None,
+        resource_usage: None,
+        exit_reason: None,
     }
 }
 
@@ -94,4 +96,60 @@ fn stdin_chunks_keep_a_character_split_between_them_whole() {
     let mut pending = vec![b'x', 0xff, b'y', 0xe2, 0x82];
     assert_eq!(whole_utf8(&mut pending), "x\u{fffd}y");
     assert_eq!(pending, [0xe2, 0x82]);
+}
+
+#[tokio::test]
+async fn the_exit_events_usage_and_reason_are_decoded_and_collected() {
+    use isol8_protocol::{ExitReason, ResourceUsage, StreamEventType};
+    let usage = ResourceUsage {
+        cpu_percent: 12.5,
+        memory_mb: 3.25,
+        peak_memory_mb: 4.0,
+        network_bytes_in: 100,
+        network_bytes_out: 20,
+    };
+    let exit = r#"{"type":"exit","data":"139","phase":"code","resourceUsage":{"cpuPercent":12.5,"memoryMB":3.25,"peakMemoryMB":4.0,"networkBytesIn":100,"networkBytesOut":20},"exitReason":"signal"}"#;
+    let events = decoded(&[
+        "data: {\"type\":\"stdout\",\"data\":\"a\"}\n\n",
+        "data: {\"type\":\"error\",\"data\":\"KILLED BY SIGNAL SIGSEGV\",\"phase\":\"code\"}\n\n",
+        &format!("data: {exit}\n\n"),
+    ])
+    .await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2].kind, StreamEventType::Exit);
+    assert_eq!(events[2].resource_usage.as_ref(), Some(&usage));
+    assert_eq!(events[2].exit_reason, Some(ExitReason::Signal));
+
+    // Collected into a result: the reason's error event is not a failure.
+    let result = collect_result(
+        Box::pin(futures_util::stream::iter(events)),
+        "python".into(),
+    )
+    .await
+    .expect("a result");
+    assert_eq!(result.exit_code, 139);
+    assert_eq!(result.resource_usage, Some(usage));
+    assert_eq!(result.exit_reason, Some(ExitReason::Signal));
+    assert_eq!(result.stdout, "a");
+
+    // A lost sandbox's error followed by an exit with its reason: a result.
+    let lost = vec![
+        event(StreamEventType::Error, "sandbox lost: the container died"),
+        event(StreamEventType::Exit, "137").with_outcome(None, Some(ExitReason::SandboxLost)),
+    ];
+    let result = collect_result(Box::pin(futures_util::stream::iter(lost)), "bash".into())
+        .await
+        .expect("a result");
+    assert_eq!(result.exit_reason, Some(ExitReason::SandboxLost));
+    assert_eq!(result.resource_usage, None);
+
+    // An error and an exit without a reason (a failed run, or an older server): an error.
+    let failed = vec![
+        event(StreamEventType::Error, "package install failed"),
+        event(StreamEventType::Exit, "1"),
+    ];
+    let err = collect_result(Box::pin(futures_util::stream::iter(failed)), "bash".into())
+        .await
+        .expect_err("failed");
+    assert!(err.to_string().contains("package install failed"), "{err}");
 }

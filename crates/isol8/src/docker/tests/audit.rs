@@ -197,9 +197,20 @@ async fn failed_cancelled_and_refused_executions_are_recorded_with_why() {
     let fake = FakeDocker::new();
     let (log, out) = stdout_log(false);
     let engine = audited(&fake, EngineOptions::default(), &log).await;
-    // The container dies under the program: failed, sandbox lost.
-    let err = engine.execute(bash("echo x\ndie")).await.expect_err("lost");
-    assert!(err.is_sandbox_lost(), "{err}");
+    // The container dies under the program: a result, exit reason sandboxLost.
+    let lost = engine.execute(bash("echo x\ndie")).await.expect("a result");
+    assert_eq!(
+        lost.exit_reason,
+        Some(isol8_protocol::ExitReason::SandboxLost)
+    );
+    // A package that does not install: failed.
+    let install = ExecutionRequest {
+        runtime: "python".into(),
+        install_packages: vec!["failing-package".into()],
+        ..bash("echo never")
+    };
+    let err = engine.execute(install).await.expect_err("install fails");
+    assert!(matches!(err, crate::Error::PackageInstall { .. }), "{err}");
     // Refused by the engine before anything ran: a bad request.
     let bad = ExecutionRequest {
         cmd: Some("ls".into()),
@@ -224,19 +235,23 @@ async fn failed_cancelled_and_refused_executions_are_recorded_with_why() {
     assert!(first.is_some());
     drop(stream);
     eventually("the cancelled run is recorded", || {
-        records(&log, &out).len() == 4
+        records(&log, &out).len() == 5
     })
     .await;
-    let recs = records(&log, &out);
+    let mut recs = records(&log, &out);
+    let lost_rec = recs.remove(0);
+    assert_eq!(lost_rec["outcome"], "completed", "{lost_rec}");
+    assert_eq!(lost_rec["exitReason"], "sandboxLost", "{lost_rec}");
+    assert_eq!(lost_rec["exitCode"], 137, "{lost_rec}");
+    assert_eq!(lost_rec["executionId"], lost.execution_id.as_str());
     let failed = &recs[0];
-    assert_eq!(failed["outcome"], "failed");
-    assert_eq!(failed["exitReason"], "sandboxLost");
+    assert_eq!(failed["outcome"], "failed", "{failed}");
     assert!(failed.get("exitCode").is_none(), "{failed}");
     assert!(
         failed["error"]
             .as_str()
             .expect("error")
-            .starts_with("sandbox lost"),
+            .contains("failing-package"),
         "{failed}"
     );
     let refused_rec = &recs[1];
@@ -259,6 +274,7 @@ async fn failed_cancelled_and_refused_executions_are_recorded_with_why() {
         .map(|r| r["executionId"].as_str().expect("id"))
         .collect();
     assert_eq!(ids.len(), 4, "every record has its own execution id");
+    assert_ne!(lost_rec["executionId"], failed["executionId"]);
     engine.stop().await.expect("stop");
 }
 

@@ -6,6 +6,7 @@
 
 mod audit;
 mod housekeeping;
+mod outcome;
 mod pool;
 mod races;
 mod run;

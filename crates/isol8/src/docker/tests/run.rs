@@ -181,42 +181,6 @@ async fn a_container_paused_mid_run_is_unresponsive_not_a_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_container_killed_mid_run_is_a_lost_sandbox() {
-    let fake = FakeDocker::new();
-    let engine = engine_on(&fake, EngineOptions::default()).await;
-    let mut stream = engine
-        .execute_stream(bash("echo started\nhang"))
-        .await
-        .expect("stream");
-    bounded("first event", stream.next()).await.expect("event");
-    let id = only_container(&fake);
-    fake.kill(&id);
-    let rest = all_events(stream).await;
-    assert_eq!(rest.len(), 1, "{rest:?}");
-    assert_eq!(rest[0].kind, StreamEventType::Error);
-    assert!(
-        rest[0].data.starts_with("sandbox lost: ") && rest[0].data.contains("exit code 137"),
-        "{rest:?}"
-    );
-    eventually("the dead container is removed", || !fake.exists(&id)).await;
-
-    let killed = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.execute(bash("hang")).await }
-    });
-    eventually("the second run started", || fake.running().len() == 1).await;
-    let id = only_container(&fake);
-    eventually("its exec arrived", || fake.execs(&id) == 1).await;
-    fake.kill(&id);
-    let err = bounded("run", killed)
-        .await
-        .expect("join")
-        .expect_err("lost");
-    assert!(matches!(err, Error::SandboxLost(_)), "{err:?}");
-    engine.stop().await.expect("stop");
-}
-
-#[tokio::test(start_paused = true)]
 async fn an_oom_killed_program_exits_137_and_its_sandbox_is_destroyed() {
     let fake = FakeDocker::new();
     let engine = engine_on(&fake, EngineOptions::default()).await;

@@ -224,3 +224,53 @@ async fn a_malformed_chunked_body_cuts_the_request_short() {
     client.read_to_end(&mut answer).await.expect("client read");
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
+
+#[tokio::test]
+async fn the_bytes_of_an_execution_are_counted_on_the_sandbox_side_and_reset_per_execution() {
+    let net = FakeNet::with(&[("pypi.org", "151.101.0.223")]);
+    let shared: Shared = Arc::new(Mutex::new(State::new(Arc::default())));
+    begin(&shared, Arc::new(rules(&[r"^pypi\.org$"], &[])), false);
+    assert_eq!(traffic(&shared), (0, 0));
+
+    let head: &[u8] = b"GET http://pypi.org/simple/ HTTP/1.1\r\nHost: pypi.org\r\n\r\n";
+    let body = vec![b'z'; 100_000];
+    let answer = [
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(),
+        body,
+    ]
+    .concat();
+    let (mut client, task) = connect(&net, &shared);
+    client.write_all(head).await.expect("write");
+    let mut server = next_server(&net).await;
+    let mut got = vec![0u8; 4096];
+    let _ = server.read(&mut got).await.expect("upstream read");
+    server.write_all(&answer).await.expect("answer");
+    drop(server);
+    let mut received = Vec::new();
+    client
+        .read_to_end(&mut received)
+        .await
+        .expect("client read");
+    assert_eq!(received, answer);
+    drop(client);
+    task.await.expect("task");
+    // Exactly what the sandbox sent and received.
+    assert_eq!(traffic(&shared), (answer.len() as u64, head.len() as u64));
+
+    // A refused request counts too: the request and the proxy's refusal.
+    let refused: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\n\r\n";
+    let (reply, _) = roundtrip(net.clone(), shared.clone(), refused).await;
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert_eq!(
+        traffic(&shared),
+        (
+            answer.len() as u64 + reply.len() as u64,
+            head.len() as u64 + refused.len() as u64
+        )
+    );
+
+    // The next execution starts from zero; between executions nothing is counted.
+    let _ = finish(&shared);
+    begin(&shared, Arc::new(rules(&[r"^pypi\.org$"], &[])), false);
+    assert_eq!(traffic(&shared), (0, 0));
+}

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use isol8_protocol::agent::{
-    self, ExecFailed, ExecSpec, Exited, Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec,
-    SignalSpec, StepPhase, Stream, StreamStats, OUTPUT_CHUNK, PROTOCOL_VERSION,
+    self, AgentUsage, ExecFailed, ExecSpec, Exited, Frame, FrameDecoder, Hello, Kind, ResetDone,
+    ResetSpec, SignalSpec, StepPhase, Stream, StreamStats, OUTPUT_CHUNK, PROTOCOL_VERSION,
 };
 use isol8_protocol::layout::WRITABLE_DIRS;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -89,10 +89,14 @@ fn script_of(argv: &[String], files: &Files) -> Option<String> {
         .map(|c| String::from_utf8_lossy(c).into_owned())
 }
 
-/// Output of one run: per-stream counts against the cap.
+/// Output of one run: per-stream counts against the cap, and what its scripts said the
+/// run should report (usage figures, an OOM kill, a fatal signal).
 struct Counts {
     cap: u64,
     stats: [StreamStats; 2],
+    usage: Option<AgentUsage>,
+    oom_killed: bool,
+    signal: Option<i32>,
 }
 
 impl Agent {
@@ -228,6 +232,9 @@ impl Agent {
         let mut counts = Counts {
             cap: spec.max_output_bytes,
             stats: Default::default(),
+            usage: None,
+            oom_killed: false,
+            signal: None,
         };
         let started = Instant::now();
         let deadline = started + std::time::Duration::from_millis(spec.timeout_ms);
@@ -263,6 +270,13 @@ impl Agent {
         exited.duration_ms = code_started.unwrap_or(started).elapsed().as_millis() as u64;
         exited.stdout = counts.stats[0];
         exited.stderr = counts.stats[1];
+        exited.usage = counts.usage.filter(|_| spec.measure_usage);
+        exited.oom_killed = counts.oom_killed;
+        exited.signal = if exited.timed_out {
+            Some(9)
+        } else {
+            counts.signal
+        };
         if let Ok(files) = self.files.lock() {
             for path in &spec.output_paths {
                 match files.get(path) {
@@ -465,6 +479,31 @@ impl Agent {
                     return Ending::Died;
                 }
                 "refuse" => {}
+                "usage" => {
+                    let n: Vec<u64> = arg
+                        .split_whitespace()
+                        .map(|x| x.parse().unwrap_or(0))
+                        .collect();
+                    let at = |i: usize| n.get(i).copied().unwrap_or(0);
+                    counts.usage = Some(AgentUsage {
+                        cpu_time_us: at(0),
+                        wall_time_us: at(1),
+                        memory_bytes: at(2),
+                        peak_memory_bytes: at(3),
+                        network_rx_bytes: at(4),
+                        network_tx_bytes: at(5),
+                    });
+                }
+                "oom-kill" => {
+                    counts.oom_killed = true;
+                    counts.signal = Some(9);
+                    return Ending::Code(137);
+                }
+                "kill-self" => {
+                    let n: i32 = arg.parse().unwrap_or(9);
+                    counts.signal = Some(n);
+                    return Ending::Code(128 + n);
+                }
                 other => {
                     let text = format!("{other}: command not found\n");
                     self.write(Stream::Stderr, phase, text.as_bytes(), counts)

@@ -39,6 +39,11 @@
 //! | `write PATH TEXT` / `read PATH` | writes / prints a file of the container |
 //! | `die` / `oom` | the container dies (killed / by its memory limit) mid-step |
 //! | `refuse MESSAGE` | first line of the code step: the agent answers `ExecFailed` |
+//! | `usage CPU_US WALL_US MEM PEAK RX TX` | the run's `Exited` reports these usage figures (microseconds, bytes), unless the request asked not to measure |
+//! | `oom-kill` | the program is OOM-killed and the agent survives: the step ends with 137, `oom_killed` and signal 9 |
+//! | `kill-self N` | the program dies of signal `N`: the step ends with 128 + `N`, signal `N` reported |
+//!
+//! A run ended by its timeout reports signal 9, as the real agent does.
 //!
 //! Available to this crate's unit tests and, with the `testing` feature, to other
 //! crates' tests.
