@@ -44,6 +44,12 @@ def test_sse_stream_yields_events_then_one_exit(client: isol8.Client) -> None:
     assert seen[-1].exit_code == 3 and seen[-1].data == "3"
     assert "".join(e.data for e in seen if e.type == "stdout") == "0\n1\n2\n"
     assert {e.phase for e in seen if e.type == "stdout"} == {"code"}
+    # The exit event carries why the program ended and what it used.
+    assert seen[-1].exit_reason == "exited"
+    usage = seen[-1].resource_usage
+    assert isinstance(usage, isol8.ResourceUsage), seen[-1].raw
+    assert usage.peak_memory_mb > 0 and usage.network_bytes_in == 0
+    assert all(e.resource_usage is None for e in seen[:-1])
 
 
 def test_sse_stream_collects_phases_and_errors(client: isol8.Client) -> None:
@@ -58,6 +64,8 @@ def test_sse_stream_collects_phases_and_errors(client: isol8.Client) -> None:
     }
     assert by_phase == {"setup": "setup-out\n", "code": "code-out\n"}
     assert any("TIMED OUT" in m for m in result.errors), result.errors
+    assert result.exit_reason == "timeout"
+    assert result.resource_usage is not None and result.resource_usage.cpu_percent >= 0
 
 
 def test_sse_refusal_is_the_servers_error(client: isol8.Client) -> None:

@@ -19,7 +19,7 @@ from ._errors import (
     StreamEndedError,
     api_error,
 )
-from ._types import StreamEvent, StreamResult
+from ._types import ResourceUsage, StreamEvent, StreamResult
 
 #: A TLS setting as httpx takes it: verify (``True``), do not (``False``), a CA bundle
 #: path, or a ready context.
@@ -305,6 +305,7 @@ def collect(events: List[StreamEvent]) -> StreamResult:
     errors: List[str] = []
     exit_code: Optional[int] = None
     exit_reason: Optional[str] = None
+    resource_usage: Optional[ResourceUsage] = None
     for ev in events:
         if ev.type == "stdout":
             stdout.append(ev.data)
@@ -315,6 +316,7 @@ def collect(events: List[StreamEvent]) -> StreamResult:
         elif ev.type == "exit":
             exit_code = ev.exit_code
             exit_reason = ev.exit_reason
+            resource_usage = ev.resource_usage
     if exit_code is None:
         raise StreamEndedError("the stream has no exit event")
     return StreamResult(
@@ -322,6 +324,7 @@ def collect(events: List[StreamEvent]) -> StreamResult:
         stderr="".join(stderr),
         exit_code=exit_code,
         exit_reason=exit_reason,
+        resource_usage=resource_usage,
         errors=errors,
         events=list(events),
     )

@@ -198,6 +198,10 @@ class StreamEvent:
     phase: Optional[str] = _wire("phase", default=None)
     #: Why the program ended, on an ``exit`` event of a server that says so.
     exit_reason: Optional[ExitReason] = _wire("exitReason", default=None)
+    #: The run's resource figures, on an ``exit`` event, where measured.
+    resource_usage: Optional[ResourceUsage] = _wire(
+        "resourceUsage", ResourceUsage.from_wire, default=None
+    )
     #: The wire object as received.
     raw: Dict[str, Any] = _raw()
 
@@ -232,6 +236,8 @@ class StreamResult:
     exit_code: int
     #: The ``exit`` event's ``exitReason``, where the server sent one.
     exit_reason: Optional[ExitReason]
+    #: The ``exit`` event's ``resourceUsage``, where measured.
+    resource_usage: Optional[ResourceUsage]
     #: The messages of the ``error`` events (e.g. ``EXECUTION TIMED OUT``).
     errors: List[str]
     #: Every event, in order.
