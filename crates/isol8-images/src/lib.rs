@@ -32,6 +32,7 @@ pub mod base;
 pub mod builder;
 pub mod custom;
 pub mod event;
+pub mod pi;
 pub mod recipe;
 pub mod setup;
 pub mod status;
@@ -220,7 +221,11 @@ mod tests {
         assert_eq!(image_for("python").expect("built-in"), "isol8:python");
         assert!(image_for("cobol").is_err());
         let builtin = RuntimeRegistry::builtin();
-        assert_eq!(builtin.names(), ["python", "node", "bun", "bash", "deno"]);
+        assert_eq!(
+            builtin.names(),
+            ["python", "node", "bun", "bash", "deno", "agent"]
+        );
+        assert_eq!(image_for("agent").expect("built-in"), "isol8:agent");
         for rt in builtin.names() {
             assert!(Recipe::for_runtime(rt).is_ok(), "{rt} has a recipe");
         }
