@@ -1,24 +1,21 @@
 //! The `agent` runtime end to end (issue 15 item 3): the pi coding agent in `isol8:agent`,
 //! on the `filtered` network, talking to a small OpenAI-compatible model server this test
-//! starts on a loopback address of this machine (never the internet): `agent_stub.py`,
-//! over HTTPS with a certificate made for the test and trusted in the sandbox through the
-//! engine's `caBundle` (the proxy tunnels only to port 443, and Node tunnels every proxied
-//! request). The stub answers pi's first chat-completions call with a tool call that writes
+//! starts on a loopback address of this machine (never the internet; see
+//! `isol8_testkit::model_stub`), over HTTPS with a certificate made for the test and
+//! trusted in the sandbox through the engine's `caBundle`. The stub answers pi's first chat-completions call with a tool call that writes
 //! a file and the second with a final message; the test reads the file back through
 //! `outputPaths`, checks pi's output, the provider key that reached the stub (from
 //! `secrets`) and that the key is masked in the output. pi is pointed at the stub through
 //! the request alone: a `models.json` in its config directory (`files`) and `agentFlags`.
 
 use std::collections::BTreeMap;
-use std::io::BufRead as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use isol8::docker::EngineConfig;
 use isol8::{EngineOptions, ExecutionRequest};
 use isol8_protocol::{NetworkFilter, NetworkMode};
+use isol8_testkit::model_stub::{stub_host, ModelStub};
 use isol8_testkit::{assert_clean, engine_with, run};
 
 /// What pi's write tool is asked to put in the file.
@@ -27,113 +24,6 @@ const FILE_TEXT: &str = "hello from the stub model\n";
 const FILE_PATH: &str = "/sandbox/out/hello.txt";
 /// The start of the final answer; the stub appends the API key it was sent.
 const FINAL: &str = "Done: wrote the greeting. Key seen:";
-
-/// The stub model server: its process (killed on drop), its directory and its call log.
-struct Stub {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Stub {
-    /// Starts the stub on `host`:443 with a fresh self-signed certificate for that
-    /// address; returns once it listens.
-    fn start(host: Ipv4Addr) -> Stub {
-        let dir =
-            std::env::temp_dir().join(format!("isol8-agent-stub-{}-{host}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("stub dir");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=isol8 agent stub"])
-            .arg("-addext")
-            .arg(format!("subjectAltName=IP:{host}"))
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(status.success(), "openssl made no certificate");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agent_stub.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(host.to_string())
-            .arg("443")
-            .arg(dir.join("cert.pem"))
-            .arg(dir.join("key.pem"))
-            .arg(dir.join("calls.jsonl"))
-            .args([FILE_PATH, FILE_TEXT, FINAL])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the stub");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("the stub's first line");
-        let stub = Stub { child, dir };
-        assert_eq!(line.trim(), "ready", "the stub did not start");
-        stub
-    }
-
-    /// The certificate, to be trusted in the sandbox.
-    fn cert(&self) -> String {
-        self.dir.join("cert.pem").display().to_string()
-    }
-
-    /// The calls it received: `(authorization, body)`.
-    fn calls(&self) -> Vec<(String, serde_json::Value)> {
-        let text = std::fs::read_to_string(self.dir.join("calls.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("a call line");
-                (
-                    v["authorization"].as_str().unwrap_or("").to_string(),
-                    v["body"].clone(),
-                )
-            })
-            .collect()
-    }
-}
-
-/// pi's provider configuration naming the stub (an OpenAI-compatible server).
-fn models_json(host: Ipv4Addr) -> String {
-    serde_json::json!({
-        "providers": {
-            "stub": {
-                "baseUrl": format!("https://{host}/v1"),
-                "api": "openai-completions",
-                "apiKey": "STUB_API_KEY",
-                "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
-                "models": [{"id": "stub-model", "name": "Stub", "reasoning": false,
-                            "contextWindow": 32000, "maxTokens": 1000}]
-            }
-        }
-    })
-    .to_string()
-}
-
-/// A loopback address of this test's own (127/8 is all loopback on Linux).
-fn stub_host(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 79, (std::process::id() % 200) as u8 + 1, last)
-}
 
 /// An engine on the `filtered` network admitting only `host` (exempted exactly: it is a
 /// loopback address), trusting `ca`, with the provider key as a secret.
@@ -160,7 +50,7 @@ async fn agent_engine(host: Ipv4Addr, key: &str, ca: Option<String>) -> isol8::D
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn pi_writes_a_file_with_a_tool_call_of_a_stub_model_and_answers() {
     let host = stub_host(21);
-    let stub = Stub::start(host);
+    let stub = ModelStub::start(host, FILE_PATH, FILE_TEXT, FINAL);
     let key = format!("sk-stub-{}-do-not-print", std::process::id());
     let engine = agent_engine(host, &key, Some(stub.cert())).await;
     let req = ExecutionRequest {
@@ -173,7 +63,7 @@ async fn pi_writes_a_file_with_a_tool_call_of_a_stub_model_and_answers() {
         ),
         files: BTreeMap::from([(
             "/sandbox/.pi/agent/models.json".to_string(),
-            models_json(host),
+            stub.models_json(),
         )]),
         output_paths: vec![FILE_PATH.into()],
         timeout_ms: Some(180_000),

@@ -1,5 +1,6 @@
-"""A scripted OpenAI-compatible model server for the agent runtime's Docker test
-(`agent_runtime.rs`), served over HTTPS on a loopback address of the host.
+"""A scripted OpenAI-compatible model server for the agent runtime's Docker tests
+(started by `isol8_testkit::model_stub::ModelStub`), served over HTTPS on a loopback
+address of the host.
 
 Usage: agent_stub.py ADDR PORT CERT_PEM KEY_PEM CALLS_LOG FILE_PATH FILE_TEXT FINAL
 
