@@ -3,7 +3,9 @@
 //!
 //! * Five images, `isol8:python`, `isol8:node`, `isol8:bun`, `isol8:deno` and `isol8:bash`,
 //!   all built from one Dockerfile template (`images/runtime.Dockerfile`, see [`recipe`])
-//!   on one base, `isol8-base:bookworm`.
+//!   on one base, `isol8-base:bookworm`; and, when asked for (`--runtime agent`),
+//!   `isol8:agent`: the node recipe plus the pi coding agent pinned by its lockfile (see
+//!   [`pi`]).
 //! * The base is `debian:bookworm-slim` pulled through the Engine API, or with `--offline`
 //!   a `debootstrap --variant=minbase bookworm` rootfs from the host's Debian mirror,
 //!   slimmed like the registry image and imported through the Engine API (see [`base`]).
