@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use isol8::settings::SandboxSettings;
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest};
 
 use crate::backend::{Backend, Executor};
@@ -210,28 +209,7 @@ impl AppState {
             .backend
             .settings_with(opts)
             .map_err(|e| ApiError::engine(e, trace))?;
-        // A runtime's own defaults (the agent's larger process limit and `/sandbox`) are
-        // what it runs with where the options leave them unset: the server's settings for
-        // it are the caps a policy without its own falls back to, and the request's are
-        // what the caps are checked against.
-        let defaults = isol8::RuntimeRegistry::builtin()
-            .get(&req.runtime)
-            .map(|r| r.defaults.clone())
-            .unwrap_or_default();
-        let own = self.backend.settings();
-        let for_runtime = |s: &SandboxSettings| {
-            s.for_runtime(&defaults)
-                .map_err(|e| ApiError::engine(e, trace))
-        };
-        let server = for_runtime(own)?;
-        let merged = for_runtime(&merged)?.map(Arc::new).unwrap_or(merged);
-        policy::check(
-            &self.policy,
-            req,
-            opts,
-            server.as_ref().unwrap_or(own),
-            &merged,
-        )?;
+        policy::check(&self.policy, req, opts, self.backend.settings(), &merged)?;
         Ok(())
     }
 
