@@ -65,3 +65,85 @@ fn isol8_run_drives_pi_with_agent_flags_against_a_stub_model() {
     assert_eq!(calls[0].0, format!("Bearer {key}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `isol8 serve` as a real process: an agent request over HTTP is refused without the
+/// network with the reason (400), and with a whitelist pi runs against the stub; then
+/// `isol8 run --host` drives the same through the server.
+#[isol8_testkit::test(docker)]
+fn isol8_serve_runs_agent_requests_and_refuses_them_without_network() {
+    use common::serve::{Server, KEY};
+    use serde_json::json;
+    let stub = ModelStub::start(
+        stub_host(32),
+        "/sandbox/served.txt",
+        "served\n",
+        "Served. Key:",
+    );
+    let dir = std::env::temp_dir().join(format!("isol8-serve-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = json!({
+        "caBundle": stub.cert(),
+        "network": {"exemptRanges": [stub.host().to_string()]},
+    });
+    std::fs::write(dir.join("isol8.config.json"), config.to_string()).expect("config");
+    let s = Server::start_in(Some(&dir), &[]);
+    let key = format!("sk-serve-{}-secret", std::process::id());
+    let models = stub.models_json();
+    let request = |code: &str| {
+        json!({
+            "runtime": "agent",
+            "code": code,
+            "agentFlags": "--provider stub --model stub-model --no-extensions",
+            "files": {"/sandbox/.pi/agent/models.json": models},
+            "outputPaths": ["/sandbox/served.txt"],
+        })
+    };
+    let (status, v) = s.post("/execute", json!({"request": request("go")}));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("agent runtime needs network access")),
+        "{v}"
+    );
+    let filtered = json!({
+        "network": "filtered",
+        "networkFilter": {"whitelist": [stub.whitelist_entry()], "blacklist": []},
+        "secrets": {"STUB_API_KEY": key},
+    });
+    let (status, v) = s.post(
+        "/execute",
+        json!({"request": request("Write the file."), "options": filtered}),
+    );
+    assert_eq!(status, 200, "{v}\n{:?}", stub.calls());
+    assert_eq!(v["exitCode"], 0, "{v}");
+    assert!(
+        v["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("Served. Key: ***")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains(&key), "the key leaked: {v}");
+    use base64::Engine as _;
+    let served = base64::engine::general_purpose::STANDARD
+        .decode(v["files"]["/sandbox/served.txt"].as_str().expect("file"))
+        .expect("base64");
+    assert_eq!(served, b"served\n");
+    assert_eq!(stub.calls()[0].0, format!("Bearer {key}"));
+    // The CLI as the server's client: the server's network rules apply there.
+    let o = isol8_in(&dir)
+        .env("ISOL8_API_KEY", KEY)
+        .args(["run", "--host", &s.base, "--runtime", "agent"])
+        .args(["--agent-flags", "--model stub/stub-model", "-e", "go"])
+        .output()
+        .expect("isol8 run --host");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("agent runtime needs network access"),
+        "{}",
+        text(&o.stderr)
+    );
+    s.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
