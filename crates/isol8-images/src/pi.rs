@@ -180,11 +180,19 @@ pub fn cache_dir() -> PathBuf {
 pub async fn fetch_all(
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<Vec<(String, PathBuf)>, ImageError> {
-    let dir = cache_dir();
+    fetch_into(&cache_dir(), &tarballs()?, progress).await
+}
+
+/// [`fetch_all`] for `all` with the cache in `dir`.
+async fn fetch_into(
+    dir: &std::path::Path,
+    all: &[Tarball],
+    progress: &(dyn Fn(SetupEvent) + Send + Sync),
+) -> Result<Vec<(String, PathBuf)>, ImageError> {
+    let dir = dir.to_path_buf();
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ImageError::io("create the download cache", &dir, e))?;
-    let all = tarballs()?;
     let missing: Vec<&Tarball> = all
         .iter()
         .filter(|t| !dir.join(t.file_name()).is_file())
@@ -261,6 +269,78 @@ pub fn dockerfile_steps() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Serves `body` for every request on a loopback port; counts the requests.
+    fn serve(body: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(body);
+            }
+        });
+        (format!("http://{addr}/pkg.tgz"), hits)
+    }
+
+    fn sri(data: &[u8]) -> String {
+        use base64::Engine as _;
+        format!(
+            "sha512-{}",
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(data))
+        )
+    }
+
+    #[tokio::test]
+    async fn tarballs_are_verified_before_they_are_cached_and_cached_ones_are_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, hits) = serve(b"the real tarball");
+        let good = Tarball {
+            key: "node_modules/a".into(),
+            label: "a@1.0.0".into(),
+            url: url.clone(),
+            integrity: sri(b"the real tarball"),
+        };
+        let got = fetch_into(dir.path(), std::slice::from_ref(&good), &|_| {})
+            .await
+            .expect("verified");
+        assert_eq!(got, [(good.file_name(), dir.path().join(good.file_name()))]);
+        assert_eq!(
+            std::fs::read(&got[0].1).expect("cached"),
+            b"the real tarball"
+        );
+        // Cached: no second download.
+        fetch_into(dir.path(), std::slice::from_ref(&good), &|_| {})
+            .await
+            .expect("cached");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // Other bytes than the lockfile pins: refused, and nothing is cached.
+        let bad = Tarball {
+            key: "node_modules/b".into(),
+            label: "b@1.0.0".into(),
+            url,
+            integrity: sri(b"what the lockfile pins"),
+        };
+        let e = fetch_into(dir.path(), std::slice::from_ref(&bad), &|_| {})
+            .await
+            .expect_err("mismatch");
+        assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("b@1.0.0"), "{e}");
+        assert!(!dir.path().join(bad.file_name()).exists());
+    }
 
     #[test]
     fn the_committed_lockfile_pins_every_linux_package_by_integrity() {
