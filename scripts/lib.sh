@@ -130,6 +130,15 @@ ensure_images() {
   fi
 }
 
+# ensure_agent_image ISOL8_BIN: builds the agent runtime's image (isol8:agent, pi pinned by
+# images/agent/package-lock.json) when missing or outdated; the agent runtime's tests use
+# it. Its base is the one ensure_images made, so no registry is needed.
+ensure_agent_image() {
+  local isol8="$1"
+  say "building the agent runtime's image (skipped when up to date)"
+  "$isol8" setup --runtime agent || die "isol8 setup --runtime agent failed"
+}
+
 # ensure_postgres: a running PostgreSQL server (Debian's package, installed if missing)
 # with a role and a database for the tests; exports ISOL8_TEST_POSTGRES_URL. Reuses a
 # URL already in the environment.

@@ -9,6 +9,7 @@ ensure_tools
 build_agent
 ISOL8="$(build_cli debug)"
 ensure_images "$ISOL8"
+ensure_agent_image "$ISOL8"
 # The PostgreSQL and MySQL key stores are tested against real servers.
 ensure_postgres
 ensure_mysql

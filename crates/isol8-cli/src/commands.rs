@@ -20,7 +20,8 @@ pub struct SetupArgs {
     /// Bootstrap the base image from the host's Debian mirror (no container registry).
     #[arg(long)]
     pub offline: bool,
-    /// Only this runtime (repeatable).
+    /// Only this runtime (repeatable). Without it: python, node, bun, deno and bash; the
+    /// agent runtime's image (pi) is built only with `--runtime agent`.
     #[arg(long = "runtime", short = 'r', value_name = "RUNTIME")]
     pub runtimes: Vec<String>,
 }

@@ -29,10 +29,16 @@ pub struct RunArgs {
     /// says otherwise).
     #[arg(long, value_name = "CMD", conflicts_with = "file")]
     pub cmd: Option<String>,
-    /// Runtime: python, node, bun, deno, bash (default: from the file's extension; python
-    /// for -e and code on standard input; bash for --cmd).
+    /// Runtime: python, node, bun, deno, bash, agent (default: from the file's extension;
+    /// python for -e and code on standard input; bash for --cmd). With `agent` the code is
+    /// the prompt of the pi coding agent, which needs `--net filtered --allow HOST` (its
+    /// model provider) or `--net host`.
     #[arg(short, long)]
     pub runtime: Option<String>,
+    /// Extra flags for the agent runtime's pi, e.g. "--model anthropic/claude-sonnet-4-5
+    /// --thinking low": split like shell words (quotes work), never run through a shell.
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub agent_flags: Option<String>,
     /// Timeout in milliseconds (default 30000).
     #[arg(long, value_name = "MS")]
     pub timeout: Option<u64>,
@@ -438,6 +444,7 @@ fn request(args: &RunArgs, registry: &RuntimeRegistry) -> Result<ExecutionReques
         (None, None) => bail!("pass --runtime ({})", registry.names().join(", ")),
     };
     registry.get(&req.runtime)?;
+    req.agent_flags = args.agent_flags.clone();
     req.timeout_ms = args.timeout;
     req.env = parse_kv("--env", &args.env)?;
     req.stdin = args.stdin.clone();
@@ -479,11 +486,15 @@ pub async fn run(args: RunArgs, config: &LoadedConfig) -> Result<i32> {
         "run: request ready"
     );
     // Validate everything before touching Docker: bad input fails fast and leaves nothing.
-    let settings = isol8::settings::SandboxSettings::resolve(&options)?;
+    let mut settings = isol8::settings::SandboxSettings::resolve(&options)?;
+    if args.host.is_some() && options.network.is_none() {
+        // The server's own network applies: it judges what needs the network (the agent).
+        settings.network = NetworkMode::Host;
+    }
     let mut check = req.clone();
     if check.code_url.take().is_some() {
         check.code_hash = None;
-        check.code = Some(String::new()); // fetched by the engine
+        check.code = Some("(fetched by the engine)".into());
     }
     isol8::prepare::prepare(&check, &registry, &settings)?;
     let memory = memory_limit(&options);

@@ -49,6 +49,55 @@ fn bad_network_and_package_flags_fail_before_anything_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn an_agent_run_without_network_or_with_bad_flags_fails_before_anything_runs() {
+    let dir = temp_dir("agent");
+    let cases: [(&[&str], &str); 5] = [
+        (&["-e", "fix it"], "agent runtime needs network access"),
+        (
+            &["--net", "none", "-e", "fix it"],
+            "agent runtime needs network access",
+        ),
+        (
+            &["--net", "filtered", "-e", "fix it"],
+            "at least one whitelist entry",
+        ),
+        (
+            &[
+                "--net",
+                "filtered",
+                "--allow",
+                "^api\\.example\\.com$",
+                "--agent-flags",
+                "--model 'unclosed",
+                "-e",
+                "fix it",
+            ],
+            "cannot be split",
+        ),
+        (
+            &[
+                "--net",
+                "host",
+                "--cmd",
+                "true",
+                "--agent-flags",
+                "--model x",
+            ],
+            "agentFlags is for the agent runtime's prompt",
+        ),
+    ];
+    for (flags, want) in cases {
+        let o = isol8_in(&dir)
+            .args(["run", "-r", "agent"])
+            .args(flags)
+            .output()
+            .expect("run");
+        one_error_line(&o, want);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--url` without `remoteCode.enabled` is refused by the engine, so this case needs the
 /// daemon (the flags above are refused before it is reached).
 #[isol8_testkit::test(docker)]

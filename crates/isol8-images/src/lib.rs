@@ -3,7 +3,9 @@
 //!
 //! * Five images, `isol8:python`, `isol8:node`, `isol8:bun`, `isol8:deno` and `isol8:bash`,
 //!   all built from one Dockerfile template (`images/runtime.Dockerfile`, see [`recipe`])
-//!   on one base, `isol8-base:bookworm`.
+//!   on one base, `isol8-base:bookworm`; and, when asked for (`--runtime agent`),
+//!   `isol8:agent`: the node recipe plus the pi coding agent pinned by its lockfile (see
+//!   [`pi`]).
 //! * The base is `debian:bookworm-slim` pulled through the Engine API, or with `--offline`
 //!   a `debootstrap --variant=minbase bookworm` rootfs from the host's Debian mirror,
 //!   slimmed like the registry image and imported through the Engine API (see [`base`]).
@@ -32,6 +34,7 @@ pub mod base;
 pub mod builder;
 pub mod custom;
 pub mod event;
+pub mod pi;
 pub mod recipe;
 pub mod setup;
 pub mod status;
@@ -220,7 +223,11 @@ mod tests {
         assert_eq!(image_for("python").expect("built-in"), "isol8:python");
         assert!(image_for("cobol").is_err());
         let builtin = RuntimeRegistry::builtin();
-        assert_eq!(builtin.names(), ["python", "node", "bun", "bash", "deno"]);
+        assert_eq!(
+            builtin.names(),
+            ["python", "node", "bun", "bash", "deno", "agent"]
+        );
+        assert_eq!(image_for("agent").expect("built-in"), "isol8:agent");
         for rt in builtin.names() {
             assert!(Recipe::for_runtime(rt).is_ok(), "{rt} has a recipe");
         }

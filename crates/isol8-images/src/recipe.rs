@@ -28,6 +28,10 @@ pub struct Recipe {
     /// A command run at build time that proves the runtime starts on this base (its output,
     /// a version string, shows in the build log).
     pub check: &'static [&'static str],
+    /// The image carries the pi coding agent, installed after the binaries from the
+    /// verified tarballs of its lockfile (see [`crate::pi`]); the build context then has a
+    /// `pi/` directory.
+    pub pi: bool,
 }
 
 impl Recipe {
@@ -45,6 +49,7 @@ impl Recipe {
                 binaries: vec![],
                 env: &[("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1")],
                 check: &["bash", "-c", "python3 --version && pip --version"],
+                pi: false,
             },
             "node" => Recipe {
                 runtime: "node",
@@ -52,6 +57,16 @@ impl Recipe {
                 binaries: vec![artifacts::NODE, artifacts::NPM],
                 env: &[],
                 check: &["bash", "-c", "node --version && npm --version"],
+                pi: false,
+            },
+            // The node image's recipe, plus git (agents clone and commit) and pi.
+            "agent" => Recipe {
+                runtime: "agent",
+                apt: &["ca-certificates", "git"],
+                binaries: vec![artifacts::NODE, artifacts::NPM],
+                env: &[("PI_OFFLINE", "1"), ("PI_TELEMETRY", "0")],
+                check: &["bash", "-c", "node --version && pi --version"],
+                pi: true,
             },
             "bun" => Recipe {
                 runtime: "bun",
@@ -59,6 +74,7 @@ impl Recipe {
                 binaries: vec![bun],
                 env: &[],
                 check: &["bun", "--version"],
+                pi: false,
             },
             "deno" => Recipe {
                 runtime: "deno",
@@ -66,6 +82,7 @@ impl Recipe {
                 binaries: vec![artifacts::DENO],
                 env: &[("DENO_DIR", "/tmp/deno"), ("DENO_NO_UPDATE_CHECK", "1")],
                 check: &["deno", "--version"],
+                pi: false,
             },
             "bash" => Recipe {
                 runtime: "bash",
@@ -73,6 +90,7 @@ impl Recipe {
                 binaries: vec![],
                 env: &[],
                 check: &["bash", "--version"],
+                pi: false,
             },
             other => return Err(ImageError::unknown_runtime(other)),
         })
@@ -119,6 +137,9 @@ impl Recipe {
             .collect();
         if binaries.is_empty() {
             binaries.push("# (no binaries beyond the Debian packages)".into());
+        }
+        if self.pi {
+            binaries.push(crate::pi::dockerfile_steps());
         }
         let check = format!(
             "RUN [{}]",
@@ -238,12 +259,28 @@ mod tests {
         let deno = recipe("deno").dockerfile();
         assert!(deno.contains("COPY bin/deno /usr/local/bin/deno"));
         assert!(deno.contains("DENO_DIR=/tmp/deno"));
+        let agent = recipe("agent").dockerfile();
+        assert!(
+            agent.contains("COPY bin/node /usr/local/bin/node"),
+            "{agent}"
+        );
+        assert!(agent.contains("npm ci --offline"), "{agent}");
+        assert!(agent.contains("--no-install-recommends ca-certificates git "));
+        assert!(agent.contains("node --version && pi --version"));
+        let pos = |s: &str| agent.find(s).unwrap_or_else(|| panic!("no `{s}`"));
+        assert!(
+            pos("npm.tgz") < pos("npm ci"),
+            "npm is there before it is used"
+        );
+        assert!(pos("npm ci") < pos("pi --version"));
+        assert!(!recipe("node").dockerfile().contains("npm ci"));
         let bash = recipe("bash").dockerfile();
         assert!(!bash.contains("apt-get"), "bash is in the base");
         assert!(!bash.contains("COPY bin/"));
         let err = Recipe::for_runtime("cobol").expect_err("unknown");
         assert!(
-            err.to_string().contains("python, node, bun, bash, deno"),
+            err.to_string()
+                .contains("python, node, bun, bash, deno, agent"),
             "{err}"
         );
     }

@@ -18,7 +18,8 @@ use crate::{artifacts, base, image_for, ImageError, Recipe, AGENT_BUILD_COMMAND,
 /// What `isol8 setup` should do.
 #[derive(Debug, Clone, Default)]
 pub struct SetupOptions {
-    /// Runtimes to build; empty means all five.
+    /// Runtimes to build; empty means the five language runtimes (the `agent` image, large
+    /// and needed only for agent runs, is built when named).
     pub runtimes: Vec<String>,
     /// Recreate the base (pull or bootstrap again) and rebuild every image without the
     /// layer cache.
@@ -56,7 +57,12 @@ pub async fn setup(
     let builtin = RuntimeRegistry::builtin();
     let mut names: Vec<&str> = Vec::new();
     if opts.runtimes.is_empty() {
-        names.extend(builtin.names());
+        names.extend(
+            builtin
+                .names()
+                .into_iter()
+                .filter(|n| *n != isol8::runtime::agent::NAME),
+        );
     } else {
         for r in &opts.runtimes {
             if !names.contains(&r.as_str()) {
@@ -132,12 +138,26 @@ pub async fn setup(
             }
             downloads.push((a.binary, artifacts::fetch(a, progress).await?));
         }
+        let pi = if recipe.pi {
+            progress(SetupEvent::Step {
+                runtime: Some(recipe.runtime.to_string()),
+                message: format!(
+                    "fetching pi {} and its dependencies (pinned by images/agent/package-lock.json)",
+                    crate::pi::version()
+                ),
+            });
+            crate::pi::fetch_all(progress).await?
+        } else {
+            Vec::new()
+        };
         let dockerfile = recipe.dockerfile();
         let context = {
             let agent = agent.bytes.clone();
-            tokio::task::spawn_blocking(move || runtime_context(&dockerfile, &agent, &downloads))
-                .await
-                .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                runtime_context(&dockerfile, &agent, &downloads, &pi)
+            })
+            .await
+            .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
         };
         let labels = HashMap::from([(isol8::LABEL_CONTENT_HASH.to_string(), hash.clone())]);
         build_image(docker, &image, context, Some(labels), opts.force, progress).await?;
@@ -260,11 +280,14 @@ fn short_id(id: &str) -> &str {
 }
 
 /// The build context of a runtime image: `Dockerfile`, `isol8-agent` and
-/// `bin/<binary>` for each cached runtime binary (all executable).
+/// `bin/<binary>` for each cached runtime binary (all executable); with `pi` tarballs,
+/// also `pi/package.json`, `pi/package-lock.json` and `pi/tarballs/<name>` (see
+/// [`crate::pi`]).
 fn runtime_context(
     dockerfile: &str,
     agent: &[u8],
     binaries: &[(&'static str, PathBuf)],
+    pi: &[(String, PathBuf)],
 ) -> Result<Vec<u8>, ImageError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -285,6 +308,18 @@ fn runtime_context(
         tar.append_data(&mut header, format!("bin/{name}"), file)
             .map_err(io(path))?;
     }
+    if !pi.is_empty() {
+        for (name, text) in [
+            ("pi/package.json", crate::pi::PACKAGE_JSON),
+            ("pi/package-lock.json", crate::pi::LOCKFILE),
+        ] {
+            append_file(&mut tar, name, text.as_bytes(), 0o644).map_err(io(Path::new(name)))?;
+        }
+    }
+    for (name, path) in pi {
+        let data = std::fs::read(path).map_err(io(path))?;
+        append_file(&mut tar, &format!("pi/tarballs/{name}"), &data, 0o644).map_err(io(path))?;
+    }
     tar.into_inner().map_err(io(Path::new("build context")))
 }
 
@@ -297,7 +332,15 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let node = tmp.path().join("node-22");
         std::fs::write(&node, b"node").expect("write");
-        let ctx = runtime_context("FROM x\n", b"\x7fELFagent", &[("node", node)]).expect("context");
+        let tgz = tmp.path().join("a.tgz");
+        std::fs::write(&tgz, b"tgz").expect("write");
+        let ctx = runtime_context(
+            "FROM x\n",
+            b"\x7fELFagent",
+            &[("node", node)],
+            &[("0123.tgz".to_string(), tgz)],
+        )
+        .expect("context");
         let mut archive = tar::Archive::new(&ctx[..]);
         let entries: Vec<(String, u32, u64)> = archive
             .entries()
@@ -317,6 +360,17 @@ mod tests {
                 ("Dockerfile".to_string(), 0o644, 7),
                 ("isol8-agent".to_string(), 0o755, 9),
                 ("bin/node".to_string(), 0o755, 4),
+                (
+                    "pi/package.json".to_string(),
+                    0o644,
+                    crate::pi::PACKAGE_JSON.len() as u64
+                ),
+                (
+                    "pi/package-lock.json".to_string(),
+                    0o644,
+                    crate::pi::LOCKFILE.len() as u64
+                ),
+                ("pi/tarballs/0123.tgz".to_string(), 0o644, 3),
             ]
         );
     }

@@ -83,6 +83,14 @@ pub async fn status(
 pub async fn checks(docker: &Docker) -> Vec<Check> {
     let mut checks = Vec::new();
     for runtime in RuntimeRegistry::builtin().names() {
+        // The agent image is optional (built on request): missing or outdated, it is a
+        // note, not a failure.
+        let agent = runtime == isol8::runtime::agent::NAME;
+        let setup = if agent {
+            "isol8 setup --runtime agent"
+        } else {
+            "isol8 setup"
+        };
         let check = match status(docker, runtime, None).await {
             Ok(s) if s.current => Check {
                 name: s.image,
@@ -100,14 +108,18 @@ pub async fn checks(docker: &Docker) -> Vec<Check> {
             Ok(s) if s.present => Check {
                 name: s.image,
                 ok: false,
-                detail: "present but outdated; run `isol8 setup`".into(),
+                detail: format!("present but outdated; run `{setup}`"),
                 essential: false,
             },
             Ok(s) => Check {
                 name: s.image,
                 ok: false,
-                detail: "missing; run `isol8 setup`".into(),
-                essential: true,
+                detail: if agent {
+                    format!("missing (needed only for the agent runtime); run `{setup}`")
+                } else {
+                    format!("missing; run `{setup}`")
+                },
+                essential: !agent,
             },
             Err(e) => Check {
                 name: image_for(runtime).unwrap_or_else(|_| runtime.to_string()),

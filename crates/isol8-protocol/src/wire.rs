@@ -60,6 +60,11 @@ pub struct ExecutionRequest {
     /// Allow `http://` for `codeUrl` when the policy permits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_insecure_code_url: Option<bool>,
+    /// Extra command-line flags for the `agent` runtime's pi (e.g. `--model
+    /// anthropic/claude-sonnet-4-5 --thinking low`), split like shell words but never run
+    /// through a shell; only for the `agent` runtime with `code` (its prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_flags: Option<String>,
 }
 
 /// Resource figures measured for one execution.
@@ -321,6 +326,18 @@ mod tests {
         assert_eq!(req.setup_script.as_deref(), Some("true"));
         assert_eq!(req.install_packages, vec!["six".to_string()]);
         assert_eq!(req.allow_insecure_code_url, Some(false));
+        let agent: ExecutionRequest = serde_json::from_str(
+            r#"{"runtime":"agent","code":"fix it","agentFlags":"--model x/y"}"#,
+        )
+        .expect("valid agent request");
+        assert_eq!(agent.agent_flags.as_deref(), Some("--model x/y"));
+        let json = serde_json::to_value(&agent).expect("json");
+        assert_eq!(json["agentFlags"], "--model x/y");
+        // Absent, it is left out (older clients and servers see the same JSON).
+        assert!(serde_json::to_value(&req)
+            .expect("json")
+            .get("agentFlags")
+            .is_none());
     }
 
     #[test]

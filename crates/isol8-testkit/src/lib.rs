@@ -51,6 +51,7 @@ use std::time::Duration;
 
 mod docker;
 pub mod fixtures;
+pub mod model_stub;
 pub mod prometheus;
 mod requests;
 mod stdin;

@@ -28,7 +28,7 @@ pub enum Error {
         detail: String,
     },
     /// The runtime's image has not been built.
-    #[error("image `{image}` for runtime `{runtime}` is missing; run `isol8 setup` to build it")]
+    #[error("image `{image}` for runtime `{runtime}` is missing; run `isol8 setup --runtime {runtime}` to build it")]
     ImageMissing {
         /// Image reference.
         image: String,

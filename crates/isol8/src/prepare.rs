@@ -165,6 +165,18 @@ pub fn prepare(
             NetworkMode::Host => {}
         }
     }
+    if runtime.coding_agent {
+        // Before anything starts: the agent must reach its model provider.
+        crate::runtime::agent::check_network(network, &settings.network_filter)?;
+    }
+    let agent_flags = req.agent_flags.as_deref().filter(|f| !f.trim().is_empty());
+    if agent_flags.is_some() && !(runtime.coding_agent && req.code.is_some()) {
+        return Err(Error::InvalidRequest(format!(
+            "agentFlags is for the agent runtime's prompt (`code`); this request runs {} with {}: leave agentFlags out",
+            runtime.name,
+            if req.code.is_some() { "`code`" } else { "`cmd`" }
+        )));
+    }
     let timeout_ms = req.timeout_ms.unwrap_or(settings.timeout_ms);
     check_timeout("timeoutMs", timeout_ms)?;
 
@@ -198,6 +210,12 @@ pub fn prepare(
             ))
         }
         (None, Some(cmd)) => vec!["bash".to_string(), "-c".to_string(), cmd.clone()],
+        (Some(code), None) if runtime.coding_agent => {
+            // The prompt is always one argument (pi has no prompt file); the flags are
+            // argv items, never shell text.
+            let prefix = runtime.inline.as_ref().unwrap_or(&runtime.file);
+            crate::runtime::agent::command(prefix, agent_flags, code)?
+        }
         (Some(code), None) => {
             let ext = match &req.file_extension {
                 Some(e) => Some(check_extension(e)?),
@@ -247,7 +265,7 @@ pub fn prepare(
 
     if network == NetworkMode::Filtered {
         env.extend(crate::egress::proxy_env());
-        if runtime.name == "node" {
+        if runtime.name == "node" || runtime.coding_agent {
             // Node's built-in fetch honours the proxy variables only when asked to; the
             // "experimental" notice it prints for that is noise in every run's stderr.
             env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
@@ -693,5 +711,125 @@ mod tests {
             r.install_packages = vec![bad.into()];
             assert!(prepare(&r, &reg, &s).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    /// Settings of a `filtered` network admitting `whitelist`.
+    fn filtered(whitelist: &[&str]) -> SandboxSettings {
+        SandboxSettings::resolve(&EngineOptions {
+            network: Some(NetworkMode::Filtered),
+            network_filter: Some(isol8_protocol::NetworkFilter {
+                whitelist: whitelist.iter().map(|w| w.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .expect("filtered")
+    }
+
+    #[test]
+    fn an_agent_request_runs_pi_with_its_flags_as_argv_and_the_prompt_last() {
+        let reg = RuntimeRegistry::default();
+        let mut r = req("agent", "write hello.txt; then $(id)");
+        r.agent_flags = Some("--model 'stub/model one' ; id $(rm -rf /)".into());
+        let p = prepare(&r, &reg, &filtered(&["^api\\.example\\.com$"])).expect("agent");
+        assert_eq!(p.image, "isol8:agent");
+        assert_eq!(p.network, NetworkMode::Filtered);
+        let argv = &p.spec.steps.last().expect("code step").argv;
+        assert_eq!(argv[..2], ["pi", "--no-session"]);
+        assert_eq!(argv[2], "--append-system-prompt");
+        assert_eq!(
+            argv[4..],
+            [
+                "--model",
+                "stub/model one",
+                ";",
+                "id",
+                "$(rm",
+                "-rf",
+                "/)",
+                "-p",
+                "write hello.txt; then $(id)"
+            ]
+        );
+        // No shell anywhere in the step, and no file written for the prompt.
+        assert!(!argv.iter().any(|a| a == "bash" || a == "sh" || a == "-c"));
+        assert!(p.spec.files.is_empty());
+        // pi's startup stays off the network, and Node uses the sandbox's proxy.
+        assert_eq!(p.spec.env.get("PI_OFFLINE").map(String::as_str), Some("1"));
+        assert!(p.spec.env.contains_key("HTTPS_PROXY"));
+        // A prompt that is too long is refused before anything runs (no file fallback).
+        let long = req("agent", &"x".repeat(200 << 10));
+        assert!(prepare(&long, &reg, &filtered(&["x"])).is_err());
+        // `cmd` runs in the agent's image as in every other.
+        let cmd = ExecutionRequest {
+            runtime: "agent".into(),
+            cmd: Some("pi --version".into()),
+            ..Default::default()
+        };
+        let p = prepare(&cmd, &reg, &filtered(&["x"])).expect("cmd");
+        assert_eq!(p.spec.steps[0].argv, ["bash", "-c", "pi --version"]);
+    }
+
+    #[test]
+    fn agent_flags_are_refused_where_they_cannot_apply() {
+        let reg = RuntimeRegistry::default();
+        let mut py = req("python", "print(1)");
+        py.agent_flags = Some("--model x".into());
+        let e = prepare(&py, &reg, &settings())
+            .expect_err("python")
+            .to_string();
+        assert!(e.contains("agentFlags") && e.contains("python"), "{e}");
+        let cmd = ExecutionRequest {
+            runtime: "agent".into(),
+            cmd: Some("true".into()),
+            agent_flags: Some("--model x".into()),
+            ..Default::default()
+        };
+        let e = prepare(&cmd, &reg, &filtered(&["x"]))
+            .expect_err("cmd")
+            .to_string();
+        assert!(e.contains("agentFlags") && e.contains("`cmd`"), "{e}");
+        // Empty flags are no flags.
+        py.agent_flags = Some(" ".into());
+        assert!(prepare(&py, &reg, &settings()).is_ok());
+        let mut bad = req("agent", "p");
+        bad.agent_flags = Some("--model 'open".into());
+        let e = prepare(&bad, &reg, &filtered(&["x"])).expect_err("unsplittable");
+        assert!(e.to_string().contains("cannot be split"), "{e}");
+    }
+
+    #[test]
+    fn an_agent_without_network_is_refused_with_the_reason() {
+        let reg = RuntimeRegistry::default();
+        let r = req("agent", "do it");
+        // The default network is `none`.
+        let e = prepare(&r, &reg, &settings())
+            .expect_err("none")
+            .to_string();
+        assert!(
+            e.contains("agent runtime needs network access") && e.contains("`none`"),
+            "{e}"
+        );
+        let e = prepare(&r, &reg, &filtered(&[]))
+            .expect_err("empty")
+            .to_string();
+        assert!(e.contains("at least one whitelist entry"), "{e}");
+        // An install that switches an unset network to the registries only is no way out.
+        let mut inst = req("agent", "do it");
+        inst.install_packages = vec!["is-number".into()];
+        let e = prepare(&inst, &reg, &settings())
+            .expect_err("install")
+            .to_string();
+        assert!(e.contains("whitelist entry"), "{e}");
+        let host = SandboxSettings::resolve(&EngineOptions {
+            network: Some(NetworkMode::Host),
+            ..Default::default()
+        })
+        .expect("host");
+        assert!(
+            prepare(&r, &reg, &host).is_ok(),
+            "host is the operator's call"
+        );
+        assert!(prepare(&r, &reg, &filtered(&["^api\\.x\\.com$"])).is_ok());
     }
 }

@@ -10,6 +10,7 @@ use isol8_protocol::{
     EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode,
 };
 
+use crate::runtime::RuntimeDefaults;
 use crate::{Error, Result};
 
 /// Default timeout of an execution.
@@ -58,10 +59,15 @@ pub struct SandboxSettings {
     pub nano_cpus: i64,
     /// Process limit (at least [`MIN_PIDS`]: never 0 or -1, "unlimited" to Docker).
     pub pids_limit: i64,
+    /// The process limit was set in the options (a runtime's default never replaces it).
+    pub pids_explicit: bool,
     /// Read-only root filesystem.
     pub readonly_root_fs: bool,
     /// Size of `/sandbox` in bytes.
     pub sandbox_bytes: u64,
+    /// The size of `/sandbox` was set in the options (a runtime's default never replaces
+    /// it).
+    pub sandbox_size_explicit: bool,
     /// Size of `/tmp` in bytes.
     pub tmp_bytes: u64,
     /// Cap on each output stream.
@@ -237,8 +243,10 @@ impl SandboxSettings {
                 .map_err(|_| Error::option("memoryLimit", "is too large"))?,
             nano_cpus,
             pids_limit: pids,
+            pids_explicit: opts.pids_limit.is_some(),
             readonly_root_fs: opts.readonly_root_fs.unwrap_or(true),
             sandbox_bytes,
+            sandbox_size_explicit: opts.sandbox_size.is_some(),
             tmp_bytes,
             max_output,
             secrets: opts.secrets.clone(),
@@ -256,6 +264,35 @@ impl SandboxSettings {
 }
 
 impl SandboxSettings {
+    /// These settings for a run of a runtime with `defaults` (the agent's 200 processes and
+    /// 2 GiB `/sandbox`): each default replaces the general one where the options left
+    /// the value unset. `None` when nothing changes, and always in persistent mode (a
+    /// session's container is made once, with the session's settings). An invalid
+    /// default (a registered runtime's) is an error naming the field.
+    pub fn for_runtime(&self, defaults: &RuntimeDefaults) -> Result<Option<SandboxSettings>> {
+        if self.mode == Mode::Persistent {
+            return Ok(None);
+        }
+        let mut out = self.clone();
+        if let Some(pids) = defaults.pids_limit.filter(|_| !self.pids_explicit) {
+            if pids < MIN_PIDS {
+                return Err(Error::option(
+                    "pidsLimit",
+                    format!(
+                        "the runtime's default `{pids}` must be a positive number of processes"
+                    ),
+                ));
+            }
+            out.pids_limit = pids;
+        }
+        if let Some(size) = defaults.sandbox_size.as_deref() {
+            if !self.sandbox_size_explicit {
+                out.sandbox_bytes = parse_size("sandboxSize", size)?;
+            }
+        }
+        Ok((out != *self).then_some(out))
+    }
+
     /// The first setting that belongs to a sandbox's container (its `HostConfig` or its
     /// image, fixed once the container exists) and differs between `self` and `other`,
     /// as the option that sets it (`memoryLimit`, `network`, `security.seccomp`…); `None`
@@ -600,5 +637,52 @@ mod tests {
                 "networkFilter",
             ),
         ]);
+    }
+
+    #[test]
+    fn a_runtimes_defaults_apply_where_the_options_leave_the_value_unset() {
+        let agent = crate::RuntimeRegistry::builtin()
+            .get("agent")
+            .expect("agent")
+            .defaults
+            .clone();
+        let unset = SandboxSettings::resolve(&EngineOptions::default()).expect("defaults");
+        let s = unset.for_runtime(&agent).expect("valid").expect("changed");
+        assert_eq!((s.pids_limit, s.sandbox_bytes), (200, 2 << 30));
+        // Everything else stays.
+        assert_eq!(
+            SandboxSettings {
+                pids_limit: unset.pids_limit,
+                sandbox_bytes: unset.sandbox_bytes,
+                ..s.clone()
+            },
+            unset
+        );
+        // A value the options set (the engine's or the request's) wins, even a smaller one.
+        let set = SandboxSettings::resolve(&EngineOptions {
+            pids_limit: Some(32),
+            ..Default::default()
+        })
+        .expect("set");
+        let s = set
+            .for_runtime(&agent)
+            .expect("valid")
+            .expect("size changed");
+        assert_eq!((s.pids_limit, s.sandbox_bytes), (32, 2 << 30));
+        let both = SandboxSettings::resolve(&EngineOptions {
+            pids_limit: Some(64),
+            sandbox_size: Some("512m".into()),
+            ..Default::default()
+        })
+        .expect("set");
+        assert_eq!(both.for_runtime(&agent).expect("valid"), None);
+        // Other runtimes have none; a persistent session's container is what it is.
+        assert_eq!(unset.for_runtime(&Default::default()).expect("valid"), None);
+        let session = SandboxSettings::resolve(&EngineOptions {
+            mode: Some(Mode::Persistent),
+            ..Default::default()
+        })
+        .expect("persistent");
+        assert_eq!(session.for_runtime(&agent).expect("valid"), None);
     }
 }

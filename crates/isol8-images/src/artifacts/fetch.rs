@@ -56,7 +56,8 @@ pub async fn fetch(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ImageError::io("create the download cache", &dir, e))?;
-    let bytes = download(artifact, progress).await?;
+    let label = format!("{}@{}", artifact.package, artifact.version);
+    let bytes = download(artifact.url, &label, progress).await?;
     progress(SetupEvent::Output {
         line: format!(
             "verifying {}@{} against its pinned digest and extracting {}",
@@ -106,12 +107,13 @@ pub(super) fn store(artifact: &Artifact, bytes: &[u8], target: &Path) -> Result<
     std::fs::rename(&partial, target).map_err(io)
 }
 
-/// Downloads `artifact.url` (three attempts), reporting progress about once a second.
-async fn download(
-    artifact: &Artifact,
+/// Downloads `url` (three attempts), reporting progress about once a second under
+/// `label` (`name@version`).
+pub(crate) async fn download(
+    url: &str,
+    label: &str,
     progress: &(dyn Fn(SetupEvent) + Send + Sync),
 ) -> Result<Vec<u8>, ImageError> {
-    let url = artifact.url;
     let fail = |reason: String| ImageError::Download {
         url: url.to_string(),
         reason,
@@ -162,9 +164,7 @@ async fn download(
                 last_report = Instant::now();
                 progress(SetupEvent::Output {
                     line: format!(
-                        "downloading {}@{}: {}",
-                        artifact.package,
-                        artifact.version,
+                        "downloading {label}: {}",
                         megabytes(body.len() as u64, total)
                     ),
                 });
@@ -175,9 +175,7 @@ async fn download(
             None => {
                 progress(SetupEvent::Output {
                     line: format!(
-                        "downloaded {}@{} ({})",
-                        artifact.package,
-                        artifact.version,
+                        "downloaded {label} ({})",
                         megabytes(body.len() as u64, None)
                     ),
                 });

@@ -19,6 +19,7 @@ mod tests;
 mod verify;
 
 pub use extract::{extract, extract_to};
+pub(crate) use fetch::download;
 pub use fetch::{cache_dir, cached_path, fetch, is_cached};
 pub use pins::{bun_for_host, BUN, BUN_BASELINE, DENO, NODE, NPM, WHOLE};
 pub use verify::{verify_integrity, Digest};

@@ -27,6 +27,12 @@ fn size_cap(
 /// (for naming fields), `server` the server's settings and `merged` the settings the
 /// request would run with (`client` laid over the server's options, resolved). The
 /// error names the field and the cap.
+///
+/// A built-in runtime's own defaults (the agent's 200 processes and 2 GiB `/sandbox`,
+/// [`SandboxSettings::for_runtime`]) apply to both first, as the engine applies them
+/// where the options leave those values unset: the server's settings for that runtime
+/// are the caps a policy without its own falls back to, and the request is checked with
+/// what it will really get.
 pub fn check(
     policy: &ServerPolicy,
     req: &ExecutionRequest,
@@ -34,6 +40,15 @@ pub fn check(
     server: &SandboxSettings,
     merged: &SandboxSettings,
 ) -> Result<(), PolicyError> {
+    let defaults = isol8::RuntimeRegistry::builtin()
+        .get(&req.runtime)
+        .map(|r| r.defaults.clone())
+        .unwrap_or_default();
+    // A built-in default is valid, so `for_runtime` cannot fail here.
+    let server_rt = server.for_runtime(&defaults).ok().flatten();
+    let merged_rt = merged.for_runtime(&defaults).ok().flatten();
+    let server = server_rt.as_ref().unwrap_or(server);
+    let merged = merged_rt.as_ref().unwrap_or(merged);
     check_secrets(policy, client)?;
     // Timeouts: the request's wins over the options', and what runs is capped.
     let timeout_cap = policy

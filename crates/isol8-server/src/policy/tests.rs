@@ -715,3 +715,57 @@ fn each_refusal_names_the_server_policy_key_that_allows_it() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn an_agent_request_is_checked_with_the_agent_defaults() {
+    let agent = ExecutionRequest {
+        runtime: "agent".into(),
+        code: Some("fix it".into()),
+        ..Default::default()
+    };
+    let server = EngineOptions::default();
+    let none = EngineOptions::default();
+    // No caps of its own: the server's settings for the agent (200, 2g) are the caps.
+    assert_eq!(
+        check_over(&ServerPolicy::default(), &server, &agent, &none),
+        Ok(())
+    );
+    // A client asking more than the agent's defaults is refused as before.
+    let more = EngineOptions {
+        pids_limit: Some(201),
+        ..Default::default()
+    };
+    let e = check_over(&ServerPolicy::default(), &server, &agent, &more).expect_err("201");
+    assert!(
+        e.contains("pidsLimit 201 exceeds the server's limit of 200"),
+        "{e}"
+    );
+    // Caps below the agent's defaults refuse what it would get unless the client asks less.
+    let tight = ServerPolicy {
+        max_pids_limit: Some(100),
+        max_sandbox_size: Some("1g".into()),
+        ..Default::default()
+    };
+    let e = check_over(&tight, &server, &agent, &none).expect_err("2g > 1g");
+    assert!(
+        e.contains("sandboxSize 2g exceeds the server's limit of 1g"),
+        "{e}"
+    );
+    let small = EngineOptions {
+        sandbox_size: Some("1g".into()),
+        ..Default::default()
+    };
+    let e = check_over(&tight, &server, &agent, &small).expect_err("200 > 100");
+    assert!(
+        e.contains("pidsLimit 200 exceeds the server's limit of 100"),
+        "{e}"
+    );
+    let within = EngineOptions {
+        pids_limit: Some(100),
+        sandbox_size: Some("1g".into()),
+        ..Default::default()
+    };
+    assert_eq!(check_over(&tight, &server, &agent, &within), Ok(()));
+    // Other runtimes keep the general defaults under the same caps.
+    assert_eq!(check_over(&tight, &server, &req(), &none), Ok(()));
+}

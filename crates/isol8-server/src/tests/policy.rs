@@ -70,3 +70,64 @@ async fn the_server_policy_caps_what_clients_ask_for_before_anything_runs() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn agent_runs_get_the_agent_rules_and_defaults_before_anything_runs() {
+    // A server that allows no host network and caps processes below the agent's default.
+    let policy = isol8::config::ServerPolicy {
+        max_pids_limit: Some(150),
+        ..Default::default()
+    };
+    let mut options = isol8::EngineOptions::default();
+    crate::policy::bound_defaults(&policy, &mut options).expect("valid policy");
+    let s = server_with(
+        options,
+        ServerSettings {
+            policy,
+            ..Default::default()
+        },
+    );
+    let filtered = json!({"network": "filtered", "networkFilter": {"whitelist": ["^api\\.example\\.com$"], "blacklist": []}});
+    let cases = [
+        (
+            json!({"request": {"runtime": "agent", "code": "fix it"}, "options": {"pidsLimit": 100}}),
+            "the agent runtime needs network access",
+        ),
+        (
+            json!({"request": {"runtime": "agent", "code": "fix it"}, "options": {"network": "filtered", "pidsLimit": 100}}),
+            "the agent runtime on the `filtered` network needs at least one whitelist entry",
+        ),
+        (
+            json!({"request": {"runtime": "agent", "code": "fix it"}, "options": {"network": "host", "pidsLimit": 100}}),
+            "options.network `host` is not allowed by this server",
+        ),
+        (
+            // The agent's default of 200 processes is over this server's cap.
+            json!({"request": {"runtime": "agent", "code": "fix it"}, "options": filtered}),
+            "options.pidsLimit 200 exceeds the server's limit of 150",
+        ),
+        (
+            json!({"request": {"runtime": "agent", "code": "fix it", "agentFlags": "--model 'x"}, "options": {"network": "filtered", "networkFilter": {"whitelist": ["^a$"], "blacklist": []}, "pidsLimit": 100}}),
+            "agentFlags `--model 'x` cannot be split",
+        ),
+    ];
+    for (body, want) in cases {
+        let (status, v) = call(&s.state, post("/execute", Some(KEY), body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(error_of(&v).contains(want), "{want}: {v}");
+    }
+    assert!(s.fake.seen.lock().expect("lock").is_empty(), "nothing ran");
+    // Within the cap, with a whitelist: it runs (the fake runs the prompt as its script).
+    let ok = json!({"request": {"runtime": "agent", "code": "echo agent", "agentFlags": "--model stub/m"},
+        "options": {"network": "filtered", "networkFilter": {"whitelist": ["^api\\.example\\.com$"], "blacklist": []}, "pidsLimit": 150}});
+    let (status, v) = call(&s.state, post("/execute", Some(KEY), ok.to_string())).await;
+    assert_eq!(
+        (status, v["stdout"].as_str()),
+        (StatusCode::OK, Some("agent\n")),
+        "{v}"
+    );
+    // Other runtimes keep the general default (64), under the cap.
+    let py = json!({"request": {"runtime": "bash", "code": "echo fine"}});
+    let (status, v) = call(&s.state, post("/execute", Some(KEY), py.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}

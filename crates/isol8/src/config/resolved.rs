@@ -27,10 +27,12 @@ impl Config {
             cpu_limit: Some(d.cpu_limit.unwrap_or(Defaults::CPU_LIMIT)),
             // Unset differs from an explicit `none` (see the module's comment).
             network: d.network,
-            sandbox_size: text(&d.sandbox_size, Defaults::SANDBOX_SIZE),
+            // Unset also differs from the general default here: a runtime with defaults of
+            // its own (the agent's 200 processes, 2g) gets those where these are unset.
+            sandbox_size: d.sandbox_size.clone(),
             tmp_size: text(&d.tmp_size, Defaults::TMP_SIZE),
             readonly_root_fs: Some(d.readonly_root_fs.unwrap_or(true)),
-            pids_limit: Some(d.pids_limit.unwrap_or(Defaults::PIDS_LIMIT)),
+            pids_limit: d.pids_limit,
             max_output_size: Some(d.max_output_size.unwrap_or(Defaults::MAX_OUTPUT_SIZE)),
         };
         let r = &self.remote_code;
@@ -123,6 +125,13 @@ impl Config {
             defaults
                 .entry("network")
                 .or_insert_with(|| serde_json::json!("none"));
+            // Shown with the general defaults (the agent runtime's own apply while unset).
+            defaults
+                .entry("pidsLimit")
+                .or_insert_with(|| serde_json::json!(Defaults::PIDS_LIMIT));
+            defaults
+                .entry("sandboxSize")
+                .or_insert_with(|| serde_json::json!(Defaults::SANDBOX_SIZE));
         }
         v
     }
@@ -138,6 +147,22 @@ impl Config {
                 if key == "defaults.network" {
                     *value = "none (unset: installPackages switch to filtered)".into();
                 }
+            }
+        }
+        for (key, unset, agent) in [
+            (
+                "defaults.pidsLimit",
+                self.defaults.pids_limit.is_none(),
+                "200",
+            ),
+            (
+                "defaults.sandboxSize",
+                self.defaults.sandbox_size.is_none(),
+                "2g",
+            ),
+        ] {
+            if let Some((_, value)) = lines.iter_mut().find(|(k, _)| k == key).filter(|_| unset) {
+                *value = format!("{value} (unset: the agent runtime gets {agent})");
             }
         }
         lines

@@ -369,6 +369,13 @@ fn the_resolved_configuration_fills_every_default_and_keeps_what_is_set() {
         .defaults
         .network
         .get_or_insert(isol8_protocol::NetworkMode::None);
+    // So are the printed general `pidsLimit` and `sandboxSize` (unset, a runtime's own
+    // defaults apply: the agent's).
+    printed.defaults.pids_limit.get_or_insert(64);
+    printed
+        .defaults
+        .sandbox_size
+        .get_or_insert_with(|| "512m".into());
     assert_eq!(back, printed);
 }
 
@@ -396,6 +403,14 @@ fn resolved_lines_are_dotted_keys_with_sizes_as_written() {
     assert_eq!(get("prebuiltImages[0].installPackages"), r#"["six"]"#);
     assert_eq!(get("debug"), "false");
     assert!(get("defaults.network").starts_with("none (unset"));
+    assert_eq!(
+        get("defaults.pidsLimit"),
+        "64 (unset: the agent runtime gets 200)"
+    );
+    assert_eq!(
+        get("defaults.sandboxSize"),
+        "512m (unset: the agent runtime gets 2g)"
+    );
 }
 
 #[test]

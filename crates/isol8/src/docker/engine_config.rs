@@ -30,7 +30,7 @@ use crate::{Error, Result};
 pub struct EngineConfig {
     /// Engine options (defaults from SPEC section 3 where unset).
     pub options: EngineOptions,
-    /// The runtime registry (the five built-ins by default).
+    /// The runtime registry (the six built-ins by default).
     pub registry: Option<RuntimeRegistry>,
     /// Bound on concurrent executions (default 10); ignored when `slots` is given.
     pub max_concurrent: Option<usize>,

@@ -228,6 +228,13 @@ impl DockerEngine {
                 with_host((*settings).clone())?
             }
         };
+        // The runtime's own defaults (the agent's larger process limit and `/sandbox`)
+        // where the options left those unset: a sandbox of that kind is needed.
+        let defaults = &self.inner.registry.get(&req.runtime)?.defaults;
+        let (settings, host, host_hash) = match settings.for_runtime(defaults)? {
+            Some(s) => with_host(s)?,
+            None => (settings, host, host_hash),
+        };
         // Compiled once for the whole execution: every stream, log, file and error of it.
         let secrets = Secrets::compile(settings.secrets.values().cloned().collect()).await?;
         let (owned, settings) = self.resolve_request(req, settings).await?;

@@ -508,3 +508,84 @@ async fn a_request_that_gets_no_slot_in_time_is_refused_before_it_runs() {
     drop(busy);
     engine.stop().await.expect("stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_run_gets_the_agent_defaults_unless_the_options_set_them() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(
+        &fake,
+        EngineOptions {
+            network: Some(isol8_protocol::NetworkMode::Host),
+            ..Default::default()
+        },
+    )
+    .await;
+    let agent = |flags: &str| ExecutionRequest {
+        runtime: "agent".into(),
+        code: Some("echo agent ran".into()),
+        agent_flags: Some(flags.into()),
+        ..Default::default()
+    };
+    let sandbox_size = |spec: &crate::docker::backend::ContainerSpec| {
+        spec.host.tmpfs.as_ref().expect("tmpfs")["/sandbox"].clone()
+    };
+    // Neither the engine nor the request set them: 200 processes, a 2 GiB /sandbox.
+    let result = engine.execute(agent("--model x")).await.expect("run");
+    assert_eq!(result.stdout, "agent ran\n");
+    let spec = fake
+        .spec(&result.container_id.expect("container"))
+        .expect("pooled");
+    assert_eq!(spec.image, "isol8:agent");
+    assert_eq!(spec.host.pids_limit, Some(200));
+    assert!(sandbox_size(&spec).contains(&format!("size={}", 2u64 << 30)));
+    // The request's own values win.
+    let options = EngineOptions {
+        pids_limit: Some(50),
+        sandbox_size: Some("1g".into()),
+        ..Default::default()
+    };
+    let result = engine.execute_with(agent(""), &options).await.expect("run");
+    let spec = fake
+        .spec(&result.container_id.expect("container"))
+        .expect("pooled");
+    assert_eq!(spec.host.pids_limit, Some(50));
+    assert!(sandbox_size(&spec).contains(&format!("size={}", 1u64 << 30)));
+    // Other runtimes keep the general defaults.
+    let result = engine.execute(bash("echo ran")).await.expect("run");
+    let spec = fake
+        .spec(&result.container_id.expect("container"))
+        .expect("pooled");
+    assert_eq!(spec.host.pids_limit, Some(64));
+    assert!(sandbox_size(&spec).contains(&format!("size={}", 512u64 << 20)));
+    engine.stop().await.expect("stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_run_without_network_is_refused_before_any_sandbox_starts() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(&fake, EngineOptions::default()).await;
+    let req = ExecutionRequest {
+        runtime: "agent".into(),
+        code: Some("echo never".into()),
+        ..Default::default()
+    };
+    let e = engine.execute(req.clone()).await.expect_err("none");
+    assert!(
+        e.to_string().contains("agent runtime needs network access"),
+        "{e}"
+    );
+    let filtered = EngineOptions {
+        network: Some(isol8_protocol::NetworkMode::Filtered),
+        ..Default::default()
+    };
+    let e = engine
+        .execute_with(req, &filtered)
+        .await
+        .expect_err("empty whitelist");
+    assert!(
+        e.to_string().contains("at least one whitelist entry"),
+        "{e}"
+    );
+    assert_eq!(fake.created(), 0, "no sandbox was made");
+    engine.stop().await.expect("stop");
+}

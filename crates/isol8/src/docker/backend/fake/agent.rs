@@ -79,7 +79,11 @@ fn script_of(argv: &[String], files: &Files) -> Option<String> {
         let script = files.get(crate::IMAGE_SETUP_SCRIPT);
         return Some(script.map_or_else(String::new, |c| String::from_utf8_lossy(c).into_owned()));
     }
-    if let Some(i) = argv.iter().position(|a| a == "-c" || a == "-e") {
+    // `-p`: the agent runtime's prompt is its script here.
+    if let Some(i) = argv
+        .iter()
+        .position(|a| a == "-c" || a == "-e" || a == "-p")
+    {
         return argv.get(i + 1).cloned();
     }
     let path = argv.last()?;

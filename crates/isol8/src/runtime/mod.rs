@@ -3,7 +3,10 @@
 //!
 //! The registry is open: library users [`RuntimeRegistry::register`] their own runtimes.
 //! Detection by extension follows registration order (python, node, bun, bash, deno for
-//! the built-ins), so `.ts` is Bun's and Deno owns `.mts`.
+//! the built-ins), so `.ts` is Bun's and Deno owns `.mts`. The sixth built-in, `agent`
+//! (the pi coding agent, see [`agent`]), selects no extension: its `code` is a prompt.
+
+pub mod agent;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +29,23 @@ pub struct Runtime {
     pub install: Option<Vec<String>>,
     /// Environment the runtime needs (set before the request's own variables).
     pub env: BTreeMap<String, String>,
+    /// The runtime is a coding agent ([`agent`]): its `code` is a prompt, always passed
+    /// inline as the last argument after `-p`, a request's `agentFlags` are split into
+    /// argv items before it, and it needs the network ([`agent::check_network`]).
+    pub coding_agent: bool,
+    /// Defaults this runtime's sandboxes get where the options leave a value unset.
+    pub defaults: RuntimeDefaults,
+}
+
+/// Sandbox defaults of one runtime that differ from every runtime's (SPEC section 3):
+/// applied where the options leave the value unset, in ephemeral mode (a persistent
+/// session's container is made once, with the session's settings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeDefaults {
+    /// Process limit (`pidsLimit`).
+    pub pids_limit: Option<i64>,
+    /// Size of `/sandbox` as written in options (`sandboxSize`, e.g. `2g`).
+    pub sandbox_size: Option<String>,
 }
 
 fn argv(parts: &[&str]) -> Vec<String> {
@@ -43,7 +63,39 @@ impl Runtime {
             file: argv(file_cmd),
             install: None,
             env: BTreeMap::new(),
+            coding_agent: false,
+            defaults: RuntimeDefaults::default(),
         }
+    }
+
+    /// The built-in `agent` runtime: pi in `isol8:agent` (see [`agent`]), with the
+    /// reference's larger defaults (200 processes, a 2 GiB `/sandbox`: pi spawns a process
+    /// per tool call, and projects need room).
+    pub fn agent() -> Self {
+        let prefix = agent::fixed_prefix();
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        let mut rt = Runtime::new(agent::NAME, agent::IMAGE, &[], &prefix)
+            .with_inline(&prefix)
+            .with_install(&[
+                "npm",
+                "install",
+                "--prefix",
+                "/sandbox",
+                "--no-audit",
+                "--no-fund",
+                "--no-update-notifier",
+            ])
+            .with_env("NODE_PATH", "/sandbox/node_modules")
+            // No update checks or install telemetry: pi's startup stays off the network.
+            .with_env("PI_OFFLINE", "1")
+            .with_env("PI_TELEMETRY", "0")
+            .with_env("NO_COLOR", "1");
+        rt.coding_agent = true;
+        rt.defaults = RuntimeDefaults {
+            pids_limit: Some(200),
+            sandbox_size: Some("2g".into()),
+        };
+        rt
     }
 
     /// Adds inline-code support: `inline_cmd CODE`.
@@ -83,7 +135,7 @@ impl Default for RuntimeRegistry {
 }
 
 impl RuntimeRegistry {
-    /// The five built-in runtimes, registered in SPEC order.
+    /// The six built-in runtimes: the five languages in SPEC order, then `agent`.
     pub fn builtin() -> Self {
         let runtimes = vec![
             Runtime::new("python", "isol8:python", &[".py"], &["python3"])
@@ -139,6 +191,7 @@ impl RuntimeRegistry {
             .with_env("DENO_DIR", "/tmp/deno")
             .with_env("DENO_NO_UPDATE_CHECK", "1")
             .with_env("NO_COLOR", "1"),
+            Runtime::agent(),
         ];
         RuntimeRegistry { runtimes }
     }
@@ -210,6 +263,25 @@ mod tests {
         assert_eq!(detect("a.mts"), Some("deno"));
         assert_eq!(detect("a.sh"), Some("bash"));
         assert_eq!(detect("a.rb"), None);
+        // The agent's code is a prompt: no file selects it.
+        assert_eq!(detect("prompt.txt"), None);
+        assert_eq!(detect("a"), None);
+    }
+
+    #[test]
+    fn the_agent_runtime_is_built_in_with_its_defaults() {
+        let reg = RuntimeRegistry::builtin();
+        let agent = reg.get("agent").expect("built in");
+        assert_eq!(agent.image, "isol8:agent");
+        assert!(agent.coding_agent);
+        assert!(agent.extensions.is_empty());
+        assert_eq!(agent.defaults.pids_limit, Some(200));
+        assert_eq!(agent.defaults.sandbox_size.as_deref(), Some("2g"));
+        assert_eq!(agent.inline.as_deref(), Some(&agent::fixed_prefix()[..]));
+        assert_eq!(
+            reg.get("python").expect("python").defaults,
+            RuntimeDefaults::default()
+        );
     }
 
     #[test]
@@ -217,7 +289,7 @@ mod tests {
         let reg = RuntimeRegistry::builtin();
         let msg = reg.get("cobol").expect_err("unknown").to_string();
         assert!(
-            msg.contains("cobol") && msg.contains("python, node, bun, bash, deno"),
+            msg.contains("cobol") && msg.contains("python, node, bun, bash, deno, agent"),
             "{msg}"
         );
     }
