@@ -266,13 +266,11 @@ impl SandboxSettings {
 impl SandboxSettings {
     /// These settings for a run of a runtime with `defaults` (the agent's 200 processes and
     /// 2 GiB `/sandbox`): each default replaces the general one where the options left
-    /// the value unset. `None` when nothing changes, and always in persistent mode (a
-    /// session's container is made once, with the session's settings). An invalid
-    /// default (a registered runtime's) is an error naming the field.
+    /// the value unset. `None` when nothing changes. A persistent session is bound to the
+    /// runtime of its first execution and its container made then, so every execution of
+    /// an agent session gets the same answer here. An invalid default (a registered
+    /// runtime's) is an error naming the field.
     pub fn for_runtime(&self, defaults: &RuntimeDefaults) -> Result<Option<SandboxSettings>> {
-        if self.mode == Mode::Persistent {
-            return Ok(None);
-        }
         let mut out = self.clone();
         if let Some(pids) = defaults.pids_limit.filter(|_| !self.pids_explicit) {
             if pids < MIN_PIDS {
@@ -676,13 +674,20 @@ mod tests {
         })
         .expect("set");
         assert_eq!(both.for_runtime(&agent).expect("valid"), None);
-        // Other runtimes have none; a persistent session's container is what it is.
+        // Other runtimes have none; an agent session gets them as a single run does.
         assert_eq!(unset.for_runtime(&Default::default()).expect("valid"), None);
         let session = SandboxSettings::resolve(&EngineOptions {
             mode: Some(Mode::Persistent),
             ..Default::default()
         })
         .expect("persistent");
-        assert_eq!(session.for_runtime(&agent).expect("valid"), None);
+        let in_session = session
+            .for_runtime(&agent)
+            .expect("valid")
+            .expect("changed");
+        assert_eq!(
+            (in_session.pids_limit, in_session.sandbox_bytes),
+            (200, 2 << 30)
+        );
     }
 }

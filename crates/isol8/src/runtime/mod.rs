@@ -38,8 +38,9 @@ pub struct Runtime {
 }
 
 /// Sandbox defaults of one runtime that differ from every runtime's (SPEC section 3):
-/// applied where the options leave the value unset, in ephemeral mode (a persistent
-/// session's container is made once, with the session's settings).
+/// applied where the options leave the value unset, to single runs and to a persistent
+/// session's container (made at the session's first execution, whose runtime the
+/// session is then bound to).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeDefaults {
     /// Process limit (`pidsLimit`).

@@ -233,3 +233,39 @@ async fn what_a_session_wrote_is_masked_when_read_back() {
     assert_eq!(read, b"key=***");
     engine.stop().await.expect("stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_session_gets_the_agent_defaults_like_a_single_run() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(
+        &fake,
+        EngineOptions {
+            network: Some(isol8_protocol::NetworkMode::Host),
+            ..persistent()
+        },
+    )
+    .await;
+    let agent = ExecutionRequest {
+        runtime: "agent".into(),
+        code: Some("echo agent ran".into()),
+        ..Default::default()
+    };
+    let first = engine.execute(agent.clone()).await.expect("first");
+    let second = engine.execute(agent).await.expect("second");
+    assert_eq!(second.stdout, "agent ran\n");
+    assert_eq!(
+        first.container_id, second.container_id,
+        "one session container"
+    );
+    let spec = fake
+        .spec(&first.container_id.expect("container"))
+        .expect("created");
+    assert_eq!(spec.image, "isol8:agent");
+    assert_eq!(spec.host.pids_limit, Some(200));
+    let sandbox = &spec.host.tmpfs.as_ref().expect("tmpfs")["/sandbox"];
+    assert!(
+        sandbox.contains(&format!("size={}", 2u64 << 30)),
+        "{sandbox}"
+    );
+    engine.stop().await.expect("stop");
+}
