@@ -307,7 +307,7 @@ fn missing_image_says_to_run_setup() {
         ])
         .output()
         .expect("run");
-    assert_one_error_line(&o, "run `isol8 setup`");
+    assert_one_error_line(&o, "run `isol8 setup --runtime bash`");
 }
 
 #[isol8_testkit::test(docker)]
