@@ -40,24 +40,31 @@ impl ExecutionContext {
         CONTEXT.scope(RefCell::new(self), f).await
     }
 
-    /// The tenant of the current scope, and its execution id (taken: a second execution
-    /// in the scope gets none).
-    fn take() -> (Option<String>, Option<String>) {
+    /// The current scope's tenant and execution id (taken: a second execution in the
+    /// scope gets none); `None` outside any scope.
+    fn take() -> Option<(Option<String>, Option<String>)> {
         CONTEXT
             .try_with(|c| {
                 let mut c = c.borrow_mut();
                 (c.tenant.clone(), c.execution_id.take())
             })
-            .unwrap_or_default()
+            .ok()
     }
 }
 
-/// The id and span of a new execution of `runtime`: the id from the current
-/// [`ExecutionContext`] if it has one, else the audit scope's
+/// The id and span of a new execution of `runtime`. The id: the current
+/// [`ExecutionContext`]'s if it still has one; a new UUID inside a context whose id an
+/// earlier execution took (the server nests an audit scope with the same id in it, which
+/// must not hand that id out again); outside any context, the audit scope's
 /// ([`crate::audit::execution_id`]: its id, else a new UUID).
 pub(crate) fn execution_span(runtime: &str) -> (String, tracing::Span) {
-    let (tenant, id) = ExecutionContext::take();
-    let id = id.unwrap_or_else(crate::audit::execution_id);
+    let (tenant, id) = match ExecutionContext::take() {
+        Some((tenant, id)) => (
+            tenant,
+            id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ),
+        None => (None, crate::audit::execution_id()),
+    };
     let span = tracing::info_span!(
         target: "isol8::execution",
         "execution",

@@ -93,7 +93,15 @@ async fn a_scope_names_the_tenant_of_every_execution_and_the_id_of_the_first() {
         execution_id: Some("exec-1".into()),
     }
     .scope(async {
-        let spans = [execution_span("bash"), execution_span("python")];
+        // As the server runs a route: an audit scope with the same id inside the context.
+        let audited = crate::audit::AuditCaller {
+            execution_id: Some("exec-1".into()),
+            ..Default::default()
+        };
+        let spans = crate::audit::scope(audited, async {
+            [execution_span("bash"), execution_span("python")]
+        })
+        .await;
         for (_, span) in &spans {
             span.in_scope(|| tracing::info!("inside"));
         }
