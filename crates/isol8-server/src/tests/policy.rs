@@ -7,21 +7,27 @@ use serde_json::json;
 use super::{call, error_of, post, server_with, KEY};
 use crate::ServerSettings;
 
+/// A server over the fake whose operator set `policy` (its defaults bounded by it, as
+/// `isol8 serve` does).
+fn under(policy: isol8::config::ServerPolicy) -> super::Server {
+    let mut options = isol8::EngineOptions::default();
+    crate::policy::bound_defaults(&policy, &mut options).expect("valid policy");
+    server_with(
+        options,
+        ServerSettings {
+            policy,
+            ..Default::default()
+        },
+    )
+}
+
 #[tokio::test]
 async fn the_server_policy_caps_what_clients_ask_for_before_anything_runs() {
     let policy = isol8::config::ServerPolicy {
         max_timeout_ms: Some(2000),
         ..Default::default()
     };
-    let mut options = isol8::EngineOptions::default();
-    crate::policy::bound_defaults(&policy, &mut options).expect("valid policy");
-    let s = server_with(
-        options,
-        ServerSettings {
-            policy,
-            ..Default::default()
-        },
-    );
+    let s = under(policy);
     let cases = [
         (
             json!({"request": {"runtime": "bash", "code": "echo", "timeoutMs": 60000}}),
@@ -78,15 +84,7 @@ async fn agent_runs_get_the_agent_rules_and_defaults_before_anything_runs() {
         max_pids_limit: Some(150),
         ..Default::default()
     };
-    let mut options = isol8::EngineOptions::default();
-    crate::policy::bound_defaults(&policy, &mut options).expect("valid policy");
-    let s = server_with(
-        options,
-        ServerSettings {
-            policy,
-            ..Default::default()
-        },
-    );
+    let s = under(policy);
     let filtered = json!({"network": "filtered", "networkFilter": {"whitelist": ["^api\\.example\\.com$"], "blacklist": []}});
     let cases = [
         (
