@@ -63,6 +63,23 @@ impl Stdio_ {
             .unwrap_or_else(|e| panic!("{tool}: {e}"))
     }
 
+    /// Opens a session of `runtime` and runs `run` (`code` or `cmd` arguments) in it;
+    /// returns the session id and the container it runs in.
+    async fn session_running(&self, runtime: &str, run: Value) -> (String, String) {
+        let r = self
+            .call("create_session", json!({"runtime": runtime}))
+            .await;
+        let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
+        let mut args = run;
+        args["sessionId"] = json!(sid);
+        let r = self.call("run_in_session", args).await;
+        let container = ok(&r)["containerId"]
+            .as_str()
+            .expect("containerId")
+            .to_string();
+        (sid, container)
+    }
+
     /// Closes the client's end (stdin EOF) and waits for the server to exit; returns its
     /// pid and exit code.
     async fn close(mut self) -> (u32, Option<i32>) {
@@ -329,18 +346,9 @@ async fn stdio_client_lists_the_tools_and_calls_each_one_then_eof_removes_everyt
 
     // A session left open, then the client goes away: its container and the engine's
     // are removed before the server exits.
-    let r = mcp.call("create_session", json!({"runtime": "bash"})).await;
-    let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
-    let r = mcp
-        .call(
-            "run_in_session",
-            json!({"sessionId": sid, "cmd": "echo still here"}),
-        )
+    let (_, container) = mcp
+        .session_running("bash", json!({"cmd": "echo still here"}))
         .await;
-    let container = ok(&r)["containerId"]
-        .as_str()
-        .expect("containerId")
-        .to_string();
     let pid = mcp.child.id().expect("pid");
     assert!(alive(pid, &container), "the session's container runs");
     let (pid, code) = mcp.close().await;
@@ -356,20 +364,9 @@ async fn stdio_client_lists_the_tools_and_calls_each_one_then_eof_removes_everyt
 async fn sigterm_over_stdio_ends_the_open_sessions_before_exiting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut mcp = spawn_stdio(dir.path(), &[]).await;
-    let r = mcp
-        .call("create_session", json!({"runtime": "python"}))
+    let (_, container) = mcp
+        .session_running("python", json!({"code": "print('up')"}))
         .await;
-    let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
-    let r = mcp
-        .call(
-            "run_in_session",
-            json!({"sessionId": sid, "code": "print('up')"}),
-        )
-        .await;
-    let container = ok(&r)["containerId"]
-        .as_str()
-        .expect("containerId")
-        .to_string();
     let pid = mcp.child.id().expect("pid");
     assert!(alive(pid, &container));
     // SAFETY: plain kill(2) on our own child.
