@@ -965,16 +965,17 @@ async fn packages_a_model_asks_for_are_installed_for_a_run_and_for_a_session() {
     let r = mcp
         .call(
             "run_code",
-            json!({"runtime": "python", "packages": ["six"], "code": "import six; print(six.__name__)"}),
+            json!({"runtime": "python", "packages": ["six==1.17.0"], "code": "import six; print(six.__name__)"}),
         )
         .await;
-    // (The install's own output comes first, as in `isol8 run`.)
+    // (The install's own output comes first, as in `isol8 run`. The version is pinned so
+    // that an image another test builds with a bare `six` never covers the request.)
     let stdout = ok(&r)["stdout"].as_str().expect("stdout");
     assert!(stdout.ends_with("\nsix\n"), "{}", text(&r));
     let r = mcp
         .call(
             "create_session",
-            json!({"runtime": "python", "packages": ["six"]}),
+            json!({"runtime": "python", "packages": ["six==1.17.0"]}),
         )
         .await;
     let sid = ok(&r)["sessionId"].as_str().expect("sessionId").to_string();
