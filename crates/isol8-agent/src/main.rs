@@ -20,11 +20,14 @@
 //! neither CAP_KILL nor CAP_DAC_OVERRIDE, and the kernel's own permission checks apply.
 
 mod files;
+mod prestart;
 mod proc;
 mod relay;
 mod usage;
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -32,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use isol8_protocol::agent::{
-    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, ResetDone, ResetSpec, SignalSpec,
-    StepPhase, Stream, StreamStats, PROTOCOL_VERSION,
+    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, PrestartSpec, ResetDone, ResetSpec,
+    SignalSpec, StepPhase, Stream, StreamStats, PROTOCOL_VERSION,
 };
 
 use crate::proc::{Identity, Reaper};
@@ -126,6 +129,8 @@ fn main() {
         fd_baseline,
         meter,
         rss_peak: 0,
+        waiting: None,
+        discarded: Vec::new(),
     };
     loop {
         match agent.rx.recv() {
@@ -137,9 +142,14 @@ fn main() {
                 Ok(spec) => agent.reset(&spec),
                 Err(e) => agent.reset_done(Some(format!("invalid reset request: {e}"))),
             },
+            Ok(Event::Frame(f)) if f.kind == Kind::Prestart => match f.parse::<PrestartSpec>() {
+                Ok(spec) => agent.prestart(spec),
+                Err(e) => log(&format!("invalid prestart request: {e}")),
+            },
             Ok(Event::Frame(f)) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
             Ok(Event::EngineGone(why)) => agent.shutdown(&why),
-            Ok(Event::Reaped(..)) | Ok(Event::PipeClosed(..)) => {}
+            Ok(Event::Reaped(pid, ..)) => agent.reaped_while_idle(pid),
+            Ok(Event::PipeClosed(..)) => {}
             Err(_) => agent.shutdown("event channel closed"),
         }
     }
@@ -185,6 +195,11 @@ struct Agent {
     meter: usage::Meter,
     /// Highest `ru_maxrss` of the processes reaped during the current execution, bytes.
     rss_peak: u64,
+    /// The pre-started interpreter waiting for the next execution ([`prestart`]).
+    waiting: Option<prestart::Waiting>,
+    /// Pre-started interpreters killed unused whose exit is still to be reaped: not the
+    /// programs of any execution, so their exit and memory count for none.
+    discarded: Vec<libc::pid_t>,
 }
 
 /// Where the IPC namespace's POSIX message queues appear (Docker mounts it in every
@@ -195,7 +210,7 @@ const MQUEUE_DIR: &str = isol8_protocol::layout::MQUEUE_DIR;
 struct Running {
     pid: libc::pid_t,
     status: Option<i32>,
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<File>,
     open_pipes: usize,
 }
 
@@ -210,6 +225,41 @@ struct StepEnd {
 }
 
 impl Agent {
+    /// Starts a pre-started interpreter (replacing one already waiting, which is killed).
+    fn prestart(&mut self, spec: PrestartSpec) {
+        self.discard_waiting();
+        match prestart::start(&self.ident, &self.reaper, spec) {
+            Ok(w) => self.waiting = Some(w),
+            Err(e) => log(&format!("cannot pre-start an interpreter: {e}")),
+        }
+    }
+
+    /// Kills the waiting interpreter, if any, unused.
+    fn discard_waiting(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            self.discarded.push(w.discard(&self.ident, &self.reaper));
+        }
+    }
+
+    /// A process ended between executions: a discarded interpreter, or the waiting one
+    /// (which then cannot serve: the next execution starts fresh).
+    fn reaped_while_idle(&mut self, pid: libc::pid_t) {
+        if self.forget_discarded(pid) {
+            return;
+        }
+        if self.waiting.as_ref().is_some_and(|w| w.pid == pid) {
+            log("the pre-started interpreter ended while it waited");
+            self.waiting = None;
+        }
+    }
+
+    /// True (and forgotten) when `pid` is a discarded interpreter.
+    fn forget_discarded(&mut self, pid: libc::pid_t) -> bool {
+        let before = self.discarded.len();
+        self.discarded.retain(|p| *p != pid);
+        self.discarded.len() != before
+    }
+
     fn shutdown(&mut self, why: &str) -> ! {
         log(&format!("shutting down: {why}"));
         proc::kill_all(&self.ident, &self.reaper);
@@ -222,6 +272,9 @@ impl Agent {
     /// V IPC object, nothing attached to the sandbox root, no extra descriptor held by the
     /// agent. Reports what was left, if anything; the engine then destroys the sandbox.
     fn reset(&mut self, spec: &ResetSpec) {
+        // A reset always follows an execution, which consumed or discarded it; whatever
+        // the order of frames, a reset never leaves one behind.
+        self.discard_waiting();
         let whole = proc::owns_namespaces();
         let mut problems = Vec::new();
         // Every step already ends with a kill of everything the sandbox user runs, so
@@ -337,6 +390,23 @@ impl Agent {
     }
 
     fn execute(&mut self, spec: ExecSpec) {
+        // The waiting interpreter serves this execution's only step, or nobody: it is
+        // killed before anything of the execution (even a file) is touched.
+        let mut warm = match self.waiting.take() {
+            Some(w)
+                if spec.protocol == PROTOCOL_VERSION
+                    && spec.steps.len() == 1
+                    && spec.steps[0].phase == StepPhase::Code
+                    && w.serves(&spec.steps[0].argv, &spec.env, &spec.cwd) =>
+            {
+                Some(w)
+            }
+            other => {
+                self.waiting = other;
+                self.discard_waiting();
+                None
+            }
+        };
         if spec.protocol != PROTOCOL_VERSION {
             return self.fail(&format!(
                 "engine speaks protocol {} but this agent speaks {PROTOCOL_VERSION}",
@@ -363,7 +433,7 @@ impl Agent {
         self.rss_peak = 0;
         for step in &spec.steps {
             let started = Instant::now();
-            let outcome = self.run_step(&spec, step, deadline, &mut stats);
+            let outcome = self.run_step(&spec, step, deadline, &mut stats, warm.take());
             exited.phase = Some(step.phase);
             exited.steps_run += 1;
             match outcome {
@@ -402,13 +472,15 @@ impl Agent {
         self.out.frame(&Frame::json(Kind::Exited, &exited));
     }
 
-    /// Runs one step; returns how it ended.
+    /// Runs one step (in `warm`, the pre-started interpreter, when given); returns how it
+    /// ended.
     fn run_step(
         &mut self,
         spec: &ExecSpec,
         step: &agent::Step,
         deadline: Instant,
         stats: &mut [StreamStats; 2],
+        warm: Option<prestart::Waiting>,
     ) -> Result<StepEnd, String> {
         let feeds_stdin =
             step.phase == StepPhase::Code && (spec.stdin.is_some() || spec.interactive);
@@ -420,34 +492,59 @@ impl Agent {
             ),
             _ => None,
         };
-        let mut child = proc::spawn_step(
-            &self.ident,
-            &self.reaper,
-            &step.argv,
-            &spec.env,
-            &spec.cwd,
-            feeds_stdin,
-        )
-        .map_err(|e| {
-            format!(
-                "cannot start `{}`: {e}",
-                step.argv.first().map(String::as_str).unwrap_or("")
-            )
-        })?;
-        let pid = child.id() as libc::pid_t;
+        let code = step.argv.last().map(String::as_str).unwrap_or("");
+        let handed = warm.and_then(|w| match w.hand_over(&spec.env, code, feeds_stdin) {
+            Ok(h) => Some(h),
+            Err(failed) => {
+                let (w, e) = *failed;
+                log(&format!("cannot hand the program to the pre-started interpreter ({e}); starting it fresh"));
+                self.discarded.push(w.discard(&self.ident, &self.reaper));
+                None
+            }
+        });
+        let started = match handed {
+            Some(h) => h,
+            None => {
+                let mut child = proc::spawn_step(
+                    &self.ident,
+                    &self.reaper,
+                    &step.argv,
+                    &spec.env,
+                    &spec.cwd,
+                    feeds_stdin,
+                    &[],
+                )
+                .map_err(|e| {
+                    format!(
+                        "cannot start `{}`: {e}",
+                        step.argv.first().map(String::as_str).unwrap_or("")
+                    )
+                })?;
+                let file = |fd: Option<OwnedFd>| fd.map(File::from);
+                let (Some(stdout), Some(stderr)) = (
+                    file(child.stdout.take().map(OwnedFd::from)),
+                    file(child.stderr.take().map(OwnedFd::from)),
+                ) else {
+                    return Err("the step has no output pipes".into());
+                };
+                // `child` is never waited on through std: the reaper owns waitpid.
+                prestart::Handed {
+                    pid: child.id() as libc::pid_t,
+                    stdin: file(child.stdin.take().map(OwnedFd::from)),
+                    stdout,
+                    stderr,
+                }
+            }
+        };
         let mut run = Running {
-            pid,
+            pid: started.pid,
             status: None,
-            stdin: child.stdin.take(),
+            stdin: started.stdin,
             open_pipes: 2,
         };
         let cap = spec.max_output_bytes;
-        if let Some(pipe) = child.stdout.take() {
-            self.spawn_pipe_reader(pipe, Stream::Stdout, step.phase, cap, stats[0]);
-        }
-        if let Some(pipe) = child.stderr.take() {
-            self.spawn_pipe_reader(pipe, Stream::Stderr, step.phase, cap, stats[1]);
-        }
+        self.spawn_pipe_reader(started.stdout, Stream::Stdout, step.phase, cap, stats[0]);
+        self.spawn_pipe_reader(started.stderr, Stream::Stderr, step.phase, cap, stats[1]);
         if let Some(data) = stdin_data {
             if let Some(mut stdin) = run.stdin.take() {
                 let keep_open = spec.interactive;
@@ -463,8 +560,6 @@ impl Agent {
                 }
             }
         }
-        // `child` is never waited on through std: the reaper owns waitpid.
-        drop(child);
 
         let mut timed_out = false;
         while run.status.is_none() {
@@ -515,6 +610,7 @@ impl Agent {
 
     fn handle(&mut self, ev: Event, run: &mut Running, stats: &mut [StreamStats; 2]) {
         match ev {
+            Event::Reaped(pid, _, _) if self.forget_discarded(pid) => {}
             Event::Reaped(pid, status, rss) => {
                 self.rss_peak = self.rss_peak.max(rss);
                 if pid == run.pid {

@@ -237,7 +237,9 @@ fn reset_signal_dispositions() {
 
 /// Spawns a step: its own session and process group, every signal's disposition the
 /// default and none blocked, core dumps off, first in line for the OOM killer, and (as
-/// root) the sandbox user with no capabilities.
+/// root) the sandbox user with no capabilities. `inherit[i]` becomes descriptor `3 + i`
+/// of the child (each must be 10 or above, so none is overwritten before it is copied);
+/// every other descriptor beyond stdio is closed on exec.
 pub fn spawn_step(
     ident: &Identity,
     reaper: &Reaper,
@@ -245,7 +247,14 @@ pub fn spawn_step(
     env: &BTreeMap<String, String>,
     cwd: &str,
     piped_stdin: bool,
+    inherit: &[std::os::fd::RawFd],
 ) -> io::Result<Child> {
+    if inherit.iter().any(|fd| *fd < 10) {
+        return Err(io::Error::other(
+            "inherited descriptors must be 10 or above",
+        ));
+    }
+    let inherit = inherit.to_vec();
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::other("empty argv"))?;
@@ -284,6 +293,12 @@ pub fn spawn_step(
                 rlim_max: 0,
             };
             libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            for (i, fd) in inherit.iter().enumerate() {
+                // dup2 leaves the copy without FD_CLOEXEC: it survives the exec.
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if drop {
                 drop_to(uid, gid)?;
             }

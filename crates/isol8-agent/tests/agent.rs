@@ -669,3 +669,127 @@ fn the_ending_signal_and_the_executions_usage_are_reported() {
     assert_eq!((exited.exit_code, exited.signal), (3, None));
     assert_eq!(exited.usage, None);
 }
+
+/// A stand-in for a pre-started interpreter, in Bash (the agent knows no language): it
+/// waits for the request, then prints its own pid and the request's last field (the
+/// code) instead of running it. Its command line carries "sleep" so that
+/// [`processes_of`] sees it while it waits.
+const WAITING_LOADER: &str = r#": sleep-while-waiting
+exec 4<&-
+code=$(tr '\0' '\n' <&3 | tail -n 1)
+exec 3<&-
+echo "pre-started $$: $code"
+"#;
+
+impl Agent {
+    /// Asks for a waiting process running [`WAITING_LOADER`]; `startup_env` as given.
+    fn prestart(&mut self, argv: &[&str], startup_env: &[&str]) -> libc::pid_t {
+        let spec = agent::PrestartSpec {
+            inline: vec!["bash".into(), "-c".into()],
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: self.spec(vec![]).env,
+            cwd: self.root.display().to_string(),
+            startup_env: startup_env.iter().map(|s| s.to_string()).collect(),
+        };
+        agent::write_frame(&mut self.stdin, &Frame::json(Kind::Prestart, &spec))
+            .expect("send prestart");
+        // No reply: wait until the process shows up.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = processes_of(self.uid)
+                .first()
+                .and_then(|p| p.split(':').next()?.parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the waiting process never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn a_waiting_process_serves_the_next_matching_execution_and_no_other() {
+    let mut a = Agent::start("prestart-serve", 41);
+    let pid = a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+    let mut spec = a.spec(vec![bash(StepPhase::Code, "the code")]);
+    // Variables not read at start-up may differ.
+    spec.env.insert("LATER".into(), "x".into());
+    let out = a.exec(&spec);
+    assert_eq!(out.exited.expect("exited").exit_code, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("pre-started {pid}: the code\n")
+    );
+    // It served once: the next execution starts fresh.
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "echo fresh")]));
+    assert_eq!(out.stdout, b"fresh\n");
+}
+
+#[test]
+fn an_execution_it_cannot_serve_kills_the_waiting_process_before_anything_runs() {
+    let mut a = Agent::start("prestart-refuse", 42);
+    // Each spec is one the waiting process must not serve; its first step looks for it
+    // (the marker split in two, so the looking shell's own command line has no match).
+    let look = "for p in /proc/[0-9]*; do grep -qa sleep-while-''waiting $p/cmdline 2>/dev/null && echo found $p; done; echo looked";
+    let refusals: Vec<(&str, ExecSpec)> = vec![
+        ("a setup step", {
+            a.spec(vec![
+                bash(StepPhase::Setup, look),
+                bash(StepPhase::Code, "true"),
+            ])
+        }),
+        ("a start-up variable changed", {
+            let mut s = a.spec(vec![bash(StepPhase::Code, look)]);
+            s.env.insert("PATH".into(), "/usr/bin:/bin".into());
+            s
+        }),
+        ("another working directory", {
+            let mut s = a.spec(vec![bash(StepPhase::Code, look)]);
+            s.files.push(FileWrite {
+                path: a.path("sub/f"),
+                content: String::new(),
+                mode: None,
+            });
+            s.cwd = a.path("sub");
+            s
+        }),
+        ("not the inline command", {
+            let mut s = a.spec(vec![bash(StepPhase::Code, look)]);
+            s.steps[0].argv.push("extra-argument".into());
+            s
+        }),
+    ];
+    for (why, spec) in refusals {
+        a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+        let out = a.exec(&spec);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "looked\n",
+            "{why}: {out:?}"
+        );
+        assert_eq!(out.exited.expect("exited").exit_code, 0, "{why}");
+        let done = a.reset();
+        assert!(done.ok, "{why}: {done:?}");
+    }
+}
+
+#[test]
+fn a_reset_kills_a_waiting_process_and_one_that_died_leaves_the_run_fresh() {
+    let mut a = Agent::start("prestart-reset", 43);
+    a.prestart(&["bash", "-c", WAITING_LOADER], &[]);
+    let done = a.reset();
+    assert!(done.ok, "{done:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(processes_of(a.uid), Vec::<String>::new());
+
+    // A waiting process that ends on its own is forgotten; the run starts fresh.
+    a.prestart(&["bash", "-c", ": sleep-then-exit; sleep 0.2; exit 7"], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "echo fresh")]));
+    assert_eq!(out.stdout, b"fresh\n", "{out:?}");
+    assert_eq!(out.exited.expect("exited").exit_code, 0);
+}

@@ -29,7 +29,13 @@
 //! agent  -> Exited{exitCode, timedOut, ...}   or   ExecFailed{message}
 //! engine -> Reset{wipe}                    (pooled sandboxes, between executions)
 //! agent  -> ResetDone{ok, problem?}
+//! engine -> Prestart{...}                 (pooled sandboxes, once clean; optional)
 //! ```
+//!
+//! A [`Kind::Prestart`] asks the agent to start an interpreter now and keep it waiting
+//! for the next execution's program ([`PrestartSpec`]); the next `Exec` either hands its
+//! code step to that process or, when it cannot (see [`PrestartSpec`]), kills it before
+//! anything of the execution runs.
 //!
 //! The agent's own diagnostics go to its stderr, never into the frame stream.
 
@@ -39,8 +45,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Version of this frame protocol. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of this frame protocol. Bumped on any incompatible change (2: [`Kind::Prestart`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The egress relay's socket variable and port, defined with the rest of the sandbox's
 /// inside in [`crate::layout`] (re-exported here, where the agent protocol's users look).
@@ -79,6 +85,9 @@ pub enum Kind {
     Reset = 0x14,
     /// Outcome of a reset; JSON [`ResetDone`].
     ResetDone = 0x05,
+    /// Start an interpreter that waits for the next execution's code; JSON
+    /// [`PrestartSpec`]. No reply.
+    Prestart = 0x15,
 }
 
 impl Kind {
@@ -95,6 +104,7 @@ impl Kind {
             0x13 => Kind::Signal,
             0x14 => Kind::Reset,
             0x05 => Kind::ResetDone,
+            0x15 => Kind::Prestart,
             _ => return None,
         })
     }
@@ -494,6 +504,89 @@ pub struct ResetDone {
     pub problem: Option<String>,
 }
 
+/// An interpreter to start ahead of the next execution (a *pre-started* interpreter).
+///
+/// The agent starts `argv` exactly as it starts a step (the sandbox user, its own
+/// session, default signal dispositions, the same limits), in `cwd` with `env`, and with
+/// two more descriptors: [`PRESTART_REQUEST_FD`], the read end of a pipe on which the
+/// agent later writes the program ([`encode_prestart_request`]) and then closes, and
+/// [`PRESTART_STDIN_FD`], the read end of a pipe that becomes the program's stdin when
+/// the execution feeds one (the process's own stdin is `/dev/null`, as a step's without
+/// input). The process must close both before running the program, and must run it as
+/// `inline` followed by the code would have, in a fresh process.
+///
+/// The next `Exec` uses the waiting process only when its steps are a single code step
+/// whose argv is `inline` plus one argument (the code), its `cwd` is this `cwd`, and
+/// every variable named by `startupEnv` has the same value (or is absent) in both
+/// environments: what the interpreter read while it started is then what the program
+/// would have found. Otherwise the waiting process is killed first and the steps start
+/// as usual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrestartSpec {
+    /// The argv prefix the code step must have (`["python3", "-c"]`).
+    pub inline: Vec<String>,
+    /// The waiting process (an interpreter running a small loader).
+    pub argv: Vec<String>,
+    /// Its environment at start (the program's own is set from the request).
+    pub env: BTreeMap<String, String>,
+    /// Its working directory.
+    pub cwd: String,
+    /// Variables the interpreter reads while it starts: a name, or a prefix ending in
+    /// `*` (`PYTHON*`).
+    pub startup_env: Vec<String>,
+}
+
+/// Descriptor on which a pre-started interpreter reads its program (see [`PrestartSpec`]).
+pub const PRESTART_REQUEST_FD: i32 = 3;
+
+/// Descriptor of a pre-started interpreter's stdin pipe (see [`PrestartSpec`]).
+pub const PRESTART_STDIN_FD: i32 = 4;
+
+/// The request a pre-started interpreter reads on [`PRESTART_REQUEST_FD`] until end of
+/// file: NUL-separated fields — `1` if [`PRESTART_STDIN_FD`] is to become stdin (else
+/// `0`), the number of environment entries, that many `NAME=value` entries (the
+/// program's complete environment, in this order), then the code, which runs to the end
+/// of the request (it contains no NUL: the engine refuses such code).
+pub fn encode_prestart_request(stdin: bool, env: &BTreeMap<String, String>, code: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(code.len() + 64 * (env.len() + 1));
+    out.extend_from_slice(if stdin { b"1\0" } else { b"0\0" });
+    out.extend_from_slice(env.len().to_string().as_bytes());
+    out.push(0);
+    for (k, v) in env {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out.extend_from_slice(code.as_bytes());
+    out
+}
+
+impl PrestartSpec {
+    /// True when `name` is one of [`PrestartSpec::startup_env`].
+    pub fn read_at_startup(&self, name: &str) -> bool {
+        self.startup_env.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        })
+    }
+
+    /// True when an execution with `argv`, `env` and `cwd` may run in this waiting
+    /// process instead of a fresh one (see [`PrestartSpec`]).
+    pub fn serves(&self, argv: &[String], env: &BTreeMap<String, String>, cwd: &str) -> bool {
+        argv.len() == self.inline.len() + 1
+            && argv.starts_with(&self.inline)
+            && cwd == self.cwd
+            && self
+                .env
+                .keys()
+                .chain(env.keys())
+                .filter(|k| self.read_at_startup(k))
+                .all(|k| self.env.get(k) == env.get(k))
+    }
+}
+
 /// A signal for the running program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -559,6 +652,62 @@ mod tests {
         assert_eq!(read_frame(&mut r).expect("eof"), None);
         let mut truncated = &bytes[..3];
         assert!(read_frame(&mut truncated).is_err());
+    }
+
+    fn python_prestart() -> PrestartSpec {
+        PrestartSpec {
+            inline: vec!["python3".into(), "-c".into()],
+            argv: vec!["python3".into(), "-c".into(), "loader".into()],
+            env: [("PYTHONPATH", "/a"), ("HOME", "/sandbox"), ("X", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: "/sandbox".into(),
+            startup_env: vec!["PYTHON*".into(), "HOME".into()],
+        }
+    }
+
+    #[test]
+    fn a_waiting_interpreter_serves_only_what_it_would_have_started_as() {
+        let p = python_prestart();
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let code = argv(&["python3", "-c", "print(1)"]);
+        let mut env = p.env.clone();
+        // Variables read later (by the program) may differ freely.
+        env.insert("X".into(), "2".into());
+        env.insert("API_KEY".into(), "k".into());
+        assert!(p.serves(&code, &env, "/sandbox"));
+        // Not the inline command, or more arguments, or elsewhere: no.
+        assert!(!p.serves(&argv(&["python3", "/sandbox/main.py"]), &env, "/sandbox"));
+        assert!(!p.serves(&argv(&["python3", "-c", "1", "x"]), &env, "/sandbox"));
+        assert!(!p.serves(&argv(&["bash", "-c", "1"]), &env, "/sandbox"));
+        assert!(!p.serves(&code, &env, "/sandbox/sub"));
+        // A start-up variable changed, added or removed: no.
+        let mut changed = env.clone();
+        changed.insert("PYTHONPATH".into(), "/b".into());
+        assert!(!p.serves(&code, &changed, "/sandbox"));
+        let mut added = env.clone();
+        added.insert("PYTHONSAFEPATH".into(), "1".into());
+        assert!(!p.serves(&code, &added, "/sandbox"));
+        let mut removed = env.clone();
+        removed.remove("HOME");
+        assert!(!p.serves(&code, &removed, "/sandbox"));
+    }
+
+    #[test]
+    fn the_prestart_request_is_nul_separated_with_the_code_last() {
+        let env: BTreeMap<String, String> = [("A", "1"), ("B", "x=y")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            encode_prestart_request(true, &env, "print('a\\n')\nx=1"),
+            b"1\x002\x00A=1\x00B=x=y\x00print('a\\n')\nx=1".to_vec()
+        );
+        assert_eq!(
+            encode_prestart_request(false, &BTreeMap::new(), ""),
+            b"0\x000\x00".to_vec()
+        );
     }
 
     #[test]

@@ -38,6 +38,32 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("USER", "sandbox"),
 ];
 
+/// What a pooled sandbox of `runtime` keeps waiting ([`crate::runtime::Prestart`]): its
+/// loader, started in [`SANDBOX_ROOT`] with the environment a request of that runtime
+/// gets when it sets no variables of its own (with `ca_bundle`, the CA variables too).
+/// `None` when the runtime has no pre-started interpreter or no inline command.
+pub fn prestart_spec(
+    runtime: &crate::runtime::Runtime,
+    ca_bundle: bool,
+) -> Option<isol8_protocol::agent::PrestartSpec> {
+    let prestart = runtime.prestart.as_ref()?;
+    let mut env: BTreeMap<String, String> = BASE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(runtime.env.clone());
+    if ca_bundle {
+        env.extend(ca_env());
+    }
+    Some(isol8_protocol::agent::PrestartSpec {
+        inline: runtime.inline.clone()?,
+        argv: prestart.argv.clone(),
+        env,
+        cwd: SANDBOX_ROOT.to_string(),
+        startup_env: prestart.startup_env.clone(),
+    })
+}
+
 /// A validated request, ready for a sandbox.
 #[derive(Debug, Clone)]
 pub struct Prepared {

@@ -58,6 +58,10 @@ pub struct EngineConfig {
     /// by running the same warm execution with and without it.
     #[doc(hidden)]
     pub skip_usage: bool,
+    /// Starts every program fresh: pooled sandboxes keep no pre-started interpreter
+    /// ([`crate::runtime::Prestart`]). For comparisons (`isol8 bench`, the differential
+    /// tests) and as a way out should a program depend on starting fresh.
+    pub fresh_starts: bool,
     /// The audit log settings (config `audit`): when enabled and `audit_log` is unset,
     /// the engine opens its [`AuditLog`] when it is built (errors name the key).
     pub audit: AuditConfig,

@@ -254,12 +254,17 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
             }
         };
     let (inner, inner2, key2) = (inner.clone(), inner.clone(), key.clone());
+    let runtime = pool
+        .lock()
+        .get(&key)
+        .map(|s| s.runtime.clone())
+        .unwrap_or_default();
     // In the span of the execution that used the sandbox (the current one): a failed
     // reset is that execution's doing. The refill it starts is no one's.
     let cleanup = async move {
         if reset {
             let ok = match sb.reset().await {
-                Ok(()) => true,
+                Ok(()) => prestart(&inner, &runtime, &mut sb).await,
                 Err(e) => {
                     tracing::warn!(container = %sb.id, error = %e, "reset failed; destroying the sandbox");
                     inner.observe(|o| o.reset_failed());
@@ -338,7 +343,20 @@ pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
         let runtime = runtime.clone();
         let host = host.clone();
         tokio::spawn(async move {
-            let started = Sandbox::start(&inner, &key.image, &runtime, host).await;
+            let started = match Sandbox::start(&inner, &key.image, &runtime, host).await {
+                Ok(mut sb) => {
+                    if prestart(&inner, &runtime, &mut sb).await {
+                        Ok(sb)
+                    } else {
+                        let id = sb.id.clone();
+                        sb.destroy(&inner).await;
+                        Err(crate::Error::SandboxLost(format!(
+                            "the agent of {id} went away while the sandbox was warmed"
+                        )))
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let extra = {
                 let mut slots = inner.pool.lock();
                 let slot = slots.entry(key.clone()).or_default();
@@ -360,6 +378,28 @@ pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
                 sb.destroy(&inner).await;
             }
         });
+    }
+}
+
+/// Has a clean pooled sandbox of `runtime` pre-start its interpreter, where the runtime
+/// has one and the engine does not start every program fresh. False when the agent
+/// could not be told (the sandbox is then of no use).
+async fn prestart(inner: &Inner, runtime: &str, sb: &mut Sandbox) -> bool {
+    if inner.config.fresh_starts {
+        return true;
+    }
+    let Ok(rt) = inner.registry.get(runtime) else {
+        return true;
+    };
+    let Some(spec) = crate::prepare::prestart_spec(rt, inner.settings.ca_bundle.is_some()) else {
+        return true;
+    };
+    match sb.prestart(&spec).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(container = %sb.id, error = %e, "could not pre-start an interpreter");
+            false
+        }
     }
 }
 

@@ -251,6 +251,13 @@ impl Sandbox {
         }
     }
 
+    /// Asks the agent to keep an interpreter waiting for the next execution (no reply;
+    /// see [`PrestartSpec`](isol8_protocol::agent::PrestartSpec)). Only for a sandbox
+    /// nothing has run in since it started or was reset.
+    pub async fn prestart(&mut self, spec: &isol8_protocol::agent::PrestartSpec) -> Result<()> {
+        self.send(&Frame::json(Kind::Prestart, spec)).await
+    }
+
     /// True when the container was killed by its memory limit.
     pub async fn oom_killed(&mut self, inner: &Inner) -> bool {
         let state = inner.api.inspect_container(&self.id).await.ok();

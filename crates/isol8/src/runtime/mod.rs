@@ -35,6 +35,51 @@ pub struct Runtime {
     pub coding_agent: bool,
     /// Defaults this runtime's sandboxes get where the options leave a value unset.
     pub defaults: RuntimeDefaults,
+    /// How a pooled sandbox keeps an interpreter of this runtime started and waiting for
+    /// the next inline program (`None`: every program starts fresh).
+    pub prestart: Option<Prestart>,
+}
+
+/// A pre-started interpreter of a runtime (see
+/// [`isol8_protocol::agent::PrestartSpec`]): a pooled sandbox starts `argv` after each
+/// reset, and the next execution whose only step is the runtime's inline command hands
+/// its code to it instead of starting the interpreter, unless a variable in
+/// `startup_env` differs from the sandbox's default environment (the interpreter has
+/// already read those).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prestart {
+    /// The waiting process: the interpreter running a loader.
+    pub argv: Vec<String>,
+    /// Variables read while the interpreter (or the C library) starts: names, or
+    /// prefixes ending in `*`.
+    pub startup_env: Vec<String>,
+}
+
+/// The loader a pre-started `python3` runs (see the file's own comments).
+const PYTHON_LOADER: &str = include_str!("prestart.py");
+
+impl Prestart {
+    /// Python's: `python3 -c LOADER`. Start-up reads `PYTHON*` (paths, flags, hash seed,
+    /// I/O encoding), the locale (`LANG`, `LC_*`), `HOME` (the user site directory) and
+    /// `PATH` (`sys.executable`); the C library and dynamic loader read `LD_*`,
+    /// `GLIBC_TUNABLES` and `MALLOC_*`; `TZ` is kept to be safe.
+    pub fn python() -> Prestart {
+        Prestart {
+            argv: argv(&["python3", "-c", PYTHON_LOADER]),
+            startup_env: argv(&[
+                "PYTHON*",
+                "LANG",
+                "LANGUAGE",
+                "LC_*",
+                "HOME",
+                "PATH",
+                "LD_*",
+                "GLIBC_TUNABLES",
+                "MALLOC_*",
+                "TZ",
+            ]),
+        }
+    }
 }
 
 /// Sandbox defaults of one runtime that differ from every runtime's (SPEC section 3):
@@ -66,6 +111,7 @@ impl Runtime {
             env: BTreeMap::new(),
             coding_agent: false,
             defaults: RuntimeDefaults::default(),
+            prestart: None,
         }
     }
 
@@ -108,6 +154,12 @@ impl Runtime {
     /// Adds a package-install command: `install_cmd PKG...`.
     pub fn with_install(mut self, install_cmd: &[&str]) -> Self {
         self.install = Some(argv(install_cmd));
+        self
+    }
+
+    /// Keeps an interpreter pre-started in pooled sandboxes ([`Prestart`]).
+    pub fn with_prestart(mut self, prestart: Prestart) -> Self {
+        self.prestart = Some(prestart);
         self
     }
 
@@ -157,7 +209,8 @@ impl RuntimeRegistry {
                     "/sandbox/.local/pypackages:/opt/isol8/pypackages",
                 )
                 .with_env("PYTHONUNBUFFERED", "1")
-                .with_env("PYTHONDONTWRITEBYTECODE", "1"),
+                .with_env("PYTHONDONTWRITEBYTECODE", "1")
+                .with_prestart(Prestart::python()),
             Runtime::new("node", "isol8:node", &[".mjs", ".js", ".cjs"], &["node"])
                 .with_inline(&["node", "-e"])
                 .with_install(&[

@@ -1,0 +1,162 @@
+//! Pre-started interpreters: a process started (like a step) while the sandbox is idle,
+//! waiting for the next execution's code on a pipe, so that execution does not pay for
+//! the interpreter's start-up.
+//!
+//! What makes this safe is *when* it starts: only on the engine's [`Kind::Prestart`]
+//! frame, which comes after a successful reset or in a new container, so no process of an
+//! earlier execution exists and its files are gone. The next execution either hands its
+//! code to it or kills it before anything of that execution runs; either way a waiting
+//! process serves at most one execution, and no user code ever runs while a waiting
+//! process that a later execution could use exists.
+//!
+//! The protocol between the agent and the waiting process (descriptors 3 and 4, the
+//! request's layout) is [`isol8_protocol::agent::PrestartSpec`]'s.
+//!
+//! [`Kind::Prestart`]: isol8_protocol::agent::Kind::Prestart
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use isol8_protocol::agent::{encode_prestart_request, PrestartSpec};
+
+use crate::proc::{self, Identity, Reaper};
+
+/// Capacity asked for the request pipe (the unprivileged maximum, `fs.pipe-max-size`'s
+/// default): the whole request must fit, so handing it over never blocks the agent.
+const REQUEST_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// A started interpreter waiting for its program.
+pub struct Waiting {
+    /// Its pid (and process group: it leads its own session).
+    pub pid: libc::pid_t,
+    spec: PrestartSpec,
+    /// Write end of the request pipe (non-blocking).
+    request: File,
+    /// Write end of the stdin pipe.
+    stdin: File,
+    stdout: File,
+    stderr: File,
+}
+
+/// The program's side of a handed-over execution: the agent's ends of its pipes.
+pub struct Handed {
+    /// Pid of the process now running the program.
+    pub pid: libc::pid_t,
+    /// Its stdin, when the execution feeds one.
+    pub stdin: Option<File>,
+    /// Its stdout.
+    pub stdout: File,
+    /// Its stderr.
+    pub stderr: File,
+}
+
+/// A pipe whose read end is at descriptor 10 or above (so it can be copied to 3 or 4 in
+/// the child without overwriting another), both ends close-on-exec.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
+    let high = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if high < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just duplicated, owned by nobody else.
+    Ok((unsafe { OwnedFd::from_raw_fd(high) }, write))
+}
+
+/// Starts `spec.argv` as a step would start, with the request and stdin pipes at
+/// descriptors 3 and 4.
+pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
+    let (request_r, request_w) = pipe()?;
+    let (stdin_r, stdin_w) = pipe()?;
+    // SAFETY: fcntl on an open descriptor; a smaller pipe only means larger requests are
+    // refused (they then start fresh).
+    unsafe {
+        libc::fcntl(
+            request_w.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            REQUEST_PIPE_BYTES,
+        );
+        let flags = libc::fcntl(request_w.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(
+            request_w.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        );
+    }
+    let mut child = proc::spawn_step(
+        ident,
+        reaper,
+        &spec.argv,
+        &spec.env,
+        &spec.cwd,
+        false,
+        &[request_r.as_raw_fd(), stdin_r.as_raw_fd()],
+    )?;
+    // The child has its copies; the agent keeps only the write ends.
+    drop((request_r, stdin_r));
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        return Err(io::Error::other("the waiting process has no output pipes"));
+    };
+    Ok(Waiting {
+        pid: child.id() as libc::pid_t,
+        spec,
+        request: File::from(request_w),
+        stdin: File::from(stdin_w),
+        stdout: File::from(stdout),
+        stderr: File::from(stderr),
+    })
+}
+
+impl Waiting {
+    /// True when an execution with this code step, environment and working directory
+    /// may run here (see [`PrestartSpec::serves`]).
+    pub fn serves(&self, argv: &[String], env: &BTreeMap<String, String>, cwd: &str) -> bool {
+        self.spec.serves(argv, env, cwd)
+    }
+
+    /// Hands the program over: writes the request in one non-blocking write and closes
+    /// the pipe. On failure (the request does not fit the pipe, or the process is gone)
+    /// the caller must [`discard`](Waiting::discard) it and start the step fresh.
+    pub fn hand_over(
+        mut self,
+        env: &BTreeMap<String, String>,
+        code: &str,
+        feed_stdin: bool,
+    ) -> Result<Handed, Box<(Waiting, io::Error)>> {
+        let request = encode_prestart_request(feed_stdin, env, code);
+        match self.request.write(&request) {
+            Ok(n) if n == request.len() => {}
+            Ok(_) => {
+                let e = io::Error::other("the request did not fit the pipe");
+                return Err(Box::new((self, e)));
+            }
+            Err(e) => return Err(Box::new((self, e))),
+        }
+        // End of file: the request is complete.
+        drop(self.request);
+        Ok(Handed {
+            pid: self.pid,
+            stdin: feed_stdin.then_some(self.stdin),
+            stdout: self.stdout,
+            stderr: self.stderr,
+        })
+    }
+
+    /// Kills the waiting process (its whole process group) and drops the pipes. Its exit
+    /// is reported by the reaper like any other; the caller ignores it.
+    pub fn discard(self, ident: &Identity, reaper: &Reaper) -> libc::pid_t {
+        // Killed before its pipes close, so it never sees an empty request.
+        proc::signal_as_sandbox(ident, reaper, -self.pid, libc::SIGKILL);
+        self.pid
+    }
+}

@@ -1,0 +1,54 @@
+# The loader of isol8's pre-started Python (see isol8_protocol::agent::PrestartSpec).
+# Started as `python3 -c <this>`, it waits for the program on descriptor 3, then runs it
+# as `python3 -c <code>` would: through the C API's PyRun_SimpleStringFlags with the
+# flags `-c` uses (coding cookies ignored), in the untouched `__main__`, so exit codes,
+# SystemExit, KeyboardInterrupt and tracebacks are the interpreter's own. Everything it
+# adds while starting (ctypes, import caches, its own name) is removed before the program
+# runs; descriptors 3 and 4 are closed.
+def _isol8_prestart():
+    import sys, os
+    modules, finders = dict(sys.modules), dict(sys.path_importer_cache)
+    import ctypes
+    class Flags(ctypes.Structure):
+        _fields_ = [("cf_flags", ctypes.c_int), ("cf_feature_version", ctypes.c_int)]
+    run = ctypes.pythonapi.PyRun_SimpleStringFlags
+    run.argtypes = [ctypes.c_char_p, ctypes.POINTER(Flags)]
+    run.restype = ctypes.c_int
+    # PyCF_IGNORE_COOKIE, as `-c` compiles; the feature version is the interpreter's.
+    flags = ctypes.pointer(Flags(0x0800, sys.version_info[1]))
+    del ctypes, Flags
+    sys.modules.clear()
+    sys.modules.update(modules)
+    sys.path_importer_cache.clear()
+    sys.path_importer_cache.update(finders)
+    del modules, finders
+    chunks = []
+    while True:
+        chunk = os.read(3, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(3)
+    fields = b"".join(chunks).split(b"\0")
+    del chunks
+    if len(fields) < 3:
+        # No complete request: the agent gave up on this process.
+        os._exit(70)
+    if fields[0] == b"1":
+        os.dup2(4, 0)
+    os.close(4)
+    count = int(fields[1])
+    environ = os.environb
+    for key in list(environ):
+        del environ[key]
+    for pair in fields[2:2 + count]:
+        key, _, value = pair.partition(b"=")
+        environ[key] = value
+    code = b"\0".join(fields[2 + count:])
+    del fields, environ, count, chunk
+    sys.orig_argv[-1] = code.decode("utf-8", "surrogateescape")
+    del globals()["_isol8_prestart"]
+    if run(code, flags) != 0 and getattr(sys, "last_type", None) is not KeyboardInterrupt:
+        # The traceback is printed; end as `-c` does after an uncaught exception.
+        raise SystemExit(1)
+_isol8_prestart()
