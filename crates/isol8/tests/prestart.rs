@@ -7,15 +7,21 @@ use std::collections::{BTreeMap, HashSet};
 
 use isol8::docker::EngineConfig;
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
-use isol8_protocol::{PoolSize, PoolStrategy};
+use isol8_protocol::{ExitReason, PoolSize, PoolStrategy};
 use isol8_testkit::{assert_clean, code, engine_with, run};
 
 /// A pool of one sandbox, reset between executions.
 async fn pooled(fresh_starts: bool) -> DockerEngine {
+    pooled_with(PoolStrategy::Fast, fresh_starts).await
+}
+
+async fn pooled_with(strategy: PoolStrategy, fresh_starts: bool) -> DockerEngine {
     let engine = engine_with(EngineConfig {
         options: EngineOptions {
-            pool_strategy: Some(PoolStrategy::Fast),
+            pool_strategy: Some(strategy),
             pool_size: Some(PoolSize::Split { clean: 1, dirty: 1 }),
+            timeout_ms: Some(2_000),
+            max_output_size: Some(1000),
             ..Default::default()
         },
         fresh_starts,
@@ -235,4 +241,63 @@ async fn programs_behave_alike_fresh_and_pre_started() {
     assert!(differ.is_empty(), "{}", differ.join("\n"));
     assert_clean(&warm).await;
     assert_clean(&fresh).await;
+}
+
+/// Runs `req` once the pool has a ready sandbox (`secure` refills after each run; a
+/// request arriving before that starts a container of its own, never pre-started).
+async fn ready_run(engine: &DockerEngine, req: ExecutionRequest) -> ExecutionResult {
+    engine.prewarm(&["python".into()]).await.expect("prewarm");
+    run(engine, req).await
+}
+
+#[isol8_testkit::test(docker)]
+async fn limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
+    for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
+        let engine = pooled_with(strategy, false).await;
+        let warm = |r: &ExecutionResult| r.stdout.starts_with("True");
+        // The timeout and the output cap apply as to any program.
+        let r = ready_run(
+            &engine,
+            code("python", &format!("{WARM_PROBE}\nwhile True: pass")),
+        )
+        .await;
+        assert!(warm(&r), "{strategy:?}: {r:?}");
+        assert_eq!(
+            (r.exit_code, r.exit_reason),
+            (137, Some(ExitReason::Timeout)),
+            "{strategy:?}: {r:?}"
+        );
+        let r = ready_run(
+            &engine,
+            code("python", &format!("{WARM_PROBE}\nprint('x' * 5000)")),
+        )
+        .await;
+        assert!(warm(&r) && r.truncated, "{strategy:?}: {r:?}");
+        // (5,006 bytes written: "True\\n", 5,000 x, "\\n".)
+        assert!(
+            r.stdout.ends_with(&format!(
+                "x\n{}\n",
+                isol8::output::truncation_trailer(5006, 1000)
+            )),
+            "{strategy:?}: {r:?}"
+        );
+        // A setup script, or a start-up variable of its own: a fresh interpreter, which
+        // sees what it asked for…
+        let mut req = code(
+            "python",
+            &format!("{WARM_PROBE}\nimport sys; print(sys.path[1])"),
+        );
+        req.setup_script = Some("mkdir -p /sandbox/lib".into());
+        req.env.insert("PYTHONPATH".into(), "/sandbox/lib".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "False\n/sandbox/lib\n", "{strategy:?}: {r:?}");
+        let mut req = code("python", WARM_PROBE);
+        req.env.insert("PYTHONHASHSEED".into(), "0".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "False\n", "{strategy:?}: {r:?}");
+        // …and the sandbox's next run is pre-started again.
+        let r = ready_run(&engine, code("python", WARM_PROBE)).await;
+        assert_eq!(r.stdout, "True\n", "{strategy:?}: {r:?}");
+        assert_clean(&engine).await;
+    }
 }
