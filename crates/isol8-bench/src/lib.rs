@@ -26,17 +26,30 @@
 //!
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
+//!
+//! Each engine path's rows also carry the median of the program's own `durationMs` (from
+//! the result) and the median engine overhead, end to end minus `durationMs` per sample.
+//! The Docker baselines have neither: nothing inside their containers times the bare
+//! command. The warm path is split into the phases the engine reports to its observer
+//! ([`phases`]), the engine's peak RSS is measured with a warm pool per language runtime,
+//! and every figure is checked against the targets of issue 14 ([`targets`]).
 
 pub mod baseline;
+pub mod phases;
 pub mod server;
+pub mod targets;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use isol8::docker::{connect, host_config, EngineConfig};
 use isol8::settings::SandboxSettings;
 use isol8::{DockerEngine, Engine, RuntimeRegistry};
-use isol8_protocol::{EngineOptions, ExecutionRequest, PoolSize, PoolStrategy};
+use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, PoolSize, PoolStrategy};
 use serde::Serialize;
+
+use phases::{PhaseRecorder, PhaseSample, PhaseTimings};
+use targets::TargetCheck;
 
 /// Result alias of the benchmark.
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -113,12 +126,7 @@ impl BenchOptions {
     /// executions per level.
     pub fn new(runtimes: Vec<String>, n: Option<usize>, quick: bool) -> BenchOptions {
         let runtimes = if runtimes.is_empty() {
-            RuntimeRegistry::builtin()
-                .names()
-                .into_iter()
-                .filter(|n| *n != isol8::runtime::agent::NAME)
-                .map(str::to_string)
-                .collect()
+            language_runtimes()
         } else {
             runtimes
         };
@@ -143,11 +151,11 @@ impl BenchOptions {
 }
 
 /// Latency of one path for one runtime.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PathResult {
     /// Runtime.
     pub runtime: String,
-    /// `cold`, `warm`, `docker_exec`, `docker_run` or `server`.
+    /// `cold`, `warm`, `warm_audited`, `docker_exec`, `docker_run` or `server`.
     pub path: String,
     /// Samples.
     pub n: usize,
@@ -157,6 +165,24 @@ pub struct PathResult {
     pub median_ms: f64,
     /// 95th percentile, ms.
     pub p95_ms: f64,
+    /// Median of the program's own `durationMs` from the execution result (whole
+    /// milliseconds, truncated by the agent), ms. `null` for the Docker baselines: nothing
+    /// inside their containers times the bare command.
+    pub program_ms: Option<f64>,
+    /// Median engine overhead, ms: end to end minus the program's `durationMs`, taken per
+    /// sample, then the median. As `durationMs` is truncated, this reads up to 1 ms high
+    /// (the true median lies in `(overhead_ms - 1, overhead_ms]`). `null` with
+    /// `program_ms`.
+    pub overhead_ms: Option<f64>,
+}
+
+/// One measured execution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// End to end, as the caller saw it, ms.
+    pub total_ms: f64,
+    /// The program's own `durationMs` from the result, ms (absent for the baselines).
+    pub program_ms: Option<f64>,
 }
 
 /// Warm-path throughput at one concurrency.
@@ -170,6 +196,27 @@ pub struct Throughput {
     pub concurrency: usize,
     /// Completed executions per second.
     pub execs_per_s: f64,
+    /// The engine's `maxConcurrent` during the measurement.
+    pub max_concurrent: usize,
+    /// Most executions the engine reported running at once (between "sandbox acquired"
+    /// and "run finished" to its observer); absent where the engine is not observed (the
+    /// `server` path).
+    pub peak_running: Option<usize>,
+}
+
+/// The engine's peak resident memory with a warm pool per language runtime.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolsRss {
+    /// Warm pools held (one per runtime in `runtimes`).
+    pub pools: usize,
+    /// Their runtimes.
+    pub runtimes: Vec<String>,
+    /// Peak resident memory (`VmHWM`) of this process while the engine held them and ran
+    /// a few executions in each, MiB.
+    pub peak_rss_mb: f64,
+    /// True when the peak was reset (`/proc/self/clear_refs`) just before the engine was
+    /// built, so it is not an earlier peak of the process; false: since process start.
+    pub since_reset: bool,
 }
 
 /// The machine the numbers come from.
@@ -219,6 +266,13 @@ pub struct BenchReport {
     /// What measuring resource usage costs (when python is measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measuring: Option<MeasuringCost>,
+    /// Where the warm path's time goes, per runtime (the phases the engine reports).
+    pub phases: Vec<PhaseTimings>,
+    /// The engine's peak RSS with a warm pool per language runtime (absent when it could
+    /// not be measured).
+    pub pools_rss: Option<PoolsRss>,
+    /// Issue 14's targets against this run's figures.
+    pub targets: Vec<TargetCheck>,
 }
 
 /// Hello-world code and its plain command line (for the Docker baselines).
@@ -233,24 +287,63 @@ fn hello(runtime: &str) -> Result<(&'static str, Vec<&'static str>)> {
     })
 }
 
-/// Min, median and p95 of `samples` (milliseconds) as a result row.
+/// The `q` quantile of sorted `samples` (nearest rank; `None` when empty).
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let idx = (last as f64 * q).round() as usize;
+    sorted.get(idx.min(last)).copied()
+}
+
+/// Median of `samples` as [`summarize`] picks it (`None` when empty).
+pub fn median(mut samples: Vec<f64>) -> Option<f64> {
+    samples.sort_by(f64::total_cmp);
+    quantile(&samples, 0.5)
+}
+
+/// Mean of `samples` (`None` when empty).
+pub fn mean(samples: &[f64]) -> Option<f64> {
+    (!samples.is_empty()).then(|| samples.iter().sum::<f64>() / samples.len() as f64)
+}
+
+/// Min, median and p95 of `samples` (milliseconds) as a result row, without program
+/// times (the Docker baselines).
 pub fn summarize(runtime: &str, path: &str, mut samples: Vec<f64>) -> PathResult {
     samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let idx = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[idx.min(samples.len() - 1)]
-    };
     PathResult {
         runtime: runtime.to_string(),
         path: path.to_string(),
         n: samples.len(),
         min_ms: samples.first().copied().unwrap_or(0.0),
-        median_ms: pick(0.5),
-        p95_ms: pick(0.95),
+        median_ms: quantile(&samples, 0.5).unwrap_or(0.0),
+        p95_ms: quantile(&samples, 0.95).unwrap_or(0.0),
+        program_ms: None,
+        overhead_ms: None,
     }
+}
+
+/// [`summarize`] of the end-to-end times, plus the median program time and the median
+/// engine overhead (end to end − program, per sample, then the median) over the samples
+/// that have a program time.
+pub fn summarize_samples(runtime: &str, path: &str, samples: &[Sample]) -> PathResult {
+    let timed: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.total_ms, s.program_ms?)))
+        .collect();
+    PathResult {
+        program_ms: median(timed.iter().map(|t| t.1).collect()),
+        overhead_ms: median(timed.iter().map(|t| t.0 - t.1).collect()),
+        ..summarize(runtime, path, samples.iter().map(|s| s.total_ms).collect())
+    }
+}
+
+/// Times one execution of `req` on `engine` (which must print `1` and exit 0).
+async fn timed(engine: &DockerEngine, req: &ExecutionRequest) -> Result<Sample> {
+    let t = Instant::now();
+    let r = check(engine, req).await?;
+    Ok(Sample {
+        total_ms: ms(t.elapsed()),
+        program_ms: Some(r.duration_ms as f64),
+    })
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -258,12 +351,22 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, true).await
+    engine_built(pool, max_concurrent, None, true, None).await
+}
+
+/// [`engine`], reporting to `recorder`.
+async fn engine_observed(
+    pool: u32,
+    max_concurrent: usize,
+    recorder: &Arc<PhaseRecorder>,
+) -> Result<DockerEngine> {
+    let observer: isol8::stats::Observer = recorder.clone();
+    engine_built(pool, max_concurrent, None, true, Some(observer)).await
 }
 
 /// [`engine`], with the agent measuring each execution or not.
 async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, measure).await
+    engine_built(pool, max_concurrent, None, measure, None).await
 }
 
 /// [`engine`], writing the audit log (code and output included) in `audit_dir` if given.
@@ -272,16 +375,17 @@ async fn engine_audited(
     max_concurrent: usize,
     audit_dir: Option<&std::path::Path>,
 ) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, audit_dir, true).await
+    engine_built(pool, max_concurrent, audit_dir, true, None).await
 }
 
-/// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), and
-/// the agent measuring executions or not.
+/// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), the
+/// agent measuring executions or not, and reporting to `observer` (if given).
 async fn engine_built(
     pool: u32,
     max_concurrent: usize,
     audit_dir: Option<&std::path::Path>,
     measure: bool,
+    observer: Option<isol8::stats::Observer>,
 ) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
@@ -306,6 +410,7 @@ async fn engine_built(
         max_concurrent: Some(max_concurrent),
         skip_usage: !measure,
         audit,
+        observer,
         ..Default::default()
     })
     .await?)
@@ -359,7 +464,7 @@ pub async fn measuring_cost(n: usize) -> Result<MeasuringCost> {
     })
 }
 
-async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<()> {
+async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<ExecutionResult> {
     let r = engine.execute(req.clone()).await?;
     if r.exit_code != 0 || r.stdout.trim() != "1" {
         return Err(BenchError::ProgramFailed {
@@ -369,7 +474,78 @@ async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<()> {
             stderr: r.stderr,
         });
     }
-    Ok(())
+    Ok(r)
+}
+
+/// Executions per runtime in the engine holding every warm pool, before its peak RSS is
+/// read (so the run path, not only the pools, has allocated what it needs).
+const RSS_RUNS: usize = 3;
+
+/// Every built-in language runtime (not `agent`, whose code is a prompt to a model).
+fn language_runtimes() -> Vec<String> {
+    RuntimeRegistry::builtin()
+        .names()
+        .into_iter()
+        .filter(|n| *n != isol8::runtime::agent::NAME)
+        .map(str::to_string)
+        .collect()
+}
+
+/// A hello-world request for `runtime`.
+fn hello_request(runtime: &str) -> Result<ExecutionRequest> {
+    let (src, _) = hello(runtime)?;
+    Ok(ExecutionRequest {
+        runtime: runtime.to_string(),
+        code: Some(src.to_string()),
+        ..Default::default()
+    })
+}
+
+/// Resets this process's peak resident memory (`VmHWM`) to its current RSS (Linux 4.0+);
+/// false when the kernel refused.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The engine's peak RSS with a warm pool (the default size) for every language runtime
+/// whose pool can be filled — runtimes in `measured` must be, the others are left out
+/// when their image is missing (`pools` says how many were held) — after [`RSS_RUNS`]
+/// executions in each. Run first, before any other engine of the bench exists.
+pub async fn pools_rss(
+    measured: &[String],
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<PoolsRss> {
+    let since_reset = reset_peak_rss();
+    let e = engine(1, 1).await?;
+    let outcome = async {
+        let mut warmed = Vec::new();
+        for rt in language_runtimes() {
+            match e.prewarm(std::slice::from_ref(&rt)).await {
+                Ok(()) => warmed.push(rt),
+                Err(err) if !measured.contains(&rt) => {
+                    progress(format!("{rt}: no warm pool for the RSS measurement: {err}"))
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        for rt in &warmed {
+            let req = hello_request(rt)?;
+            for _ in 0..RSS_RUNS {
+                check(&e, &req).await?;
+            }
+        }
+        Ok::<_, BenchError>(warmed)
+    }
+    .await;
+    let peak_rss_mb = peak_rss_mb();
+    e.stop().await?;
+    let runtimes = outcome?;
+    Ok(PoolsRss {
+        pools: runtimes.len(),
+        runtimes,
+        peak_rss_mb,
+        since_reset,
+    })
 }
 
 /// Runs the benchmark (with the `server` path when python is measured); `progress`
@@ -380,12 +556,19 @@ pub async fn run(
 ) -> Result<BenchReport> {
     let docker = connect().await?;
     let machine = machine(&docker).await;
+    progress(format!(
+        "engine peak RSS with {} warm pools",
+        targets::POOLS
+    ));
+    let pools_rss = pools_rss(&opts.runtimes, progress).await?;
     let settings = SandboxSettings::resolve(&EngineOptions::default())?;
     let host: bollard::models::HostConfig = host_config(&settings)?.into();
     let registry = RuntimeRegistry::builtin();
     let mut results = Vec::new();
+    let mut phases = Vec::new();
     let cold_engine = engine(0, 1).await?;
-    let warm_engine = engine(1, 1).await?;
+    let recorder = PhaseRecorder::new();
+    let warm_engine = engine_observed(1, 1, &recorder).await?;
     let audit_dir = std::env::temp_dir().join(format!(
         "isol8-bench-audit-{}",
         uuid::Uuid::new_v4().simple()
@@ -393,24 +576,27 @@ pub async fn run(
     let audited_engine = engine_audited(1, 1, Some(&audit_dir)).await?;
 
     for runtime in &opts.runtimes {
-        let (src, argv) = hello(runtime)?;
+        let (_, argv) = hello(runtime)?;
         let image = registry.get(runtime)?.image.clone();
-        let req = ExecutionRequest {
-            runtime: runtime.clone(),
-            code: Some(src.to_string()),
-            ..Default::default()
-        };
+        let req = hello_request(runtime)?;
 
         progress(format!("{runtime}: warm"));
         warm_engine.prewarm(std::slice::from_ref(runtime)).await?;
         check(&warm_engine, &req).await?; // warm-up, not counted
+        recorder.take();
         let mut warm = Vec::new();
+        let mut split = Vec::new();
         for _ in 0..opts.n {
-            let t = Instant::now();
-            check(&warm_engine, &req).await?;
-            warm.push(ms(t.elapsed()));
+            let s = timed(&warm_engine, &req).await?;
+            split.push(PhaseSample {
+                total_ms: s.total_ms,
+                program_ms: s.program_ms.unwrap_or(0.0),
+                reported: recorder.take(),
+            });
+            warm.push(s);
         }
-        results.push(summarize(runtime, "warm", warm));
+        results.push(summarize_samples(runtime, "warm", &warm));
+        phases.push(phases::phase_timings(runtime, "warm", &split));
 
         progress(format!("{runtime}: warm, audited"));
         audited_engine
@@ -419,11 +605,9 @@ pub async fn run(
         check(&audited_engine, &req).await?; // warm-up, not counted
         let mut audited = Vec::new();
         for _ in 0..opts.n {
-            let t = Instant::now();
-            check(&audited_engine, &req).await?;
-            audited.push(ms(t.elapsed()));
+            audited.push(timed(&audited_engine, &req).await?);
         }
-        results.push(summarize(runtime, "warm_audited", audited));
+        results.push(summarize_samples(runtime, "warm_audited", &audited));
 
         progress(format!("{runtime}: docker exec"));
         results.push(summarize(
@@ -435,11 +619,9 @@ pub async fn run(
         progress(format!("{runtime}: cold"));
         let mut cold = Vec::new();
         for _ in 0..opts.n {
-            let t = Instant::now();
-            check(&cold_engine, &req).await?;
-            cold.push(ms(t.elapsed()));
+            cold.push(timed(&cold_engine, &req).await?);
         }
-        results.push(summarize(runtime, "cold", cold));
+        results.push(summarize_samples(runtime, "cold", &cold));
 
         progress(format!("{runtime}: docker run"));
         let mut run = Vec::new();
@@ -455,15 +637,11 @@ pub async fn run(
 
     let mut throughput = Vec::new();
     for runtime in &opts.throughput_runtimes {
-        let (src, _) = hello(runtime)?;
-        let req = ExecutionRequest {
-            runtime: runtime.clone(),
-            code: Some(src.to_string()),
-            ..Default::default()
-        };
+        let req = hello_request(runtime)?;
         for &c in &opts.concurrency {
             progress(format!("{runtime}: throughput at concurrency {c}"));
-            let e = engine(c as u32, c).await?;
+            let recorder = PhaseRecorder::new();
+            let e = engine_observed(c as u32, c, &recorder).await?;
             e.prewarm(std::slice::from_ref(runtime)).await?;
             check(&e, &req).await?;
             let t = Instant::now();
@@ -487,6 +665,8 @@ pub async fn run(
                 path: "warm".into(),
                 concurrency: c,
                 execs_per_s: (per_worker * c) as f64 / elapsed,
+                max_concurrent: c,
+                peak_running: Some(recorder.peak_running()),
             });
             e.stop().await?;
         }
@@ -505,13 +685,18 @@ pub async fn run(
         results.push(latency);
         throughput.push(rate);
     }
-    Ok(BenchReport {
+    let mut report = BenchReport {
         machine,
         results,
         throughput,
         peak_rss_mb,
         measuring,
-    })
+        phases,
+        pools_rss: Some(pools_rss),
+        targets: Vec::new(),
+    };
+    report.targets = targets::check(&report, &opts.runtimes);
+    Ok(report)
 }
 
 async fn machine(docker: &bollard::Docker) -> Machine {
@@ -568,6 +753,61 @@ mod tests {
         assert_eq!((r.min_ms, r.median_ms, r.p95_ms, r.n), (1.0, 3.0, 5.0, 5));
         let empty = summarize("python", "warm", vec![]);
         assert_eq!(empty.n, 0);
+    }
+
+    #[test]
+    fn overhead_is_taken_per_sample_then_the_median() {
+        let s = |total_ms, program_ms| Sample {
+            total_ms,
+            program_ms: Some(program_ms),
+        };
+        // Overheads 1, 10, 2: median 2 — not median total − median program (20 − 10).
+        let r = summarize_samples(
+            "python",
+            "warm",
+            &[s(10.0, 9.0), s(20.0, 10.0), s(30.0, 28.0)],
+        );
+        assert_eq!((r.n, r.median_ms), (3, 20.0));
+        assert_eq!(r.program_ms, Some(10.0));
+        assert_eq!(r.overhead_ms, Some(2.0));
+        // Samples without a program time count for the latency only.
+        let untimed = Sample {
+            total_ms: 100.0,
+            program_ms: None,
+        };
+        let r = summarize_samples("python", "warm", &[s(3.0, 2.0), untimed]);
+        assert_eq!(
+            (r.n, r.overhead_ms, r.program_ms),
+            (2, Some(1.0), Some(2.0))
+        );
+        let baseline = summarize("python", "docker_exec", vec![50.0]);
+        assert_eq!((baseline.program_ms, baseline.overhead_ms), (None, None));
+        assert_eq!(median(vec![]), None);
+        assert_eq!(mean(&[1.0, 2.0]), Some(1.5));
+    }
+
+    #[test]
+    fn the_json_report_keeps_its_fields_and_adds_the_new_ones() {
+        let r = summarize_samples(
+            "python",
+            "warm",
+            &[Sample {
+                total_ms: 3.0,
+                program_ms: Some(2.0),
+            }],
+        );
+        let v = serde_json::to_value(&r).expect("json");
+        for key in ["runtime", "path", "n", "min_ms", "median_ms", "p95_ms"] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        assert_eq!(v["program_ms"], 2.0);
+        assert_eq!(v["overhead_ms"], 1.0);
+        // The baselines say "not measured" with null, not a made-up zero.
+        let b = serde_json::to_value(summarize("python", "docker_exec", vec![1.0])).expect("json");
+        assert!(
+            b["program_ms"].is_null() && b["overhead_ms"].is_null(),
+            "{b}"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The `server` path of `isol8 bench`: python `print(1)` through `POST /execute` of an
 //! in-process `isol8 serve` on loopback (a JSON request, the warm pool, the JSON result),
-//! measured sequentially and at concurrency 8.
+//! measured sequentially and at concurrency 8. The program's own time is the `durationMs`
+//! of each JSON result.
 
 use std::time::Instant;
 
 use isol8_protocol::{EngineOptions, PoolSize, PoolStrategy};
 
-use crate::{summarize, BenchError, PathResult, Result, Throughput};
+use crate::{summarize_samples, BenchError, PathResult, Result, Sample, Throughput};
 
 /// Concurrent requests of the throughput measurement (and the size of the warm pool).
 pub const CONCURRENCY: usize = 8;
@@ -55,18 +56,21 @@ pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
     state.shutdown().await;
     let (samples, execs_per_s) = measured?;
     Ok((
-        summarize("python", "server", samples),
+        summarize_samples("python", "server", &samples),
         Throughput {
             runtime: "python".into(),
             path: "server".into(),
             concurrency: CONCURRENCY,
             execs_per_s,
+            max_concurrent: CONCURRENCY,
+            peak_running: None,
         },
     ))
 }
 
-/// The latency samples (ms) and the throughput (executions per second) against `url`.
-async fn measure(url: &str, key: &str, n: usize, execs: usize) -> Result<(Vec<f64>, f64)> {
+/// The latency samples (with each result's `durationMs`) and the throughput (executions
+/// per second) against `url`.
+async fn measure(url: &str, key: &str, n: usize, execs: usize) -> Result<(Vec<Sample>, f64)> {
     let client = reqwest::Client::new();
     let body = serde_json::json!({"request": {"runtime": "python", "code": "print(1)"}});
     let once = |client: reqwest::Client, url: String, key: String, body: serde_json::Value| async move {
@@ -81,18 +85,21 @@ async fn measure(url: &str, key: &str, n: usize, execs: usize) -> Result<(Vec<f6
             .json()
             .await
             .map_err(failed)?;
-        if v["stdout"] != "1\n" {
-            return Err(BenchError::ServerRequest(v.to_string()));
+        match v["durationMs"].as_u64() {
+            Some(program_ms) if v["stdout"] == "1\n" => Ok::<_, BenchError>(program_ms as f64),
+            _ => Err(BenchError::ServerRequest(v.to_string())),
         }
-        Ok::<_, BenchError>(())
     };
     let (url, key) = (url.to_string(), key.to_string());
     once(client.clone(), url.clone(), key.clone(), body.clone()).await?; // warm-up
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        let program_ms = once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+        samples.push(Sample {
+            total_ms: t.elapsed().as_secs_f64() * 1000.0,
+            program_ms: Some(program_ms),
+        });
     }
     let per_worker = execs.div_ceil(CONCURRENCY);
     let t = Instant::now();

@@ -467,18 +467,78 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
         m.cpus, m.cpu_model, m.memory_gb, m.kernel, m.docker, m.docker_api
     );
     println!();
-    println!(
-        "{:<8} {:<12} {:>4} {:>9} {:>11} {:>9} {:>14}",
-        "runtime", "path", "n", "min ms", "median ms", "p95 ms", "vs docker_exec"
+    print!("{}", results_table(&report.results));
+    if !report.throughput.is_empty() {
+        println!();
+        print!("{}", throughput_table(&report.throughput));
+    }
+    if let Some(m) = &report.measuring {
+        println!();
+        print!("{}", measuring_table(m));
+    }
+    println!();
+    println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
+    if let Some(p) = &report.pools_rss {
+        println!(
+            "engine peak RSS with {} warm pools ({}): {:.1} MiB ({})",
+            p.pools,
+            p.runtimes.join(", "),
+            p.peak_rss_mb,
+            if p.since_reset {
+                "peak reset before the engine was built"
+            } else {
+                "peak since the process started"
+            }
+        );
+    }
+    if !report.phases.is_empty() {
+        println!();
+        print!("{}", phases_table(&report.phases));
+    }
+    if !report.targets.is_empty() {
+        println!();
+        print!("{}", targets_table(&report.targets));
+    }
+    let notes = closing_note(&report);
+    if !notes.is_empty() {
+        println!();
+        print!("{notes}");
+    }
+    Ok(0)
+}
+
+/// A median or "n/a" when the path has none.
+fn or_na(v: Option<f64>, width: usize, precision: usize) -> String {
+    match v {
+        Some(v) => format!("{v:>width$.precision$}"),
+        None => format!("{:>width$}", "n/a"),
+    }
+}
+
+/// The latency table: every path's min, median and p95, its ratio to the same runtime's
+/// `docker_exec` median, the median program time and the median engine overhead.
+fn results_table(results: &[isol8_bench::PathResult]) -> String {
+    let mut out = format!(
+        "{:<8} {:<12} {:>4} {:>9} {:>11} {:>9} {:>14} {:>10} {:>11}\n",
+        "runtime",
+        "path",
+        "n",
+        "min ms",
+        "median ms",
+        "p95 ms",
+        "vs docker_exec",
+        "program ms",
+        "overhead ms"
     );
-    for r in &report.results {
-        let base = report
-            .results
+    for r in results {
+        let base = results
             .iter()
             .find(|b| b.runtime == r.runtime && b.path == "docker_exec")
             .map(|b| b.median_ms)
             .unwrap_or(0.0);
-        let ratio = if r.median_ms > 0.0 && base > 0.0 {
+        let ratio = if r.path == "docker_exec" {
+            "baseline".to_string()
+        } else if r.median_ms > 0.0 && base > 0.0 {
             if r.median_ms <= base {
                 format!("{:.1}x faster", base / r.median_ms)
             } else {
@@ -487,36 +547,145 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
         } else {
             "-".into()
         };
-        let ratio = if r.path == "docker_exec" {
-            "baseline".to_string()
-        } else {
-            ratio
-        };
-        println!(
-            "{:<8} {:<12} {:>4} {:>9.1} {:>11.1} {:>9.1} {:>14}",
-            r.runtime, r.path, r.n, r.min_ms, r.median_ms, r.p95_ms, ratio
+        out += &format!(
+            "{:<8} {:<12} {:>4} {:>9.1} {:>11.1} {:>9.1} {:>14} {} {}\n",
+            r.runtime,
+            r.path,
+            r.n,
+            r.min_ms,
+            r.median_ms,
+            r.p95_ms,
+            ratio,
+            or_na(r.program_ms, 10, 1),
+            or_na(r.overhead_ms, 11, 2)
         );
     }
-    if !report.throughput.is_empty() {
-        println!();
-        println!(
-            "{:<8} {:<8} {:>11} {:>10}",
-            "runtime", "path", "concurrency", "execs/s"
+    out += "program ms: median of the result's durationMs (whole ms, truncated, so overhead \
+            reads up to 1 ms high);\n";
+    out += "overhead ms: median of (end to end - durationMs) per sample; n/a for the docker \
+            baselines, where nothing inside the container times the bare command\n";
+    out
+}
+
+/// The throughput table, with the most executions the engine ran at once.
+fn throughput_table(throughput: &[isol8_bench::Throughput]) -> String {
+    let mut out = format!(
+        "{:<8} {:<8} {:>11} {:>10} {:>14}\n",
+        "runtime", "path", "concurrency", "execs/s", "peak running"
+    );
+    for t in throughput {
+        let peak = match t.peak_running {
+            Some(p) => format!("{p} of {}", t.max_concurrent),
+            None => "n/a".to_string(),
+        };
+        out += &format!(
+            "{:<8} {:<8} {:>11} {:>10.1} {:>14}\n",
+            t.runtime, t.path, t.concurrency, t.execs_per_s, peak
         );
-        for t in &report.throughput {
-            println!(
-                "{:<8} {:<8} {:>11} {:>10.1}",
-                t.runtime, t.path, t.concurrency, t.execs_per_s
+    }
+    out
+}
+
+/// The warm path's phases per runtime: median and mean of each, ms.
+fn phases_table(phases: &[isol8_bench::phases::PhaseTimings]) -> String {
+    let mut out = String::from(
+        "where the warm path's time goes (engine-reported phases; median / mean ms)\n",
+    );
+    let names = [
+        "end_to_end",
+        "queue_wait",
+        "sandbox_acquire",
+        "run",
+        "program",
+        "in_run_overhead",
+        "around_run",
+    ];
+    out += &format!("{:<8} {:>4}", "runtime", "n");
+    for name in names {
+        out += &format!(" {name:>15}");
+    }
+    out += "\n";
+    for t in phases {
+        out += &format!("{:<8} {:>4}", t.runtime, t.n);
+        for name in names {
+            let cell = match t.get(name) {
+                Some(p) => format!("{:.2}/{:.2}", p.median_ms, p.mean_ms),
+                None => "-".to_string(),
+            };
+            out += &format!(" {cell:>15}");
+        }
+        out += "\n";
+    }
+    out += "run: exec frame sent until the execution ended; in_run_overhead = run - program; \
+            around_run = end_to_end - queue_wait - sandbox_acquire - run\n";
+    out
+}
+
+/// A target's measured figure in its unit.
+fn measured(t: &isol8_bench::targets::TargetCheck) -> String {
+    match t.measured {
+        None => "-".to_string(),
+        Some(v) => match t.unit.as_str() {
+            "ms" => format!("{v:.2} ms"),
+            "x" => format!("{v:.2}x"),
+            "/s" => format!("{v:.0}/s"),
+            "MiB" => format!("{v:.1} MiB"),
+            _ => format!("{v:.0}"),
+        },
+    }
+}
+
+/// Issue 14's targets against this run, with met / missed per row.
+fn targets_table(targets: &[isol8_bench::targets::TargetCheck]) -> String {
+    let mut out = String::from("targets (issue 14)\n");
+    out += &format!(
+        "{:<34} {:<8} {:>20} {:>12}  {}\n",
+        "target", "runtime", "goal", "measured", "status"
+    );
+    for t in targets {
+        out += &format!(
+            "{:<34} {:<8} {:>20} {:>12}  {}\n",
+            t.target,
+            t.runtime.as_deref().unwrap_or("-"),
+            t.goal,
+            measured(t),
+            t.status.label()
+        );
+    }
+    out
+}
+
+/// The closing note: where each runtime's warm time goes, and what `docker_exec` costs
+/// around the same program (its median minus the warm path's median program time).
+fn closing_note(report: &isol8_bench::BenchReport) -> String {
+    let mut out = String::new();
+    for t in &report.phases {
+        if let Some(line) = isol8_bench::phases::note(t) {
+            out += &format!("- {line}\n");
+        }
+        let find = |path: &str| {
+            report
+                .results
+                .iter()
+                .find(|r| r.runtime == t.runtime && r.path == path)
+        };
+        if let (Some(exec), Some(program)) =
+            (find("docker_exec"), find("warm").and_then(|w| w.program_ms))
+        {
+            out += &format!(
+                "  {} docker_exec: {:.1} ms, about {:.1} ms of it around the program \
+                 (docker_exec median - warm program median)\n",
+                t.runtime,
+                exec.median_ms,
+                exec.median_ms - program
             );
         }
     }
-    if let Some(m) = &report.measuring {
-        println!();
-        print!("{}", measuring_table(m));
+    if out.is_empty() {
+        out
+    } else {
+        format!("closing note: where the time goes\n{out}")
     }
-    println!();
-    println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
-    Ok(0)
 }
 
 /// The table of what measuring resource usage costs on the warm path.
@@ -557,6 +726,7 @@ mod tests {
             min_ms: 1.0,
             median_ms,
             p95_ms: 9.0,
+            ..Default::default()
         };
         let table = measuring_table(&isol8_bench::MeasuringCost {
             measured: r(12.25),
@@ -579,6 +749,178 @@ mod tests {
             target_ms: 0.5,
         });
         assert!(over.contains("+1.00 ms (OVER the 0.5 ms target)"), "{over}");
+    }
+
+    fn path_row(
+        path: &str,
+        median_ms: f64,
+        program_ms: Option<f64>,
+        overhead_ms: Option<f64>,
+    ) -> isol8_bench::PathResult {
+        isol8_bench::PathResult {
+            runtime: "python".into(),
+            path: path.into(),
+            n: 10,
+            min_ms: median_ms,
+            median_ms,
+            p95_ms: median_ms,
+            program_ms,
+            overhead_ms,
+        }
+    }
+
+    #[test]
+    fn the_latency_table_shows_program_time_and_overhead_and_n_a_for_the_baselines() {
+        let table = results_table(&[
+            path_row("warm", 20.0, Some(18.0), Some(1.75)),
+            path_row("docker_exec", 80.0, None, None),
+            path_row("cold", 160.0, Some(18.0), Some(141.5)),
+        ]);
+        let line = |path: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(path))
+                .unwrap_or_else(|| panic!("no {path} row in\n{table}"))
+                .to_string()
+        };
+        assert!(table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("vs docker_exec")
+                && h.contains("program ms")
+                && h.contains("overhead ms")));
+        let warm = line("warm");
+        assert!(
+            warm.contains("4.0x faster") && warm.trim_end().ends_with("18.0        1.75"),
+            "{warm}"
+        );
+        let base = line("docker_exec");
+        assert!(base.contains("baseline"), "{base}");
+        assert_eq!(base.matches("n/a").count(), 2, "{base}");
+        let cold = line("cold");
+        assert!(
+            cold.contains("2.0x slower") && cold.contains("141.50"),
+            "{cold}"
+        );
+        assert!(table.contains("nothing inside the container times the bare command"));
+    }
+
+    #[test]
+    fn the_throughput_table_shows_the_peak_against_max_concurrent() {
+        let t = |path: &str, peak_running| isol8_bench::Throughput {
+            runtime: "python".into(),
+            path: path.into(),
+            concurrency: 4,
+            execs_per_s: 123.45,
+            max_concurrent: 4,
+            peak_running,
+        };
+        let table = throughput_table(&[t("warm", Some(3)), t("server", None)]);
+        assert!(
+            table.contains("123.5") && table.contains("3 of 4"),
+            "{table}"
+        );
+        assert!(
+            table.lines().nth(2).is_some_and(|l| l.ends_with("n/a")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_targets_table_prints_goal_measured_figure_and_status() {
+        use isol8_bench::targets::{TargetCheck, TargetStatus};
+        let row = |target: &str, unit: &str, measured, status| TargetCheck {
+            target: target.into(),
+            runtime: Some("python".into()),
+            goal: "<= 3.0 ms".into(),
+            measured,
+            unit: unit.into(),
+            status,
+        };
+        let table = targets_table(&[
+            row("warm end to end", "ms", Some(2.5), TargetStatus::Met),
+            row("warm vs docker_exec", "x", Some(4.0), TargetStatus::Missed),
+            row(
+                "engine overhead (warm)",
+                "ms",
+                Some(1.2),
+                TargetStatus::Unresolved,
+            ),
+            row("warm throughput c=4", "/s", None, TargetStatus::NotMeasured),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[2].contains("2.50 ms") && lines[2].ends_with("met"),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("4.00x") && lines[3].ends_with("MISSED"),
+            "{table}"
+        );
+        assert!(lines[4].ends_with("unresolved"), "{table}");
+        assert!(
+            lines[5].contains(" - ") && lines[5].ends_with("not measured"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_phase_table_and_the_closing_note_show_where_the_time_goes() {
+        use isol8_bench::phases::{phase_timings, PhaseSample, Reported};
+        let sample = PhaseSample {
+            total_ms: 20.0,
+            program_ms: 17.0,
+            reported: Reported {
+                queue_wait_ms: Some(0.0),
+                acquire_ms: Some(0.5),
+                run_ms: Some(19.0),
+            },
+        };
+        let phases = vec![phase_timings("python", "warm", &[sample])];
+        let table = phases_table(&phases);
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("python"))
+            .unwrap_or_else(|| panic!("{table}"));
+        for cell in [
+            "20.00/20.00",
+            "0.50/0.50",
+            "19.00/19.00",
+            "17.00/17.00",
+            "2.00/2.00",
+        ] {
+            assert!(row.contains(cell), "{cell} missing: {row}");
+        }
+        let report = isol8_bench::BenchReport {
+            machine: isol8_bench::Machine {
+                cpus: 2,
+                memory_gb: 1.0,
+                kernel: String::new(),
+                docker: String::new(),
+                docker_api: String::new(),
+                cpu_model: String::new(),
+            },
+            results: vec![
+                path_row("warm", 20.0, Some(17.0), Some(3.0)),
+                path_row("docker_exec", 80.0, None, None),
+            ],
+            throughput: Vec::new(),
+            peak_rss_mb: 10.0,
+            measuring: None,
+            phases,
+            pools_rss: None,
+            targets: Vec::new(),
+        };
+        let note = closing_note(&report);
+        assert!(
+            note.starts_with("closing note: where the time goes"),
+            "{note}"
+        );
+        assert!(note.contains("largest: program (85%)"), "{note}");
+        assert!(
+            note.contains("about 63.0 ms of it around the program"),
+            "{note}"
+        );
     }
 
     #[test]

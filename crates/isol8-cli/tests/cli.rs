@@ -349,9 +349,34 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
     for r in v["results"].as_array().expect("results") {
         assert_eq!(r["n"], 2);
         assert!(r["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+        // The engine's paths carry the program's own time and the overhead around it;
+        // the Docker baselines have no program time (null, not zero).
+        if r["path"].as_str().is_some_and(|p| p.starts_with("docker_")) {
+            assert!(
+                r["program_ms"].is_null() && r["overhead_ms"].is_null(),
+                "{r}"
+            );
+        } else {
+            assert!(r["program_ms"].as_f64().is_some(), "{r}");
+            assert!(r["overhead_ms"].as_f64().is_some(), "{r}");
+        }
     }
     assert!(v["machine"]["cpus"].as_u64().is_some_and(|c| c >= 1));
     assert!(v["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0));
+    let phases = v["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 1, "{phases:?}");
+    assert_eq!(
+        phases[0]["n"], 2,
+        "every warm sample has its phases reported"
+    );
+    assert!(v["pools_rss"]["pools"].as_u64().is_some_and(|p| p >= 1));
+    let targets = v["targets"].as_array().expect("targets");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["target"] == "warm end to end" && t["runtime"] == "bash"),
+        "{targets:?}"
+    );
 }
 
 #[isol8_testkit::test(docker)]
