@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use isol8_protocol::agent::{
-    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, PrestartSpec, ResetDone, ResetSpec,
-    SignalSpec, StepPhase, Stream, StreamStats, PROTOCOL_VERSION,
+    self, ExecFailed, ExecSpec, Exited, Frame, Hello, Kind, PrestartSpec, Prestarted, ResetDone,
+    ResetSpec, SignalSpec, StepPhase, Stream, StreamStats, PROTOCOL_VERSION,
 };
 
 use crate::proc::{Identity, Reaper};
@@ -225,13 +225,28 @@ struct StepEnd {
 }
 
 impl Agent {
-    /// Starts a pre-started interpreter (replacing one already waiting, which is killed).
+    /// Starts a pre-started interpreter (replacing one already waiting, which is killed)
+    /// and answers once it waits, or could not be started.
     fn prestart(&mut self, spec: PrestartSpec) {
         self.discard_waiting();
-        match prestart::start(&self.ident, &self.reaper, spec) {
-            Ok(w) => self.waiting = Some(w),
-            Err(e) => log(&format!("cannot pre-start an interpreter: {e}")),
-        }
+        let problem = match prestart::start(&self.ident, &self.reaper, spec) {
+            Ok(w) => {
+                self.waiting = Some(w);
+                None
+            }
+            Err(e) => {
+                let problem = format!("cannot pre-start an interpreter: {e}");
+                log(&problem);
+                Some(problem)
+            }
+        };
+        self.out.frame(&Frame::json(
+            Kind::Prestarted,
+            &Prestarted {
+                ok: problem.is_none(),
+                problem,
+            },
+        ));
     }
 
     /// Kills the waiting interpreter, if any, unused.

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use isol8_protocol::agent::{encode_prestart_request, PrestartSpec};
+use isol8_protocol::agent::{encode_prestart_request, PrestartSpec, PRESTART_READY_TIMEOUT_MS};
 
 use crate::proc::{self, Identity, Reaper};
 
@@ -72,10 +72,21 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts `spec.argv` as a step would start, with the request and stdin pipes at
-/// descriptors 3 and 4.
+/// descriptors 3 and 4 and the ready pipe at 5, and waits until it says it is ready.
+/// Errors when it cannot be started, ends before it is ready, or is not ready within
+/// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
     let (request_r, request_w) = pipe()?;
     let (stdin_r, stdin_w) = pipe()?;
+    // The ready pipe is the other way round: the child writes.
+    let (ready_r, low) = pipe()?;
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the copy is owned by nobody else.
+    let ready_w = match unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) } {
+        fd if fd >= 0 => unsafe { OwnedFd::from_raw_fd(fd) },
+        _ => return Err(io::Error::last_os_error()),
+    };
+    // Only the child's copy may remain, or its end of file would never come.
+    drop(low);
     // SAFETY: fcntl on an open descriptor; a smaller pipe only means larger requests are
     // refused (they then start fresh).
     unsafe {
@@ -98,23 +109,71 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
         &spec.env,
         &spec.cwd,
         false,
-        &[request_r.as_raw_fd(), stdin_r.as_raw_fd()],
+        &[
+            request_r.as_raw_fd(),
+            stdin_r.as_raw_fd(),
+            ready_w.as_raw_fd(),
+        ],
     )?;
-    // The child has its copies; the agent keeps only the write ends.
-    drop((request_r, stdin_r));
+    // The child has its copies; the agent keeps only its own ends.
+    drop((request_r, stdin_r, ready_w));
+    let pid = child.id() as libc::pid_t;
+    if let Err(e) = wait_ready(&ready_r) {
+        proc::signal_as_sandbox(ident, reaper, -pid, libc::SIGKILL);
+        return Err(e);
+    }
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
     let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
         return Err(io::Error::other("the waiting process has no output pipes"));
     };
     Ok(Waiting {
-        pid: child.id() as libc::pid_t,
+        pid,
         spec,
         request: File::from(request_w),
         stdin: File::from(stdin_w),
         stdout: File::from(stdout),
         stderr: File::from(stderr),
     })
+}
+
+/// Waits for the ready byte on `ready` (see [`PRESTART_READY_TIMEOUT_MS`]).
+fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: ready.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(PRESTART_READY_TIMEOUT_MS);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::other(format!(
+                "not ready within {PRESTART_READY_TIMEOUT_MS} ms"
+            )));
+        }
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: reads at most one byte into a valid buffer.
+        let got = unsafe { libc::read(ready.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        return match got {
+            1 => Ok(()),
+            0 => Err(io::Error::other("it ended before it was ready")),
+            _ => Err(io::Error::last_os_error()),
+        };
+    }
 }
 
 impl Waiting {

@@ -676,14 +676,21 @@ fn the_ending_signal_and_the_executions_usage_are_reported() {
 /// [`processes_of`] sees it while it waits.
 const WAITING_LOADER: &str = r#": sleep-while-waiting
 exec 4<&-
+printf r >&5
+exec 5>&-
 code=$(tr '\0' '\n' <&3 | tail -n 1)
 exec 3<&-
 echo "pre-started $$: $code"
 "#;
 
 impl Agent {
-    /// Asks for a waiting process running [`WAITING_LOADER`]; `startup_env` as given.
-    fn prestart(&mut self, argv: &[&str], startup_env: &[&str]) -> libc::pid_t {
+    /// Asks for a waiting process running `argv` (e.g. [`WAITING_LOADER`]); returns the
+    /// agent's answer and the pid of the process (0 when none is left).
+    fn prestart(
+        &mut self,
+        argv: &[&str],
+        startup_env: &[&str],
+    ) -> (agent::Prestarted, libc::pid_t) {
         let spec = agent::PrestartSpec {
             inline: vec!["bash".into(), "-c".into()],
             argv: argv.iter().map(|s| s.to_string()).collect(),
@@ -693,28 +700,23 @@ impl Agent {
         };
         agent::write_frame(&mut self.stdin, &Frame::json(Kind::Prestart, &spec))
             .expect("send prestart");
-        // No reply: wait until the process shows up.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(pid) = processes_of(self.uid)
-                .first()
-                .and_then(|p| p.split(':').next()?.parse().ok())
-            {
-                return pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the waiting process never started"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let f = agent::read_frame(&mut self.stdout)
+            .expect("read")
+            .expect("frame");
+        assert_eq!(f.kind, Kind::Prestarted);
+        let pid = processes_of(self.uid)
+            .first()
+            .and_then(|p| p.split(':').next()?.parse().ok())
+            .unwrap_or(0);
+        (f.parse().expect("json"), pid)
     }
 }
 
 #[test]
 fn a_waiting_process_serves_the_next_matching_execution_and_no_other() {
     let mut a = Agent::start("prestart-serve", 41);
-    let pid = a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+    let (done, pid) = a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+    assert!(done.ok, "{done:?}");
     let mut spec = a.spec(vec![bash(StepPhase::Code, "the code")]);
     // Variables not read at start-up may differ.
     spec.env.insert("LATER".into(), "x".into());
@@ -764,7 +766,8 @@ fn an_execution_it_cannot_serve_kills_the_waiting_process_before_anything_runs()
         }),
     ];
     for (why, spec) in refusals {
-        a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+        let (done, _) = a.prestart(&["bash", "-c", WAITING_LOADER], &["PATH"]);
+        assert!(done.ok, "{why}: {done:?}");
         let out = a.exec(&spec);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -780,14 +783,32 @@ fn an_execution_it_cannot_serve_kills_the_waiting_process_before_anything_runs()
 #[test]
 fn a_reset_kills_a_waiting_process_and_one_that_died_leaves_the_run_fresh() {
     let mut a = Agent::start("prestart-reset", 43);
-    a.prestart(&["bash", "-c", WAITING_LOADER], &[]);
+    let (done, pid) = a.prestart(&["bash", "-c", WAITING_LOADER], &[]);
+    assert!(done.ok && pid > 0, "{done:?}");
     let done = a.reset();
     assert!(done.ok, "{done:?}");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(processes_of(a.uid), Vec::<String>::new());
 
-    // A waiting process that ends on its own is forgotten; the run starts fresh.
-    a.prestart(&["bash", "-c", ": sleep-then-exit; sleep 0.2; exit 7"], &[]);
+    // One that ends before it is ready is reported; the next run starts fresh.
+    let (done, _) = a.prestart(&["bash", "-c", "exec 5>&-; sleep 0.2; exit 7"], &[]);
+    assert!(!done.ok, "{done:?}");
+    assert!(
+        done.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("ended before it was ready")),
+        "{done:?}"
+    );
+    // One that ends while it waits is forgotten; the run starts fresh too.
+    let (done, _) = a.prestart(
+        &[
+            "bash",
+            "-c",
+            ": sleep-then-exit; printf r >&5; sleep 0.2; exit 7",
+        ],
+        &[],
+    );
+    assert!(done.ok, "{done:?}");
     std::thread::sleep(Duration::from_millis(500));
     let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "echo fresh")]));
     assert_eq!(out.stdout, b"fresh\n", "{out:?}");

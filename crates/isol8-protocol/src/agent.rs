@@ -30,6 +30,7 @@
 //! engine -> Reset{wipe}                    (pooled sandboxes, between executions)
 //! agent  -> ResetDone{ok, problem?}
 //! engine -> Prestart{...}                 (pooled sandboxes, once clean; optional)
+//! agent  -> Prestarted{ok, problem?}       (once the interpreter waits, or could not)
 //! ```
 //!
 //! A [`Kind::Prestart`] asks the agent to start an interpreter now and keep it waiting
@@ -86,8 +87,11 @@ pub enum Kind {
     /// Outcome of a reset; JSON [`ResetDone`].
     ResetDone = 0x05,
     /// Start an interpreter that waits for the next execution's code; JSON
-    /// [`PrestartSpec`]. No reply.
+    /// [`PrestartSpec`]. Answered by [`Kind::Prestarted`].
     Prestart = 0x15,
+    /// The pre-started interpreter is waiting (or could not be started); JSON
+    /// [`Prestarted`].
+    Prestarted = 0x06,
 }
 
 impl Kind {
@@ -105,6 +109,7 @@ impl Kind {
             0x14 => Kind::Reset,
             0x05 => Kind::ResetDone,
             0x15 => Kind::Prestart,
+            0x06 => Kind::Prestarted,
             _ => return None,
         })
     }
@@ -508,12 +513,16 @@ pub struct ResetDone {
 ///
 /// The agent starts `argv` exactly as it starts a step (the sandbox user, its own
 /// session, default signal dispositions, the same limits), in `cwd` with `env`, and with
-/// two more descriptors: [`PRESTART_REQUEST_FD`], the read end of a pipe on which the
-/// agent later writes the program ([`encode_prestart_request`]) and then closes, and
+/// three more descriptors: [`PRESTART_REQUEST_FD`], the read end of a pipe on which the
+/// agent later writes the program ([`encode_prestart_request`]) and then closes;
 /// [`PRESTART_STDIN_FD`], the read end of a pipe that becomes the program's stdin when
 /// the execution feeds one (the process's own stdin is `/dev/null`, as a step's without
-/// input). The process must close both before running the program, and must run it as
-/// `inline` followed by the code would have, in a fresh process.
+/// input); and [`PRESTART_READY_FD`], the write end of a pipe on which the process writes
+/// one byte, and which it closes, when it is ready and about to wait for the request.
+/// The process must close all three before running the program, and must run it as
+/// `inline` followed by the code would have, in a fresh process. The agent answers
+/// [`Kind::Prestarted`] when the byte came (or the process ended, or
+/// [`PRESTART_READY_TIMEOUT_MS`] passed: then it is killed).
 ///
 /// The next `Exec` uses the waiting process only when its steps are a single code step
 /// whose argv is `inline` plus one argument (the code), its `cwd` is this `cwd`, and
@@ -542,6 +551,23 @@ pub const PRESTART_REQUEST_FD: i32 = 3;
 
 /// Descriptor of a pre-started interpreter's stdin pipe (see [`PrestartSpec`]).
 pub const PRESTART_STDIN_FD: i32 = 4;
+
+/// Descriptor on which a pre-started interpreter says it is ready (see [`PrestartSpec`]).
+pub const PRESTART_READY_FD: i32 = 5;
+
+/// How long the agent waits for a pre-started interpreter to be ready, in milliseconds.
+pub const PRESTART_READY_TIMEOUT_MS: u64 = 10_000;
+
+/// The agent's answer to a [`Kind::Prestart`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prestarted {
+    /// True when the interpreter is waiting for the next execution.
+    pub ok: bool,
+    /// Why not, when not ok (the sandbox stays usable: its programs start fresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
 
 /// The request a pre-started interpreter reads on [`PRESTART_REQUEST_FD`] until end of
 /// file: NUL-separated fields — `1` if [`PRESTART_STDIN_FD`] is to become stdin (else

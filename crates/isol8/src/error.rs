@@ -256,6 +256,15 @@ pub enum SandboxError {
     /// The container's output ended during a reset.
     #[error("sandbox ended during reset")]
     EndedDuringReset,
+    /// The agent did not answer a `Prestart` in time.
+    #[error("pre-starting an interpreter timed out after {secs} s")]
+    PrestartTimeout {
+        /// The limit, seconds.
+        secs: u64,
+    },
+    /// The container's output ended while an interpreter was pre-started.
+    #[error("sandbox ended while an interpreter was pre-started")]
+    EndedDuringPrestart,
     /// The agent could not return the sandbox to a fresh state.
     #[error("reset failed: {problem}")]
     ResetFailed {

@@ -382,8 +382,9 @@ pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
 }
 
 /// Has a clean pooled sandbox of `runtime` pre-start its interpreter, where the runtime
-/// has one and the engine does not start every program fresh. False when the agent
-/// could not be told (the sandbox is then of no use).
+/// has one and the engine does not start every program fresh, and waits until it is
+/// ready (so a sandbox in the pool is ready to run its program at once). False when the
+/// agent is gone or did not answer (the sandbox is then of no use).
 async fn prestart(inner: &Inner, runtime: &str, sb: &mut Sandbox) -> bool {
     if inner.config.fresh_starts {
         return true;
@@ -395,7 +396,11 @@ async fn prestart(inner: &Inner, runtime: &str, sb: &mut Sandbox) -> bool {
         return true;
     };
     match sb.prestart(&spec).await {
-        Ok(()) => true,
+        Ok(None) => true,
+        Ok(Some(problem)) => {
+            tracing::warn!(container = %sb.id, %problem, "no pre-started interpreter; programs start fresh");
+            true
+        }
         Err(e) => {
             tracing::warn!(container = %sb.id, error = %e, "could not pre-start an interpreter");
             false

@@ -251,11 +251,40 @@ impl Sandbox {
         }
     }
 
-    /// Asks the agent to keep an interpreter waiting for the next execution (no reply;
-    /// see [`PrestartSpec`](isol8_protocol::agent::PrestartSpec)). Only for a sandbox
-    /// nothing has run in since it started or was reset.
-    pub async fn prestart(&mut self, spec: &isol8_protocol::agent::PrestartSpec) -> Result<()> {
-        self.send(&Frame::json(Kind::Prestart, spec)).await
+    /// Asks the agent to keep an interpreter waiting for the next execution (see
+    /// [`PrestartSpec`](isol8_protocol::agent::PrestartSpec)) and waits until it does.
+    /// Only for a sandbox nothing has run in since it started or was reset. `Ok(Some(why))`
+    /// when the agent could not (the sandbox stays usable; its programs start fresh);
+    /// errors when the agent is gone or does not answer in time (the sandbox is then of
+    /// no use).
+    pub async fn prestart(
+        &mut self,
+        spec: &isol8_protocol::agent::PrestartSpec,
+    ) -> Result<Option<String>> {
+        self.send(&Frame::json(Kind::Prestart, spec)).await?;
+        // The agent's own limit, and a margin for the frame's way back.
+        let limit = Duration::from_millis(isol8_protocol::agent::PRESTART_READY_TIMEOUT_MS)
+            + Duration::from_secs(5);
+        let frame = tokio::time::timeout(limit, self.next_frame())
+            .await
+            .map_err(|_| SandboxError::PrestartTimeout {
+                secs: limit.as_secs(),
+            })??
+            .ok_or(SandboxError::EndedDuringPrestart)?;
+        if frame.kind != Kind::Prestarted {
+            return Err(SandboxError::UnexpectedFrame {
+                kind: frame.kind,
+                during: "while an interpreter was pre-started",
+            }
+            .into());
+        }
+        let done: isol8_protocol::agent::Prestarted = frame
+            .parse()
+            .map_err(|source| SandboxError::BadFrame { source })?;
+        Ok(match done.ok {
+            true => None,
+            false => Some(done.problem.unwrap_or_default()),
+        })
     }
 
     /// True when the container was killed by its memory limit.

@@ -4,7 +4,7 @@
 # flags `-c` uses (coding cookies ignored), in the untouched `__main__`, so exit codes,
 # SystemExit, KeyboardInterrupt and tracebacks are the interpreter's own. Everything it
 # adds while starting (ctypes, import caches, its own name) is removed before the program
-# runs; descriptors 3 and 4 are closed.
+# runs; descriptors 3, 4 and 5 are closed.
 def _isol8_prestart():
     import sys, os
     modules, finders = dict(sys.modules), dict(sys.path_importer_cache)
@@ -22,6 +22,9 @@ def _isol8_prestart():
     sys.path_importer_cache.clear()
     sys.path_importer_cache.update(finders)
     del modules, finders
+    # Ready: the agent answers the engine's Prestart now.
+    os.write(5, b"r")
+    os.close(5)
     chunks = []
     while True:
         chunk = os.read(3, 1 << 16)
