@@ -210,6 +210,8 @@ const MQUEUE_DIR: &str = isol8_protocol::layout::MQUEUE_DIR;
 struct Running {
     pid: libc::pid_t,
     status: Option<i32>,
+    /// When its wait status came (the program's end, for `durationMs`).
+    ended: Option<Instant>,
     stdin: Option<File>,
     open_pipes: usize,
 }
@@ -222,6 +224,10 @@ struct StepEnd {
     timed_out: bool,
     /// The signal that ended the step's process (9 after the timeout).
     signal: Option<i32>,
+    /// From starting the step (or handing it to a pre-started interpreter) until its
+    /// process ended or the timeout fired: the killing of what it left and the draining
+    /// of its pipes are the agent's time, not the program's.
+    took: Duration,
 }
 
 impl Agent {
@@ -447,23 +453,24 @@ impl Agent {
         );
         self.rss_peak = 0;
         for step in &spec.steps {
-            let started = Instant::now();
             let outcome = self.run_step(&spec, step, deadline, &mut stats, warm.take());
             exited.phase = Some(step.phase);
             exited.steps_run += 1;
-            match outcome {
+            let took = match outcome {
                 Ok(end) => {
                     exited.exit_code = end.code;
                     exited.timed_out = end.timed_out;
                     exited.signal = end.signal;
+                    end.took
                 }
                 Err(e) => {
                     self.meter.end(begun, self.rss_peak);
                     return self.fail(&e);
                 }
-            }
-            if step.phase == StepPhase::Code || exited.duration_ms == 0 {
-                exited.duration_ms = started.elapsed().as_millis() as u64;
+            };
+            if step.phase == StepPhase::Code || exited.duration_us == 0 {
+                exited.duration_ms = took.as_millis() as u64;
+                exited.duration_us = took.as_micros() as u64;
             }
             if exited.timed_out || (step.phase == StepPhase::Setup && exited.exit_code != 0) {
                 break;
@@ -507,6 +514,7 @@ impl Agent {
             ),
             _ => None,
         };
+        let begun = Instant::now();
         let code = step.argv.last().map(String::as_str).unwrap_or("");
         let handed = warm.and_then(|w| match w.hand_over(&spec.env, code, feeds_stdin) {
             Ok(h) => Some(h),
@@ -554,6 +562,7 @@ impl Agent {
         let mut run = Running {
             pid: started.pid,
             status: None,
+            ended: None,
             stdin: started.stdin,
             open_pipes: 2,
         };
@@ -592,6 +601,7 @@ impl Agent {
                 Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
             }
         }
+        let took = run.ended.unwrap_or_else(Instant::now) - begun;
         run.stdin = None;
         // Nothing of this step may outlive it: background processes, double-forked
         // daemons that called setsid, processes ignoring SIGTERM.
@@ -620,6 +630,7 @@ impl Agent {
             } else {
                 proc::end_signal(status)
             },
+            took,
         })
     }
 
@@ -630,6 +641,7 @@ impl Agent {
                 self.rss_peak = self.rss_peak.max(rss);
                 if pid == run.pid {
                     run.status = Some(status);
+                    run.ended = Some(Instant::now());
                 }
             }
             Event::PipeClosed(stream, s) => {

@@ -7,7 +7,13 @@
 //!
 //! Paths, per runtime, for a hello-world program:
 //! * `cold` — an ephemeral execution with no pool (create, attach, start, agent, remove);
-//! * `warm` — an ephemeral execution from a warm pool (one request frame, frames back);
+//! * `warm` — an ephemeral execution that finds the warm pool ready: its sandbox reset
+//!   and, for a runtime with a pre-started interpreter (python), that interpreter
+//!   waiting (the bench waits, untimed, until the pool is ready before each sample);
+//! * `warm_back_to_back` — `warm` with each request sent as soon as the one before
+//!   returned, so it also waits for that one's reset and pre-start;
+//! * `warm_fresh` (runtimes with a pre-started interpreter) — `warm` on an engine that
+//!   starts every program fresh (`EngineConfig::fresh_starts`): what pre-starting saves;
 //! * `warm_audited` — `warm` on an engine that writes the audit log (config `audit`,
 //!   filesystem destination, code and output included, to a directory under the
 //!   system's temporary directory removed afterwards): what auditing adds to the warm
@@ -27,8 +33,10 @@
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 //!
-//! Each engine path's rows also carry the median of the program's own `durationMs` (from
-//! the result) and the median engine overhead, end to end minus `durationMs` per sample.
+//! Each engine path's rows also carry the median of the program's own time (as the agent
+//! timed it, in microseconds, reported to the engine's observer; the server path reads
+//! the response's whole-millisecond `durationMs`) and the median engine overhead, end to
+//! end minus the program's time per sample.
 //! The Docker baselines have neither: nothing inside their containers times the bare
 //! command. The warm path is split into the phases the engine reports to its observer
 //! ([`phases`]), the engine's peak RSS is measured with a warm pool per language runtime,
@@ -48,7 +56,7 @@ use isol8::{DockerEngine, Engine, RuntimeRegistry};
 use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, PoolSize, PoolStrategy};
 use serde::Serialize;
 
-use phases::{PhaseRecorder, PhaseSample, PhaseTimings};
+use phases::{PhaseRecorder, PhaseSample, PhaseTimings, Reported};
 use targets::TargetCheck;
 
 /// Result alias of the benchmark.
@@ -336,14 +344,27 @@ pub fn summarize_samples(runtime: &str, path: &str, samples: &[Sample]) -> PathR
     }
 }
 
-/// Times one execution of `req` on `engine` (which must print `1` and exit 0).
-async fn timed(engine: &DockerEngine, req: &ExecutionRequest) -> Result<Sample> {
+/// Times one execution of `req` on `engine` (which must print `1` and exit 0), whose
+/// observer is `recorder`: the end-to-end time, the program's own time (as the agent
+/// timed it, in microseconds; the result's whole-millisecond `durationMs` where the
+/// engine did not report it) and the phases the engine reported.
+async fn timed(
+    engine: &DockerEngine,
+    recorder: &PhaseRecorder,
+    req: &ExecutionRequest,
+) -> Result<(Sample, Reported)> {
+    recorder.take();
     let t = Instant::now();
     let r = check(engine, req).await?;
-    Ok(Sample {
-        total_ms: ms(t.elapsed()),
-        program_ms: Some(r.duration_ms as f64),
-    })
+    let total_ms = ms(t.elapsed());
+    let reported = recorder.take();
+    Ok((
+        Sample {
+            total_ms,
+            program_ms: Some(reported.program_ms.unwrap_or(r.duration_ms as f64)),
+        },
+        reported,
+    ))
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -351,41 +372,56 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, true, None).await
+    engine_built(pool, max_concurrent, None, true, None, false).await
 }
 
-/// [`engine`], reporting to `recorder`.
+/// [`engine`], reporting to `recorder`; with `fresh`, every program starts fresh (no
+/// pre-started interpreters, `EngineConfig::fresh_starts`).
 async fn engine_observed(
     pool: u32,
     max_concurrent: usize,
     recorder: &Arc<PhaseRecorder>,
+    fresh: bool,
 ) -> Result<DockerEngine> {
     let observer: isol8::stats::Observer = recorder.clone();
-    engine_built(pool, max_concurrent, None, true, Some(observer)).await
+    engine_built(pool, max_concurrent, None, true, Some(observer), fresh).await
 }
 
 /// [`engine`], with the agent measuring each execution or not.
 async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, measure, None).await
+    engine_built(pool, max_concurrent, None, measure, None, false).await
 }
 
-/// [`engine`], writing the audit log (code and output included) in `audit_dir` if given.
+/// [`engine`], writing the audit log (code and output included) in `audit_dir`, and
+/// reporting to `recorder`.
 async fn engine_audited(
     pool: u32,
     max_concurrent: usize,
-    audit_dir: Option<&std::path::Path>,
+    audit_dir: &std::path::Path,
+    recorder: &Arc<PhaseRecorder>,
 ) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, audit_dir, true, None).await
+    let observer: isol8::stats::Observer = recorder.clone();
+    engine_built(
+        pool,
+        max_concurrent,
+        Some(audit_dir),
+        true,
+        Some(observer),
+        false,
+    )
+    .await
 }
 
 /// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), the
-/// agent measuring executions or not, and reporting to `observer` (if given).
+/// agent measuring executions or not, reporting to `observer` (if given), and starting
+/// every program fresh or not.
 async fn engine_built(
     pool: u32,
     max_concurrent: usize,
     audit_dir: Option<&std::path::Path>,
     measure: bool,
     observer: Option<isol8::stats::Observer>,
+    fresh: bool,
 ) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
@@ -411,6 +447,7 @@ async fn engine_built(
         skip_usage: !measure,
         audit,
         observer,
+        fresh_starts: fresh,
         ..Default::default()
     })
     .await?)
@@ -442,6 +479,7 @@ pub async fn measuring_cost(n: usize) -> Result<MeasuringCost> {
         // Alternate which goes first, so neither always follows the other.
         let order = if i % 2 == 0 { [&on, &off] } else { [&off, &on] };
         for e in order {
+            e.prewarm(&["python".to_string()]).await?;
             let t = Instant::now();
             check(e, &req).await?;
             let took = ms(t.elapsed());
@@ -566,37 +604,68 @@ pub async fn run(
     let registry = RuntimeRegistry::builtin();
     let mut results = Vec::new();
     let mut phases = Vec::new();
-    let cold_engine = engine(0, 1).await?;
+    let cold_recorder = PhaseRecorder::new();
+    let cold_engine = engine_observed(0, 1, &cold_recorder, false).await?;
     let recorder = PhaseRecorder::new();
-    let warm_engine = engine_observed(1, 1, &recorder).await?;
+    let warm_engine = engine_observed(1, 1, &recorder, false).await?;
+    let fresh_recorder = PhaseRecorder::new();
+    let fresh_engine = engine_observed(1, 1, &fresh_recorder, true).await?;
     let audit_dir = std::env::temp_dir().join(format!(
         "isol8-bench-audit-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let audited_engine = engine_audited(1, 1, Some(&audit_dir)).await?;
+    let audited_recorder = PhaseRecorder::new();
+    let audited_engine = engine_audited(1, 1, &audit_dir, &audited_recorder).await?;
 
     for runtime in &opts.runtimes {
         let (_, argv) = hello(runtime)?;
         let image = registry.get(runtime)?.image.clone();
         let req = hello_request(runtime)?;
 
+        // `warm`: a request that finds the pool ready — its sandbox reset and, where the
+        // runtime has one, its interpreter pre-started and waiting (untimed `prewarm`
+        // before each sample). `warm_back_to_back`: each request sent as soon as the
+        // one before returned, so it waits for that one's reset and pre-start.
         progress(format!("{runtime}: warm"));
         warm_engine.prewarm(std::slice::from_ref(runtime)).await?;
         check(&warm_engine, &req).await?; // warm-up, not counted
-        recorder.take();
         let mut warm = Vec::new();
         let mut split = Vec::new();
         for _ in 0..opts.n {
-            let s = timed(&warm_engine, &req).await?;
+            warm_engine.prewarm(std::slice::from_ref(runtime)).await?;
+            let (s, reported) = timed(&warm_engine, &recorder, &req).await?;
             split.push(PhaseSample {
                 total_ms: s.total_ms,
                 program_ms: s.program_ms.unwrap_or(0.0),
-                reported: recorder.take(),
+                reported,
             });
             warm.push(s);
         }
         results.push(summarize_samples(runtime, "warm", &warm));
         phases.push(phases::phase_timings(runtime, "warm", &split));
+        let mut back_to_back = Vec::new();
+        for _ in 0..opts.n {
+            back_to_back.push(timed(&warm_engine, &recorder, &req).await?.0);
+        }
+        results.push(summarize_samples(
+            runtime,
+            "warm_back_to_back",
+            &back_to_back,
+        ));
+
+        if registry.get(runtime)?.prestart.is_some() {
+            // The same ready pool with every program started fresh: what pre-starting
+            // saves, measured in this run.
+            progress(format!("{runtime}: warm, started fresh"));
+            fresh_engine.prewarm(std::slice::from_ref(runtime)).await?;
+            check(&fresh_engine, &req).await?; // warm-up, not counted
+            let mut fresh = Vec::new();
+            for _ in 0..opts.n {
+                fresh_engine.prewarm(std::slice::from_ref(runtime)).await?;
+                fresh.push(timed(&fresh_engine, &fresh_recorder, &req).await?.0);
+            }
+            results.push(summarize_samples(runtime, "warm_fresh", &fresh));
+        }
 
         progress(format!("{runtime}: warm, audited"));
         audited_engine
@@ -605,7 +674,10 @@ pub async fn run(
         check(&audited_engine, &req).await?; // warm-up, not counted
         let mut audited = Vec::new();
         for _ in 0..opts.n {
-            audited.push(timed(&audited_engine, &req).await?);
+            audited_engine
+                .prewarm(std::slice::from_ref(runtime))
+                .await?;
+            audited.push(timed(&audited_engine, &audited_recorder, &req).await?.0);
         }
         results.push(summarize_samples(runtime, "warm_audited", &audited));
 
@@ -619,7 +691,7 @@ pub async fn run(
         progress(format!("{runtime}: cold"));
         let mut cold = Vec::new();
         for _ in 0..opts.n {
-            cold.push(timed(&cold_engine, &req).await?);
+            cold.push(timed(&cold_engine, &cold_recorder, &req).await?.0);
         }
         results.push(summarize_samples(runtime, "cold", &cold));
 
@@ -631,6 +703,7 @@ pub async fn run(
         results.push(summarize(runtime, "docker_run", run));
     }
     warm_engine.stop().await?;
+    fresh_engine.stop().await?;
     audited_engine.stop().await?;
     let _ = std::fs::remove_dir_all(&audit_dir);
     cold_engine.stop().await?;
@@ -641,7 +714,7 @@ pub async fn run(
         for &c in &opts.concurrency {
             progress(format!("{runtime}: throughput at concurrency {c}"));
             let recorder = PhaseRecorder::new();
-            let e = engine_observed(c as u32, c, &recorder).await?;
+            let e = engine_observed(c as u32, c, &recorder, false).await?;
             e.prewarm(std::slice::from_ref(runtime)).await?;
             check(&e, &req).await?;
             let t = Instant::now();

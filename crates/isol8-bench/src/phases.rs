@@ -26,6 +26,8 @@ pub struct Reported {
     pub acquire_ms: Option<f64>,
     /// From sending the exec frame to the sandbox until the execution ended.
     pub run_ms: Option<f64>,
+    /// The program's own time as the agent timed it (microsecond resolution).
+    pub program_ms: Option<f64>,
 }
 
 /// An [`EngineObserver`] keeping the phases of the execution in flight (for sequential
@@ -67,6 +69,10 @@ impl EngineObserver for PhaseRecorder {
         self.with(|r| r.acquire_ms = Some(ms(took)));
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn program_finished(&self, _runtime: &str, took: Duration) {
+        self.with(|r| r.program_ms = Some(ms(took)));
     }
 
     fn run_finished(&self, _runtime: &str, took: Duration) {
@@ -245,6 +251,7 @@ mod tests {
                 queue_wait_ms: Some(q),
                 acquire_ms: Some(a),
                 run_ms: Some(run),
+                program_ms: None,
             },
         }
     }

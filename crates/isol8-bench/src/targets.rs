@@ -13,7 +13,7 @@ pub const WARM_FAST_MS: f64 = 3.0;
 pub const WARM_SLOW_MS: f64 = 5.0;
 /// How many times faster than `docker_exec` the warm path should be.
 pub const WARM_VS_DOCKER_EXEC: f64 = 15.0;
-/// Engine overhead on the warm path (end to end − the program's `durationMs`), ms.
+/// Engine overhead on the warm path (end to end − the program's own time), ms.
 pub const OVERHEAD_MS: f64 = 0.5;
 /// What `POST /execute` may add to the library's warm python path, ms.
 pub const SERVER_EXTRA_MS: f64 = 1.0;
@@ -26,9 +26,10 @@ pub const COLD_VS_DOCKER_RUN: f64 = 0.9;
 pub const RSS_MB: f64 = 40.0;
 /// Warm pools the RSS target is stated for (one per language runtime).
 pub const POOLS: usize = 5;
-/// Resolution of `durationMs` (whole milliseconds, truncated by the agent), ms: an
-/// overhead computed from it reads up to this much high.
-pub const DURATION_RESOLUTION_MS: f64 = 1.0;
+/// Resolution of the program's own time on the library's paths, ms: the agent times it
+/// in microseconds and reports it to the engine's observer (the result's `durationMs`
+/// is whole milliseconds, which would make an overhead read up to 1 ms high).
+pub const DURATION_RESOLUTION_MS: f64 = 0.001;
 
 /// How a measured figure compares with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,8 +39,8 @@ pub enum TargetStatus {
     Met,
     /// Outside it.
     Missed,
-    /// The target lies within the measurement's resolution (the engine overhead, from
-    /// whole-millisecond `durationMs`): it may be met or not.
+    /// The target lies within the measurement's resolution (the engine overhead, from the
+    /// program's time truncated to [`DURATION_RESOLUTION_MS`]): it may be met or not.
     Unresolved,
     /// This run did not measure it (runtime or concurrency not measured, fewer pools).
     NotMeasured,
@@ -109,9 +110,9 @@ pub fn warm_target_ms(runtime: &str) -> Option<f64> {
     }
 }
 
-/// Met when the median overhead (an upper bound: `durationMs` is truncated to whole
-/// milliseconds) is within `limit`; missed when even the lower bound (median −
-/// [`DURATION_RESOLUTION_MS`]) is over it; unresolved in between.
+/// Met when the median overhead (an upper bound: the program's time is truncated to
+/// [`DURATION_RESOLUTION_MS`]) is within `limit`; missed when even the lower bound
+/// (median − the resolution) is over it; unresolved in between.
 pub fn overhead_status(median_overhead_ms: Option<f64>, limit: f64) -> TargetStatus {
     match median_overhead_ms {
         None => TargetStatus::NotMeasured,
@@ -308,9 +309,9 @@ mod tests {
     fn overhead_is_met_missed_or_unresolved_at_the_resolution_of_duration_ms() {
         assert_eq!(overhead_status(Some(0.4), 0.5), TargetStatus::Met);
         assert_eq!(overhead_status(Some(0.5), 0.5), TargetStatus::Met);
-        // 1.2 ms read from whole-ms durationMs: the true overhead is in (0.2, 1.2].
-        assert_eq!(overhead_status(Some(1.2), 0.5), TargetStatus::Unresolved);
-        assert_eq!(overhead_status(Some(1.6), 0.5), TargetStatus::Missed);
+        // Read from microsecond program times: the true overhead is at most 1 µs lower.
+        assert_eq!(overhead_status(Some(0.5005), 0.5), TargetStatus::Unresolved);
+        assert_eq!(overhead_status(Some(0.502), 0.5), TargetStatus::Missed);
         assert_eq!(overhead_status(None, 0.5), TargetStatus::NotMeasured);
     }
 

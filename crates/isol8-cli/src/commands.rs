@@ -560,9 +560,10 @@ fn results_table(results: &[isol8_bench::PathResult]) -> String {
             or_na(r.overhead_ms, 11, 2)
         );
     }
-    out += "program ms: median of the result's durationMs (whole ms, truncated, so overhead \
-            reads up to 1 ms high);\n";
-    out += "overhead ms: median of (end to end - durationMs) per sample; n/a for the docker \
+    out += "program ms: median of the program's own time as the agent timed it (microseconds; \
+            the server path: the response's whole-ms durationMs, so its overhead reads up to \
+            1 ms high);\n";
+    out += "overhead ms: median of (end to end - program) per sample; n/a for the docker \
             baselines, where nothing inside the container times the bare command\n";
     out
 }
@@ -874,6 +875,7 @@ mod tests {
                 queue_wait_ms: Some(0.0),
                 acquire_ms: Some(0.5),
                 run_ms: Some(19.0),
+                program_ms: None,
             },
         };
         let phases = vec![phase_timings("python", "warm", &[sample])];

@@ -437,6 +437,10 @@ pub struct Exited {
     pub steps_run: u32,
     /// Wall time of the code step in milliseconds (all steps when none reached code).
     pub duration_ms: u64,
+    /// The same in microseconds (`isol8 bench` prices the engine against it; absent from
+    /// older agents).
+    #[serde(default)]
+    pub duration_us: u64,
     /// Stdout counts.
     pub stdout: StreamStats,
     /// Stderr counts.

@@ -31,6 +31,12 @@ pub trait EngineObserver: Send + Sync + fmt::Debug {
         let _ = (runtime, took);
     }
 
+    /// The program of an execution of `runtime` ran for `took`, as the agent timed it
+    /// (the code step; microsecond resolution, unlike the result's `durationMs`).
+    fn program_finished(&self, runtime: &str, took: Duration) {
+        let _ = (runtime, took);
+    }
+
     /// The engine created a container.
     fn container_created(&self) {}
 

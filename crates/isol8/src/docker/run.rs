@@ -634,6 +634,9 @@ impl Run {
             let (files, masked) = self.secrets.mask_files_async(exited.files).await;
             (Some(files), (!masked.is_empty()).then_some(masked))
         };
+        let program = std::time::Duration::from_micros(exited.duration_us);
+        self.inner
+            .observe(|o| o.program_finished(&prepared.runtime.name, program));
         Ok(Summary {
             exit_reason,
             resource_usage,
