@@ -310,10 +310,94 @@ pub fn spawn_step(
     reaper.spawn(&mut cmd)
 }
 
+/// What the light child of [`signal_from_clone`] needs; lives on the parent's stack.
+#[repr(C)]
+struct SignalArgs {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    target: libc::pid_t,
+    sig: libc::c_int,
+}
+
+/// Bytes of stack for the light child (it makes five system calls).
+const LIGHT_STACK: usize = 16 << 10;
+
+/// The light child: becomes the sandbox user (groups, gid, uid, with raw system calls:
+/// this task shares the agent's memory, and glibc's wrappers would synchronise the ids
+/// of the agent's threads), sends the signal and ends. Returns only on failure.
+extern "C" fn light_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the parent's SignalArgs, alive while the parent waits
+    // (CLONE_VFORK); raw system calls with integer arguments. Nothing is allocated.
+    unsafe {
+        let a = &*(arg as *const SignalArgs);
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) != 0
+            || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0
+        {
+            libc::syscall(libc::SYS_exit, 1);
+        }
+        libc::syscall(libc::SYS_kill, a.target, a.sig);
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    1
+}
+
+/// Sends `sig` to `target` as the sandbox user from a child that shares the agent's
+/// memory and runs while the calling thread waits (`CLONE_VM | CLONE_VFORK`): no copy of
+/// the agent's address space, no exec, no helper pipe. About a tenth of a forked
+/// helper's cost, on the path every execution takes (the kill after each step). The
+/// child's exit signal is none, so the reaper (which waits without `__WCLONE`) never
+/// sees it; it is reaped here.
+fn signal_from_clone(
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    target: libc::pid_t,
+    sig: i32,
+) -> io::Result<()> {
+    let args = SignalArgs {
+        uid,
+        gid,
+        target,
+        sig,
+    };
+    let mut stack = vec![0u8; LIGHT_STACK];
+    // The stack grows down; 16-byte alignment as the ABI wants.
+    let top = (stack.as_mut_ptr() as usize + LIGHT_STACK) & !15;
+    // SAFETY: the child runs on its own stack (kept alive until it is reaped), reads
+    // `args` (alive likewise) and only makes raw system calls; CLONE_VFORK suspends this
+    // thread until it has exited.
+    let pid = unsafe {
+        libc::clone(
+            light_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK,
+            &args as *const SignalArgs as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own clone child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE) };
+    drop(stack);
+    if waited != pid {
+        return Err(io::Error::last_os_error());
+    }
+    match libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        true => Ok(()),
+        false => Err(io::Error::other(format!(
+            "it could not become the sandbox user (wait status {status})"
+        ))),
+    }
+}
+
 /// Sends `sig` to `target` (a pid, `-pgid`, or -1 for "everything of the sandbox user").
 ///
 /// As root without CAP_KILL the agent may not signal the sandbox user's processes, so a
-/// forked child becomes that user, calls kill(2), and exits without ever exec'ing.
+/// child becomes that user, calls kill(2), and exits without ever exec'ing: a light
+/// child sharing the agent's memory ([`signal_from_clone`]), or, should that fail, a
+/// forked one.
 pub fn signal_as_sandbox(ident: &Identity, reaper: &Reaper, target: libc::pid_t, sig: i32) {
     if !ident.drop_privileges {
         if target == -1 {
@@ -324,11 +408,17 @@ pub fn signal_as_sandbox(ident: &Identity, reaper: &Reaper, target: libc::pid_t,
         }
         return;
     }
+    let (uid, gid) = (ident.uid, ident.gid);
+    match signal_from_clone(uid, gid, target, sig) {
+        Ok(()) => return,
+        Err(e) => log(&format!(
+            "cannot signal from a light child ({e}); forking a helper"
+        )),
+    }
     let mut cmd = Command::new("/proc/self/exe");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let (uid, gid) = (ident.uid, ident.gid);
     // SAFETY: async-signal-safe calls only; the child leaves through _exit.
     unsafe {
         cmd.pre_exec(move || {

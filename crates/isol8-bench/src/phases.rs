@@ -190,12 +190,15 @@ pub fn phase_timings(runtime: &str, path: &str, samples: &[PhaseSample]) -> Phas
 pub const PARTS: [(&str, &str, &str); 5] = [
     (
         "program",
-        "the program itself (its durationMs: mostly the interpreter starting)",
-        "pre-started interpreters (issue 14 item 1)",
+        "the program itself as the agent timed it: the interpreter starting (unless it was \
+         pre-started), the code, the interpreter's exit",
+        "a pre-started interpreter for this runtime (python has one) or a faster interpreter \
+         exit (python's finalisation is about 2.3 ms here)",
     ),
     (
         "in_run_overhead",
-        "frames to and from the agent through dockerd and the shim, spawning and reaping the program",
+        "frames to and from the agent through dockerd and the shim, measuring, killing what \
+         the program left, the exit frame",
         "the engine-owned socket data path (issue 14 item 2)",
     ),
     (
@@ -303,7 +306,7 @@ mod tests {
             "{n}"
         );
         assert!(n.contains("largest: program (88%)"), "{n}");
-        assert!(n.contains("pre-started interpreters"), "{n}");
+        assert!(n.contains("a pre-started interpreter for this runtime"), "{n}");
         // When the engine's part dominates, the note points at the data path.
         let t = phase_timings("bash", "warm", &[sample(5.0, 1.0, 0.0, 0.1, 4.5)]);
         let n = note(&t).expect("a note");
