@@ -1,13 +1,15 @@
 //! `isol8-agent`: PID 1 of every isol8 sandbox container.
 //!
 //! The engine attaches to the container's stdin and stdout and speaks the frame protocol
-//! of [`isol8_protocol::agent`]. For each `Exec` the agent writes the request's files,
+//! of [`isol8_protocol::agent`]: the hello goes out on stdout, and every frame after it
+//! over the engine's data socket when the container's environment names one and the
+//! agent could connect (stdin and stdout otherwise). For each `Exec` the agent writes the request's files,
 //! runs each step as the unprivileged sandbox user in its own session, streams output
 //! frames as the program writes, enforces the timeout and the output cap, kills every
 //! process of the sandbox user when a step ends, reads the output files back, and reports
 //! `Exited`.
 //!
-//! Threads: one reads frames from stdin, one reaps children (it owns `waitpid`, driven
+//! Threads: one reads the engine's frames, one reaps children (it owns `waitpid`, driven
 //! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, one may
 //! feed its stdin, and one samples the programs' memory while steps run, killing them
 //! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
@@ -53,9 +55,9 @@ enum Event {
     PipeClosed(Stream, StreamStats),
 }
 
-/// The single writer of frames to stdout.
+/// The single writer of frames to the engine: the data socket, or stdout.
 #[derive(Clone)]
-struct Out(Arc<Mutex<io::Stdout>>);
+struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
 
 impl Out {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
@@ -102,20 +104,52 @@ fn main() {
 
     let (tx, rx) = mpsc::channel::<Event>();
     let reaper = Reaper::start(tx.clone());
-    spawn_stdin_reader(tx.clone());
-    let out = Out(Arc::new(Mutex::new(io::stdout())));
+    // The engine's data socket, when it offers one: frames after the hello bypass the
+    // container runtime's stdio relay. Before any user code exists; the engine accepts
+    // one connection and removes the socket.
+    let data = std::env::var(isol8_protocol::layout::DATA_SOCKET_ENV)
+        .ok()
+        .and_then(
+            |path| match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log(&format!(
+                        "cannot connect to the data socket {path} ({e}); using stdio"
+                    ));
+                    None
+                }
+            },
+        );
+    let data_socket = data.is_some();
+    let (input, output): (Box<dyn io::Read + Send>, Box<dyn Write + Send>) =
+        match data.map(|s| s.try_clone().map(|r| (r, s))) {
+            Some(Ok((r, w))) => (Box::new(r), Box::new(w)),
+            Some(Err(e)) => fatal(&format!("cannot use the data socket: {e}")),
+            None => (Box::new(io::stdin()), Box::new(io::stdout())),
+        };
+    spawn_frame_reader(input, tx.clone());
+    let out = Out(Arc::new(Mutex::new(output)));
     // Before any program runs: the baseline is what the container holds without one.
     let meter = usage::Meter::start(&ident, &reaper);
     // Counted before the hello, so before anything can connect to the relay (and after
     // the meter opened its files).
     let fd_baseline = proc::open_fds();
-    out.frame(&Frame::json(
+    // The hello always goes through stdout: it tells the engine where the rest goes.
+    let hello = Frame::json(
         Kind::Hello,
         &Hello {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            data_socket,
         },
-    ));
+    );
+    let mut stdout = io::stdout();
+    if let Err(e) = stdout
+        .write_all(&hello.encode())
+        .and_then(|()| stdout.flush())
+    {
+        fatal(&format!("cannot write to the engine: {e}"));
+    }
 
     let clean_root = files::change_time(&ident.root);
     let mut agent = Agent {
@@ -155,19 +189,19 @@ fn main() {
     }
 }
 
-fn spawn_stdin_reader(tx: Sender<Event>) {
+/// Reads the engine's frames from `input` (the data socket, or stdin) until it ends.
+fn spawn_frame_reader(input: Box<dyn io::Read + Send>, tx: Sender<Event>) {
     thread::spawn(move || {
-        let stdin = io::stdin();
-        let mut lock = stdin.lock();
+        let mut input = io::BufReader::new(input);
         loop {
-            match agent::read_frame(&mut lock) {
+            match agent::read_frame(&mut input) {
                 Ok(Some(f)) => {
                     if tx.send(Event::Frame(f)).is_err() {
                         return;
                     }
                 }
                 Ok(None) => {
-                    let _ = tx.send(Event::EngineGone("stdin closed".into()));
+                    let _ = tx.send(Event::EngineGone("the engine closed the connection".into()));
                     return;
                 }
                 Err(e) => {

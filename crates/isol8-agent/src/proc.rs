@@ -348,6 +348,13 @@ extern "C" fn light_child(arg: *mut libc::c_void) -> libc::c_int {
 /// helper's cost, on the path every execution takes (the kill after each step). The
 /// child's exit signal is none, so the reaper (which waits without `__WCLONE`) never
 /// sees it; it is reaped here.
+///
+/// For the microseconds it lives, the child is a process of the sandbox user sharing
+/// the agent's memory. That memory is not dumpable ([`harden_self`]; the flag belongs to
+/// the shared address space, and the uid change keeps it clear), so the sandbox user can
+/// neither attach to it nor open its `/proc/PID/mem` (and the seccomp profile refuses
+/// `ptrace`). It can signal it, as it could the forked helper: a child killed before it
+/// kills is an error here, and the forked helper is tried.
 fn signal_from_clone(
     uid: libc::uid_t,
     gid: libc::gid_t,

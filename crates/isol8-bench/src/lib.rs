@@ -709,12 +709,22 @@ pub async fn run(
     cold_engine.stop().await?;
 
     let mut throughput = Vec::new();
+    let mut kinds = Vec::new();
     for runtime in &opts.throughput_runtimes {
+        kinds.push((runtime, false));
+        // Pre-starting moves the interpreter's start-up off the request's path but not
+        // off the CPU: the same ready pool with fresh starts, measured beside it.
+        if registry.get(runtime)?.prestart.is_some() {
+            kinds.push((runtime, true));
+        }
+    }
+    for (runtime, fresh) in kinds {
         let req = hello_request(runtime)?;
+        let path = if fresh { "warm_fresh" } else { "warm" };
         for &c in &opts.concurrency {
-            progress(format!("{runtime}: throughput at concurrency {c}"));
+            progress(format!("{runtime}: {path} throughput at concurrency {c}"));
             let recorder = PhaseRecorder::new();
-            let e = engine_observed(c as u32, c, &recorder, false).await?;
+            let e = engine_observed(c as u32, c, &recorder, fresh).await?;
             e.prewarm(std::slice::from_ref(runtime)).await?;
             check(&e, &req).await?;
             let t = Instant::now();
@@ -735,7 +745,7 @@ pub async fn run(
             let elapsed = t.elapsed().as_secs_f64();
             throughput.push(Throughput {
                 runtime: runtime.clone(),
-                path: "warm".into(),
+                path: path.into(),
                 concurrency: c,
                 execs_per_s: (per_worker * c) as f64 / elapsed,
                 max_concurrent: c,

@@ -306,7 +306,10 @@ mod tests {
             "{n}"
         );
         assert!(n.contains("largest: program (88%)"), "{n}");
-        assert!(n.contains("a pre-started interpreter for this runtime"), "{n}");
+        assert!(
+            n.contains("a pre-started interpreter for this runtime"),
+            "{n}"
+        );
         // When the engine's part dominates, the note points at the data path.
         let t = phase_timings("bash", "warm", &[sample(5.0, 1.0, 0.0, 0.1, 4.5)]);
         let n = note(&t).expect("a note");

@@ -338,6 +338,12 @@ pub struct Hello {
     pub protocol: u16,
     /// The agent's crate version.
     pub agent_version: String,
+    /// The agent connected to the data socket the container's environment names
+    /// ([`crate::layout::DATA_SOCKET_ENV`]): every frame after this hello, both ways,
+    /// travels over that connection, not over stdin and stdout. False (or absent, from
+    /// older agents): everything stays on stdin and stdout.
+    #[serde(default)]
+    pub data_socket: bool,
 }
 
 /// One program to run as part of an execution.
@@ -636,6 +642,7 @@ mod tests {
             &Hello {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "x".into(),
+                data_socket: true,
             },
         );
         let mut bytes = hello.encode();

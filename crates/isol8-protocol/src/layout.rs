@@ -54,6 +54,19 @@ pub const EGRESS_SOCKET_NAME: &str = "egress.sock";
 /// `filtered`); when set, the agent relays `127.0.0.1:`[`EGRESS_PORT`] to it.
 pub const EGRESS_SOCKET_ENV: &str = "ISOL8_EGRESS_SOCKET";
 
+/// Directory inside the sandbox where the engine's data socket for this sandbox is
+/// mounted, read-only (a directory only root may enter, holding one socket the engine
+/// removes once the agent has connected).
+pub const DATA_SOCKET_DIR: &str = "/run/isol8-data";
+
+/// File name of the data socket in [`DATA_SOCKET_DIR`].
+pub const DATA_SOCKET_NAME: &str = "agent.sock";
+
+/// Container environment variable naming the data socket: when set, the agent connects
+/// to it before its hello and, if that works, carries every frame after the hello over
+/// it instead of its stdin and stdout (see `isol8_protocol::agent::Hello::data_socket`).
+pub const DATA_SOCKET_ENV: &str = "ISOL8_DATA_SOCKET";
+
 /// Port of the agent's egress relay inside the sandbox (the programs' HTTP(S) proxy).
 pub const EGRESS_PORT: u16 = 3128;
 
@@ -85,6 +98,7 @@ mod tests {
         for dir in WIPED_DIRS {
             assert!(dir.starts_with('/'), "{dir}");
             assert!(!EGRESS_SOCKET_DIR.starts_with(dir), "{dir}");
+            assert!(!DATA_SOCKET_DIR.starts_with(dir), "{dir}");
             assert!(!CA_BUNDLE.starts_with(dir), "{dir}");
         }
         assert!(WIPED_DIRS.contains(&SANDBOX_ROOT));

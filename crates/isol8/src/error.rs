@@ -224,6 +224,19 @@ pub enum SandboxError {
         /// The engine's version.
         engine: u16,
     },
+    /// The agent said it connected to the sandbox's data socket, but the engine could not
+    /// take the connection.
+    #[error("cannot take the agent's data socket connection: {source}")]
+    DataSocket {
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The sandbox's data socket failed while frames were read.
+    #[error("cannot read from the sandbox agent: {source}")]
+    Receive {
+        /// The read error.
+        source: std::io::Error,
+    },
     /// A frame could not be written to the agent (its container is gone).
     #[error("cannot send to the sandbox agent: {source}")]
     Send {

@@ -62,6 +62,10 @@ pub struct EngineConfig {
     /// ([`crate::runtime::Prestart`]). For comparisons (`isol8 bench`, the differential
     /// tests) and as a way out should a program depend on starting fresh.
     pub fresh_starts: bool,
+    /// Carries every frame over the container's attached stdio, as over a remote daemon:
+    /// no data socket ([`crate::docker::data_socket`]). For comparisons (`isol8 bench`)
+    /// and tests of that path.
+    pub stdio_frames: bool,
     /// The audit log settings (config `audit`): when enabled and `audit_log` is unset,
     /// the engine opens its [`AuditLog`] when it is built (errors name the key).
     pub audit: AuditConfig,
@@ -216,6 +220,7 @@ impl DockerEngine {
             tracing::warn!(error = %e, "could not look for orphaned containers");
         }
         crate::egress::reap_stale_dirs();
+        super::data_socket::reap_stale_dirs();
         // Proxies and streams need descriptors; a low soft limit (1024) would make accepts
         // fail under load. Once per process.
         if let Err(e) = crate::egress::raise_open_files_limit() {

@@ -19,6 +19,7 @@
 //! its Docker implementation and the in-memory fake the unit tests (`tests`) run on.
 
 pub mod backend;
+pub mod data_socket;
 pub mod engine_config;
 pub mod host_config;
 pub mod housekeeping;

@@ -1,6 +1,7 @@
 //! One sandbox container with its agent: created hardened, attached, started, and ready
-//! once the agent has said hello. Frames go in through the attached stdin and come back
-//! through the attached stdout; the container is never asked to `exec`.
+//! once the agent has said hello. Frames go in and come back over the sandbox's data
+//! socket ([`super::data_socket`]) or, when there is none, through the attached stdin
+//! and stdout; the container is never asked to `exec`.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -11,7 +12,10 @@ use isol8_protocol::agent::{
     Frame, FrameDecoder, Hello, Kind, ResetDone, ResetSpec, PROTOCOL_VERSION,
 };
 use isol8_protocol::layout;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::data_socket::DataSocket;
+use super::host_config::Mount;
 
 use super::backend::{ApiStream, ContainerSpec, Output};
 use super::host_config::HostConfig;
@@ -28,6 +32,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a reset may take before the sandbox is given up.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the engine waits for the agent's data socket connection after a hello that
+/// says it connected (the connection is already queued by then).
+const DATA_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes read from the data socket at once.
+const DATA_READ: usize = 64 << 10;
+
 /// Bytes of the agent's stderr kept for error messages.
 const AGENT_LOG: usize = 8192;
 
@@ -36,7 +47,15 @@ pub struct Sandbox {
     /// Container id.
     pub id: String,
     output: ApiStream<Output>,
+    /// Where frames go: the data socket, or the attached stdin.
     input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Where frames come from when the agent uses the data socket (the attached output
+    /// then carries only the agent's log, and its end means the container stopped).
+    data: Option<tokio::net::unix::OwnedReadHalf>,
+    /// The attached output ended (the container stopped); what the data socket still
+    /// holds is read to its end.
+    output_ended: bool,
+    read_buf: Vec<u8>,
     decoder: FrameDecoder,
     /// The agent's stderr (last few KiB), for error messages.
     pub agent_log: String,
@@ -87,9 +106,34 @@ impl Sandbox {
             m.source = e.dir().to_string_lossy().into_owned();
             egress = Some(e);
         }
+        // The data socket, where the daemon can mount the engine's files.
+        let mut data = None;
+        if inner.api.shares_host_files() && !inner.config.stdio_frames {
+            match DataSocket::bind() {
+                Ok(d) => {
+                    host.mounts.get_or_insert_with(Vec::new).push(Mount {
+                        source: d.dir().to_string_lossy().into_owned(),
+                        target: layout::DATA_SOCKET_DIR.to_string(),
+                        read_only: true,
+                    });
+                    data = Some(d);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot bind a data socket; frames go through the attached stdio")
+                }
+            }
+        }
         let resettable = host.readonly_rootfs == Some(true);
-        let id = create(inner, image, runtime, host, egress.is_some()).await?;
-        match Self::attach_and_start(inner, id.clone()).await {
+        let id = create(
+            inner,
+            image,
+            runtime,
+            host,
+            egress.is_some(),
+            data.is_some(),
+        )
+        .await?;
+        match Self::attach_and_start(inner, id.clone(), data).await {
             Ok(mut sb) => {
                 sb.egress = egress;
                 sb.resettable = resettable;
@@ -102,7 +146,11 @@ impl Sandbox {
         }
     }
 
-    async fn attach_and_start(inner: &Inner, id: String) -> Result<Sandbox> {
+    async fn attach_and_start(
+        inner: &Inner,
+        id: String,
+        data: Option<DataSocket>,
+    ) -> Result<Sandbox> {
         let attached = inner
             .api
             .attach_container(&id)
@@ -117,6 +165,9 @@ impl Sandbox {
             id,
             output: attached.output,
             input: attached.input,
+            data: None,
+            output_ended: false,
+            read_buf: Vec::new(),
             decoder: FrameDecoder::new(),
             agent_log: String::new(),
             uses: 0,
@@ -150,6 +201,22 @@ impl Sandbox {
                 engine: PROTOCOL_VERSION,
             }
             .into());
+        }
+        if hello.data_socket {
+            let source = || std::io::Error::other("the engine offered no data socket");
+            let mut data = data.ok_or_else(|| SandboxError::DataSocket { source: source() })?;
+            let stream = data
+                .accept(DATA_ACCEPT_TIMEOUT)
+                .await
+                .map_err(|source| SandboxError::DataSocket { source })?;
+            // The directory goes with `data`: nothing else may connect.
+            drop(data);
+            let (read, write) = stream.into_split();
+            sb.input = Box::pin(write);
+            sb.data = Some(read);
+            sb.read_buf = vec![0; DATA_READ];
+        } else if data.is_some() {
+            tracing::debug!(container = %sb.id, "the agent did not use the data socket; frames go through the attached stdio");
         }
         Ok(sb)
     }
@@ -192,11 +259,35 @@ impl Sandbox {
             {
                 return Ok(Some(f));
             }
-            match self.output.next().await {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(Error::docker("read sandbox output", e)),
-                Some(Ok(Output::Stdout(bytes))) => self.decoder.push(&bytes),
-                Some(Ok(Output::Stderr(bytes))) => self.log_agent(&bytes),
+            let Some(data) = self.data.as_mut() else {
+                match self.output.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(Error::docker("read sandbox output", e)),
+                    Some(Ok(Output::Stdout(bytes))) => self.decoder.push(&bytes),
+                    Some(Ok(Output::Stderr(bytes))) => self.log_agent(&bytes),
+                }
+                continue;
+            };
+            // Frames from the socket; the attached output meanwhile, for the agent's log
+            // and to learn that the container stopped.
+            let (buf, output, ended) = (&mut self.read_buf, &mut self.output, self.output_ended);
+            let got = tokio::select! {
+                biased;
+                n = data.read(buf) => Ok(n),
+                item = output.next(), if !ended => Err(item),
+            };
+            match got {
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Ok(n)) => {
+                    let (decoder, buf) = (&mut self.decoder, &self.read_buf);
+                    decoder.push(&buf[..n]);
+                }
+                Ok(Err(source)) => return Err(SandboxError::Receive { source }.into()),
+                Err(None) => self.output_ended = true,
+                Err(Some(Err(e))) => return Err(Error::docker("read sandbox output", e)),
+                Err(Some(Ok(Output::Stdout(bytes) | Output::Stderr(bytes)))) => {
+                    self.log_agent(&bytes)
+                }
             }
         }
     }
@@ -362,6 +453,7 @@ async fn create(
     runtime: &str,
     host: HostConfig,
     egress: bool,
+    data: bool,
 ) -> Result<String> {
     let mut labels = BTreeMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
@@ -373,15 +465,23 @@ async fn create(
     if inner.settings.persist {
         labels.insert(LABEL_PERSIST.to_string(), "true".to_string());
     }
-    let env = match egress {
-        true => vec![format!(
+    let mut env = Vec::new();
+    if egress {
+        env.push(format!(
             "{}={}/{}",
             layout::EGRESS_SOCKET_ENV,
             layout::EGRESS_SOCKET_DIR,
             layout::EGRESS_SOCKET_NAME
-        )],
-        false => Vec::new(),
-    };
+        ));
+    }
+    if data {
+        env.push(format!(
+            "{}={}/{}",
+            layout::DATA_SOCKET_ENV,
+            layout::DATA_SOCKET_DIR,
+            layout::DATA_SOCKET_NAME
+        ));
+    }
     let spec = ContainerSpec {
         name: format!("isol8-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         image: image.to_string(),
@@ -458,12 +558,75 @@ mod tests {
             id: "test".into(),
             output: Box::pin(futures_util::stream::pending()),
             input: Box::pin(tokio::io::sink()),
+            data: None,
+            output_ended: false,
+            read_buf: Vec::new(),
             decoder: FrameDecoder::new(),
             agent_log: String::new(),
             uses: 0,
             resettable: true,
             egress,
         }
+    }
+
+    #[tokio::test]
+    async fn frames_come_over_the_data_socket_while_the_attached_output_carries_the_log() {
+        use isol8_protocol::agent::{ResetDone, StepPhase, Stream};
+        let (engine_end, mut agent_end) = tokio::net::UnixStream::pair().expect("pair");
+        let (log_tx, log_rx) =
+            tokio::sync::mpsc::unbounded_channel::<std::result::Result<Output, ApiError>>();
+        let mut sb = sandbox(None);
+        sb.output = Box::pin(futures_util::stream::unfold(log_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let (read, write) = engine_end.into_split();
+        sb.data = Some(read);
+        sb.input = Box::pin(write);
+        sb.read_buf = vec![0; 16];
+        // The engine's frames reach the agent's end of the socket.
+        let reset = Frame::json(Kind::Reset, &ResetSpec { wipe: vec![] });
+        sb.send(&reset).await.expect("send");
+        let mut got = vec![0; reset.encode().len()];
+        agent_end.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, reset.encode());
+        // A frame larger than one read, split across reads, with log lines in between.
+        let mut bytes = Vec::new();
+        isol8_protocol::agent::encode_output(
+            Stream::Stdout,
+            StepPhase::Code,
+            b"0123456789abcdefghij",
+            &mut bytes,
+        );
+        let done = Frame::json(
+            Kind::ResetDone,
+            &ResetDone {
+                ok: true,
+                problem: None,
+            },
+        );
+        bytes.extend(done.encode());
+        log_tx
+            .send(Ok(Output::Stderr(b"agent: hi\n".to_vec())))
+            .expect("log");
+        agent_end.write_all(&bytes).await.expect("write");
+        let first = sb.next_frame().await.expect("frame").expect("some");
+        assert_eq!(first.kind, Kind::Output);
+        assert_eq!(sb.next_frame().await.expect("frame"), Some(done));
+        // The container stopped (its output ended) after its last frames: they are read,
+        // then the end of the socket is the end.
+        let last = Frame::json(
+            Kind::ResetDone,
+            &ResetDone {
+                ok: false,
+                problem: None,
+            },
+        );
+        agent_end.write_all(&last.encode()).await.expect("write");
+        drop(log_tx);
+        drop(agent_end);
+        assert_eq!(sb.next_frame().await.expect("frame"), Some(last));
+        assert_eq!(sb.next_frame().await.expect("end"), None);
+        assert!(sb.agent_log.contains("agent: hi"), "{}", sb.agent_log);
     }
 
     #[tokio::test]

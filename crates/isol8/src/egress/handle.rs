@@ -193,7 +193,12 @@ impl Drop for Egress {
 /// Removes socket directories left by engine processes that no longer exist (killed
 /// before they could clean up); returns how many were removed.
 pub fn reap_stale_dirs() -> usize {
-    let Ok(entries) = std::fs::read_dir(socket_base()) else {
+    reap_stale_dirs_in(&socket_base())
+}
+
+/// [`reap_stale_dirs`] for the directories below `base` named `PID-…`.
+pub fn reap_stale_dirs_in(base: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(base) else {
         return 0;
     };
     let mut removed = 0;

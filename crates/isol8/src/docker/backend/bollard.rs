@@ -335,6 +335,14 @@ impl ContainerApi for Docker {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    /// A daemon reached through a Unix socket (`DOCKER_HOST` unset, the default socket,
+    /// or `unix://…`) runs on this host; one over TCP or SSH may not.
+    fn shares_host_files(&self) -> bool {
+        std::env::var("DOCKER_HOST")
+            .map(|h| h.is_empty() || h.starts_with("unix://"))
+            .unwrap_or(true)
+    }
 }
 
 #[cfg(test)]

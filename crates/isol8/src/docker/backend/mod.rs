@@ -227,4 +227,12 @@ pub trait ContainerApi: Send + Sync + std::fmt::Debug + 'static {
     /// The backend as [`std::any::Any`], to reach its own API
     /// ([`crate::DockerEngine::docker`]).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// True when a bind mount's source is a path on this host (the daemon runs here),
+    /// so the engine can hand a sandbox its data socket
+    /// ([`crate::docker::data_socket`]). Default false: everything goes through the
+    /// attached stdio.
+    fn shares_host_files(&self) -> bool {
+        false
+    }
 }

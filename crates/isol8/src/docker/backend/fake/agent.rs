@@ -114,6 +114,7 @@ impl Agent {
                 let hello = Hello {
                     protocol: PROTOCOL_VERSION + 1,
                     agent_version: "fake".into(),
+                    data_socket: false,
                 };
                 self.send_frame(&Frame::json(Kind::Hello, &hello)).await;
                 return std::future::pending().await;
@@ -128,6 +129,8 @@ impl Agent {
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             agent_version: "fake".into(),
+            // The fake daemon shares no files with the engine: stdio only.
+            data_socket: false,
         };
         self.send_frame(&Frame::json(Kind::Hello, &hello)).await;
         loop {
