@@ -14,6 +14,8 @@
 //!   returned, so it also waits for that one's reset and pre-start;
 //! * `warm_fresh` (runtimes with a pre-started interpreter) — `warm` on an engine that
 //!   starts every program fresh (`EngineConfig::fresh_starts`): what pre-starting saves;
+//! * `warm_stdio` — `warm` with the frames through the container's attached stdio
+//!   (`EngineConfig::stdio_frames`), not the data socket: what the socket saves;
 //! * `warm_audited` — `warm` on an engine that writes the audit log (config `audit`,
 //!   filesystem destination, code and output included, to a directory under the
 //!   system's temporary directory removed afterwards): what auditing adds to the warm
@@ -367,29 +369,63 @@ async fn timed(
     ))
 }
 
+/// `n` timed executions of `req`, each sent when `engine`'s pool is ready (its sandbox
+/// reset and, where the runtime has one, its interpreter pre-started: an untimed
+/// `prewarm` first), after one warm-up that is not counted.
+async fn ready_samples(
+    engine: &DockerEngine,
+    recorder: &PhaseRecorder,
+    req: &ExecutionRequest,
+    n: usize,
+) -> Result<Vec<(Sample, Reported)>> {
+    let runtime = std::slice::from_ref(&req.runtime);
+    engine.prewarm(runtime).await?;
+    check(engine, req).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        engine.prewarm(runtime).await?;
+        out.push(timed(engine, recorder, req).await?);
+    }
+    Ok(out)
+}
+
+/// The samples of [`ready_samples`]' pairs.
+fn samples_of(pairs: Vec<(Sample, Reported)>) -> Vec<Sample> {
+    pairs.into_iter().map(|(s, _)| s).collect()
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, true, None, false).await
+    engine_built(pool, max_concurrent, None, true, None, Starts::default()).await
 }
 
-/// [`engine`], reporting to `recorder`; with `fresh`, every program starts fresh (no
-/// pre-started interpreters, `EngineConfig::fresh_starts`).
+/// How an engine of the bench starts programs and carries frames.
+#[derive(Debug, Clone, Copy, Default)]
+struct Starts {
+    /// Every program starts fresh (`EngineConfig::fresh_starts`).
+    fresh: bool,
+    /// Frames go through the attached stdio (`EngineConfig::stdio_frames`).
+    stdio: bool,
+}
+
+/// [`engine`], reporting to `recorder`, starting programs and carrying frames as
+/// `starts` says.
 async fn engine_observed(
     pool: u32,
     max_concurrent: usize,
     recorder: &Arc<PhaseRecorder>,
-    fresh: bool,
+    starts: Starts,
 ) -> Result<DockerEngine> {
     let observer: isol8::stats::Observer = recorder.clone();
-    engine_built(pool, max_concurrent, None, true, Some(observer), fresh).await
+    engine_built(pool, max_concurrent, None, true, Some(observer), starts).await
 }
 
 /// [`engine`], with the agent measuring each execution or not.
 async fn engine_measuring(pool: u32, max_concurrent: usize, measure: bool) -> Result<DockerEngine> {
-    engine_built(pool, max_concurrent, None, measure, None, false).await
+    engine_built(pool, max_concurrent, None, measure, None, Starts::default()).await
 }
 
 /// [`engine`], writing the audit log (code and output included) in `audit_dir`, and
@@ -407,21 +443,21 @@ async fn engine_audited(
         Some(audit_dir),
         true,
         Some(observer),
-        false,
+        Starts::default(),
     )
     .await
 }
 
 /// An engine with a warm pool of `pool`, the audit log in `audit_dir` (if given), the
 /// agent measuring executions or not, reporting to `observer` (if given), and starting
-/// every program fresh or not.
+/// programs and carrying frames as `starts` says.
 async fn engine_built(
     pool: u32,
     max_concurrent: usize,
     audit_dir: Option<&std::path::Path>,
     measure: bool,
     observer: Option<isol8::stats::Observer>,
-    fresh: bool,
+    starts: Starts,
 ) -> Result<DockerEngine> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
@@ -447,7 +483,8 @@ async fn engine_built(
         skip_usage: !measure,
         audit,
         observer,
-        fresh_starts: fresh,
+        fresh_starts: starts.fresh,
+        stdio_frames: starts.stdio,
         ..Default::default()
     })
     .await?)
@@ -605,11 +642,21 @@ pub async fn run(
     let mut results = Vec::new();
     let mut phases = Vec::new();
     let cold_recorder = PhaseRecorder::new();
-    let cold_engine = engine_observed(0, 1, &cold_recorder, false).await?;
+    let cold_engine = engine_observed(0, 1, &cold_recorder, Starts::default()).await?;
     let recorder = PhaseRecorder::new();
-    let warm_engine = engine_observed(1, 1, &recorder, false).await?;
+    let warm_engine = engine_observed(1, 1, &recorder, Starts::default()).await?;
     let fresh_recorder = PhaseRecorder::new();
-    let fresh_engine = engine_observed(1, 1, &fresh_recorder, true).await?;
+    let fresh = Starts {
+        fresh: true,
+        stdio: false,
+    };
+    let fresh_engine = engine_observed(1, 1, &fresh_recorder, fresh).await?;
+    let stdio_recorder = PhaseRecorder::new();
+    let stdio = Starts {
+        fresh: false,
+        stdio: true,
+    };
+    let stdio_engine = engine_observed(1, 1, &stdio_recorder, stdio).await?;
     let audit_dir = std::env::temp_dir().join(format!(
         "isol8-bench-audit-{}",
         uuid::Uuid::new_v4().simple()
@@ -627,13 +674,9 @@ pub async fn run(
         // before each sample). `warm_back_to_back`: each request sent as soon as the
         // one before returned, so it waits for that one's reset and pre-start.
         progress(format!("{runtime}: warm"));
-        warm_engine.prewarm(std::slice::from_ref(runtime)).await?;
-        check(&warm_engine, &req).await?; // warm-up, not counted
         let mut warm = Vec::new();
         let mut split = Vec::new();
-        for _ in 0..opts.n {
-            warm_engine.prewarm(std::slice::from_ref(runtime)).await?;
-            let (s, reported) = timed(&warm_engine, &recorder, &req).await?;
+        for (s, reported) in ready_samples(&warm_engine, &recorder, &req, opts.n).await? {
             split.push(PhaseSample {
                 total_ms: s.total_ms,
                 program_ms: s.program_ms.unwrap_or(0.0),
@@ -657,29 +700,25 @@ pub async fn run(
             // The same ready pool with every program started fresh: what pre-starting
             // saves, measured in this run.
             progress(format!("{runtime}: warm, started fresh"));
-            fresh_engine.prewarm(std::slice::from_ref(runtime)).await?;
-            check(&fresh_engine, &req).await?; // warm-up, not counted
-            let mut fresh = Vec::new();
-            for _ in 0..opts.n {
-                fresh_engine.prewarm(std::slice::from_ref(runtime)).await?;
-                fresh.push(timed(&fresh_engine, &fresh_recorder, &req).await?.0);
-            }
-            results.push(summarize_samples(runtime, "warm_fresh", &fresh));
+            let fresh = ready_samples(&fresh_engine, &fresh_recorder, &req, opts.n).await?;
+            results.push(summarize_samples(runtime, "warm_fresh", &samples_of(fresh)));
         }
 
+        // The same ready pool with the frames through dockerd's attach stream: what the
+        // data socket saves, measured in this run.
+        progress(format!(
+            "{runtime}: warm, frames through the attached stdio"
+        ));
+        let stdio = ready_samples(&stdio_engine, &stdio_recorder, &req, opts.n).await?;
+        results.push(summarize_samples(runtime, "warm_stdio", &samples_of(stdio)));
+
         progress(format!("{runtime}: warm, audited"));
-        audited_engine
-            .prewarm(std::slice::from_ref(runtime))
-            .await?;
-        check(&audited_engine, &req).await?; // warm-up, not counted
-        let mut audited = Vec::new();
-        for _ in 0..opts.n {
-            audited_engine
-                .prewarm(std::slice::from_ref(runtime))
-                .await?;
-            audited.push(timed(&audited_engine, &audited_recorder, &req).await?.0);
-        }
-        results.push(summarize_samples(runtime, "warm_audited", &audited));
+        let audited = ready_samples(&audited_engine, &audited_recorder, &req, opts.n).await?;
+        results.push(summarize_samples(
+            runtime,
+            "warm_audited",
+            &samples_of(audited),
+        ));
 
         progress(format!("{runtime}: docker exec"));
         results.push(summarize(
@@ -704,6 +743,7 @@ pub async fn run(
     }
     warm_engine.stop().await?;
     fresh_engine.stop().await?;
+    stdio_engine.stop().await?;
     audited_engine.stop().await?;
     let _ = std::fs::remove_dir_all(&audit_dir);
     cold_engine.stop().await?;
@@ -724,7 +764,11 @@ pub async fn run(
         for &c in &opts.concurrency {
             progress(format!("{runtime}: {path} throughput at concurrency {c}"));
             let recorder = PhaseRecorder::new();
-            let e = engine_observed(c as u32, c, &recorder, fresh).await?;
+            let starts = Starts {
+                fresh,
+                stdio: false,
+            };
+            let e = engine_observed(c as u32, c, &recorder, starts).await?;
             e.prewarm(std::slice::from_ref(runtime)).await?;
             check(&e, &req).await?;
             let t = Instant::now();

@@ -348,6 +348,7 @@ fn bench_reports_every_path_with_a_docker_exec_baseline() {
         vec![
             "warm",
             "warm_back_to_back",
+            "warm_stdio",
             "warm_audited",
             "docker_exec",
             "cold",
