@@ -81,7 +81,7 @@ async fn a_thousand_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() 
     let mut hosts = HashSet::new();
     let mut hashes = HashSet::new();
     for i in 0..1000 {
-        let r = run(&engine, code("python", LEAK_CHECK)).await;
+        let r = ready_run(&engine, code("python", LEAK_CHECK)).await;
         assert_eq!(r.exit_code, 0, "run {i}: {r:?}");
         let fields: Vec<&str> = r.stdout.split_whitespace().collect();
         assert_eq!(fields.len(), 4, "run {i}: {r:?}");
@@ -218,17 +218,17 @@ async fn programs_behave_alike_fresh_and_pre_started() {
     let fresh = pooled(true).await;
     // The comparison means something only if the two engines differ as intended.
     assert_eq!(
-        run(&warm, code("python", WARM_PROBE)).await.stdout,
+        ready_run(&warm, code("python", WARM_PROBE)).await.stdout,
         "True\n"
     );
     assert_eq!(
-        run(&fresh, code("python", WARM_PROBE)).await.stdout,
+        ready_run(&fresh, code("python", WARM_PROBE)).await.stdout,
         "False\n"
     );
     let mut differ = Vec::new();
     for prog in PROGRAMS {
-        let a = run(&fresh, request(prog)).await;
-        let b = run(&warm, request(prog)).await;
+        let a = ready_run(&fresh, request(prog)).await;
+        let b = ready_run(&warm, request(prog)).await;
         if observed(&a) != observed(&b) {
             differ.push(format!(
                 "{:?}\n  fresh:       {:?}\n  pre-started: {:?}",
@@ -243,8 +243,10 @@ async fn programs_behave_alike_fresh_and_pre_started() {
     assert_clean(&fresh).await;
 }
 
-/// Runs `req` once the pool has a ready sandbox (`secure` refills after each run; a
-/// request arriving before that starts a container of its own, never pre-started).
+/// Runs `req` once the pool has a ready sandbox: reset and pre-started. (`secure` refills
+/// after each run, and a request arriving before that starts a container of its own,
+/// never pre-started; under `fast`, a request that has to wait for the reset gets the
+/// sandbox without a pre-started interpreter, which it would only wait for.)
 async fn ready_run(engine: &DockerEngine, req: ExecutionRequest) -> ExecutionResult {
     engine.prewarm(&["python".into()]).await.expect("prewarm");
     run(engine, req).await

@@ -150,6 +150,11 @@ impl Pool {
             })
     }
 
+    /// True when requests for `key` are waiting for a sandbox.
+    pub fn has_waiters(&self, key: &PoolKey) -> bool {
+        self.lock().get(key).is_some_and(|s| s.waiting > 0)
+    }
+
     /// Ready sandboxes kept per key (the `clean` part of the pool size).
     pub fn clean_target(&self) -> usize {
         self.clean
@@ -264,6 +269,12 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
     let cleanup = async move {
         if reset {
             let ok = match sb.reset().await {
+                // A request already waiting for this sandbox would wait for the
+                // interpreter's start-up either way (before its run, not in it), and the
+                // longer the sandbox stays out of the pool, the more arrivals start cold
+                // containers: under load it goes back at once and its program starts
+                // fresh.
+                Ok(()) if inner.pool.has_waiters(&key) => true,
                 Ok(()) => prestart(&inner, &runtime, &mut sb).await,
                 Err(e) => {
                     tracing::warn!(container = %sb.id, error = %e, "reset failed; destroying the sandbox");
