@@ -193,7 +193,7 @@ pub const PARTS: [(&str, &str, &str); 5] = [
         "the program itself as the agent timed it: the interpreter starting (unless it was \
          pre-started), the code, the interpreter's exit",
         "a pre-started interpreter for this runtime (python has one) or a faster interpreter \
-         exit (python's finalisation is about 2.3 ms here)",
+         exit (see docs/PERFORMANCE.md, \"Where the time goes\")",
     ),
     (
         "in_run_overhead",
