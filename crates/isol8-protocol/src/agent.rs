@@ -1,7 +1,10 @@
 //! The engine ⇄ agent frame protocol (version [`PROTOCOL_VERSION`]).
 //!
 //! The agent (`isol8-agent`) is PID 1 of every sandbox container. The engine attaches to
-//! the container's stdin and stdout and both sides exchange *frames*:
+//! the container's stdin and stdout; the agent's [`Hello`] comes on stdout and every
+//! later frame over the sandbox's data socket when the agent could connect to it
+//! ([`crate::layout::DATA_SOCKET_ENV`]), on stdin and stdout otherwise. Both sides
+//! exchange *frames*:
 //!
 //! ```text
 //! +----------------+--------+---------------------------+
