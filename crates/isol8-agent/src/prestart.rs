@@ -52,9 +52,17 @@ pub struct Handed {
     pub stderr: File,
 }
 
-/// A pipe whose read end is at descriptor 10 or above (so it can be copied to 3 or 4 in
-/// the child without overwriting another), both ends close-on-exec.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// Which end of a [`pipe`] the child gets.
+#[derive(Clone, Copy)]
+enum ChildEnd {
+    Read,
+    Write,
+}
+
+/// A pipe between the agent and a child, both ends close-on-exec: `(child's end, agent's
+/// end)`. The child's end is at descriptor 10 or above, so it can be copied to 3, 4 or 5
+/// in the child without overwriting another.
+fn pipe(child: ChildEnd) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -62,13 +70,18 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both descriptors were just opened and are owned by nobody else.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (low, agent) = match child {
+        ChildEnd::Read => (read, write),
+        ChildEnd::Write => (write, read),
+    };
     // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
-    let high = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    let high = unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if high < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: just duplicated, owned by nobody else.
-    Ok((unsafe { OwnedFd::from_raw_fd(high) }, write))
+    // SAFETY: just duplicated, owned by nobody else. `low` closes here: only the child's
+    // copy may remain, or the agent would never see the child's end of file.
+    Ok((unsafe { OwnedFd::from_raw_fd(high) }, agent))
 }
 
 /// Starts `spec.argv` as a step would start, with the request and stdin pipes at
@@ -76,17 +89,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Errors when it cannot be started, ends before it is ready, or is not ready within
 /// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
-    let (request_r, request_w) = pipe()?;
-    let (stdin_r, stdin_w) = pipe()?;
-    // The ready pipe is the other way round: the child writes.
-    let (ready_r, low) = pipe()?;
-    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the copy is owned by nobody else.
-    let ready_w = match unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) } {
-        fd if fd >= 0 => unsafe { OwnedFd::from_raw_fd(fd) },
-        _ => return Err(io::Error::last_os_error()),
-    };
-    // Only the child's copy may remain, or its end of file would never come.
-    drop(low);
+    let (request_r, request_w) = pipe(ChildEnd::Read)?;
+    let (stdin_r, stdin_w) = pipe(ChildEnd::Read)?;
+    let (ready_w, ready_r) = pipe(ChildEnd::Write)?;
     // SAFETY: fcntl on an open descriptor; a smaller pipe only means larger requests are
     // refused (they then start fresh).
     unsafe {

@@ -38,6 +38,17 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("USER", "sandbox"),
 ];
 
+/// The environment every program of `runtime` starts with: [`BASE_ENV`], then the
+/// runtime's own variables.
+fn runtime_env(runtime: &crate::runtime::Runtime) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BASE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(runtime.env.clone());
+    env
+}
+
 /// What a pooled sandbox of `runtime` keeps waiting ([`crate::runtime::Prestart`]): its
 /// loader, started in [`SANDBOX_ROOT`] with the environment a request of that runtime
 /// gets when it sets no variables of its own (with `ca_bundle`, the CA variables too).
@@ -47,11 +58,7 @@ pub fn prestart_spec(
     ca_bundle: bool,
 ) -> Option<isol8_protocol::agent::PrestartSpec> {
     let prestart = runtime.prestart.as_ref()?;
-    let mut env: BTreeMap<String, String> = BASE_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.extend(runtime.env.clone());
+    let mut env = runtime_env(runtime);
     if ca_bundle {
         env.extend(ca_env());
     }
@@ -274,11 +281,7 @@ pub fn prepare(
         ));
     }
 
-    let mut env: BTreeMap<String, String> = BASE_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.extend(runtime.env.clone());
+    let mut env = runtime_env(&runtime);
     for (k, v) in req.env.iter().chain(&settings.secrets) {
         check_env_name("env", k)?;
         if v.contains('\0') {

@@ -29,7 +29,7 @@ pub struct DataSocket {
 }
 
 /// Where the per-sandbox directories live on the host (beside the egress proxies').
-fn base() -> PathBuf {
+pub fn base() -> PathBuf {
     crate::egress::socket_base()
         .parent()
         .map(|p| p.join("data"))
@@ -40,30 +40,12 @@ impl DataSocket {
     /// Binds `agent.sock` in a new directory only root may enter. Must be called within a
     /// Tokio runtime.
     pub fn bind() -> io::Result<DataSocket> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = base();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&base)?;
-        // Named after this process, like the egress directories, so a later engine can
-        // remove what a killed one left.
-        let dir = base.join(format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        match UnixListener::bind(dir.join(layout::DATA_SOCKET_NAME)) {
-            Ok(l) => Ok(DataSocket {
-                dir,
-                listener: Some(l),
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        let (dir, listener) =
+            crate::egress::bind_in_fresh_dir(&base(), 0o700, layout::DATA_SOCKET_NAME)?;
+        Ok(DataSocket {
+            dir,
+            listener: Some(listener),
+        })
     }
 
     /// The host directory to mount read-only at [`layout::DATA_SOCKET_DIR`].

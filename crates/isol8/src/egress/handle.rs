@@ -125,27 +125,9 @@ impl Egress {
     /// Binds a new proxy socket in a fresh directory under [`socket_base`]; the proxy
     /// dials through `net` only addresses that `policy` admits.
     pub fn bind(net: Arc<dyn Net>, policy: Arc<AddressPolicy>) -> io::Result<Egress> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let base = socket_base();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&base)?;
-        // Named after this process, so a later engine can remove what a killed one left.
-        let dir = base.join(format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::DirBuilder::new().mode(0o755).create(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, listener) = bind_in_fresh_dir(&socket_base(), 0o755, SOCKET_NAME)?;
         let socket = dir.join(SOCKET_NAME);
-        let listener = match UnixListener::bind(&socket) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
         // The agent relays as root, but any user in the sandbox may use the proxy: the
         // socket grants nothing the relay does not.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
@@ -187,6 +169,35 @@ impl Drop for Egress {
     fn drop(&mut self) {
         self.task.abort();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Binds a Unix socket called `name` in a new directory of mode `mode` below `base`
+/// (created if missing), named after this process (`PID-uuid`) so that a later engine
+/// can remove what a killed one left ([`reap_stale_dirs_in`]). Must be called within a
+/// Tokio runtime. Returns the directory and the listener; nothing is left on error.
+pub fn bind_in_fresh_dir(
+    base: &Path,
+    mode: u32,
+    name: &str,
+) -> io::Result<(PathBuf, UnixListener)> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(base)?;
+    let dir = base.join(format!(
+        "{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::DirBuilder::new().mode(mode).create(&dir)?;
+    match UnixListener::bind(dir.join(name)) {
+        Ok(l) => Ok((dir, l)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
     }
 }
 

@@ -39,8 +39,8 @@ mod serve;
 pub use addr::AddressPolicy;
 pub use conn::raise_open_files_limit;
 pub use handle::{
-    begin, finish, observe, reap_stale_dirs, reap_stale_dirs_in, socket_base, traffic, Egress,
-    Shared, State, Traffic,
+    begin, bind_in_fresh_dir, finish, observe, reap_stale_dirs, reap_stale_dirs_in, socket_base,
+    traffic, Egress, Shared, State, Traffic,
 };
 pub use request::{parse_request, Target};
 pub use request_error::RequestError;
