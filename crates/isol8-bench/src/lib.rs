@@ -32,6 +32,12 @@
 //! the bench uses), samples interleaved on two warm engines so drift hits both alike;
 //! the difference of the medians is the price (see [`MeasuringCost`]).
 //!
+//! What the strict seccomp profile costs, the same way ([`SeccompCost`]): a cold bash
+//! `echo 1` (no pool: create, start, run, remove — where the OCI runtime compiles and
+//! loads the filter) and a warm python hello-world (where every system call passes the
+//! filter), each on an engine with `security.seccomp` `strict` and one with
+//! `unconfined`, samples interleaved.
+//!
 //! All containers get the same hardened `HostConfig`. Throughput is measured on the warm
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 //!
@@ -55,7 +61,10 @@ use std::time::{Duration, Instant};
 use isol8::docker::{connect, host_config, EngineConfig};
 use isol8::settings::SandboxSettings;
 use isol8::{DockerEngine, Engine, RuntimeRegistry};
-use isol8_protocol::{EngineOptions, ExecutionRequest, ExecutionResult, PoolSize, PoolStrategy};
+use isol8_protocol::options::SecurityOptions;
+use isol8_protocol::{
+    EngineOptions, ExecutionRequest, ExecutionResult, PoolSize, PoolStrategy, SeccompMode,
+};
 use serde::Serialize;
 
 use phases::{PhaseRecorder, PhaseSample, PhaseTimings, Reported};
@@ -262,6 +271,34 @@ pub struct MeasuringCost {
     pub target_ms: f64,
 }
 
+/// The most the strict seccomp profile may add to a cold start, ms (issue 14).
+pub const SECCOMP_COLD_TARGET_MS: f64 = 5.0;
+
+/// The most the strict seccomp profile may add to a warm run, ms (issue 14).
+pub const SECCOMP_WARM_TARGET_MS: f64 = 0.3;
+
+/// One path measured under the strict seccomp profile and under none.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileCost {
+    /// The path with `security.seccomp` `strict` (the default).
+    pub strict: PathResult,
+    /// The same with `unconfined` (no filter).
+    pub unconfined: PathResult,
+    /// Median strict − median unconfined, ms (noise can make it negative).
+    pub difference_ms: f64,
+    /// The target the difference should stay within, ms.
+    pub target_ms: f64,
+}
+
+/// What the strict seccomp profile costs, against no filter, in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeccompCost {
+    /// Cold bash `echo 1` (path `cold`): the OCI runtime builds and loads the filter.
+    pub cold: ProfileCost,
+    /// Warm python hello-world (path `warm`): the program's system calls pass it.
+    pub warm: ProfileCost,
+}
+
 /// Everything `isol8 bench --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -276,6 +313,9 @@ pub struct BenchReport {
     /// What measuring resource usage costs (when python is measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measuring: Option<MeasuringCost>,
+    /// What the strict seccomp profile costs (when bash and python are measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompCost>,
     /// Where the warm path's time goes, per runtime (the phases the engine reports).
     pub phases: Vec<PhaseTimings>,
     /// The engine's peak RSS with a warm pool per language runtime (absent when it could
@@ -402,13 +442,15 @@ async fn engine(pool: u32, max_concurrent: usize) -> Result<DockerEngine> {
     engine_built(pool, max_concurrent, None, true, None, Starts::default()).await
 }
 
-/// How an engine of the bench starts programs and carries frames.
+/// How an engine of the bench starts programs, carries frames and filters system calls.
 #[derive(Debug, Clone, Copy, Default)]
 struct Starts {
     /// Every program starts fresh (`EngineConfig::fresh_starts`).
     fresh: bool,
     /// Frames go through the attached stdio (`EngineConfig::stdio_frames`).
     stdio: bool,
+    /// `security.seccomp` (the default, `strict`, when `None`).
+    seccomp: Option<SeccompMode>,
 }
 
 /// [`engine`], reporting to `recorder`, starting programs and carrying frames as
@@ -465,6 +507,10 @@ async fn engine_built(
             clean: pool,
             dirty: pool,
         }),
+        security: starts.seccomp.map(|mode| SecurityOptions {
+            seccomp: Some(mode),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let audit = match audit_dir {
@@ -507,26 +553,7 @@ pub async fn measuring_cost(n: usize) -> Result<MeasuringCost> {
     };
     let on = engine_measuring(1, 1, true).await?;
     let off = engine_measuring(1, 1, false).await?;
-    for e in [&on, &off] {
-        e.prewarm(&["python".to_string()]).await?;
-        check(e, &req).await?;
-    }
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        // Alternate which goes first, so neither always follows the other.
-        let order = if i % 2 == 0 { [&on, &off] } else { [&off, &on] };
-        for e in order {
-            e.prewarm(&["python".to_string()]).await?;
-            let t = Instant::now();
-            check(e, &req).await?;
-            let took = ms(t.elapsed());
-            if std::ptr::eq(e, &on) {
-                with.push(took);
-            } else {
-                without.push(took);
-            }
-        }
-    }
+    let (with, without) = interleaved(n, [&on, &off], &req, true).await?;
     on.stop().await?;
     off.stop().await?;
     let measured = summarize("python", "warm_measured", with);
@@ -536,6 +563,84 @@ pub async fn measuring_cost(n: usize) -> Result<MeasuringCost> {
         measured,
         unmeasured,
         target_ms: MEASURING_TARGET_MS,
+    })
+}
+
+/// Runs `req` `n` times on each of `engines`, alternating which goes first so neither
+/// always follows the other, after one unmeasured run each; the samples in ms, per
+/// engine. With `ready`, each sample waits (untimed) for the engine's pool to be ready.
+async fn interleaved(
+    n: usize,
+    engines: [&DockerEngine; 2],
+    req: &ExecutionRequest,
+    ready: bool,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let runtime = std::slice::from_ref(&req.runtime);
+    for e in engines {
+        if ready {
+            e.prewarm(runtime).await?;
+        }
+        check(e, req).await?;
+    }
+    let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for i in 0..n {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            if ready {
+                engines[k].prewarm(runtime).await?;
+            }
+            let t = Instant::now();
+            check(engines[k], req).await?;
+            samples[k].push(ms(t.elapsed()));
+        }
+    }
+    let [a, b] = samples;
+    Ok((a, b))
+}
+
+/// One path under the strict profile and under none: `n` interleaved samples each on
+/// engines with a pool of `pool`.
+async fn profile_cost(
+    n: usize,
+    runtime: &str,
+    pool: u32,
+    path: &str,
+    target_ms: f64,
+) -> Result<ProfileCost> {
+    let req = hello_request(runtime)?;
+    let with = |mode| Starts {
+        seccomp: Some(mode),
+        ..Default::default()
+    };
+    let strict = engine_built(pool, 1, None, true, None, with(SeccompMode::Strict)).await?;
+    let unconfined = engine_built(pool, 1, None, true, None, with(SeccompMode::Unconfined)).await?;
+    let samples = interleaved(n, [&strict, &unconfined], &req, pool > 0).await;
+    strict.stop().await?;
+    unconfined.stop().await?;
+    let (a, b) = samples?;
+    let strict = summarize(runtime, &format!("{path}_strict"), a);
+    let unconfined = summarize(runtime, &format!("{path}_unconfined"), b);
+    Ok(ProfileCost {
+        difference_ms: strict.median_ms - unconfined.median_ms,
+        strict,
+        unconfined,
+        target_ms,
+    })
+}
+
+/// What the strict seccomp profile costs: cold bash and warm python, `n` interleaved
+/// samples per side (at least [`measuring_samples`] on the warm path).
+pub async fn seccomp_cost(n: usize) -> Result<SeccompCost> {
+    Ok(SeccompCost {
+        cold: profile_cost(n, "bash", 0, "cold", SECCOMP_COLD_TARGET_MS).await?,
+        warm: profile_cost(
+            measuring_samples(n),
+            "python",
+            1,
+            "warm",
+            SECCOMP_WARM_TARGET_MS,
+        )
+        .await?,
     })
 }
 
@@ -648,13 +753,13 @@ pub async fn run(
     let fresh_recorder = PhaseRecorder::new();
     let fresh = Starts {
         fresh: true,
-        stdio: false,
+        ..Default::default()
     };
     let fresh_engine = engine_observed(1, 1, &fresh_recorder, fresh).await?;
     let stdio_recorder = PhaseRecorder::new();
     let stdio = Starts {
-        fresh: false,
         stdio: true,
+        ..Default::default()
     };
     let stdio_engine = engine_observed(1, 1, &stdio_recorder, stdio).await?;
     let audit_dir = std::env::temp_dir().join(format!(
@@ -766,7 +871,7 @@ pub async fn run(
             let recorder = PhaseRecorder::new();
             let starts = Starts {
                 fresh,
-                stdio: false,
+                ..Default::default()
             };
             let e = engine_observed(c as u32, c, &recorder, starts).await?;
             e.prewarm(std::slice::from_ref(runtime)).await?;
@@ -804,6 +909,15 @@ pub async fn run(
     } else {
         None
     };
+    let seccomp = if ["python", "bash"]
+        .iter()
+        .all(|r| opts.runtimes.iter().any(|m| m == r))
+    {
+        progress("seccomp: cold bash and warm python, strict and unconfined".to_string());
+        Some(seccomp_cost(opts.n).await?)
+    } else {
+        None
+    };
     // The engine's own peak, before the server path adds the server's.
     let peak_rss_mb = peak_rss_mb();
     if opts.runtimes.iter().any(|r| r == "python") {
@@ -818,6 +932,7 @@ pub async fn run(
         throughput,
         peak_rss_mb,
         measuring,
+        seccomp,
         phases,
         pools_rss: Some(pools_rss),
         targets: Vec::new(),

@@ -235,6 +235,26 @@ pub fn check(report: &BenchReport, runtimes: &[String]) -> Vec<TargetCheck> {
             false,
         ));
     }
+    for (path, cost) in [
+        ("cold", report.seccomp.as_ref().map(|s| &s.cold)),
+        ("warm", report.seccomp.as_ref().map(|s| &s.warm)),
+    ] {
+        let (runtime, limit) = match path {
+            "cold" => ("bash", crate::SECCOMP_COLD_TARGET_MS),
+            _ => ("python", crate::SECCOMP_WARM_TARGET_MS),
+        };
+        out.push(judged(
+            row(
+                &format!("seccomp strict - unconfined ({path})"),
+                Some(runtime),
+                format!("<= {limit:.1} ms"),
+                "ms",
+            ),
+            cost.map(|c| c.difference_ms),
+            limit,
+            false,
+        ));
+    }
     let rss = report
         .pools_rss
         .as_ref()
@@ -286,6 +306,7 @@ mod tests {
             throughput,
             peak_rss_mb: 12.0,
             measuring: None,
+            seccomp: None,
             phases: Vec::new(),
             pools_rss: Some(PoolsRss {
                 pools: 5,
@@ -427,5 +448,33 @@ mod tests {
             TargetStatus::NotMeasured
         );
         assert!(c.iter().all(|c| c.runtime.as_deref() != Some("node")));
+        assert_eq!(
+            status(&c, "seccomp strict - unconfined (cold)", Some("bash")),
+            TargetStatus::NotMeasured
+        );
+    }
+
+    #[test]
+    fn the_seccomp_profile_is_judged_by_the_difference_of_medians() {
+        let cost = |strict: f64, unconfined: f64, target_ms| crate::ProfileCost {
+            strict: path("bash", "cold_strict", strict, None),
+            unconfined: path("bash", "cold_unconfined", unconfined, None),
+            difference_ms: strict - unconfined,
+            target_ms,
+        };
+        let mut r = report(Vec::new(), Vec::new());
+        r.seccomp = Some(crate::SeccompCost {
+            cold: cost(150.0, 146.0, crate::SECCOMP_COLD_TARGET_MS),
+            warm: cost(5.0, 4.5, crate::SECCOMP_WARM_TARGET_MS),
+        });
+        let c = check(&r, &[]);
+        assert_eq!(
+            status(&c, "seccomp strict - unconfined (cold)", Some("bash")),
+            TargetStatus::Met
+        );
+        assert_eq!(
+            status(&c, "seccomp strict - unconfined (warm)", Some("python")),
+            TargetStatus::Missed
+        );
     }
 }

@@ -476,6 +476,10 @@ pub async fn bench(args: BenchArgs) -> Result<i32> {
         println!();
         print!("{}", measuring_table(m));
     }
+    if let Some(s) = &report.seccomp {
+        println!();
+        print!("{}", seccomp_table(s));
+    }
     println!();
     println!("engine peak RSS: {:.1} MiB", report.peak_rss_mb);
     if let Some(p) = &report.pools_rss {
@@ -691,25 +695,59 @@ fn closing_note(report: &isol8_bench::BenchReport) -> String {
 
 /// The table of what measuring resource usage costs on the warm path.
 fn measuring_table(m: &isol8_bench::MeasuringCost) -> String {
-    let mut out = String::from("resource usage: warm python, measured and not (interleaved)\n");
+    paired_table(
+        "resource usage: warm python, measured and not (interleaved)",
+        "measureUsage",
+        [("on", &m.measured), ("off", &m.unmeasured)],
+        m.difference_ms,
+        m.target_ms,
+    )
+}
+
+/// The tables of what the strict seccomp profile costs, cold and warm.
+fn seccomp_table(s: &isol8_bench::SeccompCost) -> String {
+    [("cold bash", &s.cold), ("warm python", &s.warm)]
+        .into_iter()
+        .map(|(what, c)| {
+            paired_table(
+                &format!("seccomp: {what}, strict and unconfined (interleaved)"),
+                "seccomp",
+                [("strict", &c.strict), ("unconfined", &c.unconfined)],
+                c.difference_ms,
+                c.target_ms,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Two interleaved measurements of one path, the difference of their medians (first −
+/// second) and whether it is within `target_ms`.
+fn paired_table(
+    title: &str,
+    knob: &str,
+    rows: [(&str, &isol8_bench::PathResult); 2],
+    difference_ms: f64,
+    target_ms: f64,
+) -> String {
+    let mut out = format!("{title}\n");
     out += &format!(
         "{:<14} {:>4} {:>9} {:>11} {:>9}\n",
-        "measureUsage", "n", "min ms", "median ms", "p95 ms"
+        knob, "n", "min ms", "median ms", "p95 ms"
     );
-    for (name, r) in [("on", &m.measured), ("off", &m.unmeasured)] {
+    for (name, r) in rows {
         out += &format!(
             "{:<14} {:>4} {:>9.2} {:>11.2} {:>9.2}\n",
             name, r.n, r.min_ms, r.median_ms, r.p95_ms
         );
     }
-    let verdict = if m.difference_ms <= m.target_ms {
+    let verdict = if difference_ms <= target_ms {
         "within"
     } else {
         "OVER"
     };
     out += &format!(
-        "difference of medians: {:+.2} ms ({verdict} the {:.1} ms target)\n",
-        m.difference_ms, m.target_ms
+        "difference of medians: {difference_ms:+.2} ms ({verdict} the {target_ms:.1} ms target)\n"
     );
     out
 }
@@ -750,6 +788,42 @@ mod tests {
             target_ms: 0.5,
         });
         assert!(over.contains("+1.00 ms (OVER the 0.5 ms target)"), "{over}");
+    }
+
+    #[test]
+    fn the_seccomp_table_shows_cold_and_warm_with_their_targets() {
+        let r = |median_ms| isol8_bench::PathResult {
+            runtime: "bash".into(),
+            path: "cold".into(),
+            n: 30,
+            min_ms: 1.0,
+            median_ms,
+            p95_ms: 200.0,
+            ..Default::default()
+        };
+        let cost = |strict, unconfined, target_ms| isol8_bench::ProfileCost {
+            strict: r(strict),
+            unconfined: r(unconfined),
+            difference_ms: strict - unconfined,
+            target_ms,
+        };
+        let table = seccomp_table(&isol8_bench::SeccompCost {
+            cold: cost(151.5, 148.0, 5.0),
+            warm: cost(4.9, 4.5, 0.3),
+        });
+        assert!(table.contains("seccomp: cold bash"), "{table}");
+        assert!(
+            table.contains("151.50") && table.contains("148.00"),
+            "{table}"
+        );
+        assert!(
+            table.contains("+3.50 ms (within the 5.0 ms target)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("+0.40 ms (OVER the 0.3 ms target)"),
+            "{table}"
+        );
     }
 
     fn path_row(
@@ -909,6 +983,7 @@ mod tests {
             throughput: Vec::new(),
             peak_rss_mb: 10.0,
             measuring: None,
+            seccomp: None,
             phases,
             pools_rss: None,
             targets: Vec::new(),

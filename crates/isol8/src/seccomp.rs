@@ -6,7 +6,19 @@
 //! that Docker only allows with capabilities isol8 never grants (namespace creation,
 //! `mount` and the new mount API, `bpf`, `perf_event_open`, `keyctl`…) are simply absent,
 //! so they are denied. `clone` is allowed only without namespace flags, `clone3` answers
-//! ENOSYS (so libcs fall back to `clone`), and `socket(AF_VSOCK)` is refused.
+//! ENOSYS (so libcs fall back to `clone`), `socket(AF_VSOCK)` is refused, and
+//! `personality` takes only the values Docker's default allows.
+//!
+//! Only the native ABI is allowed: the profile names no sub-architectures, so a system
+//! call made through a 32-bit ABI (i386 `int 0x80`, x32, arm32) matches no architecture
+//! of the filter and meets the OCI runtime's bad-architecture action (runc kills the
+//! caller with SIGSYS) instead of being checked against the list. Docker's default lists
+//! them for 32-bit binaries, which no isol8 image runs; each one costs runc the whole
+//! filter compiled once more at every container start (about 10 ms of a cold start on a
+//! 2-core machine, see docs/PERFORMANCE.md), and the compat entry points are attack
+//! surface the sandbox has no use for. For the same reason argument-checked rules are
+//! few: `personality`'s five allowed values are two rules (one masked comparison), as
+//! every such rule costs runc and libseccomp ~0.7 ms per start.
 //!
 //! A profile given to Docker in `SecurityOpt` replaces its default entirely, so this one is
 //! complete on its own. Sandboxes run with exactly the capabilities SETUID, SETGID and
@@ -427,29 +439,32 @@ const CLONE_NAMESPACE_MASK: u64 = 0x7E02_0000;
 /// `AF_VSOCK` address family.
 const AF_VSOCK: u64 = 40;
 
+/// `personality(persona)` is allowed when `persona & PERSONALITY_MASK == 0`: exactly
+/// `PER_LINUX` (0), `PER_LINUX32` (8), `UNAME26` (0x20000) and their union 0x20008, the
+/// four values Docker's default profile allows (moby `profiles/seccomp/default.json`),
+/// in one masked comparison of the whole 64-bit register instead of four rules.
+const PERSONALITY_MASK: u64 = !0x0002_0008;
+
+/// `personality(0xffffffff)`: reads the current persona without changing it.
+const PERSONALITY_QUERY: u64 = 0xffff_ffff;
+
 /// The strict, default-deny profile as Docker's JSON.
 pub fn strict_profile() -> Value {
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": 1,
         "archMap": [
-            {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
-            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}
+            {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": []},
+            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": []}
         ],
         "syscalls": [
             {"names": ALLOWED, "action": "SCMP_ACT_ALLOW"},
             {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
              "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]},
             {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+             "args": [{"index": 0, "value": PERSONALITY_MASK, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 0x20000, "op": "SCMP_CMP_EQ"}]},
-            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 0x20008, "op": "SCMP_CMP_EQ"}]},
-            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 0xffff_ffffu64, "op": "SCMP_CMP_EQ"}]},
+             "args": [{"index": 0, "value": PERSONALITY_QUERY, "op": "SCMP_CMP_EQ"}]},
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
              "args": [{"index": 0, "value": CLONE_NAMESPACE_MASK, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
@@ -544,6 +559,85 @@ mod tests {
             .expect("socket rule");
         assert_eq!(socket["args"][0]["value"], 40);
         assert_eq!(socket["args"][0]["op"], "SCMP_CMP_NE");
+    }
+
+    /// Whether a rule's argument conditions hold for `args` (the ops the profile uses,
+    /// as libseccomp compares them: whole 64-bit values).
+    fn conditions_hold(rule: &Value, args: &[u64]) -> bool {
+        rule["args"].as_array().into_iter().flatten().all(|c| {
+            let arg = args[c["index"].as_u64().expect("index") as usize];
+            let value = c["value"].as_u64().expect("value");
+            match c["op"].as_str().expect("op") {
+                "SCMP_CMP_EQ" => arg == value,
+                "SCMP_CMP_NE" => arg != value,
+                "SCMP_CMP_MASKED_EQ" => arg & value == c["valueTwo"].as_u64().unwrap_or(0),
+                other => panic!("op {other} not modelled"),
+            }
+        })
+    }
+
+    /// What the strict profile does with a native-ABI call of `name` with `args`.
+    fn allows(profile: &Value, name: &str, args: &[u64]) -> bool {
+        profile["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| {
+                r["names"]
+                    .as_array()
+                    .expect("names")
+                    .iter()
+                    .any(|n| n == name)
+            })
+            .any(|r| r["action"] == "SCMP_ACT_ALLOW" && conditions_hold(r, args))
+    }
+
+    #[test]
+    fn personality_takes_exactly_the_values_dockers_default_allows() {
+        let p = strict_profile();
+        // Every persona number, every single flag bit of the 64-bit register, the
+        // allowed values with each bit added, and the query.
+        let mut candidates: Vec<u64> = (0..0x20).collect();
+        for bit in 0..64 {
+            candidates.push(1 << bit);
+            for base in [0x8, 0x2_0000, 0x2_0008, 0xffff_ffff] {
+                candidates.push(base | (1 << bit));
+            }
+        }
+        candidates.extend([0xffff_ffff, 0x4_0000, u64::MAX, 0x1_0000_0000]);
+        let mut allowed: Vec<u64> = candidates
+            .into_iter()
+            .filter(|&v| allows(&p, "personality", &[v]))
+            .collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        // moby profiles/seccomp/default.json: PER_LINUX, PER_LINUX32, UNAME26,
+        // UNAME26|PER_LINUX32 and the query 0xffffffff.
+        assert_eq!(allowed, [0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff]);
+    }
+
+    #[test]
+    fn only_the_native_abi_is_allowed() {
+        let p = strict_profile();
+        let arches = p["archMap"].as_array().expect("archMap");
+        assert!(!arches.is_empty());
+        for arch in arches {
+            let subs = arch["subArchitectures"]
+                .as_array()
+                .expect("subArchitectures");
+            assert!(subs.is_empty(), "{arch}: a 32-bit ABI would be allowed");
+        }
+        // The argument rules stay few: each costs the runtime time at every start.
+        let with_args = p["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r.get("args").is_some())
+            .count();
+        assert_eq!(with_args, 4, "socket, personality ×2, clone");
+        assert!(allows(&p, "clone", &[0x0100_0011]), "a plain fork's flags");
+        assert!(!allows(&p, "clone", &[0x1000_0011]), "CLONE_NEWUSER");
+        assert!(allows(&p, "socket", &[1]) && !allows(&p, "socket", &[AF_VSOCK]));
     }
 
     #[test]

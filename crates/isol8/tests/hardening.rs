@@ -99,6 +99,103 @@ async fn dangerous_syscalls_are_refused() {
     assert_clean(&engine).await;
 }
 
+/// Runs machine code that makes one system call and returns its result. `{CODE}` is the
+/// bytes; the result is printed before anything else can happen.
+const MACHINE_CODE: &str = r#"
+import ctypes, mmap, os, sys
+buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(bytes({CODE}))
+call = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
+print("started", flush=True)
+r = call()
+print("returned", r, "pid", os.getpid(), flush=True)
+"#;
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn system_calls_through_a_32_bit_abi_are_refused() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipped: the machine code is x86_64's");
+        return;
+    }
+    let engine = engine(EngineOptions::default()).await;
+    // `mov eax, NR; int 0x80; ret` (i386 ABI) and `mov eax, NR|0x40000000; syscall; ret`
+    // (x32 ABI): getpid, which the native ABI allows.
+    let i386_getpid = "[0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3]";
+    let i386_unshare = "[0xb8, 0x36, 1, 0, 0, 0xbb, 0, 0, 0, 0x10, 0xcd, 0x80, 0xc3]";
+    let x32_getpid = "[0xb8, 39, 0, 0, 0x40, 0x0f, 0x05, 0xc3]";
+    for (name, bytes) in [
+        ("i386 getpid", i386_getpid),
+        ("i386 unshare(CLONE_NEWUSER)", i386_unshare),
+    ] {
+        let r = run(
+            &engine,
+            code("python", &MACHINE_CODE.replace("{CODE}", bytes)),
+        )
+        .await;
+        // The filter matches no architecture: the runtime's bad-architecture action kills
+        // the caller with SIGSYS before the call runs.
+        assert_eq!(r.stdout, "started\n", "{name} returned: {r:?}");
+        assert_eq!(r.exit_code, 128 + libc::SIGSYS, "{name}: {r:?}");
+    }
+    // x32 calls never run either (the kernel may not even have the ABI: -ENOSYS).
+    let r = run(
+        &engine,
+        code("python", &MACHINE_CODE.replace("{CODE}", x32_getpid)),
+    )
+    .await;
+    assert!(
+        !r.stdout.contains("returned") || r.stdout.contains("returned -"),
+        "x32 getpid ran: {r:?}"
+    );
+    // The same program through the native ABI runs: the refusal is the ABI's.
+    let native_getpid = "[0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xc3]";
+    let r = run(
+        &engine,
+        code("python", &MACHINE_CODE.replace("{CODE}", native_getpid)),
+    )
+    .await;
+    let words: Vec<&str> = r.stdout.split_whitespace().collect();
+    assert_eq!(words.get(1), Some(&"returned"), "{r:?}");
+    assert_eq!(
+        words.get(2),
+        words.get(4),
+        "getpid's result is the pid: {r:?}"
+    );
+    assert_clean(&engine).await;
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn personality_changes_beyond_dockers_values_are_refused() {
+    let engine = engine(EngineOptions::default()).await;
+    // x86_64 personality = 135. Allowed: the query and PER_LINUX32; refused:
+    // ADDR_NO_RANDOMIZE (0x40000, what `setarch -R` asks for) and READ_IMPLIES_EXEC.
+    for (value, allowed) in [
+        (0xffff_ffff_i64, true),
+        (0x8, true),
+        (0x4_0000, false),
+        (0x40_0000, false),
+    ] {
+        let r = run(&engine, code("python", &probe(135, &[value]))).await;
+        let out: Vec<&str> = r.stdout.split_whitespace().collect();
+        if allowed {
+            assert_ne!(out.first(), Some(&"-1"), "personality({value:#x}): {r:?}");
+        } else {
+            assert_eq!(
+                out,
+                ["-1", "1"],
+                "personality({value:#x}) not refused: {r:?}"
+            );
+        }
+    }
+    let r = run(
+        &engine,
+        code("bash", "setarch -R true && echo no-aslr-allowed; echo end"),
+    )
+    .await;
+    assert_eq!(r.stdout, "end\n", "{r:?}");
+    assert_clean(&engine).await;
+}
+
 fn libc_eperm() -> i32 {
     1
 }
