@@ -42,9 +42,9 @@
 //! path with a pool and `maxConcurrent` sized to the concurrency.
 //!
 //! Each engine path's rows also carry the median of the program's own time (as the agent
-//! timed it, in microseconds, reported to the engine's observer; the server path reads
-//! the response's whole-millisecond `durationMs`) and the median engine overhead, end to
-//! end minus the program's time per sample.
+//! timed it, in microseconds, reported to the engine's observer — on the server path the
+//! observer of the engine behind the server) and the median engine overhead, end to end
+//! minus the program's time per sample.
 //! The Docker baselines have neither: nothing inside their containers times the bare
 //! command. The warm path is split into the phases the engine reports to its observer
 //! ([`phases`]), the engine's peak RSS is measured with a warm pool per language runtime,
@@ -922,8 +922,9 @@ pub async fn run(
     let peak_rss_mb = peak_rss_mb();
     if opts.runtimes.iter().any(|r| r == "python") {
         progress("python through the HTTP server".to_string());
-        let (latency, rate) = server::run(opts.n, opts.throughput_execs).await?;
+        let (latency, split, rate) = server::run(opts.n, opts.throughput_execs).await?;
         results.push(latency);
+        phases.push(split);
         throughput.push(rate);
     }
     let mut report = BenchReport {

@@ -1,12 +1,15 @@
 //! The `server` path of `isol8 bench`: python `print(1)` through `POST /execute` of an
 //! in-process `isol8 serve` on loopback (a JSON request, the warm pool, the JSON result),
-//! measured sequentially and at concurrency 8. The program's own time is the `durationMs`
-//! of each JSON result.
+//! measured sequentially and at concurrency 8. The program's own time and the engine's
+//! phases come from the engine behind the server, as on the library's paths (its
+//! observer); the time around the engine's run is the HTTP round trip plus what the server
+//! does per request.
 
 use std::time::Instant;
 
 use isol8_protocol::{EngineOptions, PoolSize, PoolStrategy};
 
+use crate::phases::{self, PhaseRecorder, PhaseSample, PhaseTimings};
 use crate::{summarize_samples, BenchError, PathResult, Result, Sample, Throughput};
 
 /// Concurrent requests of the throughput measurement (and the size of the warm pool).
@@ -14,8 +17,8 @@ pub const CONCURRENCY: usize = 8;
 
 /// Runs `n` sequential requests (after one unmeasured warm-up) and then `execs` requests
 /// spread over [`CONCURRENCY`] workers against a server started for the purpose and
-/// stopped afterwards. Returns the latency row (`server`) and the throughput.
-pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
+/// stopped afterwards. Returns the latency row (`server`), its phases and the throughput.
+pub async fn run(n: usize, execs: usize) -> Result<(PathResult, PhaseTimings, Throughput)> {
     let options = EngineOptions {
         pool_strategy: Some(PoolStrategy::Fast),
         pool_size: Some(PoolSize::Split {
@@ -24,10 +27,13 @@ pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
         }),
         ..Default::default()
     };
+    let recorder = PhaseRecorder::new();
+    let observer: isol8::stats::Observer = recorder.clone();
     let engine = isol8::DockerEngine::connect_with(isol8::docker::EngineConfig {
         options: options.clone(),
         max_concurrent: Some(CONCURRENCY),
         prewarm: vec!["python".into()],
+        observer: Some(observer),
         ..Default::default()
     })
     .await?;
@@ -52,12 +58,20 @@ pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
         listener,
         isol8_server::app(state.clone()),
     )));
-    let measured = measure(&pool, &url, &key, n, execs).await;
+    let measured = measure(&pool, &recorder, &url, &key, n, execs).await;
     server.abort();
     state.shutdown().await;
-    let (samples, execs_per_s) = measured?;
+    let (split, execs_per_s) = measured?;
+    let samples: Vec<Sample> = split
+        .iter()
+        .map(|s| Sample {
+            total_ms: s.total_ms,
+            program_ms: Some(s.program_ms),
+        })
+        .collect();
     Ok((
         summarize_samples("python", "server", &samples),
+        phases::phase_timings("python", "server", &split),
         Throughput {
             runtime: "python".into(),
             path: "server".into(),
@@ -69,16 +83,18 @@ pub async fn run(n: usize, execs: usize) -> Result<(PathResult, Throughput)> {
     ))
 }
 
-/// The latency samples (with each result's `durationMs`), each sent when the server's
-/// pool (`pool`, the engine behind it) is ready as the library's `warm` path's are, and
-/// the throughput (executions per second) against `url`.
+/// The latency samples with the phases `recorder` saw (the program's time from the
+/// engine's observer, the result's whole-millisecond `durationMs` where it reported
+/// none), each sent when the server's pool (`pool`, the engine behind it) is ready as the
+/// library's `warm` path's are, and the throughput (executions per second) against `url`.
 async fn measure(
     pool: &isol8::DockerEngine,
+    recorder: &PhaseRecorder,
     url: &str,
     key: &str,
     n: usize,
     execs: usize,
-) -> Result<(Vec<Sample>, f64)> {
+) -> Result<(Vec<PhaseSample>, f64)> {
     let client = reqwest::Client::new();
     let body = serde_json::json!({"request": {"runtime": "python", "code": "print(1)"}});
     let once = |client: reqwest::Client, url: String, key: String, body: serde_json::Value| async move {
@@ -103,11 +119,15 @@ async fn measure(
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         pool.prewarm(&["python".into()]).await?;
+        recorder.take();
         let t = Instant::now();
-        let program_ms = once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
-        samples.push(Sample {
-            total_ms: t.elapsed().as_secs_f64() * 1000.0,
-            program_ms: Some(program_ms),
+        let duration_ms = once(client.clone(), url.clone(), key.clone(), body.clone()).await?;
+        let total_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let reported = recorder.take();
+        samples.push(PhaseSample {
+            total_ms,
+            program_ms: reported.program_ms.unwrap_or(duration_ms),
+            reported,
         });
     }
     let per_worker = execs.div_ceil(CONCURRENCY);

@@ -564,9 +564,8 @@ fn results_table(results: &[isol8_bench::PathResult]) -> String {
             or_na(r.overhead_ms, 11, 2)
         );
     }
-    out += "program ms: median of the program's own time as the agent timed it (microseconds; \
-            the server path: the response's whole-ms durationMs, so its overhead reads up to \
-            1 ms high);\n";
+    out += "program ms: median of the program's own time as the agent timed it \
+            (microseconds, reported to the engine's observer; on the server path too);\n";
     out += "overhead ms: median of (end to end - program) per sample; n/a for the docker \
             baselines, where nothing inside the container times the bare command\n";
     out
@@ -591,11 +590,9 @@ fn throughput_table(throughput: &[isol8_bench::Throughput]) -> String {
     out
 }
 
-/// The warm path's phases per runtime: median and mean of each, ms.
+/// The phases per runtime and path (`warm`, `server`): median and mean of each, ms.
 fn phases_table(phases: &[isol8_bench::phases::PhaseTimings]) -> String {
-    let mut out = String::from(
-        "where the warm path's time goes (engine-reported phases; median / mean ms)\n",
-    );
+    let mut out = String::from("where the time goes (engine-reported phases; median / mean ms)\n");
     let names = [
         "end_to_end",
         "queue_wait",
@@ -605,13 +602,13 @@ fn phases_table(phases: &[isol8_bench::phases::PhaseTimings]) -> String {
         "in_run_overhead",
         "around_run",
     ];
-    out += &format!("{:<8} {:>4}", "runtime", "n");
+    out += &format!("{:<8} {:<7} {:>4}", "runtime", "path", "n");
     for name in names {
         out += &format!(" {name:>15}");
     }
     out += "\n";
     for t in phases {
-        out += &format!("{:<8} {:>4}", t.runtime, t.n);
+        out += &format!("{:<8} {:<7} {:>4}", t.runtime, t.path, t.n);
         for name in names {
             let cell = match t.get(name) {
                 Some(p) => format!("{:.2}/{:.2}", p.median_ms, p.mean_ms),
@@ -622,7 +619,8 @@ fn phases_table(phases: &[isol8_bench::phases::PhaseTimings]) -> String {
         out += "\n";
     }
     out += "run: exec frame sent until the execution ended; in_run_overhead = run - program; \
-            around_run = end_to_end - queue_wait - sandbox_acquire - run\n";
+            around_run = end_to_end - queue_wait - sandbox_acquire - run (on the server \
+            path: the HTTP round trip and the server's own work too)\n";
     out
 }
 

@@ -291,7 +291,8 @@ impl DockerEngine {
     }
 
     /// Starts filling the pools of `runtimes` and waits (up to 60 s) until each has its
-    /// ready sandboxes.
+    /// ready sandboxes: `poolSize.clean` of them idle, or, when it cannot get there, at
+    /// least one idle with none still starting or being reset.
     pub async fn prewarm(&self, runtimes: &[String]) -> Result<()> {
         let mut keys = Vec::new();
         for r in runtimes {
@@ -304,7 +305,7 @@ impl DockerEngine {
             loop {
                 let s = self.inner.pool.stats(&key);
                 if s.idle >= self.inner.pool.clean_target()
-                    || (s.warming == 0 && s.idle > 0)
+                    || (s.warming == 0 && s.resetting == 0 && s.idle > 0)
                     || tokio::time::Instant::now() > deadline
                 {
                     break;
