@@ -473,7 +473,7 @@ impl Agent {
         if spec.steps.is_empty() && spec.files.is_empty() && spec.output_paths.is_empty() {
             return self.fail("nothing to run");
         }
-        if let Err(e) = files::write_all(&self.ident, &self.reaper, &spec.cwd, &spec.files) {
+        if let Err(e) = files::write_all(&self.ident, &spec.cwd, &spec.files) {
             return self.fail(&e);
         }
         let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
@@ -516,12 +516,8 @@ impl Agent {
         exited.stdout = stats[0];
         exited.stderr = stats[1];
         if !spec.output_paths.is_empty() {
-            let (files, errors) = files::read_all(
-                &self.ident,
-                &self.reaper,
-                &spec.output_paths,
-                spec.max_read_bytes,
-            );
+            let (files, errors) =
+                files::read_all(&self.ident, &spec.output_paths, spec.max_read_bytes);
             exited.files = files;
             exited.file_errors = errors;
         }

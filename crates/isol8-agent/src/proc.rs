@@ -199,6 +199,32 @@ pub(crate) fn drop_to(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the calling thread the sandbox user's filesystem identity: no supplementary
+/// groups, fsgid `gid`, fsuid `uid` (each checked: `setfsuid`/`setfsgid` report the
+/// previous id, not failure, so they are read back). Raw system calls, so only this
+/// thread changes; its real, effective and saved ids stay as they were. Errors: the
+/// first call that failed or did not take effect.
+pub(crate) fn take_fs_identity(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: raw syscalls with integer arguments (setgroups with no list).
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+        // An invalid id changes nothing and returns the current one.
+        let fsgid = libc::syscall(libc::SYS_setfsgid, -1i64) as libc::gid_t;
+        let fsuid = libc::syscall(libc::SYS_setfsuid, -1i64) as libc::uid_t;
+        if (fsuid, fsgid) != (uid, gid) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("filesystem ids are {fsuid}:{fsgid}, not {uid}:{gid}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Highest signal number the kernel knows (`_NSIG - 1`; 64 on x86-64 and arm64).
 const LAST_SIGNAL: libc::c_int = 64;
 

@@ -162,6 +162,42 @@ async fn output_paths_refuse_symlinks_and_hard_links_to_system_files() {
 }
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn request_files_are_written_and_read_as_the_sandbox_user_only() {
+    let engine = engine(EngineOptions::default()).await;
+    // Written by the agent on a thread whose filesystem identity is the sandbox user's:
+    // created files and directories are its own, in /sandbox, /tmp and /dev/shm alike.
+    let mut req = code(
+        "bash",
+        "stat -c '%n %u:%g' /sandbox/a/b/in.txt /sandbox/a /tmp/t.txt /dev/shm/s.txt; \
+         cat /sandbox/a/b/in.txt; \
+         echo secret > /sandbox/private; chmod 000 /sandbox/private; \
+         mkdir /sandbox/locked; echo x > /sandbox/locked/f; chmod 000 /sandbox/locked",
+    );
+    req.files = BTreeMap::from([
+        ("a/b/in.txt".to_string(), "hello".to_string()),
+        ("/tmp/t.txt".to_string(), "t".to_string()),
+        ("/dev/shm/s.txt".to_string(), "s".to_string()),
+    ]);
+    // Read back with the sandbox user's permissions: what it made unreadable to itself
+    // stays unreadable (root's would not matter either: the agent has no DAC override).
+    req.output_paths = vec![
+        "/sandbox/a/b/in.txt".into(),
+        "/sandbox/private".into(),
+        "/sandbox/locked/f".into(),
+    ];
+    let r = run(&engine, req).await;
+    assert_eq!(
+        r.stdout,
+        "/sandbox/a/b/in.txt 1000:1000\n/sandbox/a 1000:1000\n/tmp/t.txt 1000:1000\n\
+         /dev/shm/s.txt 1000:1000\nhello",
+        "{r:?}"
+    );
+    let files = r.files.expect("files requested");
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["/sandbox/a/b/in.txt"], "{files:?}");
+    assert_clean(&engine).await;
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn network_none_reaches_nothing() {
     let engine = engine(EngineOptions::default()).await;
     let src = r#"

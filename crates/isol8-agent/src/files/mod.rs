@@ -1,8 +1,11 @@
 //! Files: writing the request's files and reading output paths back, always *as the
 //! sandbox user* and without ever following a symlink.
 //!
-//! The agent re-executes itself in helper mode (`isol8-agent __files`) as the sandbox user;
-//! the helper takes one JSON request on stdin and answers on stdout. A file path must lie
+//! Writes and reads run on a short-lived thread of the agent whose *filesystem* identity
+//! is the sandbox user's ([`as_sandbox_user`]); the reset re-executes the agent in helper
+//! mode (`isol8-agent __files`) as the sandbox user, as removing System V IPC objects
+//! checks the caller's effective uid; the helper takes one JSON request on stdin and
+//! answers on stdout. A file path must lie
 //! below one of the writable directories (`/sandbox`, `/tmp`, `/dev/shm`; the working
 //! directory below `/sandbox`), and is opened component by component from that
 //! directory with `O_NOFOLLOW`, so a symlink planted by sandboxed code (at any depth) is
@@ -67,12 +70,7 @@ struct Response {
 }
 
 /// Writes `files` and creates `cwd`, as the sandbox user.
-pub fn write_all(
-    ident: &Identity,
-    reaper: &Reaper,
-    cwd: &str,
-    files: &[FileWrite],
-) -> Result<(), String> {
+pub fn write_all(ident: &Identity, cwd: &str, files: &[FileWrite]) -> Result<(), String> {
     // Nothing to write and the working directory is the sandbox root, which exists:
     // skip the helper entirely (this is the warm path of most executions).
     if files.is_empty() && cwd.trim_end_matches('/') == ident.root.trim_end_matches('/') {
@@ -84,7 +82,7 @@ pub fn write_all(
         cwd: cwd.to_string(),
         files: files.to_vec(),
     };
-    let resp = call(ident, reaper, &req)?;
+    let resp = as_sandbox_user(ident, move || serve(req))?;
     match resp.error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -94,7 +92,6 @@ pub fn write_all(
 /// Reads `paths` back as the sandbox user: (path → base64, path → reason).
 pub fn read_all(
     ident: &Identity,
-    reaper: &Reaper,
     paths: &[String],
     max: u64,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
@@ -103,13 +100,40 @@ pub fn read_all(
         paths: paths.to_vec(),
         max,
     };
-    match call(ident, reaper, &req) {
+    match as_sandbox_user(ident, move || serve(req)) {
         Ok(resp) => (resp.files, resp.errors),
         Err(e) => (
             BTreeMap::new(),
             paths.iter().map(|p| (p.clone(), e.clone())).collect(),
         ),
     }
+}
+
+/// Runs `f` on a new thread whose filesystem identity is the sandbox user's (when the
+/// agent runs as root; on the calling thread otherwise): no supplementary groups, fsgid
+/// and fsuid the sandbox user's. The raw system calls change only the calling thread's
+/// credentials (credentials(7); libc's wrappers would apply them to every thread), and
+/// the thread ends with `f`, taking the identity with it. Every file access of `f` is
+/// checked as the sandbox user's and creates files it owns, exactly as the helper
+/// process did, without a fork and exec (about 2 ms a call). The thread's real,
+/// effective and saved uids stay root's, so the sandbox user cannot signal it, and the
+/// agent is not dumpable, so it cannot be traced or read through `/proc`. Errors: the
+/// identity could not be taken (nothing ran) or the thread panicked.
+fn as_sandbox_user<T: Send>(ident: &Identity, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    if !ident.drop_privileges {
+        return Ok(f());
+    }
+    let (uid, gid) = (ident.uid, ident.gid);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                proc::take_fs_identity(uid, gid)
+                    .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| "the file thread panicked".to_string())?
+    })
 }
 
 fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, String> {
@@ -167,23 +191,39 @@ pub fn helper_main() -> i32 {
         return 2;
     }
     let resp = match serde_json::from_slice::<Request>(&input) {
-        Ok(Request::Write {
+        Ok(req) => serve(req),
+        Err(e) => Response {
+            error: Some(format!("bad helper request: {e}")),
+            ..Default::default()
+        },
+    };
+    let out = serde_json::to_vec(&resp).unwrap_or_default();
+    if io::stdout().write_all(&out).is_err() {
+        return 2;
+    }
+    0
+}
+
+/// Carries out one request with the caller's identity.
+fn serve(req: Request) -> Response {
+    match req {
+        Request::Write {
             root,
             writable,
             cwd,
             files,
-        }) => {
+        } => {
             let error = write_files(&root, &writable, &cwd, &files).err();
             Response {
                 error,
                 ..Default::default()
             }
         }
-        Ok(Request::Read {
+        Request::Read {
             writable,
             paths,
             max,
-        }) => {
+        } => {
             let mut resp = Response::default();
             for path in paths {
                 match read_file(&writable, &path, max) {
@@ -200,18 +240,9 @@ pub fn helper_main() -> i32 {
             }
             resp
         }
-        Ok(Request::Reset { root, wipe }) => Response {
+        Request::Reset { root, wipe } => Response {
             error: reset(&root, &wipe).err(),
             ..Default::default()
         },
-        Err(e) => Response {
-            error: Some(format!("bad helper request: {e}")),
-            ..Default::default()
-        },
-    };
-    let out = serde_json::to_vec(&resp).unwrap_or_default();
-    if io::stdout().write_all(&out).is_err() {
-        return 2;
     }
-    0
 }
