@@ -193,7 +193,11 @@ async fn request_files_are_written_and_read_as_the_sandbox_user_only() {
         "{r:?}"
     );
     let files = r.files.expect("files requested");
-    assert_eq!(files.keys().collect::<Vec<_>>(), ["/sandbox/a/b/in.txt"], "{files:?}");
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["/sandbox/a/b/in.txt"],
+        "{files:?}"
+    );
     assert_clean(&engine).await;
 }
 
