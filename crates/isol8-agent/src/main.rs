@@ -11,14 +11,16 @@
 //!
 //! Threads: one reads the engine's frames, one reaps children (it owns `waitpid`, driven
 //! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, one may
-//! feed its stdin, and one samples the programs' memory while steps run, killing them
+//! feed its stdin, one writes and reads the request's files with the sandbox user's
+//! filesystem identity, and one samples the programs' memory while steps run, killing them
 //! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
 //! so they never interleave. The main thread runs executions one at a time, measuring
 //! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
 //!
 //! The agent runs as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. Everything
-//! that touches the sandbox user's processes or files is done *as that user* by a short
-//! lived child (see [`as_sandbox_user`] and the `__files` helper mode), so the agent needs
+//! that touches the sandbox user's processes or files is done *as that user*, by a short
+//! lived child (see [`proc::kill_all`] and the `__files` helper mode) or a thread with
+//! that user's filesystem identity ([`files`]), so the agent needs
 //! neither CAP_KILL nor CAP_DAC_OVERRIDE, and the kernel's own permission checks apply.
 
 mod files;
