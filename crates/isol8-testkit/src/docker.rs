@@ -105,6 +105,31 @@ pub async fn containers_labelled(label: &str, value: &str) -> Vec<String> {
         .collect()
 }
 
+/// How many containers the daemon reports created (its `create` events) with the label
+/// `label=value` between the Unix times `since` and `until` (seconds, fractions allowed).
+///
+/// # Panics
+/// When the daemon cannot be asked.
+pub async fn containers_created(label: &str, value: &str, since: f64, until: f64) -> usize {
+    use futures_util::StreamExt;
+    let docker = Docker::connect_with_defaults().expect("connect to the Docker daemon");
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("event".to_string(), vec!["create".to_string()]),
+        ("label".to_string(), vec![format!("{label}={value}")]),
+    ]);
+    let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(&format!("{since:.3}"))
+        .until(&format!("{until:.3}"))
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker.events(Some(opts)).collect().await;
+    for e in &events {
+        assert!(e.is_ok(), "read the daemon's events: {e:?}");
+    }
+    events.len()
+}
+
 /// Containers on the daemon still labelled as owned by this engine.
 ///
 /// # Panics

@@ -57,7 +57,8 @@ mod requests;
 mod stdin;
 
 pub use docker::{
-    assert_clean, containers_labelled, containers_of_pid, engine, engine_with, leftovers,
+    assert_clean, containers_created, containers_labelled, containers_of_pid, engine, engine_with,
+    leftovers,
 };
 pub use isol8_testkit_macros::test;
 pub use requests::{code, run};

@@ -174,6 +174,61 @@ async fn warm_runs_reuse_and_prewarm_fills_the_pool() {
     assert_clean(&engine).await;
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn under_steady_load_the_pool_starts_no_container_it_cannot_use() {
+    // poolSize.clean = maxConcurrent = 2, and two workers keep both sandboxes busy: every
+    // execution can be served by a sandbox reset after the one before, so a container
+    // started meanwhile could never run anything before it is destroyed again.
+    let config = EngineConfig {
+        options: EngineOptions {
+            pool_strategy: Some(PoolStrategy::Fast),
+            pool_size: Some(PoolSize::Split { clean: 2, dirty: 2 }),
+            ..Default::default()
+        },
+        max_concurrent: Some(2),
+        prewarm: vec!["bash".into()],
+        ..Default::default()
+    };
+    let engine = engine_with(config).await;
+    engine.start().await.expect("start prewarms");
+    let since = unix_now();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..20 {
+                    let r = run(&engine, code("bash", &format!("echo {w}-{i}"))).await;
+                    assert_eq!(r.stdout, format!("{w}-{i}\n"), "{r:?}");
+                    ids.push(r.container_id.expect("id"));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for w in workers {
+        ids.extend(w.await.expect("worker"));
+    }
+    // Let the last resets finish and any refill they would start begin.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let until = unix_now();
+    let created =
+        isol8_testkit::containers_created(isol8::LABEL_OWNER, engine.owner(), since, until).await;
+    assert_eq!(created, 0, "containers started under load (used: {ids:?})");
+    assert_eq!(ids.len(), 2, "only the two pooled sandboxes ran: {ids:?}");
+    let stats = engine.pool_stats("bash").expect("stats");
+    assert_eq!((stats.idle, stats.warming), (2, 0), "{stats:?}");
+    assert_clean(&engine).await;
+}
+
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_timed_out_or_killed_run_does_not_poison_the_pool() {
     let engine = engine(pooled(PoolStrategy::Fast)).await;

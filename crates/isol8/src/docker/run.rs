@@ -289,7 +289,7 @@ impl Run {
     async fn drive(&self, key: &PoolKey, prepared: &Prepared) -> Result<Summary, Stop> {
         let runtime = &prepared.runtime.name;
         let asked = std::time::Instant::now();
-        let (mut sb, warm) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
+        let (mut sb, warm, _lease) = pool::acquire(&self.inner, key, runtime, &self.host).await?;
         let took = asked.elapsed();
         self.span
             .record("container_id", tracing::field::display(&sb.id));
