@@ -628,11 +628,25 @@ async fn profile_cost(
     })
 }
 
-/// What the strict seccomp profile costs: cold bash and warm python, `n` interleaved
-/// samples per side (at least [`measuring_samples`] on the warm path).
+/// Samples per side of the cold seccomp comparison: at least 60, as a cold start here
+/// varies by 20–40 ms between samples and a median of fewer moves by more than the 5 ms
+/// it is about.
+fn cold_profile_samples(n: usize) -> usize {
+    (2 * n).max(60)
+}
+
+/// What the strict seccomp profile costs: cold bash and warm python, interleaved samples
+/// per side ([`cold_profile_samples`] cold, [`measuring_samples`] warm).
 pub async fn seccomp_cost(n: usize) -> Result<SeccompCost> {
     Ok(SeccompCost {
-        cold: profile_cost(n, "bash", 0, "cold", SECCOMP_COLD_TARGET_MS).await?,
+        cold: profile_cost(
+            cold_profile_samples(n),
+            "bash",
+            0,
+            "cold",
+            SECCOMP_COLD_TARGET_MS,
+        )
+        .await?,
         warm: profile_cost(
             measuring_samples(n),
             "python",
