@@ -628,11 +628,11 @@ async fn profile_cost(
     })
 }
 
-/// Samples per side of the cold seccomp comparison: at least 60, as a cold start here
-/// varies by 20–40 ms between samples and a median of fewer moves by more than the 5 ms
-/// it is about.
+/// Samples per side of the cold seccomp comparison: at least 120, as a cold start here
+/// varies by 20–40 ms between samples: with 30–60 a side the difference of medians of
+/// two identical paths moved by ±5–8 ms, more than the 5 ms target it is about.
 fn cold_profile_samples(n: usize) -> usize {
-    (2 * n).max(60)
+    (4 * n).max(120)
 }
 
 /// What the strict seccomp profile costs: cold bash and warm python, interleaved samples
