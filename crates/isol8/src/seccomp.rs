@@ -14,8 +14,8 @@
 //! of the filter and meets the OCI runtime's bad-architecture action (runc kills the
 //! caller with SIGSYS) instead of being checked against the list. Docker's default lists
 //! them for 32-bit binaries, which no isol8 image runs; each one costs runc the whole
-//! filter compiled once more at every container start (about 10 ms of a cold start on a
-//! 2-core machine, see docs/PERFORMANCE.md), and the compat entry points are attack
+//! filter compiled once more at every container start (about 6 ms each for `runc run`
+//! alone on a 2-core machine, see docs/PERFORMANCE.md), and the compat entry points are attack
 //! surface the sandbox has no use for. For the same reason argument-checked rules are
 //! few: `personality`'s five allowed values are two rules (one masked comparison), as
 //! every such rule costs runc and libseccomp ~0.7 ms per start.
