@@ -52,8 +52,26 @@ fn last_lines(text: &str, n: usize) -> String {
 /// What a run reports to whoever consumes it.
 pub(super) enum Msg {
     Event(StreamEvent),
-    Done(Box<Summary>),
-    Failed(Error),
+    /// The run's end, with its audit record (if auditing), written when the consumer
+    /// takes this message (or it is dropped unread).
+    Done(Box<Summary>, Option<QueuedRecord>),
+    Failed(Error, Option<QueuedRecord>),
+}
+
+/// An execution's finished audit record, queued to the log when this is dropped: when the
+/// consumer takes the run's last message, so every output event before it has been
+/// handled (a CLI printing output and an audit log writing to the same stdout keep that
+/// order), and still before the consumer hears the end (a caller that flushes the log
+/// after getting its result finds the record written). A message dropped unread (the
+/// consumer went away) queues it too.
+pub(super) struct QueuedRecord(Option<(crate::audit::AuditLog, crate::audit::AuditRecord)>);
+
+impl Drop for QueuedRecord {
+    fn drop(&mut self) {
+        if let Some((log, record)) = self.0.take() {
+            log.record(record);
+        }
+    }
 }
 
 /// How a run ended, for the buffered result.
@@ -130,10 +148,10 @@ impl Audit {
     }
 
     /// Completes the record with how the run ended (`error` already masked; `None`:
-    /// cancelled) and queues it.
-    fn finish(mut self, ended: std::result::Result<&Summary, Option<&Error>>) {
+    /// cancelled); it is queued when the returned value is dropped.
+    fn finish(mut self, ended: std::result::Result<&Summary, Option<&Error>>) -> QueuedRecord {
         let Some(AuditParts { log, draft, output }) = self.0.take() else {
-            return;
+            return QueuedRecord(None);
         };
         let mut record = match ended {
             Ok(summary) => {
@@ -147,14 +165,14 @@ impl Audit {
             record.stdout = Some(stdout);
             record.stderr = Some(stderr);
         }
-        log.record(record);
+        QueuedRecord(Some((log, record)))
     }
 }
 
 impl Drop for Audit {
     fn drop(&mut self) {
         if self.0.is_some() {
-            Audit(self.0.take()).finish(Err(None));
+            drop(Audit(self.0.take()).finish(Err(None)));
         }
     }
 }
@@ -230,8 +248,10 @@ impl Run {
     /// Runs the execution: in the persistent session when `session` is given (held by
     /// this execution), else in a pooled sandbox.
     ///
-    /// The audit record (if any) is queued before the consumer hears the end, so a
-    /// caller that flushes the log after getting its result finds the record written.
+    /// The audit record (if any) rides on the run's last message and is queued when the
+    /// consumer takes it ([`QueuedRecord`]): after the output events before it were
+    /// handled, before the consumer hears the end, so a caller that flushes the log
+    /// after getting its result finds the record written.
     pub(super) async fn execute(
         mut self,
         prepared: Prepared,
@@ -251,10 +271,8 @@ impl Run {
                     truncated = summary.truncated,
                     "execution finished"
                 );
-                if let Some(a) = audit {
-                    a.finish(Ok(&summary));
-                }
-                let _ = self.tx.send(Msg::Done(Box::new(summary))).await;
+                let record = self.ride(audit.map(|a| a.finish(Ok(&summary))));
+                let _ = self.tx.send(Msg::Done(Box::new(summary), record)).await;
             }
             Err(Stop::Failed(e)) | Err(Stop::Unsent(e)) => {
                 let e = if self.inner.is_stopped() {
@@ -264,17 +282,22 @@ impl Run {
                 };
                 let e = self.secrets.mask_error(e);
                 tracing::debug!(error = %e, "execution failed");
-                if let Some(a) = audit {
-                    a.finish(Err(Some(&e)));
-                }
-                let _ = self.tx.send(Msg::Failed(e)).await;
+                let record = self.ride(audit.map(|a| a.finish(Err(Some(&e)))));
+                let _ = self.tx.send(Msg::Failed(e, record)).await;
             }
             Err(Stop::Gone) => {
                 if let Some(a) = audit {
-                    a.finish(Err(None));
+                    drop(a.finish(Err(None)));
                 }
             }
         }
+    }
+
+    /// The audit record to send with the run's last message: none (written now, as
+    /// `filter` drops it) when the engine is stopping, whose `stop` writes the records of
+    /// the runs it cuts off before it returns, whether or not their consumers read on.
+    fn ride(&self, record: Option<QueuedRecord>) -> Option<QueuedRecord> {
+        record.filter(|_| !self.inner.is_stopped())
     }
 
     async fn emit(&self, ev: StreamEvent) -> Result<(), Stop> {
@@ -734,14 +757,18 @@ pub(super) async fn collect(launched: Launched) -> Result<ExecutionResult> {
                 }
                 StreamEventType::Error | StreamEventType::Exit => {}
             },
-            Msg::Done(summary) => {
+            Msg::Done(summary, record) => {
+                drop(record);
                 summary.fill_status(&mut result);
                 result.files = summary.files;
                 result.masked_files = summary.masked_files;
                 result.network_logs = summary.network_logs;
                 return Ok(result);
             }
-            Msg::Failed(e) => return Err(e),
+            Msg::Failed(e, record) => {
+                drop(record);
+                return Err(e);
+            }
         }
     }
     Err(ended_without_result())
@@ -758,13 +785,22 @@ pub(super) fn event_stream(Launched { rx, .. }: Launched) -> EventStream {
         if done {
             return None;
         }
+        // A final message's audit record goes to its log as the arm drops it: after every
+        // output event before it was handled, before the consumer sees the end.
         let events = match rx.recv().await {
             Some(Msg::Event(ev)) => return Some((vec![ev], (rx, false))),
-            Some(Msg::Done(s)) => vec![StreamEvent::exit(s.exit_code)
-                .in_phase(s.phase)
-                .with_outcome(s.resource_usage, Some(s.exit_reason))],
-            Some(Msg::Failed(e)) if e.is_sandbox_lost() => vec![lost_event(&e)],
-            Some(Msg::Failed(e)) => {
+            Some(Msg::Done(s, record)) => {
+                drop(record);
+                vec![StreamEvent::exit(s.exit_code)
+                    .in_phase(s.phase)
+                    .with_outcome(s.resource_usage, Some(s.exit_reason))]
+            }
+            Some(Msg::Failed(e, record)) if e.is_sandbox_lost() => {
+                drop(record);
+                vec![lost_event(&e)]
+            }
+            Some(Msg::Failed(e, record)) => {
+                drop(record);
                 let phase = failed_phase(&e);
                 vec![
                     StreamEvent::error(e.to_string()).in_phase(phase),

@@ -162,6 +162,33 @@ async fn streamed_and_interactive_executions_are_recorded_too() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_streamed_execution_is_recorded_once_its_consumer_took_the_output() {
+    // A CLI printing the output and an audit log on the same stdout: the record must come
+    // after the output, so it is written when the consumer takes the run's end.
+    let fake = FakeDocker::new();
+    let (log, out) = stdout_log(false);
+    let engine = audited(&fake, EngineOptions::default(), &log).await;
+    let mut stream = engine
+        .execute_stream(bash("echo first"))
+        .await
+        .expect("stream");
+    let first = bounded("first event", futures_util::StreamExt::next(&mut stream))
+        .await
+        .expect("an event");
+    assert_eq!(first.kind, StreamEventType::Stdout);
+    // The run ends while its consumer still holds the output: nothing written yet.
+    eventually("the run ended", || engine.running() == 0).await;
+    assert!(
+        records(&log, &out).is_empty(),
+        "written before the consumer took the end"
+    );
+    let rest = all_events(stream).await;
+    assert_eq!(text(&rest, StreamEventType::Exit), "0");
+    assert_eq!(records(&log, &out).len(), 1);
+    engine.stop().await.expect("stop");
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_execution_of_a_session_is_recorded_with_the_session_container() {
     let fake = FakeDocker::new();
     let (log, out) = stdout_log(false);
