@@ -235,14 +235,21 @@ pub fn check(report: &BenchReport, runtimes: &[String]) -> Vec<TargetCheck> {
             false,
         ));
     }
-    for (path, cost) in [
-        ("cold", report.seccomp.as_ref().map(|s| &s.cold)),
-        ("warm", report.seccomp.as_ref().map(|s| &s.warm)),
+    let seccomp = report.seccomp.as_ref();
+    for (path, runtime, limit, cost) in [
+        (
+            "cold",
+            "bash",
+            crate::SECCOMP_COLD_TARGET_MS,
+            seccomp.map(|s| &s.cold),
+        ),
+        (
+            "warm",
+            "python",
+            crate::SECCOMP_WARM_TARGET_MS,
+            seccomp.map(|s| &s.warm),
+        ),
     ] {
-        let (runtime, limit) = match path {
-            "cold" => ("bash", crate::SECCOMP_COLD_TARGET_MS),
-            _ => ("python", crate::SECCOMP_WARM_TARGET_MS),
-        };
         out.push(judged(
             row(
                 &format!("seccomp strict - unconfined ({path})"),

@@ -113,8 +113,12 @@ print("returned", r, "pid", os.getpid(), flush=True)
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn system_calls_through_a_32_bit_abi_are_refused() {
-    if !cfg!(target_arch = "x86_64") {
-        eprintln!("skipped: the machine code is x86_64's");
+    if !cfg!(target_arch = "x86_64")
+        && isol8_testkit::skip(
+            "system_calls_through_a_32_bit_abi_are_refused",
+            "the machine code is x86_64's",
+        )
+    {
         return;
     }
     let engine = engine(EngineOptions::default()).await;

@@ -198,8 +198,9 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn new(inner: &Arc<Inner>, key: &PoolKey) -> Lease {
-        inner.pool.lock().entry(key.clone()).or_default().leased += 1;
+    /// Counts a lease in `slot`, the pool's entry for `key` (its lock held).
+    fn take(slot: &mut Slot, inner: &Arc<Inner>, key: &PoolKey) -> Lease {
+        slot.leased += 1;
         Lease {
             inner: inner.clone(),
             key: key.clone(),
@@ -250,12 +251,7 @@ pub async fn acquire(
             }
             while let Some(mut sb) = slot.idle.pop() {
                 if sb.is_alive() && !inner.is_flagged(&sb.id) {
-                    slot.leased += 1;
-                    let lease = Lease {
-                        inner: inner.clone(),
-                        key: key.clone(),
-                    };
-                    return Ok((sb, true, lease));
+                    return Ok((sb, true, Lease::take(slot, inner, key)));
                 }
                 // It died or was frozen while it waited (killed, OOM, `docker pause`,
                 // Docker daemon restarted): never hand it out; remove it and look on (or
@@ -285,7 +281,7 @@ pub async fn acquire(
             break;
         }
     }
-    let lease = Lease::new(inner, key);
+    let lease = Lease::take(pool.lock().entry(key.clone()).or_default(), inner, key);
     let sb = Sandbox::start(inner, &key.image, runtime, host.clone()).await?;
     Ok((sb, false, lease))
 }

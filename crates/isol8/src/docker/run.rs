@@ -285,11 +285,8 @@ impl Run {
                 let record = self.ride(audit.map(|a| a.finish(Err(Some(&e)))));
                 let _ = self.tx.send(Msg::Failed(e, record)).await;
             }
-            Err(Stop::Gone) => {
-                if let Some(a) = audit {
-                    drop(a.finish(Err(None)));
-                }
-            }
+            // No consumer: dropping the audit records the run as cancelled now.
+            Err(Stop::Gone) => drop(audit),
         }
     }
 
