@@ -27,6 +27,7 @@ mod files;
 mod prestart;
 mod proc;
 mod relay;
+mod seccomp;
 mod usage;
 
 use std::fs::File;
@@ -91,6 +92,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(files::HELPER_ARG) {
         std::process::exit(files::helper_main());
     }
+    // First of all: every other thread and process of the sandbox starts after this.
+    let seccomp_filter = seccomp::install_if_asked()
+        .unwrap_or_else(|e| fatal(&format!("cannot install the seccomp filter: {e}")));
     proc::harden_self();
     let ident = Identity::from_env();
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
@@ -143,6 +147,7 @@ fn main() {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             data_socket,
+            seccomp_filter,
         },
     );
     let mut stdout = io::stdout();

@@ -49,8 +49,9 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Version of this frame protocol. Bumped on any incompatible change (2: [`Kind::Prestart`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version of this frame protocol. Bumped on any incompatible change (2: [`Kind::Prestart`];
+/// 3: the agent installs the strict seccomp filter, [`Hello::seccomp_filter`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The egress relay's socket variable and port, defined with the rest of the sandbox's
 /// inside in [`crate::layout`] (re-exported here, where the agent protocol's users look).
@@ -347,6 +348,12 @@ pub struct Hello {
     /// older agents): everything stays on stdin and stdout.
     #[serde(default)]
     pub data_socket: bool,
+    /// The agent installed the strict seccomp filter the container's environment asked
+    /// for ([`crate::seccomp::FILTER_ENV`]) before anything else ran. False (or absent,
+    /// from older agents): it installed none, and an engine that asked refuses the
+    /// sandbox.
+    #[serde(default)]
+    pub seccomp_filter: bool,
 }
 
 /// One program to run as part of an execution.
@@ -646,6 +653,7 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 agent_version: "x".into(),
                 data_socket: true,
+                seccomp_filter: true,
             },
         );
         let mut bytes = hello.encode();

@@ -9,10 +9,13 @@
 //! * [`layout`] — the inside of a sandbox both sides rely on: the sandbox user, `/sandbox`,
 //!   the directories a reset wipes, where the CA bundle and the egress socket appear, the
 //!   timeout markers.
+//! * [`seccomp`] — the strict seccomp policy: the engine asks for it, the agent compiles
+//!   and installs it.
 
 pub mod agent;
 pub mod layout;
 pub mod options;
+pub mod seccomp;
 pub mod wire;
 
 pub use options::{EngineOptions, NetworkFilter, NetworkMode, PoolSize, PoolStrategy, SeccompMode};

@@ -224,6 +224,10 @@ pub enum SandboxError {
         /// The engine's version.
         engine: u16,
     },
+    /// The engine asked the agent to install the strict seccomp filter and its hello did
+    /// not say it had: the sandbox is not started unfiltered.
+    #[error("the sandbox's agent did not install the strict seccomp filter; rebuild the images with `isol8 setup --force`")]
+    SeccompFilter,
     /// The agent said it connected to the sandbox's data socket, but the engine could not
     /// take the connection.
     #[error("cannot take the agent's data socket connection: {source}")]

@@ -168,6 +168,47 @@ async fn system_calls_through_a_32_bit_abi_are_refused() {
     assert_clean(&engine).await;
 }
 
+/// The strict policy is the agent's filter: Docker's baseline refuses only the listed
+/// dangerous calls, so these answers come from the filter the agent installed.
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn the_agents_filter_decides_what_the_docker_baseline_leaves_open() {
+    if !cfg!(target_arch = "x86_64")
+        && isol8_testkit::skip(
+            "the_agents_filter_decides_what_the_docker_baseline_leaves_open",
+            "the system call numbers are x86_64's",
+        )
+    {
+        return;
+    }
+    let engine = engine(EngineOptions::default()).await;
+    // Exactly two filters on the program: Docker's baseline and the agent's.
+    let r = run(
+        &engine,
+        code("bash", "grep -E '^Seccomp' /proc/self/status"),
+    )
+    .await;
+    assert_eq!(r.stdout, "Seccomp:\t2\nSeccomp_filters:\t2\n", "{r:?}");
+    let eperm = libc_eperm().to_string();
+    for (name, nr, args, errno) in [
+        // Not in the policy, harmless and unprivileged without a filter (returns 0).
+        ("get_mempolicy", 239, vec![0, 0, 0, 0, 0], eperm.as_str()),
+        // AF_VSOCK with bits in the upper half, which the kernel's `int` family ignores.
+        (
+            "socket((1 << 32) | AF_VSOCK)",
+            41,
+            vec![(1 << 32) | 40, 1, 0],
+            eperm.as_str(),
+        ),
+        // Newer than every call the policy names (mseal): ENOSYS, so libc falls back.
+        ("mseal", 462, vec![0, 0, 0], "38"),
+    ] {
+        let r = run(&engine, code("python", &probe(nr, &args))).await;
+        let out: Vec<&str> = r.stdout.split_whitespace().collect();
+        assert_eq!(out, ["-1", errno], "{name}: {r:?}");
+    }
+    assert_clean(&engine).await;
+}
+
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn personality_changes_beyond_dockers_values_are_refused() {
     let engine = engine(EngineOptions::default()).await;

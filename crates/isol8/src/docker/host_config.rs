@@ -76,6 +76,10 @@ pub struct HostConfig {
     pub init: Option<bool>,
     /// OCI runtime (`runsc`…); `None` for the daemon's default.
     pub runtime: Option<String>,
+    /// isol8's own, not Docker's: the agent installs the strict seccomp filter
+    /// ([`isol8_protocol::seccomp`]) before anything else runs, and the sandbox fails to
+    /// start unless its hello says so. Part of the pool key like every other field.
+    pub seccomp_filter: bool,
 }
 
 /// Size of the container's private `/dev/shm` (Docker's `ShmSize`), in bytes.
@@ -175,6 +179,7 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
         ]),
         init: Some(false),
         runtime: settings.oci_runtime.clone(),
+        seccomp_filter: crate::seccomp::agent_filters(settings.seccomp),
     })
 }
 

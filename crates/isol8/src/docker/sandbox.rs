@@ -124,6 +124,7 @@ impl Sandbox {
             }
         }
         let resettable = host.readonly_rootfs == Some(true);
+        let seccomp_filter = host.seccomp_filter;
         let id = create(
             inner,
             image,
@@ -133,7 +134,7 @@ impl Sandbox {
             data.is_some(),
         )
         .await?;
-        match Self::attach_and_start(inner, id.clone(), data).await {
+        match Self::attach_and_start(inner, id.clone(), data, seccomp_filter).await {
             Ok(mut sb) => {
                 sb.egress = egress;
                 sb.resettable = resettable;
@@ -150,6 +151,7 @@ impl Sandbox {
         inner: &Inner,
         id: String,
         data: Option<DataSocket>,
+        seccomp_filter: bool,
     ) -> Result<Sandbox> {
         let attached = inner
             .api
@@ -201,6 +203,9 @@ impl Sandbox {
                 engine: PROTOCOL_VERSION,
             }
             .into());
+        }
+        if seccomp_filter && !hello.seccomp_filter {
+            return Err(SandboxError::SeccompFilter.into());
         }
         if hello.data_socket {
             let source = || std::io::Error::other("the engine offered no data socket");
@@ -466,6 +471,13 @@ async fn create(
         labels.insert(LABEL_PERSIST.to_string(), "true".to_string());
     }
     let mut env = Vec::new();
+    if host.seccomp_filter {
+        env.push(format!(
+            "{}={}",
+            isol8_protocol::seccomp::FILTER_ENV,
+            isol8_protocol::seccomp::FILTER_STRICT
+        ));
+    }
     if egress {
         env.push(format!(
             "{}={}/{}",

@@ -36,6 +36,9 @@ pub(super) struct Agent {
     pub(super) files: Files,
     /// True while the container is paused: the agent neither reads nor writes.
     pub(super) paused: watch::Receiver<bool>,
+    /// The container's environment asked for the strict seccomp filter (the fake has
+    /// none to install; it answers as the real agent does).
+    pub(super) seccomp_filter: bool,
 }
 
 /// How a step (or the whole run) ended.
@@ -115,6 +118,7 @@ impl Agent {
                     protocol: PROTOCOL_VERSION + 1,
                     agent_version: "fake".into(),
                     data_socket: false,
+                    seccomp_filter: self.seccomp_filter,
                 };
                 self.send_frame(&Frame::json(Kind::Hello, &hello)).await;
                 return std::future::pending().await;
@@ -131,6 +135,7 @@ impl Agent {
             agent_version: "fake".into(),
             // The fake daemon shares no files with the engine: stdio only.
             data_socket: false,
+            seccomp_filter: self.seccomp_filter,
         };
         self.send_frame(&Frame::json(Kind::Hello, &hello)).await;
         loop {

@@ -129,6 +129,13 @@ impl ContainerApi for FakeDocker {
             inbox,
             files: c.files.clone(),
             paused: c.paused.subscribe(),
+            seccomp_filter: c.spec.env.iter().any(|e| {
+                e.split_once('=')
+                    == Some((
+                        isol8_protocol::seccomp::FILTER_ENV,
+                        isol8_protocol::seccomp::FILTER_STRICT,
+                    ))
+            }),
         };
         let serve = tokio::spawn(agent.serve());
         c.tasks = vec![reader.abort_handle(), serve.abort_handle()];
