@@ -2,7 +2,7 @@
 //!
 //! `strict` is [`isol8_protocol::seccomp`]'s default-deny policy, compiled and installed
 //! by the agent as the first thing it does in the container (the engine asks through the
-//! environment and checks the agent's hello, [`crate::docker::HostConfig::seccomp_filter`]).
+//! environment and checks the agent's hello, `HostConfig::seccomp_filter` in the Docker layer).
 //! Docker gets only a baseline: the policy's [`DENIED`] calls refused, everything else
 //! left to the agent's filter, so the calls that matter most are refused from the
 //! container's first instruction on. The same policy as a full Docker profile made runc
