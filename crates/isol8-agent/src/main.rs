@@ -641,8 +641,11 @@ impl Agent {
         let took = run.ended.unwrap_or_else(Instant::now) - begun;
         run.stdin = None;
         // Nothing of this step may outlive it: background processes, double-forked
-        // daemons that called setsid, processes ignoring SIGTERM.
-        proc::kill_all(&self.ident, &self.reaper);
+        // daemons that called setsid, processes ignoring SIGTERM. When the step's process
+        // was the only one, there is nothing to kill (and no helper to start for it).
+        if !proc::alone() {
+            proc::kill_all(&self.ident, &self.reaper);
+        }
         while run.status.is_none() || run.open_pipes > 0 {
             match self.rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(ev) => self.handle(ev, &mut run, stats),

@@ -505,6 +505,29 @@ pub fn owns_namespaces() -> bool {
     unsafe { libc::getpid() == 1 }
 }
 
+/// True when nothing but the agent runs in the sandbox, known without scanning `/proc`:
+/// as PID 1 of the container every other process descends from the agent (an orphan is
+/// re-parented to it before its parent's exit is reported), so having no child at all,
+/// not even one that ended and is not reaped yet, means no other process exists. Outside
+/// a container: false (the agent cannot see what the sandbox user runs elsewhere).
+pub fn alone() -> bool {
+    if !owns_namespaces() {
+        return false;
+    }
+    // SAFETY: siginfo_t is plain data; waitid with WNOWAIT changes nothing (the reaper
+    // still collects every child).
+    let rc = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+}
+
 /// Processes that must not outlive an execution and are still alive (zombies excluded):
 /// as PID 1 of a container, every process but the agent itself, whatever its uid; as
 /// root elsewhere, the sandbox user's; without root, the agent's live descendants.
