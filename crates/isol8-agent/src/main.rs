@@ -28,11 +28,11 @@ mod prestart;
 mod proc;
 mod relay;
 mod seccomp;
+mod spawn;
 mod usage;
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -565,9 +565,8 @@ impl Agent {
         let started = match handed {
             Some(h) => h,
             None => {
-                let mut child = proc::spawn_step(
+                let child = proc::spawn_step(
                     &self.ident,
-                    &self.reaper,
                     &step.argv,
                     &spec.env,
                     &spec.cwd,
@@ -580,19 +579,12 @@ impl Agent {
                         step.argv.first().map(String::as_str).unwrap_or("")
                     )
                 })?;
-                let file = |fd: Option<OwnedFd>| fd.map(File::from);
-                let (Some(stdout), Some(stderr)) = (
-                    file(child.stdout.take().map(OwnedFd::from)),
-                    file(child.stderr.take().map(OwnedFd::from)),
-                ) else {
-                    return Err("the step has no output pipes".into());
-                };
-                // `child` is never waited on through std: the reaper owns waitpid.
+                // The reaper collects it (its exit reaches the main thread).
                 prestart::Handed {
-                    pid: child.id() as libc::pid_t,
-                    stdin: file(child.stdin.take().map(OwnedFd::from)),
-                    stdout,
-                    stderr,
+                    pid: child.pid,
+                    stdin: child.stdin.map(File::from),
+                    stdout: File::from(child.stdout),
+                    stderr: File::from(child.stderr),
                 }
             }
         };

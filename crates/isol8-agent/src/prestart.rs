@@ -107,9 +107,8 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
             flags | libc::O_NONBLOCK,
         );
     }
-    let mut child = proc::spawn_step(
+    let child = proc::spawn_step(
         ident,
-        reaper,
         &spec.argv,
         &spec.env,
         &spec.cwd,
@@ -122,16 +121,12 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
     )?;
     // The child has its copies; the agent keeps only its own ends.
     drop((request_r, stdin_r, ready_w));
-    let pid = child.id() as libc::pid_t;
+    let pid = child.pid;
     if let Err(e) = wait_ready(&ready_r) {
         proc::signal_as_sandbox(ident, reaper, -pid, libc::SIGKILL);
         return Err(e);
     }
-    let stdout = child.stdout.take().map(OwnedFd::from);
-    let stderr = child.stderr.take().map(OwnedFd::from);
-    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
-        return Err(io::Error::other("the waiting process has no output pipes"));
-    };
+    let (stdout, stderr) = (child.stdout, child.stderr);
     Ok(Waiting {
         pid,
         spec,

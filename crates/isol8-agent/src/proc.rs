@@ -148,12 +148,6 @@ impl Reaper {
         reaper
     }
 
-    /// Spawns `cmd` under the reaper lock; its exit is reported to the main thread.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
-        let _w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        cmd.spawn()
-    }
-
     /// Spawns `cmd` and returns a receiver for its wait status.
     pub fn spawn_waited(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<i32>)> {
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,7 +234,7 @@ const LAST_SIGNAL: libc::c_int = 64;
 /// empty mask whatever the architecture's field layout. SIGKILL and SIGSTOP cannot be
 /// changed and are skipped; errors are ignored (nothing useful can be done about them).
 /// Async-signal-safe: one system call per signal, nothing allocated.
-fn reset_signal_dispositions() {
+pub(crate) fn reset_signal_dispositions() {
     // Larger than any architecture's kernel `struct sigaction`.
     let default = [0u64; 4];
     for sig in 1..=LAST_SIGNAL {
@@ -268,72 +262,20 @@ fn reset_signal_dispositions() {
 /// every other descriptor beyond stdio is closed on exec.
 pub fn spawn_step(
     ident: &Identity,
-    reaper: &Reaper,
     argv: &[String],
     env: &BTreeMap<String, String>,
     cwd: &str,
     piped_stdin: bool,
     inherit: &[std::os::fd::RawFd],
-) -> io::Result<Child> {
-    if inherit.iter().any(|fd| *fd < 10) {
-        return Err(io::Error::other(
-            "inherited descriptors must be 10 or above",
-        ));
-    }
-    let inherit = inherit.to_vec();
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| io::Error::other("empty argv"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(if piped_stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (uid, gid, drop) = (ident.uid, ident.gid, ident.drop_privileges);
-    // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = libc::open(
-                c"/proc/self/oom_score_adj".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd >= 0 {
-                libc::write(fd, b"1000".as_ptr().cast(), 4);
-                libc::close(fd);
-            }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            for (i, fd) in inherit.iter().enumerate() {
-                // dup2 leaves the copy without FD_CLOEXEC: it survives the exec.
-                if libc::dup2(*fd, 3 + i as i32) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if drop {
-                drop_to(uid, gid)?;
-            }
-            // Last, so glibc's set*id machinery (signal 33) is not disturbed before.
-            reset_signal_dispositions();
-            Ok(())
-        });
-    }
-    reaper.spawn(&mut cmd)
+) -> io::Result<crate::spawn::Spawned> {
+    crate::spawn::spawn(&crate::spawn::Plan {
+        argv,
+        env,
+        cwd,
+        piped_stdin,
+        inherit,
+        drop_to: ident.drop_privileges.then_some((ident.uid, ident.gid)),
+    })
 }
 
 /// What the light child of [`signal_from_clone`] needs; lives on the parent's stack.
