@@ -219,42 +219,6 @@ pub(crate) fn take_fs_identity(uid: libc::uid_t, gid: libc::gid_t) -> io::Result
     Ok(())
 }
 
-/// Highest signal number the kernel knows (`_NSIG - 1`; 64 on x86-64 and arm64).
-const LAST_SIGNAL: libc::c_int = 64;
-
-/// Puts every signal's disposition back to the default in a freshly forked child.
-///
-/// Ignored dispositions survive `exec`, and the agent may have inherited some: Docker's
-/// runtime starts PID 1 of a container with signal 32 ignored (a plain `docker run`
-/// shows `SigIgn: 0000000080000000`), and glibc's `posix_spawn` (behind Rust's
-/// `Command`) leaves its reserved signals 32 and 33 ignored in children; every program
-/// the agent ran inherited signal 32 ignored. libc's `sigaction` refuses
-/// the signals glibc (32, 33) and musl (32-34) reserve, so this calls the `rt_sigaction`
-/// system call itself. An all-zero kernel `sigaction` is `SIG_DFL` with no flags and an
-/// empty mask whatever the architecture's field layout. SIGKILL and SIGSTOP cannot be
-/// changed and are skipped; errors are ignored (nothing useful can be done about them).
-/// Async-signal-safe: one system call per signal, nothing allocated.
-pub(crate) fn reset_signal_dispositions() {
-    // Larger than any architecture's kernel `struct sigaction`.
-    let default = [0u64; 4];
-    for sig in 1..=LAST_SIGNAL {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: rt_sigaction reads a zeroed, large-enough struct and writes nothing
-        // (null old action); the size argument is the kernel's sigset size (8 bytes).
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                default.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-}
-
 /// Spawns a step: its own session and process group, every signal's disposition the
 /// default and none blocked, core dumps off, first in line for the OOM killer, and (as
 /// root) the sandbox user with no capabilities. `inherit[i]` becomes descriptor `3 + i`

@@ -207,6 +207,42 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
     }
 }
 
+/// Highest signal number the kernel knows (`_NSIG - 1`; 64 on x86-64 and arm64).
+const LAST_SIGNAL: libc::c_int = 64;
+
+/// Puts every signal's disposition back to the default in the step's child.
+///
+/// Ignored dispositions survive `exec`, and the agent may have inherited some: Docker's
+/// runtime starts PID 1 of a container with signal 32 ignored (a plain `docker run`
+/// shows `SigIgn: 0000000080000000`), and glibc's `posix_spawn` (behind Rust's
+/// `Command`) leaves its reserved signals 32 and 33 ignored in children; every program
+/// the agent ran inherited signal 32 ignored. libc's `sigaction` refuses
+/// the signals glibc (32, 33) and musl (32-34) reserve, so this calls the `rt_sigaction`
+/// system call itself. An all-zero kernel `sigaction` is `SIG_DFL` with no flags and an
+/// empty mask whatever the architecture's field layout. SIGKILL and SIGSTOP cannot be
+/// changed and are skipped; errors are ignored (nothing useful can be done about them).
+/// Async-signal-safe: one system call per signal, nothing allocated.
+fn reset_signal_dispositions() {
+    // Larger than any architecture's kernel `struct sigaction`.
+    let default = [0u64; 4];
+    for sig in 1..=LAST_SIGNAL {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a zeroed, large-enough struct and writes nothing
+        // (null old action); the size argument is the kernel's sigset size (8 bytes).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+}
+
 /// `errno` after a failed raw system call.
 fn errno() -> i32 {
     // SAFETY: the calling thread's errno location is always valid.
@@ -240,7 +276,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
     // raw system calls on memory the parent prepared.
     unsafe {
         let c = &*(arg as *const Child);
-        crate::proc::reset_signal_dispositions();
+        reset_signal_dispositions();
         let empty: u64 = 0;
         libc::syscall(
             libc::SYS_rt_sigprocmask,
