@@ -565,7 +565,7 @@ impl Agent {
         let started = match handed {
             Some(h) => h,
             None => {
-                let child = proc::spawn_step(
+                let child = spawn::spawn_step(
                     &self.ident,
                     &step.argv,
                     &spec.env,

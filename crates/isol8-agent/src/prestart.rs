@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use isol8_protocol::agent::{encode_prestart_request, PrestartSpec, PRESTART_READY_TIMEOUT_MS};
 
 use crate::proc::{self, Identity, Reaper};
+use crate::spawn;
 
 /// Capacity asked for the request pipe (the unprivileged maximum, `fs.pipe-max-size`'s
 /// default): the whole request must fit, so handing it over never blocks the agent.
@@ -107,7 +108,7 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
             flags | libc::O_NONBLOCK,
         );
     }
-    let child = proc::spawn_step(
+    let child = spawn::spawn_step(
         ident,
         &spec.argv,
         &spec.env,

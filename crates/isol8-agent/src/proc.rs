@@ -1,7 +1,7 @@
 //! Processes: the sandbox identity, spawning steps with privileges dropped, reaping, and
 //! signalling the sandbox user's processes as that user.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -174,18 +174,27 @@ pub fn exit_code(status: i32) -> i32 {
     }
 }
 
-/// Drops to the sandbox user in a freshly forked child: clears the capability bounding
-/// set (needs CAP_SETPCAP, so before the uid change), supplementary groups, gid, uid.
-/// Only async-signal-safe calls.
-pub(crate) fn drop_to(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
-    // SAFETY: raw syscalls with integer arguments, valid in a forked child.
+/// Becomes the sandbox user: the capability bounding set cleared when asked (that needs
+/// CAP_SETPCAP, so it comes before the uid change), no supplementary groups, then the
+/// gid and the uid (real, effective and saved). Raw system calls only, so it is safe both
+/// in a forked child and in one sharing the agent's memory (glibc's wrappers would
+/// synchronise the ids of every thread of the agent); nothing is allocated. Errors: the
+/// first call that failed.
+pub(crate) fn become_user(
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    clear_bounding_set: bool,
+) -> io::Result<()> {
+    // SAFETY: raw system calls with integer arguments (setgroups with no list).
     unsafe {
-        for cap in 0..64 {
-            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        if clear_bounding_set {
+            for cap in 0..64 {
+                libc::syscall(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
         }
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
         {
             return Err(io::Error::last_os_error());
         }
@@ -219,29 +228,6 @@ pub(crate) fn take_fs_identity(uid: libc::uid_t, gid: libc::gid_t) -> io::Result
     Ok(())
 }
 
-/// Spawns a step: its own session and process group, every signal's disposition the
-/// default and none blocked, core dumps off, first in line for the OOM killer, and (as
-/// root) the sandbox user with no capabilities. `inherit[i]` becomes descriptor `3 + i`
-/// of the child (each must be 10 or above, so none is overwritten before it is copied);
-/// every other descriptor beyond stdio is closed on exec.
-pub fn spawn_step(
-    ident: &Identity,
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: &str,
-    piped_stdin: bool,
-    inherit: &[std::os::fd::RawFd],
-) -> io::Result<crate::spawn::Spawned> {
-    crate::spawn::spawn(&crate::spawn::Plan {
-        argv,
-        env,
-        cwd,
-        piped_stdin,
-        inherit,
-        drop_to: ident.drop_privileges.then_some((ident.uid, ident.gid)),
-    })
-}
-
 /// What the light child of [`signal_from_clone`] needs; lives on the parent's stack.
 #[repr(C)]
 struct SignalArgs {
@@ -254,18 +240,14 @@ struct SignalArgs {
 /// Bytes of stack for the light child (it makes five system calls).
 const LIGHT_STACK: usize = 16 << 10;
 
-/// The light child: becomes the sandbox user (groups, gid, uid, with raw system calls:
-/// this task shares the agent's memory, and glibc's wrappers would synchronise the ids
-/// of the agent's threads), sends the signal and ends. Returns only on failure.
+/// The light child: becomes the sandbox user ([`become_user`]), sends the signal and
+/// ends. Returns only on failure.
 extern "C" fn light_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to the parent's SignalArgs, alive while the parent waits
     // (CLONE_VFORK); raw system calls with integer arguments. Nothing is allocated.
     unsafe {
         let a = &*(arg as *const SignalArgs);
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setresgid, a.gid, a.gid, a.gid) != 0
-            || libc::syscall(libc::SYS_setresuid, a.uid, a.uid, a.uid) != 0
-        {
+        if become_user(a.uid, a.gid, false).is_err() {
             libc::syscall(libc::SYS_exit, 1);
         }
         libc::syscall(libc::SYS_kill, a.target, a.sig);
@@ -361,7 +343,7 @@ pub fn signal_as_sandbox(ident: &Identity, reaper: &Reaper, target: libc::pid_t,
     // SAFETY: async-signal-safe calls only; the child leaves through _exit.
     unsafe {
         cmd.pre_exec(move || {
-            if drop_to(uid, gid).is_err() {
+            if become_user(uid, gid, true).is_err() {
                 libc::_exit(1);
             }
             libc::kill(target, sig);

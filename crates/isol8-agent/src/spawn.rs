@@ -22,11 +22,14 @@
 //! program is loaded is reported through memory shared with the parent and the child
 //! exits with 127; the reaper collects it like any other child.
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::proc::{become_user, Identity};
 
 /// A started step: its pid and the agent's ends of its standard streams.
 pub struct Spawned {
@@ -38,23 +41,6 @@ pub struct Spawned {
     pub stdout: OwnedFd,
     /// The read end of its stderr.
     pub stderr: OwnedFd,
-}
-
-/// How to start the program.
-pub struct Plan<'a> {
-    /// Program and arguments; `argv[0]` without a `/` is looked up in `env`'s `PATH`
-    /// (`/bin:/usr/bin` when it has none, as glibc's `execvp`).
-    pub argv: &'a [String],
-    /// The whole environment.
-    pub env: &'a std::collections::BTreeMap<String, String>,
-    /// Working directory.
-    pub cwd: &'a str,
-    /// A pipe on stdin (else `/dev/null`).
-    pub piped_stdin: bool,
-    /// Descriptors to pass on as 3, 4…; each must be 10 or above.
-    pub inherit: &'a [RawFd],
-    /// Become `uid`/`gid` with no capabilities (the agent runs as root).
-    pub drop_to: Option<(libc::uid_t, libc::gid_t)>,
 }
 
 /// Everything the child reads; lives on the parent's stack while the child runs.
@@ -106,37 +92,45 @@ fn candidates(program: &str, path: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// Starts the program of `plan` (see the module's description).
+/// Starts a step (see the module's description): `argv[0]` without a `/` is looked up in
+/// `env`'s `PATH` (`/bin:/usr/bin` when it has none, as glibc's `execvp`); `env` is the
+/// whole environment; stdin is a pipe when `piped_stdin`, else `/dev/null`;
+/// `inherit[i]` becomes descriptor `3 + i` (each must be 10 or above, so none is
+/// overwritten before it is copied), every other descriptor beyond stdio is closed on
+/// exec; as root, the program runs as the sandbox user with no capabilities.
 ///
 /// # Errors
 /// A pipe or `clone` failed, or the child failed before the program was loaded (the
 /// `errno` of that step: no such program, permission denied, a bad working directory…).
-pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
-    if plan.inherit.iter().any(|fd| *fd < 10) {
+pub fn spawn_step(
+    ident: &Identity,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+    piped_stdin: bool,
+    inherit: &[RawFd],
+) -> io::Result<Spawned> {
+    if inherit.iter().any(|fd| *fd < 10) {
         return Err(io::Error::other(
             "inherited descriptors must be 10 or above",
         ));
     }
-    let program = plan
-        .argv
-        .first()
-        .ok_or_else(|| io::Error::other("empty argv"))?;
-    let argv: Vec<CString> = plan.argv.iter().map(cstring).collect::<io::Result<_>>()?;
-    let envp: Vec<CString> = plan
-        .env
+    let program = argv.first().ok_or_else(|| io::Error::other("empty argv"))?;
+    let argv_c: Vec<CString> = argv.iter().map(cstring).collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}")))
         .collect::<io::Result<_>>()?;
-    let paths: Vec<CString> = candidates(program, plan.env.get("PATH").map(String::as_str))
+    let paths: Vec<CString> = candidates(program, env.get("PATH").map(String::as_str))
         .iter()
         .map(cstring)
         .collect::<io::Result<_>>()?;
-    let cwd = cstring(plan.cwd)?;
+    let cwd = cstring(cwd)?;
     let sh = c"/bin/sh";
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut sh_argv: Vec<*const libc::c_char> = vec![sh.as_ptr(), std::ptr::null()];
-    sh_argv.extend(argv.iter().skip(1).map(|a| a.as_ptr()));
+    sh_argv.extend(argv_c.iter().skip(1).map(|a| a.as_ptr()));
     sh_argv.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
@@ -144,7 +138,7 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
 
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let (stdin_child, stdin_parent) = if plan.piped_stdin {
+    let (stdin_child, stdin_parent) = if piped_stdin {
         let (r, w) = pipe()?;
         (r, Some(w))
     } else {
@@ -158,15 +152,15 @@ pub fn spawn(plan: &Plan) -> io::Result<Spawned> {
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
         ],
-        inherit: plan.inherit.as_ptr(),
-        inherit_len: plan.inherit.len(),
+        inherit: inherit.as_ptr(),
+        inherit_len: inherit.len(),
         cwd: cwd.as_ptr(),
         candidates: path_ptrs.as_ptr(),
         candidates_len: path_ptrs.len(),
         argv: argv_ptrs.as_ptr(),
         sh_argv: sh_argv.as_mut_ptr(),
         envp: envp_ptrs.as_ptr(),
-        drop_to: plan.drop_to,
+        drop_to: ident.drop_privileges.then_some((ident.uid, ident.gid)),
         error: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; STACK];
@@ -320,13 +314,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         if let Some((uid, gid)) = c.drop_to {
-            for cap in 0..64 {
-                libc::syscall(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-            {
+            if become_user(uid, gid, true).is_err() {
                 fail(c);
             }
         }

@@ -14,6 +14,11 @@ r = libc.syscall(ctypes.c_long(nr), *args)
 print(r, ctypes.get_errno())
 "#;
 
+/// Skips `test` (see [`isol8_testkit::skip`]: never in CI) on CPUs other than x86-64.
+fn skipped_off_x86_64(test: &str, why: &str) -> bool {
+    !cfg!(target_arch = "x86_64") && isol8_testkit::skip(test, why)
+}
+
 fn probe(nr: u32, args: &[i64]) -> String {
     SYSCALL_PROBE
         .replace("NR", &nr.to_string())
@@ -113,12 +118,10 @@ print("returned", r, "pid", os.getpid(), flush=True)
 
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn system_calls_through_a_32_bit_abi_are_refused() {
-    if !cfg!(target_arch = "x86_64")
-        && isol8_testkit::skip(
-            "system_calls_through_a_32_bit_abi_are_refused",
-            "the machine code is x86_64's",
-        )
-    {
+    if skipped_off_x86_64(
+        "system_calls_through_a_32_bit_abi_are_refused",
+        "the machine code is x86_64's",
+    ) {
         return;
     }
     let engine = engine(EngineOptions::default()).await;
@@ -172,12 +175,10 @@ async fn system_calls_through_a_32_bit_abi_are_refused() {
 /// dangerous calls, so these answers come from the filter the agent installed.
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn the_agents_filter_decides_what_the_docker_baseline_leaves_open() {
-    if !cfg!(target_arch = "x86_64")
-        && isol8_testkit::skip(
-            "the_agents_filter_decides_what_the_docker_baseline_leaves_open",
-            "the system call numbers are x86_64's",
-        )
-    {
+    if skipped_off_x86_64(
+        "the_agents_filter_decides_what_the_docker_baseline_leaves_open",
+        "the system call numbers are x86_64's",
+    ) {
         return;
     }
     let engine = engine(EngineOptions::default()).await;

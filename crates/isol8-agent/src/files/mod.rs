@@ -146,8 +146,8 @@ fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, St
         .stderr(Stdio::inherit());
     if ident.drop_privileges {
         let (uid, gid) = (ident.uid, ident.gid);
-        // SAFETY: drop_to only makes async-signal-safe system calls.
-        unsafe { cmd.pre_exec(move || proc::drop_to(uid, gid)) };
+        // SAFETY: become_user only makes async-signal-safe system calls.
+        unsafe { cmd.pre_exec(move || proc::become_user(uid, gid, true)) };
     }
     let (mut child, done) = reaper
         .spawn_waited(&mut cmd)

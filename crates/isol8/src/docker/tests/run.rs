@@ -412,6 +412,26 @@ async fn a_built_image_with_the_packages_replaces_the_install() {
     engine.stop().await.expect("stop");
 }
 
+/// The default `strict` mode asks the agent for its seccomp filter: a sandbox whose agent
+/// did not confirm it is never used, and is removed.
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_without_the_agents_seccomp_filter_is_refused() {
+    let fake = FakeDocker::new();
+    let engine = engine_on(&fake, EngineOptions::default()).await;
+    fake.set_hello(HelloMode::NoSeccompFilter);
+    let err = engine.execute(bash("echo")).await.expect_err("no filter");
+    assert!(
+        matches!(&err, Error::Sandbox(SandboxError::SeccompFilter)),
+        "{err:?}"
+    );
+    eventually("the sandbox is removed", || fake.running().is_empty()).await;
+    assert_eq!(fake.removed().len(), 1);
+    fake.set_hello(HelloMode::Normal);
+    let r = engine.execute(bash("echo")).await.expect("with the filter");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    engine.stop().await.expect("stop");
+}
+
 #[tokio::test(start_paused = true)]
 async fn sandboxes_that_cannot_start_fail_the_request_and_leave_nothing() {
     let fake = FakeDocker::new();

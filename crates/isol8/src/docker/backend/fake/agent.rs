@@ -110,8 +110,9 @@ impl Agent {
     /// Says hello, then serves frames until the container ends.
     pub(super) async fn serve(mut self) {
         self.daemon.started_gate().await;
-        match self.daemon.hello_mode() {
-            HelloMode::Normal => {}
+        let mode = self.daemon.hello_mode();
+        match mode {
+            HelloMode::Normal | HelloMode::NoSeccompFilter => {}
             HelloMode::Silent => return std::future::pending().await,
             HelloMode::WrongProtocol => {
                 let hello = Hello {
@@ -135,7 +136,7 @@ impl Agent {
             agent_version: "fake".into(),
             // The fake daemon shares no files with the engine: stdio only.
             data_socket: false,
-            seccomp_filter: self.seccomp_filter,
+            seccomp_filter: self.seccomp_filter && mode != HelloMode::NoSeccompFilter,
         };
         self.send_frame(&Frame::json(Kind::Hello, &hello)).await;
         loop {

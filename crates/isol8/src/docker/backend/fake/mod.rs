@@ -74,6 +74,9 @@ pub enum HelloMode {
     Silent,
     /// A hello with another protocol version.
     WrongProtocol,
+    /// A proper hello from an agent that installed no seccomp filter, whatever the
+    /// container's environment asked for.
+    NoSeccompFilter,
     /// The container writes a line to stderr and exits (code 1) before any hello.
     DieAtStart,
 }
