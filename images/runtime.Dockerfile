@@ -2,7 +2,8 @@
 #
 # `isol8 setup` fills the double-brace placeholders per runtime (crates/isol8/src/images/recipe.rs)
 # and builds the result through the Docker Engine API with the classic builder, from an
-# in-memory context holding this file, `isol8-agent` and `bin/<runtime binary>`. The
+# in-memory context holding this file, `isol8-agent`, `bin/<runtime binary>` and
+# `files/<path>` for isol8's own files. The
 # content hash of the image (this text, the pinned binaries, the agent bytes, the base
 # image id) is added as the label `isol8.content-hash`.
 #
@@ -36,6 +37,9 @@ RUN groupadd --gid 1000 sandbox \
 
 ENV LANG=C.UTF-8{{ENV}}
 WORKDIR /sandbox
+
+# Files of isol8's own the runtime reads (a pre-start loader), each named by its SHA-256.
+{{FILES}}
 
 # The in-sandbox agent, PID 1 of every isol8 container.
 COPY isol8-agent /usr/local/bin/isol8-agent

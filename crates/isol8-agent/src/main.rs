@@ -459,7 +459,12 @@ impl Agent {
                 if spec.protocol == PROTOCOL_VERSION
                     && spec.steps.len() == 1
                     && spec.steps[0].phase == StepPhase::Code
-                    && w.serves(&spec.steps[0].argv, &spec.env, &spec.cwd) =>
+                    && w.spec().serves(
+                        &spec.steps[0].argv,
+                        &spec.env,
+                        &spec.cwd,
+                        spec.stdin.is_some() || spec.interactive,
+                    ) =>
             {
                 Some(w)
             }
@@ -571,6 +576,7 @@ impl Agent {
                     &spec.env,
                     &spec.cwd,
                     feeds_stdin,
+                    3,
                     &[],
                 )
                 .map_err(|e| {

@@ -9,7 +9,7 @@
 //! process serves at most one execution, and no user code ever runs while a waiting
 //! process that a later execution could use exists.
 //!
-//! The protocol between the agent and the waiting process (descriptors 3 and 4, the
+//! The protocol between the agent and the waiting process (its three descriptors, the
 //! request's layout) is [`isol8_protocol::agent::PrestartSpec`]'s.
 //!
 //! [`Kind::Prestart`]: isol8_protocol::agent::Kind::Prestart
@@ -61,9 +61,9 @@ enum ChildEnd {
 }
 
 /// A pipe between the agent and a child, both ends close-on-exec: `(child's end, agent's
-/// end)`. The child's end is at descriptor 10 or above, so it can be copied to 3, 4 or 5
-/// in the child without overwriting another.
-fn pipe(child: ChildEnd) -> io::Result<(OwnedFd, OwnedFd)> {
+/// end)`. The child's end is at descriptor `above` or higher (at least 10), so it can be
+/// copied to the descriptors below `above` in the child without overwriting another.
+fn pipe(child: ChildEnd, above: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -76,7 +76,7 @@ fn pipe(child: ChildEnd) -> io::Result<(OwnedFd, OwnedFd)> {
         ChildEnd::Write => (write, read),
     };
     // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
-    let high = unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    let high = unsafe { libc::fcntl(low.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above.max(10)) };
     if high < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -85,14 +85,15 @@ fn pipe(child: ChildEnd) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((unsafe { OwnedFd::from_raw_fd(high) }, agent))
 }
 
-/// Starts `spec.argv` as a step would start, with the request and stdin pipes at
-/// descriptors 3 and 4 and the ready pipe at 5, and waits until it says it is ready.
+/// Starts `spec.argv` as a step would start, with the request, stdin and ready pipes at
+/// `spec.first_fd` and the two descriptors after it, and waits until it says it is ready.
 /// Errors when it cannot be started, ends before it is ready, or is not ready within
 /// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
-    let (request_r, request_w) = pipe(ChildEnd::Read)?;
-    let (stdin_r, stdin_w) = pipe(ChildEnd::Read)?;
-    let (ready_w, ready_r) = pipe(ChildEnd::Write)?;
+    let above = spec.first_fd.saturating_add(3);
+    let (request_r, request_w) = pipe(ChildEnd::Read, above)?;
+    let (stdin_r, stdin_w) = pipe(ChildEnd::Read, above)?;
+    let (ready_w, ready_r) = pipe(ChildEnd::Write, above)?;
     // SAFETY: fcntl on an open descriptor; a smaller pipe only means larger requests are
     // refused (they then start fresh).
     unsafe {
@@ -114,6 +115,7 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
         &spec.env,
         &spec.cwd,
         false,
+        spec.first_fd,
         &[
             request_r.as_raw_fd(),
             stdin_r.as_raw_fd(),
@@ -178,10 +180,10 @@ fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
 }
 
 impl Waiting {
-    /// True when an execution with this code step, environment and working directory
-    /// may run here (see [`PrestartSpec::serves`]).
-    pub fn serves(&self, argv: &[String], env: &BTreeMap<String, String>, cwd: &str) -> bool {
-        self.spec.serves(argv, env, cwd)
+    /// What it was started as (its [`PrestartSpec::serves`] says which executions it may
+    /// serve).
+    pub fn spec(&self) -> &PrestartSpec {
+        &self.spec
     }
 
     /// Hands the program over: writes the request in one non-blocking write and closes

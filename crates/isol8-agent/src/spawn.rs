@@ -46,6 +46,7 @@ pub struct Spawned {
 /// Everything the child reads; lives on the parent's stack while the child runs.
 struct Child {
     stdio: [RawFd; 3],
+    inherit_at: RawFd,
     inherit: *const RawFd,
     inherit_len: usize,
     cwd: *const libc::c_char,
@@ -95,7 +96,8 @@ fn candidates(program: &str, path: Option<&str>) -> Vec<String> {
 /// Starts a step (see the module's description): `argv[0]` without a `/` is looked up in
 /// `env`'s `PATH` (`/bin:/usr/bin` when it has none, as glibc's `execvp`); `env` is the
 /// whole environment; stdin is a pipe when `piped_stdin`, else `/dev/null`;
-/// `inherit[i]` becomes descriptor `3 + i` (each must be 10 or above, so none is
+/// `inherit[i]` becomes descriptor `inherit_at + i` (`inherit_at` is 3 or above; each
+/// `inherit[i]` must be 10 or above and outside the range it is copied to, so none is
 /// overwritten before it is copied), every other descriptor beyond stdio is closed on
 /// exec; as root, the program runs as the sandbox user with no capabilities.
 ///
@@ -108,11 +110,14 @@ pub fn spawn_step(
     env: &BTreeMap<String, String>,
     cwd: &str,
     piped_stdin: bool,
+    inherit_at: RawFd,
     inherit: &[RawFd],
 ) -> io::Result<Spawned> {
-    if inherit.iter().any(|fd| *fd < 10) {
+    let targets = inherit_at..inherit_at.saturating_add(inherit.len() as RawFd);
+    if inherit_at < 3 || inherit.iter().any(|fd| *fd < 10 || targets.contains(fd)) {
         return Err(io::Error::other(
-            "inherited descriptors must be 10 or above",
+            "inherited descriptors must be 10 or above and outside their new numbers, \
+             which start at 3 or above",
         ));
     }
     let program = argv.first().ok_or_else(|| io::Error::other("empty argv"))?;
@@ -152,6 +157,7 @@ pub fn spawn_step(
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
         ],
+        inherit_at,
         inherit: inherit.as_ptr(),
         inherit_len: inherit.len(),
         cwd: cwd.as_ptr(),
@@ -309,7 +315,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
             std::ptr::null_mut::<libc::rlimit>(),
         );
         for i in 0..c.inherit_len {
-            if !dup_to(*c.inherit.add(i), 3 + i as RawFd) {
+            if !dup_to(*c.inherit.add(i), c.inherit_at + i as RawFd) {
                 fail(c);
             }
         }

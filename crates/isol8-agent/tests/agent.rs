@@ -691,12 +691,25 @@ impl Agent {
         argv: &[&str],
         startup_env: &[&str],
     ) -> (agent::Prestarted, libc::pid_t) {
+        self.prestart_with(argv, startup_env, agent::PRESTART_FIRST_FD, true)
+    }
+
+    /// [`Agent::prestart`] with the descriptors from `first_fd` on, taking stdin or not.
+    fn prestart_with(
+        &mut self,
+        argv: &[&str],
+        startup_env: &[&str],
+        first_fd: i32,
+        serves_stdin: bool,
+    ) -> (agent::Prestarted, libc::pid_t) {
         let spec = agent::PrestartSpec {
             inline: vec!["bash".into(), "-c".into()],
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: self.spec(vec![]).env,
             cwd: self.root.display().to_string(),
             startup_env: startup_env.iter().map(|s| s.to_string()).collect(),
+            first_fd,
+            serves_stdin,
         };
         agent::write_frame(&mut self.stdin, &Frame::json(Kind::Prestart, &spec))
             .expect("send prestart");
@@ -778,6 +791,38 @@ fn an_execution_it_cannot_serve_kills_the_waiting_process_before_anything_runs()
         let done = a.reset();
         assert!(done.ok, "{why}: {done:?}");
     }
+}
+
+#[test]
+fn a_waiting_process_gets_its_descriptors_where_asked_and_stdin_only_if_it_takes_it() {
+    let mut a = Agent::start("prestart-fds", 44);
+    // WAITING_LOADER on 100, 101 and 102, saying which low or high descriptors it has.
+    let loader = r#": sleep-while-waiting
+for f in 3 4 5 100 101 102; do [ -e /proc/$$/fd/$f ] && fds="$fds $f"; done
+exec 101<&-
+printf r >&102
+exec 102>&-
+code=$(tr '\0' '\n' <&100 | tail -n 1)
+exec 100<&-
+echo "pre-started$fds: $code"
+"#;
+    let (done, pid) = a.prestart_with(&["bash", "-c", loader], &[], 100, false);
+    assert!(done.ok && pid > 0, "{done:?}");
+    // An execution that feeds stdin is not this loader's: it starts fresh.
+    let mut spec = a.spec(vec![bash(StepPhase::Code, "cat")]);
+    spec.stdin = Some(base64::engine::general_purpose::STANDARD.encode("fed"));
+    let out = a.exec(&spec);
+    assert_eq!(out.stdout, b"fed", "{out:?}");
+    let done = a.reset();
+    assert!(done.ok, "{done:?}");
+    // One that does not is served, and the loader had exactly its three descriptors.
+    let (done, _) = a.prestart_with(&["bash", "-c", loader], &[], 100, false);
+    assert!(done.ok, "{done:?}");
+    let out = a.exec(&a.spec(vec![bash(StepPhase::Code, "the code")]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pre-started 100 101 102: the code\n"
+    );
 }
 
 #[test]

@@ -192,14 +192,15 @@ pub const PARTS: [(&str, &str, &str); 5] = [
         "program",
         "the program itself as the agent timed it: the interpreter starting (unless it was \
          pre-started), the code, the interpreter's exit",
-        "a pre-started interpreter for this runtime (python has one) or a faster interpreter \
-         exit (see docs/PERFORMANCE.md, \"Where the time goes\")",
+        "a pre-started interpreter for this runtime (python and node have one) or a faster \
+         interpreter exit (see docs/PERFORMANCE.md, \"Where the time goes\")",
     ),
     (
         "in_run_overhead",
-        "frames to and from the agent through dockerd and the shim, measuring, killing what \
-         the program left, the exit frame",
-        "the engine-owned socket data path (issue 14 item 2)",
+        "frames to and from the agent (over the data socket, or dockerd and the shim), \
+         measuring, killing what the program left, the exit frame",
+        "fewer thread and process hand-offs between the engine, the agent and the program \
+         (see docs/PERFORMANCE.md, \"Where the time goes\")",
     ),
     (
         "around_run",

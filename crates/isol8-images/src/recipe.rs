@@ -28,6 +28,10 @@ pub struct Recipe {
     /// A command run at build time that proves the runtime starts on this base (its output,
     /// a version string, shows in the build log).
     pub check: &'static [&'static str],
+    /// Files isol8 itself puts in the image (a pre-start loader), copied from the build
+    /// context's `files/` directory to their paths; the Dockerfile names each with its
+    /// SHA-256, so the content hash changes with them.
+    pub files: &'static [isol8::runtime::ImageFile],
     /// The image carries the pi coding agent, installed after the binaries from the
     /// verified tarballs of its lockfile (see [`crate::pi`]); the build context then has a
     /// `pi/` directory.
@@ -49,6 +53,7 @@ impl Recipe {
                 binaries: vec![],
                 env: &[("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1")],
                 check: &["bash", "-c", "python3 --version && pip --version"],
+                files: &[],
                 pi: false,
             },
             "node" => Recipe {
@@ -57,6 +62,7 @@ impl Recipe {
                 binaries: vec![artifacts::NODE, artifacts::NPM],
                 env: &[],
                 check: &["bash", "-c", "node --version && npm --version"],
+                files: &[isol8::runtime::NODE_LOADER],
                 pi: false,
             },
             // The node image's recipe, plus git (agents clone and commit) and pi.
@@ -66,6 +72,7 @@ impl Recipe {
                 binaries: vec![artifacts::NODE, artifacts::NPM],
                 env: &[("PI_OFFLINE", "1"), ("PI_TELEMETRY", "0")],
                 check: &["bash", "-c", "node --version && pi --version"],
+                files: &[],
                 pi: true,
             },
             "bun" => Recipe {
@@ -74,6 +81,7 @@ impl Recipe {
                 binaries: vec![bun],
                 env: &[],
                 check: &["bun", "--version"],
+                files: &[],
                 pi: false,
             },
             "deno" => Recipe {
@@ -82,6 +90,7 @@ impl Recipe {
                 binaries: vec![artifacts::DENO],
                 env: &[("DENO_DIR", "/tmp/deno"), ("DENO_NO_UPDATE_CHECK", "1")],
                 check: &["deno", "--version"],
+                files: &[],
                 pi: false,
             },
             "bash" => Recipe {
@@ -90,6 +99,7 @@ impl Recipe {
                 binaries: vec![],
                 env: &[],
                 check: &["bash", "--version"],
+                files: &[],
                 pi: false,
             },
             other => return Err(ImageError::unknown_runtime(other)),
@@ -154,8 +164,25 @@ impl Recipe {
             .iter()
             .map(|(k, v)| format!(" \\\n    {k}={v}"))
             .collect();
+        let files = if self.files.is_empty() {
+            "# (no files of isol8's own beyond the agent)".to_string()
+        } else {
+            self.files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "# sha256 {}\nCOPY {} {}",
+                        hex::encode(Sha256::digest(f.contents.as_bytes())),
+                        context_path(f),
+                        f.path
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         TEMPLATE
             .replace("{{BASE}}", BASE_IMAGE)
+            .replace("{{FILES}}", &files)
             .replace("{{APT}}", &apt)
             .replace("{{BINARIES}}", &binaries.join("\n"))
             .replace("{{CHECK}}", &check)
@@ -168,6 +195,12 @@ impl Recipe {
     pub fn content_hash(&self, agent_sha256: &[u8], base_id: &str) -> String {
         content_hash(&self.dockerfile(), &self.binaries, agent_sha256, base_id)
     }
+}
+
+/// Where an [`isol8::runtime::ImageFile`] sits in the build context: under `files/`, at
+/// its path in the image.
+pub fn context_path(file: &isol8::runtime::ImageFile) -> String {
+    format!("files{}", file.path)
 }
 
 /// SHA-256 over the schema version, the Dockerfile text, the pinned artifacts' identities
@@ -231,6 +264,28 @@ mod tests {
                 assert!(df.contains("--no-install-recommends"));
                 assert!(df.contains("rm -rf /var/lib/apt/lists/*"));
             }
+        }
+    }
+
+    #[test]
+    fn isol8_files_are_copied_under_their_digest() {
+        let node = recipe("node").dockerfile();
+        let loader = isol8::runtime::NODE_LOADER;
+        let digest = hex::encode(Sha256::digest(loader.contents.as_bytes()));
+        assert!(
+            node.contains(&format!(
+                "# sha256 {digest}\nCOPY files{path} {path}",
+                path = loader.path
+            )),
+            "{node}"
+        );
+        // After the environment, before the agent: a loader change rebuilds two layers.
+        let pos = |s: &str| node.find(s).unwrap_or_else(|| panic!("no `{s}`"));
+        assert!(
+            pos("ENV LANG") < pos("COPY files/") && pos("COPY files/") < pos("COPY isol8-agent")
+        );
+        for rt in ["python", "bun", "bash", "deno", "agent"] {
+            assert!(!recipe(rt).dockerfile().contains("COPY files/"), "{rt}");
         }
     }
 

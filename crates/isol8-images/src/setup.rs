@@ -151,10 +151,11 @@ pub async fn setup(
             Vec::new()
         };
         let dockerfile = recipe.dockerfile();
+        let files = recipe.files;
         let context = {
             let agent = agent.bytes.clone();
             tokio::task::spawn_blocking(move || {
-                runtime_context(&dockerfile, &agent, &downloads, &pi)
+                runtime_context(&dockerfile, &agent, &downloads, files, &pi)
             })
             .await
             .map_err(|e| ImageError::Internal(format!("assembling a build context: {e}")))??
@@ -280,13 +281,15 @@ fn short_id(id: &str) -> &str {
 }
 
 /// The build context of a runtime image: `Dockerfile`, `isol8-agent` and
-/// `bin/<binary>` for each cached runtime binary (all executable); with `pi` tarballs,
+/// `bin/<binary>` for each cached runtime binary (all executable), each of `files` at
+/// [`crate::recipe::context_path`] (mode 0644); with `pi` tarballs,
 /// also `pi/package.json`, `pi/package-lock.json` and `pi/tarballs/<name>` (see
 /// [`crate::pi`]).
 fn runtime_context(
     dockerfile: &str,
     agent: &[u8],
     binaries: &[(&'static str, PathBuf)],
+    files: &[isol8::runtime::ImageFile],
     pi: &[(String, PathBuf)],
 ) -> Result<Vec<u8>, ImageError> {
     let io = |path: &Path| {
@@ -308,6 +311,11 @@ fn runtime_context(
         tar.append_data(&mut header, format!("bin/{name}"), file)
             .map_err(io(path))?;
     }
+    for file in files {
+        let name = crate::recipe::context_path(file);
+        append_file(&mut tar, &name, file.contents.as_bytes(), 0o644)
+            .map_err(io(Path::new(&name)))?;
+    }
     if !pi.is_empty() {
         for (name, text) in [
             ("pi/package.json", crate::pi::PACKAGE_JSON),
@@ -328,7 +336,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_context_holds_dockerfile_agent_and_binaries() {
+    fn runtime_context_holds_dockerfile_agent_binaries_and_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let node = tmp.path().join("node-22");
         std::fs::write(&node, b"node").expect("write");
@@ -338,6 +346,7 @@ mod tests {
             "FROM x\n",
             b"\x7fELFagent",
             &[("node", node)],
+            &[isol8::runtime::NODE_LOADER],
             &[("0123.tgz".to_string(), tgz)],
         )
         .expect("context");
@@ -360,6 +369,11 @@ mod tests {
                 ("Dockerfile".to_string(), 0o644, 7),
                 ("isol8-agent".to_string(), 0o755, 9),
                 ("bin/node".to_string(), 0o755, 4),
+                (
+                    "files/usr/local/lib/isol8/prestart.js".to_string(),
+                    0o644,
+                    isol8::runtime::NODE_LOADER.contents.len() as u64
+                ),
                 (
                     "pi/package.json".to_string(),
                     0o644,

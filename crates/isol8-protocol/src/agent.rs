@@ -533,23 +533,24 @@ pub struct ResetDone {
 ///
 /// The agent starts `argv` exactly as it starts a step (the sandbox user, its own
 /// session, default signal dispositions, the same limits), in `cwd` with `env`, and with
-/// three more descriptors: [`PRESTART_REQUEST_FD`], the read end of a pipe on which the
-/// agent later writes the program ([`encode_prestart_request`]) and then closes;
-/// [`PRESTART_STDIN_FD`], the read end of a pipe that becomes the program's stdin when
-/// the execution feeds one (the process's own stdin is `/dev/null`, as a step's without
-/// input); and [`PRESTART_READY_FD`], the write end of a pipe on which the process writes
-/// one byte, and which it closes, when it is ready and about to wait for the request.
-/// The process must close all three before running the program, and must run it as
-/// `inline` followed by the code would have, in a fresh process. The agent answers
-/// [`Kind::Prestarted`] when the byte came (or the process ended, or
-/// [`PRESTART_READY_TIMEOUT_MS`] passed: then it is killed).
+/// three more descriptors from [`first_fd`](PrestartSpec::first_fd) on: the *request*
+/// pipe (`first_fd`), the read end of a pipe on which the agent later writes the program
+/// ([`encode_prestart_request`]) and then closes; the *stdin* pipe (`first_fd + 1`), the
+/// read end of a pipe that becomes the program's stdin when the execution feeds one (the
+/// process's own stdin is `/dev/null`, as a step's without input); and the *ready* pipe
+/// (`first_fd + 2`), the write end of a pipe on which the process writes one byte, and
+/// which it closes, when it is ready and about to wait for the request. The process must
+/// close all three before running the program, and must run it as `inline` followed by
+/// the code would have, in a fresh process. The agent answers [`Kind::Prestarted`] when
+/// the byte came (or the process ended, or [`PRESTART_READY_TIMEOUT_MS`] passed: then it
+/// is killed).
 ///
 /// The next `Exec` uses the waiting process only when its steps are a single code step
-/// whose argv is `inline` plus one argument (the code), its `cwd` is this `cwd`, and
-/// every variable named by `startupEnv` has the same value (or is absent) in both
-/// environments: what the interpreter read while it started is then what the program
-/// would have found. Otherwise the waiting process is killed first and the steps start
-/// as usual.
+/// whose argv is `inline` plus one argument (the code), its `cwd` is this `cwd`, it feeds
+/// stdin only if [`servesStdin`](PrestartSpec::serves_stdin), and every variable named by
+/// `startupEnv` has the same value (or is absent) in both environments: what the
+/// interpreter read while it started is then what the program would have found.
+/// Otherwise the waiting process is killed first and the steps start as usual.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrestartSpec {
@@ -564,16 +565,29 @@ pub struct PrestartSpec {
     /// Variables the interpreter reads while it starts: a name, or a prefix ending in
     /// `*` (`PYTHON*`).
     pub startup_env: Vec<String>,
+    /// Descriptor of the request pipe; the stdin and ready pipes follow it
+    /// ([`PRESTART_FIRST_FD`] when absent). An interpreter that opens descriptors of its
+    /// own while it starts (Node.js opens about 17) gets them high, so that once the
+    /// three are closed its descriptors are numbered as in a fresh process.
+    #[serde(default = "default_first_fd")]
+    pub first_fd: i32,
+    /// The loader can make the stdin pipe its stdin (true when absent); when false, an
+    /// execution that feeds stdin starts fresh.
+    #[serde(default = "default_true")]
+    pub serves_stdin: bool,
 }
 
-/// Descriptor on which a pre-started interpreter reads its program (see [`PrestartSpec`]).
-pub const PRESTART_REQUEST_FD: i32 = 3;
+fn default_first_fd() -> i32 {
+    PRESTART_FIRST_FD
+}
 
-/// Descriptor of a pre-started interpreter's stdin pipe (see [`PrestartSpec`]).
-pub const PRESTART_STDIN_FD: i32 = 4;
+fn default_true() -> bool {
+    true
+}
 
-/// Descriptor on which a pre-started interpreter says it is ready (see [`PrestartSpec`]).
-pub const PRESTART_READY_FD: i32 = 5;
+/// Where a pre-started interpreter's three descriptors start unless its
+/// [`PrestartSpec::first_fd`] says otherwise: request 3, stdin 4, ready 5.
+pub const PRESTART_FIRST_FD: i32 = 3;
 
 /// How long the agent waits for a pre-started interpreter to be ready, in milliseconds.
 pub const PRESTART_READY_TIMEOUT_MS: u64 = 10_000;
@@ -589,8 +603,9 @@ pub struct Prestarted {
     pub problem: Option<String>,
 }
 
-/// The request a pre-started interpreter reads on [`PRESTART_REQUEST_FD`] until end of
-/// file: NUL-separated fields — `1` if [`PRESTART_STDIN_FD`] is to become stdin (else
+/// The request a pre-started interpreter reads on its request pipe until end of file
+/// (see [`PrestartSpec`]): NUL-separated fields — `1` if the stdin pipe is to become
+/// stdin (else
 /// `0`), the number of environment entries, that many `NAME=value` entries (the
 /// program's complete environment, in this order), then the code, which runs to the end
 /// of the request (it contains no NUL: the engine refuses such code).
@@ -618,10 +633,18 @@ impl PrestartSpec {
         })
     }
 
-    /// True when an execution with `argv`, `env` and `cwd` may run in this waiting
-    /// process instead of a fresh one (see [`PrestartSpec`]).
-    pub fn serves(&self, argv: &[String], env: &BTreeMap<String, String>, cwd: &str) -> bool {
-        argv.len() == self.inline.len() + 1
+    /// True when an execution with `argv`, `env` and `cwd`, feeding stdin when
+    /// `feeds_stdin`, may run in this waiting process instead of a fresh one (see
+    /// [`PrestartSpec`]).
+    pub fn serves(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: &str,
+        feeds_stdin: bool,
+    ) -> bool {
+        (self.serves_stdin || !feeds_stdin)
+            && argv.len() == self.inline.len() + 1
             && argv.starts_with(&self.inline)
             && cwd == self.cwd
             && self
@@ -712,6 +735,8 @@ mod tests {
                 .collect(),
             cwd: "/sandbox".into(),
             startup_env: vec!["PYTHON*".into(), "HOME".into()],
+            first_fd: PRESTART_FIRST_FD,
+            serves_stdin: true,
         }
     }
 
@@ -724,22 +749,44 @@ mod tests {
         // Variables read later (by the program) may differ freely.
         env.insert("X".into(), "2".into());
         env.insert("API_KEY".into(), "k".into());
-        assert!(p.serves(&code, &env, "/sandbox"));
+        assert!(p.serves(&code, &env, "/sandbox", false));
         // Not the inline command, or more arguments, or elsewhere: no.
-        assert!(!p.serves(&argv(&["python3", "/sandbox/main.py"]), &env, "/sandbox"));
-        assert!(!p.serves(&argv(&["python3", "-c", "1", "x"]), &env, "/sandbox"));
-        assert!(!p.serves(&argv(&["bash", "-c", "1"]), &env, "/sandbox"));
-        assert!(!p.serves(&code, &env, "/sandbox/sub"));
+        assert!(!p.serves(
+            &argv(&["python3", "/sandbox/main.py"]),
+            &env,
+            "/sandbox",
+            false
+        ));
+        assert!(!p.serves(&argv(&["python3", "-c", "1", "x"]), &env, "/sandbox", false));
+        assert!(!p.serves(&argv(&["bash", "-c", "1"]), &env, "/sandbox", false));
+        assert!(!p.serves(&code, &env, "/sandbox/sub", false));
         // A start-up variable changed, added or removed: no.
         let mut changed = env.clone();
         changed.insert("PYTHONPATH".into(), "/b".into());
-        assert!(!p.serves(&code, &changed, "/sandbox"));
+        assert!(!p.serves(&code, &changed, "/sandbox", false));
         let mut added = env.clone();
         added.insert("PYTHONSAFEPATH".into(), "1".into());
-        assert!(!p.serves(&code, &added, "/sandbox"));
+        assert!(!p.serves(&code, &added, "/sandbox", false));
         let mut removed = env.clone();
         removed.remove("HOME");
-        assert!(!p.serves(&code, &removed, "/sandbox"));
+        assert!(!p.serves(&code, &removed, "/sandbox", false));
+        // Stdin only where the loader can take it.
+        assert!(p.serves(&code, &env, "/sandbox", true));
+        let no_stdin = PrestartSpec {
+            serves_stdin: false,
+            ..p.clone()
+        };
+        assert!(no_stdin.serves(&code, &env, "/sandbox", false));
+        assert!(!no_stdin.serves(&code, &env, "/sandbox", true));
+        // An engine that names neither field gets the defaults.
+        let mut json = serde_json::to_value(&p).expect("json");
+        let obj = json.as_object_mut().expect("object");
+        obj.remove("firstFd");
+        obj.remove("servesStdin");
+        assert_eq!(
+            serde_json::from_value::<PrestartSpec>(json).expect("parse"),
+            p
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub fn prestart_spec(
         env,
         cwd: SANDBOX_ROOT.to_string(),
         startup_env: prestart.startup_env.clone(),
+        first_fd: prestart.first_fd,
+        serves_stdin: prestart.serves_stdin,
     })
 }
 

@@ -1,7 +1,7 @@
-//! Pre-started interpreters (issue 14): a pooled sandbox keeps `python3` started and
-//! waiting; the next execution hands its code to it. These tests hold it to its two
-//! promises: nothing of an earlier execution is reachable from a later one, and a
-//! program behaves exactly as under a fresh `python3 -c`.
+//! Pre-started interpreters (issue 14): a pooled sandbox keeps `python3` or `node`
+//! started and waiting; the next execution hands its code to it. These tests hold it to
+//! its two promises, per runtime: nothing of an earlier execution is reachable from a
+//! later one, and a program behaves exactly as under a fresh `python3 -c` or `node -e`.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,12 +10,12 @@ use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
 use isol8_protocol::{ExitReason, PoolSize, PoolStrategy};
 use isol8_testkit::{assert_clean, code, engine_with, run};
 
-/// A pool of one sandbox, reset between executions.
-async fn pooled(fresh_starts: bool) -> DockerEngine {
-    pooled_with(PoolStrategy::Fast, fresh_starts).await
+/// A pool of one `runtime` sandbox, reset between executions.
+async fn pooled(runtime: &str, fresh_starts: bool) -> DockerEngine {
+    pooled_with(runtime, PoolStrategy::Fast, fresh_starts).await
 }
 
-async fn pooled_with(strategy: PoolStrategy, fresh_starts: bool) -> DockerEngine {
+async fn pooled_with(runtime: &str, strategy: PoolStrategy, fresh_starts: bool) -> DockerEngine {
     let engine = engine_with(EngineConfig {
         options: EngineOptions {
             pool_strategy: Some(strategy),
@@ -28,7 +28,7 @@ async fn pooled_with(strategy: PoolStrategy, fresh_starts: bool) -> DockerEngine
         ..Default::default()
     })
     .await;
-    engine.prewarm(&["python".into()]).await.expect("prewarm");
+    engine.prewarm(&[runtime.into()]).await.expect("prewarm");
     engine
 }
 
@@ -77,7 +77,7 @@ print(warm, socket.gethostname(), hash("isol8"), ",".join(found) or "clean")
 
 #[isol8_testkit::test(docker)]
 async fn a_thousand_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() {
-    let engine = pooled(false).await;
+    let engine = pooled("python", false).await;
     let mut hosts = HashSet::new();
     let mut hashes = HashSet::new();
     for i in 0..1000 {
@@ -194,8 +194,8 @@ const PROGRAMS: &[Program] = &[
     p("import sys\nclass E(Exception):\n    def __str__(self): return 'custom'\nraise E()"),
 ];
 
-fn request(prog: &Program) -> ExecutionRequest {
-    let mut req = code("python", prog.code);
+fn request(runtime: &str, prog: &Program) -> ExecutionRequest {
+    let mut req = code(runtime, prog.code);
     req.stdin = prog.stdin.map(str::to_string);
     req.env = prog
         .env
@@ -213,22 +213,29 @@ fn observed(r: &ExecutionResult) -> (String, String, i32) {
 
 #[isol8_testkit::test(docker)]
 async fn programs_behave_alike_fresh_and_pre_started() {
-    assert!(PROGRAMS.len() >= 40, "{}", PROGRAMS.len());
-    let warm = pooled(false).await;
-    let fresh = pooled(true).await;
+    differential("python", PROGRAMS, WARM_PROBE, ("True\n", "False\n")).await;
+}
+
+/// Runs each of `programs` fresh and pre-started and fails with every difference in
+/// stdout, stderr or exit code. `probe` tells the two engines apart (`answers`: what it
+/// prints pre-started, then fresh).
+async fn differential(runtime: &str, programs: &[Program], probe: &str, answers: (&str, &str)) {
+    assert!(programs.len() >= 40, "{}", programs.len());
+    let warm = pooled(runtime, false).await;
+    let fresh = pooled(runtime, true).await;
     // The comparison means something only if the two engines differ as intended.
     assert_eq!(
-        ready_run(&warm, code("python", WARM_PROBE)).await.stdout,
-        "True\n"
+        ready_run(&warm, code(runtime, probe)).await.stdout,
+        answers.0
     );
     assert_eq!(
-        ready_run(&fresh, code("python", WARM_PROBE)).await.stdout,
-        "False\n"
+        ready_run(&fresh, code(runtime, probe)).await.stdout,
+        answers.1
     );
     let mut differ = Vec::new();
-    for prog in PROGRAMS {
-        let a = ready_run(&fresh, request(prog)).await;
-        let b = ready_run(&warm, request(prog)).await;
+    for prog in programs {
+        let a = ready_run(&fresh, request(runtime, prog)).await;
+        let b = ready_run(&warm, request(runtime, prog)).await;
         if observed(&a) != observed(&b) {
             differ.push(format!(
                 "{:?}\n  fresh:       {:?}\n  pre-started: {:?}",
@@ -248,41 +255,55 @@ async fn programs_behave_alike_fresh_and_pre_started() {
 /// never pre-started; under `fast`, a request that has to wait for the reset gets the
 /// sandbox without a pre-started interpreter, which it would only wait for.)
 async fn ready_run(engine: &DockerEngine, req: ExecutionRequest) -> ExecutionResult {
-    engine.prewarm(&["python".into()]).await.expect("prewarm");
+    engine
+        .prewarm(std::slice::from_ref(&req.runtime))
+        .await
+        .expect("prewarm");
     run(engine, req).await
+}
+
+/// The timeout and the output cap apply to a pre-started program as to any: `spin` runs
+/// until killed, `print` writes 5,001 bytes (5,000 `x` and a newline). `probe` is the
+/// runtime's warm probe and what it prints pre-started.
+async fn timeout_and_cap_hold(
+    engine: &DockerEngine,
+    runtime: &str,
+    probe: (&str, &str),
+    spin: &str,
+    print: &str,
+) {
+    let r = ready_run(engine, code(runtime, &format!("{}\n{spin}", probe.0))).await;
+    assert!(r.stdout.starts_with(probe.1), "{r:?}");
+    assert_eq!(
+        (r.exit_code, r.exit_reason),
+        (137, Some(ExitReason::Timeout)),
+        "{r:?}"
+    );
+    let r = ready_run(engine, code(runtime, &format!("{}\n{print}", probe.0))).await;
+    assert!(r.stdout.starts_with(probe.1) && r.truncated, "{r:?}");
+    let written = probe.1.len() as u64 + 5001;
+    assert!(
+        r.stdout.ends_with(&format!(
+            "x\n{}\n",
+            isol8::output::truncation_trailer(written, 1000)
+        )),
+        "{r:?}"
+    );
 }
 
 #[isol8_testkit::test(docker)]
 async fn limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
     for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
-        let engine = pooled_with(strategy, false).await;
-        let warm = |r: &ExecutionResult| r.stdout.starts_with("True");
-        // The timeout and the output cap apply as to any program.
-        let r = ready_run(
+        let engine = pooled_with("python", strategy, false).await;
+        let probe = (WARM_PROBE, "True\n");
+        timeout_and_cap_hold(
             &engine,
-            code("python", &format!("{WARM_PROBE}\nwhile True: pass")),
+            "python",
+            probe,
+            "while True: pass",
+            "print('x' * 5000)",
         )
         .await;
-        assert!(warm(&r), "{strategy:?}: {r:?}");
-        assert_eq!(
-            (r.exit_code, r.exit_reason),
-            (137, Some(ExitReason::Timeout)),
-            "{strategy:?}: {r:?}"
-        );
-        let r = ready_run(
-            &engine,
-            code("python", &format!("{WARM_PROBE}\nprint('x' * 5000)")),
-        )
-        .await;
-        assert!(warm(&r) && r.truncated, "{strategy:?}: {r:?}");
-        // (5,006 bytes written: "True\\n", 5,000 x, "\\n".)
-        assert!(
-            r.stdout.ends_with(&format!(
-                "x\n{}\n",
-                isol8::output::truncation_trailer(5006, 1000)
-            )),
-            "{strategy:?}: {r:?}"
-        );
         // A setup script, or a start-up variable of its own: a fresh interpreter, which
         // sees what it asked for…
         let mut req = code(
@@ -300,6 +321,224 @@ async fn limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
         // …and the sandbox's next run is pre-started again.
         let r = ready_run(&engine, code("python", WARM_PROBE)).await;
         assert_eq!(r.stdout, "True\n", "{strategy:?}: {r:?}");
+        assert_clean(&engine).await;
+    }
+}
+
+/// Whether a node program ran pre-started: its command line names the loader (split so
+/// that a fresh `node -e` of this probe does not carry it).
+const NODE_WARM_PROBE: &str =
+    "console.log(require('fs').readFileSync('/proc/self/cmdline', 'latin1').includes('isol8/' + 'prestart'))";
+
+/// Node's counterpart of [`LEAK_CHECK`]: looks for globals, a polluted
+/// `Object.prototype`, cached modules, the environment, files, processes, a thread (a
+/// worker), an open descriptor and a timer left by the run before, then leaves all of
+/// them behind. Prints whether it ran pre-started, the hostname, a `Math.random()` (a
+/// new generator per process), what it found, and its own state at the start (open
+/// descriptors, threads, active resources) for comparison with a fresh process's.
+const NODE_LEAK_CHECK: &str = r#"
+const fs = require('fs'), os = require('os'), cp = require('child_process');
+const state = [fs.readdirSync('/proc/self/fd').join('/'), fs.readdirSync('/proc/self/task').length,
+  process.getActiveResourcesInfo().join('/') || '-'].join(';');
+const found = [];
+if (typeof isol8_leak !== 'undefined') found.push('globals');
+if ({}.isol8_leak !== undefined) found.push('Object.prototype');
+if (Object.keys(require.cache).length) found.push('require.cache');
+if ('ISOL8_LEAK' in process.env) found.push('environ');
+for (const d of ['/sandbox', '/tmp', '/dev/shm']) if (fs.readdirSync(d).length) found.push('files in ' + d);
+const others = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && p !== String(process.pid)
+  && fs.statSync('/proc/' + p).uid === process.getuid());
+if (others.length) found.push('processes ' + others);
+const warm = fs.readFileSync('/proc/self/cmdline', 'latin1').includes('isol8/' + 'prestart');
+globalThis.isol8_leak = 1;
+Object.prototype.isol8_leak = 1;
+fs.writeFileSync('/sandbox/leak.js', 'module.exports = 1');
+require('/sandbox/leak.js');
+process.env.ISOL8_LEAK = '1';
+for (const d of ['/tmp', '/dev/shm']) fs.writeFileSync(d + '/leak', 'x');
+cp.spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' }).unref();
+new (require('worker_threads').Worker)('setInterval(() => {}, 1000)', { eval: true }).unref();
+fs.openSync('/sandbox/leak.js', 'r');
+setInterval(() => {}, 1000).unref();
+console.log(warm, os.hostname(), Math.random(), found.join(',') || 'clean', state);
+"#;
+
+#[isol8_testkit::test(docker)]
+async fn a_thousand_node_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() {
+    // What a fresh process sees at the start: the state every pre-started run must see.
+    let fresh = pooled("node", true).await;
+    let r = ready_run(&fresh, code("node", NODE_LEAK_CHECK)).await;
+    let fields: Vec<&str> = r.stdout.split_whitespace().collect();
+    assert_eq!(
+        (fields.len(), fields[0], fields[3]),
+        (5, "false", "clean"),
+        "{r:?}"
+    );
+    let fresh_state = fields[4].to_string();
+    assert_clean(&fresh).await;
+    let engine = pooled("node", false).await;
+    let mut hosts = HashSet::new();
+    let mut randoms = HashSet::new();
+    for i in 0..1000 {
+        let r = ready_run(&engine, code("node", NODE_LEAK_CHECK)).await;
+        assert_eq!(r.exit_code, 0, "run {i}: {r:?}");
+        let fields: Vec<&str> = r.stdout.split_whitespace().collect();
+        assert_eq!(fields.len(), 5, "run {i}: {r:?}");
+        assert_eq!(fields[0], "true", "run {i} did not run pre-started: {r:?}");
+        assert_eq!(fields[3], "clean", "run {i} saw an earlier run: {r:?}");
+        assert_eq!(
+            fields[4], fresh_state,
+            "run {i} started unlike a fresh node: {r:?}"
+        );
+        hosts.insert(fields[1].to_string());
+        randoms.insert(fields[2].to_string());
+    }
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(randoms.len(), 1000);
+    assert_clean(&engine).await;
+}
+
+/// Node programs whose stdout, stderr and exit code must not depend on how the
+/// interpreter started (see [`PROGRAMS`]); stack traces include Node.js's own frames.
+const NODE_PROGRAMS: &[Program] = &[
+    p("console.log('hello')"),
+    p("console.log(process.argv, process.argv0, process.title, process.execArgv)"),
+    p("console.log(__filename, typeof __dirname, typeof module, typeof exports, require.main, module.id, module.paths)"),
+    p("console.log(Object.getOwnPropertyNames(globalThis).join())"),
+    p("console.log(Object.keys(process).join())"),
+    p("console.log(Object.getOwnPropertyDescriptor(process, '_eval'), process._preload_modules)"),
+    p("console.log(Object.keys(require.cache), require('module')._pathCache, require('module').builtinModules.length)"),
+    p("console.log(process.moduleLoadList.join())"),
+    p("try { require('internal/options') } catch (e) { console.log(e.code) }"),
+    p("throw new Error('thrown')"),
+    p("function f() { throw new TypeError('deep') }\nfunction g() { f() }\ng()"),
+    p("console.log('before'); undefined_name"),
+    p("foo("),
+    p("null.x"),
+    p("throw 42"),
+    p("Promise.reject(new Error('unhandled'))"),
+    p("setTimeout(() => { throw new RangeError('later') }, 10)"),
+    p("async function f() { await null; throw new Error('async') }\nf()"),
+    p("console.log(new Error('e').stack, Error.stackTraceLimit, typeof Error.prepareStackTrace)"),
+    p("process.exit(3)"),
+    p("process.exitCode = 4"),
+    p("process.kill(process.pid, 'SIGTERM')"),
+    p("process.abort()"),
+    p("process.on('exit', (c) => console.log('exiting', c)); process.on('beforeExit', () => console.log('before exit')); console.log('main')"),
+    p("setTimeout(() => console.log('timeout'), 0); setImmediate(() => console.log('immediate')); process.nextTick(() => console.log('tick')); Promise.resolve().then(() => console.log('micro')); console.log('sync')"),
+    p("const x: number = 5; console.log(x)"),
+    p("import('fs').then((m) => console.log(typeof m.readFileSync))"),
+    p("import { readFileSync } from 'fs'; console.log(typeof readFileSync)"),
+    p("console.log(typeof crypto, typeof fetch, typeof require('crypto').randomUUID)"),
+    p("console.log(Object.keys(process.env).sort(), process.env.NODE_PATH)"),
+    Program {
+        code: "console.log(process.env.GREETING, process.env.NODE_OPTIONS)",
+        stdin: None,
+        env: &[("GREETING", "hi")],
+    },
+    Program {
+        code: "console.log(require('child_process').execSync('echo $CHILD').toString())",
+        stdin: None,
+        env: &[("CHILD", "inherited")],
+    },
+    Program {
+        // A library that reads the environment when it is first used.
+        code: "console.log(require('os').tmpdir())",
+        stdin: None,
+        env: &[("TMPDIR", "/dev/shm")],
+    },
+    Program {
+        // Fed stdin: this one starts fresh in both engines.
+        code: "let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))",
+        stdin: Some("line one\nline two\n"),
+        env: &[],
+    },
+    p("let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))"),
+    p("console.log(process.cwd(), require('os').homedir())"),
+    p("console.log(process.stdin.constructor.name, process.stdout.constructor.name, process.stdout.isTTY, require('fs').fstatSync(0).isCharacterDevice())"),
+    p("console.log(require('fs').readdirSync('/proc/self/fd'), require('fs').openSync('/etc/hostname', 'r'))"),
+    p("console.log(process._getActiveHandles().length, process._getActiveRequests().length, process.getActiveResourcesInfo())"),
+    p("console.log(require('fs').readFileSync('/proc/self/status', 'utf8').split('\\n').filter((l) => /^(Sig(Blk|Ign|Cgt)|Threads|NoNewPrivs|Seccomp|Cap(Inh|Prm|Eff|Bnd|Amb))/.test(l)))"),
+    p("console.log(require('fs').readFileSync('/proc/self/limits', 'utf8'))"),
+    p("console.log(require('fs').readFileSync('/proc/self/oom_score_adj', 'utf8'))"),
+    p("const s = require('fs').readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' '); console.log(s[2] === String(process.pid), s[3] === String(process.pid))"),
+    p("console.log(process.getuid(), process.geteuid(), process.getgid(), process.getgroups(), process.umask().toString(8))"),
+    p("console.log(Intl.DateTimeFormat().resolvedOptions().timeZone, Intl.DateTimeFormat().resolvedOptions().locale, new Date(0).toString())"),
+    p("console.log('é ü 日本 🙂')"),
+    p("process.stdout.write('no newline')"),
+    p("console.error('to stderr'); console.log('to stdout')"),
+    p("for (let i = 0; i < 3; i++) { console.log(i); console.error(-i) }"),
+    p("process.removeAllListeners('warning'); process.on('warning', (w) => console.log(w.name, w.message)); process.emitWarning('careful')"),
+    p("console.log(require('worker_threads').isMainThread, require('worker_threads').threadId)"),
+    p("const { Worker } = require('worker_threads'); new Worker(\"console.log(process.argv, process._preload_modules, Object.keys(require.cache)); throw new TypeError('in worker')\", { eval: true }).on('exit', (c) => console.log('worker exit', c))"),
+    p("console.log(require('inspector').url(), process.debugPort, process.features.inspector)"),
+    p("const v8 = require('v8'); console.log(v8.getHeapStatistics().number_of_native_contexts, v8.getHeapStatistics().number_of_detached_contexts)"),
+    p("console.log(Object.keys(console).join(), Object.getOwnPropertySymbols(globalThis).map(String))"),
+    p("console.log(process.listenerCount('SIGINT'), process.listenerCount('exit'), process.eventNames())"),
+];
+
+#[isol8_testkit::test(docker)]
+async fn node_programs_behave_alike_fresh_and_pre_started() {
+    differential(
+        "node",
+        NODE_PROGRAMS,
+        NODE_WARM_PROBE,
+        ("true\n", "false\n"),
+    )
+    .await;
+}
+
+#[isol8_testkit::test(docker)]
+async fn node_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
+    for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
+        let engine = pooled_with("node", strategy, false).await;
+        let probe = (NODE_WARM_PROBE, "true\n");
+        timeout_and_cap_hold(
+            &engine,
+            "node",
+            probe,
+            "while (true) {}",
+            "console.log('x'.repeat(5000))",
+        )
+        .await;
+        // The loader the next waiting process reads cannot be changed from inside.
+        let r = ready_run(
+            &engine,
+            code(
+                "node",
+                &format!(
+                    "{NODE_WARM_PROBE}\ntry {{ require('fs').appendFileSync('{}', 'process.exit(9)'); console.log('written') }} catch (e) {{ console.log(e.code) }}",
+                    isol8::runtime::NODE_LOADER.path
+                ),
+            ),
+        )
+        .await;
+        // (Root's file, mode 0644: refused before the read-only root is even consulted.)
+        assert!(
+            ["true\nEACCES\n", "true\nEROFS\n"].contains(&r.stdout.as_str()),
+            "{strategy:?}: {r:?}"
+        );
+        // Stdin, or a start-up variable of its own: a fresh node, which sees them.
+        let mut req = code(
+            "node",
+            &format!("{NODE_WARM_PROBE}\nprocess.stdin.on('data', (d) => process.stdout.write(d))"),
+        );
+        req.stdin = Some("fed\n".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "false\nfed\n", "{strategy:?}: {r:?}");
+        let mut req = code(
+            "node",
+            &format!(
+                "{NODE_WARM_PROBE}\nconsole.log(process.execArgv.length, process.noDeprecation)"
+            ),
+        );
+        req.env
+            .insert("NODE_OPTIONS".into(), "--no-deprecation".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "false\n2 true\n", "{strategy:?}: {r:?}");
+        // …and the sandbox's next run is pre-started again.
+        let r = ready_run(&engine, code("node", NODE_WARM_PROBE)).await;
+        assert_eq!(r.stdout, "true\n", "{strategy:?}: {r:?}");
         assert_clean(&engine).await;
     }
 }

@@ -53,10 +53,38 @@ pub struct Prestart {
     /// Variables read while the interpreter (or the C library) starts: names, or
     /// prefixes ending in `*`.
     pub startup_env: Vec<String>,
+    /// Descriptor of the loader's request pipe, the stdin and ready pipes after it
+    /// ([`isol8_protocol::agent::PrestartSpec::first_fd`]).
+    pub first_fd: i32,
+    /// The loader can take the execution's stdin; when false, executions that feed stdin
+    /// start fresh.
+    pub serves_stdin: bool,
+}
+
+/// A file that a runtime's image carries for isol8 (root-owned, mode 0644), such as a
+/// pre-start loader that the interpreter must read from a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageFile {
+    /// Absolute path in the image.
+    pub path: &'static str,
+    /// The file's text.
+    pub contents: &'static str,
 }
 
 /// The loader a pre-started `python3` runs (see the file's own comments).
 const PYTHON_LOADER: &str = include_str!("prestart.py");
+
+/// The preload a pre-started `node` runs (see the file's own comments); `isol8 setup`
+/// puts it in the node image.
+pub const NODE_LOADER: ImageFile = ImageFile {
+    path: "/usr/local/lib/isol8/prestart.js",
+    contents: include_str!("prestart.js"),
+};
+
+/// Descriptor of the node loader's request pipe (`prestart.js` reads 100 to 102): above
+/// the ~17 descriptors Node.js opens while it starts, so they get the numbers they have
+/// in a fresh process.
+const NODE_FIRST_FD: i32 = 100;
 
 impl Prestart {
     /// Python's: `python3 -c LOADER`. Start-up reads `PYTHON*` (paths, flags, hash seed,
@@ -78,6 +106,36 @@ impl Prestart {
                 "MALLOC_*",
                 "TZ",
             ]),
+            first_fd: isol8_protocol::agent::PRESTART_FIRST_FD,
+            serves_stdin: true,
+        }
+    }
+
+    /// Node.js's: `node --require LOADER --eval ''` ([`NODE_LOADER`]), which hands the
+    /// code to Node.js's own `-e` evaluation. Start-up reads `NODE_*` (`NODE_OPTIONS`,
+    /// `NODE_PATH`, `NODE_EXTRA_CA_CERTS`, …), `HOME` (the global module folders), libuv's
+    /// `UV_*`, OpenSSL's `OPENSSL_*` and `SSL_CERT_*`, the locale and `TZ` (ICU), and what
+    /// the C library and dynamic loader read. It cannot take stdin (Node.js has no way to
+    /// move a descriptor to 0): executions that feed stdin start fresh.
+    pub fn node() -> Prestart {
+        Prestart {
+            argv: argv(&["node", "--require", NODE_LOADER.path, "--eval", ""]),
+            startup_env: argv(&[
+                "NODE_*",
+                "UV_*",
+                "HOME",
+                "OPENSSL_*",
+                "SSL_CERT_*",
+                "LANG",
+                "LANGUAGE",
+                "LC_*",
+                "TZ",
+                "LD_*",
+                "GLIBC_TUNABLES",
+                "MALLOC_*",
+            ]),
+            first_fd: NODE_FIRST_FD,
+            serves_stdin: false,
         }
     }
 }
@@ -222,7 +280,8 @@ impl RuntimeRegistry {
                     "--no-fund",
                     "--no-update-notifier",
                 ])
-                .with_env("NODE_PATH", "/sandbox/node_modules"),
+                .with_env("NODE_PATH", "/sandbox/node_modules")
+                .with_prestart(Prestart::node()),
             Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
                 .with_inline(&["bun", "-e"])
                 .with_install(&["bun", "add", "--cwd", "/sandbox"])

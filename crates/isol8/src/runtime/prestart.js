@@ -1,0 +1,126 @@
+// The loader of isol8's pre-started Node.js (see isol8_protocol::agent::PrestartSpec).
+//
+// Started as `node --require <this file> --eval ''`, so Node.js does all of its start-up
+// for an `-e` program; this file is the preload, which runs inside that start-up just
+// before `internal/main/eval_string` reads the `--eval` option and evaluates it. Here the
+// loader waits for the program on descriptor 100, then sets the `--eval` option's value
+// to the program's code and returns: Node.js itself evaluates it, with its own wrapper,
+// stack frames, exit codes and error printing, exactly as `node -e <code>` would.
+//
+// The option's value lives in a variable of Node.js's internal `internal/options` module
+// (`optionsDict`), which no public API reaches. The loader reaches it through the V8
+// inspector protocol on an in-process session (`Runtime.getProperties` lists a function's
+// `[[Scopes]]`, and those scopes' variables; `Runtime.callFunctionOn` assigns), then
+// disconnects. Nothing of this stays visible to the program, with two documented
+// exceptions (docs/SECURITY.md): /proc/self/cmdline (and a diagnostic report's command
+// line) and, inside worker threads, `process.execArgv` show the waiting process's flags.
+//
+// Before the program runs it also undoes what the preload itself left behind: its entry
+// in `require.cache` and the module path cache, the `--require` list (the same array as
+// `process._preload_modules`), `process.execArgv` (`['-e', code]`, as Node.js sets it),
+// `process._eval` (defined where start-up defines it, so the order of `process`'s keys is
+// unchanged), the environment (the request's, exactly), and descriptors 100 to 102.
+// Worker threads inherit the preload: there it only removes itself.
+'use strict';
+{
+  const inWorker = process.chdir.name === 'unavailableInWorker';
+  process._preload_modules.length = 0;
+  delete require.cache[__filename];
+  if (!inWorker) {
+    const fs = require('fs');
+    const Module = require('module');
+    const REQUEST = 100;
+    const STDIN = 101;
+    const READY = 102;
+    for (const key of Object.keys(Module._pathCache)) {
+      if (key.startsWith(__filename)) delete Module._pathCache[key];
+    }
+
+    // An in-process inspector session; replies arrive synchronously, during dispatch.
+    const { Connection } = process.binding('inspector');
+    let lastId = 0;
+    let reply;
+    const session = new Connection((message) => {
+      reply = JSON.parse(message);
+    });
+    const post = (method, params) => {
+      const id = ++lastId;
+      reply = undefined;
+      session.dispatch(JSON.stringify({ id, method, params }));
+      if (!reply || reply.id !== id || reply.error) {
+        throw new Error(`isol8 pre-start: ${method} failed: ${JSON.stringify(reply)}`);
+      }
+      return reply.result;
+    };
+    // The remote object id of variable `name` in the closure of the function `objectId`.
+    const closureVariable = (objectId, name) => {
+      const scopes = post('Runtime.getProperties', { objectId, ownProperties: true })
+        .internalProperties.find((p) => p.name === '[[Scopes]]').value.objectId;
+      for (const scope of post('Runtime.getProperties', { objectId: scopes, ownProperties: true }).result) {
+        const found = post('Runtime.getProperties', { objectId: scope.value.objectId, ownProperties: true })
+          .result.find((v) => v.name === name);
+        if (found) return found.value.objectId;
+      }
+      throw new Error(`isol8 pre-start: no variable ${name}`);
+    };
+    // The CommonJS loader's closure holds `getOptionValue`, whose closure holds the
+    // options (already read from C++ and cached by then).
+    globalThis.__isol8_prestart = Module._load;
+    const load = post('Runtime.evaluate', { expression: 'globalThis.__isol8_prestart' }).result.objectId;
+    delete globalThis.__isol8_prestart;
+    const options = closureVariable(closureVariable(load, 'getOptionValue'), 'optionsDict');
+
+    fs.writeSync(READY, 'r');
+    fs.closeSync(READY);
+    const chunks = [];
+    const buffer = Buffer.allocUnsafe(1 << 16);
+    for (let n; (n = fs.readSync(REQUEST, buffer, 0, buffer.length, null)) !== 0;) {
+      chunks.push(Buffer.from(buffer.subarray(0, n)));
+    }
+    fs.closeSync(REQUEST);
+    // Stdin stays /dev/null: this loader is never handed an execution that feeds stdin
+    // (Node.js cannot move a descriptor to 0).
+    fs.closeSync(STDIN);
+    const request = Buffer.concat(chunks);
+    let at = 0;
+    const field = () => {
+      const end = request.indexOf(0, at);
+      // No complete request: the agent gave up on this process.
+      if (end < 0) process.reallyExit(70);
+      const text = request.toString('utf8', at, end);
+      at = end + 1;
+      return text;
+    };
+    field();
+    const count = Number(field());
+    const environment = [];
+    for (let i = 0; i < count; i++) environment.push(field());
+    const code = request.toString('utf8', at);
+    for (const key of Object.keys(process.env)) delete process.env[key];
+    for (const entry of environment) {
+      const eq = entry.indexOf('=');
+      process.env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    }
+
+    post('Runtime.callFunctionOn', {
+      objectId: options,
+      functionDeclaration: 'function (code) { this["--eval"] = code; }',
+      arguments: [{ value: code }],
+    });
+    session.disconnect();
+    process.execArgv = ['-e', code];
+    const names = Object.getOwnPropertyNames(process);
+    const later = names
+      .slice(names.indexOf('_preload_modules'))
+      .map((key) => [key, Object.getOwnPropertyDescriptor(process, key)]);
+    for (const [key] of later) delete process[key];
+    Object.defineProperty(process, '_eval', {
+      __proto__: null,
+      writable: false,
+      configurable: true,
+      enumerable: true,
+      value: code,
+    });
+    for (const [key, descriptor] of later) Object.defineProperty(process, key, descriptor);
+  }
+}
