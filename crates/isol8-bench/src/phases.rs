@@ -311,11 +311,11 @@ mod tests {
             n.contains("a pre-started interpreter for this runtime"),
             "{n}"
         );
-        // When the engine's part dominates, the note points at the data path.
+        // When the engine's part dominates, the note points at the hand-offs.
         let t = phase_timings("bash", "warm", &[sample(5.0, 1.0, 0.0, 0.1, 4.5)]);
         let n = note(&t).expect("a note");
         assert!(n.contains("largest: in_run_overhead (70%)"), "{n}");
-        assert!(n.contains("socket data path"), "{n}");
+        assert!(n.contains("fewer thread and process hand-offs"), "{n}");
         assert_eq!(note(&phase_timings("bash", "warm", &[])), None);
     }
 
