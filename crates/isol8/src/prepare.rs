@@ -49,16 +49,35 @@ fn runtime_env(runtime: &crate::runtime::Runtime) -> BTreeMap<String, String> {
     env
 }
 
+/// Adds what a program on the `filtered` network finds in its environment: the proxy
+/// variables and, for Node.js (and the agent runtime, which is Node.js), the switch that
+/// makes its built-in fetch honour them. A `NODE_OPTIONS` of the request's own is kept.
+fn filtered_env(runtime: &crate::runtime::Runtime, env: &mut BTreeMap<String, String>) {
+    env.extend(crate::egress::proxy_env());
+    if runtime.name == "node" || runtime.coding_agent {
+        // Node's built-in fetch honours the proxy variables only when asked to; the
+        // "experimental" notice it prints for that is noise in every run's stderr.
+        env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
+        env.entry("NODE_OPTIONS".into())
+            .or_insert_with(|| "--disable-warning=UNDICI-EHPA".into());
+    }
+}
+
 /// What a pooled sandbox of `runtime` keeps waiting ([`crate::runtime::Prestart`]): its
 /// loader, started in [`SANDBOX_ROOT`] with the environment a request of that runtime
-/// gets when it sets no variables of its own (with `ca_bundle`, the CA variables too).
+/// gets when it sets no variables of its own (on the `filtered` network when `filtered`,
+/// the proxy variables too; with `ca_bundle`, the CA variables).
 /// `None` when the runtime has no pre-started interpreter or no inline command.
 pub fn prestart_spec(
     runtime: &crate::runtime::Runtime,
+    filtered: bool,
     ca_bundle: bool,
 ) -> Option<isol8_protocol::agent::PrestartSpec> {
     let prestart = runtime.prestart.as_ref()?;
     let mut env = runtime_env(runtime);
+    if filtered {
+        filtered_env(runtime, &mut env);
+    }
     if ca_bundle {
         env.extend(ca_env());
     }
@@ -295,14 +314,7 @@ pub fn prepare(
     }
 
     if network == NetworkMode::Filtered {
-        env.extend(crate::egress::proxy_env());
-        if runtime.name == "node" || runtime.coding_agent {
-            // Node's built-in fetch honours the proxy variables only when asked to; the
-            // "experimental" notice it prints for that is noise in every run's stderr.
-            env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
-            env.entry("NODE_OPTIONS".into())
-                .or_insert_with(|| "--disable-warning=UNDICI-EHPA".into());
-        }
+        filtered_env(&runtime, &mut env);
     }
     if settings.ca_bundle.is_some() {
         env.extend(ca_env());

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use isol8::docker::EngineConfig;
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
-use isol8_protocol::{ExitReason, PoolSize, PoolStrategy};
+use isol8_protocol::{ExitReason, NetworkMode, PoolSize, PoolStrategy};
 use isol8_testkit::{assert_clean, code, engine_with, run};
 
 /// A pool of one `runtime` sandbox, reset between executions.
@@ -541,4 +541,42 @@ async fn node_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
         assert_eq!(r.stdout, "true\n", "{strategy:?}: {r:?}");
         assert_clean(&engine).await;
     }
+}
+
+/// On the `filtered` network the engine gives Node.js start-up variables of its own
+/// (`NODE_USE_ENV_PROXY`, `NODE_OPTIONS`): a filtered pool pre-starts node with them, so
+/// its runs are pre-started and find what a fresh node would.
+#[isol8_testkit::test(docker)]
+async fn node_on_the_filtered_network_runs_pre_started_with_the_proxy_variables() {
+    let engine = engine_with(EngineConfig {
+        options: EngineOptions {
+            network: Some(NetworkMode::Filtered),
+            pool_strategy: Some(PoolStrategy::Fast),
+            pool_size: Some(PoolSize::Split { clean: 1, dirty: 1 }),
+            timeout_ms: Some(5_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let print = "console.log(process.env.HTTP_PROXY, process.env.NODE_USE_ENV_PROXY, process.env.NODE_OPTIONS)";
+    let r = ready_run(
+        &engine,
+        code("node", &format!("{NODE_WARM_PROBE}\n{print}")),
+    )
+    .await;
+    assert_eq!(
+        r.stdout, "true\nhttp://127.0.0.1:3128 1 --disable-warning=UNDICI-EHPA\n",
+        "{r:?}"
+    );
+    // A request's own start-up options still start fresh.
+    let mut req = code("node", &format!("{NODE_WARM_PROBE}\n{print}"));
+    req.env
+        .insert("NODE_OPTIONS".into(), "--no-deprecation".into());
+    let r = ready_run(&engine, req).await;
+    assert_eq!(
+        r.stdout, "false\nhttp://127.0.0.1:3128 1 --no-deprecation\n",
+        "{r:?}"
+    );
+    assert_clean(&engine).await;
 }

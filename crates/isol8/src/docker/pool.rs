@@ -452,7 +452,10 @@ async fn prestart(inner: &Inner, runtime: &str, sb: &mut Sandbox) -> bool {
     let Ok(rt) = inner.registry.get(runtime) else {
         return true;
     };
-    let Some(spec) = crate::prepare::prestart_spec(rt, inner.settings.ca_bundle.is_some()) else {
+    let filtered = sb.egress.is_some();
+    let Some(spec) =
+        crate::prepare::prestart_spec(rt, filtered, inner.settings.ca_bundle.is_some())
+    else {
         return true;
     };
     match sb.prestart(&spec).await {
