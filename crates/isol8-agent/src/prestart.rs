@@ -35,8 +35,8 @@ pub struct Waiting {
     spec: PrestartSpec,
     /// Write end of the request pipe (non-blocking).
     request: File,
-    /// Write end of the stdin pipe.
-    stdin: File,
+    /// Write end of the stdin pipe (none when the request comes on stdin).
+    stdin: Option<File>,
     stdout: File,
     stderr: File,
 }
@@ -86,61 +86,65 @@ fn pipe(child: ChildEnd, above: i32) -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts `spec.argv` as a step would start, with the request, stdin and ready pipes at
-/// `spec.first_fd` and the two descriptors after it, and waits until it says it is ready.
+/// `spec.first_fd` and the two descriptors after it (with `spec.stdio`: the request pipe
+/// as its stdin, the ready byte on its stdout), and waits until it says it is ready.
 /// Errors when it cannot be started, ends before it is ready, or is not ready within
 /// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
-    let above = spec.first_fd.saturating_add(3);
-    let (request_r, request_w) = pipe(ChildEnd::Read, above)?;
-    let (stdin_r, stdin_w) = pipe(ChildEnd::Read, above)?;
-    let (ready_w, ready_r) = pipe(ChildEnd::Write, above)?;
+    let (child, request, stdin, ready) = if spec.stdio {
+        let mut child = spawn::spawn_step(ident, &spec.argv, &spec.env, &spec.cwd, true, 3, &[])?;
+        let request = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin pipe"))?;
+        (child, request, None, None)
+    } else {
+        let above = spec.first_fd.saturating_add(3);
+        let (request_r, request_w) = pipe(ChildEnd::Read, above)?;
+        let (stdin_r, stdin_w) = pipe(ChildEnd::Read, above)?;
+        let (ready_w, ready_r) = pipe(ChildEnd::Write, above)?;
+        let child = spawn::spawn_step(
+            ident,
+            &spec.argv,
+            &spec.env,
+            &spec.cwd,
+            false,
+            spec.first_fd,
+            &[
+                request_r.as_raw_fd(),
+                stdin_r.as_raw_fd(),
+                ready_w.as_raw_fd(),
+            ],
+        )?;
+        // The child has its copies; the agent keeps only its own ends (`ready_w` and the
+        // others close here).
+        (child, request_w, Some(stdin_w), Some(ready_r))
+    };
     // SAFETY: fcntl on an open descriptor; a smaller pipe only means larger requests are
     // refused (they then start fresh).
     unsafe {
-        libc::fcntl(
-            request_w.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            REQUEST_PIPE_BYTES,
-        );
-        let flags = libc::fcntl(request_w.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(
-            request_w.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
-        );
+        libc::fcntl(request.as_raw_fd(), libc::F_SETPIPE_SZ, REQUEST_PIPE_BYTES);
+        let flags = libc::fcntl(request.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(request.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
-    let child = spawn::spawn_step(
-        ident,
-        &spec.argv,
-        &spec.env,
-        &spec.cwd,
-        false,
-        spec.first_fd,
-        &[
-            request_r.as_raw_fd(),
-            stdin_r.as_raw_fd(),
-            ready_w.as_raw_fd(),
-        ],
-    )?;
-    // The child has its copies; the agent keeps only its own ends.
-    drop((request_r, stdin_r, ready_w));
     let pid = child.pid;
-    if let Err(e) = wait_ready(&ready_r) {
+    let ready = wait_ready(ready.as_ref().unwrap_or(&child.stdout));
+    if let Err(e) = ready {
         proc::signal_as_sandbox(ident, reaper, -pid, libc::SIGKILL);
         return Err(e);
     }
-    let (stdout, stderr) = (child.stdout, child.stderr);
     Ok(Waiting {
         pid,
         spec,
-        request: File::from(request_w),
-        stdin: File::from(stdin_w),
-        stdout: File::from(stdout),
-        stderr: File::from(stderr),
+        request: File::from(request),
+        stdin: stdin.map(File::from),
+        stdout: File::from(child.stdout),
+        stderr: File::from(child.stderr),
     })
 }
 
-/// Waits for the ready byte on `ready` (see [`PRESTART_READY_TIMEOUT_MS`]).
+/// Waits for the ready byte on `ready` and reads it, only it (see
+/// [`PRESTART_READY_TIMEOUT_MS`]).
 fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
     let mut pfd = libc::pollfd {
         fd: ready.as_raw_fd(),
@@ -208,7 +212,7 @@ impl Waiting {
         drop(self.request);
         Ok(Handed {
             pid: self.pid,
-            stdin: feed_stdin.then_some(self.stdin),
+            stdin: self.stdin.filter(|_| feed_stdin),
             stdout: self.stdout,
             stderr: self.stderr,
         })

@@ -710,6 +710,8 @@ impl Agent {
             startup_env: startup_env.iter().map(|s| s.to_string()).collect(),
             first_fd,
             serves_stdin,
+            script: None,
+            stdio: false,
         };
         agent::write_frame(&mut self.stdin, &Frame::json(Kind::Prestart, &spec))
             .expect("send prestart");

@@ -8,7 +8,7 @@
 //! Paths, per runtime, for a hello-world program:
 //! * `cold` — an ephemeral execution with no pool (create, attach, start, agent, remove);
 //! * `warm` — an ephemeral execution that finds the warm pool ready: its sandbox reset
-//!   and, for a runtime with a pre-started interpreter (python, node), that interpreter
+//!   and, for a runtime with a pre-started interpreter (python, node, deno), that interpreter
 //!   waiting (the bench waits, untimed, until the pool is ready before each sample);
 //! * `warm_back_to_back` — `warm` with each request sent as soon as the one before
 //!   returned, so it also waits for that one's reset and pre-start;

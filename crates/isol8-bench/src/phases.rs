@@ -192,7 +192,7 @@ pub const PARTS: [(&str, &str, &str); 5] = [
         "program",
         "the program itself as the agent timed it: the interpreter starting (unless it was \
          pre-started), the code, the interpreter's exit",
-        "a pre-started interpreter for this runtime (python and node have one) or a faster \
+        "a pre-started interpreter for this runtime (python, node and deno have one) or a faster \
          interpreter exit (see docs/PERFORMANCE.md, \"Where the time goes\")",
     ),
     (

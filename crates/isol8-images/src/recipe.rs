@@ -90,7 +90,7 @@ impl Recipe {
                 binaries: vec![artifacts::DENO],
                 env: &[("DENO_DIR", "/tmp/deno"), ("DENO_NO_UPDATE_CHECK", "1")],
                 check: &["deno", "--version"],
-                files: &[],
+                files: &[isol8::runtime::DENO_LOADER],
                 pi: false,
             },
             "bash" => Recipe {
@@ -269,22 +269,27 @@ mod tests {
 
     #[test]
     fn isol8_files_are_copied_under_their_digest() {
-        let node = recipe("node").dockerfile();
-        let loader = isol8::runtime::NODE_LOADER;
-        let digest = hex::encode(Sha256::digest(loader.contents.as_bytes()));
-        assert!(
-            node.contains(&format!(
-                "# sha256 {digest}\nCOPY files{path} {path}",
-                path = loader.path
-            )),
-            "{node}"
-        );
-        // After the environment, before the agent: a loader change rebuilds two layers.
-        let pos = |s: &str| node.find(s).unwrap_or_else(|| panic!("no `{s}`"));
-        assert!(
-            pos("ENV LANG") < pos("COPY files/") && pos("COPY files/") < pos("COPY isol8-agent")
-        );
-        for rt in ["python", "bun", "bash", "deno", "agent"] {
+        for (rt, loader) in [
+            ("node", isol8::runtime::NODE_LOADER),
+            ("deno", isol8::runtime::DENO_LOADER),
+        ] {
+            let df = recipe(rt).dockerfile();
+            let digest = hex::encode(Sha256::digest(loader.contents.as_bytes()));
+            assert!(
+                df.contains(&format!(
+                    "# sha256 {digest}\nCOPY files{path} {path}",
+                    path = loader.path
+                )),
+                "{df}"
+            );
+            // After the environment, before the agent: a loader change rebuilds two layers.
+            let pos = |s: &str| df.find(s).unwrap_or_else(|| panic!("no `{s}`"));
+            assert!(
+                pos("ENV LANG") < pos("COPY files/")
+                    && pos("COPY files/") < pos("COPY isol8-agent")
+            );
+        }
+        for rt in ["python", "bun", "bash", "agent"] {
             assert!(!recipe(rt).dockerfile().contains("COPY files/"), "{rt}");
         }
     }

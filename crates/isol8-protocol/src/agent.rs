@@ -545,8 +545,14 @@ pub struct ResetDone {
 /// the byte came (or the process ended, or [`PRESTART_READY_TIMEOUT_MS`] passed: then it
 /// is killed).
 ///
+/// With [`stdio`](PrestartSpec::stdio) the process gets no extra descriptors: its stdin
+/// is the request pipe, and the ready byte is the first byte it writes to its stdout
+/// (the agent reads it; the program's output starts after it).
+///
 /// The next `Exec` uses the waiting process only when its steps are a single code step
-/// whose argv is `inline` plus one argument (the code), its `cwd` is this `cwd`, it feeds
+/// whose argv is `inline` plus one argument (the code; with a [`script`], exactly that
+/// path, which the execution writes before the hand-over), its `cwd` is this `cwd`, it
+/// feeds
 /// stdin only if [`servesStdin`](PrestartSpec::serves_stdin), and every variable named by
 /// `startupEnv` has the same value (or is absent) in both environments: what the
 /// interpreter read while it started is then what the program would have found.
@@ -575,6 +581,17 @@ pub struct PrestartSpec {
     /// execution that feeds stdin starts fresh.
     #[serde(default = "default_true")]
     pub serves_stdin: bool,
+    /// For an interpreter that runs its code from a file (Deno): the file, already named
+    /// on the waiting process's command line. The code step's last argument must be this
+    /// path; the execution writes the file before the hand-over, and the request's code
+    /// field is that path. `None`: the code is the request's last field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// The request comes on stdin and the ready byte goes to stdout, for a loader that
+    /// cannot use a descriptor by number (Deno without `--allow-all`). Such a loader
+    /// never serves stdin, and its program finds stdin an empty pipe, not `/dev/null`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdio: bool,
 }
 
 fn default_first_fd() -> i32 {
@@ -643,9 +660,10 @@ impl PrestartSpec {
         cwd: &str,
         feeds_stdin: bool,
     ) -> bool {
-        (self.serves_stdin || !feeds_stdin)
+        ((self.serves_stdin && !self.stdio) || !feeds_stdin)
             && argv.len() == self.inline.len() + 1
             && argv.starts_with(&self.inline)
+            && self.script.as_ref().is_none_or(|s| argv.last() == Some(s))
             && cwd == self.cwd
             && self
                 .env
@@ -737,6 +755,8 @@ mod tests {
             startup_env: vec!["PYTHON*".into(), "HOME".into()],
             first_fd: PRESTART_FIRST_FD,
             serves_stdin: true,
+            script: None,
+            stdio: false,
         }
     }
 

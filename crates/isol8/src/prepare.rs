@@ -67,7 +67,8 @@ fn filtered_env(runtime: &crate::runtime::Runtime, env: &mut BTreeMap<String, St
 /// loader, started in [`SANDBOX_ROOT`] with the environment a request of that runtime
 /// gets when it sets no variables of its own (on the `filtered` network when `filtered`,
 /// the proxy variables too; with `ca_bundle`, the CA variables).
-/// `None` when the runtime has no pre-started interpreter or no inline command.
+/// `None` when the runtime has no pre-started interpreter, or one that takes inline code
+/// and no inline command.
 pub fn prestart_spec(
     runtime: &crate::runtime::Runtime,
     filtered: bool,
@@ -81,14 +82,20 @@ pub fn prestart_spec(
     if ca_bundle {
         env.extend(ca_env());
     }
+    let inline = match &prestart.script {
+        Some(_) => runtime.file.clone(),
+        None => runtime.inline.clone()?,
+    };
     Some(isol8_protocol::agent::PrestartSpec {
-        inline: runtime.inline.clone()?,
+        inline,
         argv: prestart.argv.clone(),
         env,
         cwd: SANDBOX_ROOT.to_string(),
         startup_env: prestart.startup_env.clone(),
         first_fd: prestart.first_fd,
         serves_stdin: prestart.serves_stdin,
+        script: prestart.script.clone(),
+        stdio: prestart.stdio,
     })
 }
 

@@ -1,11 +1,13 @@
-//! Pre-started interpreters (issue 14): a pooled sandbox keeps `python3` or `node`
-//! started and waiting; the next execution hands its code to it. These tests hold it to
-//! its two promises, per runtime: nothing of an earlier execution is reachable from a
-//! later one, and a program behaves exactly as under a fresh `python3 -c` or `node -e`.
+//! Pre-started interpreters (issue 14): a pooled sandbox keeps `python3`, `node` or
+//! `deno` started and waiting; the next execution hands its code to it. These tests hold
+//! it to its two promises, per runtime: nothing of an earlier execution is reachable from
+//! a later one, and a program behaves exactly as under a fresh `python3 -c`, `node -e` or
+//! `deno run`.
 
 use std::collections::{BTreeMap, HashSet};
 
 use isol8::docker::EngineConfig;
+use isol8::runtime::{Prestart, RuntimeRegistry};
 use isol8::{DockerEngine, EngineOptions, ExecutionRequest, ExecutionResult};
 use isol8_protocol::{ExitReason, NetworkMode, PoolSize, PoolStrategy};
 use isol8_testkit::{assert_clean, code, engine_with, run};
@@ -25,11 +27,28 @@ async fn pooled_with(runtime: &str, strategy: PoolStrategy, fresh_starts: bool) 
             ..Default::default()
         },
         fresh_starts,
+        registry: Some(registry()),
         ..Default::default()
     })
     .await;
     engine.prewarm(&[runtime.into()]).await.expect("prewarm");
     engine
+}
+
+/// The built-in runtimes and `deno-all`: the built-in `deno` with every permission
+/// (`--allow-all`), so that its programs can read `/proc` (their command line, other
+/// processes), which Deno allows with no narrower flag. Its sandboxes, loader and
+/// pre-start are `deno`'s; only the permissions differ, on both paths.
+/// (`the_built_in_deno_runs_pre_started_with_its_own_permissions` checks `deno` itself.)
+fn registry() -> RuntimeRegistry {
+    let mut registry = RuntimeRegistry::default();
+    let run = ["deno", "run", "--allow-all"];
+    let mut deno = registry.get("deno").expect("deno").clone();
+    deno.name = "deno-all".into();
+    deno.file = run.iter().map(|s| s.to_string()).collect();
+    deno.prestart = Some(Prestart::deno(&run));
+    registry.register(deno).expect("register deno-all");
+    registry
 }
 
 /// Whether the program ran in a pre-started interpreter: its command line is the
@@ -365,22 +384,26 @@ console.log(warm, os.hostname(), Math.random(), found.join(',') || 'clean', stat
 
 #[isol8_testkit::test(docker)]
 async fn a_thousand_node_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() {
-    // What a fresh process sees at the start: the state every pre-started run must see.
-    let fresh = pooled("node", true).await;
-    let r = ready_run(&fresh, code("node", NODE_LEAK_CHECK)).await;
+    a_thousand_runs_see_nothing_of_each_other("node", NODE_LEAK_CHECK).await;
+}
+
+/// Runs `check` ([`NODE_LEAK_CHECK`]'s output: pre-started, hostname, a random number,
+/// what it found, its start state) once fresh, then 1,000 times in one pooled sandbox:
+/// each run is pre-started, finds nothing, starts in the fresh process's state, and
+/// gets its own random generator, all in one sandbox.
+async fn a_thousand_runs_see_nothing_of_each_other(runtime: &str, check: &str) {
+    let fresh = pooled(runtime, true).await;
+    let r = ready_run(&fresh, code(runtime, check)).await;
     let fields: Vec<&str> = r.stdout.split_whitespace().collect();
-    assert_eq!(
-        (fields.len(), fields[0], fields[3]),
-        (5, "false", "clean"),
-        "{r:?}"
-    );
+    assert_eq!(fields.len(), 5, "{r:?}");
+    assert_eq!((fields[0], fields[3]), ("false", "clean"), "{r:?}");
     let fresh_state = fields[4].to_string();
     assert_clean(&fresh).await;
-    let engine = pooled("node", false).await;
+    let engine = pooled(runtime, false).await;
     let mut hosts = HashSet::new();
     let mut randoms = HashSet::new();
     for i in 0..1000 {
-        let r = ready_run(&engine, code("node", NODE_LEAK_CHECK)).await;
+        let r = ready_run(&engine, code(runtime, check)).await;
         assert_eq!(r.exit_code, 0, "run {i}: {r:?}");
         let fields: Vec<&str> = r.stdout.split_whitespace().collect();
         assert_eq!(fields.len(), 5, "run {i}: {r:?}");
@@ -388,7 +411,7 @@ async fn a_thousand_node_runs_in_one_pre_started_sandbox_see_nothing_of_each_oth
         assert_eq!(fields[3], "clean", "run {i} saw an earlier run: {r:?}");
         assert_eq!(
             fields[4], fresh_state,
-            "run {i} started unlike a fresh node: {r:?}"
+            "run {i} started unlike a fresh process: {r:?}"
         );
         hosts.insert(fields[1].to_string());
         randoms.insert(fields[2].to_string());
@@ -579,4 +602,211 @@ async fn node_on_the_filtered_network_runs_pre_started_with_the_proxy_variables(
         "{r:?}"
     );
     assert_clean(&engine).await;
+}
+
+/// Whether a Deno program ran pre-started (in `deno-all`, see [`registry`]).
+const DENO_WARM_PROBE: &str =
+    "console.log(Deno.readTextFileSync('/proc/self/cmdline').includes('isol8/' + 'prestart'))";
+
+/// Deno's counterpart of [`LEAK_CHECK`]: globals, a polluted `Object.prototype`, the
+/// environment, files (besides its own `main.mts` and Deno's cache directory), processes,
+/// an open file and a timer of the run before; then it leaves them behind, with a process
+/// in its own session. Prints whether it ran pre-started, the hostname, a
+/// `Math.random()`, what it found, and its own state at the start (open descriptors,
+/// threads) for comparison with a fresh process's.
+const DENO_LEAK_CHECK: &str = r#"
+const names = (d: string) => [...Deno.readDirSync(d)].map((e) => e.name).sort();
+const state = [names('/proc/self/fd').join('/'), names('/proc/self/task').length].join(';');
+const found: string[] = [];
+if ((globalThis as any).isol8_leak !== undefined) found.push('globals');
+if (({} as any).isol8_leak !== undefined) found.push('Object.prototype');
+if (Deno.env.get('ISOL8_LEAK') !== undefined) found.push('environ');
+const extra = [...names('/sandbox').filter((n) => n !== 'main.mts'), ...names('/tmp').filter((n) => n !== 'deno'), ...names('/dev/shm')];
+if (extra.length) found.push('files ' + extra);
+const me = Deno.statSync('/proc/self').uid;
+const others = names('/proc').filter((p) => /^\d+$/.test(p) && p !== String(Deno.pid) && Deno.statSync('/proc/' + p).uid === me);
+if (others.length) found.push('processes ' + others);
+const warm = Deno.readTextFileSync('/proc/self/cmdline').includes('isol8/' + 'prestart');
+const host = Deno.readTextFileSync('/proc/sys/kernel/hostname').trim();
+(globalThis as any).isol8_leak = 1;
+(Object.prototype as any).isol8_leak = 1;
+Deno.env.set('ISOL8_LEAK', '1');
+for (const d of ['/sandbox', '/tmp', '/dev/shm']) Deno.writeTextFileSync(d + '/leak', 'x');
+const kept = Deno.openSync('/sandbox/leak');
+new Deno.Command('setsid', { args: ['sleep', '1000'], stdout: 'null', stderr: 'null' }).spawn().unref();
+Deno.unrefTimer(setInterval(() => {}, 1000));
+console.log(warm, host, Math.random(), found.join(',') || 'clean', state);
+"#;
+
+#[isol8_testkit::test(docker)]
+async fn a_thousand_deno_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() {
+    a_thousand_runs_see_nothing_of_each_other("deno-all", DENO_LEAK_CHECK).await;
+}
+
+/// Deno programs whose stdout, stderr and exit code must not depend on how the
+/// interpreter started (see [`PROGRAMS`]).
+const DENO_PROGRAMS: &[Program] = &[
+    p("console.log('hello')"),
+    p("console.log(Deno.args, Deno.mainModule, import.meta.main, import.meta.url, import.meta.filename)"),
+    p("console.log(Object.getOwnPropertyNames(globalThis).sort().join())"),
+    p("console.log(Object.keys(Deno).sort().join())"),
+    p("throw new Error('thrown')"),
+    p("function f(): never { throw new TypeError('deep') }\nfunction g() { f() }\ng()"),
+    p("console.log('before'); undefined_name"),
+    p("foo("),
+    p("null.x"),
+    p("throw 42"),
+    p("Promise.reject(new Error('unhandled'))"),
+    p("setTimeout(() => { throw new RangeError('later') }, 10)"),
+    p("async function f() { await null; throw new Error('async') }\nf()"),
+    p("console.log(new Error('e').stack, Error.stackTraceLimit)"),
+    p("Deno.exit(3)"),
+    p("Deno.kill(Deno.pid, 'SIGTERM')"),
+    p("globalThis.addEventListener('unload', () => console.log('unload')); console.log('main')"),
+    p("globalThis.addEventListener('beforeunload', () => console.log('beforeunload')); console.log('main')"),
+    p("globalThis.addEventListener('unhandledrejection', (e) => { e.preventDefault(); console.log('handled', e.reason.message) }); Promise.reject(new Error('r'))"),
+    p("setTimeout(() => console.log('timeout'), 0); queueMicrotask(() => console.log('micro')); Promise.resolve().then(() => console.log('then')); console.log('sync')"),
+    p("const x: number = 5; interface I { a: string }; const i: I = { a: 'b' }; console.log(x, i)"),
+    p("enum E { A, B }; console.log(E.B, E[0])"),
+    p("import { readFileSync } from 'node:fs'; console.log(typeof readFileSync)"),
+    p("import process from 'node:process'; console.log(process.argv.length, process.argv.slice(1), process.execArgv, process.exitCode)"),
+    p("const m = await import('node:path'); console.log(m.join('a', 'b'))"),
+    p("Deno.writeTextFileSync('/sandbox/mod.ts', 'export const v: number = 7'); const m = await import('/sandbox/mod.ts'); console.log(m.v)"),
+    p("console.log(Object.keys(Deno.env.toObject()).sort())"),
+    Program {
+        code: "console.log(Deno.env.get('GREETING'), Deno.env.get('DENO_DIR'))",
+        stdin: None,
+        env: &[("GREETING", "hi")],
+    },
+    Program {
+        code: "import { tmpdir } from 'node:os'; console.log(tmpdir())",
+        stdin: None,
+        env: &[("TMPDIR", "/sandbox")],
+    },
+    Program {
+        code: "console.log(new TextDecoder().decode(new Deno.Command('sh', { args: ['-c', 'echo $CHILD'] }).outputSync().stdout))",
+        stdin: None,
+        env: &[("CHILD", "inherited")],
+    },
+    Program {
+        // Fed stdin: this one starts fresh in both engines.
+        code: "console.log(JSON.stringify(await new Response(Deno.stdin.readable).text()))",
+        stdin: Some("line one\nline two\n"),
+        env: &[],
+    },
+    p("console.log(JSON.stringify(await new Response(Deno.stdin.readable).text()))"),
+    p("console.log(Deno.cwd())"),
+    p("console.log(Deno.stdin.isTerminal(), Deno.stdout.isTerminal(), Deno.stderr.isTerminal())"),
+    p("console.log((await Deno.permissions.query({ name: 'read', path: '/usr/local/lib/isol8' })).state, (await Deno.permissions.query({ name: 'run' })).state)"),
+    p("console.log([...Deno.readDirSync('/proc/self/fd')].map((e) => e.name).sort())"),
+    p("console.log(Deno.readTextFileSync('/proc/self/status').split('\\n').filter((l) => /^(Sig(Blk|Ign|Cgt)|Threads|NoNewPrivs|Seccomp|Cap(Inh|Prm|Eff|Bnd|Amb))/.test(l)))"),
+    p("console.log(Deno.readTextFileSync('/proc/self/limits'))"),
+    p("console.log(Deno.readTextFileSync('/proc/self/oom_score_adj'))"),
+    p("const s = Deno.readTextFileSync('/proc/self/stat').split(') ')[1].split(' '); console.log(s[2] === String(Deno.pid), s[3] === String(Deno.pid))"),
+    p("console.log(Deno.uid(), Deno.gid(), Deno.hostname().length > 0)"),
+    p("console.log(Intl.DateTimeFormat().resolvedOptions().timeZone, Intl.DateTimeFormat().resolvedOptions().locale, new Date(0).toString())"),
+    p("console.log('é ü 日本 🙂')"),
+    p("Deno.stdout.writeSync(new TextEncoder().encode('no newline'))"),
+    p("console.error('to stderr'); console.log('to stdout')"),
+    p("for (let i = 0; i < 3; i++) { console.log(i); console.error(-i) }"),
+    p("console.log(navigator.userAgent, navigator.hardwareConcurrency > 0, Deno.build.os, typeof Deno.version.deno)"),
+    p("const w = new Worker('data:text/javascript,postMessage([Deno.args.length, Deno.env.get(\"DENO_DIR\")])', { type: 'module' }); w.onmessage = (e) => { console.log('worker says', e.data); w.terminate() }"),
+    p("console.log(typeof crypto.randomUUID(), structuredClone({ a: [1] }), new TextEncoder().encode('x'))"),
+    p("console.log(Object.keys(Deno.memoryUsage()).sort())"),
+    p("label: { console.log('in'); break label }; console.log(eval('1 + 1'), new Function('return 3')())"),
+    p("const { instance } = await WebAssembly.instantiate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0])); console.log(Object.keys(instance.exports))"),
+];
+
+#[isol8_testkit::test(docker)]
+async fn deno_programs_behave_alike_fresh_and_pre_started() {
+    differential(
+        "deno-all",
+        DENO_PROGRAMS,
+        DENO_WARM_PROBE,
+        ("true\n", "false\n"),
+    )
+    .await;
+}
+
+#[isol8_testkit::test(docker)]
+async fn deno_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
+    for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
+        let engine = pooled_with("deno-all", strategy, false).await;
+        let probe = (DENO_WARM_PROBE, "true\n");
+        timeout_and_cap_hold(
+            &engine,
+            "deno-all",
+            probe,
+            "while (true) {}",
+            "console.log('x'.repeat(5000))",
+        )
+        .await;
+        // The loader the next waiting process reads cannot be changed from inside (even
+        // with every permission: root's file).
+        let r = ready_run(
+            &engine,
+            code(
+                "deno-all",
+                &format!(
+                    "{DENO_WARM_PROBE}\ntry {{ Deno.writeTextFileSync('{}', 'Deno.exit(9)', {{ append: true }}); console.log('written') }} catch (e) {{ console.log(e.name) }}",
+                    isol8::runtime::DENO_LOADER.path
+                ),
+            ),
+        )
+        .await;
+        assert_eq!(r.stdout, "true\nPermissionDenied\n", "{strategy:?}: {r:?}");
+        // Stdin, another file extension, or a start-up variable of its own: a fresh
+        // deno, which sees them.
+        let mut req = code(
+            "deno-all",
+            &format!(
+                "{DENO_WARM_PROBE}\nconsole.log(await new Response(Deno.stdin.readable).text())"
+            ),
+        );
+        req.stdin = Some("fed".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "false\nfed\n", "{strategy:?}: {r:?}");
+        let mut req = code("deno-all", DENO_WARM_PROBE);
+        req.file_extension = Some(".ts".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "false\n", "{strategy:?}: {r:?}");
+        let mut req = code(
+            "deno-all",
+            &format!("{DENO_WARM_PROBE}\nconsole.log(Deno.env.get('DENO_DIR'))"),
+        );
+        req.env.insert("DENO_DIR".into(), "/sandbox/.deno".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!(r.stdout, "false\n/sandbox/.deno\n", "{strategy:?}: {r:?}");
+        // …and the sandbox's next run is pre-started again.
+        let r = ready_run(&engine, code("deno-all", DENO_WARM_PROBE)).await;
+        assert_eq!(r.stdout, "true\n", "{strategy:?}: {r:?}");
+        assert_clean(&engine).await;
+    }
+}
+
+/// The built-in `deno` (its own narrow permissions: no `/proc`) runs pre-started too. Its
+/// programs cannot read their command line; what tells them apart is the one documented
+/// difference, stdin an empty pipe instead of `/dev/null`.
+#[isol8_testkit::test(docker)]
+async fn the_built_in_deno_runs_pre_started_with_its_own_permissions() {
+    let probe = "import { fstatSync } from 'node:fs'; const s = fstatSync(0); console.log(s.isFIFO(), s.isCharacterDevice())";
+    let warm = pooled("deno", false).await;
+    let r = ready_run(&warm, code("deno", probe)).await;
+    assert_eq!(r.stdout, "true false\n", "{r:?}");
+    let r = ready_run(
+        &warm,
+        code("deno", "console.log(Deno.args); throw new Error('boom')"),
+    )
+    .await;
+    assert_eq!((r.stdout.as_str(), r.exit_code), ("[]\n", 1), "{r:?}");
+    assert!(
+        r.stderr.contains("Uncaught (in promise) Error: boom"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("at file:///sandbox/main.mts:1:"), "{r:?}");
+    assert_clean(&warm).await;
+    let fresh = pooled("deno", true).await;
+    let r = ready_run(&fresh, code("deno", probe)).await;
+    assert_eq!(r.stdout, "false true\n", "{r:?}");
+    assert_clean(&fresh).await;
 }

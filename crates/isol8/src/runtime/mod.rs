@@ -59,6 +59,14 @@ pub struct Prestart {
     /// The loader can take the execution's stdin; when false, executions that feed stdin
     /// start fresh.
     pub serves_stdin: bool,
+    /// The interpreter runs its code from this file, named at the end of `argv`: the
+    /// served step is the runtime's file command on it (inline code the engine writes
+    /// there), not the inline command
+    /// ([`isol8_protocol::agent::PrestartSpec::script`]).
+    pub script: Option<String>,
+    /// The request comes on stdin and the ready byte goes to stdout
+    /// ([`isol8_protocol::agent::PrestartSpec::stdio`]).
+    pub stdio: bool,
 }
 
 /// A file that a runtime's image carries for isol8 (root-owned, mode 0644), such as a
@@ -69,6 +77,26 @@ pub struct ImageFile {
     pub path: &'static str,
     /// The file's text.
     pub contents: &'static str,
+}
+
+/// Start-up variables of every interpreter: the locale and `TZ` (read by the C library
+/// or ICU) and what the C library and the dynamic loader read.
+const LIBC_STARTUP_ENV: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "LD_*",
+    "GLIBC_TUNABLES",
+    "MALLOC_*",
+];
+
+/// `own` start-up variables and [`LIBC_STARTUP_ENV`].
+fn startup_env(own: &[&str]) -> Vec<String> {
+    argv(own)
+        .into_iter()
+        .chain(argv(LIBC_STARTUP_ENV))
+        .collect()
 }
 
 /// The loader a pre-started `python3` runs (see the file's own comments).
@@ -94,20 +122,11 @@ impl Prestart {
     pub fn python() -> Prestart {
         Prestart {
             argv: argv(&["python3", "-c", PYTHON_LOADER]),
-            startup_env: argv(&[
-                "PYTHON*",
-                "LANG",
-                "LANGUAGE",
-                "LC_*",
-                "HOME",
-                "PATH",
-                "LD_*",
-                "GLIBC_TUNABLES",
-                "MALLOC_*",
-                "TZ",
-            ]),
+            startup_env: startup_env(&["PYTHON*", "HOME", "PATH"]),
             first_fd: isol8_protocol::agent::PRESTART_FIRST_FD,
             serves_stdin: true,
+            script: None,
+            stdio: false,
         }
     }
 
@@ -120,25 +139,83 @@ impl Prestart {
     pub fn node() -> Prestart {
         Prestart {
             argv: argv(&["node", "--require", NODE_LOADER.path, "--eval", ""]),
-            startup_env: argv(&[
-                "NODE_*",
-                "UV_*",
-                "HOME",
-                "OPENSSL_*",
-                "SSL_CERT_*",
-                "LANG",
-                "LANGUAGE",
-                "LC_*",
-                "TZ",
-                "LD_*",
-                "GLIBC_TUNABLES",
-                "MALLOC_*",
-            ]),
+            startup_env: startup_env(&["NODE_*", "UV_*", "HOME", "OPENSSL_*", "SSL_CERT_*"]),
             first_fd: NODE_FIRST_FD,
             serves_stdin: false,
+            script: None,
+            stdio: false,
+        }
+    }
+
+    /// Deno's: `deno run <run's permissions> --preload LOADER /sandbox/main.mts`
+    /// ([`DENO_LOADER`]; `run` is the runtime's file command). Deno evaluates preloads
+    /// before it reads the main module, so the loader waits there while the execution
+    /// writes `/sandbox/main.mts`, and Deno then loads and runs it as `deno run` would.
+    /// Deno offers no way to use a descriptor by number without `--allow-all`, so the
+    /// request comes on stdin and the ready byte goes to stdout: a program finds stdin an
+    /// empty pipe rather than `/dev/null`, and executions that feed stdin start fresh.
+    /// Start-up reads `DENO_*`, `NO_COLOR`, `RUST_*`, the proxy variables (the module
+    /// fetcher's client), `NPM_CONFIG_*`, `HOME`, `XDG_*`, `SSL_CERT_*`, the locale, `TZ`
+    /// and what the C library reads.
+    pub fn deno(run: &[&str]) -> Prestart {
+        let script = format!(
+            "{}/main{DENO_EXTENSION}",
+            isol8_protocol::layout::SANDBOX_ROOT
+        );
+        let mut command = argv(run);
+        command.extend([
+            "--preload".to_string(),
+            DENO_LOADER.path.to_string(),
+            script.clone(),
+        ]);
+        Prestart {
+            argv: command,
+            startup_env: startup_env(&[
+                "DENO_*",
+                "NO_COLOR",
+                "FORCE_COLOR",
+                "RUST_*",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "ALL_PROXY",
+                "NO_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "all_proxy",
+                "no_proxy",
+                "NPM_CONFIG_*",
+                "npm_config_*",
+                "HOME",
+                "XDG_*",
+                "SSL_CERT_*",
+            ]),
+            first_fd: isol8_protocol::agent::PRESTART_FIRST_FD,
+            serves_stdin: false,
+            script: Some(script),
+            stdio: true,
         }
     }
 }
+
+/// The preload a pre-started `deno` runs (see the file's own comments); `isol8 setup`
+/// puts it in the deno image.
+pub const DENO_LOADER: ImageFile = ImageFile {
+    path: "/usr/local/lib/isol8/prestart-deno.js",
+    contents: include_str!("prestart-deno.js"),
+};
+
+/// The extension of Deno's inline code file (its runtime's first).
+const DENO_EXTENSION: &str = ".mts";
+
+/// Deno's file command: `deno run` with the sandbox's permissions.
+const DENO_RUN: &[&str] = &[
+    "deno",
+    "run",
+    "--allow-read=/sandbox,/tmp",
+    "--allow-write=/sandbox,/tmp",
+    "--allow-env",
+    "--allow-net",
+];
 
 /// Sandbox defaults of one runtime that differ from every runtime's (SPEC section 3):
 /// applied where the options leave the value unset, to single runs and to a persistent
@@ -287,23 +364,12 @@ impl RuntimeRegistry {
                 .with_install(&["bun", "add", "--cwd", "/sandbox"])
                 .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
             Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
-            Runtime::new(
-                "deno",
-                "isol8:deno",
-                &[".mts"],
-                &[
-                    "deno",
-                    "run",
-                    "--allow-read=/sandbox,/tmp",
-                    "--allow-write=/sandbox,/tmp",
-                    "--allow-env",
-                    "--allow-net",
-                ],
-            )
-            .with_install(&["deno", "cache"])
-            .with_env("DENO_DIR", "/tmp/deno")
-            .with_env("DENO_NO_UPDATE_CHECK", "1")
-            .with_env("NO_COLOR", "1"),
+            Runtime::new("deno", "isol8:deno", &[DENO_EXTENSION], DENO_RUN)
+                .with_install(&["deno", "cache"])
+                .with_env("DENO_DIR", "/tmp/deno")
+                .with_env("DENO_NO_UPDATE_CHECK", "1")
+                .with_env("NO_COLOR", "1")
+                .with_prestart(Prestart::deno(DENO_RUN)),
             Runtime::agent(),
         ];
         RuntimeRegistry { runtimes }
