@@ -281,6 +281,16 @@ async fn ready_run(engine: &DockerEngine, req: ExecutionRequest) -> ExecutionRes
     run(engine, req).await
 }
 
+/// `runtime` running `probe`, then `rest`.
+fn probed(runtime: &str, probe: &str, rest: &str) -> ExecutionRequest {
+    code(runtime, &format!("{probe}\n{rest}"))
+}
+
+/// A JavaScript program that runs until it is killed, and one that writes 5,001 bytes
+/// (for [`timeout_and_cap_hold`]).
+const JS_SPIN: &str = "while (true) {}";
+const JS_PRINT: &str = "console.log('x'.repeat(5000))";
+
 /// The timeout and the output cap apply to a pre-started program as to any: `spin` runs
 /// until killed, `print` writes 5,001 bytes (5,000 `x` and a newline). `probe` is the
 /// runtime's warm probe and what it prints pre-started.
@@ -291,14 +301,14 @@ async fn timeout_and_cap_hold(
     spin: &str,
     print: &str,
 ) {
-    let r = ready_run(engine, code(runtime, &format!("{}\n{spin}", probe.0))).await;
+    let r = ready_run(engine, probed(runtime, probe.0, spin)).await;
     assert!(r.stdout.starts_with(probe.1), "{r:?}");
     assert_eq!(
         (r.exit_code, r.exit_reason),
         (137, Some(ExitReason::Timeout)),
         "{r:?}"
     );
-    let r = ready_run(engine, code(runtime, &format!("{}\n{print}", probe.0))).await;
+    let r = ready_run(engine, probed(runtime, probe.0, print)).await;
     assert!(r.stdout.starts_with(probe.1) && r.truncated, "{r:?}");
     let written = probe.1.len() as u64 + 5001;
     assert!(
@@ -536,14 +546,7 @@ async fn node_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
     for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
         let engine = pooled_with("node", strategy, false).await;
         let probe = (NODE_WARM_PROBE, "true\n");
-        timeout_and_cap_hold(
-            &engine,
-            "node",
-            probe,
-            "while (true) {}",
-            "console.log('x'.repeat(5000))",
-        )
-        .await;
+        timeout_and_cap_hold(&engine, "node", probe, JS_SPIN, JS_PRINT).await;
         // The loader the next waiting process reads cannot be changed from inside.
         let r = ready_run(
             &engine,
@@ -562,18 +565,18 @@ async fn node_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
             "{strategy:?}: {r:?}"
         );
         // Stdin, or a start-up variable of its own: a fresh node, which sees them.
-        let mut req = code(
+        let mut req = probed(
             "node",
-            &format!("{NODE_WARM_PROBE}\nprocess.stdin.on('data', (d) => process.stdout.write(d))"),
+            NODE_WARM_PROBE,
+            "process.stdin.on('data', (d) => process.stdout.write(d))",
         );
         req.stdin = Some("fed\n".into());
         let r = ready_run(&engine, req).await;
         assert_eq!(r.stdout, "false\nfed\n", "{strategy:?}: {r:?}");
-        let mut req = code(
+        let mut req = probed(
             "node",
-            &format!(
-                "{NODE_WARM_PROBE}\nconsole.log(process.execArgv.length, process.noDeprecation)"
-            ),
+            NODE_WARM_PROBE,
+            "console.log(process.execArgv.length, process.noDeprecation)",
         );
         req.env
             .insert("NODE_OPTIONS".into(), "--no-deprecation".into());
@@ -603,17 +606,13 @@ async fn node_on_the_filtered_network_runs_pre_started_with_the_proxy_variables(
     })
     .await;
     let print = "console.log(process.env.HTTP_PROXY, process.env.NODE_USE_ENV_PROXY, process.env.NODE_OPTIONS)";
-    let r = ready_run(
-        &engine,
-        code("node", &format!("{NODE_WARM_PROBE}\n{print}")),
-    )
-    .await;
+    let r = ready_run(&engine, probed("node", NODE_WARM_PROBE, print)).await;
     assert_eq!(
         r.stdout, "true\nhttp://127.0.0.1:3128 1 --disable-warning=UNDICI-EHPA\n",
         "{r:?}"
     );
     // A request's own start-up options still start fresh.
-    let mut req = code("node", &format!("{NODE_WARM_PROBE}\n{print}"));
+    let mut req = probed("node", NODE_WARM_PROBE, print);
     req.env
         .insert("NODE_OPTIONS".into(), "--no-deprecation".into());
     let r = ready_run(&engine, req).await;
@@ -760,14 +759,7 @@ async fn deno_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
     for strategy in [PoolStrategy::Fast, PoolStrategy::Secure] {
         let engine = pooled_with("deno-all", strategy, false).await;
         let probe = (DENO_WARM_PROBE, "true\n");
-        timeout_and_cap_hold(
-            &engine,
-            "deno-all",
-            probe,
-            "while (true) {}",
-            "console.log('x'.repeat(5000))",
-        )
-        .await;
+        timeout_and_cap_hold(&engine, "deno-all", probe, JS_SPIN, JS_PRINT).await;
         // The loader the next waiting process reads cannot be changed from inside (even
         // with every permission: root's file).
         let r = ready_run(
@@ -784,11 +776,10 @@ async fn deno_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
         assert_eq!(r.stdout, "true\nPermissionDenied\n", "{strategy:?}: {r:?}");
         // Stdin, another file extension, or a start-up variable of its own: a fresh
         // deno, which sees them.
-        let mut req = code(
+        let mut req = probed(
             "deno-all",
-            &format!(
-                "{DENO_WARM_PROBE}\nconsole.log(await new Response(Deno.stdin.readable).text())"
-            ),
+            DENO_WARM_PROBE,
+            "console.log(await new Response(Deno.stdin.readable).text())",
         );
         req.stdin = Some("fed".into());
         let r = ready_run(&engine, req).await;
@@ -797,9 +788,10 @@ async fn deno_limits_hold_pre_started_and_what_it_cannot_serve_starts_fresh() {
         req.file_extension = Some(".ts".into());
         let r = ready_run(&engine, req).await;
         assert_eq!(r.stdout, "false\n", "{strategy:?}: {r:?}");
-        let mut req = code(
+        let mut req = probed(
             "deno-all",
-            &format!("{DENO_WARM_PROBE}\nconsole.log(Deno.env.get('DENO_DIR'))"),
+            DENO_WARM_PROBE,
+            "console.log(Deno.env.get('DENO_DIR'))",
         );
         req.env.insert("DENO_DIR".into(), "/sandbox/.deno".into());
         let r = ready_run(&engine, req).await;
