@@ -9,10 +9,11 @@
 //! process of the sandbox user when a step ends, reads the output files back, and reports
 //! `Exited`.
 //!
-//! Threads: one reads the engine's frames, one reaps children (it owns `waitpid`, driven
-//! by `SIGCHLD` through `sigwait`), two read a step's stdout and stderr pipes, one may
-//! feed its stdin, one writes and reads the request's files with the sandbox user's
-//! filesystem identity, and one samples the programs' memory while steps run, killing them
+//! Threads: the main thread reads the engine's frames itself ([`inbox`]: one `ppoll` on
+//! the engine's stream and on an `eventfd` the other threads bump), one reaps children
+//! (it owns `waitpid`, driven by `SIGCHLD` through `sigwait`), two read a step's stdout
+//! and stderr pipes, one may feed its stdin, one writes and reads the request's files
+//! with the sandbox user's filesystem identity, and one samples the programs' memory while steps run, killing them
 //! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
 //! so they never interleave. The main thread runs executions one at a time, measuring
 //! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
@@ -24,6 +25,7 @@
 //! neither CAP_KILL nor CAP_DAC_OVERRIDE, and the kernel's own permission checks apply.
 
 mod files;
+mod inbox;
 mod prestart;
 mod proc;
 mod relay;
@@ -33,7 +35,8 @@ mod usage;
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -108,11 +111,9 @@ fn main() {
         }
     }
 
-    let (tx, rx) = mpsc::channel::<Event>();
-    let reaper = Reaper::start(tx.clone());
-    // The engine's data socket, when it offers one: frames after the hello bypass the
-    // container runtime's stdio relay. Before any user code exists; the engine accepts
-    // one connection and removes the socket.
+    // The engine's frames come from the data socket when the engine offers one: frames
+    // after the hello bypass the container runtime's stdio relay. Connected before any
+    // user code exists; the engine accepts one connection and removes the socket.
     let data = std::env::var(isol8_protocol::layout::DATA_SOCKET_ENV)
         .ok()
         .and_then(
@@ -127,13 +128,16 @@ fn main() {
             },
         );
     let data_socket = data.is_some();
-    let (input, output): (Box<dyn io::Read + Send>, Box<dyn Write + Send>) =
+    let (input, output): (OwnedFd, Box<dyn Write + Send>) =
         match data.map(|s| s.try_clone().map(|r| (r, s))) {
-            Some(Ok((r, w))) => (Box::new(r), Box::new(w)),
+            Some(Ok((r, w))) => (OwnedFd::from(r), Box::new(w)),
             Some(Err(e)) => fatal(&format!("cannot use the data socket: {e}")),
-            None => (Box::new(io::stdin()), Box::new(io::stdout())),
+            // SAFETY: the agent reads its stdin only here (children get their own).
+            None => (unsafe { OwnedFd::from_raw_fd(0) }, Box::new(io::stdout())),
         };
-    spawn_frame_reader(input, tx.clone());
+    let (inbox, tx) = inbox::Inbox::new(input)
+        .unwrap_or_else(|e| fatal(&format!("cannot create the event descriptor: {e}")));
+    let reaper = Reaper::start(tx.clone());
     let out = Out(Arc::new(Mutex::new(output)));
     // Before any program runs: the baseline is what the container holds without one.
     let meter = usage::Meter::start(&ident, &reaper);
@@ -163,7 +167,7 @@ fn main() {
         ident,
         out,
         tx,
-        rx,
+        inbox,
         reaper,
         relay,
         clean_root,
@@ -174,57 +178,34 @@ fn main() {
         discarded: Vec::new(),
     };
     loop {
-        match agent.rx.recv() {
-            Ok(Event::Frame(f)) if f.kind == Kind::Exec => match f.parse::<ExecSpec>() {
+        match agent.inbox.recv() {
+            Event::Frame(f) if f.kind == Kind::Exec => match f.parse::<ExecSpec>() {
                 Ok(spec) => agent.execute(spec),
                 Err(e) => agent.fail(&format!("invalid exec request: {e}")),
             },
-            Ok(Event::Frame(f)) if f.kind == Kind::Reset => match f.parse::<ResetSpec>() {
+            Event::Frame(f) if f.kind == Kind::Reset => match f.parse::<ResetSpec>() {
                 Ok(spec) => agent.reset(&spec),
                 Err(e) => agent.reset_done(Some(format!("invalid reset request: {e}"))),
             },
-            Ok(Event::Frame(f)) if f.kind == Kind::Prestart => match f.parse::<PrestartSpec>() {
+            Event::Frame(f) if f.kind == Kind::Prestart => match f.parse::<PrestartSpec>() {
                 Ok(spec) => agent.prestart(spec),
                 Err(e) => log(&format!("invalid prestart request: {e}")),
             },
-            Ok(Event::Frame(f)) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
-            Ok(Event::EngineGone(why)) => agent.shutdown(&why),
-            Ok(Event::Reaped(pid, ..)) => agent.reaped_while_idle(pid),
-            Ok(Event::PipeClosed(..)) => {}
-            Err(_) => agent.shutdown("event channel closed"),
+            Event::Frame(f) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
+            Event::EngineGone(why) => agent.shutdown(&why),
+            Event::Reaped(pid, ..) => agent.reaped_while_idle(pid),
+            Event::PipeClosed(..) => {}
         }
     }
-}
-
-/// Reads the engine's frames from `input` (the data socket, or stdin) until it ends.
-fn spawn_frame_reader(input: Box<dyn io::Read + Send>, tx: Sender<Event>) {
-    thread::spawn(move || {
-        let mut input = io::BufReader::new(input);
-        loop {
-            match agent::read_frame(&mut input) {
-                Ok(Some(f)) => {
-                    if tx.send(Event::Frame(f)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    let _ = tx.send(Event::EngineGone("the engine closed the connection".into()));
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Event::EngineGone(format!("bad frame from the engine: {e}")));
-                    return;
-                }
-            }
-        }
-    });
 }
 
 struct Agent {
     ident: Identity,
     out: Out,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
+    /// Sends to the main thread's inbox (for the pipe readers).
+    tx: inbox::Notifier,
+    /// Frames and the other threads' messages ([`inbox`]).
+    inbox: inbox::Inbox,
     reaper: Reaper,
     /// The egress relay of a `filtered` sandbox.
     relay: Option<relay::Relay>,
@@ -627,13 +608,12 @@ impl Agent {
                 timed_out = true;
                 break;
             }
-            match self.rx.recv_timeout(deadline - now) {
-                Ok(ev) => self.handle(ev, &mut run, stats),
-                Err(RecvTimeoutError::Timeout) => {
+            match self.inbox.recv_timeout(deadline - now) {
+                Some(ev) => self.handle(ev, &mut run, stats),
+                None => {
                     timed_out = true;
                     break;
                 }
-                Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
             }
         }
         let took = run.ended.unwrap_or_else(Instant::now) - begun;
@@ -645,14 +625,13 @@ impl Agent {
             proc::kill_all(&self.ident, &self.reaper);
         }
         while run.status.is_none() || run.open_pipes > 0 {
-            match self.rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(ev) => self.handle(ev, &mut run, stats),
-                Err(RecvTimeoutError::Timeout) => {
+            match self.inbox.recv_timeout(Duration::from_secs(10)) {
+                Some(ev) => self.handle(ev, &mut run, stats),
+                None => {
                     // Something holds a pipe open that kill_all could not reach.
                     log("step did not wind down within 10 s after kill");
                     proc::kill_all(&self.ident, &self.reaper);
                 }
-                Err(RecvTimeoutError::Disconnected) => self.shutdown("event channel closed"),
             }
         }
         let status = run.status.unwrap_or(0);

@@ -110,7 +110,7 @@ pub struct Reaper {
 
 impl Reaper {
     /// Starts the reaper thread.
-    pub fn start(main: Sender<Event>) -> Reaper {
+    pub fn start(main: crate::inbox::Notifier) -> Reaper {
         let reaper = Reaper {
             waiters: Arc::new(Mutex::new(HashMap::new())),
         };
