@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::host_config::{host_config, HostConfig};
 use super::pool::PoolKey;
-use super::run::{event_stream, Msg, Run};
+use super::run::{event_stream, Msg, Run, RunTask};
 use super::session::Session;
 use super::{Active, DockerEngine};
 use crate::control::{Control, Controller};
@@ -79,7 +79,10 @@ impl DockerEngine {
             .instrument(span.clone())
             .await;
         match launched {
-            Ok(run) => Ok((run, controller)),
+            Ok((run, task)) => {
+                task.spawn();
+                Ok((run, controller))
+            }
             Err(e) => Err(self
                 .refuse(req, Some(options), id, e)
                 .instrument(span)
@@ -93,6 +96,18 @@ impl DockerEngine {
         req: &ExecutionRequest,
         overrides: Option<&EngineOptions>,
     ) -> Result<Launched> {
+        let (run, task) = self.launch_unspawned(req, overrides).await?;
+        task.spawn();
+        Ok(run)
+    }
+
+    /// Validates the request and returns its run's messages and the run itself, which
+    /// the caller polls ([`RunTask::drive`]) or spawns.
+    pub(super) async fn launch_unspawned(
+        &self,
+        req: &ExecutionRequest,
+        overrides: Option<&EngineOptions>,
+    ) -> Result<(Launched, RunTask)> {
         let (id, span) = crate::trace::execution_span(&req.runtime);
         let launched = self
             .launch_with(req, overrides, None, id.clone(), span.clone())
@@ -193,7 +208,7 @@ impl DockerEngine {
         control: Option<mpsc::Receiver<Control>>,
         execution_id: String,
         span: tracing::Span,
-    ) -> Result<Launched> {
+    ) -> Result<(Launched, RunTask)> {
         if self.inner.is_stopped() {
             return Err(Error::Stopped);
         }
@@ -323,13 +338,15 @@ impl DockerEngine {
             drop(permit);
             drop(active);
         };
-        // The run is a task of its own: it carries the execution's span explicitly.
-        tokio::spawn(run.instrument(span));
-        Ok(Launched {
-            rx,
-            runtime,
-            execution_id,
-        })
+        // The run carries the execution's span explicitly, wherever it is polled.
+        Ok((
+            Launched {
+                rx,
+                runtime,
+                execution_id,
+            },
+            RunTask::new(run.instrument(span)),
+        ))
     }
 
     /// Waits for the persistent session to be free (no other execution or transfer in

@@ -368,8 +368,8 @@ impl Engine for DockerEngine {
     }
 
     async fn execute(&self, req: ExecutionRequest) -> Result<ExecutionResult> {
-        let rx = self.launch(&req, None).await?;
-        run::collect(rx).await
+        let (rx, task) = self.launch_unspawned(&req, None).await?;
+        task.drive(run::collect(rx)).await
     }
 
     /// Sandboxes are only shared between executions whose resulting security settings
@@ -379,8 +379,8 @@ impl Engine for DockerEngine {
         req: ExecutionRequest,
         options: &EngineOptions,
     ) -> Result<ExecutionResult> {
-        let rx = self.launch(&req, Some(options)).await?;
-        run::collect(rx).await
+        let (rx, task) = self.launch_unspawned(&req, Some(options)).await?;
+        task.drive(run::collect(rx)).await
     }
 
     async fn execute_stream(&self, req: ExecutionRequest) -> Result<EventStream> {

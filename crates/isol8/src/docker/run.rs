@@ -11,6 +11,8 @@
 //! goes back to the pool; any other is destroyed.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -769,6 +771,55 @@ pub(super) async fn collect(launched: Launched) -> Result<ExecutionResult> {
         }
     }
     Err(ended_without_result())
+}
+
+/// A launched run, not yet polled: a task of its own ([`RunTask::spawn`]), or polled by
+/// the task that waits for its result ([`RunTask::drive`]). Driven, it saves the hand-offs
+/// between threads a task of its own costs when the caller's task runs on another thread
+/// (a `block_on` caller, or another worker): one before the run is first polled, one for
+/// every message the caller is woken for. A driven run whose caller is dropped before it
+/// ends goes on as a task of its own, so it still gives back or destroys its sandbox and
+/// writes its audit record, as a spawned run whose consumer went away does.
+pub(super) struct RunTask(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl RunTask {
+    pub(super) fn new(run: impl Future<Output = ()> + Send + 'static) -> RunTask {
+        RunTask(Some(Box::pin(run)))
+    }
+
+    /// Runs it as a task of its own.
+    pub(super) fn spawn(mut self) {
+        if let Some(run) = self.0.take() {
+            tokio::spawn(run);
+        }
+    }
+
+    /// Polls the run together with `consumer` (which reads its messages) in the calling
+    /// task, the run first, and returns what `consumer` returns; a run that is not over by
+    /// then is spawned to finish.
+    pub(super) async fn drive<T>(mut self, consumer: impl Future<Output = T>) -> T {
+        let mut consumer = std::pin::pin!(consumer);
+        std::future::poll_fn(|cx| {
+            if let Some(run) = self.0.as_mut() {
+                if run.as_mut().poll(cx).is_ready() {
+                    self.0 = None;
+                }
+            }
+            consumer.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Drop for RunTask {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            // Outside a runtime (it shut down) the run is dropped, as its task would be.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(run);
+            }
+        }
+    }
 }
 
 /// Turns a run's messages into stream events ending with exactly one `exit` (with the

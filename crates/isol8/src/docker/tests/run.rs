@@ -270,6 +270,29 @@ async fn a_consumer_that_goes_away_stops_the_run_and_its_sandbox_is_discarded() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_buffered_execution_dropped_mid_run_stops_the_run_and_its_sandbox_is_discarded() {
+    // `execute` polls its run in the caller's task: dropping the caller's future hands
+    // the run to a task of its own, which sees its consumer gone and cleans up.
+    let fake = FakeDocker::new();
+    let engine = engine_on(&fake, EngineOptions::default()).await;
+    let req = ExecutionRequest {
+        timeout_ms: Some(3_600_000),
+        ..bash("echo started\nhang")
+    };
+    let gave_up = tokio::time::timeout(Duration::from_secs(30), engine.execute(req)).await;
+    assert!(gave_up.is_err(), "the program hangs: {gave_up:?}");
+    let id = only_container(&fake);
+    eventually("the run ended", || engine.running() == 0).await;
+    eventually("its sandbox is removed", || !fake.exists(&id)).await;
+    assert_eq!(
+        fake.resets_total(),
+        0,
+        "an interrupted sandbox is never reused"
+    );
+    engine.stop().await.expect("stop");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_agent_refusal_is_the_requests_error() {
     let fake = FakeDocker::new();
     let engine = engine_on(&fake, EngineOptions::default()).await;
