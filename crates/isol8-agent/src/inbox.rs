@@ -2,10 +2,11 @@
 //! other threads' messages (the reaper's exits, the pipe readers' ends of file).
 //!
 //! The main thread waits for both in one `ppoll`: on the engine's stream (the data socket,
-//! or stdin) and on an `eventfd` that every [`Notifier::send`] bumps after queueing its
-//! message. A frame thus wakes the thread that acts on it directly: a reader thread
-//! between them would add one wake-up of a sleeping thread (tens of microseconds on a
-//! virtual machine) to every execution's start.
+//! or stdin), on an `eventfd` that every [`Notifier::send`] bumps after queueing its
+//! message, and on the `pidfd` of the step's process while one runs
+//! ([`Inbox::watch_exit`]). A frame, or the step's exit, thus wakes the thread that acts
+//! on it directly: a reader thread, or the reaper, between them would add one wake-up of
+//! a sleeping thread (tens of microseconds on a virtual machine) to every execution.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -52,6 +53,8 @@ pub struct Inbox {
     wake: Arc<OwnedFd>,
     /// Frames decoded but not yet returned.
     frames: VecDeque<Event>,
+    /// The `pidfd` of the step's process, returned as [`Event::Exited`] once readable.
+    exit_watch: Option<OwnedFd>,
     buf: Vec<u8>,
 }
 
@@ -74,9 +77,16 @@ impl Inbox {
             rx,
             wake: wake.clone(),
             frames: VecDeque::new(),
+            exit_watch: None,
             buf: vec![0; READ_CHUNK],
         };
         Ok((inbox, Notifier { tx, wake }))
+    }
+
+    /// Watches `pidfd` (the step's process; `None`: nothing): once it is readable (the
+    /// process exited), the next message is [`Event::Exited`] with it.
+    pub fn watch_exit(&mut self, pidfd: Option<OwnedFd>) {
+        self.exit_watch = pidfd;
     }
 
     /// The next message, waiting as long as it takes.
@@ -112,27 +122,32 @@ impl Inbox {
                     _ => return None,
                 },
             };
-            let (input_ready, _) = self.poll(wait);
+            let (input_ready, exited) = self.poll(wait);
             if input_ready {
                 self.read_input();
+            }
+            if exited {
+                if let Some(fd) = self.exit_watch.take() {
+                    return Some(Event::Exited(fd));
+                }
             }
         }
     }
 
-    /// Waits (at most `wait`) until the engine's stream or the eventfd is readable;
-    /// returns which. Drains the eventfd.
+    /// Waits (at most `wait`) until the engine's stream, the eventfd or the watched
+    /// `pidfd` is readable; returns whether the stream and the `pidfd` are. Drains the
+    /// eventfd.
     fn poll(&self, wait: Option<Duration>) -> (bool, bool) {
+        let pollfd = |fd: i32| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let mut fds = [
-            libc::pollfd {
-                fd: self.input.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollfd(self.input.as_raw_fd()),
+            pollfd(self.wake.as_raw_fd()),
+            // A negative descriptor is ignored by ppoll.
+            pollfd(self.exit_watch.as_ref().map_or(-1, |fd| fd.as_raw_fd())),
         ];
         let ts = wait.map(|w| libc::timespec {
             tv_sec: w.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -141,20 +156,19 @@ impl Inbox {
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: two valid pollfds; the timeout is null or a live timespec; no signal
+        // SAFETY: three valid pollfds; the timeout is null or a live timespec; no signal
         // mask change.
-        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 3, ts_ptr, std::ptr::null()) };
         if n <= 0 {
             // Timeout, or EINTR: the caller looks again.
             return (false, false);
         }
-        let woken = fds[1].revents != 0;
-        if woken {
+        if fds[1].revents != 0 {
             let mut count = [0u8; 8];
             // SAFETY: reads 8 bytes into a live buffer from our own non-blocking eventfd.
             unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
         }
-        (fds[0].revents != 0, woken)
+        (fds[0].revents != 0, fds[2].revents != 0)
     }
 
     /// Reads what the engine's stream has (it was readable) and decodes its frames.

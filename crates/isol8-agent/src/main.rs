@@ -10,8 +10,9 @@
 //! `Exited`.
 //!
 //! Threads: the main thread reads the engine's frames itself ([`inbox`]: one `ppoll` on
-//! the engine's stream and on an `eventfd` the other threads bump), one reaps children
-//! (it owns `waitpid`, driven by `SIGCHLD` through `sigwait`), two read a step's stdout
+//! the engine's stream, an `eventfd` the other threads bump and the running step's
+//! `pidfd`, through which it reaps the step's process unless the reaper was first), one
+//! reaps children (`wait4`, driven by `SIGCHLD` through `sigwait`), two read a step's stdout
 //! and stderr pipes, one may feed its stdin, one writes and reads the request's files
 //! with the sandbox user's filesystem identity, and one samples the programs' memory while steps run, killing them
 //! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
@@ -59,6 +60,9 @@ enum Event {
     Reaped(libc::pid_t, i32, u64),
     /// An output pipe reached end of file, with its final counts.
     PipeClosed(Stream, StreamStats),
+    /// The watched step's process exited ([`inbox::Inbox::watch_exit`]): its `pidfd`, to
+    /// reap it by (unless the reaper did first).
+    Exited(OwnedFd),
 }
 
 /// The single writer of frames to the engine: the data socket, or stdout.
@@ -194,7 +198,7 @@ fn main() {
             Event::Frame(f) => log(&format!("ignoring {:?} frame: nothing is running", f.kind)),
             Event::EngineGone(why) => agent.shutdown(&why),
             Event::Reaped(pid, ..) => agent.reaped_while_idle(pid),
-            Event::PipeClosed(..) => {}
+            Event::PipeClosed(..) | Event::Exited(_) => {}
         }
     }
 }
@@ -575,6 +579,8 @@ impl Agent {
                 }
             }
         };
+        // Its exit wakes this thread directly; the reaper reports it too if it is first.
+        self.inbox.watch_exit(proc::pidfd(started.pid));
         let mut run = Running {
             pid: started.pid,
             status: None,
@@ -634,6 +640,7 @@ impl Agent {
                 }
             }
         }
+        self.inbox.watch_exit(None);
         let status = run.status.unwrap_or(0);
         Ok(StepEnd {
             code: if timed_out {
@@ -657,6 +664,13 @@ impl Agent {
             Event::Reaped(pid, status, rss) => {
                 self.rss_peak = self.rss_peak.max(rss);
                 if pid == run.pid {
+                    run.status = Some(status);
+                    run.ended = Some(Instant::now());
+                }
+            }
+            Event::Exited(pidfd) => {
+                if let Some((status, rss)) = proc::reap_pidfd(&pidfd) {
+                    self.rss_peak = self.rss_peak.max(rss);
                     run.status = Some(status);
                     run.ended = Some(Instant::now());
                 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -98,7 +99,9 @@ pub fn block_sigchld() {
 
 /// Owns `waitpid` (as `wait4`, for the peak resident set of each reaped process). Children
 /// exit → SIGCHLD → the reaper thread reaps every zombie and reports each exit either to
-/// a registered waiter or to the main thread.
+/// a registered waiter or to the main thread. The one exception is the running step's
+/// process, which the main thread may reap first through its `pidfd` ([`reap_pidfd`]:
+/// then the reaper finds nothing to report for it).
 ///
 /// Spawning happens under the same lock the reaper holds while reaping, so a child can
 /// never be reaped before its waiter is registered, nor behind std's back while std
@@ -416,6 +419,52 @@ pub fn alone() -> bool {
     rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
 }
 
+/// A `pidfd` for our child `pid` (readable once it has exited), or `None` when the kernel
+/// refuses one (the child was already reaped: its exit then comes from the reaper).
+pub fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with integer arguments; the descriptor is checked and owned.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a descriptor just created and owned by nothing else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reaps the exited child behind `pidfd` if the reaper has not yet: its wait status (as
+/// `waitpid` gives it) and its peak resident set in bytes. `None` when it is not a zombie
+/// or another thread reaped it first (then the reaper reports it). Waiting on the
+/// `pidfd`, not on the pid, so a pid reused since cannot be reaped by mistake.
+pub fn reap_pidfd(pidfd: &OwnedFd) -> Option<(i32, u64)> {
+    // SAFETY: siginfo_t and rusage are plain data; the raw waitid (unlike glibc's
+    // wrapper) also fills the rusage.
+    let (rc, info, usage) = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let rc = libc::syscall(
+            libc::SYS_waitid,
+            libc::P_PIDFD,
+            pidfd.as_raw_fd(),
+            &mut info as *mut libc::siginfo_t,
+            libc::WEXITED | libc::WNOHANG,
+            &mut usage as *mut libc::rusage,
+        );
+        (rc, info, usage)
+    };
+    // SAFETY: after a successful waitid, si_pid and si_status are set (si_pid 0: no
+    // child had exited yet).
+    let (pid, code) = unsafe { (info.si_pid(), info.si_status()) };
+    if rc != 0 || pid == 0 {
+        return None;
+    }
+    let status = match info.si_code {
+        libc::CLD_EXITED => (code & 0xff) << 8,
+        libc::CLD_KILLED => code & 0x7f,
+        libc::CLD_DUMPED => (code & 0x7f) | 0x80,
+        _ => return None,
+    };
+    let rss = (usage.ru_maxrss.max(0) as u64).saturating_mul(1024);
+    Some((status, rss))
+}
+
 /// Processes that must not outlive an execution and are still alive (zombies excluded):
 /// as PID 1 of a container, every process but the agent itself, whatever its uid; as
 /// root elsewhere, the sandbox user's; without root, the agent's live descendants.
@@ -505,6 +554,31 @@ fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    // Each child is reaped through its pidfd, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn a_child_reaped_by_its_pidfd_gives_the_wait_status_waitpid_would() {
+        for (script, want) in [
+            ("exit 3", 3 << 8),
+            ("kill -KILL $$", libc::SIGKILL),
+            ("ulimit -c 0; kill -SEGV $$", libc::SIGSEGV),
+        ] {
+            let child = Command::new("sh").args(["-c", script]).spawn().expect("sh");
+            let fd = pidfd(child.id() as libc::pid_t).expect("pidfd");
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "{script}");
+            let (status, rss) = reap_pidfd(&fd).expect("reaped");
+            assert_eq!(status, want, "{script}");
+            assert!(rss > 0, "{script}");
+            assert_eq!(reap_pidfd(&fd), None, "reaped once: {script}");
+        }
+    }
 
     #[test]
     fn exit_codes_follow_the_shell_convention() {
