@@ -331,29 +331,39 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
                 }
             };
             sb.uses += 1;
-            let back = {
+            let (back, refill) = {
                 let mut slots = inner.pool.lock();
                 let slot = slots.entry(key.clone()).or_default();
                 slot.resetting -= 1;
-                if ok && slot.idle.len() < inner.pool.clean && !inner.is_stopped() {
+                let back = if ok && slot.idle.len() < inner.pool.clean && !inner.is_stopped() {
                     slot.idle.push(sb);
                     None
                 } else {
                     Some(sb)
-                }
+                };
+                // Planned with the sandbox just given back still counted, under the same
+                // lock: a request that takes it the moment waiters are woken would
+                // otherwise leave the pool short and start another container, which
+                // the next release then destroys (sequential requests would alternate
+                // between two containers).
+                (back, plan_refill(&inner, slot))
             };
             inner.pool.changed.notify_waiters();
             if let Some(sb) = back {
                 sb.destroy(&inner).await;
             }
+            refill
         } else {
             sb.destroy(&inner).await;
+            let mut slots = inner.pool.lock();
+            plan_refill(&inner, slots.entry(key.clone()).or_default())
         }
     }
     .in_current_span();
     tokio::spawn(async move {
-        cleanup.await;
-        replenish(&inner2, &key2);
+        if let Some(refill) = cleanup.await {
+            start_refill(&inner2, &key2, refill);
+        }
     });
 }
 
@@ -381,22 +391,53 @@ pub fn evict(inner: &Arc<Inner>, id: &str) -> bool {
 
 /// Starts sandboxes in the background until `clean` are ready or on their way.
 pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
-    let pool = &inner.pool;
-    if inner.is_stopped() {
-        return;
-    }
-    let (need, runtime, host) = {
-        let mut slots = pool.lock();
-        let slot = slots.entry(key.clone()).or_default();
-        let Some(host) = slot.host.clone() else {
-            return;
-        };
-        let have = slot.idle.len() + slot.resetting + slot.warming;
-        let target = ready_target(pool.clean, inner.slots.max(), slot.leased);
-        let need = target.saturating_sub(have);
-        slot.warming += need;
-        (need, slot.runtime.clone(), host)
+    let refill = {
+        let mut slots = inner.pool.lock();
+        plan_refill(inner, slots.entry(key.clone()).or_default())
     };
+    if let Some(refill) = refill {
+        start_refill(inner, key, refill);
+    }
+}
+
+/// Sandboxes a key lacks, counted as warming in its slot when planned ([`plan_refill`]),
+/// to be started by [`start_refill`].
+struct Refill {
+    need: usize,
+    runtime: String,
+    host: HostConfig,
+}
+
+/// What `slot` lacks of its ready target ([`ready_target`] against its idle, resetting
+/// and warming sandboxes), counted as warming from now on; `None` when nothing (or the
+/// engine stopped, or the slot does not know how its sandboxes are made). Call with the
+/// pool's lock held.
+fn plan_refill(inner: &Inner, slot: &mut Slot) -> Option<Refill> {
+    if inner.is_stopped() {
+        return None;
+    }
+    let host = slot.host.clone()?;
+    let have = slot.idle.len() + slot.resetting + slot.warming;
+    let target = ready_target(inner.pool.clean, inner.slots.max(), slot.leased);
+    let need = target.saturating_sub(have);
+    if need == 0 {
+        return None;
+    }
+    slot.warming += need;
+    Some(Refill {
+        need,
+        runtime: slot.runtime.clone(),
+        host,
+    })
+}
+
+/// Starts the sandboxes of a planned refill in the background.
+fn start_refill(inner: &Arc<Inner>, key: &PoolKey, refill: Refill) {
+    let Refill {
+        need,
+        runtime,
+        host,
+    } = refill;
     for _ in 0..need {
         let inner = inner.clone();
         let key = key.clone();

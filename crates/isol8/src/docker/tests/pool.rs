@@ -122,6 +122,24 @@ async fn a_request_waits_for_the_sandbox_being_reset_instead_of_starting_one() {
     engine.stop().await.expect("stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_keep_to_the_one_pooled_sandbox() {
+    // Each request waits for the reset of the sandbox the one before used; woken on this
+    // thread while the reset's task goes on on a worker, it may take the sandbox before
+    // that task has looked at the pool again. The pool must not take that for a
+    // shortage and start a second container.
+    let fake = FakeDocker::new();
+    let engine = engine_on(&fake, pooled(PoolStrategy::Fast, PoolSize::Total(1))).await;
+    engine.prewarm(&["bash".into()]).await.expect("prewarm");
+    let warm = only_container(&fake);
+    for i in 0..300 {
+        let r = engine.execute(bash("echo a")).await.expect("run");
+        assert_eq!(r.container_id.as_deref(), Some(warm.as_str()), "run {i}");
+    }
+    assert_eq!(fake.created(), 1, "no container but the pooled one");
+    engine.stop().await.expect("stop");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_reset_destroys_the_sandbox_and_the_pool_refills() {
     let fake = FakeDocker::new();
