@@ -638,17 +638,24 @@ const DENO_WARM_PROBE: &str =
 /// docs/SECURITY.md lists it.)
 const DENO_LEAK_CHECK: &str = r#"
 const names = (d: string) => [...Deno.readDirSync(d)].map((e) => e.name).sort();
-// What the descriptors lead to (inode numbers dropped), but stdin (an empty pipe when
-// pre-started: SECURITY.md) and Deno's own cache databases in DENO_DIR, which its
-// threads open on their own schedule (so their number varies between fresh processes).
+// What the descriptors lead to. Into the writable directories (DENO_DIR, Deno's own
+// caches, aside): nothing, or a previous run's file is held. Other files (the read-only
+// root, /proc, /sys) are opened by Deno's own threads on their own schedule and left out;
+// the rest by kind (inode numbers dropped; stdin, an empty pipe when pre-started, left
+// out: SECURITY.md).
+const denoDir = Deno.env.get('DENO_DIR') ?? '/tmp/deno';
 const kinds = new Set<string>();
+const held: string[] = [];
 for (const fd of names('/proc/self/fd').filter((n) => n !== '0')) {
   let target: string;
   try { target = Deno.readLinkSync('/proc/self/fd/' + fd); } catch { continue; }
-  if (!target.startsWith(Deno.env.get('DENO_DIR') ?? '/tmp/deno')) kinds.add(target.replace(/\[\d+\]$/, ''));
+  if (target.startsWith(denoDir)) continue;
+  if (/^\/(sandbox|tmp|dev\/shm)(\/|$)/.test(target)) held.push(target);
+  else if (!target.startsWith('/')) kinds.add(target.replace(/\[\d+\]$/, ''));
 }
 const state = [...kinds].sort().join(',');
 const found: string[] = [];
+if (held.length) found.push('descriptors ' + held);
 if ((globalThis as any).isol8_leak !== undefined) found.push('globals');
 if (({} as any).isol8_leak !== undefined) found.push('Object.prototype');
 if (Deno.env.get('ISOL8_LEAK') !== undefined) found.push('environ');
@@ -671,9 +678,11 @@ console.log(warm, host, Math.random(), found.join(',') || 'clean', state);
 
 #[isol8_testkit::test(docker)]
 async fn a_thousand_deno_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() {
-    // Deno's own threads open descriptors on their own schedule (its cache databases
-    // too, which the check leaves out): the check compares what descriptors lead to, and
-    // a process that waited may hold fewer kinds, never another.
+    // Deno's own threads open descriptors on their own schedule (its cache databases,
+    // `/sys/devices/system/cpu/online`…): the check finds no descriptor into the writable
+    // directories and compares the kinds of the others (pipes, sockets, event
+    // descriptors) with a fresh process's: a process that waited may hold fewer, never
+    // another.
     a_thousand_runs_see_nothing_of_each_other("deno-all", DENO_LEAK_CHECK, StartState::NoMore)
         .await;
 }
