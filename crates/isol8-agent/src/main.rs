@@ -12,10 +12,10 @@
 //! Threads: the main thread reads the engine's frames itself ([`inbox`]: one `ppoll` on
 //! the engine's stream, an `eventfd` the other threads bump and the running step's
 //! `pidfd`, through which it reaps the step's process unless the reaper was first), one
-//! reaps children (`wait4`, driven by `SIGCHLD` through `sigwait`), two read a step's stdout
-//! and stderr pipes, one may feed its stdin, one writes and reads the request's files
-//! with the sandbox user's filesystem identity, and one samples the programs' memory while steps run, killing them
-//! above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
+//! reaps children (`wait4`, driven by `SIGCHLD` through `sigwait`), two read a step's
+//! stdout and stderr pipes, one may feed its stdin, one writes and reads the request's
+//! files with the sandbox user's filesystem identity, and one samples the programs'
+//! memory while steps run, killing them above `memoryLimit` ([`usage::watch`]). All frames go out through one lock on stdout,
 //! so they never interleave. The main thread runs executions one at a time, measuring
 //! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
 //!
@@ -668,11 +668,10 @@ impl Agent {
                     run.ended = Some(Instant::now());
                 }
             }
+            // Reaped here first: the same as the reaper's report of it.
             Event::Exited(pidfd) => {
                 if let Some((status, rss)) = proc::reap_pidfd(&pidfd) {
-                    self.rss_peak = self.rss_peak.max(rss);
-                    run.status = Some(status);
-                    run.ended = Some(Instant::now());
+                    self.handle(Event::Reaped(run.pid, status, rss), run, stats);
                 }
             }
             Event::PipeClosed(stream, s) => {

@@ -552,9 +552,8 @@ pub struct ResetDone {
 /// The next `Exec` uses the waiting process only when its steps are a single code step
 /// whose argv is `inline` plus one argument (the code; with a [`script`], exactly that
 /// path, which the execution writes before the hand-over), its `cwd` is this `cwd`, it
-/// feeds
-/// stdin only if [`servesStdin`](PrestartSpec::serves_stdin), and every variable named by
-/// `startupEnv` has the same value (or is absent) in both environments: what the
+/// feeds stdin only if [`servesStdin`](PrestartSpec::serves_stdin), and every variable
+/// named by `startupEnv` has the same value (or is absent) in both environments: what the
 /// interpreter read while it started is then what the program would have found.
 /// Otherwise the waiting process is killed first and the steps start as usual.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -355,8 +355,7 @@ pub fn release(inner: &Arc<Inner>, key: PoolKey, mut sb: Sandbox, reusable: bool
             refill
         } else {
             sb.destroy(&inner).await;
-            let mut slots = inner.pool.lock();
-            plan_refill(&inner, slots.entry(key.clone()).or_default())
+            plan_refill_of(&inner, &key)
         }
     }
     .in_current_span();
@@ -391,13 +390,15 @@ pub fn evict(inner: &Arc<Inner>, id: &str) -> bool {
 
 /// Starts sandboxes in the background until `clean` are ready or on their way.
 pub fn replenish(inner: &Arc<Inner>, key: &PoolKey) {
-    let refill = {
-        let mut slots = inner.pool.lock();
-        plan_refill(inner, slots.entry(key.clone()).or_default())
-    };
-    if let Some(refill) = refill {
+    if let Some(refill) = plan_refill_of(inner, key) {
         start_refill(inner, key, refill);
     }
+}
+
+/// [`plan_refill`] for `key`'s slot, taking the pool's lock.
+fn plan_refill_of(inner: &Inner, key: &PoolKey) -> Option<Refill> {
+    let mut slots = inner.pool.lock();
+    plan_refill(inner, slots.entry(key.clone()).or_default())
 }
 
 /// Sandboxes a key lacks, counted as warming in its slot when planned ([`plan_refill`]),

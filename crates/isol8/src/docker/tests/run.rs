@@ -238,6 +238,14 @@ async fn a_secret_split_across_output_chunks_is_still_masked() {
     engine.stop().await.expect("stop");
 }
 
+/// A program that prints a line and then hangs, silent, within an hour's timeout.
+fn silent_hang() -> ExecutionRequest {
+    ExecutionRequest {
+        timeout_ms: Some(3_600_000),
+        ..bash("echo started\nhang")
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_consumer_that_goes_away_stops_the_run_and_its_sandbox_is_discarded() {
     let fake = FakeDocker::new();
@@ -257,11 +265,7 @@ async fn a_consumer_that_goes_away_stops_the_run_and_its_sandbox_is_discarded() 
     );
 
     // A silent program too: the run notices the consumer left, not its timeout.
-    let req = ExecutionRequest {
-        timeout_ms: Some(3_600_000),
-        ..bash("echo started\nhang")
-    };
-    let mut stream = engine.execute_stream(req).await.expect("stream");
+    let mut stream = engine.execute_stream(silent_hang()).await.expect("stream");
     bounded("output", stream.next()).await.expect("event");
     let id = only_container(&fake);
     drop(stream);
@@ -275,11 +279,8 @@ async fn a_buffered_execution_dropped_mid_run_stops_the_run_and_its_sandbox_is_d
     // the run to a task of its own, which sees its consumer gone and cleans up.
     let fake = FakeDocker::new();
     let engine = engine_on(&fake, EngineOptions::default()).await;
-    let req = ExecutionRequest {
-        timeout_ms: Some(3_600_000),
-        ..bash("echo started\nhang")
-    };
-    let gave_up = tokio::time::timeout(Duration::from_secs(30), engine.execute(req)).await;
+    let gave_up =
+        tokio::time::timeout(Duration::from_secs(30), engine.execute(silent_hang())).await;
     assert!(gave_up.is_err(), "the program hangs: {gave_up:?}");
     let id = only_container(&fake);
     eventually("the run ended", || engine.running() == 0).await;
