@@ -24,8 +24,10 @@
 //!   container of the same image (what most sandboxes do per execution);
 //! * `docker_run` — baseline: create + start + wait + remove of the same image and command
 //!   (both baselines: [`baseline`]);
-//! * `server` (python only) — the warm path through `POST /execute` of an in-process
-//!   server on loopback (see [`server`]).
+//! * `server`, `server_remote`, `warm_paired` (python only) — the warm path through
+//!   `POST /execute` of an in-process server on loopback, with hyper's client connection
+//!   and with isol8's remote client, and the library's warm path on the server's own
+//!   engine, their samples interleaved (see [`server`]).
 //!
 //! What measuring resource usage costs (python only): the warm path with the agent
 //! measuring each execution (the default) and with measuring off (an engine knob only
@@ -174,7 +176,8 @@ impl BenchOptions {
 pub struct PathResult {
     /// Runtime.
     pub runtime: String,
-    /// `cold`, `warm`, `warm_audited`, `docker_exec`, `docker_run` or `server`.
+    /// `cold`, `warm`, `warm_back_to_back`, `warm_fresh`, `warm_stdio`, `warm_audited`,
+    /// `docker_exec`, `docker_run`, `server`, `server_remote` or `warm_paired`.
     pub path: String,
     /// Samples.
     pub n: usize,
@@ -658,7 +661,10 @@ pub async fn seccomp_cost(n: usize) -> Result<SeccompCost> {
     })
 }
 
-async fn check(engine: &DockerEngine, req: &ExecutionRequest) -> Result<ExecutionResult> {
+pub(crate) async fn check<E: Engine>(
+    engine: &E,
+    req: &ExecutionRequest,
+) -> Result<ExecutionResult> {
     let r = engine.execute(req.clone()).await?;
     if r.exit_code != 0 || r.stdout.trim() != "1" {
         return Err(BenchError::ProgramFailed {
@@ -686,7 +692,7 @@ fn language_runtimes() -> Vec<String> {
 }
 
 /// A hello-world request for `runtime`.
-fn hello_request(runtime: &str) -> Result<ExecutionRequest> {
+pub(crate) fn hello_request(runtime: &str) -> Result<ExecutionRequest> {
     let (src, _) = hello(runtime)?;
     Ok(ExecutionRequest {
         runtime: runtime.to_string(),
@@ -936,10 +942,10 @@ pub async fn run(
     let peak_rss_mb = peak_rss_mb();
     if opts.runtimes.iter().any(|r| r == "python") {
         progress("python through the HTTP server".to_string());
-        let (latency, split, rate) = server::run(opts.n, opts.throughput_execs).await?;
-        results.push(latency);
-        phases.push(split);
-        throughput.push(rate);
+        let server = server::run(opts.n, opts.throughput_execs).await?;
+        results.extend(server.rows);
+        phases.extend(server.phases);
+        throughput.push(server.throughput);
     }
     let mut report = BenchReport {
         machine,
