@@ -210,6 +210,17 @@ const PROGRAMS: &[Program] = &[
     p("from __future__ import annotations\ndef f(x: int) -> str: pass\nprint(f.__annotations__)"),
     p("import gc, sys; print(gc.isenabled(), sys.gettrace(), sys.getprofile())"),
     p("import sys; sys.stderr.write('partial'); raise RuntimeError('after partial')"),
+    // The collector and finalisation: garbage found, objects finalised at exit (module
+    // teardown, suspended generators, `weakref.finalize`).
+    p("import gc; print(gc.collect(), gc.get_threshold())"),
+    p("import gc\nclass A:\n    def __del__(self): print('collected')\na = A(); a.me = a; del a\nprint(gc.collect())"),
+    p("class A:\n    def __del__(self): print('torn down')\na = A()\nprint('main')"),
+    p("def g():\n    try:\n        yield 1\n    finally:\n        print('finally at exit')\nit = g(); next(it); print('main')"),
+    p("import weakref\nclass A: pass\na = A()\nweakref.finalize(a, print, 'finalized')\nprint('main')"),
+    p("import os\nclass A:\n    def __del__(self): print('kept by os')\nos.keep = A()\nprint('main')"),
+    p("import sys\nclass A:\n    def __del__(self): print('kept by sys')\nsys.keep = A()\nprint('main')"),
+    p("import gc\nclass A:\n    def __del__(self): print('cycle at exit')\na = A(); a.me = a\nprint('main')"),
+    p("import __main__, sys; print(__main__ is sys.modules['__main__'], list(vars(__main__)))"),
     p("import sys\nclass E(Exception):\n    def __str__(self): return 'custom'\nraise E()"),
 ];
 

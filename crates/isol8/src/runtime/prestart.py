@@ -1,14 +1,15 @@
 # The loader of isol8's pre-started Python (see isol8_protocol::agent::PrestartSpec).
 # Started as `python3 -c <this>`, it waits for the program on descriptor 3, then runs it
 # as `python3 -c <code>` would: through the C API's PyRun_SimpleStringFlags with the
-# flags `-c` uses (coding cookies ignored), in the untouched `__main__`, so exit codes,
-# SystemExit, KeyboardInterrupt and tracebacks are the interpreter's own. Everything it
-# adds while starting (ctypes, import caches, its own name) is removed before the program
-# runs; descriptors 3, 4 and 5 are closed.
+# flags `-c` uses (coding cookies ignored), in a copy of the untouched `__main__`, so exit
+# codes, SystemExit, KeyboardInterrupt and tracebacks are the interpreter's own. Everything
+# it adds while starting (ctypes, import caches, its own name) is removed before the
+# program runs; descriptors 3, 4 and 5 are closed.
 def _isol8_prestart():
     import sys, os
     modules, finders = dict(sys.modules), dict(sys.path_importer_cache)
-    import ctypes
+    import ctypes, gc
+    freeze = gc.freeze
     class Flags(ctypes.Structure):
         _fields_ = [("cf_flags", ctypes.c_int), ("cf_feature_version", ctypes.c_int)]
     run = ctypes.pythonapi.PyRun_SimpleStringFlags
@@ -16,7 +17,7 @@ def _isol8_prestart():
     run.restype = ctypes.c_int
     # PyCF_IGNORE_COOKIE, as `-c` compiles; the feature version is the interpreter's.
     flags = ctypes.pointer(Flags(0x0800, sys.version_info[1]))
-    del ctypes, Flags
+    del ctypes, gc, Flags
     sys.modules.clear()
     sys.modules.update(modules)
     sys.path_importer_cache.clear()
@@ -51,6 +52,16 @@ def _isol8_prestart():
     del fields, environ, count, chunk
     sys.orig_argv[-1] = code.decode("utf-8", "surrogateescape")
     del globals()["_isol8_prestart"]
+    # Everything alive now is the interpreter's start-up (and this loader's): frozen, the
+    # collector never traverses it again, which takes ~1.5 ms off the interpreter's exit
+    # (its collections at shutdown). The program gets a `__main__` made after the freeze,
+    # a copy of the untouched one, so its globals are collected at exit as in a fresh
+    # interpreter (their finalisers run while `sys.stdout` still works).
+    freeze()
+    main = type(sys)("__main__")
+    vars(main).update(globals())
+    sys.modules["__main__"] = main
+    del main, freeze
     if run(code, flags) != 0 and getattr(sys, "last_type", None) is not KeyboardInterrupt:
         # The traceback is printed; end as `-c` does after an uncaught exception.
         raise SystemExit(1)
