@@ -398,15 +398,29 @@ async fn timed(
     recorder: &PhaseRecorder,
     req: &ExecutionRequest,
 ) -> Result<(Sample, Reported)> {
+    timed_run(recorder, async {
+        Ok(check(engine, req).await?.duration_ms as f64)
+    })
+    .await
+}
+
+/// Times `run`, an execution on an engine whose observer is `recorder` that yields the
+/// result's `durationMs`: the end-to-end time, the program's own time (as the agent timed
+/// it, in microseconds, where the engine reported it; else that `durationMs`) and the
+/// phases the engine reported.
+pub(crate) async fn timed_run(
+    recorder: &PhaseRecorder,
+    run: impl std::future::Future<Output = Result<f64>>,
+) -> Result<(Sample, Reported)> {
     recorder.take();
     let t = Instant::now();
-    let r = check(engine, req).await?;
+    let duration_ms = run.await?;
     let total_ms = ms(t.elapsed());
     let reported = recorder.take();
     Ok((
         Sample {
             total_ms,
-            program_ms: Some(reported.program_ms.unwrap_or(r.duration_ms as f64)),
+            program_ms: Some(reported.program_ms.unwrap_or(duration_ms)),
         },
         reported,
     ))
@@ -802,11 +816,7 @@ pub async fn run(
         let mut warm = Vec::new();
         let mut split = Vec::new();
         for (s, reported) in ready_samples(&warm_engine, &recorder, &req, opts.n).await? {
-            split.push(PhaseSample {
-                total_ms: s.total_ms,
-                program_ms: s.program_ms.unwrap_or(0.0),
-                reported,
-            });
+            split.push(PhaseSample::of(&s, reported));
             warm.push(s);
         }
         results.push(summarize_samples(runtime, "warm", &warm));

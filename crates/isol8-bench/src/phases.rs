@@ -95,6 +95,18 @@ pub struct PhaseSample {
     pub reported: Reported,
 }
 
+impl PhaseSample {
+    /// `sample` (end to end and the program's time, 0 where unknown) with the phases
+    /// the engine `reported` for it.
+    pub fn of(sample: &crate::Sample, reported: Reported) -> PhaseSample {
+        PhaseSample {
+            total_ms: sample.total_ms,
+            program_ms: sample.program_ms.unwrap_or(0.0),
+            reported,
+        }
+    }
+}
+
 /// Median and mean of one phase over the samples, ms.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseStat {

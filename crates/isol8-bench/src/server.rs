@@ -28,9 +28,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use isol8_protocol::{EngineOptions, ExecutionRequest, PoolSize, PoolStrategy};
 
-use crate::phases::{self, PhaseRecorder, PhaseSample, PhaseTimings};
+use crate::phases::{self, PhaseRecorder, PhaseSample, PhaseTimings, Reported};
 use crate::{
-    check, hello_request, summarize_samples, BenchError, PathResult, Result, Sample, Throughput,
+    check, hello_request, summarize_samples, timed_run, BenchError, PathResult, Result, Sample,
+    Throughput,
 };
 
 /// Concurrent requests of the throughput measurement (and the size of the warm pool).
@@ -47,8 +48,30 @@ pub struct ServerReport {
     pub throughput: Throughput,
 }
 
-/// The paths measured in each round, in the order of the first round.
-const PATHS: [&str; 3] = ["server", "server_remote", "warm_paired"];
+/// The paths measured in each round.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// `server`: hyper's connection, driven by the measuring task.
+    Server,
+    /// `server_remote`: isol8's `RemoteEngine`.
+    Remote,
+    /// `warm_paired`: the server's engine called in process.
+    Paired,
+}
+
+impl Path {
+    /// Every path, in the order of the first round.
+    const ALL: [Path; 3] = [Path::Server, Path::Remote, Path::Paired];
+
+    /// The row's name.
+    fn name(self) -> &'static str {
+        match self {
+            Path::Server => "server",
+            Path::Remote => "server_remote",
+            Path::Paired => "warm_paired",
+        }
+    }
+}
 
 /// Runs `n` rounds of the three sequential paths (after one unmeasured warm-up of each)
 /// and then `execs` `server` requests spread over [`CONCURRENCY`] workers, against a
@@ -98,16 +121,13 @@ pub async fn run(n: usize, execs: usize) -> Result<ServerReport> {
     let (rounds, execs_per_s) = measured?;
     let mut rows = Vec::new();
     let mut timings = Vec::new();
-    for (path, split) in PATHS.iter().zip(rounds) {
-        let samples: Vec<Sample> = split
-            .iter()
-            .map(|s| Sample {
-                total_ms: s.total_ms,
-                program_ms: Some(s.program_ms),
-            })
-            .collect();
-        rows.push(summarize_samples("python", path, &samples));
-        timings.push(phases::phase_timings("python", path, &split));
+    for (path, pairs) in Path::ALL.into_iter().zip(rounds) {
+        let (samples, split): (Vec<Sample>, Vec<PhaseSample>) = pairs
+            .into_iter()
+            .map(|(s, reported)| (s, PhaseSample::of(&s, reported)))
+            .unzip();
+        rows.push(summarize_samples("python", path.name(), &samples));
+        timings.push(phases::phase_timings("python", path.name(), &split));
     }
     Ok(ServerReport {
         rows,
@@ -145,10 +165,10 @@ impl Connection {
         Ok(Connection { sender, conn })
     }
 
-    /// `POST {path}` with `body` (JSON) and the bearer `key`; the answer's JSON.
-    async fn post(&mut self, path: &str, key: &str, body: &Bytes) -> Result<serde_json::Value> {
+    /// `POST /execute` with `body` (JSON) and the bearer `key`; the answer's JSON.
+    async fn execute(&mut self, key: &str, body: &Bytes) -> Result<serde_json::Value> {
         let failed = |e: hyper::Error| BenchError::ServerRequest(e.to_string());
-        let req = hyper::Request::post(path)
+        let req = hyper::Request::post("/execute")
             .header(hyper::header::HOST, "127.0.0.1")
             .header(hyper::header::AUTHORIZATION, format!("Bearer {key}"))
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -182,35 +202,6 @@ fn printed_one(answer: serde_json::Value) -> Result<f64> {
     }
 }
 
-/// One timed execution on `path` (one of [`PATHS`]), with the phases `recorder` saw (the
-/// program's time from the engine's observer, the answer's whole-millisecond
-/// `durationMs` where it reported none).
-async fn sample(
-    path: &str,
-    clients: &mut Clients<'_>,
-    recorder: &PhaseRecorder,
-) -> Result<PhaseSample> {
-    recorder.take();
-    let t = Instant::now();
-    let duration_ms = match path {
-        "server" => printed_one(
-            clients
-                .conn
-                .post("/execute", clients.key, clients.body)
-                .await?,
-        )?,
-        "server_remote" => check(clients.remote, clients.req).await?.duration_ms as f64,
-        _ => check(clients.pool, clients.req).await?.duration_ms as f64,
-    };
-    let total_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let reported = recorder.take();
-    Ok(PhaseSample {
-        total_ms,
-        program_ms: reported.program_ms.unwrap_or(duration_ms),
-        reported,
-    })
-}
-
 /// What the three paths send through.
 struct Clients<'a> {
     pool: &'a isol8::DockerEngine,
@@ -221,7 +212,21 @@ struct Clients<'a> {
     body: &'a Bytes,
 }
 
-/// `n` rounds of [`PATHS`] (samples per path, in that order), each sample sent when the
+impl Clients<'_> {
+    /// One timed execution on `path`, with the phases `recorder` saw.
+    async fn sample(&mut self, path: Path, recorder: &PhaseRecorder) -> Result<(Sample, Reported)> {
+        timed_run(recorder, async {
+            Ok(match path {
+                Path::Server => printed_one(self.conn.execute(self.key, self.body).await?)?,
+                Path::Remote => check(self.remote, self.req).await?.duration_ms as f64,
+                Path::Paired => check(self.pool, self.req).await?.duration_ms as f64,
+            })
+        })
+        .await
+    }
+}
+
+/// `n` rounds of [`Path::ALL`] (samples per path, in that order), each sample sent when the
 /// server's pool (`pool`, the engine behind it) is ready as the library's `warm` path's
 /// are, and the `server` throughput (executions per second) at [`CONCURRENCY`].
 async fn measure(
@@ -231,7 +236,7 @@ async fn measure(
     key: &str,
     n: usize,
     execs: usize,
-) -> Result<([Vec<PhaseSample>; 3], f64)> {
+) -> Result<([Vec<(Sample, Reported)>; 3], f64)> {
     let req = hello_request("python")?;
     let body = Bytes::from(serde_json::json!({ "request": req }).to_string());
     let remote = isol8::remote::RemoteEngine::new(
@@ -250,16 +255,16 @@ async fn measure(
         body: &body,
     };
     let python = ["python".to_string()];
-    let mut rounds: [Vec<PhaseSample>; 3] = Default::default();
-    for path in PATHS {
+    let mut rounds: [Vec<(Sample, Reported)>; 3] = Default::default();
+    for path in Path::ALL {
         pool.prewarm(&python).await?;
-        sample(path, &mut clients, recorder).await?; // warm-up
+        clients.sample(path, recorder).await?; // warm-up
     }
     for round in 0..n {
-        for i in 0..PATHS.len() {
-            let k = (round + i) % PATHS.len();
+        for i in 0..Path::ALL.len() {
+            let k = (round + i) % Path::ALL.len();
             pool.prewarm(&python).await?;
-            rounds[k].push(sample(PATHS[k], &mut clients, recorder).await?);
+            rounds[k].push(clients.sample(Path::ALL[k], recorder).await?);
         }
     }
     let per_worker = execs.div_ceil(CONCURRENCY);
@@ -272,7 +277,7 @@ async fn measure(
         let (key, body) = (key.to_string(), body.clone());
         tokio::spawn(async move {
             for _ in 0..per_worker {
-                printed_one(conn.post("/execute", &key, &body).await?)?;
+                printed_one(conn.execute(&key, &body).await?)?;
             }
             Ok::<_, BenchError>(())
         })
