@@ -103,7 +103,16 @@ fn main() {
     let seccomp_filter = seccomp::install_if_asked()
         .unwrap_or_else(|e| fatal(&format!("cannot install the seccomp filter: {e}")));
     proc::harden_self();
-    let ident = Identity::from_env();
+    let mut ident = Identity::from_env();
+    // Before any thread starts, so that every thread and child inherits the empty set.
+    if ident.drop_privileges {
+        match proc::clear_bounding_set() {
+            Ok(()) => ident.bounding_set_clear = true,
+            Err(e) => log(&format!(
+                "cannot empty the capability bounding set ({e}); each child clears its own"
+            )),
+        }
+    }
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
     proc::block_sigchld();
     let mut relay = None;

@@ -145,9 +145,9 @@ fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, St
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if ident.drop_privileges {
-        let (uid, gid) = (ident.uid, ident.gid);
+        let (uid, gid, clear) = (ident.uid, ident.gid, ident.child_clears_bounding_set());
         // SAFETY: become_user only makes async-signal-safe system calls.
-        unsafe { cmd.pre_exec(move || proc::become_user(uid, gid, true)) };
+        unsafe { cmd.pre_exec(move || proc::become_user(uid, gid, clear)) };
     }
     let (mut child, done) = reaper
         .spawn_waited(&mut cmd)
