@@ -198,7 +198,7 @@ pub fn phase_timings(runtime: &str, path: &str, samples: &[PhaseSample]) -> Phas
 }
 
 /// The parts of [`PhaseTimings`] that add up to the end-to-end time, with what each is
-/// and what would shorten it.
+/// and what would shorten it. The program's part is told per runtime by [`program_part`].
 pub const PARTS: [(&str, &str, &str); 5] = [
     (
         "program",
@@ -231,6 +231,54 @@ pub const PARTS: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// What the program's part is on a warm path of `runtime`, and what would shorten it:
+/// `(what, fix)`. The built-in runtimes get what docs/PERFORMANCE.md ("Where the time
+/// goes", "Known limits") measured of them on the bench's machine; any other runtime gets
+/// the generic entry of [`PARTS`].
+pub fn program_part(runtime: &str) -> (&'static str, &'static str) {
+    match runtime {
+        "python" => (
+            "the program as the agent timed it: the code handed to the pre-started \
+             interpreter and run, then its exit (about 0.9 ms of finalisation and 0.6 ms \
+             of the kernel's exit and reap on the bench's VM)",
+            "a Python that exits faster; an interpreter forked per execution from one that \
+             already started would also cut the CPU each execution costs, but the runs it \
+             served would share one hash secret and address layout (see \
+             docs/PERFORMANCE.md, \"Where the time goes\")",
+        ),
+        "node" => (
+            "the program as the agent timed it: Node.js evaluating the `-e` code in the \
+             pre-started interpreter, creating `process.stdout` on first use, and its \
+             exit, of which the kernel tearing down Node.js's address space is about \
+             4.4 ms on the bench's VM",
+            "a faster Node.js first write and exit; skipping Node.js's own teardown \
+             (`process.reallyExit` at its `exit` event) measured no gain (see \
+             docs/PERFORMANCE.md, \"Known limits\")",
+        ),
+        "deno" => (
+            "the program as the agent timed it: Deno loading, transpiling and running \
+             /sandbox/main.mts after its pre-started preload, and its exit",
+            "a faster Deno module load and exit (see docs/PERFORMANCE.md, \"Known limits\")",
+        ),
+        "bun" => (
+            "the program as the agent timed it: Bun starting, running the code and exiting \
+             (Bun is not pre-started: it reads `-e` code from argv in native code, which no \
+             preload can replace)",
+            "a pre-start for Bun, which needs a way to hand it its `-e` code after start-up \
+             (see docs/PERFORMANCE.md, \"Known limits\")",
+        ),
+        "bash" => (
+            "the program as the agent timed it: executing bash, running the code and its \
+             exit (bash is not pre-started: `eval` in a waiting bash would change its error \
+             prefixes and `$BASH_EXECUTION_STRING`)",
+            "nothing isol8 adds: most of it is creating the process (exec and dynamic \
+             loading) and its exit, which every fresh process pays (see \
+             docs/PERFORMANCE.md, \"Known limits\")",
+        ),
+        _ => (PARTS[0].1, PARTS[0].2),
+    }
+}
+
 /// A closing note for one runtime: its mean end to end split into [`PARTS`] (means add
 /// up, medians need not), the largest part, and what would shorten it. `None` when no
 /// sample had every phase.
@@ -238,7 +286,14 @@ pub fn note(t: &PhaseTimings) -> Option<String> {
     let total = t.get("end_to_end")?.mean_ms;
     let mut parts: Vec<(&str, &str, &str, f64)> = PARTS
         .iter()
-        .filter_map(|(name, what, fix)| Some((*name, *what, *fix, t.get(name)?.mean_ms)))
+        .map(|&(name, what, fix)| match name {
+            "program" => {
+                let (what, fix) = program_part(&t.runtime);
+                (name, what, fix)
+            }
+            _ => (name, what, fix),
+        })
+        .filter_map(|(name, what, fix)| Some((name, what, fix, t.get(name)?.mean_ms)))
         .collect();
     let split = parts
         .iter()
@@ -319,10 +374,19 @@ mod tests {
             "{n}"
         );
         assert!(n.contains("largest: program (88%)"), "{n}");
+        // The program's part is told per runtime; a runtime the bench knows nothing of
+        // gets the generic entry.
+        assert!(n.contains("creating `process.stdout` on first use"), "{n}");
+        assert!(n.contains("process.reallyExit"), "{n}");
+        let t = phase_timings("ruby", "warm", &[sample(50.0, 45.0, 0.0, 0.5, 48.0)]);
+        let n = note(&t).expect("a note");
         assert!(
             n.contains("a pre-started interpreter for this runtime"),
             "{n}"
         );
+        for runtime in ["python", "node", "deno", "bun", "bash"] {
+            assert_ne!(program_part(runtime).0, PARTS[0].1, "{runtime}");
+        }
         // When the engine's part dominates, the note points at the hand-offs.
         let t = phase_timings("bash", "warm", &[sample(5.0, 1.0, 0.0, 0.1, 4.5)]);
         let n = note(&t).expect("a note");
