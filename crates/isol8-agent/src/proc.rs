@@ -622,7 +622,7 @@ mod tests {
             );
         })
         .join()
-        .unwrap();
+        .expect("the test thread ends");
     }
 
     #[test]

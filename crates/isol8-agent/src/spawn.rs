@@ -454,14 +454,15 @@ mod tests {
             drop_privileges: false,
             ..Identity::from_env()
         };
-        let before = allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+        let own = || std::fs::read_to_string("/proc/thread-self/status").expect("own status");
+        let before = allowed_cpus(&own());
         let argv = ["cat", "/proc/self/status"].map(String::from);
         let env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
         let child = spawn_step(&ident, &argv, &env, "/", false, 3, &[]).expect("spawned");
         let mut out = String::new();
         std::fs::File::from(child.stdout)
             .read_to_string(&mut out)
-            .unwrap();
+            .expect("the step's output");
         let mut status = 0;
         // SAFETY: waits for the child just spawned.
         assert_eq!(
@@ -472,9 +473,6 @@ mod tests {
         // Pinned across the clone (on a machine with two CPUs or more), restored on both
         // sides: the program sees the agent's CPUs, and the agent still has them.
         assert_eq!(allowed_cpus(&out), before);
-        assert_eq!(
-            allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").unwrap()),
-            before
-        );
+        assert_eq!(allowed_cpus(&own()), before);
     }
 }
