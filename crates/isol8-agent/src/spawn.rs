@@ -75,14 +75,17 @@ struct Child {
 /// other CPU against 50 µs on the same one (`perf sched` events of warm bash steps on a
 /// 2-core VM, docs/PERFORMANCE.md). The child restores the saved set before anything
 /// else ([`step_child`]); dropping the pin restores the parent's.
-struct Pin {
+///
+/// A thread the agent starts and waits for at once benefits alike: the file thread pins
+/// around its spawn, and the new thread restores the set with [`Pin::restore_saved`].
+pub(crate) struct Pin {
     saved: libc::cpu_set_t,
 }
 
 impl Pin {
     /// Pins the calling thread to its current CPU; `None` (nothing changed) when it may
     /// run on one CPU only or a call fails.
-    fn to_current_cpu() -> Option<Pin> {
+    pub(crate) fn to_current_cpu() -> Option<Pin> {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: cpu_set_t is plain data; the calls read and write sets of `size` bytes.
         unsafe {
@@ -98,6 +101,24 @@ impl Pin {
             libc::CPU_SET(cpu as usize, &mut one);
             (libc::sched_setaffinity(0, size, &one) == 0).then_some(Pin { saved })
         }
+    }
+}
+
+impl Pin {
+    /// The CPU set the calling thread had before it was pinned.
+    pub(crate) fn saved(&self) -> libc::cpu_set_t {
+        self.saved
+    }
+
+    /// Gives the calling thread `saved` (a [`Pin::saved`]) as its CPU set: for a thread
+    /// started while its parent was pinned, first thing. Errors: the kernel refused it.
+    pub(crate) fn restore_saved(saved: &libc::cpu_set_t) -> io::Result<()> {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: sched_setaffinity reads a set of `size` bytes.
+        if unsafe { libc::sched_setaffinity(0, size, saved) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

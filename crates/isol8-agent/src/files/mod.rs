@@ -36,6 +36,7 @@ use isol8_protocol::agent::FileWrite;
 use serde::{Deserialize, Serialize};
 
 use crate::proc::{self, Identity, Reaper};
+use crate::spawn::Pin;
 use reset::reset;
 use walk::{read_file, write_files};
 
@@ -125,12 +126,21 @@ fn as_sandbox_user<T: Send>(ident: &Identity, f: impl FnOnce() -> T + Send) -> R
     }
     let (uid, gid) = (ident.uid, ident.gid);
     std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                proc::take_fs_identity(uid, gid)
-                    .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;
-                Ok(f())
-            })
+        // The caller waits for the thread at once: started on this CPU, it need not wait
+        // for an idle one to wake (crate::spawn::Pin).
+        let pin = Pin::to_current_cpu();
+        let saved = pin.as_ref().map(Pin::saved);
+        let thread = scope.spawn(move || {
+            if let Some(set) = saved {
+                Pin::restore_saved(&set)
+                    .map_err(|e| format!("cannot restore the file thread's CPUs: {e}"))?;
+            }
+            proc::take_fs_identity(uid, gid)
+                .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;
+            Ok(f())
+        });
+        drop(pin);
+        thread
             .join()
             .map_err(|_| "the file thread panicked".to_string())?
     })
