@@ -292,3 +292,25 @@ fn scrubbing_the_root_removes_extended_attributes_and_set_timestamps() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `Cpus_allowed_list` of the calling thread.
+fn own_cpus() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .expect("own status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("a Cpus_allowed_list line")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_file_thread_gets_the_agents_cpus_and_the_caller_keeps_them() {
+    // As root the work runs on a thread started while the caller was pinned to its CPU
+    // (crate::spawn::Pin); the thread restores the set before anything else.
+    let ident = crate::proc::Identity::from_env();
+    let before = own_cpus();
+    let on_thread = super::as_sandbox_user(&ident, own_cpus).expect("the file thread ran");
+    assert_eq!(on_thread, before);
+    assert_eq!(own_cpus(), before);
+}
