@@ -68,12 +68,6 @@ impl Identity {
             bounding_set_clear: false,
         }
     }
-
-    /// Whether a child must clear the capability bounding set itself before it becomes
-    /// the sandbox user (the agent's own set was not emptied at start-up).
-    pub fn child_clears_bounding_set(&self) -> bool {
-        !self.bounding_set_clear
-    }
 }
 
 /// Highest capability number [`clear_bounding_set`] tries (the kernel refuses numbers
@@ -376,7 +370,7 @@ pub fn signal_as_sandbox(ident: &Identity, reaper: &Reaper, target: libc::pid_t,
         }
         return;
     }
-    let (uid, gid, clear) = (ident.uid, ident.gid, ident.child_clears_bounding_set());
+    let (uid, gid, clear) = (ident.uid, ident.gid, !ident.bounding_set_clear);
     match signal_from_clone(uid, gid, target, sig) {
         Ok(()) => return,
         Err(e) => log(&format!(

@@ -99,12 +99,10 @@ impl Pin {
             }
             let mut one: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu as usize, &mut one);
-            (libc::sched_setaffinity(0, size, &one) == 0).then_some(Pin { saved })
+            set_own_cpus(&one).then_some(Pin { saved })
         }
     }
-}
 
-impl Pin {
     /// The CPU set the calling thread had before it was pinned.
     pub(crate) fn saved(&self) -> libc::cpu_set_t {
         self.saved
@@ -113,9 +111,7 @@ impl Pin {
     /// Gives the calling thread `saved` (a [`Pin::saved`]) as its CPU set: for a thread
     /// started while its parent was pinned, first thing. Errors: the kernel refused it.
     pub(crate) fn restore_saved(saved: &libc::cpu_set_t) -> io::Result<()> {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: sched_setaffinity reads a set of `size` bytes.
-        if unsafe { libc::sched_setaffinity(0, size, saved) } != 0 {
+        if !set_own_cpus(saved) {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -124,14 +120,26 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: restores the set read in `to_current_cpu`.
-        if unsafe { libc::sched_setaffinity(0, size, &self.saved) } != 0 {
+        if !set_own_cpus(&self.saved) {
             crate::log(&format!(
                 "cannot restore the agent's CPU affinity: {}",
                 io::Error::last_os_error()
             ));
         }
+    }
+}
+
+/// Makes `set` the calling thread's CPU set; false when the kernel refused it (`errno`
+/// says why). A raw system call, so also safe in [`step_child`].
+fn set_own_cpus(set: *const libc::cpu_set_t) -> bool {
+    // SAFETY: sched_setaffinity reads a set of the given size from a valid pointer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            set,
+        ) == 0
     }
 }
 
@@ -243,7 +251,7 @@ pub fn spawn_step(
         sh_argv: sh_argv.as_mut_ptr(),
         envp: envp_ptrs.as_ptr(),
         drop_to: ident.drop_privileges.then_some((ident.uid, ident.gid)),
-        clear_bounding_set: ident.child_clears_bounding_set(),
+        clear_bounding_set: !ident.bounding_set_clear,
         affinity: pin.as_ref().map(|p| &p.saved as *const libc::cpu_set_t),
         error: AtomicI32::new(0),
     };
@@ -357,13 +365,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
         let c = &*(arg as *const Child);
         // Every CPU the agent may use again, before the program could see the pin.
         if let Some(set) = c.affinity {
-            if libc::syscall(
-                libc::SYS_sched_setaffinity,
-                0,
-                std::mem::size_of::<libc::cpu_set_t>(),
-                set,
-            ) != 0
-            {
+            if !set_own_cpus(set) {
                 fail(c);
             }
         }
@@ -445,7 +447,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -459,13 +461,18 @@ mod tests {
     }
 
     /// `Cpus_allowed_list` of a status file (`/proc/thread-self/status`, …).
-    fn allowed_cpus(status: &str) -> String {
+    pub(crate) fn allowed_cpus(status: &str) -> String {
         status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .expect("a Cpus_allowed_list line")
             .trim()
             .to_string()
+    }
+
+    /// `Cpus_allowed_list` of the calling thread.
+    pub(crate) fn own_cpus() -> String {
+        allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").expect("own status"))
     }
 
     #[test]
@@ -475,8 +482,7 @@ mod tests {
             drop_privileges: false,
             ..Identity::from_env()
         };
-        let own = || std::fs::read_to_string("/proc/thread-self/status").expect("own status");
-        let before = allowed_cpus(&own());
+        let before = own_cpus();
         let argv = ["cat", "/proc/self/status"].map(String::from);
         let env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
         let child = spawn_step(&ident, &argv, &env, "/", false, 3, &[]).expect("spawned");
@@ -494,6 +500,6 @@ mod tests {
         // Pinned across the clone (on a machine with two CPUs or more), restored on both
         // sides: the program sees the agent's CPUs, and the agent still has them.
         assert_eq!(allowed_cpus(&out), before);
-        assert_eq!(allowed_cpus(&own()), before);
+        assert_eq!(own_cpus(), before);
     }
 }

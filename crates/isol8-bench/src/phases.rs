@@ -286,14 +286,13 @@ pub fn note(t: &PhaseTimings) -> Option<String> {
     let total = t.get("end_to_end")?.mean_ms;
     let mut parts: Vec<(&str, &str, &str, f64)> = PARTS
         .iter()
-        .map(|&(name, what, fix)| match name {
-            "program" => {
-                let (what, fix) = program_part(&t.runtime);
-                (name, what, fix)
-            }
-            _ => (name, what, fix),
+        .filter_map(|&(name, what, fix)| {
+            let (what, fix) = match name {
+                "program" => program_part(&t.runtime),
+                _ => (what, fix),
+            };
+            Some((name, what, fix, t.get(name)?.mean_ms))
         })
-        .filter_map(|(name, what, fix)| Some((name, what, fix, t.get(name)?.mean_ms)))
         .collect();
     let split = parts
         .iter()

@@ -155,7 +155,7 @@ fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, St
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if ident.drop_privileges {
-        let (uid, gid, clear) = (ident.uid, ident.gid, ident.child_clears_bounding_set());
+        let (uid, gid, clear) = (ident.uid, ident.gid, !ident.bounding_set_clear);
         // SAFETY: become_user only makes async-signal-safe system calls.
         unsafe { cmd.pre_exec(move || proc::become_user(uid, gid, clear)) };
     }

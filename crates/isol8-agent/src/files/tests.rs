@@ -11,6 +11,7 @@ use isol8_protocol::agent::FileWrite;
 use super::ipc::{parse_sysvipc, IpcKind, IpcObject};
 use super::reset::{scrub_root, xattr_names};
 use super::walk::{components, open_root, read_file, within, write_files};
+use crate::spawn::tests::own_cpus;
 
 #[test]
 fn components_stay_below_the_root() {
@@ -291,17 +292,6 @@ fn scrubbing_the_root_removes_extended_attributes_and_set_timestamps() {
         "{meta:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// `Cpus_allowed_list` of the calling thread.
-fn own_cpus() -> String {
-    std::fs::read_to_string("/proc/thread-self/status")
-        .expect("own status")
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .expect("a Cpus_allowed_list line")
-        .trim()
-        .to_string()
 }
 
 #[test]
