@@ -14,6 +14,7 @@
 //!
 //! [`Kind::Prestart`]: isol8_protocol::agent::Kind::Prestart
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -91,8 +92,9 @@ fn pipe(child: ChildEnd, above: i32) -> io::Result<(OwnedFd, OwnedFd)> {
 /// Errors when it cannot be started, ends before it is ready, or is not ready within
 /// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
+    let env = start_env(&spec);
     let (child, request, stdin, ready) = if spec.stdio {
-        let mut child = spawn::spawn_step(ident, &spec.argv, &spec.env, &spec.cwd, true, 3, &[])?;
+        let mut child = spawn::spawn_step(ident, &spec.argv, &env, &spec.cwd, true, 3, &[])?;
         let request = child
             .stdin
             .take()
@@ -106,7 +108,7 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
         let child = spawn::spawn_step(
             ident,
             &spec.argv,
-            &spec.env,
+            &env,
             &spec.cwd,
             false,
             spec.first_fd,
@@ -141,6 +143,23 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
         stdout: File::from(child.stdout),
         stderr: File::from(child.stderr),
     })
+}
+
+/// The waiting process's environment: `spec.env`, plus `LD_PRELOAD` naming
+/// [`PrestartSpec::preload`] when that file exists (an image built before the library
+/// existed lacks it, and the dynamic loader would complain on stderr) and `spec.env` has
+/// no `LD_PRELOAD` of its own (an image's own preload is left alone).
+fn start_env(spec: &PrestartSpec) -> Cow<'_, BTreeMap<String, String>> {
+    match &spec.preload {
+        Some(path)
+            if !spec.env.contains_key("LD_PRELOAD") && std::path::Path::new(path).is_file() =>
+        {
+            let mut env = spec.env.clone();
+            env.insert("LD_PRELOAD".to_string(), path.clone());
+            Cow::Owned(env)
+        }
+        _ => Cow::Borrowed(&spec.env),
+    }
 }
 
 /// Waits for the ready byte on `ready` and reads it, only it (see

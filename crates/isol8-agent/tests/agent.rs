@@ -712,6 +712,7 @@ impl Agent {
             serves_stdin,
             script: None,
             stdio: false,
+            preload: None,
         };
         agent::write_frame(&mut self.stdin, &Frame::json(Kind::Prestart, &spec))
             .expect("send prestart");

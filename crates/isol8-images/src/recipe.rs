@@ -53,7 +53,7 @@ impl Recipe {
                 binaries: vec![],
                 env: &[("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1")],
                 check: &["bash", "-c", "python3 --version && pip --version"],
-                files: &[],
+                files: &[isol8::runtime::TEARDOWN],
                 pi: false,
             },
             "node" => Recipe {
@@ -62,7 +62,7 @@ impl Recipe {
                 binaries: vec![artifacts::NODE, artifacts::NPM],
                 env: &[],
                 check: &["bash", "-c", "node --version && npm --version"],
-                files: &[isol8::runtime::NODE_LOADER],
+                files: &[isol8::runtime::NODE_LOADER, isol8::runtime::TEARDOWN],
                 pi: false,
             },
             // The node image's recipe, plus git (agents clone and commit) and pi.
@@ -90,7 +90,7 @@ impl Recipe {
                 binaries: vec![artifacts::DENO],
                 env: &[("DENO_DIR", "/tmp/deno"), ("DENO_NO_UPDATE_CHECK", "1")],
                 check: &["deno", "--version"],
-                files: &[isol8::runtime::DENO_LOADER],
+                files: &[isol8::runtime::DENO_LOADER, isol8::runtime::TEARDOWN],
                 pi: false,
             },
             "bash" => Recipe {
@@ -172,7 +172,7 @@ impl Recipe {
                 .map(|f| {
                     format!(
                         "# sha256 {}\nCOPY {} {}",
-                        hex::encode(Sha256::digest(f.contents.as_bytes())),
+                        hex::encode(Sha256::digest(f.contents)),
                         context_path(f),
                         f.path
                     )
@@ -272,9 +272,12 @@ mod tests {
         for (rt, loader) in [
             ("node", isol8::runtime::NODE_LOADER),
             ("deno", isol8::runtime::DENO_LOADER),
+            ("python", isol8::runtime::TEARDOWN),
+            ("node", isol8::runtime::TEARDOWN),
+            ("deno", isol8::runtime::TEARDOWN),
         ] {
             let df = recipe(rt).dockerfile();
-            let digest = hex::encode(Sha256::digest(loader.contents.as_bytes()));
+            let digest = hex::encode(Sha256::digest(loader.contents));
             assert!(
                 df.contains(&format!(
                     "# sha256 {digest}\nCOPY files{path} {path}",
@@ -289,7 +292,7 @@ mod tests {
                     && pos("COPY files/") < pos("COPY isol8-agent")
             );
         }
-        for rt in ["python", "bun", "bash", "agent"] {
+        for rt in ["bun", "bash", "agent"] {
             assert!(!recipe(rt).dockerfile().contains("COPY files/"), "{rt}");
         }
     }

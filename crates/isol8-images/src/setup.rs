@@ -313,8 +313,7 @@ fn runtime_context(
     }
     for file in files {
         let name = crate::recipe::context_path(file);
-        append_file(&mut tar, &name, file.contents.as_bytes(), 0o644)
-            .map_err(io(Path::new(&name)))?;
+        append_file(&mut tar, &name, file.contents, 0o644).map_err(io(Path::new(&name)))?;
     }
     if !pi.is_empty() {
         for (name, text) in [

@@ -591,6 +591,13 @@ pub struct PrestartSpec {
     /// never serves stdin, and its program finds stdin an empty pipe, not `/dev/null`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdio: bool,
+    /// A shared object the waiting process loads at start (`LD_PRELOAD`), when that file
+    /// exists in the sandbox and `env` sets no `LD_PRELOAD` of its own: isol8's teardown
+    /// library, which lets the process's exit be reported before the kernel has freed its
+    /// memory (docs/PERFORMANCE.md). The loader removes the variable with the rest of the
+    /// start-up environment, so the program and its children never see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<String>,
 }
 
 fn default_first_fd() -> i32 {
@@ -756,6 +763,7 @@ mod tests {
             serves_stdin: true,
             script: None,
             stdio: false,
+            preload: None,
         }
     }
 

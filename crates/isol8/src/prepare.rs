@@ -96,6 +96,7 @@ pub fn prestart_spec(
         serves_stdin: prestart.serves_stdin,
         script: prestart.script.clone(),
         stdio: prestart.stdio,
+        preload: prestart.preload.map(str::to_string),
     })
 }
 

@@ -859,3 +859,60 @@ async fn the_built_in_deno_runs_pre_started_with_its_own_permissions() {
     assert_eq!(r.stdout, "false true\n", "{r:?}");
     assert_clean(&fresh).await;
 }
+
+/// The teardown library (`isol8::runtime::TEARDOWN`, docs/PERFORMANCE.md) is in every
+/// pre-started interpreter's memory and in no fresh one's, and neither the program nor
+/// its children find the `LD_PRELOAD` that loaded it. The fresh run is an execution the
+/// waiting interpreter cannot serve: it sets a variable the interpreter reads at start.
+#[isol8_testkit::test(docker)]
+async fn pre_started_interpreters_carry_the_teardown_library_and_hide_how() {
+    let cases = [
+        (
+            "python",
+            "import os, subprocess\n\
+             print('libisol8-teardown' in open('/proc/self/maps').read(), \
+             os.environ.get('LD_PRELOAD'), \
+             subprocess.run(['sh', '-c', 'echo ${LD_PRELOAD-unset}'], \
+             capture_output=True, text=True).stdout.strip())",
+            ("PYTHONHASHSEED", "0"),
+            ("True None unset\n", "False None unset\n"),
+        ),
+        (
+            "node",
+            "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');\n\
+             const child = require('child_process').execSync('echo ${LD_PRELOAD-unset}');\n\
+             console.log(maps.includes('libisol8-teardown'), process.env.LD_PRELOAD, \
+             child.toString().trim())",
+            ("NODE_PATH", "/nowhere"),
+            ("true undefined unset\n", "false undefined unset\n"),
+        ),
+        (
+            "deno-all",
+            "const maps = Deno.readTextFileSync('/proc/self/maps');\n\
+             const child = new Deno.Command('sh', { args: ['-c', 'echo ${LD_PRELOAD-unset}'] })\
+             .outputSync();\n\
+             console.log(maps.includes('libisol8-teardown'), Deno.env.get('LD_PRELOAD'), \
+             new TextDecoder().decode(child.stdout).trim())",
+            ("RUST_BACKTRACE", "0"),
+            ("true undefined unset\n", "false undefined unset\n"),
+        ),
+    ];
+    for (runtime, program, (name, value), (warm, fresh)) in cases {
+        let engine = pooled(runtime, false).await;
+        let r = ready_run(&engine, code(runtime, program)).await;
+        assert_eq!(
+            (r.stdout.as_str(), r.exit_code),
+            (warm, 0),
+            "{runtime}: {r:?}"
+        );
+        let mut req = code(runtime, program);
+        req.env = BTreeMap::from([(name.to_string(), value.to_string())]);
+        let r = ready_run(&engine, req).await;
+        assert_eq!(
+            (r.stdout.as_str(), r.exit_code),
+            (fresh, 0),
+            "{runtime}: {r:?}"
+        );
+        assert_clean(&engine).await;
+    }
+}

@@ -67,6 +67,10 @@ pub struct Prestart {
     /// The request comes on stdin and the ready byte goes to stdout
     /// ([`isol8_protocol::agent::PrestartSpec::stdio`]).
     pub stdio: bool,
+    /// A shared object in the image that the waiting process loads
+    /// ([`isol8_protocol::agent::PrestartSpec::preload`]): [`TEARDOWN`]'s path for the
+    /// built-in runtimes.
+    pub preload: Option<&'static str>,
 }
 
 /// A file that a runtime's image carries for isol8 (root-owned, mode 0644), such as a
@@ -75,9 +79,20 @@ pub struct Prestart {
 pub struct ImageFile {
     /// Absolute path in the image.
     pub path: &'static str,
-    /// The file's text.
-    pub contents: &'static str,
+    /// The file's bytes.
+    pub contents: &'static [u8],
 }
+
+/// The teardown library (`preload/teardown.rs`, built by this crate's build script): a
+/// shared object with no dependency that a pre-started interpreter loads
+/// ([`Prestart::preload`]). At the process's exit, after the runtime's own exit handlers,
+/// it starts a task that shares the process's memory and dies with it, so the kernel
+/// frees that memory after the exit has been reported instead of before. `isol8 setup`
+/// puts it in the images of the runtimes that pre-start (python, node, deno).
+pub const TEARDOWN: ImageFile = ImageFile {
+    path: "/usr/local/lib/isol8/libisol8-teardown.so",
+    contents: include_bytes!(concat!(env!("OUT_DIR"), "/libisol8-teardown.so")),
+};
 
 /// Start-up variables of every interpreter: the locale and `TZ` (read by the C library
 /// or ICU) and what the C library and the dynamic loader read.
@@ -106,7 +121,7 @@ const PYTHON_LOADER: &str = include_str!("prestart.py");
 /// puts it in the node image.
 pub const NODE_LOADER: ImageFile = ImageFile {
     path: "/usr/local/lib/isol8/prestart.js",
-    contents: include_str!("prestart.js"),
+    contents: include_bytes!("prestart.js"),
 };
 
 /// Descriptor of the node loader's request pipe (`prestart.js` reads 100 to 102): above
@@ -127,6 +142,7 @@ impl Prestart {
             serves_stdin: true,
             script: None,
             stdio: false,
+            preload: Some(TEARDOWN.path),
         }
     }
 
@@ -144,6 +160,7 @@ impl Prestart {
             serves_stdin: false,
             script: None,
             stdio: false,
+            preload: Some(TEARDOWN.path),
         }
     }
 
@@ -193,6 +210,7 @@ impl Prestart {
             serves_stdin: false,
             script: Some(script),
             stdio: true,
+            preload: Some(TEARDOWN.path),
         }
     }
 }
@@ -201,7 +219,7 @@ impl Prestart {
 /// puts it in the deno image.
 pub const DENO_LOADER: ImageFile = ImageFile {
     path: "/usr/local/lib/isol8/prestart-deno.js",
-    contents: include_str!("prestart-deno.js"),
+    contents: include_bytes!("prestart-deno.js"),
 };
 
 /// The extension of Deno's inline code file (its runtime's first).
@@ -425,6 +443,9 @@ impl RuntimeRegistry {
         self.runtimes.iter()
     }
 }
+
+#[cfg(test)]
+mod teardown;
 
 #[cfg(test)]
 mod tests {
