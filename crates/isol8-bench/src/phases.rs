@@ -210,7 +210,8 @@ pub const PARTS: [(&str, &str, &str); 5] = [
     (
         "in_run_overhead",
         "frames to and from the agent (over the data socket, or dockerd and the shim), \
-         measuring, killing what the program left, the exit frame",
+         measuring, killing what the program left (for a pre-started program, the holder \
+         of its memory, whose teardown then shares the cores), the exit frame",
         "fewer thread and process hand-offs between the engine, the agent and the program \
          (see docs/PERFORMANCE.md, \"Where the time goes\")",
     ),
@@ -239,8 +240,8 @@ pub fn program_part(runtime: &str) -> (&'static str, &'static str) {
     match runtime {
         "python" => (
             "the program as the agent timed it: the code handed to the pre-started \
-             interpreter and run, then its exit (about 0.9 ms of finalisation and 0.6 ms \
-             of the kernel's exit and reap on the bench's VM)",
+             interpreter and run, then its exit (about 1 ms of finalisation on the bench's \
+             VM; the kernel frees the memory after the exit is reported)",
             "a Python that exits faster; an interpreter forked per execution from one that \
              already started would also cut the CPU each execution costs, but the runs it \
              served would share one hash secret and address layout (see \
@@ -249,11 +250,9 @@ pub fn program_part(runtime: &str) -> (&'static str, &'static str) {
         "node" => (
             "the program as the agent timed it: Node.js evaluating the `-e` code in the \
              pre-started interpreter, creating `process.stdout` on first use, and its \
-             exit, of which the kernel tearing down Node.js's address space is about \
-             4.4 ms on the bench's VM",
-            "a faster Node.js first write and exit; skipping Node.js's own teardown \
-             (`process.reallyExit` at its `exit` event) measured no gain (see \
-             docs/PERFORMANCE.md, \"Known limits\")",
+             exit (the kernel frees Node.js's memory after the exit is reported)",
+            "a faster Node.js first evaluation and first write (see docs/PERFORMANCE.md, \
+             \"Known limits\")",
         ),
         "deno" => (
             "the program as the agent timed it: Deno loading, transpiling and running \
@@ -376,7 +375,7 @@ mod tests {
         // The program's part is told per runtime; a runtime the bench knows nothing of
         // gets the generic entry.
         assert!(n.contains("creating `process.stdout` on first use"), "{n}");
-        assert!(n.contains("process.reallyExit"), "{n}");
+        assert!(n.contains("a faster Node.js first evaluation"), "{n}");
         let t = phase_timings("ruby", "warm", &[sample(50.0, 45.0, 0.0, 0.5, 48.0)]);
         let n = note(&t).expect("a note");
         assert!(
