@@ -94,6 +94,38 @@ fn fatal(msg: &str) -> ! {
     std::process::exit(2);
 }
 
+/// How long [`spawn_step_thread`] keeps trying while the process limit is full.
+const THREAD_SLOT_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a thread running `work` for a step that is already running. Threads count
+/// against the sandbox's process limit (`pidsLimit`), which a program that forks without
+/// end fills within milliseconds of its start, possibly before the agent started the
+/// step's reader threads: so while `clone` says `EAGAIN`, this retries every millisecond
+/// for up to [`THREAD_SLOT_WAIT`] (slots free up as the program's processes end, and the
+/// timeout's kill frees them all). Ends the agent, as `thread::spawn` would, when none
+/// frees up or on any other error.
+fn spawn_step_thread<F: FnOnce() + Send + 'static>(work: F) {
+    // A failed spawn drops its closure: the work waits here for the next attempt.
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let deadline = Instant::now() + THREAD_SLOT_WAIT;
+    loop {
+        let mine = Arc::clone(&slot);
+        let started = thread::Builder::new().spawn(move || {
+            let work = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(work) = work {
+                work();
+            }
+        });
+        match started {
+            Ok(_) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => fatal(&format!("cannot start a thread for the step: {e}")),
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(files::HELPER_ARG) {
@@ -604,7 +636,7 @@ impl Agent {
             if let Some(mut stdin) = run.stdin.take() {
                 let keep_open = spec.interactive;
                 let (tx_back, rx_back) = mpsc::channel();
-                thread::spawn(move || {
+                spawn_step_thread(move || {
                     let _ = stdin.write_all(&data);
                     if keep_open {
                         let _ = tx_back.send(stdin);
@@ -718,7 +750,7 @@ impl Agent {
     ) {
         let out = self.out.clone();
         let tx = self.tx.clone();
-        thread::spawn(move || {
+        spawn_step_thread(move || {
             let mut stats = start;
             let mut buf = vec![0u8; agent::OUTPUT_CHUNK];
             let mut frame = Vec::with_capacity(agent::OUTPUT_CHUNK + agent::HEADER_LEN + 2);
@@ -763,5 +795,17 @@ mod tests {
         assert_eq!(cap_chunk(100, 10, 100), (0, true));
         assert_eq!(cap_chunk(200, 10, 100), (0, true));
         assert_eq!(cap_chunk(90, 10, 100), (10, false));
+    }
+
+    #[test]
+    fn a_step_thread_runs_its_work_once() {
+        let (tx, rx) = mpsc::channel();
+        spawn_step_thread(move || tx.send(thread::current().id()).expect("send"));
+        let ran_on = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the work ran");
+        assert_ne!(ran_on, thread::current().id());
+        // The sender went with the work: nothing else will ever come.
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     }
 }
