@@ -30,7 +30,7 @@ fn main() {
     ])
     .arg(&object)
     .arg(source);
-    // Only this crate's own linker setting applies (a cross linker named for the target).
+    // A cross build names its linker in the environment; this object needs it too.
     let linker_var = format!(
         "CARGO_TARGET_{}_LINKER",
         target.to_uppercase().replace(['-', '.'], "_")

@@ -31,7 +31,6 @@
 //! system calls for x86-64 and arm64. System call numbers are from the kernel's
 //! `arch/x86/entry/syscalls/syscall_64.tbl` and `include/uapi/asm-generic/unistd.h`.
 #![no_std]
-#![allow(clippy::missing_safety_doc)]
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -126,6 +125,24 @@ extern "C" fn exiting() {
     }
 }
 
+/// `asm!` with the holder's code for this architecture (the template before `;`) and the
+/// system call numbers and constants it names, then the clone's register operands.
+macro_rules! holder_asm {
+    ($($code:literal),+; $($operands:tt)*) => {
+        core::arch::asm!(
+            $($code,)+
+            close_range = const nr::CLOSE_RANGE,
+            prctl = const nr::PRCTL,
+            pdeathsig = const PR_SET_PDEATHSIG,
+            sigkill = const SIGKILL,
+            getppid = const nr::GETPPID,
+            ppoll = const nr::PPOLL,
+            exit = const nr::EXIT,
+            $($operands)*
+        )
+    };
+}
+
 /// Clones the holder (see the module docs). The child never returns from the assembly:
 /// it closes its descriptors, asks for `SIGKILL` at its parent's death, leaves at once if
 /// the parent (`parent`) is already gone, and otherwise sleeps in `ppoll` with no
@@ -137,7 +154,7 @@ unsafe fn start_holder(parent: usize) {
     // but only executes the system calls below, all signals blocked, so it never touches
     // the stack this thread goes on using.
     unsafe {
-        core::arch::asm!(
+        holder_asm!(
             "syscall",
             "test rax, rax",
             "jnz 6f",
@@ -170,14 +187,7 @@ unsafe fn start_holder(parent: usize) {
             "mov eax, {exit}",
             "xor edi, edi",
             "syscall",
-            "6:",
-            close_range = const nr::CLOSE_RANGE,
-            prctl = const nr::PRCTL,
-            pdeathsig = const PR_SET_PDEATHSIG,
-            sigkill = const SIGKILL,
-            getppid = const nr::GETPPID,
-            ppoll = const nr::PPOLL,
-            exit = const nr::EXIT,
+            "6:";
             inlateout("rax") nr::CLONE => _,
             inlateout("rdi") CLONE_VM => _,
             inlateout("rsi") 0usize => _,
@@ -197,7 +207,7 @@ unsafe fn start_holder(parent: usize) {
 unsafe fn start_holder(parent: usize) {
     // SAFETY: as the x86-64 version.
     unsafe {
-        core::arch::asm!(
+        holder_asm!(
             "svc 0",
             "cbnz x0, 6f",
             "mov x8, {close_range}",
@@ -227,14 +237,7 @@ unsafe fn start_holder(parent: usize) {
             "mov x8, {exit}",
             "mov x0, #0",
             "svc 0",
-            "6:",
-            close_range = const nr::CLOSE_RANGE,
-            prctl = const nr::PRCTL,
-            pdeathsig = const PR_SET_PDEATHSIG,
-            sigkill = const SIGKILL,
-            getppid = const nr::GETPPID,
-            ppoll = const nr::PPOLL,
-            exit = const nr::EXIT,
+            "6:";
             inlateout("x8") nr::CLONE => _,
             inlateout("x0") CLONE_VM => _,
             inlateout("x1") 0usize => _,
