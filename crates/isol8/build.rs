@@ -24,6 +24,9 @@ fn main() {
         "-Copt-level=2",
         "-Cstrip=symbols",
         "-Dwarnings",
+        // Every symbol it uses from elsewhere is a weak reference it checks: a strong
+        // one (a C library function the compiler called for a loop) fails the build.
+        "-Clink-arg=-Wl,-z,defs",
         "--target",
         &target,
         "-o",

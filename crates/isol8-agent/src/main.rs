@@ -596,10 +596,11 @@ impl Agent {
         let started = match handed {
             Some(h) => h,
             None => {
+                let env = prestart::with_preload(&spec.env, step.preload.as_deref());
                 let child = spawn::spawn_step(
                     &self.ident,
                     &step.argv,
-                    &spec.env,
+                    &env,
                     &spec.cwd,
                     feeds_stdin,
                     3,

@@ -92,7 +92,7 @@ fn pipe(child: ChildEnd, above: i32) -> io::Result<(OwnedFd, OwnedFd)> {
 /// Errors when it cannot be started, ends before it is ready, or is not ready within
 /// [`PRESTART_READY_TIMEOUT_MS`] (it is then killed).
 pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Result<Waiting> {
-    let env = start_env(&spec);
+    let env = with_preload(&spec.env, spec.preload.as_deref());
     let (child, request, stdin, ready) = if spec.stdio {
         let mut child = spawn::spawn_step(ident, &spec.argv, &env, &spec.cwd, true, 3, &[])?;
         let request = child
@@ -145,20 +145,22 @@ pub fn start(ident: &Identity, reaper: &Reaper, spec: PrestartSpec) -> io::Resul
     })
 }
 
-/// The waiting process's environment: `spec.env`, plus `LD_PRELOAD` naming
-/// [`PrestartSpec::preload`] when that file exists (an image built before the library
-/// existed lacks it, and the dynamic loader would complain on stderr) and `spec.env` has
-/// no `LD_PRELOAD` of its own (an image's own preload is left alone).
-fn start_env(spec: &PrestartSpec) -> Cow<'_, BTreeMap<String, String>> {
-    match &spec.preload {
-        Some(path)
-            if !spec.env.contains_key("LD_PRELOAD") && std::path::Path::new(path).is_file() =>
-        {
-            let mut env = spec.env.clone();
-            env.insert("LD_PRELOAD".to_string(), path.clone());
+/// The environment of a process that loads `preload` ([`PrestartSpec::preload`],
+/// `agent::Step::preload`): `env`, plus `LD_PRELOAD` naming `preload` when that file
+/// exists (an image built before the library existed lacks it, and the dynamic loader
+/// would complain on stderr) and `env` has no `LD_PRELOAD` of its own (an image's or a
+/// request's own preload is left alone).
+pub fn with_preload<'a>(
+    env: &'a BTreeMap<String, String>,
+    preload: Option<&str>,
+) -> Cow<'a, BTreeMap<String, String>> {
+    match preload {
+        Some(path) if !env.contains_key("LD_PRELOAD") && std::path::Path::new(path).is_file() => {
+            let mut env = env.clone();
+            env.insert("LD_PRELOAD".to_string(), path.to_string());
             Cow::Owned(env)
         }
-        _ => Cow::Borrowed(&spec.env),
+        _ => Cow::Borrowed(env),
     }
 }
 
@@ -243,5 +245,24 @@ impl Waiting {
         // Killed before its pipes close, so it never sees an empty request.
         proc::signal_as_sandbox(ident, reaper, -self.pid, libc::SIGKILL);
         self.pid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preload_is_added_only_when_its_file_exists_and_env_has_none() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let exe = exe.to_str().expect("a UTF-8 path");
+        let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let added = with_preload(&env, Some(exe));
+        assert_eq!(added.get("LD_PRELOAD").map(String::as_str), Some(exe));
+        assert_eq!(added.get("A").map(String::as_str), Some("1"));
+        assert_eq!(*with_preload(&env, Some("/nowhere/lib.so")), env);
+        assert_eq!(*with_preload(&env, None), env);
+        let own = BTreeMap::from([("LD_PRELOAD".to_string(), "/x.so".to_string())]);
+        assert_eq!(*with_preload(&own, Some(exe)), own);
     }
 }

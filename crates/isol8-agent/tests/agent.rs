@@ -177,6 +177,7 @@ fn bash(phase: StepPhase, script: &str) -> Step {
     Step {
         phase,
         argv: vec!["bash".into(), "-c".into(), script.into()],
+        preload: None,
     }
 }
 
@@ -447,6 +448,7 @@ fn missing_program_is_reported_not_fatal() {
     let spec = a.spec(vec![Step {
         phase: StepPhase::Code,
         argv: vec!["definitely-not-a-program".into()],
+        preload: None,
     }]);
     let out = a.exec(&spec);
     assert!(out

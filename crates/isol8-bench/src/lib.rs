@@ -12,8 +12,9 @@
 //!   waiting (the bench waits, untimed, until the pool is ready before each sample);
 //! * `warm_back_to_back` — `warm` with each request sent as soon as the one before
 //!   returned, so it also waits for that one's reset and pre-start;
-//! * `warm_fresh` (runtimes with a pre-started interpreter) — `warm` on an engine that
-//!   starts every program fresh (`EngineConfig::fresh_starts`): what pre-starting saves;
+//! * `warm_fresh` (runtimes with a pre-started interpreter or a preloaded library) —
+//!   `warm` on an engine that starts every program fresh and plain
+//!   (`EngineConfig::fresh_starts`): what pre-starting and the teardown library save;
 //! * `warm_stdio` — `warm` with the frames through the container's attached stdio
 //!   (`EngineConfig::stdio_frames`), not the data socket: what the socket saves;
 //! * `warm_audited` — `warm` on an engine that writes the audit log (config `audit`,
@@ -446,6 +447,12 @@ async fn ready_samples(
     Ok(out)
 }
 
+/// Whether `runtime` runs its programs differently from a plain fresh start (a
+/// pre-started interpreter, a preloaded library): such runtimes get `warm_fresh` rows.
+fn starts_differently(runtime: &isol8::runtime::Runtime) -> bool {
+    runtime.prestart.is_some() || runtime.code_preload.is_some()
+}
+
 /// The samples of [`ready_samples`]' pairs.
 fn samples_of(pairs: Vec<(Sample, Reported)>) -> Vec<Sample> {
     pairs.into_iter().map(|(s, _)| s).collect()
@@ -831,9 +838,9 @@ pub async fn run(
             &back_to_back,
         ));
 
-        if registry.get(runtime)?.prestart.is_some() {
-            // The same ready pool with every program started fresh: what pre-starting
-            // saves, measured in this run.
+        if starts_differently(registry.get(runtime)?) {
+            // The same ready pool with every program started fresh and plain: what
+            // pre-starting and the teardown library save, measured in this run.
             progress(format!("{runtime}: warm, started fresh"));
             let fresh = ready_samples(&fresh_engine, &fresh_recorder, &req, opts.n).await?;
             results.push(summarize_samples(runtime, "warm_fresh", &samples_of(fresh)));
@@ -889,7 +896,7 @@ pub async fn run(
         kinds.push((runtime, false));
         // Pre-starting moves the interpreter's start-up off the request's path but not
         // off the CPU: the same ready pool with fresh starts, measured beside it.
-        if registry.get(runtime)?.prestart.is_some() {
+        if starts_differently(registry.get(runtime)?) {
             kinds.push((runtime, true));
         }
     }

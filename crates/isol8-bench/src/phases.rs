@@ -262,7 +262,8 @@ pub fn program_part(runtime: &str) -> (&'static str, &'static str) {
         "bun" => (
             "the program as the agent timed it: Bun starting, running the code and exiting \
              (Bun is not pre-started: it reads `-e` code from argv in native code, which no \
-             preload can replace)",
+             preload can replace; it loads the teardown library, so the kernel frees its \
+             memory after the exit is reported)",
             "a pre-start for Bun, which needs a way to hand it its `-e` code after start-up \
              (see docs/PERFORMANCE.md, \"Known limits\")",
         ),

@@ -81,7 +81,7 @@ impl Recipe {
                 binaries: vec![bun],
                 env: &[],
                 check: &["bun", "--version"],
-                files: &[],
+                files: &[isol8::runtime::TEARDOWN],
                 pi: false,
             },
             "deno" => Recipe {
@@ -274,6 +274,7 @@ mod tests {
             ("deno", isol8::runtime::DENO_LOADER),
             ("python", isol8::runtime::TEARDOWN),
             ("node", isol8::runtime::TEARDOWN),
+            ("bun", isol8::runtime::TEARDOWN),
             ("deno", isol8::runtime::TEARDOWN),
         ] {
             let df = recipe(rt).dockerfile();
@@ -292,7 +293,7 @@ mod tests {
                     && pos("COPY files/") < pos("COPY isol8-agent")
             );
         }
-        for rt in ["bun", "bash", "agent"] {
+        for rt in ["bash", "agent"] {
             assert!(!recipe(rt).dockerfile().contains("COPY files/"), "{rt}");
         }
     }

@@ -364,6 +364,14 @@ pub struct Step {
     pub phase: StepPhase,
     /// Program and arguments (`argv[0]` is looked up in `PATH`).
     pub argv: Vec<String>,
+    /// A shared object the program loads at start (`LD_PRELOAD`), when that file exists
+    /// in the sandbox and the execution's `env` sets no `LD_PRELOAD` of its own: isol8's
+    /// teardown library (see [`PrestartSpec::preload`]) for the code step of a runtime
+    /// that starts fresh (Bun). The library takes the variable out of the environment
+    /// before the program reads it. Ignored when a pre-started interpreter serves the
+    /// step (it has its own). `None` (absent): nothing is preloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<String>,
 }
 
 /// A file the agent writes before running the steps.
@@ -594,8 +602,9 @@ pub struct PrestartSpec {
     /// A shared object the waiting process loads at start (`LD_PRELOAD`), when that file
     /// exists in the sandbox and `env` sets no `LD_PRELOAD` of its own: isol8's teardown
     /// library, which lets the process's exit be reported before the kernel has freed its
-    /// memory (docs/PERFORMANCE.md). The loader removes the variable with the rest of the
-    /// start-up environment, so the program and its children never see it.
+    /// memory (docs/PERFORMANCE.md). The library takes the variable out of the
+    /// environment at load, and the loader replaces the start-up environment anyway, so
+    /// the program and its children never see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preload: Option<String>,
 }

@@ -26,6 +26,17 @@
 //! - Whatever fails (no process slot, an old kernel without `close_range`), the process
 //!   simply exits as it would have without the library.
 //!
+//! The holder starts at `exit` (an ELF destructor) and at `quick_exit` (a handler
+//! registered with the C library's `__cxa_at_quick_exit` when it has one: Bun ends that
+//! way, and ELF destructors do not run there), whichever comes first, once.
+//!
+//! The library also keeps the way it was loaded out of the program's sight: when the
+//! environment holds `LD_PRELOAD` naming nothing but a file called
+//! `libisol8-teardown.so` (the variable the agent adds), its constructor takes that entry
+//! out of the environment array before the program's own code reads it, so neither the
+//! program nor anything it starts sees it. (`/proc/self/environ` still shows the
+//! variable: that is the kernel's copy of the process's initial environment.)
+//!
 //! Built by the `isol8` crate's build script as a `no_std` shared object with no library
 //! dependency (not even the C library): `.init_array` and `.fini_array` entries and raw
 //! system calls for x86-64 and arm64. System call numbers are from the kernel's
@@ -65,8 +76,42 @@ mod nr {
     pub const CLOSE_RANGE: usize = 436;
 }
 
-/// The process this library was loaded into (0 until its constructor ran).
+/// The process this library was loaded into (0 until its constructor ran, and again
+/// once its holder was started).
 static LOADED_INTO: AtomicI32 = AtomicI32::new(0);
+
+/// The `LD_PRELOAD` entry the constructor takes out of the environment: this prefix, then
+/// a path ending in [`FILE_NAME`] with no separator (`:` or space) of a list.
+const PRELOAD_PREFIX: &[u8] = b"LD_PRELOAD=";
+/// The library's file name, as the agent names it (`/usr/local/lib/isol8/` in the images).
+const FILE_NAME: &[u8] = b"/libisol8-teardown.so";
+
+// Symbols of the C library this library uses when the process has them, and does without
+// otherwise: weak references, which the dynamic loader resolves to 0 when absent.
+core::arch::global_asm!(".weak environ", ".weak __cxa_at_quick_exit");
+
+/// The address the dynamic loader gave the symbol `$sym` (0 when the process has none),
+/// read from the global offset table in assembly, so that the compiler cannot assume it
+/// is not null.
+macro_rules! got_address {
+    ($sym:literal) => {{
+        let address: usize;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a load from this object's own global offset table.
+        unsafe {
+            core::arch::asm!(concat!("mov {a}, qword ptr [rip + ", $sym, "@GOTPCREL]"),
+                a = out(reg) address, options(nostack, readonly, preserves_flags));
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!(concat!("adrp {a}, :got:", $sym),
+                concat!("ldr {a}, [{a}, :got_lo12:", $sym, "]"),
+                a = out(reg) address, options(nostack, readonly, preserves_flags));
+        }
+        address
+    }};
+}
 
 /// A system call with up to four arguments; returns the raw result (`-errno` on failure).
 #[inline(always)]
@@ -92,15 +137,103 @@ extern "C" fn loaded() {
     // SAFETY: getpid takes no arguments.
     let pid = unsafe { syscall4(nr::GETPID, 0, 0, 0, 0) };
     LOADED_INTO.store(pid as i32, Ordering::Relaxed);
+    let environ = got_address!("environ") as *const *mut *const u8;
+    if !environ.is_null() {
+        // SAFETY: the C library's `environ`, which it sets before any constructor runs
+        // (glibc and musl alike): a null-terminated array of C strings.
+        unsafe { forget_own_preload(*environ) };
+    }
+    let at_quick_exit = got_address!("__cxa_at_quick_exit");
+    if at_quick_exit != 0 {
+        // SAFETY: glibc's `int __cxa_at_quick_exit(void (*)(void), void *dso)`, which
+        // `at_quick_exit` calls; no object handle, as this library is never unloaded.
+        unsafe {
+            let register: unsafe extern "C" fn(extern "C" fn(), *mut u8) -> i32 =
+                core::mem::transmute(at_quick_exit);
+            register(exiting, core::ptr::null_mut());
+        }
+    }
+}
+
+/// Takes the agent's `LD_PRELOAD` entry ([`PRELOAD_PREFIX`], [`FILE_NAME`]) out of the
+/// null-terminated array `env`, moving the entries after it up one place.
+///
+/// # Safety
+/// `env` is null or a writable null-terminated array of C strings.
+unsafe fn forget_own_preload(env: *mut *const u8) {
+    if env.is_null() {
+        return;
+    }
+    let mut i = 0;
+    // SAFETY: within the array, up to and including its null terminator.
+    unsafe {
+        while !(*env.add(i)).is_null() {
+            if is_own_preload(*env.add(i)) {
+                loop {
+                    let next = *env.add(i + 1);
+                    *env.add(i) = next;
+                    if next.is_null() {
+                        return;
+                    }
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Whether the C string `entry` is `LD_PRELOAD=` and one path ending in [`FILE_NAME`]
+/// (no `:`, space or tab, which separate a list). Compares byte by byte: no C library
+/// function (`strlen`, `memcmp`) to link against.
+///
+/// # Safety
+/// `entry` is a valid C string.
+unsafe fn is_own_preload(entry: *const u8) -> bool {
+    // SAFETY: every read stops at the first byte that differs, and a NUL differs from
+    // every byte of the prefix, so none passes the string's end.
+    unsafe {
+        for (i, &b) in PRELOAD_PREFIX.iter().enumerate() {
+            if *entry.add(i) != b {
+                return false;
+            }
+        }
+        let value = entry.add(PRELOAD_PREFIX.len());
+        let mut len = 0;
+        loop {
+            match *value.add(len) {
+                0 => break,
+                b':' | b' ' | b'\t' => return false,
+                _ => len += 1,
+            }
+        }
+        let Some(start) = len.checked_sub(FILE_NAME.len()) else {
+            return false;
+        };
+        let mut i = 0;
+        while i < FILE_NAME.len() {
+            if *value.add(start + i) != FILE_NAME[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }
 
 extern "C" fn exiting() {
     // SAFETY: getpid takes no arguments.
     let pid = unsafe { syscall4(nr::GETPID, 0, 0, 0, 0) };
+    // Once: `quick_exit` called from an exit handler, or `exit` from a quick-exit one,
+    // finds it taken. (A plain load and store: a compare-and-swap would call the C
+    // library on arm64. Should two threads reach `exit` and `quick_exit` at once, each
+    // starts a holder, and both end with the process.)
     if pid as i32 != LOADED_INTO.load(Ordering::Relaxed) {
-        // A forked child of the interpreter: not ours to speed up.
+        // A forked child of the interpreter (not ours to speed up), or the holder
+        // already started.
         return;
     }
+    LOADED_INTO.store(0, Ordering::Relaxed);
     let all: u64 = !0;
     let mut saved: u64 = 0;
     // SAFETY: valid sigset pointers of the kernel's size (8 bytes). Every signal is

@@ -260,6 +260,12 @@ pub fn prepare(
         None => SANDBOX_ROOT.to_string(),
     };
 
+    // The runtime's preload goes with its own interpreter running `code`, not with a
+    // `cmd` (a shell command line) or a coding agent.
+    let code_preload = match (&req.code, runtime.coding_agent) {
+        (Some(_), false) => runtime.code_preload.map(str::to_string),
+        _ => None,
+    };
     let code_argv = match (&req.code, &req.cmd) {
         (Some(_), Some(_)) => {
             return Err(Error::InvalidRequest(
@@ -337,17 +343,20 @@ pub fn prepare(
         steps.push(Step {
             phase: StepPhase::Setup,
             argv: image_setup_argv(),
+            preload: None,
         });
     }
     if let Some(script) = &req.setup_script {
         steps.push(Step {
             phase: StepPhase::Setup,
             argv: vec!["bash".into(), "-c".into(), script.clone()],
+            preload: None,
         });
     }
     steps.push(Step {
         phase: StepPhase::Code,
         argv: code_argv,
+        preload: code_preload,
     });
 
     let image = settings
@@ -467,6 +476,7 @@ fn install_step(runtime: &Runtime, packages: &[String]) -> Result<Option<Step>> 
     Ok(Some(Step {
         phase: StepPhase::Setup,
         argv,
+        preload: None,
     }))
 }
 

@@ -116,6 +116,7 @@ async fn a_thousand_runs_in_one_pre_started_sandbox_see_nothing_of_each_other() 
 }
 
 /// One program of the differential test: code, and what it is given.
+#[derive(Clone)]
 struct Program {
     code: &'static str,
     stdin: Option<&'static str>,
@@ -460,18 +461,12 @@ async fn a_thousand_runs_see_nothing_of_each_other(runtime: &str, check: &str, s
     assert_clean(&engine).await;
 }
 
-/// Node programs whose stdout, stderr and exit code must not depend on how the
-/// interpreter started (see [`PROGRAMS`]); stack traces include Node.js's own frames.
-const NODE_PROGRAMS: &[Program] = &[
+/// JavaScript programs whose stdout, stderr and exit code must not depend on how Node.js
+/// or Bun started (see [`NODE_PROGRAMS`], [`BUN_PROGRAMS`]): errors and their stack
+/// traces, exits, signals, the event loop, TypeScript, imports, the environment of
+/// libraries and children, stdio, ids and limits.
+const JS_PROGRAMS: &[Program] = &[
     p("console.log('hello')"),
-    p("console.log(process.argv, process.argv0, process.title, process.execArgv)"),
-    p("console.log(__filename, typeof __dirname, typeof module, typeof exports, require.main, module.id, module.paths)"),
-    p("console.log(Object.getOwnPropertyNames(globalThis).join())"),
-    p("console.log(Object.keys(process).join())"),
-    p("console.log(Object.getOwnPropertyDescriptor(process, '_eval'), process._preload_modules)"),
-    p("console.log(Object.keys(require.cache), require('module')._pathCache, require('module').builtinModules.length)"),
-    p("console.log(process.moduleLoadList.join())"),
-    p("try { require('internal/options') } catch (e) { console.log(e.code) }"),
     p("throw new Error('thrown')"),
     p("function f() { throw new TypeError('deep') }\nfunction g() { f() }\ng()"),
     p("console.log('before'); undefined_name"),
@@ -481,23 +476,14 @@ const NODE_PROGRAMS: &[Program] = &[
     p("Promise.reject(new Error('unhandled'))"),
     p("setTimeout(() => { throw new RangeError('later') }, 10)"),
     p("async function f() { await null; throw new Error('async') }\nf()"),
-    p("console.log(new Error('e').stack, Error.stackTraceLimit, typeof Error.prepareStackTrace)"),
     p("process.exit(3)"),
     p("process.exitCode = 4"),
     p("process.kill(process.pid, 'SIGTERM')"),
-    p("process.abort()"),
     p("process.on('exit', (c) => console.log('exiting', c)); process.on('beforeExit', () => console.log('before exit')); console.log('main')"),
     p("setTimeout(() => console.log('timeout'), 0); setImmediate(() => console.log('immediate')); process.nextTick(() => console.log('tick')); Promise.resolve().then(() => console.log('micro')); console.log('sync')"),
     p("const x: number = 5; console.log(x)"),
     p("import('fs').then((m) => console.log(typeof m.readFileSync))"),
-    p("import { readFileSync } from 'fs'; console.log(typeof readFileSync)"),
     p("console.log(typeof crypto, typeof fetch, typeof require('crypto').randomUUID)"),
-    p("console.log(Object.keys(process.env).sort(), process.env.NODE_PATH)"),
-    Program {
-        code: "console.log(process.env.GREETING, process.env.NODE_OPTIONS)",
-        stdin: None,
-        env: &[("GREETING", "hi")],
-    },
     Program {
         code: "console.log(require('child_process').execSync('echo $CHILD').toString())",
         stdin: None,
@@ -509,27 +495,50 @@ const NODE_PROGRAMS: &[Program] = &[
         stdin: None,
         env: &[("TMPDIR", "/dev/shm")],
     },
+    p("let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))"),
+    p("console.log(process.cwd(), require('os').homedir())"),
+    p("console.log(require('fs').readFileSync('/proc/self/limits', 'utf8'))"),
+    p("console.log(process.getuid(), process.geteuid(), process.getgid(), process.getgroups(), process.umask().toString(8))"),
+    p("console.log('é ü 日本 🙂')"),
+    p("process.stdout.write('no newline')"),
+    p("console.error('to stderr'); console.log('to stdout')"),
+    p("for (let i = 0; i < 3; i++) { console.log(i); console.error(-i) }"),
+];
+
+/// Node programs whose stdout, stderr and exit code must not depend on how the
+/// interpreter started (see [`PROGRAMS`]), beyond [`JS_PROGRAMS`]; stack traces include
+/// Node.js's own frames.
+const NODE_PROGRAMS: &[Program] = &[
+    p("console.log(process.argv, process.argv0, process.title, process.execArgv)"),
+    p("console.log(__filename, typeof __dirname, typeof module, typeof exports, require.main, module.id, module.paths)"),
+    p("console.log(Object.getOwnPropertyNames(globalThis).join())"),
+    p("console.log(Object.keys(process).join())"),
+    p("console.log(Object.getOwnPropertyDescriptor(process, '_eval'), process._preload_modules)"),
+    p("console.log(Object.keys(require.cache), require('module')._pathCache, require('module').builtinModules.length)"),
+    p("console.log(process.moduleLoadList.join())"),
+    p("try { require('internal/options') } catch (e) { console.log(e.code) }"),
+    p("console.log(new Error('e').stack, Error.stackTraceLimit, typeof Error.prepareStackTrace)"),
+    p("process.abort()"),
+    p("import { readFileSync } from 'fs'; console.log(typeof readFileSync)"),
+    p("console.log(Object.keys(process.env).sort(), process.env.NODE_PATH)"),
+    Program {
+        code: "console.log(process.env.GREETING, process.env.NODE_OPTIONS)",
+        stdin: None,
+        env: &[("GREETING", "hi")],
+    },
     Program {
         // Fed stdin: this one starts fresh in both engines.
         code: "let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))",
         stdin: Some("line one\nline two\n"),
         env: &[],
     },
-    p("let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))"),
-    p("console.log(process.cwd(), require('os').homedir())"),
     p("console.log(process.stdin.constructor.name, process.stdout.constructor.name, process.stdout.isTTY, require('fs').fstatSync(0).isCharacterDevice())"),
     p("console.log(require('fs').readdirSync('/proc/self/fd'), require('fs').openSync('/etc/hostname', 'r'))"),
     p("console.log(process._getActiveHandles().length, process._getActiveRequests().length, process.getActiveResourcesInfo())"),
     p("console.log(require('fs').readFileSync('/proc/self/status', 'utf8').split('\\n').filter((l) => /^(Sig(Blk|Ign|Cgt)|Threads|NoNewPrivs|Seccomp|Cap(Inh|Prm|Eff|Bnd|Amb))/.test(l)))"),
-    p("console.log(require('fs').readFileSync('/proc/self/limits', 'utf8'))"),
     p("console.log(require('fs').readFileSync('/proc/self/oom_score_adj', 'utf8'))"),
     p("const s = require('fs').readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' '); console.log(s[2] === String(process.pid), s[3] === String(process.pid))"),
-    p("console.log(process.getuid(), process.geteuid(), process.getgid(), process.getgroups(), process.umask().toString(8))"),
     p("console.log(Intl.DateTimeFormat().resolvedOptions().timeZone, Intl.DateTimeFormat().resolvedOptions().locale, new Date(0).toString())"),
-    p("console.log('é ü 日本 🙂')"),
-    p("process.stdout.write('no newline')"),
-    p("console.error('to stderr'); console.log('to stdout')"),
-    p("for (let i = 0; i < 3; i++) { console.log(i); console.error(-i) }"),
     p("process.removeAllListeners('warning'); process.on('warning', (w) => console.log(w.name, w.message)); process.emitWarning('careful')"),
     p("console.log(require('worker_threads').isMainThread, require('worker_threads').threadId)"),
     // (The error is handled: an unhandled one races the worker's exit event against the
@@ -545,7 +554,7 @@ const NODE_PROGRAMS: &[Program] = &[
 async fn node_programs_behave_alike_fresh_and_pre_started() {
     differential(
         "node",
-        NODE_PROGRAMS,
+        &[JS_PROGRAMS, NODE_PROGRAMS].concat(),
         NODE_WARM_PROBE,
         ("true\n", "false\n"),
     )
@@ -915,4 +924,88 @@ async fn pre_started_interpreters_carry_the_teardown_library_and_hide_how() {
         );
         assert_clean(&engine).await;
     }
+}
+
+/// Whether a Bun program runs with the teardown library loaded (split so that the source
+/// of the probe, which Bun keeps in memory, cannot match).
+const BUN_LIBRARY_PROBE: &str =
+    "console.log(require('fs').readFileSync('/proc/self/maps', 'utf8').includes('libisol8-' + 'teardown'))";
+
+/// Bun starts fresh for every program and loads the teardown library
+/// (`Runtime::code_preload`); an engine with `fresh_starts` loads nothing. Neither the
+/// program nor its children find the `LD_PRELOAD` that loaded it.
+#[isol8_testkit::test(docker)]
+async fn bun_loads_the_teardown_library_and_hides_how() {
+    let program = "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');\n\
+         const child = require('child_process').execSync('echo ${LD_PRELOAD-unset}');\n\
+         console.log(maps.includes('libisol8-' + 'teardown'), process.env.LD_PRELOAD, \
+         Bun.env.LD_PRELOAD, child.toString().trim())";
+    for (fresh_starts, expected) in [
+        (false, "true undefined undefined unset\n"),
+        (true, "false undefined undefined unset\n"),
+    ] {
+        let engine = pooled("bun", fresh_starts).await;
+        let r = ready_run(&engine, code("bun", program)).await;
+        assert_eq!(
+            (r.stdout.as_str(), r.exit_code),
+            (expected, 0),
+            "fresh_starts {fresh_starts}: {r:?}"
+        );
+        // A `cmd` is a shell command line, not Bun's code: nothing is preloaded.
+        let mut req = code("bun", "");
+        req.code = None;
+        req.cmd = Some("grep -c libisol8-teardown /proc/self/maps".into());
+        let r = ready_run(&engine, req).await;
+        assert_eq!((r.stdout.as_str(), r.exit_code), ("0\n", 1), "{r:?}");
+        assert_clean(&engine).await;
+    }
+}
+
+/// Bun programs whose stdout, stderr and exit code must not depend on whether the
+/// teardown library is loaded, beyond [`JS_PROGRAMS`]: exits of every kind (the library
+/// acts at `exit` and `quick_exit`), output flushed at exit, exceptions, signals, the
+/// environment of the program and of its children, stdio, identity and limits.
+const BUN_PROGRAMS: &[Program] = &[
+    p("console.log(process.argv.slice(1), process.execArgv, Bun.argv.length)"),
+    p("console.log(typeof Bun, Bun.version, typeof Bun.main)"),
+    p("console.log('x'); process.exit(256 + 7)"),
+    p("process.kill(process.pid, 'SIGKILL')"),
+    p("process.on('SIGINT', () => { console.log('got SIGINT'); process.exit(5) }); process.kill(process.pid, 'SIGINT'); setTimeout(() => {}, 1000)"),
+    p("process.on('exit', () => { throw new Error('in exit handler') }); console.log('main')"),
+    p("queueMicrotask(() => { console.log('micro'); process.exit(0) }); console.log('sync')"),
+    p("await Bun.sleep(5); console.log('slept')"),
+    p("console.log(Object.keys(process.env).sort(), Object.keys(Bun.env).length === Object.keys(process.env).length)"),
+    Program {
+        code: "console.log(process.env.GREETING, Bun.env.GREETING)",
+        stdin: None,
+        env: &[("GREETING", "hi")],
+    },
+    p("console.log(Bun.spawnSync(['sh', '-c', 'env | sort']).stdout.toString())"),
+    Program {
+        code: "let d = ''; process.stdin.on('data', (c) => d += c).on('end', () => console.log(JSON.stringify(d)))",
+        stdin: Some("line one\nline two\n"),
+        env: &[],
+    },
+    p("console.log(process.stdout.isTTY, require('fs').fstatSync(0).isCharacterDevice(), require('fs').fstatSync(1).isFIFO())"),
+    p("console.log(require('fs').readdirSync('/proc/self/fd'))"),
+    p("console.log(require('fs').readFileSync('/proc/self/status', 'utf8').split('\\n').filter((l) => /^(Sig(Blk|Ign|Cgt)|NoNewPrivs|Seccomp|Cap(Inh|Prm|Eff|Bnd|Amb))/.test(l)))"),
+    p("console.log(Intl.DateTimeFormat().resolvedOptions().timeZone, new Date(0).toString())"),
+    // Output pending at exit. (Within a pipe's 64 KiB: what Bun writes to a full pipe at
+    // exit it may drop, with or without the library, depending on how fast the reader is.)
+    p("console.log('x'.repeat(200000).length); process.stdout.write('y'.repeat(60000)); process.exit(2)"),
+    p("process.on('exit', () => process.stdout.write('z'.repeat(60000) + '\\n')); console.log('main')"),
+    p("await Bun.write('/tmp/out.txt', 'written'); console.log(await Bun.file('/tmp/out.txt').text())"),
+    p("console.log(require('worker_threads').isMainThread)"),
+    p("process.reallyExit(6)"),
+];
+
+#[isol8_testkit::test(docker)]
+async fn bun_programs_behave_alike_with_and_without_the_teardown_library() {
+    differential(
+        "bun",
+        &[JS_PROGRAMS, BUN_PROGRAMS].concat(),
+        BUN_LIBRARY_PROBE,
+        ("true\n", "false\n"),
+    )
+    .await;
 }

@@ -58,9 +58,11 @@ pub struct EngineConfig {
     /// by running the same warm execution with and without it.
     #[doc(hidden)]
     pub skip_usage: bool,
-    /// Starts every program fresh: pooled sandboxes keep no pre-started interpreter
-    /// ([`crate::runtime::Prestart`]). For comparisons (`isol8 bench`, the differential
-    /// tests) and as a way out should a program depend on starting fresh.
+    /// Starts every program fresh and plain: pooled sandboxes keep no pre-started
+    /// interpreter ([`crate::runtime::Prestart`]), and no program loads the teardown
+    /// library ([`crate::runtime::Runtime::code_preload`]). For comparisons (`isol8
+    /// bench`, the differential tests) and as a way out should a program depend on
+    /// starting fresh.
     pub fresh_starts: bool,
     /// Carries every frame over the container's attached stdio, as over a remote daemon:
     /// no data socket ([`crate::docker::data_socket`]). For comparisons (`isol8 bench`)

@@ -38,6 +38,13 @@ pub struct Runtime {
     /// How a pooled sandbox keeps an interpreter of this runtime started and waiting for
     /// the next inline program (`None`: every program starts fresh).
     pub prestart: Option<Prestart>,
+    /// A shared object in the image that the interpreter running a request's `code`
+    /// loads when it starts fresh ([`isol8_protocol::agent::Step::preload`]):
+    /// [`TEARDOWN`]'s path for Bun, which has no pre-started interpreter. `None` for the
+    /// runtimes that pre-start: their fresh starts stay plain interpreters (the way out
+    /// for a program that depends on starting fresh), and their pre-started ones load
+    /// [`Prestart::preload`].
+    pub code_preload: Option<&'static str>,
 }
 
 /// A pre-started interpreter of a runtime (see
@@ -87,8 +94,9 @@ pub struct ImageFile {
 /// shared object with no dependency that a pre-started interpreter loads
 /// ([`Prestart::preload`]). At the process's exit, after the runtime's own exit handlers,
 /// it starts a task that shares the process's memory and dies with it, so the kernel
-/// frees that memory after the exit has been reported instead of before. `isol8 setup`
-/// puts it in the images of the runtimes that pre-start (python, node, deno).
+/// frees that memory after the exit has been reported instead of before. Bun, which
+/// starts fresh, loads it too ([`Runtime::code_preload`]). `isol8 setup` puts it in the
+/// python, node, bun and deno images.
 pub const TEARDOWN: ImageFile = ImageFile {
     path: "/usr/local/lib/isol8/libisol8-teardown.so",
     contents: include_bytes!(concat!(env!("OUT_DIR"), "/libisol8-teardown.so")),
@@ -265,6 +273,7 @@ impl Runtime {
             coding_agent: false,
             defaults: RuntimeDefaults::default(),
             prestart: None,
+            code_preload: None,
         }
     }
 
@@ -313,6 +322,13 @@ impl Runtime {
     /// Keeps an interpreter pre-started in pooled sandboxes ([`Prestart`]).
     pub fn with_prestart(mut self, prestart: Prestart) -> Self {
         self.prestart = Some(prestart);
+        self
+    }
+
+    /// Has the interpreter running `code` load `path` when it starts fresh
+    /// ([`Runtime::code_preload`]).
+    pub fn with_code_preload(mut self, path: &'static str) -> Self {
+        self.code_preload = Some(path);
         self
     }
 
@@ -380,7 +396,8 @@ impl RuntimeRegistry {
             Runtime::new("bun", "isol8:bun", &[".ts"], &["bun", "run"])
                 .with_inline(&["bun", "-e"])
                 .with_install(&["bun", "add", "--cwd", "/sandbox"])
-                .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0"),
+                .with_env("BUN_RUNTIME_TRANSPILER_CACHE_PATH", "0")
+                .with_code_preload(TEARDOWN.path),
             Runtime::new("bash", "isol8:bash", &[".sh"], &["bash"]).with_inline(&["bash", "-c"]),
             Runtime::new("deno", "isol8:deno", &[DENO_EXTENSION], DENO_RUN)
                 .with_install(&["deno", "cache"])

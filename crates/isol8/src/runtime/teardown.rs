@@ -1,8 +1,9 @@
 //! Tests of the teardown library ([`super::TEARDOWN`]) on this machine: loaded into a
-//! program that ends with `exit`, it must leave the exit status alone, start exactly one
-//! holder (a task of the program's memory, not of its forked children), and the holder
-//! must end when the program has: killed by its parent-death signal, or on its own when
-//! the program was already gone.
+//! program that ends with `exit` or `quick_exit`, it must leave the exit status alone,
+//! start exactly one holder (a task of the program's memory, not of its forked
+//! children), and the holder must end when the program has: killed by its parent-death
+//! signal, or on its own when the program was already gone. The `LD_PRELOAD` the agent
+//! sets must not reach the program or its children; any other must.
 
 use std::io::Read as _;
 use std::os::unix::fs::symlink;
@@ -14,21 +15,35 @@ use std::time::{Duration, Instant};
 /// found by this name, so nothing else this test process runs is touched.
 const PROBE: &str = "isol8-probe";
 
-/// Runs `bash -c script` as [`PROBE`] with the library preloaded, this process being the
-/// subreaper that inherits what the probe leaves. Returns the probe's stdout, its wait
-/// status and how each holder ended (`(si_code, si_status)`).
-fn run_probe(script: &str) -> (String, std::process::ExitStatus, Vec<(i32, i32)>) {
+/// What a probe run left: its stdout, its wait status and how each holder ended
+/// (`(si_code, si_status)`).
+type Probed = (String, std::process::ExitStatus, Vec<(i32, i32)>);
+
+/// Runs `bash -c script` as [`PROBE`] with the library preloaded as the agent does
+/// (`LD_PRELOAD` naming only it); see [`run_as_probe`].
+fn run_probe(script: &str) -> Probed {
+    run_as_probe("/bin/bash", script, |library| library.into())
+}
+
+/// Runs `program -c script` under the name [`PROBE`] with `LD_PRELOAD` set to
+/// `preload(the library's path)`, this process being the subreaper that inherits what the
+/// probe leaves.
+fn run_as_probe(
+    program: &str,
+    script: &str,
+    preload: impl FnOnce(&std::path::Path) -> std::ffi::OsString,
+) -> Probed {
     let dir = tempfile::tempdir().expect("tempdir");
     let library = dir.path().join("libisol8-teardown.so");
     std::fs::write(&library, super::TEARDOWN.contents).expect("write the library");
     let probe = dir.path().join(PROBE);
-    symlink("/bin/bash", &probe).expect("symlink bash");
+    symlink(program, &probe).expect("symlink the program");
     // SAFETY: prctl with integer arguments; it only changes who inherits our orphans.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
     let mut child = Command::new(&probe)
         .args(["-c", script])
-        .env("LD_PRELOAD", &library)
+        .env("LD_PRELOAD", preload(&library))
         .stdout(Stdio::piped())
         .spawn()
         .expect("start bash");
@@ -123,4 +138,43 @@ fn a_program_killed_by_a_signal_leaves_no_holder() {
         ("hi\n", Some(libc::SIGKILL))
     );
     assert!(holders.is_empty(), "holders: {holders:?}");
+}
+
+#[test]
+fn a_program_that_ends_with_quick_exit_leaves_one_holder_that_ends_with_it() {
+    // Bun ends this way; ELF destructors do not run there. `quick_exit` flushes no stdio.
+    let (out, status, holders) = run_as_probe(
+        "/usr/bin/python3",
+        "import ctypes, sys; print('hi'); sys.stdout.flush(); ctypes.CDLL(None).quick_exit(6)",
+        |library| library.into(),
+    );
+    assert_eq!((out.as_str(), status.code()), ("hi\n", Some(6)));
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
+    assert!(holder_ended_as_designed(holders[0]), "{holders:?}");
+}
+
+#[test]
+fn the_agents_preload_reaches_neither_the_program_nor_its_children() {
+    let (out, status, holders) =
+        // (`exit` last: bash would otherwise exec the last command in its own process.)
+        run_probe("echo \"${LD_PRELOAD-unset}\"; sh -c 'echo \"${LD_PRELOAD-unset}\"'; exit");
+    assert_eq!((out.as_str(), status.code()), ("unset\nunset\n", Some(0)));
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
+}
+
+#[test]
+fn a_preload_list_of_the_programs_own_stays_in_its_environment() {
+    // Two entries (the library twice, loaded once): not the agent's variable.
+    let mut listed = None;
+    let (out, status, holders) = run_as_probe("/bin/bash", "echo \"$LD_PRELOAD\"", |library| {
+        let list = format!("{} {}", library.display(), library.display());
+        listed = Some(list.clone());
+        list.into()
+    });
+    let listed = listed.expect("the list was made");
+    assert_eq!(
+        (out.as_str(), status.code()),
+        (format!("{listed}\n").as_str(), Some(0))
+    );
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
 }
