@@ -382,7 +382,9 @@ impl Agent {
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
                 }
             }
-            thread::sleep(Duration::from_millis(attempt + 1));
+            // Until they have ended (a holder of the teardown library is freeing the
+            // program's memory), a little longer at each attempt.
+            proc::wait_ended(&survivors, Duration::from_millis(attempt + 1));
             survivors = proc::survivors(&self.ident);
         }
         if !survivors.is_empty() {

@@ -467,6 +467,39 @@ pub fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Waits until every process of `pids` has ended (its `pidfd` is readable once it is a
+/// zombie or gone, whoever its parent is), or `timeout` has passed: a reset's wait for
+/// what it killed, which for a pre-started interpreter's holder is the time the kernel
+/// takes to free the program's memory. A process already gone (no `pidfd`) counts as
+/// ended.
+pub fn wait_ended(pids: &[libc::pid_t], timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let fds: Vec<OwnedFd> = pids.iter().filter_map(|&pid| pidfd(pid)).collect();
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while !polled.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        // Rounded up: a wait of 0 ms would spin.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `polled` is a valid array of pollfd of the given length, whose
+        // descriptors `fds` keeps open.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+        polled.retain(|p| p.revents == 0);
+    }
+}
+
 /// Reaps the exited child behind `pidfd` if the reaper has not yet: its wait status (as
 /// `waitpid` gives it) and its peak resident set in bytes. `None` when it is not a zombie
 /// or another thread reaped it first (then the reaper reports it). Waiting on the
@@ -592,6 +625,35 @@ fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The state letter of `pid` in `/proc` (`None` once it is reaped).
+    fn state_of(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[test]
+    fn waiting_for_processes_returns_when_they_have_ended_or_at_the_timeout() {
+        let mut quick = Command::new("sleep").arg("0.05").spawn().expect("sleep");
+        let mut slow = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = |c: &Child| c.id() as libc::pid_t;
+        // Ended: it is a zombie (not reaped) when the wait returns, well before 30 s.
+        let begun = std::time::Instant::now();
+        wait_ended(&[pid(&quick)], std::time::Duration::from_secs(30));
+        assert!(begun.elapsed() < std::time::Duration::from_secs(30));
+        assert_eq!(state_of(quick.id()), Some('Z'));
+        // Still running: the wait gives up at its timeout.
+        wait_ended(
+            &[pid(&quick), pid(&slow)],
+            std::time::Duration::from_millis(50),
+        );
+        assert_eq!(state_of(slow.id()), Some('S'));
+        slow.kill().expect("kill");
+        wait_ended(&[pid(&slow)], std::time::Duration::from_secs(30));
+        assert_eq!(state_of(slow.id()), Some('Z'));
+        quick.wait().expect("reap");
+        slow.wait().expect("reap");
+    }
 
     #[test]
     fn the_bounding_set_is_emptied_for_the_thread_and_its_children() {

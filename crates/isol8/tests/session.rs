@@ -69,6 +69,47 @@ async fn files_persist_and_every_execution_is_a_fresh_process() {
     assert_clean(&engine).await;
 }
 
+/// What a step leaves running is killed before its result is reported, even when it
+/// cannot run at that moment, one kind at a time: a stopped process, a process whose
+/// main thread has ended while another thread sleeps (its main thread shows as a
+/// zombie), and one in its own session ignoring SIGTERM. A session has no reset, so the
+/// next execution sees what the step's end left.
+#[isol8_testkit::test(docker, flavor = "multi_thread")]
+async fn nothing_a_step_leaves_survives_it_even_stopped_or_headless() {
+    let engine = engine(persistent()).await;
+    // What to plant, and what the planting program sees of it before it ends:
+    // `(command name, state)` of every process but PID 1 and itself.
+    let plants = [
+        ("sh -c 'kill -STOP $$' &", "[('sh', 'T')]\n"),
+        (
+            "python3 -c 'import threading, time, ctypes; threading.Thread(target=time.sleep, \
+             args=(1002,)).start(); ctypes.CDLL(None).pthread_exit(None)' &",
+            "[('python3', 'Z')]\n",
+        ),
+        ("(trap '' TERM; setsid sleep 1003 &)", "[('sleep', 'S')]\n"),
+    ];
+    let others = "sorted((open(f'/proc/{p}/comm').read().strip(), \
+        open(f'/proc/{p}/stat').read().rsplit(') ', 1)[1][0]) \
+        for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid()))";
+    for (plant, planted) in plants {
+        // The program is fresh (sessions pre-start nothing), so no holder of the teardown
+        // library is around, and it waits until what it planted has settled.
+        let program = format!(
+            "import os, subprocess, time\nsubprocess.run(['bash', '-c', {plant:?}])\n\
+             time.sleep(0.5)\nprint({others})"
+        );
+        let r = run(&engine, code("python", &program)).await;
+        assert_eq!((r.stdout.as_str(), r.exit_code), (planted, 0), "{r:?}");
+        let r = run(
+            &engine,
+            code("python", &format!("import os\nprint({others})")),
+        )
+        .await;
+        assert_eq!(r.stdout, "[]\n", "{plant}: {r:?}");
+    }
+    assert_clean(&engine).await;
+}
+
 #[isol8_testkit::test(docker, flavor = "multi_thread")]
 async fn a_session_is_bound_to_its_runtime() {
     let engine = engine(persistent()).await;

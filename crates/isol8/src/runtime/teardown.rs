@@ -15,9 +15,17 @@ use std::time::{Duration, Instant};
 /// found by this name, so nothing else this test process runs is touched.
 const PROBE: &str = "isol8-probe";
 
-/// What a probe run left: its stdout, its wait status and how each holder ended
-/// (`(si_code, si_status)`).
-type Probed = (String, std::process::ExitStatus, Vec<(i32, i32)>);
+/// What a probe run left: its stdout, its wait status and its holders.
+type Probed = (String, std::process::ExitStatus, Vec<Holder>);
+
+/// A holder the probe left.
+#[derive(Debug)]
+struct Holder {
+    /// How it ended: `(si_code, si_status)`.
+    end: (i32, i32),
+    /// The CPUs it could run on (`Cpus_allowed_list` of its `/proc/PID/status`).
+    cpus: String,
+}
 
 /// Runs `bash -c script` as [`PROBE`] with the library preloaded as the agent does
 /// (`LD_PRELOAD` naming only it); see [`run_as_probe`].
@@ -72,8 +80,27 @@ fn run_as_probe(
             field("Name:").as_deref() == Some(PROBE) && field("PPid:").as_deref() == Some(&me)
         })
         .collect();
-    let ends = holders.into_iter().map(reap).collect();
-    (out, status, ends)
+    let holders = holders
+        .into_iter()
+        .map(|pid| {
+            let cpus = cpus_allowed(&pid.to_string());
+            Holder {
+                end: reap(pid),
+                cpus,
+            }
+        })
+        .collect();
+    (out, status, holders)
+}
+
+/// The `Cpus_allowed_list` of process `pid` (`self` for this one).
+fn cpus_allowed(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Waits (up to 10 s) for our child `pid` to end and reaps it: `(si_code, si_status)`.
@@ -107,8 +134,8 @@ fn reap(pid: libc::pid_t) -> (i32, i32) {
 
 /// How a holder may end: killed by `SIGKILL` when the program died, or its own `exit(0)`
 /// when it found the program already gone.
-fn holder_ended_as_designed(end: (i32, i32)) -> bool {
-    end == (libc::CLD_KILLED, libc::SIGKILL) || end == (libc::CLD_EXITED, 0)
+fn holder_ended_as_designed(holder: &Holder) -> bool {
+    holder.end == (libc::CLD_KILLED, libc::SIGKILL) || holder.end == (libc::CLD_EXITED, 0)
 }
 
 #[test]
@@ -116,7 +143,7 @@ fn a_program_that_exits_leaves_one_holder_that_ends_with_it() {
     let (out, status, holders) = run_probe("echo hi; exit 7");
     assert_eq!((out.as_str(), status.code()), ("hi\n", Some(7)));
     assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(holders[0]), "{holders:?}");
+    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
 }
 
 #[test]
@@ -126,7 +153,7 @@ fn forked_children_that_exit_start_no_holder() {
     let (out, status, holders) = run_probe("(exit 3); echo $?; (exit 4); echo $?; exit 5");
     assert_eq!((out.as_str(), status.code()), ("3\n4\n", Some(5)));
     assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(holders[0]), "{holders:?}");
+    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
 }
 
 #[test]
@@ -150,7 +177,7 @@ fn a_program_that_ends_with_quick_exit_leaves_one_holder_that_ends_with_it() {
     );
     assert_eq!((out.as_str(), status.code()), ("hi\n", Some(6)));
     assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(holders[0]), "{holders:?}");
+    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
 }
 
 #[test]
@@ -177,4 +204,21 @@ fn a_preload_list_of_the_programs_own_stays_in_its_environment() {
         (format!("{listed}\n").as_str(), Some(0))
     );
     assert_eq!(holders.len(), 1, "holders: {holders:?}");
+}
+
+#[test]
+fn the_holder_is_started_on_one_cpu() {
+    // Queued on the CPU the program leaves (see `pin_to_current_cpu` in the library): one
+    // CPU of this process's set, where the machine lets this process run on several.
+    let (_, _, holders) = run_probe("exit 0");
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
+    let mine = cpus_allowed("self");
+    if mine.contains(['-', ',']) {
+        assert!(
+            holders[0].cpus.parse::<u32>().is_ok(),
+            "{holders:?} of {mine}"
+        );
+    } else {
+        assert_eq!(holders[0].cpus, mine, "{holders:?}");
+    }
 }
