@@ -470,11 +470,25 @@ pub fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
 /// Waits until every process of `pids` has ended (its `pidfd` is readable once it is a
 /// zombie or gone, whoever its parent is), or `timeout` has passed: a reset's wait for
 /// what it killed, which for a pre-started interpreter's holder is the time the kernel
-/// takes to free the program's memory. A process already gone (no `pidfd`) counts as
-/// ended.
+/// takes to free the program's memory. A process already gone (`ESRCH`) counts as
+/// ended; when a `pidfd` cannot be had for another reason (a kernel before 5.3, no
+/// descriptor left), this sleeps for `timeout`, as the reset did before.
 pub fn wait_ended(pids: &[libc::pid_t], timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
-    let fds: Vec<OwnedFd> = pids.iter().filter_map(|&pid| pidfd(pid)).collect();
+    let mut fds = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        // SAFETY: pidfd_open with integer arguments; the descriptor is checked and owned.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        match i32::try_from(fd) {
+            // SAFETY: a descriptor just created and owned by nothing else.
+            Ok(fd) if fd >= 0 => fds.push(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => {}
+            _ => {
+                thread::sleep(timeout);
+                return;
+            }
+        }
+    }
     let mut polled: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
@@ -642,11 +656,13 @@ mod tests {
         wait_ended(&[pid(&quick)], std::time::Duration::from_secs(30));
         assert!(begun.elapsed() < std::time::Duration::from_secs(30));
         assert_eq!(state_of(quick.id()), Some('Z'));
-        // Still running: the wait gives up at its timeout.
+        // Still running: the wait lasts until its timeout, then gives up.
+        let begun = std::time::Instant::now();
         wait_ended(
             &[pid(&quick), pid(&slow)],
             std::time::Duration::from_millis(50),
         );
+        assert!(begun.elapsed() >= std::time::Duration::from_millis(50));
         assert_eq!(state_of(slow.id()), Some('S'));
         slow.kill().expect("kill");
         wait_ended(&[pid(&slow)], std::time::Duration::from_secs(30));

@@ -644,6 +644,33 @@ mod tests {
     }
 
     #[test]
+    fn only_bun_code_gets_the_teardown_preload() {
+        let reg = RuntimeRegistry::builtin();
+        let teardown = Some(crate::runtime::TEARDOWN.path.to_string());
+        let mut r = req("bun", "console.log(1)");
+        r.setup_script = Some("true".into());
+        let p = prepare(&r, &reg, &settings()).expect("valid");
+        let preloads: Vec<_> = p.spec.steps.iter().map(|s| s.preload.clone()).collect();
+        assert_eq!(preloads, vec![None, teardown.clone()], "setup, then code");
+        // A file program too.
+        let mut r = req("bun", "console.log(1)");
+        r.file_extension = Some(".ts".into());
+        let p = prepare(&r, &reg, &settings()).expect("valid");
+        assert_eq!(p.spec.steps[0].argv[..2], ["bun", "run"]);
+        assert_eq!(p.spec.steps[0].preload, teardown);
+        // A shell command line is not Bun's code; the pre-starting runtimes start plain.
+        let mut r = req("bun", "");
+        r.code = None;
+        r.cmd = Some("true".into());
+        let p = prepare(&r, &reg, &settings()).expect("valid");
+        assert_eq!(p.spec.steps[0].preload, None);
+        for rt in ["python", "node", "deno", "bash"] {
+            let p = prepare(&req(rt, "1"), &reg, &settings()).expect("valid");
+            assert_eq!(p.spec.steps[0].preload, None, "{rt}");
+        }
+    }
+
+    #[test]
     fn deno_always_writes_a_file() {
         let reg = RuntimeRegistry::builtin();
         let p = prepare(&req("deno", "console.log(1)"), &reg, &settings()).expect("valid");

@@ -93,10 +93,12 @@ async fn nothing_a_step_leaves_survives_it_even_stopped_or_headless() {
         for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid()))";
     for (plant, planted) in plants {
         // The program is fresh (sessions pre-start nothing), so no holder of the teardown
-        // library is around, and it waits until what it planted has settled.
+        // library is around, and it waits (up to 10 s) until what it planted has settled.
         let program = format!(
             "import os, subprocess, time\nsubprocess.run(['bash', '-c', {plant:?}])\n\
-             time.sleep(0.5)\nprint({others})"
+             for _ in range(200):\n    seen = {others}\n\
+             \x20   if f'{{seen}}\\n' == {planted:?}: break\n    time.sleep(0.05)\n\
+             print(seen)"
         );
         let r = run(&engine, code("python", &program)).await;
         assert_eq!((r.stdout.as_str(), r.exit_code), (planted, 0), "{r:?}");

@@ -41,6 +41,10 @@ fn run_as_probe(
     script: &str,
     preload: impl FnOnce(&std::path::Path) -> std::ffi::OsString,
 ) -> Probed {
+    // One probe at a time: under `cargo test` the tests share this process, and each
+    // finds its holders by name among this process's children.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let library = dir.path().join("libisol8-teardown.so");
     std::fs::write(&library, super::TEARDOWN.contents).expect("write the library");
