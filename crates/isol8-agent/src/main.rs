@@ -624,7 +624,7 @@ impl Agent {
             }
         };
         // Its exit wakes this thread directly; the reaper reports it too if it is first.
-        self.inbox.watch_exit(proc::pidfd(started.pid));
+        self.inbox.watch_exit(proc::pidfd(started.pid).ok());
         let mut run = Running {
             pid: started.pid,
             status: None,

@@ -457,14 +457,16 @@ pub fn alone() -> bool {
     rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
 }
 
-/// A `pidfd` for our child `pid` (readable once it has exited), or `None` when the kernel
-/// refuses one (the child was already reaped: its exit then comes from the reaper).
-pub fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+/// A `pidfd` for process `pid` (readable once it has exited), or the kernel's refusal
+/// (`ESRCH` for a child already reaped: its exit then comes from the reaper).
+pub fn pidfd(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open with integer arguments; the descriptor is checked and owned.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: a descriptor just created and owned by nothing else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    match i32::try_from(fd) {
+        // SAFETY: a descriptor just created and owned by nothing else.
+        Ok(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// Waits until every process of `pids` has ended (its `pidfd` is readable once it is a
@@ -477,13 +479,10 @@ pub fn wait_ended(pids: &[libc::pid_t], timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
     let mut fds = Vec::with_capacity(pids.len());
     for &pid in pids {
-        // SAFETY: pidfd_open with integer arguments; the descriptor is checked and owned.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        match i32::try_from(fd) {
-            // SAFETY: a descriptor just created and owned by nothing else.
-            Ok(fd) if fd >= 0 => fds.push(unsafe { OwnedFd::from_raw_fd(fd) }),
-            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => {}
-            _ => {
+        match pidfd(pid) {
+            Ok(fd) => fds.push(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(_) => {
                 thread::sleep(timeout);
                 return;
             }

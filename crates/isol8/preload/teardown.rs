@@ -177,17 +177,13 @@ unsafe fn forget_own_preload(env: *mut *const u8) {
     let mut i = 0;
     // SAFETY: within the array, up to and including its null terminator.
     unsafe {
+        while !(*env.add(i)).is_null() && !is_own_preload(*env.add(i)) {
+            i += 1;
+        }
+        // From the entry found (none: the terminator, and nothing moves), each entry takes
+        // the next one's place, the terminator last.
         while !(*env.add(i)).is_null() {
-            if is_own_preload(*env.add(i)) {
-                loop {
-                    let next = *env.add(i + 1);
-                    *env.add(i) = next;
-                    if next.is_null() {
-                        return;
-                    }
-                    i += 1;
-                }
-            }
+            *env.add(i) = *env.add(i + 1);
             i += 1;
         }
     }
@@ -200,13 +196,12 @@ unsafe fn forget_own_preload(env: *mut *const u8) {
 /// # Safety
 /// `entry` is a valid C string.
 unsafe fn is_own_preload(entry: *const u8) -> bool {
-    // SAFETY: every read stops at the first byte that differs, and a NUL differs from
-    // every byte of the prefix, so none passes the string's end.
+    // SAFETY: the prefix comparison stops at the first byte that differs, and a NUL
+    // differs from every byte of the prefix, so no read passes the string's end; the
+    // value is read up to its NUL, and its last `FILE_NAME.len()` bytes within it.
     unsafe {
-        for (i, &b) in PRELOAD_PREFIX.iter().enumerate() {
-            if *entry.add(i) != b {
-                return false;
-            }
+        if !bytes_at(entry, PRELOAD_PREFIX) {
+            return false;
         }
         let value = entry.add(PRELOAD_PREFIX.len());
         let mut len = 0;
@@ -217,18 +212,21 @@ unsafe fn is_own_preload(entry: *const u8) -> bool {
                 _ => len += 1,
             }
         }
-        let Some(start) = len.checked_sub(FILE_NAME.len()) else {
-            return false;
-        };
-        let mut i = 0;
-        while i < FILE_NAME.len() {
-            if *value.add(start + i) != FILE_NAME[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        len.checked_sub(FILE_NAME.len())
+            .is_some_and(|start| bytes_at(value.add(start), FILE_NAME))
     }
+}
+
+/// Whether the bytes at `p` are `expected`, read one by one up to the first difference.
+///
+/// # Safety
+/// `p` is readable up to the first byte that differs from `expected`, or for its length.
+unsafe fn bytes_at(p: *const u8, expected: &[u8]) -> bool {
+    // SAFETY: the caller's promise; `all` stops at the first difference.
+    expected
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| unsafe { *p.add(i) } == b)
 }
 
 extern "C" fn exiting() {

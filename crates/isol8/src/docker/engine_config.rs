@@ -58,11 +58,11 @@ pub struct EngineConfig {
     /// by running the same warm execution with and without it.
     #[doc(hidden)]
     pub skip_usage: bool,
-    /// Starts every program fresh and plain: pooled sandboxes keep no pre-started
-    /// interpreter ([`crate::runtime::Prestart`]), and no program loads the teardown
-    /// library ([`crate::runtime::Runtime::code_preload`]). For comparisons (`isol8
-    /// bench`, the differential tests) and as a way out should a program depend on
-    /// starting fresh.
+    /// Starts every program fresh and plain: the engine runs its registry's
+    /// [`crate::runtime::RuntimeRegistry::plain_starts`], so pooled sandboxes keep no
+    /// pre-started interpreter and no program loads the teardown library. For
+    /// comparisons (`isol8 bench`, the differential tests) and as a way out should a
+    /// program depend on starting fresh.
     pub fresh_starts: bool,
     /// Carries every frame over the container's attached stdio, as over a remote daemon:
     /// no data socket ([`crate::docker::data_socket`]). For comparisons (`isol8 bench`)
@@ -118,7 +118,10 @@ impl Parts {
                 "must be between 1 byte and 32 MiB",
             ));
         }
-        let registry = config.registry.clone().unwrap_or_default();
+        let mut registry = config.registry.clone().unwrap_or_default();
+        if config.fresh_starts {
+            registry = registry.plain_starts();
+        }
         for r in &config.prewarm {
             registry.get(r)?;
         }

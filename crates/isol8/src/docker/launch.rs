@@ -257,12 +257,6 @@ impl DockerEngine {
         let mut prepared = prepare(req, &self.inner.registry, &settings)?;
         prepared.spec.interactive = control.is_some();
         prepared.spec.measure_usage = !self.inner.config.skip_usage;
-        if self.inner.config.fresh_starts {
-            // Plain starts: no library preloaded either.
-            for step in &mut prepared.spec.steps {
-                step.preload = None;
-            }
-        }
         let (settings, host, host_hash) = if prepared.network == settings.network {
             (settings, host, host_hash)
         } else {

@@ -484,13 +484,11 @@ fn start_refill(inner: &Arc<Inner>, key: &PoolKey, refill: Refill) {
 }
 
 /// Has a clean pooled sandbox of `runtime` pre-start its interpreter, where the runtime
-/// has one and the engine does not start every program fresh, and waits until it is
-/// ready (so a sandbox in the pool is ready to run its program at once). False when the
-/// agent is gone or did not answer (the sandbox is then of no use).
+/// has one (an engine with `fresh_starts` has none: its registry is
+/// [`crate::runtime::RuntimeRegistry::plain_starts`]), and waits until it is ready (so a
+/// sandbox in the pool is ready to run its program at once). False when the agent is
+/// gone or did not answer (the sandbox is then of no use).
 async fn prestart(inner: &Inner, runtime: &str, sb: &mut Sandbox) -> bool {
-    if inner.config.fresh_starts {
-        return true;
-    }
     let Ok(rt) = inner.registry.get(runtime) else {
         return true;
     };

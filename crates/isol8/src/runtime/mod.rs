@@ -410,6 +410,17 @@ impl RuntimeRegistry {
         RuntimeRegistry { runtimes }
     }
 
+    /// The same runtimes, each started plain: no pre-started interpreter ([`Prestart`])
+    /// and no preloaded library ([`Runtime::code_preload`]). What an engine with
+    /// `EngineConfig::fresh_starts` runs.
+    pub fn plain_starts(mut self) -> Self {
+        for runtime in &mut self.runtimes {
+            runtime.prestart = None;
+            runtime.code_preload = None;
+        }
+        self
+    }
+
     /// Adds a runtime. Its extensions are detected after those registered before it.
     pub fn register(&mut self, runtime: Runtime) -> Result<()> {
         if runtime.name.is_empty() || runtime.file.is_empty() || runtime.image.is_empty() {

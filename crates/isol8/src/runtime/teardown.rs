@@ -136,18 +136,22 @@ fn reap(pid: libc::pid_t) -> (i32, i32) {
     }
 }
 
-/// How a holder may end: killed by `SIGKILL` when the program died, or its own `exit(0)`
-/// when it found the program already gone.
-fn holder_ended_as_designed(holder: &Holder) -> bool {
-    holder.end == (libc::CLD_KILLED, libc::SIGKILL) || holder.end == (libc::CLD_EXITED, 0)
+/// Exactly one holder, which ended as designed: killed by `SIGKILL` when the program
+/// died, or its own `exit(0)` when it found the program already gone.
+fn assert_one_holder_ended_as_designed(holders: &[Holder]) {
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
+    let end = holders[0].end;
+    assert!(
+        end == (libc::CLD_KILLED, libc::SIGKILL) || end == (libc::CLD_EXITED, 0),
+        "{holders:?}"
+    );
 }
 
 #[test]
 fn a_program_that_exits_leaves_one_holder_that_ends_with_it() {
     let (out, status, holders) = run_probe("echo hi; exit 7");
     assert_eq!((out.as_str(), status.code()), ("hi\n", Some(7)));
-    assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
+    assert_one_holder_ended_as_designed(&holders);
 }
 
 #[test]
@@ -156,8 +160,7 @@ fn forked_children_that_exit_start_no_holder() {
     // process the library was loaded into, may start a holder.
     let (out, status, holders) = run_probe("(exit 3); echo $?; (exit 4); echo $?; exit 5");
     assert_eq!((out.as_str(), status.code()), ("3\n4\n", Some(5)));
-    assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
+    assert_one_holder_ended_as_designed(&holders);
 }
 
 #[test]
@@ -180,8 +183,7 @@ fn a_program_that_ends_with_quick_exit_leaves_one_holder_that_ends_with_it() {
         |library| library.into(),
     );
     assert_eq!((out.as_str(), status.code()), ("hi\n", Some(6)));
-    assert_eq!(holders.len(), 1, "holders: {holders:?}");
-    assert!(holder_ended_as_designed(&holders[0]), "{holders:?}");
+    assert_one_holder_ended_as_designed(&holders);
 }
 
 #[test]
