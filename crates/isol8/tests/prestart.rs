@@ -4,7 +4,7 @@
 //! a later one, and a program behaves exactly as under a fresh `python3 -c`, `node -e` or
 //! `deno run`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use isol8::docker::EngineConfig;
 use isol8::runtime::{Prestart, RuntimeRegistry};
@@ -18,7 +18,13 @@ async fn pooled(runtime: &str, fresh_starts: bool) -> DockerEngine {
 }
 
 async fn pooled_with(runtime: &str, strategy: PoolStrategy, fresh_starts: bool) -> DockerEngine {
-    let engine = engine_with(EngineConfig {
+    pooled_from(runtime, pool_config(strategy, fresh_starts)).await
+}
+
+/// A pool of one sandbox, reset between executions, with a 2 s timeout and a
+/// 1,000-byte output cap.
+fn pool_config(strategy: PoolStrategy, fresh_starts: bool) -> EngineConfig {
+    EngineConfig {
         options: EngineOptions {
             pool_strategy: Some(strategy),
             pool_size: Some(PoolSize::Split { clean: 1, dirty: 1 }),
@@ -29,8 +35,12 @@ async fn pooled_with(runtime: &str, strategy: PoolStrategy, fresh_starts: bool) 
         fresh_starts,
         registry: Some(registry()),
         ..Default::default()
-    })
-    .await;
+    }
+}
+
+/// An engine of `config` with `runtime`'s pool ready.
+async fn pooled_from(runtime: &str, config: EngineConfig) -> DockerEngine {
+    let engine = engine_with(config).await;
     engine.prewarm(&[runtime.into()]).await.expect("prewarm");
     engine
 }
@@ -515,7 +525,10 @@ const NODE_PROGRAMS: &[Program] = &[
     p("console.log(Object.keys(process).join())"),
     p("console.log(Object.getOwnPropertyDescriptor(process, '_eval'), process._preload_modules)"),
     p("console.log(Object.keys(require.cache), require('module')._pathCache, require('module').builtinModules.length)"),
-    p("console.log(process.moduleLoadList.join())"),
+    // (Which modules are loaded, once stdout is in use: the loader loads stdout's ahead,
+    // see `pre_started_node_has_loaded_only_what_its_stdout_needs`.)
+    p("process.stdout; const l = process.moduleLoadList.slice().sort();
+console.log(l.length, require('crypto').createHash('sha256').update(l.join()).digest('hex'))"),
     p("try { require('internal/options') } catch (e) { console.log(e.code) }"),
     p("console.log(new Error('e').stack, Error.stackTraceLimit, typeof Error.prepareStackTrace)"),
     p("process.abort()"),
@@ -559,6 +572,71 @@ async fn node_programs_behave_alike_fresh_and_pre_started() {
         ("true\n", "false\n"),
     )
     .await;
+}
+
+/// The internal modules Node.js has loaded (`process.moduleLoadList`) when the program
+/// starts, and once it has written to stdout (what [`NODE_WARM_PROBE`] prints): a JSON
+/// array of the two, after the probe's line.
+fn node_modules_loaded() -> String {
+    format!(
+        "const start = process.moduleLoadList.slice();
+{NODE_WARM_PROBE}
+process.stdout.write(JSON.stringify([start, process.moduleLoadList]));"
+    )
+}
+
+/// The loader loads ahead what Node.js loads on a program's first use of `process.stdout`
+/// (docs/SECURITY.md): a pre-started program starts with exactly the modules a fresh
+/// `node -e` has plus those `require('net')` adds to it, and once both have written to
+/// stdout they have loaded the same.
+#[isol8_testkit::test(docker)]
+async fn pre_started_node_has_loaded_only_what_its_stdout_needs() {
+    type Lists = (BTreeSet<String>, BTreeSet<String>);
+    async fn loaded(engine: &DockerEngine, probe_answer: &str) -> Lists {
+        let r = ready_run(engine, code("node", &node_modules_loaded())).await;
+        let json = r
+            .stdout
+            .strip_prefix(probe_answer)
+            .unwrap_or_else(|| panic!("{r:?}"));
+        let (start, written): (Vec<String>, Vec<String>) =
+            serde_json::from_str(json.trim_start()).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        (start.into_iter().collect(), written.into_iter().collect())
+    }
+    // (The lists are about 9 KB.)
+    let pooled = |fresh_starts| {
+        let mut config = pool_config(PoolStrategy::Fast, fresh_starts);
+        config.options.max_output_size = Some(1 << 16);
+        pooled_from("node", config)
+    };
+    let fresh = pooled(true).await;
+    let (fresh_start, fresh_written) = loaded(&fresh, "false\n").await;
+    let r = ready_run(
+        &fresh,
+        code(
+            "node",
+            "const before = new Set(process.moduleLoadList); require('net');
+console.log(JSON.stringify(process.moduleLoadList.filter((m) => !before.has(m))))",
+        ),
+    )
+    .await;
+    let by_net: BTreeSet<String> = serde_json::from_str(r.stdout.trim()).expect("json");
+    assert!(by_net.contains("NativeModule net"), "{by_net:?}");
+    assert!(
+        by_net.is_disjoint(&fresh_start),
+        "{:?}",
+        by_net.intersection(&fresh_start).collect::<Vec<_>>()
+    );
+    let warm = pooled(false).await;
+    let (warm_start, warm_written) = loaded(&warm, "true\n").await;
+    let ahead: BTreeSet<String> = warm_start.difference(&fresh_start).cloned().collect();
+    assert!(
+        fresh_start.is_subset(&warm_start),
+        "{fresh_start:?}\n{warm_start:?}"
+    );
+    assert_eq!(ahead, by_net);
+    assert_eq!(warm_written, fresh_written);
+    assert_clean(&warm).await;
+    assert_clean(&fresh).await;
 }
 
 #[isol8_testkit::test(docker)]
