@@ -19,11 +19,15 @@
 //! so they never interleave. The main thread runs executions one at a time, measuring
 //! each ([`usage`]: CPU, memory, network, OOM kills, the ending signal).
 //!
-//! The agent runs as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. Everything
-//! that touches the sandbox user's processes or files is done *as that user*, by a short
-//! lived child (see [`proc::kill_all`] and the `__files` helper mode) or a thread with
-//! that user's filesystem identity ([`files`]), so the agent needs
-//! neither CAP_KILL nor CAP_DAC_OVERRIDE, and the kernel's own permission checks apply.
+//! The agent runs as root with only CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL.
+//! Everything that touches the sandbox user's files, and every signal to chosen
+//! processes, is done *as that user*, by a short lived child (see
+//! [`proc::signal_as_sandbox`] and the `__files` helper mode) or a thread with that
+//! user's filesystem identity ([`files`]), so the agent needs no CAP_DAC_OVERRIDE and the
+//! kernel's own permission checks apply. The one exception is the kill of everything
+//! the sandbox runs at the end of each step and in a reset: as PID 1 of the container's
+//! PID namespace the agent sends that `SIGKILL` to all other processes itself
+//! ([`proc::may_kill_directly`] says why CAP_KILL adds no power to CAP_SETUID's).
 
 mod files;
 mod inbox;
@@ -145,6 +149,7 @@ fn main() {
             )),
         }
     }
+    ident.kill_directly = proc::may_kill_directly(&ident);
     // SIGCHLD must be blocked before any thread starts so that only the reaper sees it.
     proc::block_sigchld();
     let mut relay = None;
@@ -375,8 +380,9 @@ impl Agent {
             proc::kill_all(&self.ident, &self.reaper);
             if whole {
                 // Processes of another uid (only root's can exist: the agent's own kind)
-                // are killed by the agent itself; for the sandbox user's this fails
-                // harmlessly (no CAP_KILL), kill_all took care of them.
+                // are killed by the agent itself (kill_all already did when it kills
+                // directly; without CAP_KILL this fails harmlessly for the sandbox
+                // user's, which kill_all's helper took care of).
                 for pid in &survivors {
                     // SAFETY: kill with integer arguments.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };

@@ -10,8 +10,9 @@
 //! state at every container start: ~10 ms of each cold start on a 2-core machine
 //! (`docs/PERFORMANCE.md`). `unconfined` and `custom` are Docker's, unchanged.
 //!
-//! Sandboxes run with exactly the capabilities SETUID, SETGID and SETPCAP (used by the
-//! agent to drop to the sandbox user), which need no extra syscalls.
+//! Sandboxes run with exactly the capabilities SETUID, SETGID, SETPCAP and KILL (used by
+//! the agent to drop to the sandbox user and to end its processes), which need no extra
+//! syscalls.
 
 use serde_json::{json, Value};
 

@@ -64,7 +64,18 @@ async fn user_is_not_root_and_has_no_capabilities() {
             .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
         "{r:?}"
     );
-    // The agent (PID 1) is another user's non-dumpable process: its fds are off limits.
+    // The agent (PID 1) holds exactly SETUID, SETGID, SETPCAP and KILL (bits 7, 6, 8,
+    // 5), with an empty bounding set that its children inherit.
+    let r = run(
+        &engine,
+        code("bash", "grep -E '^(CapEff|CapBnd)' /proc/1/status"),
+    )
+    .await;
+    assert_eq!(
+        r.stdout, "CapEff:\t00000000000001e0\nCapBnd:\t0000000000000000\n",
+        "{r:?}"
+    );
+    // It is another user's non-dumpable process: its fds are off limits.
     let r = run(&engine, code("bash", "echo garbage > /proc/1/fd/1 && echo wrote; ls /proc/1/fd >/dev/null 2>&1 || echo no-fds; kill -9 1; echo still-here")).await;
     assert!(!r.stdout.contains("wrote"), "{r:?}");
     assert!(

@@ -153,11 +153,15 @@ pub fn host_config(settings: &SandboxSettings) -> Result<HostConfig> {
         readonly_rootfs: Some(settings.readonly_root_fs),
         tmpfs: Some(tmpfs),
         cap_drop: Some(vec!["ALL".to_string()]),
-        cap_add: Some(vec![
-            "SETUID".to_string(),
-            "SETGID".to_string(),
-            "SETPCAP".to_string(),
-        ]),
+        // The agent's: SETUID and SETGID to become the sandbox user in its children,
+        // SETPCAP to empty its bounding set, KILL to end the sandbox user's processes
+        // without a child (it is PID 1 of the container's own PID namespace, so it can
+        // reach nothing outside; the agent's docs say why this grants it nothing new).
+        cap_add: Some(
+            ["SETUID", "SETGID", "SETPCAP", "KILL"]
+                .map(str::to_string)
+                .to_vec(),
+        ),
         security_opt: Some(vec!["no-new-privileges:true".to_string(), seccomp]),
         memory: Some(container_memory_bytes(settings)),
         memory_swap: Some(container_memory_bytes(settings)),
@@ -289,6 +293,14 @@ mod tests {
         let h = host_config(&s).expect("host config");
         assert_eq!(h.network_mode.as_deref(), Some("none"));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            h.cap_add,
+            Some(
+                ["SETUID", "SETGID", "SETPCAP", "KILL"]
+                    .map(str::to_string)
+                    .to_vec()
+            )
+        );
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.init, Some(false));
         let opts = h.security_opt.expect("security options");
