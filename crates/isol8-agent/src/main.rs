@@ -378,11 +378,11 @@ impl Agent {
                 break;
             }
             proc::kill_all(&self.ident, &self.reaper);
-            if whole {
-                // Processes of another uid (only root's can exist: the agent's own kind)
-                // are killed by the agent itself (kill_all already did when it kills
-                // directly; without CAP_KILL this fails harmlessly for the sandbox
-                // user's, which kill_all's helper took care of).
+            // Processes of another uid (only root's can exist: the agent's own kind) are
+            // killed by the agent itself. A direct kill_all already reached them; with
+            // the helper, this fails harmlessly for the sandbox user's, which the helper
+            // took care of.
+            if whole && !self.ident.kill_directly {
                 for pid in &survivors {
                     // SAFETY: kill with integer arguments.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };

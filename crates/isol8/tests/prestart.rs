@@ -603,12 +603,12 @@ async fn pre_started_node_has_loaded_only_what_its_stdout_needs() {
         (start.into_iter().collect(), written.into_iter().collect())
     }
     // (The lists are about 9 KB.)
-    let pooled = |fresh_starts| {
+    let pooled_wide = |fresh_starts| {
         let mut config = pool_config(PoolStrategy::Fast, fresh_starts);
         config.options.max_output_size = Some(1 << 16);
         pooled_from("node", config)
     };
-    let fresh = pooled(true).await;
+    let fresh = pooled_wide(true).await;
     let (fresh_start, fresh_written) = loaded(&fresh, "false\n").await;
     let r = ready_run(
         &fresh,
@@ -626,7 +626,7 @@ console.log(JSON.stringify(process.moduleLoadList.filter((m) => !before.has(m)))
         "{:?}",
         by_net.intersection(&fresh_start).collect::<Vec<_>>()
     );
-    let warm = pooled(false).await;
+    let warm = pooled_wide(false).await;
     let (warm_start, warm_written) = loaded(&warm, "true\n").await;
     let ahead: BTreeSet<String> = warm_start.difference(&fresh_start).cloned().collect();
     assert!(
