@@ -246,30 +246,110 @@ pub(crate) fn become_user(
     Ok(())
 }
 
-/// Gives the calling thread the sandbox user's filesystem identity: no supplementary
-/// groups, fsgid `gid`, fsuid `uid` (each checked: `setfsuid`/`setfsgid` report the
-/// previous id, not failure, so they are read back). Raw system calls, so only this
-/// thread changes; its real, effective and saved ids stay as they were. Errors: the
-/// first call that failed or did not take effect.
-pub(crate) fn take_fs_identity(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
-    // SAFETY: raw syscalls with integer arguments (setgroups with no list).
-    unsafe {
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
-            return Err(io::Error::last_os_error());
+/// The calling thread's filesystem identity, taken as the sandbox user's for as long as
+/// the value lives ([`FsIdentity::take`]) and given back when it is dropped.
+///
+/// Raw system calls change only the calling thread's credentials (credentials(7): the
+/// libc wrappers of `setgroups` and friends would apply them to every thread); the real,
+/// effective and saved ids stay as they were, so the sandbox user can neither signal nor
+/// trace the thread meanwhile (the agent is also not dumpable). Moving the fsuid away
+/// from 0 clears the thread's filesystem capabilities and moving it back restores them
+/// (capabilities(7), "Effect of user ID changes on capabilities"); `CAP_SETGID`, which
+/// restoring the groups needs, is not one of them.
+pub(crate) struct FsIdentity {
+    fsuid: libc::uid_t,
+    fsgid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl FsIdentity {
+    /// Gives the calling thread no supplementary groups, fsgid `gid` and fsuid `uid`
+    /// (each checked: `setfsuid`/`setfsgid` report the previous id, not failure, so they
+    /// are read back). Errors: the first call that failed or did not take effect; the
+    /// thread then has its own identity back.
+    pub(crate) fn take(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<FsIdentity> {
+        let saved = FsIdentity {
+            fsuid: current_fsuid(),
+            fsgid: current_fsgid(),
+            groups: own_groups()?,
+        };
+        // From here on, dropping `saved` restores whatever was changed.
+        // SAFETY: raw syscalls with integer arguments (setgroups with no list).
+        unsafe {
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_setfsgid, gid);
+            libc::syscall(libc::SYS_setfsuid, uid);
         }
-        libc::syscall(libc::SYS_setfsgid, gid);
-        libc::syscall(libc::SYS_setfsuid, uid);
-        // An invalid id changes nothing and returns the current one.
-        let fsgid = libc::syscall(libc::SYS_setfsgid, -1i64) as libc::gid_t;
-        let fsuid = libc::syscall(libc::SYS_setfsuid, -1i64) as libc::uid_t;
+        let (fsuid, fsgid) = (current_fsuid(), current_fsgid());
         if (fsuid, fsgid) != (uid, gid) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("filesystem ids are {fsuid}:{fsgid}, not {uid}:{gid}"),
             ));
         }
+        Ok(saved)
     }
-    Ok(())
+}
+
+impl Drop for FsIdentity {
+    /// Gives the thread its fsuid, fsgid and groups back; aborts the agent when the
+    /// kernel refuses (a thread left with the sandbox user's identity would do the
+    /// agent's later work, such as the reset, as that user).
+    fn drop(&mut self) {
+        // SAFETY: raw syscalls with integer arguments and a list of the given length.
+        let groups_set = unsafe {
+            libc::syscall(libc::SYS_setfsuid, self.fsuid);
+            libc::syscall(libc::SYS_setfsgid, self.fsgid);
+            libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) == 0
+        };
+        if !groups_set || (current_fsuid(), current_fsgid()) != (self.fsuid, self.fsgid) {
+            log(&format!(
+                "cannot give the agent its own filesystem identity back: {}",
+                io::Error::last_os_error()
+            ));
+            std::process::abort();
+        }
+    }
+}
+
+/// The calling thread's fsuid (`setfsuid` with an invalid id changes nothing and returns
+/// the current one).
+fn current_fsuid() -> libc::uid_t {
+    // SAFETY: raw syscall with an integer argument.
+    unsafe { libc::syscall(libc::SYS_setfsuid, -1i64) as libc::uid_t }
+}
+
+/// The calling thread's fsgid, as [`current_fsuid`].
+fn current_fsgid() -> libc::gid_t {
+    // SAFETY: raw syscall with an integer argument.
+    unsafe { libc::syscall(libc::SYS_setfsgid, -1i64) as libc::gid_t }
+}
+
+/// The calling thread's supplementary groups. Errors: `getgroups` failed.
+pub(crate) fn own_groups() -> io::Result<Vec<libc::gid_t>> {
+    // SAFETY: a count query, then a list of that many entries; raw syscalls so that the
+    // thread's own list is read.
+    unsafe {
+        let n = libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>());
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let got = libc::syscall(libc::SYS_getgroups, n, groups.as_mut_ptr());
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        groups.truncate(got as usize);
+        Ok(groups)
+    }
+}
+
+/// The calling thread's (fsuid, fsgid).
+#[cfg(test)]
+pub(crate) fn fs_ids() -> (libc::uid_t, libc::gid_t) {
+    (current_fsuid(), current_fsgid())
 }
 
 /// What the light child of [`signal_from_clone`] needs; lives on the parent's stack.

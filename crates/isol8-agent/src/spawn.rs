@@ -75,9 +75,6 @@ struct Child {
 /// other CPU against 50 µs on the same one (`perf sched` events of warm bash steps on a
 /// 2-core VM, docs/PERFORMANCE.md). The child restores the saved set before anything
 /// else ([`step_child`]); dropping the pin restores the parent's.
-///
-/// A thread the agent starts and waits for at once benefits alike: the file thread pins
-/// around its spawn, and the new thread restores the set with [`Pin::restore_saved`].
 pub(crate) struct Pin {
     saved: libc::cpu_set_t,
 }
@@ -101,20 +98,6 @@ impl Pin {
             libc::CPU_SET(cpu as usize, &mut one);
             set_own_cpus(&one).then_some(Pin { saved })
         }
-    }
-
-    /// The CPU set the calling thread had before it was pinned.
-    pub(crate) fn saved(&self) -> libc::cpu_set_t {
-        self.saved
-    }
-
-    /// Gives the calling thread `saved` (a [`Pin::saved`]) as its CPU set: for a thread
-    /// started while its parent was pinned, first thing. Errors: the kernel refused it.
-    pub(crate) fn restore_saved(saved: &libc::cpu_set_t) -> io::Result<()> {
-        if !set_own_cpus(saved) {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 }
 
@@ -471,7 +454,7 @@ pub(crate) mod tests {
     }
 
     /// `Cpus_allowed_list` of the calling thread.
-    pub(crate) fn own_cpus() -> String {
+    fn own_cpus() -> String {
         allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").expect("own status"))
     }
 

@@ -1,7 +1,7 @@
 //! Files: writing the request's files and reading output paths back, always *as the
 //! sandbox user* and without ever following a symlink.
 //!
-//! Writes and reads run on a short-lived thread of the agent whose *filesystem* identity
+//! Writes and reads run on the agent's calling thread while its *filesystem* identity
 //! is the sandbox user's ([`as_sandbox_user`]); the reset re-executes the agent in helper
 //! mode (`isol8-agent __files`) as the sandbox user, as removing System V IPC objects
 //! checks the caller's effective uid; the helper takes one JSON request on stdin and
@@ -36,7 +36,6 @@ use isol8_protocol::agent::FileWrite;
 use serde::{Deserialize, Serialize};
 
 use crate::proc::{self, Identity, Reaper};
-use crate::spawn::Pin;
 use reset::reset;
 use walk::{read_file, write_files};
 
@@ -110,40 +109,21 @@ pub fn read_all(
     }
 }
 
-/// Runs `f` on a new thread whose filesystem identity is the sandbox user's (when the
-/// agent runs as root; on the calling thread otherwise): no supplementary groups, fsgid
-/// and fsuid the sandbox user's. The raw system calls change only the calling thread's
-/// credentials (credentials(7); libc's wrappers would apply them to every thread), and
-/// the thread ends with `f`, taking the identity with it. Every file access of `f` is
-/// checked as the sandbox user's and creates files it owns, exactly as the helper
-/// process did, without a fork and exec (about 2 ms a call). The thread's real,
-/// effective and saved uids stay root's, so the sandbox user cannot signal it, and the
-/// agent is not dumpable, so it cannot be traced or read through `/proc`. Errors: the
-/// identity could not be taken (nothing ran) or the thread panicked.
-fn as_sandbox_user<T: Send>(ident: &Identity, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+/// Runs `f` on the calling thread with the sandbox user's filesystem identity (when the
+/// agent runs as root; as it is otherwise): no supplementary groups, fsgid and fsuid the
+/// sandbox user's, given back when `f` returns or unwinds ([`proc::FsIdentity`]). Every
+/// file access of `f` is checked as the sandbox user's and creates files it owns,
+/// exactly as a helper process running as that user would, without a fork and exec
+/// (about 2 ms a call) or a thread (about 0.1–0.3 ms with its start and join, most of
+/// Deno's extra warm overhead, which writes its code file). Errors: the identity could
+/// not be taken (nothing ran).
+fn as_sandbox_user<T>(ident: &Identity, f: impl FnOnce() -> T) -> Result<T, String> {
     if !ident.drop_privileges {
         return Ok(f());
     }
-    let (uid, gid) = (ident.uid, ident.gid);
-    std::thread::scope(|scope| {
-        // The caller waits for the thread at once: started on this CPU, it need not wait
-        // for an idle one to wake (crate::spawn::Pin).
-        let pin = Pin::to_current_cpu();
-        let saved = pin.as_ref().map(Pin::saved);
-        let thread = scope.spawn(move || {
-            if let Some(set) = saved {
-                Pin::restore_saved(&set)
-                    .map_err(|e| format!("cannot restore the file thread's CPUs: {e}"))?;
-            }
-            proc::take_fs_identity(uid, gid)
-                .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;
-            Ok(f())
-        });
-        drop(pin);
-        thread
-            .join()
-            .map_err(|_| "the file thread panicked".to_string())?
-    })
+    let _identity = proc::FsIdentity::take(ident.uid, ident.gid)
+        .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;
+    Ok(f())
 }
 
 fn call(ident: &Identity, reaper: &Reaper, req: &Request) -> Result<Response, String> {

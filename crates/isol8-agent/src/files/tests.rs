@@ -11,7 +11,7 @@ use isol8_protocol::agent::FileWrite;
 use super::ipc::{parse_sysvipc, IpcKind, IpcObject};
 use super::reset::{scrub_root, xattr_names};
 use super::walk::{components, open_root, read_file, within, write_files};
-use crate::spawn::tests::own_cpus;
+use crate::proc::own_groups;
 
 #[test]
 fn components_stay_below_the_root() {
@@ -295,12 +295,38 @@ fn scrubbing_the_root_removes_extended_attributes_and_set_timestamps() {
 }
 
 #[test]
-fn the_file_thread_gets_the_agents_cpus_and_the_caller_keeps_them() {
-    // As root the work runs on a thread started while the caller was pinned to its CPU
-    // (crate::spawn::Pin); the thread restores the set before anything else.
-    let ident = crate::proc::Identity::from_env();
-    let before = own_cpus();
-    let on_thread = super::as_sandbox_user(&ident, own_cpus).expect("the file thread ran");
-    assert_eq!(on_thread, before);
-    assert_eq!(own_cpus(), before);
+fn file_work_runs_as_the_sandbox_user_and_the_agent_gets_its_identity_back() {
+    // As root (the agent's case) the work runs on the calling thread with the sandbox
+    // user's fsuid, fsgid and no groups; afterwards the thread is itself again.
+    let mut ident = crate::proc::Identity::from_env();
+    if !ident.drop_privileges {
+        eprintln!("SKIP: not root, the work runs with the caller's own identity");
+        return;
+    }
+    (ident.uid, ident.gid) = (4242, 4343);
+    let before = (crate::proc::fs_ids(), own_groups().expect("groups"));
+    let dir = std::env::temp_dir().join(format!("isol8-agent-fsid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Owned by root, mode 0755: the sandbox user may not create a file in it.
+    let denied = dir.join("denied");
+    let (inside, write) = super::as_sandbox_user(&ident, || {
+        let ids = (crate::proc::fs_ids(), own_groups().expect("groups"));
+        (ids, std::fs::write(&denied, b"x"))
+    })
+    .expect("identity taken");
+    assert_eq!(inside, ((4242, 4343), vec![]));
+    assert_eq!(
+        write
+            .expect_err("root's directory refuses the sandbox user")
+            .kind(),
+        io::ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        (crate::proc::fs_ids(), own_groups().expect("groups")),
+        before
+    );
+    // And root may again.
+    std::fs::write(&denied, b"x").expect("the agent writes as itself");
+    let _ = std::fs::remove_dir_all(&dir);
 }
