@@ -430,7 +430,7 @@ extern "C" fn step_child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     #[test]

@@ -299,12 +299,17 @@ fn file_work_runs_as_the_sandbox_user_and_the_agent_gets_its_identity_back() {
     // As root (the agent's case) the work runs on the calling thread with the sandbox
     // user's fsuid, fsgid and no groups; afterwards the thread is itself again.
     let mut ident = crate::proc::Identity::from_env();
-    if !ident.drop_privileges {
-        eprintln!("SKIP: not root, the work runs with the caller's own identity");
-        return;
-    }
     (ident.uid, ident.gid) = (4242, 4343);
     let before = (crate::proc::fs_ids(), own_groups().expect("groups"));
+    if !ident.drop_privileges {
+        // Not root: nothing to take, the work runs with the caller's own identity.
+        let inside = super::as_sandbox_user(&ident, || {
+            (crate::proc::fs_ids(), own_groups().expect("groups"))
+        })
+        .expect("ran");
+        assert_eq!(inside, before);
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("isol8-agent-fsid-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
