@@ -561,6 +561,20 @@ console.log(l.length, require('crypto').createHash('sha256').update(l.join()).di
     p("const v8 = require('v8'); console.log(v8.getHeapStatistics().number_of_native_contexts, v8.getHeapStatistics().number_of_detached_contexts)"),
     p("console.log(Object.keys(console).join(), Object.getOwnPropertySymbols(globalThis).map(String))"),
     p("console.log(process.listenerCount('SIGINT'), process.listenerCount('exit'), process.eventNames())"),
+    // The loader's quick way out (prestart.js) must change nothing a program can see of
+    // how it ends: the `emit` it finds, an `exit` emitted by hand, `emit` or `reallyExit`
+    // replaced (as signal-exit does), in sloppy and strict code, work queued by `exit`
+    // listeners, `beforeExit` adding work, and an explicit `exitCode` of 0.
+    p("console.log(process.emit === require('events').prototype.emit, Object.keys(Object.getPrototypeOf(process)), 'emit' in process)"),
+    p("process.emit('exit', 0); console.log('after an exit emitted by hand')"),
+    p("const o = process.emit; process.emit = function (ev, ...a) { const r = o.call(this, ev, ...a); if (ev === 'exit') console.log('patched emit after exit', a); return r }; console.log('main', Object.hasOwn(process, 'emit'))"),
+    p("'use strict'; const o = process.emit; process.emit = function (ev, ...a) { const r = o.call(this, ev, ...a); if (ev === 'exit') console.log('strict patched emit after exit', a); return r }; console.log('main')"),
+    p("const E = require('events'); const o = E.prototype.emit; E.prototype.emit = function (ev, ...a) { if (ev === 'exit') console.log('patched prototype emit sees exit', a); return o.call(this, ev, ...a) }; console.log('main')"),
+    p("const r = process.reallyExit; process.reallyExit = (c) => { console.log('reallyExit', c); r.call(process, c) }; console.log('natural end')"),
+    p("const r = process.reallyExit; process.reallyExit = (c) => { console.log('reallyExit', c); r.call(process, c) }; process.exit()"),
+    p("process.on('exit', () => Promise.resolve().then(() => console.log('microtask queued by an exit listener')))"),
+    p("process.on('beforeExit', () => { if (!globalThis.again) { globalThis.again = 1; setTimeout(() => console.log('more work'), 1) } }); process.exitCode = 0"),
+    p("Object.preventExtensions(process); process.emit = () => {}; console.log(Object.hasOwn(process, 'emit'))"),
 ];
 
 #[isol8_testkit::test(docker)]
