@@ -593,6 +593,51 @@ async fn node_programs_behave_alike_fresh_and_pre_started() {
     .await;
 }
 
+/// A Node.js program that ends with a `node:sqlite` database open leaves, pre-started as
+/// fresh, through Node.js's own teardown, which closes the database: in WAL mode that
+/// moves the log into the database file and removes the log (the loader's quick way out,
+/// like `process.exit()`, would leave `-wal` and `-shm` beside a database file without
+/// the table). The files read back are the same either way.
+#[isol8_testkit::test(docker)]
+async fn a_sqlite_database_left_open_is_closed_at_exit_pre_started_too() {
+    use base64::Engine as _;
+    let program = format!(
+        "{NODE_WARM_PROBE}
+const {{ DatabaseSync }} = require('node:sqlite');
+const db = new DatabaseSync('/sandbox/w.db');
+db.exec('PRAGMA journal_mode=WAL; CREATE TABLE isol8_t(x); INSERT INTO isol8_t VALUES (42)');"
+    );
+    for (fresh_starts, probe_answer) in [(true, "false\n"), (false, "true\n")] {
+        let engine = pooled("node", fresh_starts).await;
+        let mut req = code("node", &program);
+        req.output_paths = ["/sandbox/w.db", "/sandbox/w.db-wal", "/sandbox/w.db-shm"]
+            .map(String::from)
+            .to_vec();
+        let r = ready_run(&engine, req).await;
+        assert_eq!(
+            (r.stdout.as_str(), r.exit_code),
+            (probe_answer, 0),
+            "fresh_starts {fresh_starts}: {}",
+            r.stderr
+        );
+        let files = r.files.unwrap_or_default();
+        assert_eq!(
+            files.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["/sandbox/w.db"],
+            "fresh_starts {fresh_starts}: the files read back"
+        );
+        let db = base64::engine::general_purpose::STANDARD
+            .decode(&files["/sandbox/w.db"])
+            .expect("base64");
+        assert!(
+            db.windows(b"CREATE TABLE isol8_t".len())
+                .any(|w| w == b"CREATE TABLE isol8_t"),
+            "fresh_starts {fresh_starts}: the table is not in the database file"
+        );
+        assert_clean(&engine).await;
+    }
+}
+
 /// The internal modules Node.js has loaded (`process.moduleLoadList`) when the program
 /// starts, and once it has written to stdout (what [`NODE_WARM_PROBE`] prints): a JSON
 /// array of the two, after the probe's line.

@@ -160,8 +160,10 @@
     // which prints its error only after `exit`, always sets 1), no `exit` listener is
     // registered (none can queue work), `emit` and `process.reallyExit` are Node.js's own
     // (libraries such as signal-exit replace them to run code after `exit`; an own
-    // `process.emit` hides the getter), and no native addon is loaded (their cleanup
-    // hooks run only on the way out that frees the environment). Otherwise, and for every
+    // `process.emit` hides the getter), no native addon is loaded and `node:sqlite` is
+    // not (cleanup hooks run only on the way out that frees the environment: an addon's,
+    // and the one that closes a database left open, which in WAL mode moves the log into
+    // the database file and removes it). Otherwise, and for every
     // lookup before the process is exiting, the getter returns what the prototype chain
     // above it holds, so `process.emit` is what it is in a fresh process and no stack
     // frame of the loader's is added. An assignment to `process.emit` makes an own
@@ -170,13 +172,15 @@
     const above = Object.getPrototypeOf(proto);
     const emit = process.emit;
     const reallyExit = process.reallyExit;
+    const loaded = process.moduleLoadList;
     const quickExit = () =>
       process._exiting === true &&
       (process.exitCode ?? 0) === 0 &&
       process.listenerCount('exit') === 0 &&
       above.emit === emit &&
       process.reallyExit === reallyExit &&
-      !Object.keys(Module._cache).some((path) => path.endsWith('.node'));
+      !Object.keys(Module._cache).some((path) => path.endsWith('.node')) &&
+      !loaded.includes('Internal Binding sqlite');
     Object.defineProperty(proto, 'emit', {
       __proto__: null,
       configurable: true,
