@@ -49,12 +49,12 @@ const wanted = new Map(environment.map((entry) => {
 // A `DENO_*` variable the request lacks was set by Deno itself while it started (such as
 // `DENO_NODE_SHIM_ACTIVE`), as it would be in a fresh process: the request's own
 // `DENO_*` are the ones this process started with, or it would not have been handed it.
-// A variable that already has its value is left alone (setting it again changes nothing,
-// not even its place in the environment, and costs a call into Deno per variable).
 const current = Deno.env.toObject();
 for (const key of Object.keys(current)) {
   if (!wanted.has(key) && !key.startsWith('DENO_')) Deno.env.delete(key);
 }
+// A variable that already has its value is left alone (setting it again changes nothing,
+// not even its place in the environment, and costs a call into Deno per variable).
 for (const [key, value] of wanted) {
   if (!Object.hasOwn(current, key) || current[key] !== value) Deno.env.set(key, value);
 }

@@ -163,11 +163,11 @@
     // `process.emit` hides the getter), no native addon is loaded and `node:sqlite` is
     // not (cleanup hooks run only on the way out that frees the environment: an addon's,
     // and the one that closes a database left open, which in WAL mode moves the log into
-    // the database file and removes it). Otherwise, and for every
-    // lookup before the process is exiting, the getter returns what the prototype chain
-    // above it holds, so `process.emit` is what it is in a fresh process and no stack
-    // frame of the loader's is added. An assignment to `process.emit` makes an own
-    // property, as it would without the getter.
+    // the database file and removes it). Otherwise, and for every lookup before the
+    // process is exiting, the getter returns what the prototype chain above it holds, so
+    // `process.emit` is what it is in a fresh process and no stack frame of the loader's
+    // is added. An assignment to `process.emit` makes an own property, as it would
+    // without the getter.
     const proto = Object.getPrototypeOf(process);
     const above = Object.getPrototypeOf(proto);
     const emit = process.emit;
