@@ -580,6 +580,12 @@ console.log(l.length, require('crypto').createHash('sha256').update(l.join()).di
     p("process.on('exit', () => Promise.resolve().then(() => console.log('microtask queued by an exit listener')))"),
     p("process.on('beforeExit', () => { if (!globalThis.again) { globalThis.again = 1; setTimeout(() => console.log('more work'), 1) } }); process.exitCode = 0"),
     p("Object.preventExtensions(process); process.emit = () => {}; console.log(Object.hasOwn(process, 'emit'))"),
+    // The loader runs stdout's code once on a stand-in socket (prestart.js): the program
+    // must still get the asynchronous ids, hook callbacks and stream state of a fresh
+    // process, its own stdout created on first use.
+    p("const ah = require('async_hooks'); const r = new ah.AsyncResource('x'); process.nextTick(() => console.log('tick', ah.executionAsyncId())); setTimeout(() => console.log('timer', ah.executionAsyncId()), 0); console.log(r.asyncId(), ah.executionAsyncId(), ah.triggerAsyncId())"),
+    p("const ah = require('async_hooks'); const seen = []; ah.createHook({ init(id, type) { seen.push('init ' + type + ' ' + id) }, before(id) { seen.push('before ' + id) }, after(id) { seen.push('after ' + id) } }).enable(); process.stdout.write('x\\n'); setImmediate(() => { const s = seen.slice(); process.stderr.write(s.join() + '\\n') })"),
+    p("process.stdout.write('ab\\n'); console.log(process.stdout.bytesWritten, process.stdout.writableLength, process.stdout.writableNeedDrain, process.stdout._writableState.pendingcb)"),
 ];
 
 #[isol8_testkit::test(docker)]

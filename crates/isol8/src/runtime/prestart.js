@@ -89,7 +89,42 @@
     // loaded now, they are already there. The one trace: `process.moduleLoadList`
     // lists them from the start, where a fresh `node -e` lists them after that first
     // use (docs/SECURITY.md).
-    require('net');
+    const net = require('net');
+
+    // V8 compiles a function the first time it is called, so the first `process.stdout`
+    // (a socket on a pipe here) and its first write cost about 1.2 ms of a one-line
+    // program's warm run, mostly compiling stream and socket code. The loader runs that
+    // code once now, on a socket over a stand-in handle that takes each write as pending
+    // and completes it at once: nothing is opened (a real pipe handle would open a
+    // descriptor and be listed among the active handles), no asynchronous id is taken
+    // (the stand-in has its own), no tick is queued (a write that completes later does
+    // not defer its callback) and the socket is left to the garbage collector. The
+    // program's own `process.stdout` is created on first use as in a fresh process.
+    {
+      const { streamBaseState, kLastWriteWasAsync, kBytesWritten } = process.binding('stream_wrap');
+      const pending = [];
+      const write = (req) => {
+        pending.push(req);
+        streamBaseState[kLastWriteWasAsync] = 1;
+        streamBaseState[kBytesWritten] = 0;
+        return 0;
+      };
+      const handle = {
+        getAsyncId: () => -1,
+        readStart: () => 0,
+        readStop: () => 0,
+        writeUtf8String: write,
+        writeLatin1String: write,
+        writeBuffer: write,
+        writev: write,
+      };
+      const socket = new net.Socket({ handle, readable: false, writable: true });
+      for (const chunk of ['1\n', Buffer.from('1\n')]) {
+        socket.write(chunk);
+        for (const req of pending.splice(0)) req.oncomplete(0);
+      }
+      streamBaseState[kLastWriteWasAsync] = 0;
+    }
 
     // The environment as this process has it, in order: a request whose environment is
     // exactly this (the usual case) leaves it as it is, which saves a system call per
