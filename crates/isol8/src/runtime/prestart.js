@@ -101,23 +101,15 @@
     // not defer its callback) and the socket is left to the garbage collector. The
     // program's own `process.stdout` is created on first use as in a fresh process.
     {
-      const { streamBaseState, kLastWriteWasAsync, kBytesWritten } = process.binding('stream_wrap');
+      const { streamBaseState, kLastWriteWasAsync } = process.binding('stream_wrap');
       const pending = [];
       const write = (req) => {
         pending.push(req);
         streamBaseState[kLastWriteWasAsync] = 1;
-        streamBaseState[kBytesWritten] = 0;
         return 0;
       };
-      const handle = {
-        getAsyncId: () => -1,
-        readStart: () => 0,
-        readStop: () => 0,
-        writeUtf8String: write,
-        writeLatin1String: write,
-        writeBuffer: write,
-        writev: write,
-      };
+      // What a write-only socket calls on its handle for a string and a Buffer.
+      const handle = { getAsyncId: () => -1, writeUtf8String: write, writeBuffer: write };
       const socket = new net.Socket({ handle, readable: false, writable: true });
       for (const chunk of ['1\n', Buffer.from('1\n')]) {
         socket.write(chunk);
