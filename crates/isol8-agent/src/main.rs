@@ -781,6 +781,10 @@ impl Agent {
                     }
                 }
             }
+            // Closed before it is reported: once the step has seen both pipes close, the
+            // reset that may follow at once finds no descriptor of it still open (and
+            // need not wait for this thread to get the CPU back).
+            drop(pipe);
             let _ = tx.send(Event::PipeClosed(stream, stats));
         });
     }
