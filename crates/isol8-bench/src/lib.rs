@@ -12,6 +12,9 @@
 //!   waiting (the bench waits, untimed, until the pool is ready before each sample);
 //! * `warm_back_to_back` — `warm` with each request sent as soon as the one before
 //!   returned, so it also waits for that one's reset and pre-start;
+//! * `warm_after_idle` — `warm` with the request sent [`IDLE_PAUSE`] after the pool was
+//!   ready, the machine idle meanwhile: what sporadic traffic meets (sleeping CPUs, cold
+//!   caches), where `warm` is a request arriving within 20 ms of the pool being ready;
 //! * `warm_fresh` (runtimes with a pre-started interpreter or a preloaded library) —
 //!   `warm` on an engine that starts every program fresh and plain
 //!   (`EngineConfig::fresh_starts`): what pre-starting and the teardown library save;
@@ -49,7 +52,8 @@
 //! observer of the engine behind the server) and the median engine overhead, end to end
 //! minus the program's time per sample.
 //! The Docker baselines have neither: nothing inside their containers times the bare
-//! command. The warm path is split into the phases the engine reports to its observer
+//! command. The warm path (and `warm_after_idle`) is split into the phases the engine
+//! reports to its observer
 //! ([`phases`]), the engine's peak RSS is measured with a warm pool per language runtime,
 //! and every figure is checked against the targets of issue 14 ([`targets`]).
 
@@ -427,14 +431,22 @@ pub(crate) async fn timed_run(
     ))
 }
 
+/// How long the `warm_after_idle` path leaves the machine idle before each sample, once
+/// the pool is ready: long enough for the latency to stop growing with the pause (on the
+/// bench's VM it grew from 20 to about 300 ms and stayed flat up to 30 s).
+pub const IDLE_PAUSE: Duration = Duration::from_millis(500);
+
 /// `n` timed executions of `req`, each sent when `engine`'s pool is ready (its sandbox
 /// reset and, where the runtime has one, its interpreter pre-started: an untimed
-/// `prewarm` first), after one warm-up that is not counted.
+/// `prewarm` first) and `idle` later (zero: at once; the pool is polled every 20 ms, so
+/// "at once" is within 20 ms of the pool becoming ready), after one warm-up that is not
+/// counted.
 async fn ready_samples(
     engine: &DockerEngine,
     recorder: &PhaseRecorder,
     req: &ExecutionRequest,
     n: usize,
+    idle: Duration,
 ) -> Result<Vec<(Sample, Reported)>> {
     let runtime = std::slice::from_ref(&req.runtime);
     engine.prewarm(runtime).await?;
@@ -442,6 +454,9 @@ async fn ready_samples(
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         engine.prewarm(runtime).await?;
+        if !idle.is_zero() {
+            tokio::time::sleep(idle).await;
+        }
         out.push(timed(engine, recorder, req).await?);
     }
     Ok(out)
@@ -822,7 +837,9 @@ pub async fn run(
         progress(format!("{runtime}: warm"));
         let mut warm = Vec::new();
         let mut split = Vec::new();
-        for (s, reported) in ready_samples(&warm_engine, &recorder, &req, opts.n).await? {
+        for (s, reported) in
+            ready_samples(&warm_engine, &recorder, &req, opts.n, Duration::ZERO).await?
+        {
             split.push(PhaseSample::of(&s, reported));
             warm.push(s);
         }
@@ -837,12 +854,27 @@ pub async fn run(
             "warm_back_to_back",
             &back_to_back,
         ));
+        // `warm_after_idle`: the same ready pool, the request sent after the machine sat
+        // idle for a while, as sporadic traffic arrives (the CPUs have gone to sleep and
+        // the program's memory is no longer in their caches).
+        progress(format!("{runtime}: warm after an idle pause"));
+        let mut after_idle = Vec::new();
+        let mut split = Vec::new();
+        for (s, reported) in
+            ready_samples(&warm_engine, &recorder, &req, opts.n, IDLE_PAUSE).await?
+        {
+            split.push(PhaseSample::of(&s, reported));
+            after_idle.push(s);
+        }
+        results.push(summarize_samples(runtime, "warm_after_idle", &after_idle));
+        phases.push(phases::phase_timings(runtime, "warm_after_idle", &split));
 
         if starts_differently(registry.get(runtime)?) {
             // The same ready pool with every program started fresh and plain: what
             // pre-starting and the teardown library save, measured in this run.
             progress(format!("{runtime}: warm, started fresh"));
-            let fresh = ready_samples(&fresh_engine, &fresh_recorder, &req, opts.n).await?;
+            let fresh =
+                ready_samples(&fresh_engine, &fresh_recorder, &req, opts.n, Duration::ZERO).await?;
             results.push(summarize_samples(runtime, "warm_fresh", &samples_of(fresh)));
         }
 
@@ -851,11 +883,19 @@ pub async fn run(
         progress(format!(
             "{runtime}: warm, frames through the attached stdio"
         ));
-        let stdio = ready_samples(&stdio_engine, &stdio_recorder, &req, opts.n).await?;
+        let stdio =
+            ready_samples(&stdio_engine, &stdio_recorder, &req, opts.n, Duration::ZERO).await?;
         results.push(summarize_samples(runtime, "warm_stdio", &samples_of(stdio)));
 
         progress(format!("{runtime}: warm, audited"));
-        let audited = ready_samples(&audited_engine, &audited_recorder, &req, opts.n).await?;
+        let audited = ready_samples(
+            &audited_engine,
+            &audited_recorder,
+            &req,
+            opts.n,
+            Duration::ZERO,
+        )
+        .await?;
         results.push(summarize_samples(
             runtime,
             "warm_audited",
