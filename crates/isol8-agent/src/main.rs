@@ -417,7 +417,8 @@ impl Agent {
             }
         }
         if files::needs_wipe(&self.ident, &wipe, self.clean_root) {
-            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &wipe) {
+            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &wipe, survivors.is_empty())
+            {
                 problems.push(e);
             }
             if whole {

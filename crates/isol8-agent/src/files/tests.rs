@@ -335,3 +335,68 @@ fn file_work_runs_as_the_sandbox_user_and_the_agent_gets_its_identity_back() {
     std::fs::write(&denied, b"x").expect("the agent writes as itself");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reset_on_the_sandbox_users_thread_removes_only_what_that_user_may() {
+    // As root (the agent's case) the reset's thread takes the sandbox user's whole
+    // identity: it removes the user's own files, cannot remove root's, and the calling
+    // thread stays root.
+    use std::os::unix::fs::PermissionsExt;
+    let mut ident = crate::proc::Identity::from_env();
+    (ident.uid, ident.gid) = (4242, 4343);
+    let ids = || {
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        // SAFETY: three valid out-pointers.
+        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+        (r, e, s)
+    };
+    let before = ids();
+    let (dir, wipe) = temp_root("as-user-reset");
+    if !ident.drop_privileges {
+        // Not root: the reset runs on the calling thread as the caller.
+        let uid = super::as_sandbox_thread(&ident, ids)
+            .expect("ran")
+            .expect("ran");
+        assert_eq!(uid, before);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let chown = |p: &std::path::Path, uid: u32, gid: u32| {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown");
+    };
+    // Two directories to wipe, both the sandbox user's: one holds its own file, the
+    // other a directory of root's with a file in it.
+    let (mine, other) = (dir.join("mine"), dir.join("other"));
+    for d in [&dir, &mine, &other] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        chown(d, 4242, 4343);
+    }
+    let own = mine.join("own.txt");
+    std::fs::write(&own, b"x").expect("write");
+    chown(&own, 4242, 4343);
+    let roots = other.join("roots");
+    std::fs::create_dir(&roots).expect("mkdir");
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let kept = roots.join("kept.txt");
+    std::fs::write(&kept, b"x").expect("write");
+
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let (root, dirs) = (wipe.clone(), vec![path(&mine), path(&other)]);
+    let inside =
+        super::as_sandbox_thread(&ident, move || (ids(), super::reset::reset(&root, &dirs)))
+            .expect("thread started")
+            .expect("identity taken");
+    assert_eq!(
+        inside.0,
+        (4242, 4242, 4242),
+        "the thread is the sandbox user"
+    );
+    let err = inside
+        .1
+        .expect_err("root's file is out of the sandbox user's reach");
+    assert!(err.contains("kept.txt"), "{err}");
+    assert!(!own.exists(), "the sandbox user's own file is removed");
+    assert!(kept.exists(), "root's file is not removed");
+    assert_eq!(ids(), before, "the calling thread keeps its identity");
+    let _ = std::fs::remove_dir_all(&dir);
+}
