@@ -216,6 +216,9 @@ fn as_sandbox_thread<T: Send + 'static>(
     let (uid, gid, clear) = (ident.uid, ident.gid, !ident.bounding_set_clear);
     let thread = std::thread::Builder::new()
         .name("isol8-as-user".into())
+        // The helper's main thread had the default 8 MiB: the wipe recurses once per
+        // directory level of what the run left.
+        .stack_size(8 << 20)
         .spawn(move || {
             proc::become_user(uid, gid, clear)
                 .map_err(|e| format!("cannot take the sandbox user's identity: {e}"))?;

@@ -400,3 +400,31 @@ fn a_reset_on_the_sandbox_users_thread_removes_only_what_that_user_may() {
     assert_eq!(ids(), before, "the calling thread keeps its identity");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reset_on_the_sandbox_users_thread_wipes_a_tree_as_deep_as_paths_allow() {
+    // The wipe recurses once per directory level; a run can nest directories until
+    // their paths reach PATH_MAX (4096 bytes). The thread's stack holds that.
+    let mut ident = crate::proc::Identity::from_env();
+    (ident.uid, ident.gid) = (4242, 4343);
+    let (dir, wipe) = temp_root("as-user-deep");
+    let owner = |p: &std::path::Path| {
+        if ident.drop_privileges {
+            std::os::unix::fs::chown(p, Some(4242), Some(4343)).expect("chown");
+        }
+    };
+    owner(&dir);
+    let mut deep = dir.clone();
+    while deep.as_os_str().len() + 2 < 4000 {
+        deep.push("d");
+        std::fs::create_dir(&deep).expect("mkdir");
+        owner(&deep);
+    }
+    let (root, dirs) = (wipe.clone(), vec![wipe.clone()]);
+    let done = super::as_sandbox_thread(&ident, move || super::reset::reset(&root, &dirs))
+        .expect("thread started")
+        .expect("identity taken");
+    assert_eq!(done, Ok(()));
+    assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
