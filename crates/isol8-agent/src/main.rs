@@ -439,6 +439,21 @@ impl Agent {
         if !left.is_empty() {
             problems.push(format!("System V IPC objects remain: {}", left.join(", ")));
         }
+        // A killed process keeps its /proc entry until the reaper thread collects it,
+        // which may not have run yet: the next execution must not find even that.
+        if survivors.is_empty() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut pause = Duration::from_micros(100);
+            let mut left = proc::unreaped(&self.ident);
+            while !left.is_empty() && Instant::now() < deadline {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+                left = proc::unreaped(&self.ident);
+            }
+            if !left.is_empty() {
+                problems.push(format!("ended processes not reaped: {left:?}"));
+            }
+        }
         if let Err(e) = self.check_descriptors() {
             problems.push(e);
         }

@@ -681,6 +681,18 @@ pub fn reap_pidfd(pidfd: &OwnedFd) -> Option<(i32, u64)> {
 /// as PID 1 of a container, every process but the agent itself, whatever its uid; as
 /// root elsewhere, the sandbox user's; without root, the agent's live descendants.
 pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
+    processes(ident, false)
+}
+
+/// [`survivors`] and the zombies among the same processes: one that ended keeps its
+/// `/proc` entry (pid, name, owner) until it is reaped, which the next execution must not
+/// see either. As PID 1 of a container the agent's reaper thread collects every one.
+pub fn unreaped(ident: &Identity) -> Vec<libc::pid_t> {
+    processes(ident, true)
+}
+
+/// The processes [`survivors`] describes, zombies too when `zombies`.
+fn processes(ident: &Identity, zombies: bool) -> Vec<libc::pid_t> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     if !ident.drop_privileges {
@@ -703,7 +715,7 @@ pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
         };
         let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
         let owner = field("Uid:").and_then(|u| u.split_whitespace().next());
-        if !zombie && (everyone || owner == Some(uid.as_str())) {
+        if (zombies || !zombie) && (everyone || owner == Some(uid.as_str())) {
             found.push(pid);
         }
     }
@@ -784,6 +796,27 @@ mod tests {
         assert_eq!(capability_mask(status, "CapAmb"), None);
         assert_eq!(capability_mask("CapEffX:\t1\n", "CapEff"), None);
         assert_eq!(capability_mask("CapEff:\tzz\n", "CapEff"), None);
+    }
+
+    #[test]
+    fn a_process_that_ended_counts_as_unreaped_until_it_is_reaped() {
+        let mut ident = Identity::from_env();
+        if !ident.drop_privileges {
+            // Not root: both are the live descendants.
+            return;
+        }
+        (ident.uid, ident.gid) = (4242, 4343);
+        let mut cmd = Command::new("true");
+        // SAFETY: become_user makes only raw system calls.
+        unsafe { cmd.pre_exec(|| become_user(4242, 4343, false)) };
+        let mut child = cmd.spawn().expect("true");
+        let pid = child.id() as libc::pid_t;
+        wait_ended(&[pid], std::time::Duration::from_secs(10));
+        assert_eq!(state_of(child.id()), Some('Z'));
+        assert!(!survivors(&ident).contains(&pid));
+        assert!(unreaped(&ident).contains(&pid));
+        child.wait().expect("reap");
+        assert!(!unreaped(&ident).contains(&pid));
     }
 
     #[test]
