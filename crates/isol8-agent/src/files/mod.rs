@@ -2,10 +2,12 @@
 //! sandbox user* and without ever following a symlink.
 //!
 //! Writes and reads run on the agent's calling thread while its *filesystem* identity
-//! is the sandbox user's ([`as_sandbox_user`]); the reset re-executes the agent in helper
-//! mode (`isol8-agent __files`) as the sandbox user, as removing System V IPC objects
-//! checks the caller's effective uid; the helper takes one JSON request on stdin and
-//! answers on stdout. A file path must lie
+//! is the sandbox user's ([`as_sandbox_user`]). The reset needs the sandbox user's
+//! effective uid too (removing System V IPC objects checks it): it runs on a thread
+//! that becomes the sandbox user entirely and ends with the work ([`as_sandbox_thread`])
+//! once no process of the sandbox is left, else in the agent re-executed in helper mode
+//! (`isol8-agent __files`) as the sandbox user, which takes one JSON request on stdin
+//! and answers on stdout. A file path must lie
 //! below one of the writable directories (`/sandbox`, `/tmp`, `/dev/shm`; the working
 //! directory below `/sandbox`), and is opened component by component from that
 //! directory with `O_NOFOLLOW`, so a symlink planted by sandboxed code (at any depth) is
@@ -14,7 +16,7 @@
 //! This file holds the helper's protocol: the requests the agent sends (write, read,
 //! reset), the helper's entry point, and the agent-side calls that start it. The work is
 //! in [`walk`] (opening paths without following symlinks, writing and reading files),
-//! [`reset`] (wiping directories and scrubbing the sandbox root between runs) and [`ipc`]
+//! [`reset`](mod@reset) (wiping directories and scrubbing the sandbox root between runs) and [`ipc`]
 //! (listing and removing System V IPC objects).
 
 mod ipc;
