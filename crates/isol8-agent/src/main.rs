@@ -372,9 +372,9 @@ impl Agent {
         let mut problems = Vec::new();
         // Every step already ends with a kill of everything the sandbox user runs, so
         // usually nothing is left; verify, and kill again until nothing is.
-        let mut survivors = proc::survivors(&self.ident);
+        let mut processes = proc::remaining(&self.ident);
         for attempt in 0..20 {
-            if survivors.is_empty() {
+            if processes.alive.is_empty() {
                 break;
             }
             proc::kill_all(&self.ident, &self.reaper);
@@ -383,18 +383,19 @@ impl Agent {
             // the helper, this fails harmlessly for the sandbox user's, which the helper
             // took care of.
             if whole && !self.ident.kill_directly {
-                for pid in &survivors {
+                for pid in &processes.alive {
                     // SAFETY: kill with integer arguments.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
                 }
             }
             // Until they have ended (a holder of the teardown library is freeing the
             // program's memory), a little longer at each attempt.
-            proc::wait_ended(&survivors, Duration::from_millis(attempt + 1));
-            survivors = proc::survivors(&self.ident);
+            proc::wait_ended(&processes.alive, Duration::from_millis(attempt + 1));
+            processes = proc::remaining(&self.ident);
         }
-        if !survivors.is_empty() {
-            problems.push(format!("processes survived: {survivors:?}"));
+        let no_processes = processes.alive.is_empty();
+        if !no_processes {
+            problems.push(format!("processes survived: {:?}", processes.alive));
         }
         // Connections relayed for executions that are over.
         if let Some(relay) = &self.relay {
@@ -417,8 +418,7 @@ impl Agent {
             }
         }
         if files::needs_wipe(&self.ident, &wipe, self.clean_root) {
-            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &wipe, survivors.is_empty())
-            {
+            if let Err(e) = files::reset_all(&self.ident, &self.reaper, &wipe, no_processes) {
                 problems.push(e);
             }
             if whole {
@@ -440,18 +440,18 @@ impl Agent {
             problems.push(format!("System V IPC objects remain: {}", left.join(", ")));
         }
         // A killed process keeps its /proc entry until the reaper thread collects it,
-        // which may not have run yet: the next execution must not find even that.
-        if survivors.is_empty() {
+        // which may not have run yet: the next execution must not find even that. With
+        // nothing alive no process can end any more, so an empty list stays empty.
+        if no_processes {
             let deadline = Instant::now() + Duration::from_secs(1);
             let mut pause = Duration::from_micros(100);
-            let mut left = proc::unreaped(&self.ident);
-            while !left.is_empty() && Instant::now() < deadline {
+            while !processes.ended.is_empty() && Instant::now() < deadline {
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(10));
-                left = proc::unreaped(&self.ident);
+                processes = proc::remaining(&self.ident);
             }
-            if !left.is_empty() {
-                problems.push(format!("ended processes not reaped: {left:?}"));
+            if !processes.ended.is_empty() {
+                problems.push(format!("ended processes not reaped: {:?}", processes.ended));
             }
         }
         if let Err(e) = self.check_descriptors() {

@@ -677,30 +677,33 @@ pub fn reap_pidfd(pidfd: &OwnedFd) -> Option<(i32, u64)> {
     Some((status, rss))
 }
 
-/// Processes that must not outlive an execution and are still alive (zombies excluded):
-/// as PID 1 of a container, every process but the agent itself, whatever its uid; as
-/// root elsewhere, the sandbox user's; without root, the agent's live descendants.
-pub fn survivors(ident: &Identity) -> Vec<libc::pid_t> {
-    processes(ident, false)
+/// The processes that must not outlive an execution, in one scan of `/proc`: as PID 1 of
+/// a container, every process but the agent itself, whatever its uid; as root elsewhere,
+/// the sandbox user's; without root, the agent's descendants (all counted alive).
+pub struct Remaining {
+    /// Still alive: to be killed.
+    pub alive: Vec<libc::pid_t>,
+    /// Ended but not reaped yet (zombies): each keeps its `/proc` entry (pid, name,
+    /// owner), which the next execution must not see either, until the agent's reaper
+    /// thread collects it (as PID 1 of a container, or as the subreaper elsewhere, it is
+    /// every one's parent in the end).
+    pub ended: Vec<libc::pid_t>,
 }
 
-/// [`survivors`] and the zombies among the same processes: one that ended keeps its
-/// `/proc` entry (pid, name, owner) until it is reaped, which the next execution must not
-/// see either. As PID 1 of a container the agent's reaper thread collects every one.
-pub fn unreaped(ident: &Identity) -> Vec<libc::pid_t> {
-    processes(ident, true)
-}
-
-/// The processes [`survivors`] describes, zombies too when `zombies`.
-fn processes(ident: &Identity, zombies: bool) -> Vec<libc::pid_t> {
+/// The [`Remaining`] processes now.
+pub fn remaining(ident: &Identity) -> Remaining {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
+    let mut found = Remaining {
+        alive: Vec::new(),
+        ended: Vec::new(),
+    };
     if !ident.drop_privileges {
-        return descendants(me);
+        found.alive = descendants(me);
+        return found;
     }
     let everyone = me == 1;
     let uid = ident.uid.to_string();
-    let mut found = Vec::new();
     for pid in all_pids() {
         if pid == me {
             continue;
@@ -713,10 +716,14 @@ fn processes(ident: &Identity, zombies: bool) -> Vec<libc::pid_t> {
                 .lines()
                 .find_map(|l| l.strip_prefix(name).map(str::trim))
         };
-        let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
         let owner = field("Uid:").and_then(|u| u.split_whitespace().next());
-        if (zombies || !zombie) && (everyone || owner == Some(uid.as_str())) {
-            found.push(pid);
+        if !everyone && owner != Some(uid.as_str()) {
+            continue;
+        }
+        if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+            found.ended.push(pid);
+        } else {
+            found.alive.push(pid);
         }
     }
     found
@@ -813,10 +820,12 @@ mod tests {
         let pid = child.id() as libc::pid_t;
         wait_ended(&[pid], std::time::Duration::from_secs(10));
         assert_eq!(state_of(child.id()), Some('Z'));
-        assert!(!survivors(&ident).contains(&pid));
-        assert!(unreaped(&ident).contains(&pid));
+        let left = remaining(&ident);
+        assert!(!left.alive.contains(&pid));
+        assert!(left.ended.contains(&pid));
         child.wait().expect("reap");
-        assert!(!unreaped(&ident).contains(&pid));
+        let left = remaining(&ident);
+        assert!(!left.alive.contains(&pid) && !left.ended.contains(&pid));
     }
 
     #[test]

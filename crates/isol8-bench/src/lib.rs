@@ -473,6 +473,22 @@ fn samples_of(pairs: Vec<(Sample, Reported)>) -> Vec<Sample> {
     pairs.into_iter().map(|(s, _)| s).collect()
 }
 
+/// `pairs` as a path's result row and phase timings, for `runtime` and `path`.
+fn row_and_phases(
+    runtime: &str,
+    path: &str,
+    pairs: Vec<(Sample, Reported)>,
+) -> (PathResult, phases::PhaseTimings) {
+    let split: Vec<PhaseSample> = pairs
+        .iter()
+        .map(|(s, reported)| PhaseSample::of(s, *reported))
+        .collect();
+    (
+        summarize_samples(runtime, path, &samples_of(pairs)),
+        phases::phase_timings(runtime, path, &split),
+    )
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -835,16 +851,10 @@ pub async fn run(
         // before each sample). `warm_back_to_back`: each request sent as soon as the
         // one before returned, so it waits for that one's reset and pre-start.
         progress(format!("{runtime}: warm"));
-        let mut warm = Vec::new();
-        let mut split = Vec::new();
-        for (s, reported) in
-            ready_samples(&warm_engine, &recorder, &req, opts.n, Duration::ZERO).await?
-        {
-            split.push(PhaseSample::of(&s, reported));
-            warm.push(s);
-        }
-        results.push(summarize_samples(runtime, "warm", &warm));
-        phases.push(phases::phase_timings(runtime, "warm", &split));
+        let warm = ready_samples(&warm_engine, &recorder, &req, opts.n, Duration::ZERO).await?;
+        let (row, split) = row_and_phases(runtime, "warm", warm);
+        results.push(row);
+        phases.push(split);
         let mut back_to_back = Vec::new();
         for _ in 0..opts.n {
             back_to_back.push(timed(&warm_engine, &recorder, &req).await?.0);
@@ -858,16 +868,10 @@ pub async fn run(
         // idle for a while, as sporadic traffic arrives (the CPUs have gone to sleep and
         // the program's memory is no longer in their caches).
         progress(format!("{runtime}: warm after an idle pause"));
-        let mut after_idle = Vec::new();
-        let mut split = Vec::new();
-        for (s, reported) in
-            ready_samples(&warm_engine, &recorder, &req, opts.n, IDLE_PAUSE).await?
-        {
-            split.push(PhaseSample::of(&s, reported));
-            after_idle.push(s);
-        }
-        results.push(summarize_samples(runtime, "warm_after_idle", &after_idle));
-        phases.push(phases::phase_timings(runtime, "warm_after_idle", &split));
+        let after_idle = ready_samples(&warm_engine, &recorder, &req, opts.n, IDLE_PAUSE).await?;
+        let (row, split) = row_and_phases(runtime, "warm_after_idle", after_idle);
+        results.push(row);
+        phases.push(split);
 
         if starts_differently(registry.get(runtime)?) {
             // The same ready pool with every program started fresh and plain: what

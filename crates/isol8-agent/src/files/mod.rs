@@ -16,8 +16,8 @@
 //! This file holds the helper's protocol: the requests the agent sends (write, read,
 //! reset), the helper's entry point, and the agent-side calls that start it. The work is
 //! in [`walk`] (opening paths without following symlinks, writing and reading files),
-//! [`reset`](mod@reset) (wiping directories and scrubbing the sandbox root between runs) and [`ipc`]
-//! (listing and removing System V IPC objects).
+//! [`reset`](mod@reset) (wiping directories and scrubbing the sandbox root between runs)
+//! and [`ipc`] (listing and removing System V IPC objects).
 
 mod ipc;
 mod reset;
