@@ -693,7 +693,8 @@ impl Agent {
         // Nothing of this step may outlive it: background processes, double-forked
         // daemons that called setsid, processes ignoring SIGTERM. When the step's process
         // was the only one, there is nothing to kill (and no helper to start for it).
-        if !proc::alone() {
+        let killed = !proc::alone();
+        if killed {
             proc::kill_all(&self.ident, &self.reaper);
         }
         while run.status.is_none() || run.open_pipes > 0 {
@@ -705,6 +706,11 @@ impl Agent {
                     proc::kill_all(&self.ident, &self.reaper);
                 }
             }
+        }
+        // A killed process is a zombie until the reaper thread collects it, and the next
+        // step (a session's has no reset before it) must not find even its /proc entry.
+        if killed && !proc::wait_alone(Duration::from_secs(1)) {
+            log("processes of the step were not gone within 1 s after kill");
         }
         self.inbox.watch_exit(None);
         let status = run.status.unwrap_or(0);

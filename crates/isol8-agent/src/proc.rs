@@ -585,6 +585,26 @@ pub fn alone() -> bool {
     rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
 }
 
+/// Waits, up to `timeout`, until [`alone`]: every other process of the container ended
+/// and reaped (the reaper thread collects them). False when that did not happen in time;
+/// true at once outside a container, where the agent cannot tell ([`alone`] never holds
+/// there) and nothing is waited for.
+pub fn wait_alone(timeout: std::time::Duration) -> bool {
+    if !owns_namespaces() {
+        return true;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(50);
+    while !alone() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// A `pidfd` for process `pid` (readable once it has exited), or the kernel's refusal
 /// (`ESRCH` for a child already reaped: its exit then comes from the reaper).
 pub fn pidfd(pid: libc::pid_t) -> io::Result<OwnedFd> {
